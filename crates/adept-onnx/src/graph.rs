@@ -1,0 +1,918 @@
+//! [`GraphBuilder`]: builds a `GraphProto` one neural-net module at a time.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{bail, ensure, Result};
+
+use crate::proto::{
+    AttributeProto, DataType, Dim, GraphProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
+};
+
+/// The `com.microsoft` domain of ONNX Runtime's contrib operators.
+pub const MS_DOMAIN: &str = "com.microsoft";
+
+/// Lowest default-domain opset the helpers target (`LayerNormalization` needs 17).
+pub const MIN_OPSET: i64 = 17;
+
+/// Builds an ONNX graph: inputs, initializers (weights), nodes and outputs.
+///
+/// Values are referred to by name (`&str`); every helper returns the name of the value it
+/// produced. See the [crate docs](crate) for the naming conventions.
+#[derive(Debug, Clone)]
+pub struct GraphBuilder {
+    /// The graph under construction (nodes, initializers, inputs, outputs, ...).
+    proto: GraphProto,
+    opset: i64,
+    scopes: Vec<String>,
+    /// Every value name in use: graph inputs, initializers and node outputs.
+    values: HashSet<String>,
+    node_names: HashSet<String>,
+    /// Next numeric suffix to try for a base name.
+    suffixes: HashMap<String, usize>,
+    /// Deduplicated small constants: (type, dims, raw bytes) -> initializer name.
+    constants: HashMap<(DataType, Vec<i64>, Vec<u8>), String>,
+    domains: HashSet<String>,
+}
+
+/// Options of a `com.microsoft:MultiHeadAttention` node; see
+/// [`GraphBuilder::attention`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MultiHeadAttention<'a> {
+    /// `[batch, sequence, hidden]`.
+    pub query: &'a str,
+    /// `[batch, kv_sequence, hidden]`.
+    pub key: &'a str,
+    /// `[batch, kv_sequence, v_hidden]`.
+    pub value: &'a str,
+    /// Number of heads; `hidden` must be divisible by it.
+    pub num_heads: usize,
+    /// `int32 [batch, kv_sequence]`, 1 = attend, 0 = padding (or `int32 [batch]` with the
+    /// valid length of right-padded keys).
+    pub key_padding_mask: Option<&'a str>,
+    /// Float bias added to the scaled scores, `[batch or 1, heads or 1, sequence,
+    /// kv_sequence]` (e.g. T5's relative position bias).
+    pub attention_bias: Option<&'a str>,
+    /// Score scale; ONNX Runtime's default is `1/sqrt(head_size)` (T5 uses 1.0).
+    pub scale: Option<f32>,
+    /// Causal masking (each query attends to keys at positions `<=` its own).
+    pub unidirectional: bool,
+}
+
+impl<'a> MultiHeadAttention<'a> {
+    /// Attention of `query` over `key`/`value` with no mask and the default scale.
+    pub fn new(query: &'a str, key: &'a str, value: &'a str, num_heads: usize) -> Self {
+        Self {
+            query,
+            key,
+            value,
+            num_heads,
+            key_padding_mask: None,
+            attention_bias: None,
+            scale: None,
+            unidirectional: false,
+        }
+    }
+
+    /// Sets the `int32` key padding mask.
+    pub fn key_padding_mask(mut self, mask: &'a str) -> Self {
+        self.key_padding_mask = Some(mask);
+        self
+    }
+
+    /// Sets the additive attention bias.
+    pub fn attention_bias(mut self, bias: &'a str) -> Self {
+        self.attention_bias = Some(bias);
+        self
+    }
+
+    /// Sets the score scale.
+    pub fn scale(mut self, scale: f32) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+
+    /// Enables causal masking.
+    pub fn causal(mut self) -> Self {
+        self.unidirectional = true;
+        self
+    }
+}
+
+fn checked_dims(shape: &[usize], len: usize, name: &str) -> Result<Vec<i64>> {
+    let n: usize = shape.iter().product();
+    ensure!(
+        n == len,
+        "initializer {name:?}: shape {shape:?} holds {n} elements but {len} were given"
+    );
+    Ok(shape.iter().map(|&d| d as i64).collect())
+}
+
+fn join_list<T: ToString>(values: &[T]) -> String {
+    values
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+impl GraphBuilder {
+    /// An empty graph called `name` that targets default-domain opset `opset`.
+    ///
+    /// The opset decides how some helpers encode their operators (`ReduceMean` takes its
+    /// axes as an attribute before opset 18 and as an input from 18 on).
+    pub fn new(name: impl Into<String>, opset: i64) -> Self {
+        Self {
+            proto: GraphProto {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            opset,
+            scopes: Vec::new(),
+            values: HashSet::new(),
+            node_names: HashSet::new(),
+            suffixes: HashMap::new(),
+            constants: HashMap::new(),
+            domains: HashSet::new(),
+        }
+    }
+
+    /// The default-domain opset this graph targets.
+    pub fn opset(&self) -> i64 {
+        self.opset
+    }
+
+    /// Sets the graph's doc string.
+    pub fn set_doc_string(&mut self, doc: impl Into<String>) {
+        self.proto.doc_string = Some(doc.into());
+    }
+
+    /// Operator domains used by the nodes so far (`""` is the default domain).
+    pub fn domains(&self) -> impl Iterator<Item = &str> {
+        self.domains.iter().map(String::as_str)
+    }
+
+    /// The nodes added so far, in order.
+    pub fn nodes(&self) -> &[NodeProto] {
+        &self.proto.node
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Names and scopes
+    // ----------------------------------------------------------------------------------
+
+    /// Enters a naming scope: initializer and node names created until the matching
+    /// [`pop_scope`](Self::pop_scope) are prefixed with it (`"encoder"`, then `"layer.0"`
+    /// gives `"encoder.layer.0.…"`).
+    pub fn push_scope(&mut self, scope: impl Into<String>) {
+        self.scopes.push(scope.into());
+    }
+
+    /// Leaves the innermost naming scope.
+    pub fn pop_scope(&mut self) {
+        self.scopes
+            .pop()
+            .expect("pop_scope called without a matching push_scope");
+    }
+
+    /// Runs `f` inside the naming scope `scope` (see [`push_scope`](Self::push_scope)).
+    pub fn scope<R>(&mut self, scope: &str, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.push_scope(scope);
+        let result = f(self);
+        self.pop_scope();
+        result
+    }
+
+    /// The current scope path, e.g. `"encoder.layer.0.attention"` (empty at the root).
+    pub fn current_scope(&self) -> String {
+        self.scopes.join(".")
+    }
+
+    /// `name` qualified with the current scope: `"encoder.layer.0"` + `"output.dense"` →
+    /// `"encoder.layer.0.output.dense"`.
+    pub fn qualify(&self, name: &str) -> String {
+        if self.scopes.is_empty() {
+            name.to_owned()
+        } else if name.is_empty() {
+            self.current_scope()
+        } else {
+            format!("{}.{name}", self.current_scope())
+        }
+    }
+
+    fn fresh(used: &HashSet<String>, suffixes: &mut HashMap<String, usize>, base: &str) -> String {
+        if !used.contains(base) {
+            return base.to_owned();
+        }
+        let next = suffixes.entry(base.to_owned()).or_insert(1);
+        loop {
+            let candidate = format!("{base}_{next}");
+            *next += 1;
+            if !used.contains(&candidate) {
+                return candidate;
+            }
+        }
+    }
+
+    /// Reserves and returns a value name not used yet, `base` or `base_N`.
+    pub fn unique_value_name(&mut self, base: &str) -> String {
+        let name = Self::fresh(&self.values, &mut self.suffixes, base);
+        self.values.insert(name.clone());
+        name
+    }
+
+    fn unique_node_name(&mut self, op_type: &str) -> String {
+        let scope = self.current_scope();
+        let base = if scope.is_empty() {
+            op_type.to_owned()
+        } else {
+            format!("{scope}/{op_type}")
+        };
+        let name = Self::fresh(&self.node_names, &mut self.suffixes, &base);
+        self.node_names.insert(name.clone());
+        name
+    }
+
+    /// Whether `name` is already a value of the graph (input, initializer or node output).
+    pub fn has_value(&self, name: &str) -> bool {
+        self.values.contains(name)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Inputs, outputs, value info
+    // ----------------------------------------------------------------------------------
+
+    /// Declares a graph input. `name` is used verbatim (not scoped).
+    ///
+    /// ```
+    /// # use adept_onnx::{GraphBuilder, DataType};
+    /// let mut g = GraphBuilder::new("g", 17);
+    /// let x = g.input("inputs_embeds", DataType::Float, &["batch".into(), "sequence".into(), 8.into()])?;
+    /// # anyhow::Ok(())
+    /// ```
+    pub fn input(&mut self, name: &str, elem_type: DataType, dims: &[Dim]) -> Result<String> {
+        ensure!(!name.is_empty(), "graph inputs need a name");
+        ensure!(
+            self.values.insert(name.to_owned()),
+            "value name {name:?} is already used"
+        );
+        self.proto.input.push(value_info(name, elem_type, dims));
+        Ok(name.to_owned())
+    }
+
+    /// Declares the existing value `name` as a graph output.
+    pub fn output(&mut self, name: &str, elem_type: DataType, dims: &[Dim]) -> Result<()> {
+        ensure!(self.values.contains(name), "output {name:?} is not a value");
+        ensure!(
+            !self.is_graph_output(name),
+            "{name:?} is already a graph output"
+        );
+        self.proto.output.push(value_info(name, elem_type, dims));
+        Ok(())
+    }
+
+    fn is_graph_output(&self, name: &str) -> bool {
+        self.proto
+            .output
+            .iter()
+            .any(|o| o.name.as_deref() == Some(name))
+    }
+
+    /// Declares `value` as a graph output called `name`.
+    ///
+    /// A value made by a node is renamed in place (in the producing node and in all its
+    /// consumers); a graph input, an initializer or a value that already is an output is
+    /// routed through an `Identity` node instead. After a rename, refer to the value by
+    /// its new name.
+    pub fn output_as(
+        &mut self,
+        value: &str,
+        name: &str,
+        elem_type: DataType,
+        dims: &[Dim],
+    ) -> Result<()> {
+        if value != name {
+            ensure!(
+                self.values.contains(value),
+                "output {value:?} is not a value"
+            );
+            ensure!(
+                !self.values.contains(name),
+                "value name {name:?} is already used"
+            );
+            let produced_by_node = self
+                .proto
+                .node
+                .iter()
+                .any(|n| n.output.iter().any(|o| o == value));
+            if produced_by_node && !self.is_graph_output(value) {
+                self.rename_value(value, name);
+            } else {
+                let node_name = self.unique_node_name("Identity");
+                self.values.insert(name.to_owned());
+                self.push_node(
+                    "",
+                    "Identity",
+                    node_name,
+                    &[value],
+                    vec![name.to_owned()],
+                    vec![],
+                );
+            }
+        }
+        self.output(name, elem_type, dims)
+    }
+
+    fn rename_value(&mut self, old: &str, new: &str) {
+        for node in &mut self.proto.node {
+            for v in node.input.iter_mut().chain(node.output.iter_mut()) {
+                if v == old {
+                    *v = new.to_owned();
+                }
+            }
+        }
+        for vi in &mut self.proto.value_info {
+            if vi.name.as_deref() == Some(old) {
+                vi.name = Some(new.to_owned());
+            }
+        }
+        self.values.remove(old);
+        self.values.insert(new.to_owned());
+    }
+
+    /// Records the type of an intermediate value (optional; ONNX infers most types).
+    pub fn value_info(&mut self, name: &str, elem_type: DataType, dims: &[Dim]) {
+        self.proto
+            .value_info
+            .push(value_info(name, elem_type, dims));
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Initializers and constants
+    // ----------------------------------------------------------------------------------
+
+    /// Adds an initializer as is (its name is used verbatim). Returns its name.
+    pub fn initializer(&mut self, tensor: TensorProto) -> Result<String> {
+        let name = tensor.name.clone().unwrap_or_default();
+        ensure!(!name.is_empty(), "initializers need a name");
+        ensure!(
+            self.values.insert(name.clone()),
+            "value name {name:?} is already used"
+        );
+        self.proto.initializer.push(tensor);
+        Ok(name)
+    }
+
+    /// An `f32` initializer called `name` (qualified with the current scope), stored as
+    /// little-endian `raw_data`. Returns the full name.
+    pub fn initializer_f32(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<String> {
+        let name = self.qualify(name);
+        let dims = checked_dims(shape, data.len(), &name)?;
+        self.initializer(TensorProto::from_f32(&name, &dims, data))
+    }
+
+    /// An `f16` initializer from `f32` values (rounded to nearest). Returns the full name.
+    pub fn initializer_f16(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<String> {
+        let name = self.qualify(name);
+        let dims = checked_dims(shape, data.len(), &name)?;
+        self.initializer(TensorProto::from_f32_as_f16(&name, &dims, data))
+    }
+
+    /// An `i64` initializer. Returns the full name.
+    pub fn initializer_i64(&mut self, name: &str, shape: &[usize], data: &[i64]) -> Result<String> {
+        let name = self.qualify(name);
+        let dims = checked_dims(shape, data.len(), &name)?;
+        self.initializer(TensorProto::from_i64(&name, &dims, data))
+    }
+
+    /// An `i32` initializer. Returns the full name.
+    pub fn initializer_i32(&mut self, name: &str, shape: &[usize], data: &[i32]) -> Result<String> {
+        let name = self.qualify(name);
+        let dims = checked_dims(shape, data.len(), &name)?;
+        self.initializer(TensorProto::from_i32(&name, &dims, data))
+    }
+
+    /// A transposed `f32` initializer: `data` is row-major `[rows, cols]` (e.g. a PyTorch
+    /// `Linear.weight [out, in]`) and the initializer holds its transpose `[cols, rows]`,
+    /// ready to be the right operand of `MatMul`.
+    pub fn initializer_f32_transposed(
+        &mut self,
+        name: &str,
+        [rows, cols]: [usize; 2],
+        data: &[f32],
+    ) -> Result<String> {
+        let name = self.qualify(name);
+        checked_dims(&[rows, cols], data.len(), &name)?;
+        let mut t = vec![0.0f32; data.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[c * rows + r] = data[r * cols + c];
+            }
+        }
+        let mut tensor = TensorProto::from_f32(&name, &[cols as i64, rows as i64], &t);
+        tensor.doc_string = Some(format!(
+            "transpose of the [{rows}, {cols}] parameter {name}, stored [{cols}, {rows}] for MatMul"
+        ));
+        self.initializer(tensor)
+    }
+
+    fn constant(&mut self, tensor: TensorProto, base: String) -> String {
+        let data_type = DataType::try_from(tensor.data_type.unwrap_or(0)).unwrap_or_default();
+        let key = (
+            data_type,
+            tensor.dims.clone(),
+            tensor.raw_data.clone().unwrap_or_default(),
+        );
+        if let Some(name) = self.constants.get(&key) {
+            return name.clone();
+        }
+        let name = self.unique_value_name(&base);
+        self.proto.initializer.push(TensorProto {
+            name: Some(name.clone()),
+            ..tensor
+        });
+        self.constants.insert(key, name.clone());
+        name
+    }
+
+    /// A shared scalar `f32` constant (rank 0), e.g. `scalar_f32_0.5`.
+    pub fn scalar_f32(&mut self, value: f32) -> String {
+        self.constant(
+            TensorProto::from_f32("", &[], &[value]),
+            format!("scalar_f32_{value}"),
+        )
+    }
+
+    /// A shared scalar `i64` constant (rank 0).
+    pub fn scalar_i64(&mut self, value: i64) -> String {
+        self.constant(
+            TensorProto::from_i64("", &[], &[value]),
+            format!("scalar_i64_{value}"),
+        )
+    }
+
+    /// A shared 1-D `i64` constant (shapes, axes, indices), e.g. `const_i64_0_1`.
+    pub fn const_i64(&mut self, values: &[i64]) -> String {
+        let base = if values.len() <= 8 {
+            format!("const_i64_{}", join_list(values))
+        } else {
+            "const_i64".to_owned()
+        };
+        self.constant(
+            TensorProto::from_i64("", &[values.len() as i64], values),
+            base,
+        )
+    }
+
+    /// A shared 1-D `f32` constant.
+    pub fn const_f32(&mut self, values: &[f32]) -> String {
+        let base = if values.len() <= 8 {
+            format!("const_f32_{}", join_list(values))
+        } else {
+            "const_f32".to_owned()
+        };
+        self.constant(
+            TensorProto::from_f32("", &[values.len() as i64], values),
+            base,
+        )
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Generic nodes
+    // ----------------------------------------------------------------------------------
+
+    fn push_node(
+        &mut self,
+        domain: &str,
+        op_type: &str,
+        name: String,
+        inputs: &[&str],
+        outputs: Vec<String>,
+        attributes: Vec<AttributeProto>,
+    ) {
+        for input in inputs {
+            assert!(
+                input.is_empty() || self.values.contains(*input),
+                "{op_type} node {name:?}: input {input:?} is not a value of the graph"
+            );
+        }
+        self.domains.insert(domain.to_owned());
+        self.proto.node.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs,
+            name: Some(name),
+            op_type: Some(op_type.to_owned()),
+            domain: (!domain.is_empty()).then(|| domain.to_owned()),
+            attribute: attributes,
+            doc_string: None,
+        });
+    }
+
+    /// Adds a node of `domain:op_type` with `num_outputs` outputs and returns their names.
+    ///
+    /// The node is named `"<scope>/<op_type>"` (made unique with `_N`), its outputs
+    /// `"<node name>_output_<i>"`. An input `""` marks an omitted optional input.
+    ///
+    /// # Panics
+    /// If an input is not a value of the graph (nodes must be added in topological order).
+    pub fn node(
+        &mut self,
+        domain: &str,
+        op_type: &str,
+        inputs: &[&str],
+        num_outputs: usize,
+        attributes: Vec<AttributeProto>,
+    ) -> Vec<String> {
+        let name = self.unique_node_name(op_type);
+        let outputs: Vec<String> = (0..num_outputs)
+            .map(|i| self.unique_value_name(&format!("{name}_output_{i}")))
+            .collect();
+        self.push_node(domain, op_type, name, inputs, outputs.clone(), attributes);
+        outputs
+    }
+
+    /// A default-domain node with one output; returns the output's name.
+    pub fn op(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        attributes: Vec<AttributeProto>,
+    ) -> String {
+        let mut outputs = self.node("", op_type, inputs, 1, attributes);
+        outputs.pop().expect("one output")
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Elementwise and tensor-manipulation helpers
+    // ----------------------------------------------------------------------------------
+
+    /// `MatMul(a, b)` (numpy-style batched matrix product).
+    pub fn matmul(&mut self, a: &str, b: &str) -> String {
+        self.op("MatMul", &[a, b], vec![])
+    }
+
+    /// `Add(a, b)` with broadcasting.
+    pub fn add(&mut self, a: &str, b: &str) -> String {
+        self.op("Add", &[a, b], vec![])
+    }
+
+    /// `Sub(a, b)` with broadcasting.
+    pub fn sub(&mut self, a: &str, b: &str) -> String {
+        self.op("Sub", &[a, b], vec![])
+    }
+
+    /// `Mul(a, b)` with broadcasting.
+    pub fn mul(&mut self, a: &str, b: &str) -> String {
+        self.op("Mul", &[a, b], vec![])
+    }
+
+    /// `Div(a, b)` with broadcasting.
+    pub fn div(&mut self, a: &str, b: &str) -> String {
+        self.op("Div", &[a, b], vec![])
+    }
+
+    /// `Erf(x)`.
+    pub fn erf(&mut self, x: &str) -> String {
+        self.op("Erf", &[x], vec![])
+    }
+
+    /// `Tanh(x)`.
+    pub fn tanh(&mut self, x: &str) -> String {
+        self.op("Tanh", &[x], vec![])
+    }
+
+    /// `Sigmoid(x)`.
+    pub fn sigmoid(&mut self, x: &str) -> String {
+        self.op("Sigmoid", &[x], vec![])
+    }
+
+    /// `Sqrt(x)`.
+    pub fn sqrt(&mut self, x: &str) -> String {
+        self.op("Sqrt", &[x], vec![])
+    }
+
+    /// `Identity(x)`.
+    pub fn identity(&mut self, x: &str) -> String {
+        self.op("Identity", &[x], vec![])
+    }
+
+    /// `Relu(x)`.
+    pub fn relu(&mut self, x: &str) -> String {
+        self.op("Relu", &[x], vec![])
+    }
+
+    /// Exact (erf) GELU in the BERT pattern
+    /// `Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5)`, i.e. `x · (1 + erf(x/√2)) · 0.5`.
+    ///
+    /// This is the subgraph PyTorch exports for HF BERT's `gelu`. ONNX Runtime 1.31
+    /// (CPU, level "extended") rewrites it to one `com.microsoft:Gelu` node, and after a
+    /// bias `Add` (as in [`linear`](Self::linear) → GELU) to `MatMul` + `BiasGelu`
+    /// (checked by the `tiny_encoder_block` test). The two `Mul`s may come in either order,
+    /// but the division must be a `Div` by √2: `Mul(x, 1/√2)` is *not* fused.
+    pub fn gelu_erf(&mut self, x: &str) -> String {
+        let sqrt2 = self.scalar_f32(std::f32::consts::SQRT_2);
+        let one = self.scalar_f32(1.0);
+        let half = self.scalar_f32(0.5);
+        let scaled = self.div(x, &sqrt2);
+        let erf = self.erf(&scaled);
+        let shifted = self.add(&erf, &one);
+        let product = self.mul(x, &shifted);
+        self.mul(&product, &half)
+    }
+
+    /// `Softmax(x, axis)`.
+    pub fn softmax(&mut self, x: &str, axis: i64) -> String {
+        self.op("Softmax", &[x], vec![AttributeProto::int("axis", axis)])
+    }
+
+    /// `Gather(data, indices, axis)`; with `axis = 0` an embedding lookup.
+    pub fn gather(&mut self, data: &str, indices: &str, axis: i64) -> String {
+        self.op(
+            "Gather",
+            &[data, indices],
+            vec![AttributeProto::int("axis", axis)],
+        )
+    }
+
+    /// `Concat(inputs, axis)`.
+    pub fn concat(&mut self, inputs: &[&str], axis: i64) -> String {
+        self.op("Concat", inputs, vec![AttributeProto::int("axis", axis)])
+    }
+
+    /// `Reshape(x, shape)` to a constant shape (`0` copies the input dimension, `-1` is
+    /// inferred).
+    pub fn reshape(&mut self, x: &str, shape: &[i64]) -> String {
+        let shape = self.const_i64(shape);
+        self.reshape_dynamic(x, &shape)
+    }
+
+    /// `Reshape(x, shape)` with a computed `i64` shape value.
+    pub fn reshape_dynamic(&mut self, x: &str, shape: &str) -> String {
+        self.op("Reshape", &[x, shape], vec![])
+    }
+
+    /// `Transpose(x, perm)`.
+    pub fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
+        self.op("Transpose", &[x], vec![AttributeProto::ints("perm", perm)])
+    }
+
+    /// `Unsqueeze(x, axes)` (axes as an input, opset 13+).
+    pub fn unsqueeze(&mut self, x: &str, axes: &[i64]) -> String {
+        let axes = self.const_i64(axes);
+        self.op("Unsqueeze", &[x, &axes], vec![])
+    }
+
+    /// `Squeeze(x, axes)` (axes as an input, opset 13+).
+    pub fn squeeze(&mut self, x: &str, axes: &[i64]) -> String {
+        let axes = self.const_i64(axes);
+        self.op("Squeeze", &[x, &axes], vec![])
+    }
+
+    /// `Cast(x, to)`.
+    pub fn cast(&mut self, x: &str, to: DataType) -> String {
+        self.op("Cast", &[x], vec![AttributeProto::int("to", to as i64)])
+    }
+
+    /// `Shape(x)` (an `i64` vector).
+    pub fn shape(&mut self, x: &str) -> String {
+        self.op("Shape", &[x], vec![])
+    }
+
+    /// `Slice(x, starts, ends, axes)` with constant bounds and step 1.
+    pub fn slice(&mut self, x: &str, starts: &[i64], ends: &[i64], axes: &[i64]) -> String {
+        let starts = self.const_i64(starts);
+        let ends = self.const_i64(ends);
+        let axes = self.const_i64(axes);
+        self.op("Slice", &[x, &starts, &ends, &axes], vec![])
+    }
+
+    /// `Expand(x, shape)` with a computed (or constant) `i64` shape value.
+    pub fn expand(&mut self, x: &str, shape: &str) -> String {
+        self.op("Expand", &[x, shape], vec![])
+    }
+
+    /// `ReduceMean(x, axes, keepdims)`, as an attribute before opset 18 and as an input
+    /// from opset 18 on.
+    pub fn reduce_mean(&mut self, x: &str, axes: &[i64], keepdims: bool) -> String {
+        let keepdims = AttributeProto::int("keepdims", i64::from(keepdims));
+        if self.opset >= 18 {
+            let axes = self.const_i64(axes);
+            self.op("ReduceMean", &[x, &axes], vec![keepdims])
+        } else {
+            self.op(
+                "ReduceMean",
+                &[x],
+                vec![AttributeProto::ints("axes", axes), keepdims],
+            )
+        }
+    }
+
+    /// `Where(condition, x, y)`.
+    pub fn where_(&mut self, condition: &str, x: &str, y: &str) -> String {
+        self.op("Where", &[condition, x, y], vec![])
+    }
+
+    /// `Equal(a, b)` (a `bool` tensor).
+    pub fn equal(&mut self, a: &str, b: &str) -> String {
+        self.op("Equal", &[a, b], vec![])
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Module-level helpers
+    // ----------------------------------------------------------------------------------
+
+    /// `x · W + b` with `weight_in_out` already stored `[in, out]`.
+    pub fn linear_from(&mut self, x: &str, weight_in_out: &str, bias: Option<&str>) -> String {
+        let y = self.matmul(x, weight_in_out);
+        match bias {
+            Some(b) => self.add(&y, b),
+            None => y,
+        }
+    }
+
+    /// A PyTorch `nn.Linear` called `prefix` (relative to the current scope).
+    ///
+    /// `weight` is the row-major `[out_features, in_features]` parameter; it is stored
+    /// transposed, `[in, out]`, as the initializer `"<prefix>.weight"`, and `bias` as
+    /// `"<prefix>.bias"`. Emits `MatMul` (+ `Add`) named `"<prefix>/MatMul"`, ….
+    pub fn linear(
+        &mut self,
+        prefix: &str,
+        x: &str,
+        weight: &[f32],
+        [out_features, in_features]: [usize; 2],
+        bias: Option<&[f32]>,
+    ) -> Result<String> {
+        self.scope(prefix, |g| {
+            let w = g.initializer_f32_transposed("weight", [out_features, in_features], weight)?;
+            let b = bias
+                .map(|b| g.initializer_f32("bias", &[out_features], b))
+                .transpose()?;
+            Ok(g.linear_from(x, &w, b.as_deref()))
+        })
+    }
+
+    /// `LayerNormalization(x, scale, bias)` (opset 17) over the axes from `axis` on.
+    pub fn layer_norm_from(
+        &mut self,
+        x: &str,
+        scale: &str,
+        bias: &str,
+        epsilon: f32,
+        axis: i64,
+    ) -> String {
+        self.op(
+            "LayerNormalization",
+            &[x, scale, bias],
+            vec![
+                AttributeProto::int("axis", axis),
+                AttributeProto::float("epsilon", epsilon),
+            ],
+        )
+    }
+
+    /// A PyTorch `nn.LayerNorm` over the last axis called `prefix`: initializers
+    /// `"<prefix>.weight"` (gamma) and `"<prefix>.bias"` (beta).
+    pub fn layer_norm(
+        &mut self,
+        prefix: &str,
+        x: &str,
+        gamma: &[f32],
+        beta: &[f32],
+        epsilon: f32,
+    ) -> Result<String> {
+        ensure!(
+            gamma.len() == beta.len(),
+            "layer norm {prefix:?}: gamma has {} values, beta {}",
+            gamma.len(),
+            beta.len()
+        );
+        self.scope(prefix, |g| {
+            let w = g.initializer_f32("weight", &[gamma.len()], gamma)?;
+            let b = g.initializer_f32("bias", &[beta.len()], beta)?;
+            Ok(g.layer_norm_from(x, &w, &b, epsilon, -1))
+        })
+    }
+
+    /// A PyTorch `nn.Embedding` called `prefix`: the `[num_embeddings, dim]` table becomes
+    /// `"<prefix>.weight"` and `ids` are looked up with `Gather(axis = 0)`.
+    pub fn embedding(
+        &mut self,
+        prefix: &str,
+        ids: &str,
+        table: &[f32],
+        [num_embeddings, dim]: [usize; 2],
+    ) -> Result<String> {
+        self.scope(prefix, |g| {
+            let w = g.initializer_f32("weight", &[num_embeddings, dim], table)?;
+            Ok(g.gather(&w, ids, 0))
+        })
+    }
+
+    /// `com.microsoft:MultiHeadAttention` over `[batch, sequence, hidden]` query, key and
+    /// value, with an optional `int32 [batch, kv_sequence]` key padding mask (1 = keep,
+    /// 0 = padding). Returns the `[batch, sequence, hidden]` output.
+    pub fn multi_head_attention(
+        &mut self,
+        query: &str,
+        key: &str,
+        value: &str,
+        key_padding_mask: Option<&str>,
+        num_heads: usize,
+    ) -> String {
+        let mut spec = MultiHeadAttention::new(query, key, value, num_heads);
+        spec.key_padding_mask = key_padding_mask;
+        self.attention(spec)
+    }
+
+    /// `com.microsoft:MultiHeadAttention` with all the options of
+    /// [`MultiHeadAttention`]. The graph's model must import `com.microsoft` opset 1.
+    pub fn attention(&mut self, spec: MultiHeadAttention<'_>) -> String {
+        // Inputs: query, key, value, bias, key_padding_mask, attention_bias, ...
+        let mut inputs = vec![
+            spec.query,
+            spec.key,
+            spec.value,
+            "",
+            spec.key_padding_mask.unwrap_or(""),
+            spec.attention_bias.unwrap_or(""),
+        ];
+        while inputs.last() == Some(&"") {
+            inputs.pop();
+        }
+        let mut attributes = vec![AttributeProto::int("num_heads", spec.num_heads as i64)];
+        if let Some(scale) = spec.scale {
+            attributes.push(AttributeProto::float("scale", scale));
+        }
+        if spec.unidirectional {
+            attributes.push(AttributeProto::int("unidirectional", 1));
+        }
+        let mut outputs = self.node(MS_DOMAIN, "MultiHeadAttention", &inputs, 1, attributes);
+        outputs.pop().expect("one output")
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Finishing
+    // ----------------------------------------------------------------------------------
+
+    /// Checks that the graph is complete: it has outputs and every node input is defined
+    /// before use (nodes are in topological order by construction).
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            !self.proto.output.is_empty(),
+            "graph {:?} has no outputs",
+            self.proto.name()
+        );
+        let mut defined: HashSet<&str> = self
+            .proto
+            .input
+            .iter()
+            .filter_map(|v| v.name.as_deref())
+            .collect();
+        defined.extend(
+            self.proto
+                .initializer
+                .iter()
+                .filter_map(|t| t.name.as_deref()),
+        );
+        for node in &self.proto.node {
+            for input in &node.input {
+                if !input.is_empty() && !defined.contains(input.as_str()) {
+                    bail!(
+                        "node {:?} uses {input:?} before it is defined",
+                        node.name.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            defined.extend(node.output.iter().map(String::as_str));
+        }
+        for output in &self.proto.output {
+            let name = output.name.as_deref().unwrap_or("");
+            ensure!(
+                defined.contains(name),
+                "graph output {name:?} is never produced"
+            );
+        }
+        Ok(())
+    }
+
+    /// The graph proto after [`validate`](Self::validate), borrowed (no copy of the
+    /// weights).
+    pub fn proto(&self) -> Result<&GraphProto> {
+        self.validate()?;
+        Ok(&self.proto)
+    }
+
+    /// The finished `GraphProto`.
+    pub fn build(self) -> Result<GraphProto> {
+        self.validate()?;
+        Ok(self.proto)
+    }
+}
+
+fn value_info(name: &str, elem_type: DataType, dims: &[Dim]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.to_owned()),
+        r#type: Some(TypeProto::tensor(elem_type, dims)),
+        doc_string: None,
+    }
+}

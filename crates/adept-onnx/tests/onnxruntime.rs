@@ -1,0 +1,514 @@
+//! Builds small graphs, saves them, validates them with `onnx.checker` (full check) and runs
+//! them with ONNX Runtime through `tests/check_and_run.py`, comparing against references
+//! computed here with naive loops in f64.
+//!
+//! Needs `python3` with `onnx` and `onnxruntime` importable (override the interpreter with
+//! `ADEPT_PYTHON`); without them each test prints a skip message and passes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use adept_onnx::{DataType, Dim, ModelBuilder};
+use serde_json::{json, Value};
+
+const TOLERANCE: f64 = 1e-5;
+
+// ---------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------
+
+fn python() -> String {
+    std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// Whether the Python side is available; prints a skip message when it is not.
+fn python_available(test: &str) -> bool {
+    let ok = Command::new(python())
+        .args(["-c", "import onnx, onnxruntime"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!(
+            "SKIP {test}: `{} -c 'import onnx, onnxruntime'` failed; install onnx and \
+             onnxruntime (or set ADEPT_PYTHON) to run this test",
+            python()
+        );
+    }
+    ok
+}
+
+fn work_dir(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("adept-onnx-{test}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A test input: dtype name (numpy), shape and flat data.
+fn tensor_json<T: Copy + Into<Value>>(dtype: &str, shape: &[usize], data: &[T]) -> Value {
+    assert_eq!(shape.iter().product::<usize>(), data.len());
+    let data: Vec<Value> = data.iter().map(|&v| v.into()).collect();
+    json!({ "dtype": dtype, "shape": shape, "data": data })
+}
+
+/// Saves `model`, runs the checker and ONNX Runtime on `inputs`, returns the report.
+fn check_and_run(test: &str, model: &ModelBuilder, inputs: Value) -> Value {
+    let dir = work_dir(test);
+    let model_path = dir.join("model.onnx");
+    let inputs_path = dir.join("inputs.json");
+    let report_path = dir.join("report.json");
+    model.save(&model_path).unwrap();
+    std::fs::write(&inputs_path, serde_json::to_vec(&inputs).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_and_run.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .args([&model_path, &inputs_path, &report_path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check_and_run.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap()
+}
+
+fn output(report: &Value, name: &str) -> (Vec<usize>, Vec<f64>) {
+    let o = &report["outputs"][name];
+    assert!(!o.is_null(), "no output {name:?} in {}", report["outputs"]);
+    let shape = o["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let data = o["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    (shape, data)
+}
+
+fn assert_close(name: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    let (i, diff) = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .enumerate()
+        .fold(
+            (0, 0.0f64),
+            |acc, (i, d)| if d > acc.1 { (i, d) } else { acc },
+        );
+    eprintln!("{name}: max |diff| {diff:e} over {} values", got.len());
+    assert!(
+        diff <= TOLERANCE,
+        "{name}: max |diff| {diff:e} at {i} (got {}, want {})",
+        got[i],
+        want[i]
+    );
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Deterministic pseudo-random values in `[-scale, scale)` (64-bit LCG, top 24 bits).
+struct Lcg(u64);
+
+impl Lcg {
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 = self
+                    .0
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let unit = (self.0 >> 40) as f32 / (1u64 << 24) as f32;
+                (2.0 * unit - 1.0) * scale
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Naive f64 reference ops on row-major [rows, cols] views
+// ---------------------------------------------------------------------------------------
+
+/// `x [rows, in] · Wᵀ + b` with PyTorch-layout `w [out, in]`.
+fn ref_linear(x: &[f64], w: &[f32], b: &[f32], input: usize, out: usize) -> Vec<f64> {
+    let rows = x.len() / input;
+    let mut y = vec![0.0; rows * out];
+    for r in 0..rows {
+        for o in 0..out {
+            let mut acc = f64::from(b[o]);
+            for i in 0..input {
+                acc += x[r * input + i] * f64::from(w[o * input + i]);
+            }
+            y[r * out + o] = acc;
+        }
+    }
+    y
+}
+
+fn ref_gelu(x: &[f64]) -> Vec<f64> {
+    x.iter()
+        .map(|&v| 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)))
+        .collect()
+}
+
+fn ref_layer_norm(x: &[f64], gamma: &[f32], beta: &[f32], eps: f64) -> Vec<f64> {
+    let d = gamma.len();
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks(d) {
+        let mean = row.iter().sum::<f64>() / d as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (i, v) in row.iter().enumerate() {
+            y.push((v - mean) * inv * f64::from(gamma[i]) + f64::from(beta[i]));
+        }
+    }
+    y
+}
+
+fn ref_softmax_rows(x: &[f64], d: usize) -> Vec<f64> {
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks(d) {
+        let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let exps: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
+        let sum: f64 = exps.iter().sum();
+        y.extend(exps.iter().map(|e| e / sum));
+    }
+    y
+}
+
+/// Multi-head self attention over `[batch, seq, d]` q/k/v with a `[batch, seq]` key mask.
+#[allow(clippy::too_many_arguments)]
+fn ref_attention(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    mask: &[i64],
+    batch: usize,
+    seq: usize,
+    d: usize,
+    heads: usize,
+) -> Vec<f64> {
+    let hd = d / heads;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut out = vec![0.0; batch * seq * d];
+    for b in 0..batch {
+        for h in 0..heads {
+            for i in 0..seq {
+                let mut scores = Vec::new();
+                let mut keys = Vec::new();
+                for j in 0..seq {
+                    if mask[b * seq + j] == 0 {
+                        continue;
+                    }
+                    let dot: f64 = (0..hd)
+                        .map(|c| {
+                            q[(b * seq + i) * d + h * hd + c] * k[(b * seq + j) * d + h * hd + c]
+                        })
+                        .sum();
+                    scores.push(dot * scale);
+                    keys.push(j);
+                }
+                let probs = ref_softmax_rows(&scores, scores.len());
+                for c in 0..hd {
+                    out[(b * seq + i) * d + h * hd + c] = keys
+                        .iter()
+                        .zip(&probs)
+                        .map(|(&j, p)| p * v[(b * seq + j) * d + h * hd + c])
+                        .sum();
+                }
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+/// linear → GELU → LayerNorm → linear → q/k/v linears → MultiHeadAttention (2 heads, key
+/// padding mask) → Softmax.
+#[test]
+fn tiny_encoder_block_matches_reference() {
+    let test = "tiny_encoder_block";
+    if !python_available(test) {
+        return;
+    }
+    let (batch, seq, d, ff, heads) = (2usize, 5usize, 8usize, 16usize, 2usize);
+    let eps = 1e-5f32;
+    let mut rng = Lcg(7);
+    let w1 = rng.vec(ff * d, 0.6);
+    let b1 = rng.vec(ff, 0.2);
+    let gamma: Vec<f32> = rng.vec(ff, 0.3).iter().map(|g| 1.0 + g).collect();
+    let beta = rng.vec(ff, 0.1);
+    let w2 = rng.vec(d * ff, 0.4);
+    let b2 = rng.vec(d, 0.1);
+    let wq = rng.vec(d * d, 0.8);
+    let bq = rng.vec(d, 0.1);
+    let wk = rng.vec(d * d, 0.8);
+    let bk = rng.vec(d, 0.1);
+    let wv = rng.vec(d * d, 0.8);
+    let bv = rng.vec(d, 0.1);
+    let x = rng.vec(batch * seq * d, 1.0);
+    let mask: Vec<i64> = vec![1, 1, 1, 1, 1, 1, 1, 1, 0, 0];
+
+    let bsd: Vec<Dim> = vec!["batch".into(), "sequence".into(), d.into()];
+    let mut model = ModelBuilder::new("tiny_encoder_block", 17).add_opset("com.microsoft", 1);
+    let g = model.graph();
+    let xs = g.input("inputs_embeds", DataType::Float, &bsd).unwrap();
+    let m = g
+        .input(
+            "attention_mask",
+            DataType::Int64,
+            &["batch".into(), "sequence".into()],
+        )
+        .unwrap();
+    let probs = g
+        .scope("encoder.layer.0", |g| -> anyhow::Result<String> {
+            let h = g.linear("intermediate.dense", &xs, &w1, [ff, d], Some(&b1))?;
+            let h = g.gelu_erf(&h);
+            let h = g.layer_norm("intermediate.LayerNorm", &h, &gamma, &beta, eps)?;
+            let h = g.linear("output.dense", &h, &w2, [d, ff], Some(&b2))?;
+            let ctx = g.scope("attention", |g| -> anyhow::Result<String> {
+                let q = g.linear("self.query", &h, &wq, [d, d], Some(&bq))?;
+                let k = g.linear("self.key", &h, &wk, [d, d], Some(&bk))?;
+                let v = g.linear("self.value", &h, &wv, [d, d], Some(&bv))?;
+                let mask = g.cast(&m, DataType::Int32);
+                Ok(g.multi_head_attention(&q, &k, &v, Some(&mask), heads))
+            })?;
+            Ok(g.softmax(&ctx, -1))
+        })
+        .unwrap();
+    g.output_as(&probs, "probs", DataType::Float, &bsd).unwrap();
+    let model = model
+        .metadata("adept.method", "adept")
+        .metadata("adept.test", test);
+
+    let inputs = json!({
+        "inputs_embeds": tensor_json("float32", &[batch, seq, d], &x),
+        "attention_mask": tensor_json("int64", &[batch, seq], &mask),
+    });
+    let report = check_and_run(test, &model, inputs);
+
+    // What Python read back from the file.
+    assert_eq!(report["ir_version"], 8);
+    assert_eq!(report["opset_import"], json!({"": 17, "com.microsoft": 1}));
+    let meta = json!({"adept.method": "adept", "adept.test": test});
+    assert_eq!(report["metadata"], meta);
+    assert_eq!(report["session_metadata"], meta);
+    assert_eq!(report["producer_name"], "adept-onnx");
+    assert_eq!(
+        strings(&report["inputs"]),
+        ["inputs_embeds", "attention_mask"]
+    );
+    let inits = strings(&report["initializers"]);
+    for name in [
+        "encoder.layer.0.intermediate.dense.weight",
+        "encoder.layer.0.intermediate.LayerNorm.bias",
+        "encoder.layer.0.attention.self.query.weight",
+        "encoder.layer.0.attention.self.value.bias",
+    ] {
+        assert!(inits.iter().any(|i| i == name), "{name} not in {inits:?}");
+    }
+    assert!(strings(&report["ops"]).contains(&"com.microsoft:MultiHeadAttention".to_owned()));
+
+    // ONNX Runtime fuses the erf-GELU pattern: no Erf survives optimization.
+    let optimized = strings(&report["optimized_ops"]);
+    assert!(
+        !optimized.iter().any(|op| op == ":Erf"),
+        "GELU was not fused: {optimized:?}"
+    );
+    assert!(
+        optimized.iter().any(|op| op.ends_with("Gelu")),
+        "no fused Gelu in {optimized:?}"
+    );
+
+    // Reference.
+    let xf: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let h = ref_linear(&xf, &w1, &b1, d, ff);
+    let h = ref_gelu(&h);
+    let h = ref_layer_norm(&h, &gamma, &beta, f64::from(eps));
+    let h = ref_linear(&h, &w2, &b2, ff, d);
+    let q = ref_linear(&h, &wq, &bq, d, d);
+    let k = ref_linear(&h, &wk, &bk, d, d);
+    let v = ref_linear(&h, &wv, &bv, d, d);
+    let ctx = ref_attention(&q, &k, &v, &mask, batch, seq, d, heads);
+    let want = ref_softmax_rows(&ctx, d);
+
+    let (shape, got) = output(&report, "probs");
+    assert_eq!(shape, [batch, seq, d]);
+    assert_close("probs", &got, &want);
+}
+
+/// The tensor-manipulation helpers on a prompt-tuning-shaped graph, at opset 17 (ReduceMean
+/// axes as attribute) and 18 (axes as input).
+#[test]
+fn tensor_helpers_match_reference() {
+    for opset in [17, 18] {
+        tensor_helpers_at_opset(opset);
+    }
+}
+
+fn tensor_helpers_at_opset(opset: i64) {
+    let test = format!("tensor_helpers_opset{opset}");
+    if !python_available(&test) {
+        return;
+    }
+    let (batch, seq, d, vocab, prompt_len) = (2usize, 4usize, 4usize, 10usize, 3usize);
+    let total = prompt_len + seq;
+    let mut rng = Lcg(11);
+    let table = rng.vec(vocab * d, 1.0);
+    let prompt = rng.vec(prompt_len * d, 1.0);
+    let ids: Vec<i64> = vec![3, 5, 0, 0, 9, 1, 2, 0];
+
+    let mut model = ModelBuilder::new("helpers", opset);
+    let g = model.graph();
+    let ids_in = g
+        .input(
+            "input_ids",
+            DataType::Int64,
+            &["batch".into(), "sequence".into()],
+        )
+        .unwrap();
+    // Embedding lookup, and a soft prompt stored as f16, broadcast over the batch.
+    let e = g
+        .embedding("embeddings.word_embeddings", &ids_in, &table, [vocab, d])
+        .unwrap();
+    let p16 = g
+        .initializer_f16("prompt_embeddings", &[prompt_len, d], &prompt)
+        .unwrap();
+    let p = g.cast(&p16, DataType::Float);
+    let p = g.unsqueeze(&p, &[0]);
+    let e_shape = g.shape(&e);
+    let batch_dim = g.slice(&e_shape, &[0], &[1], &[0]);
+    let rest = g.const_i64(&[prompt_len as i64, d as i64]);
+    let target = g.concat(&[&batch_dim, &rest], 0);
+    let p = g.expand(&p, &target);
+    let cat = g.concat(&[&p, &e], 1);
+    // relu(cat) * 2 - cat / 4
+    let two = g.scalar_f32(2.0);
+    let four = g.scalar_f32(4.0);
+    let r = g.relu(&cat);
+    let r = g.mul(&r, &two);
+    let q = g.div(&cat, &four);
+    let mixed = g.sub(&r, &q);
+    // Transpose to [B, d, total], flatten to [B, d * total].
+    let t = g.transpose(&mixed, &[0, 2, 1]);
+    let flat = g.reshape(&t, &[0, -1]);
+    // Masked mean pooling of the token embeddings (padding id 0 → weight 0).
+    let zero_id = g.scalar_i64(0);
+    let is_pad = g.equal(&ids_in, &zero_id);
+    let zero = g.scalar_f32(0.0);
+    let one = g.scalar_f32(1.0);
+    let weights = g.where_(&is_pad, &zero, &one);
+    let weights = g.unsqueeze(&weights, &[-1]);
+    let masked = g.mul(&e, &weights);
+    let pooled = g.reduce_mean(&masked, &[1], false);
+    // Row means of `cat`, keepdims then squeezed.
+    let row_means = g.reduce_mean(&cat, &[2], true);
+    let row_means = g.squeeze(&row_means, &[2]);
+    // A bias-free linear from a pre-transposed [in, out] weight.
+    let w_io = g
+        .initializer_f32(
+            "head.weight_t",
+            &[d, 2],
+            &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0, -1.0, 2.0],
+        )
+        .unwrap();
+    let head = g.linear_from(&pooled, &w_io, None);
+    let b_dims: Vec<Dim> = vec!["batch".into()];
+    let with = |extra: &[Dim]| -> Vec<Dim> {
+        b_dims
+            .iter()
+            .cloned()
+            .chain(extra.iter().cloned())
+            .collect()
+    };
+    g.output_as(&flat, "flat", DataType::Float, &with(&[(d * total).into()]))
+        .unwrap();
+    g.output_as(&pooled, "pooled", DataType::Float, &with(&[d.into()]))
+        .unwrap();
+    g.output_as(
+        &row_means,
+        "row_means",
+        DataType::Float,
+        &with(&[Dim::Unknown]),
+    )
+    .unwrap();
+    g.output_as(&head, "head", DataType::Float, &with(&[2.into()]))
+        .unwrap();
+
+    let inputs = json!({ "input_ids": tensor_json("int64", &[batch, seq], &ids) });
+    let report = check_and_run(&test, &model, inputs);
+    assert_eq!(report["opset_import"], json!({"": opset}));
+    assert_eq!(report["ir_version"], 8);
+
+    // Reference: cat [B, total, d].
+    let prompt_f16: Vec<f64> = prompt
+        .iter()
+        .map(|&v| f64::from(half::f16::from_f32(v).to_f32()))
+        .collect();
+    let mut cat = vec![0.0f64; batch * total * d];
+    for b in 0..batch {
+        for t in 0..total {
+            for c in 0..d {
+                cat[(b * total + t) * d + c] = if t < prompt_len {
+                    prompt_f16[t * d + c]
+                } else {
+                    let id = ids[b * seq + t - prompt_len] as usize;
+                    f64::from(table[id * d + c])
+                };
+            }
+        }
+    }
+    let mut flat = vec![0.0; batch * d * total];
+    for b in 0..batch {
+        for t in 0..total {
+            for c in 0..d {
+                let v = cat[(b * total + t) * d + c];
+                flat[(b * d + c) * total + t] = v.max(0.0) * 2.0 - v / 4.0;
+            }
+        }
+    }
+    let mut pooled = vec![0.0; batch * d];
+    for b in 0..batch {
+        for c in 0..d {
+            let sum: f64 = (0..seq)
+                .filter(|&s| ids[b * seq + s] != 0)
+                .map(|s| f64::from(table[ids[b * seq + s] as usize * d + c]))
+                .sum();
+            pooled[b * d + c] = sum / seq as f64;
+        }
+    }
+    let row_means: Vec<f64> = cat
+        .chunks(d)
+        .map(|r| r.iter().sum::<f64>() / d as f64)
+        .collect();
+    let head: Vec<f64> = pooled
+        .chunks(d)
+        .flat_map(|p| [p[0] + p[2] - p[3], p[1] + p[2] + 2.0 * p[3]])
+        .collect();
+
+    for (name, shape, want) in [
+        ("flat", vec![batch, d * total], flat),
+        ("pooled", vec![batch, d], pooled),
+        ("row_means", vec![batch, total], row_means),
+        ("head", vec![batch, 2], head),
+    ] {
+        let (got_shape, got) = output(&report, name);
+        assert_eq!(got_shape, shape, "{name} shape");
+        assert_close(&format!("{name} (opset {opset})"), &got, &want);
+    }
+}

@@ -1,0 +1,357 @@
+//! The training loop: per-group AdamW, linear warm-up/decay, periodic evaluation keeping the best
+//! adapter, early stopping, atomic checkpoints and exact resume, a progress bar and JSON-lines
+//! metrics.
+
+use crate::batch::Batch;
+use crate::checkpoint::{self, LoopState};
+use crate::model::{cross_entropy, mse, Classifier};
+use crate::optim::{linear_schedule, AdamW, AdamWParams};
+use crate::run::{RunDir, TrainConfig};
+use crate::task::{Predictions, TaskData};
+use crate::tokenize::{Encoded, TextEncoder};
+use adept_adapters::TensorRole;
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Instant;
+
+/// A labelled, encoded dataset ready for batching.
+pub struct EncodedSet {
+    pub items: Vec<Encoded>,
+    /// Class ids (classification) or scores (regression), one per item.
+    pub classes: Vec<u32>,
+    pub scores: Vec<f32>,
+    pub truncated: usize,
+}
+
+/// Encodes examples; every example must carry a label of the task's kind.
+pub fn encode_set(
+    enc: &TextEncoder,
+    task: &TaskData,
+    examples: &[adept_data::Example],
+    split: &str,
+) -> Result<EncodedSet> {
+    if examples.is_empty() {
+        bail!("the {split} split of task {} is empty", task.name);
+    }
+    let mut set = EncodedSet {
+        items: Vec::with_capacity(examples.len()),
+        classes: Vec::new(),
+        scores: Vec::new(),
+        truncated: 0,
+    };
+    for (i, ex) in examples.iter().enumerate() {
+        let b = ex.text_b();
+        let e = enc
+            .encode(ex.text_a(), b.as_deref())
+            .with_context(|| format!("{split} example {i} of task {}", task.name))?;
+        set.truncated += e.truncated as usize;
+        set.items.push(e);
+        if task.regression {
+            set.scores.push(ex.label.score().with_context(|| {
+                format!("{split} example {i} of task {} has no score label", task.name)
+            })?);
+        } else {
+            let c = ex.label.class().with_context(|| {
+                format!("{split} example {i} of task {} has no class label", task.name)
+            })?;
+            if c >= task.label_names.len() {
+                bail!(
+                    "{split} example {i} of task {} has label id {c}, but the task has {} labels",
+                    task.name,
+                    task.label_names.len()
+                );
+            }
+            set.classes.push(c as u32);
+        }
+    }
+    if set.truncated > 0 {
+        tracing::warn!(
+            "{} of {} {split} examples were longer than {} tokens and were truncated",
+            set.truncated,
+            set.items.len(),
+            enc.max_len
+        );
+    }
+    Ok(set)
+}
+
+/// Runs the classifier over `set` in batches of `batch_size`; no dropout, no gradient use.
+pub fn predict(
+    model: &Classifier,
+    set: &[Encoded],
+    batch_size: usize,
+    pad_id: u32,
+    regression: bool,
+    device: &Device,
+) -> Result<(Predictions, Vec<Vec<f32>>)> {
+    let mut logits_all = Vec::with_capacity(set.len());
+    for chunk in set.chunks(batch_size.max(1)) {
+        let refs: Vec<&Encoded> = chunk.iter().collect();
+        let batch = Batch::collate(&refs, pad_id, device)?;
+        let logits = model.forward(&batch, None)?.detach();
+        logits_all.extend(logits.to_vec2::<f32>()?);
+    }
+    let preds = if regression {
+        Predictions::Scores(logits_all.iter().map(|r| r[0]).collect())
+    } else {
+        Predictions::Classes(
+            logits_all
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .enumerate()
+                        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                            if v > best.1 {
+                                (i, v)
+                            } else {
+                                best
+                            }
+                        })
+                        .0
+                })
+                .collect(),
+        )
+    };
+    Ok((preds, logits_all))
+}
+
+/// The training-set order: a seeded permutation per epoch; batch `step` takes the `batch_size`
+/// items after position `step·batch_size` of the concatenated epochs. Pure function of
+/// (seed, step), so a resumed run sees exactly the batches the uninterrupted run would.
+pub struct BatchOrder {
+    n: usize,
+    batch_size: usize,
+    seed: u64,
+    cache: Option<(usize, Vec<usize>)>,
+}
+
+impl BatchOrder {
+    pub fn new(n: usize, batch_size: usize, seed: u64) -> Self {
+        Self {
+            n,
+            batch_size,
+            seed,
+            cache: None,
+        }
+    }
+
+    fn epoch_perm(&mut self, epoch: usize) -> &[usize] {
+        if self.cache.as_ref().map(|c| c.0) != Some(epoch) {
+            let mut perm: Vec<usize> = (0..self.n).collect();
+            let mut rng = StdRng::seed_from_u64(self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            perm.shuffle(&mut rng);
+            self.cache = Some((epoch, perm));
+        }
+        &self.cache.as_ref().expect("just filled").1
+    }
+
+    pub fn batch(&mut self, step: usize) -> Vec<usize> {
+        let start = step * self.batch_size;
+        let n = self.n;
+        (start..start + self.batch_size)
+            .map(|p| self.epoch_perm(p / n)[p % n])
+            .collect()
+    }
+}
+
+/// What a finished (or early-stopped) run reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainReport {
+    pub steps: usize,
+    pub best_step: Option<usize>,
+    pub best_metric: Option<f64>,
+    pub best_metrics: BTreeMap<String, f64>,
+    pub final_loss: f64,
+    pub seconds: f64,
+    pub stopped_early: bool,
+}
+
+fn dropout_rng(seed: u64, step: usize) -> StdRng {
+    StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(step as u64 + 1) ^ 0xD1B5_4A32_D192_ED03)
+}
+
+/// Trains `model` on `task` as `cfg` says, writing into `run`. With `resume`, continues from
+/// the run's checkpoint. `stop_after` (tests: simulate a kill) ends the loop after that many
+/// steps without finishing the run.
+pub fn train(
+    model: &Classifier,
+    enc: &TextEncoder,
+    task: &TaskData,
+    cfg: &TrainConfig,
+    run: &RunDir,
+    resume: bool,
+    stop_after: Option<usize>,
+) -> Result<TrainReport> {
+    let device = model.backbone.device().clone();
+    let train_set = encode_set(enc, task, &task.train, "train")?;
+    let val_set = encode_set(enc, task, &task.validation, "validation")?;
+
+    let mut opt = AdamW::new(AdamWParams::default());
+    let mut prompt_vars = Vec::new();
+    let mut offset_vars = Vec::new();
+    for (name, role, var) in model.adapter.vars() {
+        match role {
+            TensorRole::Prompt => prompt_vars.push((name, var)),
+            TensorRole::Offsets => offset_vars.push((name, var)),
+        }
+    }
+    if !prompt_vars.is_empty() {
+        opt.add_group("prompt", cfg.lr_prompt, prompt_vars)?;
+    }
+    if !offset_vars.is_empty() {
+        opt.add_group("offsets", cfg.lr_offsets, offset_vars)?;
+    }
+    opt.add_group("head", cfg.lr_head, model.head.vars())?;
+
+    let config_hash = cfg.hash();
+    let mut state = LoopState {
+        step: 0,
+        best_metric: None,
+        best_step: None,
+        evals_since_best: 0,
+        config_hash: config_hash.clone(),
+    };
+    let ckpt_path = run.checkpoint_path();
+    if resume {
+        if ckpt_path.exists() {
+            let (tensors, st) = checkpoint::load(&ckpt_path, &device)?;
+            if st.config_hash != config_hash {
+                bail!(
+                    "{} was written under a different training config; resume with the run's own settings ({})",
+                    ckpt_path.display(),
+                    run.config_path().display()
+                );
+            }
+            model.adapter.set_values(&tensors)?;
+            model.head.set_values(&tensors)?;
+            opt.load_state(&tensors, st.step)?;
+            state = st;
+            run.truncate_metrics_after(state.step)?;
+            tracing::info!("resuming {} from step {}", run.path().display(), state.step);
+        } else {
+            tracing::info!("no checkpoint in {}: starting from step 0", run.path().display());
+        }
+    }
+
+    let mut metrics_log = run.metrics_writer()?;
+    let mut order = BatchOrder::new(train_set.items.len(), cfg.batch_size, cfg.seed);
+    let pb = ProgressBar::new(cfg.steps as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]")
+            .expect("valid template"),
+    );
+    pb.set_position(state.step as u64);
+    let started = Instant::now();
+    let mut last_loss = f64::NAN;
+    let mut best_metrics = BTreeMap::new();
+    let mut stopped_early = false;
+    let mut window = (Instant::now(), 0usize);
+    let stop_at = stop_after.map(|n| (state.step + n).min(cfg.steps)).unwrap_or(cfg.steps);
+
+    while state.step < stop_at {
+        let step = state.step;
+        let idx = order.batch(step);
+        let refs: Vec<&Encoded> = idx.iter().map(|&i| &train_set.items[i]).collect();
+        let batch = Batch::collate(&refs, enc.pad_id, &device)?;
+        let mut rng = dropout_rng(cfg.seed, step);
+        let logits = model.forward(&batch, Some(&mut rng))?;
+        let loss = if task.regression {
+            let t: Vec<f32> = idx.iter().map(|&i| train_set.scores[i]).collect();
+            mse(&logits, &Tensor::new(t.as_slice(), &device)?)?
+        } else {
+            let t: Vec<u32> = idx.iter().map(|&i| train_set.classes[i]).collect();
+            cross_entropy(&logits, &Tensor::new(t.as_slice(), &device)?)?
+        };
+        last_loss = loss.to_scalar::<f32>()? as f64;
+        if !last_loss.is_finite() {
+            bail!("training diverged at step {step}: loss is {last_loss}; lower the learning rates");
+        }
+        let grads = loss.backward()?;
+        let lr_scale = linear_schedule(step, cfg.warmup, cfg.steps);
+        opt.step(&grads, lr_scale)?;
+        drop(grads);
+        state.step += 1;
+        window.1 += refs.len();
+
+        if state.step % cfg.log_every == 0 || state.step == cfg.steps {
+            let secs = window.0.elapsed().as_secs_f64();
+            let eps = window.1 as f64 / secs.max(1e-9);
+            writeln!(
+                metrics_log,
+                "{}",
+                serde_json::json!({"event": "train", "step": state.step, "loss": last_loss,
+                    "lr_scale": lr_scale, "examples_per_s": eps})
+            )?;
+            pb.set_message(format!("loss {last_loss:.4} · {eps:.1} ex/s"));
+            window = (Instant::now(), 0);
+        }
+        pb.set_position(state.step as u64);
+
+        let eval_now = state.step % cfg.eval_every == 0 || state.step == cfg.steps;
+        if eval_now {
+            let (preds, _) = predict(model, &val_set.items, cfg.eval_batch_size, enc.pad_id, task.regression, &device)?;
+            let scores = task.score(&preds, &task.validation)?;
+            let primary = scores.primary;
+            let improved = state.best_metric.is_none_or(|b| primary > b);
+            if improved {
+                state.best_metric = Some(primary);
+                state.best_step = Some(state.step);
+                state.evals_since_best = 0;
+                best_metrics = scores.metrics.clone();
+                run.save_best(model, task, cfg, enc, &scores.metrics, state.step)?;
+            } else {
+                state.evals_since_best += 1;
+            }
+            writeln!(
+                metrics_log,
+                "{}",
+                serde_json::json!({"event": "eval", "split": "validation", "step": state.step,
+                    "metrics": scores.metrics, "primary": primary, "best": state.best_metric,
+                    "best_step": state.best_step})
+            )?;
+            pb.println(format!(
+                "step {:>5}: validation {} = {:.4} (best {:.4} at step {})",
+                state.step,
+                task.primary_metric,
+                primary,
+                state.best_metric.unwrap_or(f64::NAN),
+                state.best_step.unwrap_or(0)
+            ));
+            if let Some(patience) = cfg.early_stop {
+                if state.evals_since_best >= patience {
+                    stopped_early = true;
+                }
+            }
+        }
+        metrics_log.flush()?;
+        if state.step % cfg.checkpoint_every == 0 || state.step == cfg.steps || stopped_early {
+            let mut tensors = model.adapter.tensors();
+            tensors.extend(model.head.tensors());
+            tensors.extend(opt.state());
+            checkpoint::save(&ckpt_path, &tensors, &state)?;
+        }
+        if stopped_early {
+            pb.println(format!(
+                "early stop: no improvement in {} evaluations",
+                state.evals_since_best
+            ));
+            break;
+        }
+    }
+    pb.finish_and_clear();
+    Ok(TrainReport {
+        steps: state.step,
+        best_step: state.best_step,
+        best_metric: state.best_metric,
+        best_metrics,
+        final_loss: last_loss,
+        seconds: started.elapsed().as_secs_f64(),
+        stopped_early,
+    })
+}
