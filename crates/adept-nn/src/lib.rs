@@ -12,5 +12,5 @@
 mod frozen_linear;
 mod ops;
 
-pub use frozen_linear::FrozenLinear;
+pub use frozen_linear::{use_plain_matmul_backward, FrozenLinear};
 pub use ops::{dropout_mask, layer_norm, masked_mean, softmax_last_dim};

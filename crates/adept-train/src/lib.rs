@@ -16,7 +16,7 @@ pub mod trainer;
 
 pub use model::{Classifier, Head, Pooling};
 pub use run::{read_manifest, RunDir, RunManifest, TrainConfig};
-pub use task::{Predictions, Scores, TaskData};
+pub use task::{Predictions, Scores, SplitChoice, TaskData};
 pub use tokenize::{OverLength, TextEncoder};
 pub use trainer::{predict, train, TrainReport};
 

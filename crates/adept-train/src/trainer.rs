@@ -176,22 +176,9 @@ fn dropout_rng(seed: u64, step: usize) -> StdRng {
     StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(step as u64 + 1) ^ 0xD1B5_4A32_D192_ED03)
 }
 
-/// Trains `model` on `task` as `cfg` says, writing into `run`. With `resume`, continues from
-/// the run's checkpoint. `stop_after` (tests: simulate a kill) ends the loop after that many
-/// steps without finishing the run.
-pub fn train(
-    model: &Classifier,
-    enc: &TextEncoder,
-    task: &TaskData,
-    cfg: &TrainConfig,
-    run: &RunDir,
-    resume: bool,
-    stop_after: Option<usize>,
-) -> Result<TrainReport> {
-    let device = model.backbone.device().clone();
-    let train_set = encode_set(enc, task, &task.train, "train")?;
-    let val_set = encode_set(enc, task, &task.validation, "validation")?;
-
+/// One optimiser over the classifier's trainable tensors, one group (own peak learning rate)
+/// per role: prompt, offsets, head.
+pub fn build_optimizer(model: &Classifier, cfg: &TrainConfig) -> Result<AdamW> {
     let mut opt = AdamW::new(AdamWParams::default());
     let mut prompt_vars = Vec::new();
     let mut offset_vars = Vec::new();
@@ -208,6 +195,58 @@ pub fn train(
         opt.add_group("offsets", cfg.lr_offsets, offset_vars)?;
     }
     opt.add_group("head", cfg.lr_head, model.head.vars())?;
+    Ok(opt)
+}
+
+/// Labels of a training batch.
+pub enum Targets {
+    Classes(Vec<u32>),
+    Scores(Vec<f32>),
+}
+
+/// Forward (with the adapter's dropout), loss, backward and one AdamW step; returns the loss.
+pub fn train_step(
+    model: &Classifier,
+    opt: &mut AdamW,
+    batch: &Batch,
+    targets: &Targets,
+    seed: u64,
+    step: usize,
+    lr_scale: f64,
+) -> Result<f64> {
+    let device = model.backbone.device();
+    let mut rng = dropout_rng(seed, step);
+    let logits = model.forward(batch, Some(&mut rng))?;
+    let loss = match targets {
+        Targets::Scores(t) => mse(&logits, &Tensor::new(t.as_slice(), device)?)?,
+        Targets::Classes(t) => cross_entropy(&logits, &Tensor::new(t.as_slice(), device)?)?,
+    };
+    let value = loss.to_scalar::<f32>()? as f64;
+    if !value.is_finite() {
+        bail!("training diverged at step {step}: loss is {value}; lower the learning rates");
+    }
+    let grads = loss.backward()?;
+    opt.step(&grads, lr_scale)?;
+    Ok(value)
+}
+
+/// Trains `model` on `task` as `cfg` says, writing into `run`. With `resume`, continues from
+/// the run's checkpoint. `stop_after` (tests: simulate a kill) ends the loop after that many
+/// steps without finishing the run.
+pub fn train(
+    model: &Classifier,
+    enc: &TextEncoder,
+    task: &TaskData,
+    cfg: &TrainConfig,
+    run: &RunDir,
+    resume: bool,
+    stop_after: Option<usize>,
+) -> Result<TrainReport> {
+    let device = model.backbone.device().clone();
+    let train_set = encode_set(enc, task, &task.train, "train")?;
+    let val_set = encode_set(enc, task, &task.validation, "validation")?;
+
+    let mut opt = build_optimizer(model, cfg)?;
 
     let config_hash = cfg.hash();
     let mut state = LoopState {
@@ -259,23 +298,13 @@ pub fn train(
         let idx = order.batch(step);
         let refs: Vec<&Encoded> = idx.iter().map(|&i| &train_set.items[i]).collect();
         let batch = Batch::collate(&refs, enc.pad_id, &device)?;
-        let mut rng = dropout_rng(cfg.seed, step);
-        let logits = model.forward(&batch, Some(&mut rng))?;
-        let loss = if task.regression {
-            let t: Vec<f32> = idx.iter().map(|&i| train_set.scores[i]).collect();
-            mse(&logits, &Tensor::new(t.as_slice(), &device)?)?
+        let targets = if task.regression {
+            Targets::Scores(idx.iter().map(|&i| train_set.scores[i]).collect())
         } else {
-            let t: Vec<u32> = idx.iter().map(|&i| train_set.classes[i]).collect();
-            cross_entropy(&logits, &Tensor::new(t.as_slice(), &device)?)?
+            Targets::Classes(idx.iter().map(|&i| train_set.classes[i]).collect())
         };
-        last_loss = loss.to_scalar::<f32>()? as f64;
-        if !last_loss.is_finite() {
-            bail!("training diverged at step {step}: loss is {last_loss}; lower the learning rates");
-        }
-        let grads = loss.backward()?;
         let lr_scale = linear_schedule(step, cfg.warmup, cfg.steps);
-        opt.step(&grads, lr_scale)?;
-        drop(grads);
+        last_loss = train_step(model, &mut opt, &batch, &targets, cfg.seed, step, lr_scale)?;
         state.step += 1;
         window.1 += refs.len();
 

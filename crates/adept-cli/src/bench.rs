@@ -1,0 +1,158 @@
+//! `adept bench`: training-step time (forward + backward + AdamW step) on one batch size of
+//! real SST-2 sentences, for each method, measured side by side in one process. Optionally the
+//! PyTorch reference step (tests/reference/pytorch_train_step.py) runs right after on the same
+//! sentences, and the ratios are printed.
+
+use crate::args::BenchArgs;
+use crate::commands::{device, load_task, model_dir};
+use adept_backbones::{Backbone, BertEncoder};
+use adept_train::batch::Batch;
+use adept_train::optim::linear_schedule;
+use adept_train::trainer::{build_optimizer, train_step, Targets};
+use adept_train::{TextEncoder, TrainConfig};
+use anyhow::{bail, Context, Result};
+use std::time::Instant;
+
+#[derive(serde::Serialize)]
+struct Row {
+    name: String,
+    step_s_mean: f64,
+    step_s_median: f64,
+    steps: usize,
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64) {
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    v.sort_by(|a, b| a.partial_cmp(b).expect("finite times"));
+    let n = v.len();
+    let median = if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (mean, median)
+}
+
+pub fn run(a: &BenchArgs) -> Result<()> {
+    if a.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let dev = device(&a.model.device)?;
+    let mdir = model_dir(&a.model)?;
+    let mut data = a.data.clone();
+    data.train_limit = None;
+    data.eval_limit = Some(1);
+    let mut task = load_task(&data, 42)?;
+    let need = a.batch_size * (a.warmup_iters + a.iters);
+    if task.train.len() < need {
+        bail!("the task has {} training examples; the bench needs {need}", task.train.len());
+    }
+    // Consecutive rows from the start of the file, like the PyTorch reference.
+    task.train.truncate(need);
+    let max_len = 128;
+    let enc = TextEncoder::from_file(&mdir.join("tokenizer.json"), max_len, adept_train::OverLength::Truncate)?;
+    let set = adept_train::trainer::encode_set(&enc, &task, &task.train, "train")?;
+    let batches: Vec<(Batch, Targets)> = set
+        .items
+        .chunks(a.batch_size)
+        .zip(set.classes.chunks(a.batch_size))
+        .map(|(items, classes)| {
+            let refs: Vec<_> = items.iter().collect();
+            Ok((Batch::collate(&refs, enc.pad_id, &dev)?, Targets::Classes(classes.to_vec())))
+        })
+        .collect::<Result<_>>()?;
+    let mean_len: f64 = batches.iter().map(|(b, _)| b.ids.dims()[1] as f64).sum::<f64>() / batches.len() as f64;
+
+    let mut rows = Vec::new();
+    let mut variants: Vec<(String, adept_adapters::MethodKind, bool)> =
+        a.methods.iter().map(|m| (format!("candle {m}"), *m, false)).collect();
+    if a.plain_matmul {
+        for m in &a.methods {
+            variants.push((format!("candle {m}, plain matmul backward"), *m, true));
+        }
+    }
+    for (name, method, plain) in variants {
+        let mut cfg = TrainConfig::defaults(method);
+        cfg.batch_size = a.batch_size;
+        cfg.max_len = max_len;
+        let backbone = BertEncoder::from_dir(&mdir, &dev)?;
+        adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
+        let model = adept_train::build_classifier(backbone, &enc, &cfg, task.num_outputs())?;
+        let mut opt = build_optimizer(&model, &cfg)?;
+        adept_nn::use_plain_matmul_backward(plain);
+        let mut times = Vec::new();
+        for (step, (batch, targets)) in batches.iter().enumerate() {
+            let t = Instant::now();
+            let lr = linear_schedule(step, 10, 1000);
+            train_step(&model, &mut opt, batch, targets, cfg.seed, step, lr)?;
+            if step >= a.warmup_iters {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        adept_nn::use_plain_matmul_backward(false);
+        let (mean, median) = stats(times);
+        eprintln!("{name}: {median:.3} s/step (median of {})", a.iters);
+        rows.push(Row {
+            name: format!("{name} (l={}, r={})", cfg.prompt_len, cfg.rank),
+            step_s_mean: mean,
+            step_s_median: median,
+            steps: a.iters,
+        });
+    }
+
+    if a.pytorch {
+        match pytorch_step(a, &mdir) {
+            Ok(r) => rows.push(r),
+            Err(e) => eprintln!("PyTorch reference skipped: {e:#}"),
+        }
+    }
+
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!(
+        "training step, batch {} of SST-2 (mean padded length {:.1} tokens + prompt), {} threads, {} timed steps after {} warm-up",
+        a.batch_size, mean_len, threads, a.iters, a.warmup_iters
+    );
+    println!("{:<55} {:>10} {:>10}", "variant", "median s", "mean s");
+    for r in &rows {
+        println!("{:<55} {:>10.3} {:>10.3}", r.name, r.step_s_median, r.step_s_mean);
+    }
+    if let Some(torch) = rows.iter().find(|r| r.name.starts_with("pytorch")) {
+        for r in rows.iter().filter(|r| !r.name.starts_with("pytorch")) {
+            println!("ratio {} / pytorch: {:.2}", r.name, r.step_s_median / torch.step_s_median);
+        }
+    }
+    if let Some(p) = &a.json {
+        let doc = serde_json::json!({"batch_size": a.batch_size, "threads": threads, "mean_padded_len": mean_len, "rows": rows});
+        adept_adapters::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference/pytorch_train_step.py");
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let python = std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let data_dir = crate::commands::data_dir(&a.data)?;
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args(["--model", &mdir.display().to_string()])
+        .args(["--data", &data_dir.join("SST-2/train.tsv").display().to_string()])
+        .args(["--steps", &a.iters.to_string(), "--warmup", &a.warmup_iters.to_string()])
+        .args(["--batch", &a.batch_size.to_string(), "--threads", &threads.to_string()])
+        .output()
+        .with_context(|| format!("cannot run {python}"))?;
+    if !out.status.success() {
+        bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{')).context("no JSON line from the PyTorch script")?;
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    Ok(Row {
+        name: "pytorch (tests/reference/pytorch_train_step.py)".into(),
+        step_s_mean: v["step_s_mean"].as_f64().context("step_s_mean")?,
+        step_s_median: v["step_s_median"].as_f64().context("step_s_median")?,
+        steps: a.iters,
+    })
+}

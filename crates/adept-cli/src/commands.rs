@@ -1,0 +1,246 @@
+//! What each subcommand does: resolve paths, build the pipeline from the crates, report.
+
+use crate::args::{CacheArgs, Cli, Command, DataArgs, EvalArgs, FetchArgs, ModelArgs, TrainArgs};
+use adept_adapters::MethodKind;
+use adept_backbones::{Backbone, BertEncoder};
+use adept_train::{OverLength, TaskData, TextEncoder, TrainConfig};
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use std::path::{Path, PathBuf};
+
+pub fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Fetch(a) => fetch(&a),
+        Command::Train(a) => train(&a),
+        Command::Eval(a) => eval(&a),
+        Command::Bench(a) => crate::bench::run(&a),
+    }
+}
+
+fn fetch(a: &FetchArgs) -> Result<()> {
+    let root = cache_root(&a.cache)?;
+    if !a.onnxruntime_only {
+        let dir = adept_cache::fetch_default_model(&root)?;
+        println!("model: {}", dir.display());
+    }
+    if !a.model_only {
+        let lib = adept_cache::fetch_onnxruntime(&root)?;
+        println!("onnxruntime: {}", lib.display());
+    }
+    Ok(())
+}
+
+pub fn cache_root(a: &CacheArgs) -> Result<PathBuf> {
+    adept_cache::cache_root(a.cache.as_deref())
+}
+
+/// The model folder: `--model`, else the cached default (with a hint to fetch it).
+pub fn model_dir(a: &ModelArgs) -> Result<PathBuf> {
+    if let Some(m) = &a.model {
+        return Ok(m.clone());
+    }
+    let dir = adept_cache::default_model_dir(&cache_root(&a.cache)?);
+    if !dir.join("model.safetensors").exists() {
+        bail!(
+            "the default model is not in the cache ({}); run `adept fetch` first or pass --model DIR",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if !candle_core::utils::cuda_is_available() {
+                bail!("--device cuda: this build has no CUDA support; rebuild with `cargo build --release --features cuda`");
+            }
+            Device::new_cuda(0).context("cannot open CUDA device 0")
+        }
+        other => bail!("unknown device {other:?} (cpu, cuda)"),
+    }
+}
+
+/// The GLUE folder: `--data`, `$ADEPT_DATA`, or `../shared/data/glue` when present.
+pub fn data_dir(a: &DataArgs) -> Result<PathBuf> {
+    if let Some(d) = &a.data {
+        if !d.is_dir() {
+            bail!("data folder {} does not exist", d.display());
+        }
+        return Ok(d.clone());
+    }
+    if let Ok(d) = std::env::var("ADEPT_DATA") {
+        return Ok(PathBuf::from(d));
+    }
+    let default = PathBuf::from("../shared/data/glue");
+    if default.is_dir() {
+        return Ok(default);
+    }
+    bail!(
+        "no benchmark data: pass --data DIR (a folder holding SST-2/, CoLA/, … in the official GLUE/SuperGLUE \
+         formats, from https://gluebenchmark.com/tasks and https://super.gluebenchmark.com/tasks), set \
+         ADEPT_DATA, or use --train-file with your own CSV/TSV/JSONL"
+    )
+}
+
+/// Loads the task (built-in or custom) and applies the sample limits.
+pub fn load_task(a: &DataArgs, seed: u64) -> Result<TaskData> {
+    let mut task = match &a.train_file {
+        Some(train) => {
+            let fields: Vec<&str> = a.text_fields.iter().map(String::as_str).collect();
+            if fields.is_empty() || fields.len() > 2 {
+                bail!("--text-fields takes one or two column names, got {}", fields.len());
+            }
+            let spec = if a.regression {
+                adept_data::CustomSpec::regression(&fields, &a.label_field)
+            } else {
+                adept_data::CustomSpec::classification(&fields, &a.label_field)
+            };
+            let t = TaskData::custom(train, a.validation_file.as_deref(), &spec, seed)?;
+            if !t.regression {
+                tracing::info!("{}: {} labels: {}", train.display(), t.label_names.len(), t.label_names.join(", "));
+            }
+            t
+        }
+        None => {
+            let kind = adept_data::TaskKind::parse(&a.task)?;
+            TaskData::builtin(kind, &data_dir(a)?, a.splits, seed)?
+        }
+    };
+    if let Some(n) = a.train_limit {
+        task.train = adept_data::split::take_random(std::mem::take(&mut task.train), n, seed).0;
+    }
+    if let Some(n) = a.eval_limit {
+        task.validation = adept_data::split::take_random(std::mem::take(&mut task.validation), n, seed).0;
+    }
+    if task.train.is_empty() {
+        bail!("task {} has no training examples", task.name);
+    }
+    if task.validation.is_empty() {
+        bail!("task {} has no validation examples", task.name);
+    }
+    Ok(task)
+}
+
+fn train_config(a: &TrainArgs) -> TrainConfig {
+    let mut c = TrainConfig::defaults(a.method);
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
+    }
+    set!(prompt_len, rank, budget, lr_prompt, lr_offsets, lr_head, batch_size, steps, warmup, eval_every, checkpoint_every, max_len, pooling, seed);
+    c.early_stop = a.early_stop;
+    c.prompt_init_text = a.prompt_init_text.clone();
+    if a.error_on_overlength {
+        c.over_length = OverLength::Error;
+    }
+    if a.method == MethodKind::HeadOnly {
+        c.prompt_len = 0;
+    }
+    if a.warmup.is_none() {
+        c.warmup = c.steps / 10;
+    }
+    c
+}
+
+fn train(a: &TrainArgs) -> Result<()> {
+    let mut cfg = train_config(a);
+    let dev = device(&a.model.device)?;
+    let model_dir = model_dir(&a.model)?;
+    let task = load_task(&a.data, cfg.seed)?;
+    let backbone = BertEncoder::from_dir(&model_dir, &dev)?;
+    adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
+    let enc = TextEncoder::from_file(&model_dir.join("tokenizer.json"), cfg.max_len, cfg.over_length)?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!("{}-{}-s{}", task.name.to_lowercase(), a.method, cfg.seed))
+    });
+    let run = adept_train::RunDir::create(&out, &model_dir, &cfg, a.resume, a.overwrite)?;
+    let model = adept_train::build_classifier(backbone, &enc, &cfg, task.num_outputs())?;
+    tracing::info!(
+        "{} on {}: {} train / {} validation examples; l = {}, r = {}, {} trainable adapter parameters (budget {}); run folder {}",
+        cfg.method,
+        task.name,
+        task.train.len(),
+        task.validation.len(),
+        cfg.prompt_len,
+        cfg.rank,
+        model.adapter.config.param_count(),
+        cfg.budget,
+        out.display()
+    );
+    let report = adept_train::train(&model, &enc, &task, &cfg, &run, a.resume, a.stop_after)?;
+    let summary = serde_json::json!({
+        "run": out.display().to_string(),
+        "task": task.name,
+        "method": cfg.method.to_string(),
+        "prompt_len": cfg.prompt_len,
+        "rank": cfg.rank,
+        "seed": cfg.seed,
+        "report": report,
+    });
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+/// A run folder or its `best/`.
+pub fn adapter_dir(p: &Path) -> Result<PathBuf> {
+    if p.join("run.json").exists() {
+        return Ok(p.to_path_buf());
+    }
+    if p.join("best").join("run.json").exists() {
+        return Ok(p.join("best"));
+    }
+    bail!(
+        "{} is not a trained adapter: expected run.json in it or in its best/ folder",
+        p.display()
+    )
+}
+
+fn eval(a: &EvalArgs) -> Result<()> {
+    let dev = device(&a.device)?;
+    let dir = adapter_dir(&a.adapter)?;
+    let (model, enc, manifest) = adept_train::load_trained(&dir, a.model.as_deref(), &dev)?;
+    let mut data = a.data.clone();
+    let custom = data.train_file.is_some();
+    if !custom && data.task == "sst2" && manifest.task.to_lowercase().replace('-', "") != "sst2" {
+        // --task left at its default: use the adapter's own task.
+        data.task = manifest.task.clone();
+    }
+    let task = load_task(&data, manifest.train_config.seed)?;
+    if task.label_names != manifest.label_names {
+        bail!(
+            "the adapter was trained on labels {:?} but task {} has {:?}",
+            manifest.label_names,
+            task.name,
+            task.label_names
+        );
+    }
+    let set = adept_train::trainer::encode_set(&enc, &task, &task.validation, "validation")?;
+    let (preds, logits) = adept_train::predict(&model, &set.items, a.batch_size, enc.pad_id, task.regression, &dev)?;
+    let scores = task.score(&preds, &task.validation)?;
+    if let Some(p) = &a.predictions {
+        let mut text = String::new();
+        for (i, l) in logits.iter().enumerate() {
+            let pred = match &preds {
+                adept_train::Predictions::Classes(c) => serde_json::json!(task.label_names[c[i]]),
+                adept_train::Predictions::Scores(s) => serde_json::json!(s[i]),
+            };
+            text.push_str(&serde_json::to_string(&serde_json::json!({"index": i, "prediction": pred, "logits": l}))?);
+            text.push('\n');
+        }
+        adept_adapters::write_atomic(p, text.as_bytes())?;
+    }
+    println!(
+        "{}",
+        serde_json::to_string(&serde_json::json!({
+            "adapter": dir.display().to_string(),
+            "task": task.name,
+            "split": "validation",
+            "examples": task.validation.len(),
+            "metrics": scores.metrics,
+            "primary": scores.primary,
+        }))?
+    );
+    Ok(())
+}
+
