@@ -7,7 +7,7 @@
 //! `pad_token_id + 1` for RoBERTa.
 
 use crate::{Backbone, Weights};
-use adept_nn::{layer_norm, softmax_last_dim, FrozenLinear};
+use adept_nn::{attention_probs, frozen_layer_norm, FrozenLinear};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -108,7 +108,7 @@ impl Activation {
 
     fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Self::GeluErf => x.gelu_erf(),
+            Self::GeluErf => adept_nn::gelu_erf(x),
             Self::GeluTanh => x.gelu(),
             Self::Relu => x.relu(),
         }
@@ -133,7 +133,7 @@ impl Norm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        layer_norm(x, &self.weight, &self.bias, self.eps)
+        frozen_layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -213,7 +213,12 @@ impl BertEncoder {
                     key: linear(&w, &format!("{p}.attention.self.key"), d, d)?,
                     value: linear(&w, &format!("{p}.attention.self.value"), d, d)?,
                     attention_output: linear(&w, &format!("{p}.attention.output.dense"), d, d)?,
-                    attention_norm: Norm::load(&w, &format!("{p}.attention.output.LayerNorm"), d, eps)?,
+                    attention_norm: Norm::load(
+                        &w,
+                        &format!("{p}.attention.output.LayerNorm"),
+                        d,
+                        eps,
+                    )?,
                     intermediate: linear(&w, &format!("{p}.intermediate.dense"), inter, d)?,
                     output: linear(&w, &format!("{p}.output.dense"), d, inter)?,
                     output_norm: Norm::load(&w, &format!("{p}.output.LayerNorm"), d, eps)?,
@@ -246,7 +251,24 @@ impl BertEncoder {
         attention_mask: &Tensor,
         token_type_ids: &Tensor,
     ) -> Result<Tensor> {
+        self.forward_embeds_from(inputs_embeds, attention_mask, token_type_ids, 0)
+    }
+
+    /// As [`Self::forward_embeds`], but returns only the rows from position `keep_from` on
+    /// (`[b, L - keep_from, d]`). The last layer then computes queries, the attention output
+    /// and the feed-forward block for those rows only: exact, and it skips the prompt rows'
+    /// last-layer work when a classifier pools over the input tokens alone.
+    pub fn forward_embeds_from(
+        &self,
+        inputs_embeds: &Tensor,
+        attention_mask: &Tensor,
+        token_type_ids: &Tensor,
+        keep_from: usize,
+    ) -> Result<Tensor> {
         let (b, l, d) = inputs_embeds.dims3()?;
+        if keep_from >= l {
+            candle_core::bail!("cannot keep rows from {keep_from} of a {l}-position sequence");
+        }
         if l > self.config.max_sequence_len() {
             candle_core::bail!(
                 "sequence of {l} positions (prompt included) exceeds the model's {} positions",
@@ -263,35 +285,52 @@ impl BertEncoder {
         let x = inputs_embeds.broadcast_add(&positions)?.add(&types)?;
         let mut hidden = self.embeddings.norm.forward(&x)?;
 
-        // Additive mask [b, 1, 1, L]: 0 where attended, -1e9 where padded.
-        let bias = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?
-            .reshape((b, 1, 1, l))?;
-        for layer in &self.layers {
-            hidden = self.layer_forward(layer, &hidden, &bias)?;
+        // Additive mask [b, L]: 0 where attended, -1e9 where padded.
+        let bias = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?;
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let from = if i == last { keep_from } else { 0 };
+            hidden = self.layer_forward(layer, &hidden, &bias, from)?;
+        }
+        if self.layers.is_empty() && keep_from > 0 {
+            hidden = hidden.narrow(1, keep_from, l - keep_from)?;
         }
         Ok(hidden)
     }
 
-    fn layer_forward(&self, layer: &BertLayer, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+    /// One encoder layer. Keys and values come from all rows of `x`; queries (and so the
+    /// output) from the rows at and after `query_from`.
+    fn layer_forward(
+        &self,
+        layer: &BertLayer,
+        x: &Tensor,
+        mask_bias: &Tensor,
+        query_from: usize,
+    ) -> Result<Tensor> {
         let (b, l, d) = x.dims3()?;
         let h = self.config.num_attention_heads;
         let dh = d / h;
-        let heads = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous()
+        let heads = |t: Tensor, rows: usize| -> Result<Tensor> {
+            t.reshape((b, rows, h, dh))?.transpose(1, 2)?.contiguous()
         };
-        let q = heads(layer.query.forward(x)?)?;
-        let k = heads(layer.key.forward(x)?)?;
-        let v = heads(layer.value.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? / (dh as f64).sqrt())?
-            .broadcast_add(mask_bias)?;
-        let probs = softmax_last_dim(&scores)?;
+        let xq = if query_from > 0 {
+            x.narrow(1, query_from, l - query_from)?
+        } else {
+            x.clone()
+        };
+        let lq = l - query_from;
+        let q = heads(layer.query.forward(&xq)?, lq)?;
+        let k = heads(layer.key.forward(x)?, l)?;
+        let v = heads(layer.value.forward(x)?, l)?;
+        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let probs = attention_probs(&scores, mask_bias, 1.0 / (dh as f64).sqrt())?;
         let context = probs
             .matmul(&v)?
             .transpose(1, 2)?
             .contiguous()?
-            .reshape((b, l, d))?;
+            .reshape((b, lq, d))?;
         let attn = layer.attention_output.forward(&context)?;
-        let x = layer.attention_norm.forward(&(attn + x)?)?;
+        let x = layer.attention_norm.forward(&(attn + xq)?)?;
         let inter = self.activation.apply(&layer.intermediate.forward(&x)?)?;
         let out = layer.output.forward(&inter)?;
         layer.output_norm.forward(&(out + x)?)
@@ -321,14 +360,27 @@ impl Module for BertEncoder {
 }
 
 /// Random weights for a tiny configuration, for tests that need no checkpoint.
-pub fn random_encoder(config: BertConfig, seed: u64, device: &Device) -> anyhow::Result<BertEncoder> {
+pub fn random_encoder(
+    config: BertConfig,
+    seed: u64,
+    device: &Device,
+) -> anyhow::Result<BertEncoder> {
     use std::collections::HashMap;
     let d = config.hidden_size;
     let i = config.intermediate_size;
     let mut shapes: Vec<(String, Vec<usize>)> = vec![
-        ("embeddings.word_embeddings.weight".into(), vec![config.vocab_size, d]),
-        ("embeddings.position_embeddings.weight".into(), vec![config.max_position_embeddings, d]),
-        ("embeddings.token_type_embeddings.weight".into(), vec![config.type_vocab_size, d]),
+        (
+            "embeddings.word_embeddings.weight".into(),
+            vec![config.vocab_size, d],
+        ),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![config.max_position_embeddings, d],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![config.type_vocab_size, d],
+        ),
         ("embeddings.LayerNorm.weight".into(), vec![d]),
         ("embeddings.LayerNorm.bias".into(), vec![d]),
     ];
@@ -350,9 +402,13 @@ pub fn random_encoder(config: BertConfig, seed: u64, device: &Device) -> anyhow:
             shapes.push((format!("{p}.{n}.bias"), vec![d]));
         }
     }
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((state >> 33) as f64 / (1u64 << 31) as f64) as f32 - 0.5
     };
     let mut tensors = HashMap::new();
@@ -360,7 +416,13 @@ pub fn random_encoder(config: BertConfig, seed: u64, device: &Device) -> anyhow:
         let n: usize = shape.iter().product();
         let is_gamma = name.ends_with("LayerNorm.weight");
         let values: Vec<f32> = (0..n)
-            .map(|_| if is_gamma { 1.0 + 0.1 * next() } else { 0.2 * next() })
+            .map(|_| {
+                if is_gamma {
+                    1.0 + 0.1 * next()
+                } else {
+                    0.2 * next()
+                }
+            })
             .collect();
         tensors.insert(name, Tensor::from_vec(values, shape, device)?);
     }
@@ -384,4 +446,3 @@ pub fn tiny_config(vocab_size: usize) -> BertConfig {
         pad_token_id: 0,
     }
 }
-

@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "adept", version, about = "Train ADePT adapters on frozen language models, fold them away, serve them.")]
+#[command(
+    name = "adept",
+    version,
+    about = "Train ADePT adapters on frozen language models, fold them away, serve them."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -130,6 +134,9 @@ pub struct TrainArgs {
     pub eval_every: Option<usize>,
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// Write a training-loss line to metrics.jsonl every N steps.
+    #[arg(long)]
+    pub log_every: Option<usize>,
     /// Stop after this many evaluations without improvement.
     #[arg(long)]
     pub early_stop: Option<usize>,

@@ -47,12 +47,19 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let mut task = load_task(&data, 42)?;
     let need = a.batch_size * (a.warmup_iters + a.iters);
     if task.train.len() < need {
-        bail!("the task has {} training examples; the bench needs {need}", task.train.len());
+        bail!(
+            "the task has {} training examples; the bench needs {need}",
+            task.train.len()
+        );
     }
     // Consecutive rows from the start of the file, like the PyTorch reference.
     task.train.truncate(need);
     let max_len = 128;
-    let enc = TextEncoder::from_file(&mdir.join("tokenizer.json"), max_len, adept_train::OverLength::Truncate)?;
+    let enc = TextEncoder::from_file(
+        &mdir.join("tokenizer.json"),
+        max_len,
+        adept_train::OverLength::Truncate,
+    )?;
     let set = adept_train::trainer::encode_set(&enc, &task, &task.train, "train")?;
     let batches: Vec<(Batch, Targets)> = set
         .items
@@ -60,14 +67,24 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         .zip(set.classes.chunks(a.batch_size))
         .map(|(items, classes)| {
             let refs: Vec<_> = items.iter().collect();
-            Ok((Batch::collate(&refs, enc.pad_id, &dev)?, Targets::Classes(classes.to_vec())))
+            Ok((
+                Batch::collate(&refs, enc.pad_id, &dev)?,
+                Targets::Classes(classes.to_vec()),
+            ))
         })
         .collect::<Result<_>>()?;
-    let mean_len: f64 = batches.iter().map(|(b, _)| b.ids.dims()[1] as f64).sum::<f64>() / batches.len() as f64;
+    let mean_len: f64 = batches
+        .iter()
+        .map(|(b, _)| b.ids.dims()[1] as f64)
+        .sum::<f64>()
+        / batches.len() as f64;
 
     let mut rows = Vec::new();
-    let mut variants: Vec<(String, adept_adapters::MethodKind, bool)> =
-        a.methods.iter().map(|m| (format!("candle {m}"), *m, false)).collect();
+    let mut variants: Vec<(String, adept_adapters::MethodKind, bool)> = a
+        .methods
+        .iter()
+        .map(|m| (format!("candle {m}"), *m, false))
+        .collect();
     if a.plain_matmul {
         for m in &a.methods {
             variants.push((format!("candle {m}, plain matmul backward"), *m, true));
@@ -109,18 +126,27 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         }
     }
 
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!(
         "training step, batch {} of SST-2 (mean padded length {:.1} tokens + prompt), {} threads, {} timed steps after {} warm-up",
         a.batch_size, mean_len, threads, a.iters, a.warmup_iters
     );
     println!("{:<55} {:>10} {:>10}", "variant", "median s", "mean s");
     for r in &rows {
-        println!("{:<55} {:>10.3} {:>10.3}", r.name, r.step_s_median, r.step_s_mean);
+        println!(
+            "{:<55} {:>10.3} {:>10.3}",
+            r.name, r.step_s_median, r.step_s_mean
+        );
     }
     if let Some(torch) = rows.iter().find(|r| r.name.starts_with("pytorch")) {
         for r in rows.iter().filter(|r| !r.name.starts_with("pytorch")) {
-            println!("ratio {} / pytorch: {:.2}", r.name, r.step_s_median / torch.step_s_median);
+            println!(
+                "ratio {} / pytorch: {:.2}",
+                r.name,
+                r.step_s_median / torch.step_s_median
+            );
         }
     }
     if let Some(p) = &a.json {
@@ -131,23 +157,50 @@ pub fn run(a: &BenchArgs) -> Result<()> {
 }
 
 fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference/pytorch_train_step.py");
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/reference/pytorch_train_step.py");
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let python = std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".into());
     let data_dir = crate::commands::data_dir(&a.data)?;
     let out = std::process::Command::new(&python)
         .arg(&script)
         .args(["--model", &mdir.display().to_string()])
-        .args(["--data", &data_dir.join("SST-2/train.tsv").display().to_string()])
-        .args(["--steps", &a.iters.to_string(), "--warmup", &a.warmup_iters.to_string()])
-        .args(["--batch", &a.batch_size.to_string(), "--threads", &threads.to_string()])
+        .args([
+            "--data",
+            &data_dir.join("SST-2/train.tsv").display().to_string(),
+        ])
+        .args([
+            "--steps",
+            &a.iters.to_string(),
+            "--warmup",
+            &a.warmup_iters.to_string(),
+        ])
+        .args([
+            "--batch",
+            &a.batch_size.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
         .output()
         .with_context(|| format!("cannot run {python}"))?;
     if !out.status.success() {
-        bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.starts_with('{')).context("no JSON line from the PyTorch script")?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("no JSON line from the PyTorch script")?;
     let v: serde_json::Value = serde_json::from_str(line)?;
     Ok(Row {
         name: "pytorch (tests/reference/pytorch_train_step.py)".into(),

@@ -90,7 +90,10 @@ pub fn load_task(a: &DataArgs, seed: u64) -> Result<TaskData> {
         Some(train) => {
             let fields: Vec<&str> = a.text_fields.iter().map(String::as_str).collect();
             if fields.is_empty() || fields.len() > 2 {
-                bail!("--text-fields takes one or two column names, got {}", fields.len());
+                bail!(
+                    "--text-fields takes one or two column names, got {}",
+                    fields.len()
+                );
             }
             let spec = if a.regression {
                 adept_data::CustomSpec::regression(&fields, &a.label_field)
@@ -99,7 +102,12 @@ pub fn load_task(a: &DataArgs, seed: u64) -> Result<TaskData> {
             };
             let t = TaskData::custom(train, a.validation_file.as_deref(), &spec, seed)?;
             if !t.regression {
-                tracing::info!("{}: {} labels: {}", train.display(), t.label_names.len(), t.label_names.join(", "));
+                tracing::info!(
+                    "{}: {} labels: {}",
+                    train.display(),
+                    t.label_names.len(),
+                    t.label_names.join(", ")
+                );
             }
             t
         }
@@ -112,7 +120,8 @@ pub fn load_task(a: &DataArgs, seed: u64) -> Result<TaskData> {
         task.train = adept_data::split::take_random(std::mem::take(&mut task.train), n, seed).0;
     }
     if let Some(n) = a.eval_limit {
-        task.validation = adept_data::split::take_random(std::mem::take(&mut task.validation), n, seed).0;
+        task.validation =
+            adept_data::split::take_random(std::mem::take(&mut task.validation), n, seed).0;
     }
     if task.train.is_empty() {
         bail!("task {} has no training examples", task.name);
@@ -128,7 +137,23 @@ fn train_config(a: &TrainArgs) -> TrainConfig {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }
-    set!(prompt_len, rank, budget, lr_prompt, lr_offsets, lr_head, batch_size, steps, warmup, eval_every, checkpoint_every, max_len, pooling, seed);
+    set!(
+        prompt_len,
+        rank,
+        budget,
+        lr_prompt,
+        lr_offsets,
+        lr_head,
+        batch_size,
+        steps,
+        warmup,
+        eval_every,
+        checkpoint_every,
+        log_every,
+        max_len,
+        pooling,
+        seed
+    );
     c.early_stop = a.early_stop;
     c.prompt_init_text = a.prompt_init_text.clone();
     if a.error_on_overlength {
@@ -150,9 +175,18 @@ fn train(a: &TrainArgs) -> Result<()> {
     let task = load_task(&a.data, cfg.seed)?;
     let backbone = BertEncoder::from_dir(&model_dir, &dev)?;
     adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
-    let enc = TextEncoder::from_file(&model_dir.join("tokenizer.json"), cfg.max_len, cfg.over_length)?;
+    let enc = TextEncoder::from_file(
+        &model_dir.join("tokenizer.json"),
+        cfg.max_len,
+        cfg.over_length,
+    )?;
     let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!("{}-{}-s{}", task.name.to_lowercase(), a.method, cfg.seed))
+        PathBuf::from("runs").join(format!(
+            "{}-{}-s{}",
+            task.name.to_lowercase(),
+            a.method,
+            cfg.seed
+        ))
     });
     let run = adept_train::RunDir::create(&out, &model_dir, &cfg, a.resume, a.overwrite)?;
     let model = adept_train::build_classifier(backbone, &enc, &cfg, task.num_outputs())?;
@@ -216,7 +250,14 @@ fn eval(a: &EvalArgs) -> Result<()> {
         );
     }
     let set = adept_train::trainer::encode_set(&enc, &task, &task.validation, "validation")?;
-    let (preds, logits) = adept_train::predict(&model, &set.items, a.batch_size, enc.pad_id, task.regression, &dev)?;
+    let (preds, logits) = adept_train::predict(
+        &model,
+        &set.items,
+        a.batch_size,
+        enc.pad_id,
+        task.regression,
+        &dev,
+    )?;
     let scores = task.score(&preds, &task.validation)?;
     if let Some(p) = &a.predictions {
         let mut text = String::new();
@@ -225,7 +266,9 @@ fn eval(a: &EvalArgs) -> Result<()> {
                 adept_train::Predictions::Classes(c) => serde_json::json!(task.label_names[c[i]]),
                 adept_train::Predictions::Scores(s) => serde_json::json!(s[i]),
             };
-            text.push_str(&serde_json::to_string(&serde_json::json!({"index": i, "prediction": pred, "logits": l}))?);
+            text.push_str(&serde_json::to_string(
+                &serde_json::json!({"index": i, "prediction": pred, "logits": l}),
+            )?);
             text.push('\n');
         }
         adept_adapters::write_atomic(p, text.as_bytes())?;
@@ -243,4 +286,3 @@ fn eval(a: &EvalArgs) -> Result<()> {
     );
     Ok(())
 }
-

@@ -13,6 +13,11 @@ mod commands;
 
 use clap::Parser;
 
+/// mimalloc keeps freed blocks for reuse; with the system allocator every large activation is
+/// a fresh mmap whose pages the kernel must zero (about a tenth of a training step on CPU).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

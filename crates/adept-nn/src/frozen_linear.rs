@@ -71,19 +71,30 @@ impl FrozenLinear {
         }
         let rows = x.elem_count() / in_f.max(1);
         let x2 = x.reshape((rows, in_f))?.contiguous()?;
-        let y2 = if x2.track_op() && !PLAIN_MATMUL.load(Ordering::Relaxed) {
-            x2.apply_op1(InputOnlyMatmul {
-                weight: self.weight.clone(),
-            })?
-        } else {
-            x2.matmul(&self.weight.t()?)?
-        };
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-scalar input") = self.out_features();
-        let y = y2.reshape(out_dims)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+        if PLAIN_MATMUL.load(Ordering::Relaxed) || !x2.track_op() && !x2.device().is_cpu() {
+            let y = x2.matmul(&self.weight.t()?)?.reshape(out_dims)?;
+            return match &self.bias {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
+        // On the CPU the bias is added inside the op, in the same pass over the output.
+        let fuse_bias = x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32;
+        let bias = match (&self.bias, fuse_bias) {
+            (Some(b), true) => Some(b.to_vec1::<f32>()?),
+            _ => None,
+        };
+        let y = x2
+            .apply_op1(InputOnlyMatmul {
+                weight: self.weight.clone(),
+                bias,
+            })?
+            .reshape(out_dims)?;
+        match (&self.bias, fuse_bias) {
+            (Some(b), false) => y.broadcast_add(b),
+            _ => Ok(y),
         }
     }
 }
@@ -91,6 +102,8 @@ impl FrozenLinear {
 /// `x [m, k] · Wᵀ` where `W [n, k]` is frozen; gradient only for `x`.
 struct InputOnlyMatmul {
     weight: Tensor,
+    /// Added to every output row in `cpu_fwd` (CPU f32 only).
+    bias: Option<Vec<f32>>,
 }
 
 impl InputOnlyMatmul {
@@ -116,7 +129,14 @@ impl CustomOp1 for InputOnlyMatmul {
         let Storage::Cpu(w) = &*w_storage else {
             candle_core::bail!("frozen-linear: weight is not on the CPU")
         };
-        let out = storage.matmul(w, (1, m, n, k), layout, w_layout)?;
+        let mut out = storage.matmul(w, (1, m, n, k), layout, w_layout)?;
+        if let (Some(bias), CpuStorage::F32(values)) = (&self.bias, &mut out) {
+            crate::fused::par_rows(values, n, |_, row| {
+                for (v, b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            });
+        }
         Ok((out, Shape::from((m, n))))
     }
 
@@ -154,10 +174,7 @@ mod tests {
         let x = Var::randn(0f32, 1., (2, 3, 4), &dev)?;
         let lin = FrozenLinear::new(w.clone(), Some(b.clone()))?;
         let y = lin.forward(x.as_tensor())?;
-        let reference = x
-            .as_tensor()
-            .broadcast_matmul(&w.t()?)?
-            .broadcast_add(&b)?;
+        let reference = x.as_tensor().broadcast_matmul(&w.t()?)?.broadcast_add(&b)?;
         let diff = (&y - &reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "forward differs by {diff}");
 
@@ -175,8 +192,11 @@ mod tests {
     #[test]
     fn rejects_wrong_input_width() {
         let dev = Device::Cpu;
-        let lin = FrozenLinear::new(Tensor::zeros((2, 3), candle_core::DType::F32, &dev).unwrap(), None)
-            .unwrap();
+        let lin = FrozenLinear::new(
+            Tensor::zeros((2, 3), candle_core::DType::F32, &dev).unwrap(),
+            None,
+        )
+        .unwrap();
         let x = Tensor::zeros((1, 4), candle_core::DType::F32, &dev).unwrap();
         let err = lin.forward(&x).unwrap_err().to_string();
         assert!(err.contains("expects 3 input features"), "{err}");

@@ -40,7 +40,10 @@ pub fn dropout_mask(
     rng: &mut impl Rng,
     device: &Device,
 ) -> Result<Tensor> {
-    assert!((0.0..1.0).contains(&p), "dropout probability must be in [0, 1)");
+    assert!(
+        (0.0..1.0).contains(&p),
+        "dropout probability must be in [0, 1)"
+    );
     let n: usize = shape.iter().product();
     let keep = (1.0 / (1.0 - p)) as f32;
     let values: Vec<f32> = (0..n)
@@ -63,7 +66,11 @@ mod tests {
         let y = layer_norm(x.as_tensor(), &g, &b, 1e-5)?;
         // Row 0: mean 7/3, var ((4/3)^2 + (1/3)^2 + (5/3)^2)/3 = 42/27.
         let sd = (42f32 / 27. + 1e-5).sqrt();
-        let expected0 = [(-4. / 3.) / sd, 2. * (-1. / 3.) / sd + 1., 0.5 * (5. / 3.) / sd - 1.];
+        let expected0 = [
+            (-4. / 3.) / sd,
+            2. * (-1. / 3.) / sd + 1.,
+            0.5 * (5. / 3.) / sd - 1.,
+        ];
         let got = y.to_vec2::<f32>()?;
         for (a, e) in got[0].iter().zip(expected0) {
             assert!((a - e).abs() < 1e-5, "{a} vs {e}");

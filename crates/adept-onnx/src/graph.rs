@@ -32,6 +32,8 @@ pub struct GraphBuilder {
     /// Deduplicated small constants: (type, dims, raw bytes) -> initializer name.
     constants: HashMap<(DataType, Vec<i64>, Vec<u8>), String>,
     domains: HashSet<String>,
+    /// Storage type of module weights ([`weight`](GraphBuilder::weight)): `Float` or `Float16`.
+    weight_dtype: DataType,
 }
 
 /// Options of a `com.microsoft:MultiHeadAttention` node; see
@@ -46,6 +48,9 @@ pub struct MultiHeadAttention<'a> {
     pub value: &'a str,
     /// Number of heads; `hidden` must be divisible by it.
     pub num_heads: usize,
+    /// `[3 * hidden]`: the query, key and value projection biases concatenated, added to
+    /// `query`, `key`, `value` inside the kernel (so the projections can be bare `MatMul`s).
+    pub bias: Option<&'a str>,
     /// `int32 [batch, kv_sequence]`, 1 = attend, 0 = padding (or `int32 [batch]` with the
     /// valid length of right-padded keys).
     pub key_padding_mask: Option<&'a str>,
@@ -66,11 +71,18 @@ impl<'a> MultiHeadAttention<'a> {
             key,
             value,
             num_heads,
+            bias: None,
             key_padding_mask: None,
             attention_bias: None,
             scale: None,
             unidirectional: false,
         }
+    }
+
+    /// Sets the packed `[3 * hidden]` query/key/value bias.
+    pub fn bias(mut self, bias: &'a str) -> Self {
+        self.bias = Some(bias);
+        self
     }
 
     /// Sets the `int32` key padding mask.
@@ -133,7 +145,29 @@ impl GraphBuilder {
             suffixes: HashMap::new(),
             constants: HashMap::new(),
             domains: HashSet::new(),
+            weight_dtype: DataType::Float,
         }
+    }
+
+    /// Sets how module weights are stored: `DataType::Float` (default) or `DataType::Float16`.
+    ///
+    /// With `Float16`, [`weight`](Self::weight) (and so [`linear`](Self::linear),
+    /// [`layer_norm`](Self::layer_norm), [`embedding`](Self::embedding)) stores each parameter as
+    /// an `f16` initializer followed by `Cast(to = float)`: the file holds half the bytes, the
+    /// computation stays `f32`. ONNX Runtime constant-folds the casts when it creates the session,
+    /// so there is no cost per run.
+    pub fn set_weight_dtype(&mut self, dtype: DataType) -> Result<()> {
+        ensure!(
+            matches!(dtype, DataType::Float | DataType::Float16),
+            "weights are stored as float or float16, not {dtype:?}"
+        );
+        self.weight_dtype = dtype;
+        Ok(())
+    }
+
+    /// The storage type of module weights (see [`set_weight_dtype`](Self::set_weight_dtype)).
+    pub fn weight_dtype(&self) -> DataType {
+        self.weight_dtype
     }
 
     /// The default-domain opset this graph targets.
@@ -415,6 +449,51 @@ impl GraphBuilder {
         self.initializer(tensor)
     }
 
+    /// A module parameter called `name` (scoped), stored in the graph's weight dtype (see
+    /// [`set_weight_dtype`](Self::set_weight_dtype)). Returns the name of an `f32` value: the
+    /// initializer itself, or the output of its `Cast` when stored as `f16`.
+    pub fn weight(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<String> {
+        match self.weight_dtype {
+            DataType::Float16 => {
+                let w = self.initializer_f16(name, shape, data)?;
+                Ok(self.cast(&w, DataType::Float))
+            }
+            _ => self.initializer_f32(name, shape, data),
+        }
+    }
+
+    /// [`weight`](Self::weight) for a row-major `[rows, cols]` parameter stored transposed
+    /// (`[cols, rows]`, ready for `MatMul`), like
+    /// [`initializer_f32_transposed`](Self::initializer_f32_transposed).
+    pub fn weight_transposed(
+        &mut self,
+        name: &str,
+        [rows, cols]: [usize; 2],
+        data: &[f32],
+    ) -> Result<String> {
+        let full = self.qualify(name);
+        checked_dims(&[rows, cols], data.len(), &full)?;
+        let mut t = vec![0.0f32; data.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[c * rows + r] = data[r * cols + c];
+            }
+        }
+        let dims = [cols as i64, rows as i64];
+        let mut tensor = match self.weight_dtype {
+            DataType::Float16 => TensorProto::from_f32_as_f16(&full, &dims, &t),
+            _ => TensorProto::from_f32(&full, &dims, &t),
+        };
+        tensor.doc_string = Some(format!(
+            "transpose of the [{rows}, {cols}] parameter {full}, stored [{cols}, {rows}] for MatMul"
+        ));
+        let w = self.initializer(tensor)?;
+        Ok(match self.weight_dtype {
+            DataType::Float16 => self.cast(&w, DataType::Float),
+            _ => w,
+        })
+    }
+
     fn constant(&mut self, tensor: TensorProto, base: String) -> String {
         let data_type = DataType::try_from(tensor.data_type.unwrap_or(0)).unwrap_or_default();
         let key = (
@@ -685,6 +764,32 @@ impl GraphBuilder {
         self.op("Slice", &[x, &starts, &ends, &axes], vec![])
     }
 
+    /// `Slice(x, starts, ends, axes)` with computed `i64` bounds (1-D values of equal length).
+    pub fn slice_dynamic(&mut self, x: &str, starts: &str, ends: &str, axes: &[i64]) -> String {
+        let axes = self.const_i64(axes);
+        self.op("Slice", &[x, starts, ends, &axes], vec![])
+    }
+
+    /// `Range(start, limit, delta)` over scalar values (a 1-D tensor).
+    pub fn range(&mut self, start: &str, limit: &str, delta: &str) -> String {
+        self.op("Range", &[start, limit, delta], vec![])
+    }
+
+    /// `Max(a, b)` with broadcasting.
+    pub fn max(&mut self, a: &str, b: &str) -> String {
+        self.op("Max", &[a, b], vec![])
+    }
+
+    /// `ReduceSum(x, axes, keepdims)` (axes as an input, opset 13+).
+    pub fn reduce_sum(&mut self, x: &str, axes: &[i64], keepdims: bool) -> String {
+        let axes = self.const_i64(axes);
+        self.op(
+            "ReduceSum",
+            &[x, &axes],
+            vec![AttributeProto::int("keepdims", i64::from(keepdims))],
+        )
+    }
+
     /// `Expand(x, shape)` with a computed (or constant) `i64` shape value.
     pub fn expand(&mut self, x: &str, shape: &str) -> String {
         self.op("Expand", &[x, shape], vec![])
@@ -743,9 +848,9 @@ impl GraphBuilder {
         bias: Option<&[f32]>,
     ) -> Result<String> {
         self.scope(prefix, |g| {
-            let w = g.initializer_f32_transposed("weight", [out_features, in_features], weight)?;
+            let w = g.weight_transposed("weight", [out_features, in_features], weight)?;
             let b = bias
-                .map(|b| g.initializer_f32("bias", &[out_features], b))
+                .map(|b| g.weight("bias", &[out_features], b))
                 .transpose()?;
             Ok(g.linear_from(x, &w, b.as_deref()))
         })
@@ -787,9 +892,68 @@ impl GraphBuilder {
             beta.len()
         );
         self.scope(prefix, |g| {
-            let w = g.initializer_f32("weight", &[gamma.len()], gamma)?;
-            let b = g.initializer_f32("bias", &[beta.len()], beta)?;
+            let w = g.weight("weight", &[gamma.len()], gamma)?;
+            let b = g.weight("bias", &[beta.len()], beta)?;
             Ok(g.layer_norm_from(x, &w, &b, epsilon, -1))
+        })
+    }
+
+    /// `com.microsoft:SkipLayerNormalization`: `LayerNorm(input + skip [+ bias])` over the last
+    /// axis, one kernel for a transformer's residual connection. `input` and `skip` are
+    /// `[batch, sequence, hidden]`; `gamma`, `beta`, `bias` are `[hidden]`. The model must
+    /// import `com.microsoft`.
+    ///
+    /// ONNX Runtime only fuses `Add` + `LayerNormalization` into this node itself when both
+    /// `Add` operands have *static* equal shapes past the batch axis, which a graph with a
+    /// dynamic sequence length never has; emitting it directly gets the fused kernel anyway.
+    pub fn skip_layer_norm_from(
+        &mut self,
+        input: &str,
+        skip: &str,
+        gamma: &str,
+        beta: &str,
+        bias: Option<&str>,
+        epsilon: f32,
+    ) -> String {
+        let mut inputs = vec![input, skip, gamma, beta];
+        if let Some(b) = bias {
+            inputs.push(b);
+        }
+        let mut outputs = self.node(
+            MS_DOMAIN,
+            "SkipLayerNormalization",
+            &inputs,
+            1,
+            vec![AttributeProto::float("epsilon", epsilon)],
+        );
+        outputs.pop().expect("one output")
+    }
+
+    /// The residual connection of a transformer block, `LayerNorm(input + bias + skip)`, as
+    /// one [`skip_layer_norm_from`](Self::skip_layer_norm_from) node. The LayerNorm's
+    /// parameters are `"<prefix>.weight"`/`"<prefix>.bias"` (a PyTorch `nn.LayerNorm` called
+    /// `prefix`); `bias` is the value of the preceding linear's bias, if any.
+    #[allow(clippy::too_many_arguments)]
+    pub fn skip_layer_norm(
+        &mut self,
+        prefix: &str,
+        input: &str,
+        skip: &str,
+        bias: Option<&str>,
+        gamma: &[f32],
+        beta: &[f32],
+        epsilon: f32,
+    ) -> Result<String> {
+        ensure!(
+            gamma.len() == beta.len(),
+            "layer norm {prefix:?}: gamma has {} values, beta {}",
+            gamma.len(),
+            beta.len()
+        );
+        self.scope(prefix, |g| {
+            let w = g.weight("weight", &[gamma.len()], gamma)?;
+            let b = g.weight("bias", &[beta.len()], beta)?;
+            Ok(g.skip_layer_norm_from(input, skip, &w, &b, bias, epsilon))
         })
     }
 
@@ -803,7 +967,7 @@ impl GraphBuilder {
         [num_embeddings, dim]: [usize; 2],
     ) -> Result<String> {
         self.scope(prefix, |g| {
-            let w = g.initializer_f32("weight", &[num_embeddings, dim], table)?;
+            let w = g.weight("weight", &[num_embeddings, dim], table)?;
             Ok(g.gather(&w, ids, 0))
         })
     }
@@ -832,7 +996,7 @@ impl GraphBuilder {
             spec.query,
             spec.key,
             spec.value,
-            "",
+            spec.bias.unwrap_or(""),
             spec.key_padding_mask.unwrap_or(""),
             spec.attention_bias.unwrap_or(""),
         ];
@@ -847,6 +1011,34 @@ impl GraphBuilder {
             attributes.push(AttributeProto::int("unidirectional", 1));
         }
         let mut outputs = self.node(MS_DOMAIN, "MultiHeadAttention", &inputs, 1, attributes);
+        outputs.pop().expect("one output")
+    }
+
+    /// `com.microsoft:Attention`: self-attention with the query/key/value projections packed
+    /// into one weight, the form ONNX Runtime's own BERT fusion produces.
+    ///
+    /// `x [batch, sequence, hidden]`, `weight [hidden, 3 * hidden]` (`[W_qᵀ | W_kᵀ | W_vᵀ]`),
+    /// `bias [3 * hidden]`, `mask` an `int32 [batch, sequence]` key padding mask (1 = attend).
+    /// Returns the `[batch, sequence, hidden]` context, before the output projection.
+    pub fn packed_attention(
+        &mut self,
+        x: &str,
+        weight: &str,
+        bias: &str,
+        mask: Option<&str>,
+        num_heads: usize,
+    ) -> String {
+        let mut inputs = vec![x, weight, bias];
+        if let Some(m) = mask {
+            inputs.push(m);
+        }
+        let mut outputs = self.node(
+            MS_DOMAIN,
+            "Attention",
+            &inputs,
+            1,
+            vec![AttributeProto::int("num_heads", num_heads as i64)],
+        );
         outputs.pop().expect("one output")
     }
 

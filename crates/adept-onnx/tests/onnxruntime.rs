@@ -512,3 +512,85 @@ fn tensor_helpers_at_opset(opset: i64) {
         assert_close(&format!("{name} (opset {opset})"), &got, &want);
     }
 }
+
+/// The helpers added for the exporter: `SkipLayerNormalization` (with a bias),
+/// `MultiHeadAttention` with packed q/k/v bias, f16 weight storage (`set_weight_dtype`),
+/// `slice_dynamic`, `reduce_sum`, `max`.
+#[test]
+fn fused_helpers_and_f16_weights_match_reference() {
+    let test = "fused_helpers";
+    if !python_available(test) {
+        return;
+    }
+    let (batch, seq, d, heads) = (2usize, 3usize, 8usize, 2usize);
+    let eps = 1e-12f32;
+    let mut rng = Lcg(23);
+    let x = rng.vec(batch * seq * d, 1.0);
+    let w = rng.vec(d * d, 0.5);
+    let b = rng.vec(d, 0.2);
+    let gamma: Vec<f32> = rng.vec(d, 0.3).iter().map(|g| 1.0 + g).collect();
+    let beta = rng.vec(d, 0.1);
+    let qkv_bias = rng.vec(3 * d, 0.3);
+    let mask: Vec<i64> = vec![1, 1, 1, 1, 1, 0];
+
+    let bsd: Vec<Dim> = vec!["batch".into(), "sequence".into(), d.into()];
+    let mut model = ModelBuilder::new("fused", 17).add_opset("com.microsoft", 1);
+    let g = model.graph();
+    g.set_weight_dtype(DataType::Float16).unwrap();
+    let xs = g.input("x", DataType::Float, &bsd).unwrap();
+    let m = g.input("mask", DataType::Int64, &["batch".into(), "sequence".into()]).unwrap();
+    // y = x·Wᵀ (f16-stored weight, no bias), then LayerNorm(y + b + x) as one node.
+    let y = g.linear("dense", &xs, &w, [d, d], None).unwrap();
+    let bias = g.weight("dense.bias", &[d], &b).unwrap();
+    let h = g.skip_layer_norm("LayerNorm", &y, &xs, Some(&bias), &gamma, &beta, eps).unwrap();
+    // Attention of h over itself with the packed bias.
+    let qkv_b = g.weight("qkv_bias", &[3 * d], &qkv_bias).unwrap();
+    let mask32 = g.cast(&m, DataType::Int32);
+    let spec = adept_onnx::MultiHeadAttention::new(&h, &h, &h, heads).bias(&qkv_b).key_padding_mask(&mask32);
+    let ctx = g.attention(spec);
+    // The first `len - 1` rows (dynamic bounds), summed over the sequence, floored at 0.5.
+    let shape = g.shape(&ctx);
+    let len = g.slice(&shape, &[1], &[2], &[0]);
+    let one = g.const_i64(&[1]);
+    let end = g.sub(&len, &one);
+    let zero = g.const_i64(&[0]);
+    let head_rows = g.slice_dynamic(&ctx, &zero, &end, &[1]);
+    let summed = g.reduce_sum(&head_rows, &[1], false);
+    let floor = g.scalar_f32(0.5);
+    let floored = g.max(&summed, &floor);
+    g.output_as(&h, "h", DataType::Float, &bsd).unwrap();
+    g.output_as(&floored, "pooled", DataType::Float, &["batch".into(), d.into()]).unwrap();
+    assert_eq!(g.weight_dtype(), DataType::Float16);
+
+    let inputs = json!({
+        "x": tensor_json("float32", &[batch, seq, d], &x),
+        "mask": tensor_json("int64", &[batch, seq], &mask),
+    });
+    let report = check_and_run(test, &model, inputs);
+    let optimized = strings(&report["optimized_ops"]);
+    assert!(optimized.iter().any(|o| o == "com.microsoft:SkipLayerNormalization"), "{optimized:?}");
+
+    // Reference with the weights rounded to f16 as stored.
+    let r16 = |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
+    let (w16, b16, g16, be16, qb16) = (r16(&w), r16(&b), r16(&gamma), r16(&beta), r16(&qkv_bias));
+    let xf: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let y = ref_linear(&xf, &w16, &b16, d, d);
+    let sum: Vec<f64> = y.iter().zip(&xf).map(|(a, b)| a + b).collect();
+    let h_ref = ref_layer_norm(&sum, &g16, &be16, f64::from(eps));
+    let add_bias = |v: &[f64], part: usize| -> Vec<f64> {
+        v.iter().enumerate().map(|(i, a)| a + f64::from(qb16[part * d + i % d])).collect()
+    };
+    let ctx = ref_attention(&add_bias(&h_ref, 0), &add_bias(&h_ref, 1), &add_bias(&h_ref, 2), &mask, batch, seq, d, heads);
+    let mut pooled = vec![0.0f64; batch * d];
+    for bi in 0..batch {
+        for c in 0..d {
+            let s: f64 = (0..seq - 1).map(|t| ctx[(bi * seq + t) * d + c]).sum();
+            pooled[bi * d + c] = s.max(0.5);
+        }
+    }
+    let (_, got_h) = output(&report, "h");
+    assert_close("skip layer norm (f16 weights)", &got_h, &h_ref);
+    let (shape, got_p) = output(&report, "pooled");
+    assert_eq!(shape, [batch, d]);
+    assert_close("attention with packed bias, dynamic slice, sum, max", &got_p, &pooled);
+}

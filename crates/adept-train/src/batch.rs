@@ -42,11 +42,25 @@ mod tests {
 
     #[test]
     fn pads_to_the_longest_item() -> Result<()> {
-        let a = Encoded { ids: vec![101, 7, 102], type_ids: vec![0, 0, 0], truncated: false };
-        let b = Encoded { ids: vec![101, 102], type_ids: vec![0, 0], truncated: false };
+        let a = Encoded {
+            ids: vec![101, 7, 102],
+            type_ids: vec![0, 0, 0],
+            truncated: false,
+        };
+        let b = Encoded {
+            ids: vec![101, 102],
+            type_ids: vec![0, 0],
+            truncated: false,
+        };
         let batch = Batch::collate(&[&a, &b], 0, &Device::Cpu)?;
-        assert_eq!(batch.ids.to_vec2::<u32>()?, vec![vec![101, 7, 102], vec![101, 102, 0]]);
-        assert_eq!(batch.mask.to_vec2::<u32>()?, vec![vec![1, 1, 1], vec![1, 1, 0]]);
+        assert_eq!(
+            batch.ids.to_vec2::<u32>()?,
+            vec![vec![101, 7, 102], vec![101, 102, 0]]
+        );
+        assert_eq!(
+            batch.mask.to_vec2::<u32>()?,
+            vec![vec![1, 1, 1], vec![1, 1, 0]]
+        );
         Ok(())
     }
 }

@@ -34,15 +34,20 @@ pub fn save(path: &Path, tensors: &HashMap<String, Tensor>, state: &LoopState) -
 }
 
 pub fn load(path: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, LoopState)> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .with_context(|| format!("checkpoint {} is corrupt", path.display()))?;
     let state: LoopState = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get(STATE_KEY))
-        .with_context(|| format!("{} is not an adept checkpoint (no loop state)", path.display()))
+        .with_context(|| {
+            format!(
+                "{} is not an adept checkpoint (no loop state)",
+                path.display()
+            )
+        })
         .and_then(|s| serde_json::from_str(s).context("bad loop state"))?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .with_context(|| format!("checkpoint {} is corrupt", path.display()))?;

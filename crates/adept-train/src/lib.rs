@@ -84,7 +84,11 @@ pub fn build_classifier(
 }
 
 /// Loads a trained adapter folder (a run's `best/`) onto its frozen model.
-pub fn load_trained(adapter_dir: &Path, model_dir: Option<&Path>, device: &Device) -> Result<(Classifier, TextEncoder, RunManifest)> {
+pub fn load_trained(
+    adapter_dir: &Path,
+    model_dir: Option<&Path>,
+    device: &Device,
+) -> Result<(Classifier, TextEncoder, RunManifest)> {
     let manifest = read_manifest(adapter_dir)?;
     let model_dir = model_dir
         .map(Path::to_path_buf)
@@ -99,17 +103,30 @@ pub fn load_trained(adapter_dir: &Path, model_dir: Option<&Path>, device: &Devic
         );
     }
     let backbone = BertEncoder::from_dir(&model_dir, device)?;
-    let enc = TextEncoder::from_file(&model_dir.join("tokenizer.json"), manifest.max_len, manifest.train_config.over_length)?;
+    let enc = TextEncoder::from_file(
+        &model_dir.join("tokenizer.json"),
+        manifest.max_len,
+        manifest.train_config.over_length,
+    )?;
     let adapter = Adapter::load(adapter_dir, device)?;
     if adapter.config.token_dim != backbone.hidden_size() {
-        bail!("adapter width {} does not match the model's {}", adapter.config.token_dim, backbone.hidden_size());
+        bail!(
+            "adapter width {} does not match the model's {}",
+            adapter.config.token_dim,
+            backbone.hidden_size()
+        );
     }
-    let n = if manifest.regression { 1 } else { manifest.label_names.len() };
+    let n = if manifest.regression {
+        1
+    } else {
+        manifest.label_names.len()
+    };
     let head = Head::init(backbone.hidden_size(), n, 0, device)?;
     let head_path = adapter_dir.join("head.safetensors");
     let values = candle_core::safetensors::load(&head_path, device)
         .with_context(|| format!("cannot read {}", head_path.display()))?;
-    head.set_values(&values).with_context(|| format!("in {}", head_path.display()))?;
+    head.set_values(&values)
+        .with_context(|| format!("in {}", head_path.display()))?;
     if adapter.method() == MethodKind::HeadOnly && adapter.prompt_len() != 0 {
         bail!("inconsistent head-only adapter");
     }

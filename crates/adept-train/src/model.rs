@@ -52,7 +52,9 @@ impl Head {
         let mut rng = StdRng::seed_from_u64(seed);
         let bound = 1.0 / (d as f64).sqrt();
         let mut draw = |k: usize| -> Vec<f32> {
-            (0..k).map(|_| rng.random_range(-bound..bound) as f32).collect()
+            (0..k)
+                .map(|_| rng.random_range(-bound..bound) as f32)
+                .collect()
         };
         Ok(Self {
             weight: Var::from_tensor(&Tensor::from_vec(draw(n * d), (n, d), device)?)?,
@@ -112,10 +114,11 @@ impl Classifier {
         let embeds = self.adapter.apply(&word, train_rng)?; // [P, E + f(E)]
         let mask = self.adapter.extend(&batch.mask, 1)?;
         let types = self.adapter.extend(&batch.type_ids, 0)?;
-        let hidden = self.backbone.forward_embeds(&embeds, &mask, &types)?; // backbone
         let l = self.adapter.prompt_len();
-        let s = batch.ids.dims()[1];
-        let inputs = hidden.narrow(1, l, s)?; // drop the prompt rows
+        // backbone; only the input rows come out (the head never sees the prompt rows)
+        let inputs = self
+            .backbone
+            .forward_embeds_from(&embeds, &mask, &types, l)?;
         let pooled = match self.pooling {
             Pooling::Mean => adept_nn::masked_mean(&inputs, &batch.mask)?,
             Pooling::Cls => inputs.narrow(1, 0, 1)?.squeeze(1)?,
@@ -148,7 +151,9 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 
 /// Mean squared error of `pred [b, 1]` against `targets [b]` (f32).
 pub fn mse(pred: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    (pred.squeeze(1)? - targets.to_dtype(DType::F32)?)?.sqr()?.mean_all()
+    (pred.squeeze(1)? - targets.to_dtype(DType::F32)?)?
+        .sqr()?
+        .mean_all()
 }
 
 #[cfg(test)]

@@ -128,7 +128,11 @@ impl AdamW {
         out
     }
 
-    pub fn load_state(&mut self, state: &HashMap<String, Tensor>, step: usize) -> anyhow::Result<()> {
+    pub fn load_state(
+        &mut self,
+        state: &HashMap<String, Tensor>,
+        step: usize,
+    ) -> anyhow::Result<()> {
         use anyhow::Context;
         for g in &mut self.groups {
             for s in &mut g.slots {

@@ -132,7 +132,13 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 impl RunDir {
     /// Opens (creating) a run folder for a model folder; with `resume` false an existing
     /// checkpoint is an error unless `overwrite`.
-    pub fn create(path: &Path, model_dir: &Path, cfg: &TrainConfig, resume: bool, overwrite: bool) -> Result<Self> {
+    pub fn create(
+        path: &Path,
+        model_dir: &Path,
+        cfg: &TrainConfig,
+        resume: bool,
+        overwrite: bool,
+    ) -> Result<Self> {
         std::fs::create_dir_all(path)
             .with_context(|| format!("cannot create run folder {}", path.display()))?;
         let run = Self {
@@ -253,7 +259,10 @@ impl RunDir {
             step,
             validation_metrics: metrics.clone(),
         };
-        write_atomic(&fresh.join("run.json"), &serde_json::to_vec_pretty(&manifest)?)?;
+        write_atomic(
+            &fresh.join("run.json"),
+            &serde_json::to_vec_pretty(&manifest)?,
+        )?;
         let best = self.best_dir();
         let old = self.path.join(".best.old");
         if old.exists() {
@@ -273,6 +282,8 @@ impl RunDir {
 /// Reads `run.json` of a trained adapter folder (a run's `best/`).
 pub fn read_manifest(adapter_dir: &Path) -> Result<RunManifest> {
     let p = adapter_dir.join("run.json");
-    let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not an adept run manifest", p.display()))
+    let text =
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an adept run manifest", p.display()))
 }

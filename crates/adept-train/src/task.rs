@@ -91,14 +91,20 @@ impl std::str::FromStr for SplitChoice {
 
 impl TaskData {
     /// A GLUE/SuperGLUE task read from `data_dir` (the benchmark root or the task's folder).
-    pub fn builtin(kind: adept_data::TaskKind, data_dir: &Path, splits: SplitChoice, seed: u64) -> Result<Self> {
+    pub fn builtin(
+        kind: adept_data::TaskKind,
+        data_dir: &Path,
+        splits: SplitChoice,
+        seed: u64,
+    ) -> Result<Self> {
         let mode = match splits {
             SplitChoice::Official => adept_data::SplitMode::Official,
             SplitChoice::Paper => adept_data::SplitMode::Paper { seed },
         };
         let spec = kind.spec();
-        let s = adept_data::load_splits(kind, data_dir, mode)
-            .with_context(|| format!("cannot load task {} from {}", spec.name, data_dir.display()))?;
+        let s = adept_data::load_splits(kind, data_dir, mode).with_context(|| {
+            format!("cannot load task {} from {}", spec.name, data_dir.display())
+        })?;
         Ok(Self {
             name: spec.name.to_string(),
             label_names: spec.label_names.iter().map(|s| s.to_string()).collect(),

@@ -54,11 +54,17 @@ pub fn encode_set(
         set.items.push(e);
         if task.regression {
             set.scores.push(ex.label.score().with_context(|| {
-                format!("{split} example {i} of task {} has no score label", task.name)
+                format!(
+                    "{split} example {i} of task {} has no score label",
+                    task.name
+                )
             })?);
         } else {
             let c = ex.label.class().with_context(|| {
-                format!("{split} example {i} of task {} has no class label", task.name)
+                format!(
+                    "{split} example {i} of task {} has no class label",
+                    task.name
+                )
             })?;
             if c >= task.label_names.len() {
                 bail!(
@@ -144,7 +150,9 @@ impl BatchOrder {
     fn epoch_perm(&mut self, epoch: usize) -> &[usize] {
         if self.cache.as_ref().map(|c| c.0) != Some(epoch) {
             let mut perm: Vec<usize> = (0..self.n).collect();
-            let mut rng = StdRng::seed_from_u64(self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = StdRng::seed_from_u64(
+                self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
             perm.shuffle(&mut rng);
             self.cache = Some((epoch, perm));
         }
@@ -173,7 +181,9 @@ pub struct TrainReport {
 }
 
 fn dropout_rng(seed: u64, step: usize) -> StdRng {
-    StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(step as u64 + 1) ^ 0xD1B5_4A32_D192_ED03)
+    StdRng::seed_from_u64(
+        seed.wrapping_mul(31).wrapping_add(step as u64 + 1) ^ 0xD1B5_4A32_D192_ED03,
+    )
 }
 
 /// One optimiser over the classifier's trainable tensors, one group (own peak learning rate)
@@ -274,7 +284,10 @@ pub fn train(
             run.truncate_metrics_after(state.step)?;
             tracing::info!("resuming {} from step {}", run.path().display(), state.step);
         } else {
-            tracing::info!("no checkpoint in {}: starting from step 0", run.path().display());
+            tracing::info!(
+                "no checkpoint in {}: starting from step 0",
+                run.path().display()
+            );
         }
     }
 
@@ -282,8 +295,10 @@ pub fn train(
     let mut order = BatchOrder::new(train_set.items.len(), cfg.batch_size, cfg.seed);
     let pb = ProgressBar::new(cfg.steps as u64);
     pb.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("valid template"),
     );
     pb.set_position(state.step as u64);
     let started = Instant::now();
@@ -291,7 +306,9 @@ pub fn train(
     let mut best_metrics = BTreeMap::new();
     let mut stopped_early = false;
     let mut window = (Instant::now(), 0usize);
-    let stop_at = stop_after.map(|n| (state.step + n).min(cfg.steps)).unwrap_or(cfg.steps);
+    let stop_at = stop_after
+        .map(|n| (state.step + n).min(cfg.steps))
+        .unwrap_or(cfg.steps);
 
     while state.step < stop_at {
         let step = state.step;
@@ -324,7 +341,14 @@ pub fn train(
 
         let eval_now = state.step % cfg.eval_every == 0 || state.step == cfg.steps;
         if eval_now {
-            let (preds, _) = predict(model, &val_set.items, cfg.eval_batch_size, enc.pad_id, task.regression, &device)?;
+            let (preds, _) = predict(
+                model,
+                &val_set.items,
+                cfg.eval_batch_size,
+                enc.pad_id,
+                task.regression,
+                &device,
+            )?;
             let scores = task.score(&preds, &task.validation)?;
             let primary = scores.primary;
             let improved = state.best_metric.is_none_or(|b| primary > b);

@@ -13,8 +13,16 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 fn batch(dev: &Device) -> Batch {
-    let a = Encoded { ids: vec![1, 5, 9, 13, 2], type_ids: vec![0; 5], truncated: false };
-    let b = Encoded { ids: vec![1, 7, 2], type_ids: vec![0, 0, 1], truncated: false };
+    let a = Encoded {
+        ids: vec![1, 5, 9, 13, 2],
+        type_ids: vec![0; 5],
+        truncated: false,
+    };
+    let b = Encoded {
+        ids: vec![1, 7, 2],
+        type_ids: vec![0, 0, 1],
+        truncated: false,
+    };
     Batch::collate(&[&a, &b], 0, dev).unwrap()
 }
 
@@ -30,7 +38,12 @@ fn classifier(method: MethodKind, pooling: Pooling) -> Classifier {
     cfg.max_length = 8;
     let adapter = Adapter::init(cfg, backbone.word_embedding_table(), 3).unwrap();
     let head = Head::init(16, 3, 4, &dev).unwrap();
-    Classifier { backbone, adapter, head, pooling }
+    Classifier {
+        backbone,
+        adapter,
+        head,
+        pooling,
+    }
 }
 
 /// Two optimiser steps (the zero-initialised up-projections make some gradients exactly zero at
@@ -38,7 +51,12 @@ fn classifier(method: MethodKind, pooling: Pooling) -> Classifier {
 #[test]
 fn every_trainable_tensor_gets_a_gradient() -> anyhow::Result<()> {
     let dev = Device::Cpu;
-    for method in [MethodKind::Adept, MethodKind::Dept, MethodKind::Pt, MethodKind::HeadOnly] {
+    for method in [
+        MethodKind::Adept,
+        MethodKind::Dept,
+        MethodKind::Pt,
+        MethodKind::HeadOnly,
+    ] {
         for pooling in [Pooling::Mean, Pooling::Cls] {
             let model = classifier(method, pooling);
             let mut opt = AdamW::new(AdamWParams::default());
@@ -72,7 +90,10 @@ fn every_trainable_tensor_gets_a_gradient() -> anyhow::Result<()> {
                 &bb.layers[1].output_norm.bias,
             ];
             for t in frozen {
-                assert!(grads.get(t).is_none(), "{method}: a frozen weight received a gradient");
+                assert!(
+                    grads.get(t).is_none(),
+                    "{method}: a frozen weight received a gradient"
+                );
             }
         }
     }
@@ -84,16 +105,33 @@ fn frozen_weights_do_not_change_during_training() -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let model = classifier(MethodKind::Adept, Pooling::Mean);
     let before = model.backbone.layers[0].query.weight().to_vec2::<f32>()?;
-    let table_before = model.backbone.word_embedding_table().sum_all()?.to_scalar::<f32>()?;
+    let table_before = model
+        .backbone
+        .word_embedding_table()
+        .sum_all()?
+        .to_scalar::<f32>()?;
     let mut opt = AdamW::new(AdamWParams::default());
     opt.add_group("all", 1e-1, model.trainable())?;
     for step in 0..3 {
         let mut rng = StdRng::seed_from_u64(step);
-        let loss = cross_entropy(&model.forward(&batch(&dev), Some(&mut rng))?, &Tensor::new(&[1u32, 2], &dev)?)?;
+        let loss = cross_entropy(
+            &model.forward(&batch(&dev), Some(&mut rng))?,
+            &Tensor::new(&[1u32, 2], &dev)?,
+        )?;
         opt.step(&loss.backward()?, 1.0)?;
     }
-    assert_eq!(before, model.backbone.layers[0].query.weight().to_vec2::<f32>()?);
-    assert_eq!(table_before, model.backbone.word_embedding_table().sum_all()?.to_scalar::<f32>()?);
+    assert_eq!(
+        before,
+        model.backbone.layers[0].query.weight().to_vec2::<f32>()?
+    );
+    assert_eq!(
+        table_before,
+        model
+            .backbone
+            .word_embedding_table()
+            .sum_all()?
+            .to_scalar::<f32>()?
+    );
     Ok(())
 }
 

@@ -1,0 +1,133 @@
+//! The candle BERT forward against Hugging Face `transformers` on the real all-MiniLM-L6-v2.
+//!
+//! Expected hidden states come from `tests/reference/bert_expected.py` (committed next to its
+//! output, `tests/fixtures/minilm_expected.json`). The model is looked up in the adept cache
+//! (`adept fetch`); without it the test prints why it is skipped, unless `ADEPT_REQUIRE_MODEL=1`
+//! (set by CI), which turns a missing model into a failure.
+
+use adept_backbones::{Backbone, BertEncoder};
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn model_dir() -> Option<PathBuf> {
+    let root = adept_cache::cache_root(None).ok()?;
+    let dir = adept_cache::default_model_dir(&root);
+    if dir.join("model.safetensors").exists() {
+        Some(dir)
+    } else if std::env::var("ADEPT_REQUIRE_MODEL").as_deref() == Ok("1") {
+        panic!(
+            "ADEPT_REQUIRE_MODEL=1 but {} holds no model; run `adept fetch`",
+            dir.display()
+        );
+    } else {
+        eprintln!(
+            "skipped: {} holds no model (run `adept fetch`)",
+            dir.display()
+        );
+        None
+    }
+}
+
+fn fixture() -> Value {
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/minilm_expected.json");
+    serde_json::from_str(&std::fs::read_to_string(&p).expect("fixture present"))
+        .expect("fixture is JSON")
+}
+
+fn u32_matrix(v: &Value, dev: &Device) -> Tensor {
+    let rows: Vec<Vec<u32>> = serde_json::from_value(v.clone()).expect("integer matrix");
+    Tensor::new(rows, dev).expect("rectangular")
+}
+
+/// Largest |candle − expected| over the rows where `mask` is 1.
+fn max_diff_on_mask(got: &Tensor, expected: &Value, mask: &[Vec<u32>]) -> f32 {
+    let got: Vec<Vec<Vec<f32>>> = got.to_vec3().unwrap();
+    let exp: Vec<Vec<Vec<f32>>> = serde_json::from_value(expected.clone()).unwrap();
+    let mut worst = 0f32;
+    for (b, rows) in mask.iter().enumerate() {
+        for (t, &m) in rows.iter().enumerate() {
+            if m == 1 {
+                for (x, y) in got[b][t].iter().zip(&exp[b][t]) {
+                    worst = worst.max((x - y).abs());
+                }
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn minilm_hidden_states_match_transformers() {
+    let Some(dir) = model_dir() else { return };
+    let fx = fixture();
+    let sha = adept_cache::sha256_file(&dir.join("model.safetensors")).unwrap();
+    assert_eq!(
+        sha,
+        fx["model_safetensors_sha256"].as_str().unwrap(),
+        "the cached model is not the fixture's model"
+    );
+    let dev = Device::Cpu;
+    let enc = BertEncoder::from_dir(&dir, &dev).unwrap();
+
+    // Plain sentences, padded batch.
+    let case = &fx["plain"];
+    let ids = u32_matrix(&case["input_ids"], &dev);
+    let mask = u32_matrix(&case["attention_mask"], &dev);
+    let types = u32_matrix(&case["token_type_ids"], &dev);
+    let embeds = enc.word_embeddings(&ids).unwrap();
+    let hidden = enc.forward_embeds(&embeds, &mask, &types).unwrap();
+    let m: Vec<Vec<u32>> = mask.to_vec2().unwrap();
+    let d = max_diff_on_mask(&hidden, &case["last_hidden_state"], &m);
+    assert!(d < 1e-4, "plain: max |candle - transformers| = {d}");
+
+    // A 5-token prompt before [CLS], positions over prompt + input (the PEFT convention).
+    let case = &fx["prompt"];
+    let prompt_ids: Vec<u32> = serde_json::from_value(case["prompt_token_ids"].clone()).unwrap();
+    let l = prompt_ids.len();
+    let ids = u32_matrix(&case["input_ids"], &dev);
+    let b = ids.dims()[0];
+    let prompt = enc
+        .word_embeddings(
+            &Tensor::new(prompt_ids.as_slice(), &dev)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+        )
+        .unwrap()
+        .broadcast_as((b, l, enc.hidden_size()))
+        .unwrap();
+    let embeds = Tensor::cat(&[&prompt, &enc.word_embeddings(&ids).unwrap()], 1).unwrap();
+    let mask = u32_matrix(&case["attention_mask"], &dev);
+    let types = u32_matrix(&case["token_type_ids"], &dev);
+    let hidden = enc.forward_embeds(&embeds, &mask, &types).unwrap();
+    let m: Vec<Vec<u32>> = mask.to_vec2().unwrap();
+    let d = max_diff_on_mask(&hidden, &case["last_hidden_state"], &m);
+    assert!(d < 1e-4, "prompt: max |candle - transformers| = {d}");
+
+    // Keeping only the input rows (the last layer skips the prompt's queries) changes nothing.
+    let inputs = enc.forward_embeds_from(&embeds, &mask, &types, l).unwrap();
+    let full_inputs = hidden.narrow(1, l, ids.dims()[1]).unwrap();
+    let keep = u32_matrix(&case["input_attention_mask"], &dev)
+        .to_dtype(DType::F32)
+        .unwrap()
+        .unsqueeze(2)
+        .unwrap();
+    let diff = ((inputs - full_inputs)
+        .unwrap()
+        .broadcast_mul(&keep)
+        .unwrap())
+    .abs()
+    .unwrap()
+    .flatten_all()
+    .unwrap()
+    .max(0)
+    .unwrap()
+    .to_scalar::<f32>()
+    .unwrap();
+    assert!(
+        diff < 1e-5,
+        "forward_embeds_from differs from the full forward by {diff}"
+    );
+}

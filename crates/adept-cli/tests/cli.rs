@@ -1,0 +1,393 @@
+//! End-to-end tests of the `adept` binary on the real all-MiniLM-L6-v2 and SST-2.
+//!
+//! They need the model in the adept cache (`adept fetch`) and GLUE in ../shared/data/glue (or
+//! `ADEPT_DATA`). Without them each test prints why it is skipped; with `ADEPT_REQUIRE_MODEL=1`
+//! (CI) a missing model or dataset is a failure.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn require() -> bool {
+    std::env::var("ADEPT_REQUIRE_MODEL").as_deref() == Ok("1")
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// (model folder, GLUE folder) or None (skip).
+fn assets() -> Option<(PathBuf, PathBuf)> {
+    let root = adept_cache::cache_root(None).ok()?;
+    let model = adept_cache::default_model_dir(&root);
+    let data = std::env::var("ADEPT_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("../shared/data/glue"));
+    let ok = model.join("model.safetensors").exists() && data.join("SST-2/train.tsv").exists();
+    if !ok {
+        if require() {
+            panic!(
+                "ADEPT_REQUIRE_MODEL=1 but the model ({}) or SST-2 ({}) is missing",
+                model.display(),
+                data.display()
+            );
+        }
+        eprintln!(
+            "skipped: needs {} and {}",
+            model.display(),
+            data.join("SST-2").display()
+        );
+        return None;
+    }
+    Some((model, data))
+}
+
+fn adept() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_adept"));
+    c.env("ADEPT_LOG", "warn");
+    c
+}
+
+/// A small, fast training configuration on real SST-2 sentences.
+fn small_run(model: &Path, data: &Path, out: &Path, steps: usize) -> Command {
+    small_run_bs(model, data, out, steps, 8)
+}
+
+fn small_run_bs(model: &Path, data: &Path, out: &Path, steps: usize, batch: usize) -> Command {
+    let mut c = adept();
+    c.args([
+        "train",
+        "--task",
+        "sst2",
+        "--method",
+        "adept",
+        "--prompt-len",
+        "8",
+        "--rank",
+        "4",
+    ]);
+    c.args([
+        "--batch-size",
+        &batch.to_string(),
+        "--max-len",
+        "48",
+        "--train-limit",
+        "400",
+        "--eval-limit",
+        "64",
+    ]);
+    c.args([
+        "--steps",
+        &steps.to_string(),
+        "--warmup",
+        "4",
+        "--eval-every",
+        "10",
+        "--checkpoint-every",
+        "3",
+    ]);
+    c.args(["--lr-offsets", "1e-3"]);
+    c.arg("--model")
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let out = c.output().expect("adept runs");
+    assert!(
+        out.status.success(),
+        "adept failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn train_losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "train")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
+fn checkpoint_tensors(run: &Path) -> HashMap<String, Vec<f32>> {
+    let t = candle_core::safetensors::load(
+        run.join("checkpoint.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    t.into_iter()
+        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
+}
+
+#[test]
+fn short_sst2_run_lowers_the_loss_and_eval_reproduces_the_best_score() {
+    let Some((model, data)) = assets() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let stdout = run_ok(small_run_bs(&model, &data, &run, 40, 16).args([
+        "--lr-head",
+        "3e-3",
+        "--log-every",
+        "1",
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["report"]["steps"], 40);
+    let losses = train_losses(&run);
+    assert!(losses.len() >= 4, "{losses:?}");
+    let k = losses.len() / 4;
+    let first: f64 = losses[..k].iter().sum::<f64>() / k as f64;
+    let last: f64 = losses[losses.len() - k..].iter().sum::<f64>() / k as f64;
+    assert!(
+        last < first,
+        "loss did not go down: first {first:.4}, last {last:.4} ({losses:?})"
+    );
+
+    // The saved best adapter, evaluated on its own, gives the score recorded for it.
+    let best = summary["report"]["best_metric"].as_f64().unwrap();
+    let eval = run_ok(
+        adept()
+            .arg("eval")
+            .arg("--adapter")
+            .arg(&run)
+            .arg("--data")
+            .arg(&data)
+            .args(["--eval-limit", "64"]),
+    );
+    let e: serde_json::Value = serde_json::from_str(eval.lines().last().unwrap()).unwrap();
+    assert!(
+        (e["primary"].as_f64().unwrap() - best).abs() < 1e-9,
+        "eval {e} vs best {best}"
+    );
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "head.safetensors",
+        "run.json",
+    ] {
+        assert!(run.join("best").join(f).exists(), "best/{f} missing");
+    }
+}
+
+#[test]
+fn resume_after_a_kill_gives_the_uninterrupted_result() {
+    let Some((model, data)) = assets() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let steps = 24;
+
+    let straight = tmp.path().join("straight");
+    run_ok(&mut small_run(&model, &data, &straight, steps));
+
+    // Kill the second run (SIGKILL, no chance to clean up) once it has written a checkpoint.
+    let killed = tmp.path().join("killed");
+    let mut child = small_run(&model, &data, &killed, steps)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = killed.join("checkpoint.safetensors");
+    let start = Instant::now();
+    while !ckpt.exists() && start.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run finished before it could be killed; make it longer"
+    );
+    // No temporary file survives as the checkpoint: it loads.
+    let (_, state) = adept_train::checkpoint::load(&ckpt, &candle_core::Device::Cpu).unwrap();
+    assert!(
+        state.step > 0 && state.step < steps,
+        "killed at step {}",
+        state.step
+    );
+
+    // Resuming with other settings is refused.
+    let out = small_run(&model, &data, &killed, steps + 1)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("differs"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    run_ok(small_run(&model, &data, &killed, steps).arg("--resume"));
+    let a = checkpoint_tensors(&straight);
+    let b = checkpoint_tensors(&killed);
+    assert_eq!(a.keys().len(), b.keys().len());
+    for (name, va) in &a {
+        assert_eq!(va, &b[name], "tensor {name} differs after resume");
+    }
+    assert_eq!(
+        train_losses(&straight),
+        train_losses(&killed),
+        "logged losses differ after resume"
+    );
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A model folder without weights.
+    let empty = tmp.path().join("empty-model");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = adept()
+        .args(["train", "--train-file"])
+        .arg(tmp.path().join("none.csv"))
+        .arg("--model")
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("none.csv") || err.contains("empty-model"),
+        "{err}"
+    );
+
+    let Some((model, data)) = assets() else {
+        return;
+    };
+    // Unknown task.
+    let out = adept()
+        .args(["train", "--task", "sst3"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sst3"));
+
+    // A custom file with a header only.
+    let csv = tmp.path().join("reviews.csv");
+    std::fs::write(&csv, "text,label\n").unwrap();
+    let out = adept()
+        .args(["train", "--train-file"])
+        .arg(&csv)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reviews.csv"), "{err}");
+
+    // Over-long text with --error-on-overlength.
+    let mut rows = String::from("text,label\n");
+    for i in 0..20 {
+        let text = if i == 3 {
+            "word ".repeat(200)
+        } else {
+            format!("short text {i}")
+        };
+        rows.push_str(&format!(
+            "{text},{}\n",
+            if i % 2 == 0 { "pos" } else { "neg" }
+        ));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let out = adept()
+        .args(["train", "--train-file"])
+        .arg(&csv)
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--max-len",
+            "32",
+            "--error-on-overlength",
+            "--steps",
+            "1",
+            "--prompt-len",
+            "4",
+            "--rank",
+            "2",
+        ])
+        .arg("--out")
+        .arg(tmp.path().join("r"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("32") && err.to_lowercase().contains("long"),
+        "{err}"
+    );
+}
+
+#[test]
+fn custom_csv_trains_and_lists_its_labels() {
+    let Some((model, _)) = assets() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("tickets.csv");
+    let mut rows = String::from("subject,body,queue\n");
+    for i in 0..40 {
+        let (q, body) = match i % 3 {
+            0 => ("billing", "my invoice was charged twice"),
+            1 => ("tech", "the app crashes when I log in"),
+            _ => ("sales", "I would like a quote for ten seats"),
+        };
+        rows.push_str(&format!("ticket {i},\"{body}, please help\",{q}\n"));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let run = tmp.path().join("run");
+    let out = adept()
+        .env("ADEPT_LOG", "info")
+        .args(["train", "--train-file"])
+        .arg(&csv)
+        .args(["--text-fields", "subject,body", "--label-field", "queue"])
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--steps",
+            "6",
+            "--batch-size",
+            "8",
+            "--prompt-len",
+            "4",
+            "--rank",
+            "2",
+            "--eval-every",
+            "3",
+        ])
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 labels"), "{err}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("best/run.json")).unwrap()).unwrap();
+    let mut labels: Vec<String> = serde_json::from_value(manifest["label_names"].clone()).unwrap();
+    labels.sort();
+    assert_eq!(labels, ["billing", "sales", "tech"]);
+    assert_eq!(
+        manifest["text_fields"],
+        serde_json::json!(["subject", "body"])
+    );
+}

@@ -1,0 +1,316 @@
+//! Writing a bundle directory atomically: everything goes into a temporary directory beside the
+//! target, which is renamed into place only when complete. A failure at any step removes the
+//! temporary directory, so no partial bundle is ever visible under the target name.
+
+use crate::emit::{self, AttentionKind, GraphBackbone, GraphOptions};
+use adept_bundle::{
+    BundleManifest, FoldMode, InputTemplate, Provenance, WeightDtype, FORMAT, FORMAT_VERSION,
+    INPUT_NAMES, MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE,
+};
+use adept_train::{Classifier, OverLength, Pooling, RunManifest, TextEncoder};
+use anyhow::{bail, ensure, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// What the task side contributes to the manifest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskInfo {
+    pub task: String,
+    pub label_names: Vec<String>,
+    pub regression: bool,
+    pub text_fields: Vec<String>,
+    pub provenance: Provenance,
+}
+
+impl TaskInfo {
+    /// From a trained run's `run.json`.
+    pub fn from_run(run: &RunManifest, adapter_dir: &Path) -> Self {
+        Self {
+            task: run.task.clone(),
+            label_names: run.label_names.clone(),
+            regression: run.regression,
+            text_fields: run.text_fields.clone(),
+            provenance: Provenance {
+                model_dir: run.model_dir.clone(),
+                model_sha256: run.model_sha256.clone(),
+                adapter_dir: adapter_dir.display().to_string(),
+                step: run.step,
+                validation_metrics: run.validation_metrics.clone(),
+            },
+        }
+    }
+}
+
+/// Export options below the command line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExportOptions {
+    /// `None`: the method's default (ADePT folded, others none).
+    pub fold: Option<FoldMode>,
+    pub dtype: WeightDtype,
+    pub opset: i64,
+    /// How self-attention is emitted (both run the same kernels' math; see `AttentionKind`).
+    pub attention: AttentionKind,
+    /// Replace an existing bundle at the target.
+    pub overwrite: bool,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            fold: None,
+            dtype: WeightDtype::F32,
+            opset: 17,
+            attention: AttentionKind::default(),
+            overwrite: false,
+        }
+    }
+}
+
+/// What an export produced.
+#[derive(Clone, Debug)]
+pub struct ExportReport {
+    pub bundle_dir: PathBuf,
+    pub manifest: BundleManifest,
+    pub model_bytes: u64,
+    pub nodes: usize,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for ExportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.manifest;
+        write!(
+            f,
+            "exported {} ({} {}, {}-token prompt, offsets {}, {}, {} nodes, {:.1} MB) to {} in {:.1}s",
+            m.task,
+            m.model_family,
+            m.method,
+            m.prompt_length,
+            m.fold,
+            m.dtype,
+            self.nodes,
+            self.model_bytes as f64 / 1e6,
+            self.bundle_dir.display(),
+            self.seconds
+        )
+    }
+}
+
+fn pooling_name(p: Pooling) -> &'static str {
+    match p {
+        Pooling::Mean => "mean",
+        Pooling::Cls => "cls",
+    }
+}
+
+/// A temporary directory removed on drop unless [`commit`](Staging::commit)ted.
+struct Staging {
+    dir: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    fn beside(target: &Path) -> Result<Self> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        let name = target
+            .file_name()
+            .with_context(|| format!("bundle path {} has no directory name", target.display()))?
+            .to_string_lossy();
+        let dir = parent.join(format!(
+            ".{name}.partial-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Self {
+            dir,
+            committed: false,
+        })
+    }
+
+    /// Renames the staging directory to `target` (replacing an existing bundle if `overwrite`).
+    fn commit(mut self, target: &Path, overwrite: bool) -> Result<()> {
+        let old = if target.exists() {
+            ensure!(
+                overwrite,
+                "{} already exists; pass --overwrite to replace it",
+                target.display()
+            );
+            let old = self.dir.with_extension("old");
+            std::fs::rename(target, &old).with_context(|| {
+                format!("cannot move the existing {} aside", target.display())
+            })?;
+            Some(old)
+        } else {
+            None
+        };
+        if let Err(e) = std::fs::rename(&self.dir, target) {
+            if let Some(old) = &old {
+                let _ = std::fs::rename(old, target);
+            }
+            return Err(e).with_context(|| {
+                format!("cannot rename {} to {}", self.dir.display(), target.display())
+            });
+        }
+        self.committed = true;
+        if let Some(old) = old {
+            let _ = std::fs::remove_dir_all(old);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The fold mode `opts` asks for, checked against the method.
+pub fn resolve_fold(model: &Classifier, opts: &ExportOptions) -> Result<FoldMode> {
+    let method = model.adapter.method();
+    let fold = opts.fold.unwrap_or_else(|| emit::adapter::default_fold(method));
+    emit::adapter::check_fold(method, fold)?;
+    Ok(fold)
+}
+
+/// The manifest for `model` (files not yet recorded).
+pub fn manifest_for(
+    model: &Classifier,
+    enc: &TextEncoder,
+    info: &TaskInfo,
+    fold: FoldMode,
+    opts: &ExportOptions,
+) -> Result<BundleManifest> {
+    let (vocab, d) = model.backbone.word_table().dims2()?;
+    let n = model.head.weight.as_tensor().dims()[0];
+    let expected = if info.regression { 1 } else { info.label_names.len() };
+    ensure!(
+        n == expected,
+        "the head has {n} outputs but task {} has {expected} ({} labels, regression {})",
+        info.task,
+        info.label_names.len(),
+        info.regression
+    );
+    ensure!(
+        enc.vocab_size() <= vocab,
+        "the tokenizer has {} tokens but the embedding table only {vocab} rows",
+        enc.vocab_size()
+    );
+    let l = model.adapter.prompt_len();
+    let max_positions = model.backbone.config.max_sequence_len();
+    ensure!(
+        enc.max_len + l <= max_positions,
+        "max length {} plus a {l}-token prompt exceeds the model's {max_positions} positions",
+        enc.max_len
+    );
+    Ok(BundleManifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        adept_version: env!("CARGO_PKG_VERSION").into(),
+        model_family: model.backbone.family().into(),
+        task: info.task.clone(),
+        label_names: info.label_names.clone(),
+        regression: info.regression,
+        text_fields: info.text_fields.clone(),
+        input_template: InputTemplate::from_fields(&info.text_fields),
+        prompt_length: l,
+        max_length: enc.max_len,
+        over_length: match enc.over_length {
+            OverLength::Truncate => "truncate".into(),
+            OverLength::Error => "error".into(),
+        },
+        pad_token_id: enc.pad_id,
+        vocab_size: vocab,
+        hidden_size: d,
+        num_outputs: n,
+        opset: opts.opset,
+        dtype: opts.dtype,
+        fold,
+        method: model.adapter.method().to_string(),
+        pooling: pooling_name(model.pooling).into(),
+        inputs: INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
+        outputs: vec![OUTPUT_NAME.into()],
+        files: Default::default(),
+        provenance: info.provenance.clone(),
+    })
+}
+
+/// The serialized ONNX model for `model` and the number of nodes.
+pub fn model_bytes(model: &Classifier, fold: FoldMode, opts: &ExportOptions, manifest: &BundleManifest) -> Result<(Vec<u8>, usize)> {
+    let mut builder = emit::classifier_graph(
+        model,
+        &GraphOptions {
+            fold,
+            dtype: opts.dtype,
+            opset: opts.opset,
+            attention: opts.attention,
+        },
+    )?;
+    let nodes = builder.graph().nodes().len();
+    let builder = builder
+        .producer("adept", env!("CARGO_PKG_VERSION"))
+        .metadata("adept.task", &manifest.task)
+        .metadata("adept.method", &manifest.method)
+        .metadata("adept.fold", &manifest.fold.to_string())
+        .metadata("adept.dtype", &manifest.dtype.to_string())
+        .metadata("adept.prompt_length", &manifest.prompt_length.to_string())
+        .metadata("adept.vocab_size", &manifest.vocab_size.to_string())
+        .metadata("adept.num_outputs", &manifest.num_outputs.to_string());
+    Ok((builder.to_bytes()?, nodes))
+}
+
+/// Exports `model` as a bundle at `out_dir`: `model.onnx`, a byte-for-byte copy of
+/// `tokenizer_json`, and `adept.json` with both checksums. Atomic: the directory appears
+/// complete or not at all.
+pub fn export_classifier(
+    model: &Classifier,
+    enc: &TextEncoder,
+    tokenizer_json: &Path,
+    info: &TaskInfo,
+    opts: &ExportOptions,
+    out_dir: &Path,
+) -> Result<ExportReport> {
+    let start = Instant::now();
+    if out_dir.exists() && !opts.overwrite {
+        bail!(
+            "{} already exists; pass --overwrite to replace it",
+            out_dir.display()
+        );
+    }
+    let fold = resolve_fold(model, opts)?;
+    let mut manifest = manifest_for(model, enc, info, fold, opts)?;
+    let staging = Staging::beside(out_dir)?;
+    let (bytes, nodes) = model_bytes(model, fold, opts, &manifest)?;
+    let model_path = staging.dir.join(MODEL_FILE);
+    std::fs::write(&model_path, &bytes)
+        .with_context(|| format!("cannot write {}", model_path.display()))?;
+    drop(bytes);
+    let tok = staging.dir.join(TOKENIZER_FILE);
+    std::fs::copy(tokenizer_json, &tok).with_context(|| {
+        format!(
+            "cannot copy the tokenizer {} into the bundle",
+            tokenizer_json.display()
+        )
+    })?;
+    manifest.record_files(&staging.dir)?;
+    manifest.write(&staging.dir)?;
+    let model_bytes = manifest.files[MODEL_FILE].bytes;
+    staging.commit(out_dir, opts.overwrite)?;
+    Ok(ExportReport {
+        bundle_dir: out_dir.to_path_buf(),
+        manifest,
+        model_bytes,
+        nodes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,103 @@
+//! `adept export` / `adept-export`: the command-line arguments and their run function.
+
+use crate::bundle::{export_classifier, ExportOptions, ExportReport, TaskInfo};
+use adept_adapters::MethodKind;
+use adept_bundle::{FoldMode, WeightDtype};
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use std::path::{Path, PathBuf};
+
+/// Export a trained adapter as an ONNX bundle (model.onnx, tokenizer.json, adept.json).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// A trained run's `best/` folder, or a run folder that contains `best/`.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: PathBuf,
+    /// Model folder (default: the folder recorded in the run's run.json).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Bundle directory to write (default: exports/<run-name>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Fold ADePT's offsets into the vocabulary table (the default for ADePT).
+    #[arg(long, conflicts_with = "no_fold")]
+    pub fold_offsets: bool,
+    /// Keep ADePT's MLP in the graph instead of folding it.
+    #[arg(long)]
+    pub no_fold: bool,
+    /// Weight storage: f32, or f16 (half the file; computation stays f32).
+    #[arg(long, default_value = "f32", value_name = "f32|f16")]
+    pub dtype: WeightDtype,
+    /// Default-domain ONNX opset (17 or later).
+    #[arg(long, default_value_t = 17)]
+    pub opset: i64,
+    /// Replace an existing bundle directory.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// The trained adapter folder (`…/best`) for `--adapter`, and the run's name.
+pub fn resolve_adapter_dir(path: &Path) -> Result<(PathBuf, String)> {
+    let dir = if path.join("run.json").is_file() {
+        path.to_path_buf()
+    } else if path.join("best").join("run.json").is_file() {
+        path.join("best")
+    } else if !path.exists() {
+        bail!("adapter folder {} does not exist", path.display());
+    } else {
+        bail!(
+            "{} is not a trained adapter: neither {} nor {} exists",
+            path.display(),
+            path.join("run.json").display(),
+            path.join("best").join("run.json").display()
+        );
+    };
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+    let name_of = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = match name_of(&canonical).as_deref() {
+        Some("best") => canonical.parent().and_then(name_of),
+        other => other.map(str::to_owned),
+    }
+    .unwrap_or_else(|| "bundle".into());
+    Ok((dir, name))
+}
+
+/// `--fold-offsets` / `--no-fold` for a method (`None`: the method's default).
+pub fn fold_choice(args: &ExportArgs, method: MethodKind) -> Result<Option<FoldMode>> {
+    Ok(match (args.fold_offsets, args.no_fold, method) {
+        (true, _, MethodKind::Adept) => Some(FoldMode::Folded),
+        (true, _, m) => bail!(
+            "--fold-offsets: only ADePT's token-wise offsets fold into the vocabulary table ({m} has none)"
+        ),
+        (_, true, MethodKind::Adept) => Some(FoldMode::Unfolded),
+        (_, true, _) => Some(FoldMode::None),
+        _ => None,
+    })
+}
+
+/// Runs `adept export`: loads the trained adapter on its frozen model (checking the model's
+/// checksum), builds the graph and writes the bundle atomically.
+pub fn run_export(args: &ExportArgs) -> Result<ExportReport> {
+    let (adapter_dir, run_name) = resolve_adapter_dir(&args.adapter)?;
+    let (model, enc, run) = adept_train::load_trained(&adapter_dir, args.model.as_deref(), &Device::Cpu)
+        .with_context(|| format!("cannot load the trained adapter {}", adapter_dir.display()))?;
+    let model_dir = args
+        .model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&run.model_dir));
+    let tokenizer = model_dir.join("tokenizer.json");
+    let opts = ExportOptions {
+        fold: fold_choice(args, model.adapter.method())?,
+        dtype: args.dtype,
+        opset: args.opset,
+        overwrite: args.overwrite,
+        ..Default::default()
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("exports").join(&run_name));
+    let info = TaskInfo::from_run(&run, &adapter_dir);
+    export_classifier(&model, &enc, &tokenizer, &info, &opts, &out)
+        .with_context(|| format!("exporting {} to {}", adapter_dir.display(), out.display()))
+}

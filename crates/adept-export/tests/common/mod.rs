@@ -1,0 +1,119 @@
+//! Helpers shared by the export tests: finding ONNX Runtime, exporting into a temporary
+//! folder, running candle and ONNX Runtime on the same padded batch.
+#![allow(dead_code)]
+
+use adept_bundle::{FoldMode, WeightDtype};
+use adept_export::{export_classifier, ExportOptions, TaskInfo};
+use adept_runtime::{Bundle, PaddedBatch, RuntimeOptions, SessionConfig};
+use adept_train::batch::Batch;
+use adept_train::tokenize::Encoded;
+use adept_train::{Classifier, TextEncoder};
+use candle_core::Device;
+use std::path::{Path, PathBuf};
+
+/// Whether the ONNX Runtime library can be found (adept_cache); prints a skip message if not.
+pub fn ort_available(test: &str) -> bool {
+    match adept_runtime::ortlib::find_library(None, None) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIP {test}: ONNX Runtime not found ({e:#}); run `adept fetch` to test with it");
+            false
+        }
+    }
+}
+
+/// Exports `model` into `dir/name` and returns the bundle path.
+pub fn export(
+    model: &Classifier,
+    enc: &TextEncoder,
+    tokenizer: &Path,
+    info: &TaskInfo,
+    fold: Option<FoldMode>,
+    dtype: WeightDtype,
+    dir: &Path,
+    name: &str,
+) -> PathBuf {
+    let out = dir.join(name);
+    let opts = ExportOptions {
+        fold,
+        dtype,
+        overwrite: true,
+        ..Default::default()
+    };
+    let report = export_classifier(model, enc, tokenizer, info, &opts, &out).unwrap();
+    eprintln!("{report}");
+    out
+}
+
+/// Opens a bundle on the CPU with one thread.
+pub fn open(bundle: &Path) -> Bundle {
+    let opts = RuntimeOptions {
+        session: SessionConfig {
+            intra_threads: Some(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Bundle::open_with(bundle, &opts).unwrap()
+}
+
+/// Sentences of varied lengths (single texts, or pairs when `pairs`).
+pub fn encode_varied(enc: &TextEncoder, sentences: &[&str], pairs: bool) -> Vec<Encoded> {
+    sentences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let b = if pairs { Some(sentences[(i + 1) % sentences.len()]) } else { None };
+            enc.encode(s, b).unwrap()
+        })
+        .collect()
+}
+
+/// Logits of candle's `Classifier::forward` on the padded batch of `items`.
+pub fn candle_logits(model: &Classifier, items: &[Encoded], pad_id: u32) -> Vec<Vec<f32>> {
+    let refs: Vec<&Encoded> = items.iter().collect();
+    let batch = Batch::collate(&refs, pad_id, &Device::Cpu).unwrap();
+    model.forward(&batch, None).unwrap().to_vec2::<f32>().unwrap()
+}
+
+/// Logits of ONNX Runtime on the same padded batch.
+pub fn ort_logits(bundle: &Bundle, items: &[Encoded]) -> Vec<Vec<f32>> {
+    let refs: Vec<&Encoded> = items.iter().collect();
+    bundle
+        .run_batch(&PaddedBatch::collate(&refs, bundle.manifest.pad_token_id))
+        .unwrap()
+}
+
+pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len(), "row count");
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len(), "row width");
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+        .0
+}
+
+pub fn labels(rows: &[Vec<f32>]) -> Vec<usize> {
+    rows.iter().map(|r| argmax(r)).collect()
+}
+
+/// Tiny-tokenizer sentences of 1 to 12 words.
+pub const TINY_SENTENCES: &[&str] = &[
+    "good",
+    "the film was very good .",
+    "i hated this movie , it was too long and the plot was dull !",
+    "not bad",
+    "the acting is warm but the story is cold .",
+    "best movie",
+    "this is the worst film of the year",
+    "funny , smart and short .",
+];

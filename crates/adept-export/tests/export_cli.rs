@@ -1,0 +1,152 @@
+//! `run_export` on a trained-run folder, and the atomicity of the bundle directory.
+
+mod common;
+
+use adept_adapters::MethodKind;
+use adept_bundle::{BundleManifest, FoldMode, WeightDtype};
+use adept_export::testing::{self, tiny_backbone, tiny_classifier, write_model_dir, write_run_dir, write_tiny_tokenizer};
+use adept_export::{export_classifier, run_export, ExportArgs, ExportOptions};
+use adept_train::Pooling;
+use common::*;
+use std::path::Path;
+
+fn args(adapter: &Path, out: &Path) -> ExportArgs {
+    ExportArgs {
+        adapter: adapter.to_path_buf(),
+        model: None,
+        out: Some(out.to_path_buf()),
+        fold_offsets: false,
+        no_fold: false,
+        dtype: WeightDtype::F32,
+        opset: 17,
+        overwrite: false,
+    }
+}
+
+/// Names in `dir` other than the expected ones (leftover temporary directories).
+fn leftovers(dir: &Path, expected: &[&str]) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !expected.contains(&n.as_str()))
+        .collect()
+}
+
+#[test]
+fn exports_a_trained_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_classifier(MethodKind::Adept, Pooling::Cls, 3, 9).unwrap();
+    let model_dir = tmp.path().join("model");
+    write_model_dir(&model.backbone, &model_dir).unwrap();
+    let run = tmp.path().join("runs/mnli-adept");
+    let best = write_run_dir(&model, &model_dir, &run, "mnli", &["entailment", "neutral", "contradiction"], &["premise", "hypothesis"], 16).unwrap();
+
+    // The run folder (best/ found inside) and the best/ folder itself both work.
+    let out = tmp.path().join("exports/a");
+    let report = run_export(&args(&run, &out)).unwrap();
+    eprintln!("{report}");
+    let m = BundleManifest::read(&out).unwrap();
+    m.verify_files(&out).unwrap();
+    assert_eq!(m.method, "adept");
+    assert_eq!(m.fold, FoldMode::Folded, "ADePT folds by default");
+    assert_eq!(m.task, "mnli");
+    assert_eq!(m.label_names, ["entailment", "neutral", "contradiction"]);
+    assert_eq!(m.text_fields, ["premise", "hypothesis"]);
+    assert_eq!(m.input_template.segment_b, ["hypothesis"]);
+    assert_eq!(m.prompt_length, 5);
+    assert_eq!(m.max_length, 16);
+    assert_eq!(m.pooling, "cls");
+    assert_eq!(m.provenance.step, 100);
+    assert_eq!(
+        std::fs::read(out.join("tokenizer.json")).unwrap(),
+        std::fs::read(model_dir.join("tokenizer.json")).unwrap(),
+        "the tokenizer is copied byte for byte"
+    );
+    assert_eq!(leftovers(&tmp.path().join("exports"), &["a"]), Vec::<String>::new());
+
+    let mut a = args(&best, &tmp.path().join("exports/b"));
+    a.no_fold = true;
+    a.dtype = WeightDtype::F16;
+    run_export(&a).unwrap();
+    let m = BundleManifest::read(&tmp.path().join("exports/b")).unwrap();
+    assert_eq!((m.fold, m.dtype), (FoldMode::Unfolded, WeightDtype::F16));
+
+    // The exported graph reproduces the trained model as load_trained sees it.
+    if ort_available("exports_a_trained_run_folder (parity)") {
+        let (loaded, enc, _) = adept_train::load_trained(&best, None, &candle_core::Device::Cpu).unwrap();
+        let items = encode_varied(&enc, TINY_SENTENCES, true);
+        let want = candle_logits(&loaded, &items, enc.pad_id);
+        let got = ort_logits(&open(&out), &items);
+        assert!(max_abs_diff(&got, &want) <= 1e-4);
+    }
+
+    // Existing bundle: refused without --overwrite, replaced with it.
+    let err = format!("{:#}", run_export(&args(&run, &out)).unwrap_err());
+    assert!(err.contains("already exists") && err.contains("--overwrite"), "{err}");
+    let mut a = args(&run, &out);
+    a.overwrite = true;
+    a.no_fold = true;
+    run_export(&a).unwrap();
+    assert_eq!(BundleManifest::read(&out).unwrap().fold, FoldMode::Unfolded);
+    assert_eq!(leftovers(&tmp.path().join("exports"), &["a", "b"]), Vec::<String>::new());
+
+    // Flag misuse and wrong folders.
+    let err = format!("{:#}", run_export(&args(&tmp.path().join("nope"), &out)).unwrap_err());
+    assert!(err.contains("nope") && err.contains("does not exist"), "{err}");
+    let err = format!("{:#}", run_export(&args(&model_dir, &out)).unwrap_err());
+    assert!(err.contains("run.json"), "{err}");
+    let other_model = tmp.path().join("other-model");
+    write_model_dir(&tiny_backbone(99).unwrap(), &other_model).unwrap();
+    let mut a = args(&run, &tmp.path().join("exports/c"));
+    a.model = Some(other_model);
+    let err = format!("{:#}", run_export(&a).unwrap_err());
+    assert!(err.contains("not the model this adapter was trained on"), "{err}");
+    assert!(!tmp.path().join("exports/c").exists());
+
+    let pt = tiny_classifier(MethodKind::Pt, Pooling::Mean, 2, 9).unwrap();
+    let pt_run = tmp.path().join("runs/pt");
+    write_run_dir(&pt, &model_dir, &pt_run, "sst2", &["negative", "positive"], &["sentence"], 16).unwrap();
+    let mut a = args(&pt_run, &tmp.path().join("exports/d"));
+    a.fold_offsets = true;
+    let err = format!("{:#}", run_export(&a).unwrap_err());
+    assert!(err.contains("--fold-offsets") && err.contains("pt"), "{err}");
+    a.fold_offsets = false;
+    a.no_fold = true; // harmless for PT: nothing to fold
+    run_export(&a).unwrap();
+    assert_eq!(BundleManifest::read(&tmp.path().join("exports/d")).unwrap().fold, FoldMode::None);
+}
+
+#[test]
+fn a_failed_export_leaves_no_bundle_and_keeps_the_old_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = write_tiny_tokenizer(&tmp.path().join("tok")).unwrap();
+    let enc = testing::text_encoder(&tok, 16).unwrap();
+    let info = testing::task_info("sst2", &["negative", "positive"], &["sentence"]);
+    let model = tiny_classifier(MethodKind::Adept, Pooling::Mean, 2, 1).unwrap();
+    let root = tmp.path().join("exports");
+    std::fs::create_dir_all(&root).unwrap();
+
+    // The tokenizer is copied after model.onnx is written: a missing tokenizer fails midway.
+    let missing = tmp.path().join("missing/tokenizer.json");
+    let out = root.join("new");
+    let err = export_classifier(&model, &enc, &missing, &info, &ExportOptions::default(), &out).unwrap_err();
+    assert!(format!("{err:#}").contains("missing/tokenizer.json"), "{err:#}");
+    assert!(!out.exists(), "a failed export must not leave a bundle");
+    assert_eq!(leftovers(&root, &[]), Vec::<String>::new(), "temporary directories left behind");
+
+    // The same failure while replacing a bundle leaves the old bundle as it was.
+    let old = root.join("old");
+    export_classifier(&model, &enc, &tok, &info, &ExportOptions::default(), &old).unwrap();
+    let before = std::fs::read(old.join("adept.json")).unwrap();
+    let opts = ExportOptions { overwrite: true, fold: Some(FoldMode::Unfolded), ..Default::default() };
+    export_classifier(&model, &enc, &missing, &info, &opts, &old).unwrap_err();
+    assert_eq!(std::fs::read(old.join("adept.json")).unwrap(), before);
+    BundleManifest::read(&old).unwrap().verify_files(&old).unwrap();
+    assert_eq!(leftovers(&root, &["old"]), Vec::<String>::new());
+
+    // A head that does not match the task is refused before anything is written.
+    let bad = testing::task_info("mnli", &["a", "b", "c"], &["premise", "hypothesis"]);
+    let err = export_classifier(&model, &enc, &tok, &bad, &ExportOptions::default(), &root.join("x")).unwrap_err();
+    assert!(format!("{err:#}").contains("the head has 2 outputs"), "{err:#}");
+    assert_eq!(leftovers(&root, &["old"]), Vec::<String>::new());
+}

@@ -1,0 +1,542 @@
+//! Fused CPU kernels, each with a hand-written backward pass, for the frozen backbone's hot spots.
+//!
+//! Built from candle primitives, softmax, LayerNorm and GELU each take four to eight passes over
+//! memory forward and as many again backward, every pass allocating a fresh tensor. These
+//! kernels do one pass each way, parallel over rows. They return only the gradient of the
+//! activation: the parameters they capture (LayerNorm's γ/β, the attention mask) are frozen.
+//!
+//! Off the CPU, or for other dtypes, each function falls back to the composite version in
+//! [`crate::ops`], which computes the same values; tests check both agree, values and gradients.
+
+use crate::ops::{layer_norm, softmax_last_dim};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Error, Layout, Result, Shape, Tensor};
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{op}: expects f32 input")
+    };
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| Error::Msg(format!("{op}: expects a contiguous input")))?;
+    Ok(&v[a..b])
+}
+
+/// A pointer that may cross threads: each worker writes only its own rows.
+#[derive(Clone, Copy)]
+struct RowsPtr(*mut f32);
+unsafe impl Send for RowsPtr {}
+unsafe impl Sync for RowsPtr {}
+
+/// Runs `kernel(r, out_row)` for every `row`-long row of `out` on candle's own CPU thread pool
+/// (the one its matmuls use, so the two never compete for cores), with the loop compiled for
+/// AVX2+FMA when the CPU has them.
+pub(crate) fn par_rows(out: &mut [f32], row: usize, kernel: impl Fn(usize, &mut [f32]) + Sync) {
+    let n_rows = out.len() / row.max(1);
+    let ptr = RowsPtr(out.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(n_rows, |range| {
+        let ptr = ptr;
+        simd(|| {
+            for r in range {
+                // SAFETY: rows are disjoint and each index is handed to exactly one worker.
+                let o = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(r * row), row) };
+                kernel(r, o);
+            }
+        })
+    });
+}
+
+#[inline(always)]
+fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the features were just detected.
+            return unsafe { with_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+fn use_fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// `exp(x)` for f32 without a libm call, so loops over it vectorise: Cody–Waite range reduction
+/// `x = n·ln2 + r`, a degree-6 polynomial for `e^r` on |r| ≤ ln2/2, and `2^n` through the
+/// exponent bits. Relative error below 3e-7 on [-87, 88]; inputs below -87 give 0.
+#[inline(always)]
+pub fn exp_f32(x_in: f32) -> f32 {
+    let x = x_in.clamp(-87.0, 88.0);
+    // Round to nearest by the 1.5·2^23 trick (no libm call, so the loop vectorises).
+    const MAGIC: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67
+                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x_in < -87.0 {
+        0.0
+    } else {
+        p * scale
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention probabilities: softmax(scale · scores + mask_bias) over the last dimension.
+
+/// `softmax(scale · scores + bias)` over the last dimension of `scores [b, h, q, k]`, with an
+/// additive, frozen `mask_bias [b, k]` (0 where attended, a large negative value where padded).
+pub fn attention_probs(scores: &Tensor, mask_bias: &Tensor, scale: f64) -> Result<Tensor> {
+    let (b, h, q, k) = scores.dims4()?;
+    if mask_bias.dims() != [b, k] {
+        candle_core::bail!(
+            "attention mask bias has shape {:?}, expected [{b}, {k}]",
+            mask_bias.dims()
+        );
+    }
+    if !use_fused(scores) {
+        let z = (scores * scale)?.broadcast_add(&mask_bias.reshape((b, 1, 1, k))?)?;
+        return softmax_last_dim(&z);
+    }
+    let bias = mask_bias.flatten_all()?.to_vec1::<f32>()?;
+    scores.contiguous()?.apply_op1(AttentionProbs {
+        bias,
+        rows_per_batch: h * q,
+        k,
+        scale: scale as f32,
+    })
+}
+
+struct AttentionProbs {
+    bias: Vec<f32>,
+    rows_per_batch: usize,
+    k: usize,
+    scale: f32,
+}
+
+impl CustomOp1 for AttentionProbs {
+    fn name(&self) -> &'static str {
+        "adept-attention-probs"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let k = self.k;
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, k, |r, o| {
+            let xr = &x[r * k..(r + 1) * k];
+            let bi = r / self.rows_per_batch;
+            let bias = &self.bias[bi * k..(bi + 1) * k];
+            let mut max = f32::NEG_INFINITY;
+            for j in 0..k {
+                let z = xr[j] * self.scale + bias[j];
+                o[j] = z;
+                max = max.max(z);
+            }
+            let mut sum = 0f32;
+            for v in o.iter_mut() {
+                *v = exp_f32(*v - max);
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            for v in o.iter_mut() {
+                *v *= inv;
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = res.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &SoftmaxGrad {
+                k: self.k,
+                scale: self.scale,
+            },
+        )?;
+        Ok(Some(g))
+    }
+}
+
+/// `scale · p ⊙ (g − Σ g⊙p)` per row, from the probabilities `p` and their gradient `g`.
+struct SoftmaxGrad {
+    k: usize,
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "adept-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = f32_slice(s1, l1, self.name())?;
+        let g = f32_slice(s2, l2, self.name())?;
+        let k = self.k;
+        let mut out = vec![0f32; p.len()];
+        par_rows(&mut out, k, |r, o| {
+            let (pr, gr) = (&p[r * k..(r + 1) * k], &g[r * k..(r + 1) * k]);
+            let dot: f32 = pr.iter().zip(gr).map(|(a, b)| a * b).sum();
+            for j in 0..k {
+                o[j] = self.scale * pr[j] * (gr[j] - dot);
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm with frozen γ and β.
+
+/// LayerNorm over the last dimension with frozen `gamma`/`beta` (no gradient for them), the
+/// gradient of `x` computed in one pass.
+pub fn frozen_layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    if !use_fused(x) {
+        return layer_norm(x, &gamma.detach(), &beta.detach(), eps);
+    }
+    let d = *x.dims().last().unwrap_or(&0);
+    if gamma.dims() != [d] || beta.dims() != [d] {
+        candle_core::bail!(
+            "layer norm over {d} features got γ {:?} and β {:?}",
+            gamma.dims(),
+            beta.dims()
+        );
+    }
+    x.contiguous()?.apply_op1(FrozenLayerNorm {
+        gamma: gamma.to_vec1::<f32>()?,
+        beta: beta.to_vec1::<f32>()?,
+        eps: eps as f32,
+    })
+}
+
+struct FrozenLayerNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    eps: f32,
+}
+
+fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+    let d = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / d;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp1 for FrozenLayerNorm {
+    fn name(&self) -> &'static str {
+        "adept-layer-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let d = self.gamma.len();
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, d, |r, o| {
+            let xr = &x[r * d..(r + 1) * d];
+            let (mean, rstd) = row_stats(xr, self.eps);
+            for j in 0..d {
+                o[j] = (xr[j] - mean) * rstd * self.gamma[j] + self.beta[j];
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = arg.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &LayerNormGrad {
+                gamma: self.gamma.clone(),
+                eps: self.eps,
+            },
+        )?;
+        Ok(Some(g))
+    }
+}
+
+/// `dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂))` with `ĝ = g ⊙ γ`, `x̂ = (x − μ) · rstd`.
+struct LayerNormGrad {
+    gamma: Vec<f32>,
+    eps: f32,
+}
+
+impl CustomOp2 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "adept-layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let g = f32_slice(s2, l2, self.name())?;
+        let d = self.gamma.len();
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, d, |r, o| {
+            let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+            let (mean, rstd) = row_stats(xr, self.eps);
+            let mut mean_g = 0f32;
+            let mut mean_gx = 0f32;
+            for j in 0..d {
+                let gh = gr[j] * self.gamma[j];
+                let xh = (xr[j] - mean) * rstd;
+                mean_g += gh;
+                mean_gx += gh * xh;
+            }
+            mean_g /= d as f32;
+            mean_gx /= d as f32;
+            for j in 0..d {
+                let gh = gr[j] * self.gamma[j];
+                let xh = (xr[j] - mean) * rstd;
+                o[j] = rstd * (gh - mean_g - xh * mean_gx);
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GELU (erf form).
+
+/// Element-wise work in blocks: `kernel(start, out[start..start + len])`.
+fn for_chunks(out: &mut [f32], kernel: impl Fn(usize, &mut [f32]) + Sync) {
+    const BLOCK: usize = 4096;
+    let n = out.len();
+    let full = n / BLOCK * BLOCK;
+    let (head, tail) = out.split_at_mut(full);
+    if full > 0 {
+        par_rows(head, BLOCK, |r, o| kernel(r * BLOCK, o));
+    }
+    if !tail.is_empty() {
+        simd(|| kernel(full, tail));
+    }
+}
+
+/// `erf(x)` for f32 (Numerical Recipes' `erfcc`, Chebyshev fit; fractional error below 1.2e-7).
+pub fn erf_f32(x: f32) -> f32 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_2
+        + t * (1.000_023_7
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * exp_f32(poly);
+    if x >= 0.0 {
+        1.0 - erfc
+    } else {
+        erfc - 1.0
+    }
+}
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1/√(2π)
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+/// `x · Φ(x) = ½ x (1 + erf(x/√2))`, the GELU of BERT (`hidden_act = "gelu"`).
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if !use_fused(x) {
+        return x.gelu_erf();
+    }
+    x.contiguous()?.apply_op1(GeluErf)
+}
+
+struct GeluErf;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "adept-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        for_chunks(&mut out, |start, o| {
+            for (o, &v) in o.iter_mut().zip(&x[start..]) {
+                *o = 0.5 * v * (1.0 + erf_f32(v * FRAC_1_SQRT_2));
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            arg.contiguous()?
+                .apply_op2_no_bwd(&grad.contiguous()?, &GeluErfGrad)?,
+        ))
+    }
+}
+
+/// `g · (Φ(x) + x φ(x))`.
+struct GeluErfGrad;
+
+impl CustomOp2 for GeluErfGrad {
+    fn name(&self) -> &'static str {
+        "adept-gelu-erf-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let g = f32_slice(s2, l2, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        for_chunks(&mut out, |start, o| {
+            for ((o, &v), &gv) in o.iter_mut().zip(&x[start..]).zip(&g[start..]) {
+                let cdf = 0.5 * (1.0 + erf_f32(v * FRAC_1_SQRT_2));
+                let pdf = INV_SQRT_2PI * exp_f32(-0.5 * v * v);
+                *o = gv * (cdf + v * pdf);
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Values and input gradients (under a random linear loss) of a fused op against the
+    /// composite reference.
+    fn check(
+        x: &Var,
+        fused: impl Fn(&Tensor) -> Result<Tensor>,
+        reference: impl Fn(&Tensor) -> Result<Tensor>,
+        tol: f32,
+    ) -> Result<()> {
+        let y = fused(x.as_tensor())?;
+        let r = reference(x.as_tensor())?;
+        assert!(
+            max_diff(&y, &r) < tol,
+            "values differ by {}",
+            max_diff(&y, &r)
+        );
+        let w = Tensor::randn(0f32, 1., y.dims(), &Device::Cpu)?;
+        let gy = (y * &w)?.sum_all()?.backward()?;
+        let gr = (r * &w)?.sum_all()?.backward()?;
+        let a = gy.get(x.as_tensor()).expect("fused op passes a gradient");
+        let b = gr.get(x.as_tensor()).expect("reference passes a gradient");
+        assert!(
+            max_diff(a, b) < tol,
+            "gradients differ by {}",
+            max_diff(a, b)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn exp_matches_std_exp() {
+        let mut worst = 0f32;
+        for i in -8700..8800 {
+            let x = i as f32 * 0.01 + 0.003;
+            let rel = (exp_f32(x) - x.exp()).abs() / x.exp();
+            worst = worst.max(rel);
+        }
+        assert!(worst < 5e-7, "relative error {worst}");
+        assert_eq!(exp_f32(-1e9), 0.0);
+    }
+
+    #[test]
+    fn erf_matches_reference_values() {
+        // erf at a few points (Abramowitz & Stegun table 7.1).
+        for (x, e) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (2.0, 0.995_322_3),
+            (-1.5, -0.966_105_1),
+        ] {
+            assert!(
+                (erf_f32(x) - e).abs() < 2e-7,
+                "erf({x}) = {} vs {e}",
+                erf_f32(x)
+            );
+        }
+    }
+
+    #[test]
+    fn attention_probs_match_composite_softmax() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 2., (2, 3, 4, 5), &dev)?;
+        let mask = Tensor::new(&[[1f32, 1., 1., 0., 0.], [1., 1., 1., 1., 1.]], &dev)?;
+        let bias = ((mask - 1.0)? * 1e9)?;
+        let scale = 0.35;
+        check(
+            &x,
+            |t| attention_probs(t, &bias, scale),
+            |t| softmax_last_dim(&(t * scale)?.broadcast_add(&bias.reshape((2, 1, 1, 5))?)?),
+            1e-5,
+        )?;
+        // Padded keys get exactly zero probability.
+        let p = attention_probs(x.as_tensor(), &bias, scale)?;
+        assert_eq!(
+            p.narrow(0, 0, 1)?
+                .narrow(3, 3, 2)?
+                .abs()?
+                .sum_all()?
+                .to_scalar::<f32>()?,
+            0.0
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn frozen_layer_norm_matches_composite() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::randn(1f32, 3., (3, 4, 8), &dev)?;
+        let g = Tensor::randn(1f32, 0.5, 8, &dev)?;
+        let b = Tensor::randn(0f32, 0.5, 8, &dev)?;
+        check(
+            &x,
+            |t| frozen_layer_norm(t, &g, &b, 1e-12),
+            |t| layer_norm(t, &g, &b, 1e-12),
+            1e-4,
+        )
+    }
+
+    #[test]
+    fn gelu_matches_candle_gelu_erf() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 3., (4, 300), &dev)?;
+        check(&x, gelu_erf, |t| t.gelu_erf(), 1e-5)
+    }
+}

@@ -1,0 +1,337 @@
+//! An opened bundle: validated manifest, tokenizer, ONNX Runtime session; text → predictions.
+
+use crate::ortlib::{self, OrtRuntime};
+use crate::session::{build_session, DeviceKind, SessionConfig};
+use adept_bundle::{BundleManifest, MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE};
+use adept_train::tokenize::Encoded;
+use adept_train::{OverLength, TextEncoder};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use ort::session::Session;
+use ort::value::Tensor;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// How to open a bundle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeOptions {
+    pub session: SessionConfig,
+    /// Examples per `run` (dynamic padding to the longest in each batch).
+    pub batch_size: usize,
+    /// The ONNX Runtime library (a file or its folder); default: `$ORT_DYLIB_PATH`, then the cache.
+    pub ort_library: Option<PathBuf>,
+    /// Cache root (default: `$ADEPT_CACHE`, `~/.cache/adept`).
+    pub cache: Option<PathBuf>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            session: SessionConfig::default(),
+            batch_size: 32,
+            ort_library: None,
+            cache: None,
+        }
+    }
+}
+
+/// One prediction.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Class name (classification) or `None` (regression).
+    pub label: Option<String>,
+    /// Class id (argmax of the logits) or `None` (regression).
+    pub label_id: Option<usize>,
+    /// Softmax of the logits (classification; empty for regression).
+    pub probabilities: Vec<f32>,
+    /// The raw outputs of the head.
+    pub logits: Vec<f32>,
+    /// The predicted score (regression; `None` for classification).
+    pub score: Option<f32>,
+}
+
+/// A padded batch as the graph takes it: `int64 [batch, seq]` each, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaddedBatch {
+    pub batch: usize,
+    pub seq: usize,
+    pub input_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+}
+
+impl PaddedBatch {
+    /// Pads `items` to the longest one with `pad_id` (the same layout as
+    /// `adept_train::batch::Batch::collate`).
+    pub fn collate(items: &[&Encoded], pad_id: u32) -> Self {
+        let batch = items.len();
+        let seq = items.iter().map(|e| e.ids.len()).max().unwrap_or(0).max(1);
+        let mut b = Self {
+            batch,
+            seq,
+            input_ids: vec![pad_id as i64; batch * seq],
+            attention_mask: vec![0; batch * seq],
+            token_type_ids: vec![0; batch * seq],
+        };
+        for (row, e) in items.iter().enumerate() {
+            let base = row * seq;
+            for (i, (&id, &t)) in e.ids.iter().zip(&e.type_ids).enumerate() {
+                b.input_ids[base + i] = id as i64;
+                b.token_type_ids[base + i] = t as i64;
+                b.attention_mask[base + i] = 1;
+            }
+        }
+        b
+    }
+}
+
+/// A bundle ready to serve.
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub manifest: BundleManifest,
+    pub encoder: TextEncoder,
+    /// The device the session runs on (after any fallback).
+    pub device: DeviceKind,
+    pub batch_size: usize,
+    pub runtime: &'static OrtRuntime,
+    session: Mutex<Session>,
+}
+
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle")
+            .field("dir", &self.dir)
+            .field("task", &self.manifest.task)
+            .field("method", &self.manifest.method)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+fn softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
+fn argmax(x: &[f32]) -> usize {
+    x.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .0
+}
+
+impl Bundle {
+    /// Opens `dir` with default options (CPU).
+    pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, &RuntimeOptions::default())
+    }
+
+    /// Validates the bundle (manifest fields, file checksums, tokenizer against the table,
+    /// model inputs/outputs and metadata against the manifest) and creates the session.
+    pub fn open_with(dir: &Path, opts: &RuntimeOptions) -> Result<Self> {
+        ensure!(opts.batch_size > 0, "batch size must be at least 1");
+        let manifest = BundleManifest::read(dir)?;
+        let model_path = dir.join(MODEL_FILE);
+        ensure!(
+            model_path.is_file(),
+            "the bundle's model {} is missing",
+            model_path.display()
+        );
+        manifest.verify_files(dir)?;
+
+        let tok_path = dir.join(TOKENIZER_FILE);
+        let over = match manifest.over_length.as_str() {
+            "error" => OverLength::Error,
+            _ => OverLength::Truncate,
+        };
+        let encoder = TextEncoder::from_file(&tok_path, manifest.max_length, over)
+            .with_context(|| format!("bundle {}", dir.display()))?;
+        ensure!(
+            encoder.vocab_size() <= manifest.vocab_size,
+            "{} has {} tokens but the model's table only {} rows: tokenizer and model do not match",
+            tok_path.display(),
+            encoder.vocab_size(),
+            manifest.vocab_size
+        );
+        ensure!(
+            encoder.pad_id == manifest.pad_token_id,
+            "{} pads with id {}, but {} records {}",
+            tok_path.display(),
+            encoder.pad_id,
+            dir.join(adept_bundle::MANIFEST_FILE).display(),
+            manifest.pad_token_id
+        );
+
+        let runtime = ortlib::find_and_load(opts.cache.as_deref(), opts.ort_library.as_deref())?;
+        let built = build_session(runtime, &model_path, &opts.session)?;
+        check_model_against_manifest(&built.session, &manifest, &model_path)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            encoder,
+            device: built.device,
+            batch_size: opts.batch_size,
+            runtime,
+            session: Mutex::new(built.session),
+        })
+    }
+
+    /// Tokenizes `(text_a, text_b)` with the training rules and checks every id against the table.
+    pub fn encode(&self, a: &str, b: Option<&str>) -> Result<Encoded> {
+        let e = self.encoder.encode(a, b)?;
+        if let Some(&bad) = e.ids.iter().find(|&&id| id as usize >= self.manifest.vocab_size) {
+            bail!(
+                "token id {bad} is outside the model's {}-row vocabulary table (input {:?})",
+                self.manifest.vocab_size,
+                a.chars().take(60).collect::<String>()
+            );
+        }
+        Ok(e)
+    }
+
+    /// Runs one padded batch; returns the logits row by row.
+    pub fn run_batch(&self, batch: &PaddedBatch) -> Result<Vec<Vec<f32>>> {
+        let shape = [batch.batch, batch.seq];
+        let t = |v: &Vec<i64>, name: &str| {
+            Tensor::from_array((shape, v.clone()))
+                .map_err(|e| anyhow!("cannot build the {name} tensor: {e}"))
+        };
+        let inputs = ort::inputs![
+            "input_ids" => t(&batch.input_ids, "input_ids")?,
+            "attention_mask" => t(&batch.attention_mask, "attention_mask")?,
+            "token_type_ids" => t(&batch.token_type_ids, "token_type_ids")?,
+        ];
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let outputs = session
+            .run(inputs)
+            .map_err(|e| anyhow!("ONNX Runtime failed on {}: {e}", self.dir.join(MODEL_FILE).display()))?;
+        let (out_shape, data) = outputs[OUTPUT_NAME]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| anyhow!("the model's {OUTPUT_NAME} output is not a float tensor: {e}"))?;
+        let n = self.manifest.num_outputs;
+        ensure!(
+            out_shape.len() == 2 && out_shape[0] as usize == batch.batch && out_shape[1] as usize == n,
+            "the model returned {OUTPUT_NAME} of shape {:?}, expected [{}, {n}]",
+            &out_shape[..],
+            batch.batch
+        );
+        Ok(data.chunks(n).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Logits for already-encoded inputs, in order, `batch_size` at a time. Inputs are grouped
+    /// by length (longest first) so that each batch pads as little as possible.
+    pub fn logits_encoded(&self, items: &[Encoded]) -> Result<Vec<Vec<f32>>> {
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(items[i].ids.len()));
+        let mut out = vec![Vec::new(); items.len()];
+        for chunk in order.chunks(self.batch_size) {
+            let refs: Vec<&Encoded> = chunk.iter().map(|&i| &items[i]).collect();
+            let rows = self.run_batch(&PaddedBatch::collate(&refs, self.manifest.pad_token_id))?;
+            for (&i, row) in chunk.iter().zip(rows) {
+                out[i] = row;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Predictions for `(text_a, text_b)` pairs.
+    pub fn predict(&self, texts: &[(String, Option<String>)]) -> Result<Vec<Prediction>> {
+        let encoded = texts
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b))| self.encode(a, b.as_deref()).with_context(|| format!("input {i}")))
+            .collect::<Result<Vec<_>>>()?;
+        let truncated = encoded.iter().filter(|e| e.truncated).count();
+        if truncated > 0 {
+            tracing::warn!(
+                "{truncated} of {} inputs were longer than {} tokens and were truncated",
+                encoded.len(),
+                self.manifest.max_length
+            );
+        }
+        Ok(self
+            .logits_encoded(&encoded)?
+            .into_iter()
+            .map(|logits| self.prediction(logits))
+            .collect())
+    }
+
+    /// Turns one row of logits into a [`Prediction`].
+    pub fn prediction(&self, logits: Vec<f32>) -> Prediction {
+        if self.manifest.regression {
+            Prediction {
+                label: None,
+                label_id: None,
+                probabilities: Vec::new(),
+                score: logits.first().copied(),
+                logits,
+            }
+        } else {
+            let id = argmax(&logits);
+            Prediction {
+                label: self.manifest.label(id).map(str::to_owned),
+                label_id: Some(id),
+                probabilities: softmax(&logits),
+                score: None,
+                logits,
+            }
+        }
+    }
+}
+
+/// The session's inputs, outputs and metadata must be what the manifest says.
+fn check_model_against_manifest(session: &Session, m: &BundleManifest, path: &Path) -> Result<()> {
+    let names = |outlets: &[ort::value::Outlet]| -> Vec<String> {
+        outlets.iter().map(|o| o.name().to_owned()).collect()
+    };
+    let inputs = names(session.inputs());
+    let mut sorted_inputs = inputs.clone();
+    sorted_inputs.sort();
+    let mut want_inputs = m.inputs.clone();
+    want_inputs.sort();
+    ensure!(
+        sorted_inputs == want_inputs,
+        "{} takes inputs {inputs:?}, but the manifest lists {:?}: model and manifest do not match",
+        path.display(),
+        m.inputs
+    );
+    let outputs = names(session.outputs());
+    ensure!(
+        outputs == m.outputs,
+        "{} has outputs {outputs:?}, but the manifest lists {:?}: model and manifest do not match",
+        path.display(),
+        m.outputs
+    );
+    if let Some(shape) = session.outputs()[0].dtype().tensor_shape() {
+        if shape.len() == 2 && shape[1] >= 0 {
+            ensure!(
+                shape[1] as usize == m.num_outputs,
+                "{} outputs {} logits per input, but the manifest has {} outputs: model and manifest do not match",
+                path.display(),
+                shape[1],
+                m.num_outputs
+            );
+        }
+    }
+    let meta = session
+        .metadata()
+        .map_err(|e| anyhow!("cannot read the metadata of {}: {e}", path.display()))?;
+    for (key, want) in [
+        ("adept.vocab_size", m.vocab_size.to_string()),
+        ("adept.num_outputs", m.num_outputs.to_string()),
+        ("adept.prompt_length", m.prompt_length.to_string()),
+        ("adept.method", m.method.clone()),
+        ("adept.fold", m.fold.to_string()),
+    ] {
+        match meta.custom(key) {
+            Some(got) if got != want => bail!(
+                "{} says {key} = {got}, but the manifest says {want}: model and manifest do not match",
+                path.display()
+            ),
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! Serving an exported bundle with ONNX Runtime.
+//!
+//! One job: take a bundle directory written by `adept export` (model.onnx, tokenizer.json,
+//! adept.json) and turn texts into predictions with ONNX Runtime, through the `ort` crate with
+//! the library loaded at run time (`load-dynamic`; nothing is downloaded at build time).
+//!
+//! * [`ortlib`]: find the shared library (`adept_cache::find_onnxruntime`: `--ort-lib`,
+//!   `$ORT_DYLIB_PATH`, the cache), check its version against what `ort` needs, load it once.
+//! * [`Bundle::open_with`]: validate the manifest and the checksums, load the tokenizer with
+//!   the training rules (`adept_train::TextEncoder`: same special tokens, truncation, padding
+//!   id), create the session (graph optimisation "all", threads, CPU or CUDA with fallback) and
+//!   check the model's inputs, outputs and metadata against the manifest.
+//! * [`Bundle::predict`]: dynamic-padding batches → [`Prediction`]s (label, probabilities,
+//!   logits; score for regression).
+//! * [`cli`]: `InferArgs`/`run_infer` (`adept infer`), `BundleEvalArgs`/`run_bundle_eval`
+//!   (`adept eval --bundle`).
+//! * [`bench`]: `bench_session`, latency/throughput of a bundle on fixed batches.
+
+pub mod bench;
+pub mod bundle;
+pub mod cli;
+pub mod ortlib;
+pub mod session;
+
+pub use bench::{bench_batches, bench_bundle, bench_interleaved, bench_session, bench_session_with, BenchStats};
+pub use bundle::{Bundle, PaddedBatch, Prediction, RuntimeOptions};
+pub use cli::{run_bundle_eval, run_infer, BundleEvalArgs, BundleEvalReport, InferArgs, InferReport, RuntimeArgs};
+pub use session::{build_session, BuiltSession, DeviceKind, SessionConfig};

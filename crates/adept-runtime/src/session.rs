@@ -1,0 +1,150 @@
+//! Building an ONNX Runtime session: optimisation level, threads, execution provider.
+
+use crate::ortlib::OrtRuntime;
+use anyhow::{anyhow, bail, Result};
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::Session;
+use std::path::{Path, PathBuf};
+
+/// Where the model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    #[default]
+    Cpu,
+    /// ONNX Runtime's CUDA execution provider (needs a build with the `cuda` feature and the
+    /// `onnxruntime-gpu` libraries; falls back to CPU unless `require_device`).
+    Cuda,
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        })
+    }
+}
+
+/// Session settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionConfig {
+    pub device: DeviceKind,
+    /// Fail instead of falling back to CPU when the device cannot be used.
+    pub require_device: bool,
+    /// Intra-op threads (`None`: ONNX Runtime's default, one per physical core).
+    pub intra_threads: Option<usize>,
+    /// ONNX Runtime graph optimisation level: 0 none, 1 basic, 2 extended, 3 all (default).
+    pub optimization_level: u8,
+    /// Save the optimised graph here (to see which fusions happened).
+    pub optimized_model_path: Option<PathBuf>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            device: DeviceKind::Cpu,
+            require_device: false,
+            intra_threads: None,
+            optimization_level: 3,
+            optimized_model_path: None,
+        }
+    }
+}
+
+fn level(l: u8) -> Result<GraphOptimizationLevel> {
+    Ok(match l {
+        0 => GraphOptimizationLevel::Disable,
+        1 => GraphOptimizationLevel::Level1,
+        2 => GraphOptimizationLevel::Level2,
+        3 => GraphOptimizationLevel::All,
+        other => bail!("graph optimisation level {other} is not 0-3"),
+    })
+}
+
+/// A created session and the device it actually runs on.
+pub struct BuiltSession {
+    pub session: Session,
+    pub device: DeviceKind,
+    /// Why the requested device was not used (when it fell back).
+    pub fallback_reason: Option<String>,
+}
+
+#[cfg(feature = "cuda")]
+fn register_cuda(builder: SessionBuilder) -> (SessionBuilder, Result<(), String>) {
+    use ort::ep::{ExecutionProvider, CUDA};
+    match CUDA::is_available() {
+        Ok(true) => {}
+        Ok(false) => {
+            return (
+                builder,
+                Err("this ONNX Runtime library has no CUDA execution provider (install the onnxruntime-gpu libraries)".into()),
+            )
+        }
+        Err(e) => return (builder, Err(e.to_string())),
+    }
+    match builder.with_execution_providers([CUDA::default().build().error_on_failure()]) {
+        Ok(b) => (b, Ok(())),
+        Err(e) => {
+            let msg = e.to_string();
+            (e.recover(), Err(msg))
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn register_cuda(builder: SessionBuilder) -> (SessionBuilder, Result<(), String>) {
+    (
+        builder,
+        Err("this build of adept has no CUDA support (rebuild adept-runtime with `--features cuda`)".into()),
+    )
+}
+
+/// Creates a session for the ONNX file `model` with `cfg`.
+pub fn build_session(rt: &OrtRuntime, model: &Path, cfg: &SessionConfig) -> Result<BuiltSession> {
+    let e = |what: &str| {
+        let what = what.to_owned();
+        move |err: ort::Error<SessionBuilder>| anyhow!("{what}: {err}")
+    };
+    let mut builder = Session::builder(&rt.env)
+        .map_err(|err| anyhow!("cannot create an ONNX Runtime session builder: {err}"))?
+        .with_optimization_level(level(cfg.optimization_level)?)
+        .map_err(e("cannot set the graph optimisation level"))?;
+    if let Some(n) = cfg.intra_threads {
+        builder = builder
+            .with_intra_threads(n.max(1))
+            .map_err(e("cannot set the number of threads"))?;
+    }
+    if let Some(p) = &cfg.optimized_model_path {
+        builder = builder
+            .with_optimized_model_path(p)
+            .map_err(e("cannot set the optimised model path"))?;
+    }
+    let mut device = DeviceKind::Cpu;
+    let mut fallback_reason = None;
+    if cfg.device == DeviceKind::Cuda {
+        let (b, registered) = register_cuda(builder);
+        builder = b;
+        match registered {
+            Ok(()) => device = DeviceKind::Cuda,
+            Err(reason) if cfg.require_device => {
+                bail!("the CUDA device was required but cannot be used: {reason}")
+            }
+            Err(reason) => {
+                tracing::warn!("CUDA is not available ({reason}); running on the CPU");
+                fallback_reason = Some(reason);
+            }
+        }
+    }
+    let session = builder.commit_from_file(model).map_err(|err| {
+        anyhow!(
+            "ONNX Runtime cannot load {} as a model: {err}",
+            model.display()
+        )
+    })?;
+    Ok(BuiltSession {
+        session,
+        device,
+        fallback_reason,
+    })
+}
