@@ -118,7 +118,10 @@ impl InputTemplate {
     }
 
     /// Builds `(text_a, text_b)` from a record's fields; a missing field is an error naming it.
-    pub fn segments(&self, get: impl Fn(&str) -> Option<String>) -> Result<(String, Option<String>)> {
+    pub fn segments(
+        &self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(String, Option<String>)> {
         let take = |names: &[String]| -> Result<String> {
             let parts = names
                 .iter()
@@ -146,8 +149,8 @@ pub struct FileEntry {
 impl FileEntry {
     /// Hashes `path`.
     pub fn of(path: &Path) -> Result<Self> {
-        let mut f = std::fs::File::open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mut f =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut h = Sha256::new();
         let bytes = std::io::copy(&mut f, &mut h)
             .with_context(|| format!("cannot read {}", path.display()))?;
@@ -234,7 +237,10 @@ impl BundleManifest {
         );
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("cannot read the bundle manifest {} (missing?)", path.display())
+            format!(
+                "cannot read the bundle manifest {} (missing?)",
+                path.display()
+            )
         })?;
         let m: Self = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a valid adept bundle manifest", path.display()))?;
@@ -245,7 +251,11 @@ impl BundleManifest {
 
     /// Checks the fields for consistency.
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.format == FORMAT, "format is {:?}, expected {FORMAT:?}", self.format);
+        ensure!(
+            self.format == FORMAT,
+            "format is {:?}, expected {FORMAT:?}",
+            self.format
+        );
         ensure!(
             (1..=FORMAT_VERSION).contains(&self.format_version),
             "format_version {} is not supported (this adept reads 1..={FORMAT_VERSION}); upgrade adept",
@@ -306,7 +316,11 @@ impl BundleManifest {
             !self.input_template.segment_a.is_empty(),
             "input_template.segment_a is empty"
         );
-        ensure!(self.max_length >= 2, "max_length {} is too short", self.max_length);
+        ensure!(
+            self.max_length >= 2,
+            "max_length {} is too short",
+            self.max_length
+        );
         ensure!(self.vocab_size > 0, "vocab_size is 0");
         ensure!(
             (self.pad_token_id as usize) < self.vocab_size,
@@ -395,14 +409,16 @@ impl BundleManifest {
     /// Records the checksums of `model.onnx` and `tokenizer.json` in `dir`.
     pub fn record_files(&mut self, dir: &Path) -> Result<()> {
         for f in [MODEL_FILE, TOKENIZER_FILE] {
-            self.files.insert(f.to_string(), FileEntry::of(&dir.join(f))?);
+            self.files
+                .insert(f.to_string(), FileEntry::of(&dir.join(f))?);
         }
         Ok(())
     }
 
     /// Writes `<dir>/adept.json` (pretty JSON) after validating.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        self.validate().context("refusing to write an invalid bundle manifest")?;
+        self.validate()
+            .context("refusing to write an invalid bundle manifest")?;
         let path = dir.join(MANIFEST_FILE);
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');

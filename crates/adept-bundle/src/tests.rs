@@ -46,12 +46,18 @@ fn roundtrip_and_checksums() {
     // One changed byte in the model is caught and the message names the file.
     std::fs::write(dir.path().join(MODEL_FILE), b"not really onnX").unwrap();
     let err = format!("{:#}", back.verify_files(dir.path()).unwrap_err());
-    assert!(err.contains("checksum mismatch") && err.contains("model.onnx"), "{err}");
+    assert!(
+        err.contains("checksum mismatch") && err.contains("model.onnx"),
+        "{err}"
+    );
 
     std::fs::remove_file(dir.path().join(TOKENIZER_FILE)).unwrap();
     std::fs::write(dir.path().join(MODEL_FILE), b"not really onnx").unwrap();
     let err = format!("{:#}", back.verify_files(dir.path()).unwrap_err());
-    assert!(err.contains("tokenizer.json") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("missing"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -60,22 +66,39 @@ fn corrupt_or_inconsistent_manifests_are_refused() {
     let m = sample(dir.path());
 
     let err = format!("{:#}", BundleManifest::read(dir.path()).unwrap_err());
-    assert!(err.contains("adept.json") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("adept.json") && err.contains("missing"),
+        "{err}"
+    );
 
-    std::fs::write(dir.path().join(MANIFEST_FILE), b"{\"format\": \"adept-bundle\", ").unwrap();
+    std::fs::write(
+        dir.path().join(MANIFEST_FILE),
+        b"{\"format\": \"adept-bundle\", ",
+    )
+    .unwrap();
     let err = format!("{:#}", BundleManifest::read(dir.path()).unwrap_err());
-    assert!(err.contains("adept.json") && err.contains("not a valid"), "{err}");
+    assert!(
+        err.contains("adept.json") && err.contains("not a valid"),
+        "{err}"
+    );
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut BundleManifest)>)> = vec![
+    type Breaker = Box<dyn Fn(&mut BundleManifest)>;
+    let cases: Vec<(&str, Breaker)> = vec![
         ("format_version", Box::new(|m| m.format_version = 99)),
         ("label names", Box::new(|m| m.num_outputs = 3)),
         ("fold", Box::new(|m| m.fold = FoldMode::None)),
-        ("input_template", Box::new(|m| m.input_template.segment_b = vec!["premise".into()])),
+        (
+            "input_template",
+            Box::new(|m| m.input_template.segment_b = vec!["premise".into()]),
+        ),
         ("pad_token_id", Box::new(|m| m.pad_token_id = 100)),
         ("outputs", Box::new(|m| m.outputs = vec!["probs".into()])),
-        ("model.onnx", Box::new(|m| {
-            m.files.remove(MODEL_FILE);
-        })),
+        (
+            "model.onnx",
+            Box::new(|m| {
+                m.files.remove(MODEL_FILE);
+            }),
+        ),
         ("method", Box::new(|m| m.method = "lora".into())),
     ];
     for (needle, break_it) in cases {
@@ -84,7 +107,10 @@ fn corrupt_or_inconsistent_manifests_are_refused() {
         let text = serde_json::to_string(&bad).unwrap();
         std::fs::write(dir.path().join(MANIFEST_FILE), text).unwrap();
         let err = format!("{:#}", BundleManifest::read(dir.path()).unwrap_err());
-        assert!(err.contains(needle) && err.contains("adept.json"), "{needle}: {err}");
+        assert!(
+            err.contains(needle) && err.contains("adept.json"),
+            "{needle}: {err}"
+        );
     }
 }
 
@@ -98,6 +124,8 @@ fn template_builds_segments_like_training() {
         _ => None,
     };
     assert_eq!(t.segments(rec).unwrap(), ("q?".into(), Some("a p.".into())));
-    let err = t.segments(|n| (n == "question").then(|| "q".to_string())).unwrap_err();
+    let err = t
+        .segments(|n| (n == "question").then(|| "q".to_string()))
+        .unwrap_err();
     assert!(err.to_string().contains("answer"), "{err}");
 }

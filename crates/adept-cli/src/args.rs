@@ -22,10 +22,18 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Train an adapter on a frozen encoder.
     Train(TrainArgs),
-    /// Score a trained adapter on a task's validation split (candle).
+    /// Score a trained adapter (candle, `--adapter`) or an exported bundle (ONNX Runtime,
+    /// `--bundle`) on a task's validation split.
     Eval(EvalArgs),
-    /// Measure the training step time (forward + backward + AdamW step).
+    /// Fold the offsets and write an ONNX bundle (model.onnx, tokenizer.json, adept.json).
+    Export(adept_export::ExportArgs),
+    /// Classify texts with an exported bundle (ONNX Runtime).
+    Infer(adept_runtime::InferArgs),
+    /// Training-step time, or (`--serving`) ONNX Runtime latency/throughput of the exported variants.
     Bench(BenchArgs),
+    /// The whole pipeline on the default: fetch, train ADePT on SST-2, export folded, evaluate with
+    /// candle and ONNX Runtime, one report.
+    Quickstart(QuickstartArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -167,22 +175,54 @@ pub struct TrainArgs {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// A trained adapter: a run folder or its best/ folder.
+    /// A trained adapter (a run folder or its best/), scored with candle.
+    #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+    pub adapter: Option<PathBuf>,
+    /// An exported bundle, scored with ONNX Runtime.
     #[arg(long)]
-    pub adapter: PathBuf,
+    pub bundle: Option<PathBuf>,
     /// Override the model folder recorded in the adapter's run.json.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// With --bundle: fail instead of falling back to the CPU when the device is unavailable.
+    #[arg(long)]
+    pub require_device: bool,
+    /// With --bundle: ONNX Runtime intra-op threads.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// With --bundle: the ONNX Runtime library [default: the cached one, or ORT_DYLIB_PATH].
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Evaluate on the task the adapter was trained on (default) unless --task is given explicitly.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Write per-example predictions as JSON lines.
+    /// Write per-example predictions as JSON lines (--adapter).
     #[arg(long)]
     pub predictions: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct QuickstartArgs {
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Benchmark folder holding SST-2/ [env ADEPT_DATA; default ../shared/data/glue].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Training steps (batch 32).
+    #[arg(long, default_value_t = 150)]
+    pub steps: usize,
+    /// Run folder; the bundle goes to exports/<its name>.
+    #[arg(long, default_value = "runs/quickstart-sst2-adept")]
+    pub out: PathBuf,
+    /// Continue the quickstart run instead of starting again.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Args, Debug)]
@@ -212,4 +252,15 @@ pub struct BenchArgs {
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Instead of training steps: export the serving variants (frozen, frozen + l-token prompt,
+    /// ADePT folded/unfolded, DePT, PT with 100 tokens) and time them in ONNX Runtime, plus
+    /// candle's forward, on SST-2 dev sentences.
+    #[arg(long)]
+    pub serving: bool,
+    /// With --serving: a trained adapter to build the variants from (default: a fresh ADePT).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// With --serving: ONNX Runtime intra-op threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
 }

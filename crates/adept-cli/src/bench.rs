@@ -209,3 +209,147 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
         steps: a.iters,
     })
 }
+
+/// `adept bench --serving`: the serving variants side by side in ONNX Runtime (batch 1 latency,
+/// batch 32 throughput, same SST-2 dev sentences, interleaved so load drifts hit all alike),
+/// plus candle's forward of the ADePT classifier on the same batch-32 inputs.
+pub fn serving(a: &BenchArgs) -> Result<()> {
+    let dev = device(&a.model.device)?;
+    let mdir = model_dir(&a.model)?;
+    let tok = mdir.join("tokenizer.json");
+    let (model, enc) = match &a.adapter {
+        Some(p) => {
+            let dir = crate::commands::adapter_dir(p)?;
+            let (m, e, _) = adept_train::load_trained(&dir, Some(&mdir), &dev)?;
+            (m, e)
+        }
+        None => {
+            let mut cfg = TrainConfig::defaults(adept_adapters::MethodKind::Adept);
+            let backbone = BertEncoder::from_dir(&mdir, &dev)?;
+            adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
+            let enc = TextEncoder::from_file(&tok, cfg.max_len, adept_train::OverLength::Truncate)?;
+            let m = adept_train::build_classifier(backbone, &enc, &cfg, 2)?;
+            (m, enc)
+        }
+    };
+    let l = model.adapter.prompt_len().max(1);
+    let mut data = a.data.clone();
+    data.train_limit = Some(1);
+    let task = load_task(&data, 42)?;
+    let texts: Vec<(String, Option<String>)> = task
+        .validation
+        .iter()
+        .map(|e| (e.text_a().to_string(), e.text_b()))
+        .collect();
+    let info = adept_export::testing::task_info(
+        &task.name,
+        &task
+            .label_names
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &task
+            .text_fields
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let tmp = tempfile::tempdir()?;
+    let t = Instant::now();
+    let variants = adept_export::export_bench_variants(
+        &model,
+        &enc,
+        &tok,
+        &info,
+        tmp.path(),
+        l,
+        adept_bundle::WeightDtype::F32,
+    )?;
+    eprintln!(
+        "exported {} variants in {:.1} s",
+        variants.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let opts = adept_runtime::RuntimeOptions {
+        session: adept_runtime::SessionConfig {
+            intra_threads: a.threads,
+            ..Default::default()
+        },
+        cache: a.model.cache.cache.clone(),
+        ..Default::default()
+    };
+    let bundles: Vec<adept_runtime::Bundle> = variants
+        .iter()
+        .map(|v| adept_runtime::Bundle::open_with(&v.dir, &opts))
+        .collect::<Result<_>>()?;
+    let refs: Vec<&adept_runtime::Bundle> = bundles.iter().collect();
+    let iters1 = (a.iters * 10).max(20);
+    let b1 = adept_runtime::bench_interleaved(&refs, 1, &texts, iters1)?;
+    let b32 = adept_runtime::bench_interleaved(&refs, 32, &texts, a.iters.max(3))?;
+
+    // candle forward, batch 32, same sentences.
+    let set: Vec<_> = texts
+        .iter()
+        .take(32 * a.iters.max(3))
+        .map(|(x, y)| enc.encode(x, y.as_deref()))
+        .collect::<Result<_>>()?;
+    let t = Instant::now();
+    adept_train::predict(&model, &set, 32, enc.pad_id, false, &dev)?;
+    let candle_per_s = set.len() as f64 / t.elapsed().as_secs_f64();
+
+    println!(
+        "serving, SST-2 dev sentences, l = {l}, ONNX Runtime on CPU ({} intra-op threads)",
+        a.threads
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "default".into())
+    );
+    println!(
+        "{:<22} {:>14} {:>18}",
+        "variant", "batch 1 p50 ms", "batch 32 sent/s"
+    );
+    for (v, (s1, s32)) in variants.iter().zip(b1.iter().zip(&b32)) {
+        println!(
+            "{:<22} {:>14.2} {:>18.1}",
+            v.name, s1.p50_ms, s32.examples_per_s
+        );
+    }
+    println!(
+        "{:<22} {:>14} {:>18.1}",
+        "candle forward", "-", candle_per_s
+    );
+    let find = |n: &str| variants.iter().position(|v| v.name == n);
+    let floor = find(&format!("frozen-prompt{l}"));
+    if let (Some(f), Some(fl), Some(un), Some(pt)) = (
+        find("adept-folded"),
+        floor,
+        find("adept-unfolded"),
+        find("pt100"),
+    ) {
+        println!("ratios (throughput, higher is better):");
+        println!(
+            "  ADePT folded / frozen+{l}-prompt floor: batch 1 {:.3}, batch 32 {:.3}",
+            b1[fl].p50_ms / b1[f].p50_ms,
+            b32[f].examples_per_s / b32[fl].examples_per_s
+        );
+        println!(
+            "  ADePT folded / PT-100:                 batch 1 {:.2}, batch 32 {:.2}",
+            b1[pt].p50_ms / b1[f].p50_ms,
+            b32[f].examples_per_s / b32[pt].examples_per_s
+        );
+        println!(
+            "  ADePT folded / unfolded:               batch 1 {:.3}, batch 32 {:.3}",
+            b1[un].p50_ms / b1[f].p50_ms,
+            b32[f].examples_per_s / b32[un].examples_per_s
+        );
+        println!(
+            "  ort ADePT folded / candle forward:     batch 32 {:.2}",
+            b32[f].examples_per_s / candle_per_s
+        );
+    }
+    if let Some(p) = &a.json {
+        let doc =
+            serde_json::json!({"batch1": b1, "batch32": b32, "candle_forward_per_s": candle_per_s});
+        adept_adapters::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    }
+    Ok(())
+}

@@ -12,8 +12,25 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fetch(a) => fetch(&a),
         Command::Train(a) => train(&a),
-        Command::Eval(a) => eval(&a),
+        Command::Eval(a) => match &a.bundle {
+            Some(b) => eval_bundle(&a, b),
+            None => eval(&a),
+        },
+        Command::Export(a) => {
+            let report = adept_export::run_export(&a)?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Infer(a) => {
+            let r = adept_runtime::run_infer(&a)?;
+            if let Some(why) = &r.device_fallback {
+                tracing::warn!("{why}");
+            }
+            Ok(())
+        }
+        Command::Bench(a) if a.serving => crate::bench::serving(&a),
         Command::Bench(a) => crate::bench::run(&a),
+        Command::Quickstart(a) => crate::quickstart::run(&a),
     }
 }
 
@@ -230,9 +247,38 @@ pub fn adapter_dir(p: &Path) -> Result<PathBuf> {
     )
 }
 
+fn eval_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
+    let args = adept_runtime::BundleEvalArgs {
+        runtime: adept_runtime::RuntimeArgs {
+            bundle: bundle.to_path_buf(),
+            device: <adept_runtime::DeviceKind as clap::ValueEnum>::from_str(&a.device, true)
+                .map_err(|e| anyhow::anyhow!("--device: {e}"))?,
+            require_device: a.require_device,
+            threads: a.threads,
+            batch_size: a.batch_size,
+            ort_lib: a.ort_lib.clone(),
+            cache: a.cache.clone(),
+        },
+        task: (a.data.task != "sst2").then(|| a.data.task.clone()),
+        data: a.data.data.clone(),
+        splits: a.data.splits,
+        seed: 42,
+    };
+    let report = adept_runtime::run_bundle_eval(&args)?;
+    if let Some(why) = &report.device_fallback {
+        tracing::warn!("{why}");
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
 fn eval(a: &EvalArgs) -> Result<()> {
     let dev = device(&a.device)?;
-    let dir = adapter_dir(&a.adapter)?;
+    let dir = adapter_dir(
+        a.adapter
+            .as_deref()
+            .context("--adapter or --bundle is required")?,
+    )?;
     let (model, enc, manifest) = adept_train::load_trained(&dir, a.model.as_deref(), &dev)?;
     let mut data = a.data.clone();
     let custom = data.train_file.is_some();

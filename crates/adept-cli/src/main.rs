@@ -10,6 +10,7 @@
 mod args;
 mod bench;
 mod commands;
+mod quickstart;
 
 use clap::Parser;
 

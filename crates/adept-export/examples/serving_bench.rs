@@ -31,7 +31,14 @@ struct Opts {
 }
 
 fn parse() -> Result<Opts> {
-    let mut o = Opts { out: PathBuf::from("target/serving-bench"), threads: 2, iters1: 100, iters32: 10, prompt: 60, torch: true };
+    let mut o = Opts {
+        out: PathBuf::from("target/serving-bench"),
+        threads: 2,
+        iters1: 100,
+        iters32: 10,
+        prompt: 60,
+        torch: true,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -49,19 +56,37 @@ fn parse() -> Result<Opts> {
 }
 
 fn sst2_sentences() -> Result<Vec<(String, Option<String>)>> {
-    let data = std::env::var("ADEPT_DATA").map(PathBuf::from).unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/glue")
-    });
+    let data = std::env::var("ADEPT_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/glue")
+        });
     let path = data.join("SST-2/dev.tsv");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(text.lines().skip(1).filter_map(|l| l.split('\t').next()).map(|s| (s.to_owned(), None)).collect())
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next())
+        .map(|s| (s.to_owned(), None))
+        .collect())
 }
 
 /// Wraps the torch-exported ONNX file into a bundle (manifest of the prompt variant).
-fn torch_bundle(o: &Opts, model: &Classifier, model_dir: &Path, template: &Path) -> Result<Option<PathBuf>> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference/torch_onnx_export.py");
+fn torch_bundle(
+    o: &Opts,
+    model: &Classifier,
+    model_dir: &Path,
+    template: &Path,
+) -> Result<Option<PathBuf>> {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference/torch_onnx_export.py");
     let params = o.out.join("torch-params.safetensors");
-    let prompt = model.adapter.prompt().context("the model has no prompt")?.clone();
+    let prompt = model
+        .adapter
+        .prompt()
+        .context("the model has no prompt")?
+        .clone();
     let mut t = model.head.tensors();
     t.insert("prompt_embeddings".into(), prompt);
     candle_core::safetensors::save(&t, &params)?;
@@ -69,14 +94,30 @@ fn torch_bundle(o: &Opts, model: &Classifier, model_dir: &Path, template: &Path)
     std::fs::create_dir_all(&dir)?;
     let out = Command::new(std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".into()))
         .arg(&script)
-        .args(["--model", &model_dir.display().to_string(), "--params", &params.display().to_string()])
-        .args(["--out", &dir.join(MODEL_FILE).display().to_string(), "--opset", "17"])
+        .args([
+            "--model",
+            &model_dir.display().to_string(),
+            "--params",
+            &params.display().to_string(),
+        ])
+        .args([
+            "--out",
+            &dir.join(MODEL_FILE).display().to_string(),
+            "--opset",
+            "17",
+        ])
         .output()?;
     if !out.status.success() {
-        eprintln!("torch.onnx.export route skipped: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "torch.onnx.export route skipped: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return Ok(None);
     }
-    println!("torch.onnx.export: {}", String::from_utf8_lossy(&out.stdout).trim());
+    println!(
+        "torch.onnx.export: {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
     std::fs::copy(template.join(TOKENIZER_FILE), dir.join(TOKENIZER_FILE))?;
     let mut m = BundleManifest::read(template)?;
     m.record_files(&dir)?;
@@ -94,25 +135,56 @@ fn main() -> Result<()> {
     let enc = testing::text_encoder(&tok, 128)?;
     let r = solve_rank(MethodKind::Adept, 384, o.prompt, default_budget(384), 128)?;
     let adapter = testing::random_adapter(&backbone, MethodKind::Adept, o.prompt, r, 128, 1, 0.05)?;
-    let model = Classifier { backbone, adapter, head: testing::random_head(384, 2, 2)?, pooling: Pooling::Mean };
+    let model = Classifier {
+        backbone,
+        adapter,
+        head: testing::random_head(384, 2, 2)?,
+        pooling: Pooling::Mean,
+    };
     let info: TaskInfo = testing::task_info("sst2", &["negative", "positive"], &["sentence"]);
-    println!("ADePT l = {}, r = {r}; exporting variants to {}", o.prompt, o.out.display());
+    println!(
+        "ADePT l = {}, r = {r}; exporting variants to {}",
+        o.prompt,
+        o.out.display()
+    );
     let t = std::time::Instant::now();
-    let mut variants: Vec<(String, PathBuf)> = export_bench_variants(&model, &enc, &tok, &info, &o.out, o.prompt, WeightDtype::F32)?
-        .into_iter()
-        .map(|v| (v.name, v.dir))
-        .collect();
+    let mut variants: Vec<(String, PathBuf)> = export_bench_variants(
+        &model,
+        &enc,
+        &tok,
+        &info,
+        &o.out,
+        o.prompt,
+        WeightDtype::F32,
+    )?
+    .into_iter()
+    .map(|v| (v.name, v.dir))
+    .collect();
     // The same ADePT-folded model with the other attention layout, to choose the default.
-    for (name, clf, _) in adept_export::bench_classifiers(&model, o.prompt, 128)?.into_iter().filter(|(n, _, _)| n == "adept-folded" || n == "frozen") {
+    for (name, clf, _) in adept_export::bench_classifiers(&model, o.prompt, 128)?
+        .into_iter()
+        .filter(|(n, _, _)| n == "adept-folded" || n == "frozen")
+    {
         let dir = o.out.join(format!("{name}-packed"));
-        let opts = adept_export::ExportOptions { attention: adept_export::AttentionKind::Packed, overwrite: true, ..Default::default() };
+        let opts = adept_export::ExportOptions {
+            attention: adept_export::AttentionKind::Packed,
+            overwrite: true,
+            ..Default::default()
+        };
         adept_export::export_classifier(&clf, &enc, &tok, &info, &opts, &dir)?;
         variants.push((format!("{name}-packed"), dir));
     }
-    println!("exported {} variants in {:.1}s", variants.len(), t.elapsed().as_secs_f64());
+    println!(
+        "exported {} variants in {:.1}s",
+        variants.len(),
+        t.elapsed().as_secs_f64()
+    );
 
     let ropts = RuntimeOptions {
-        session: SessionConfig { intra_threads: Some(o.threads), ..Default::default() },
+        session: SessionConfig {
+            intra_threads: Some(o.threads),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let inputs = sst2_sentences()?;
@@ -125,8 +197,15 @@ fn main() -> Result<()> {
             let sample = &inputs[..16];
             let pa = a.predict(sample)?;
             let pb = b.predict(sample)?;
-            let diff = pa.iter().zip(&pb).flat_map(|(x, y)| x.logits.iter().zip(&y.logits).map(|(p, q)| (p - q).abs())).fold(0.0f32, f32::max);
-            println!("adept frozen-prompt{} vs torch.onnx.export: max |logit diff| = {diff:e}", o.prompt);
+            let diff = pa
+                .iter()
+                .zip(&pb)
+                .flat_map(|(x, y)| x.logits.iter().zip(&y.logits).map(|(p, q)| (p - q).abs()))
+                .fold(0.0f32, f32::max);
+            println!(
+                "adept frozen-prompt{} vs torch.onnx.export: max |logit diff| = {diff:e}",
+                o.prompt
+            );
             if diff > 1e-4 {
                 bail!("the torch export does not compute the same function ({diff:e})");
             }
@@ -153,7 +232,12 @@ fn main() -> Result<()> {
     }
     println!("\nratios (mean latency):");
     for batch in [1usize, 32] {
-        let get = |n: &str| results.iter().find(|(m, s)| m == n && s.batch_size == batch).map(|(_, s)| (s.mean_ms, s.p50_ms));
+        let get = |n: &str| {
+            results
+                .iter()
+                .find(|(m, s)| m == n && s.batch_size == batch)
+                .map(|(_, s)| (s.mean_ms, s.p50_ms))
+        };
         let frozen = get("frozen").unwrap();
         let floor = get(&format!("frozen-prompt{}", o.prompt)).unwrap();
         for (name, s) in results.iter().filter(|(_, s)| s.batch_size == batch) {
@@ -178,7 +262,10 @@ fn main() -> Result<()> {
         "fold_modes": [FoldMode::Folded.to_string(), FoldMode::Unfolded.to_string()],
         "results": json,
     });
-    std::fs::write(o.out.join("results.json"), serde_json::to_vec_pretty(&meta)?)?;
+    std::fs::write(
+        o.out.join("results.json"),
+        serde_json::to_vec_pretty(&meta)?,
+    )?;
     println!("wrote {}", o.out.join("results.json").display());
     Ok(())
 }

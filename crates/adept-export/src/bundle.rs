@@ -144,9 +144,8 @@ impl Staging {
                 target.display()
             );
             let old = self.dir.with_extension("old");
-            std::fs::rename(target, &old).with_context(|| {
-                format!("cannot move the existing {} aside", target.display())
-            })?;
+            std::fs::rename(target, &old)
+                .with_context(|| format!("cannot move the existing {} aside", target.display()))?;
             Some(old)
         } else {
             None
@@ -156,7 +155,11 @@ impl Staging {
                 let _ = std::fs::rename(old, target);
             }
             return Err(e).with_context(|| {
-                format!("cannot rename {} to {}", self.dir.display(), target.display())
+                format!(
+                    "cannot rename {} to {}",
+                    self.dir.display(),
+                    target.display()
+                )
             });
         }
         self.committed = true;
@@ -178,7 +181,9 @@ impl Drop for Staging {
 /// The fold mode `opts` asks for, checked against the method.
 pub fn resolve_fold(model: &Classifier, opts: &ExportOptions) -> Result<FoldMode> {
     let method = model.adapter.method();
-    let fold = opts.fold.unwrap_or_else(|| emit::adapter::default_fold(method));
+    let fold = opts
+        .fold
+        .unwrap_or_else(|| emit::adapter::default_fold(method));
     emit::adapter::check_fold(method, fold)?;
     Ok(fold)
 }
@@ -193,7 +198,11 @@ pub fn manifest_for(
 ) -> Result<BundleManifest> {
     let (vocab, d) = model.backbone.word_table().dims2()?;
     let n = model.head.weight.as_tensor().dims()[0];
-    let expected = if info.regression { 1 } else { info.label_names.len() };
+    let expected = if info.regression {
+        1
+    } else {
+        info.label_names.len()
+    };
     ensure!(
         n == expected,
         "the head has {n} outputs but task {} has {expected} ({} labels, regression {})",
@@ -246,7 +255,12 @@ pub fn manifest_for(
 }
 
 /// The serialized ONNX model for `model` and the number of nodes.
-pub fn model_bytes(model: &Classifier, fold: FoldMode, opts: &ExportOptions, manifest: &BundleManifest) -> Result<(Vec<u8>, usize)> {
+pub fn model_bytes(
+    model: &Classifier,
+    fold: FoldMode,
+    opts: &ExportOptions,
+    manifest: &BundleManifest,
+) -> Result<(Vec<u8>, usize)> {
     let mut builder = emit::classifier_graph(
         model,
         &GraphOptions {

@@ -79,8 +79,10 @@ pub fn fold_choice(args: &ExportArgs, method: MethodKind) -> Result<Option<FoldM
 /// checksum), builds the graph and writes the bundle atomically.
 pub fn run_export(args: &ExportArgs) -> Result<ExportReport> {
     let (adapter_dir, run_name) = resolve_adapter_dir(&args.adapter)?;
-    let (model, enc, run) = adept_train::load_trained(&adapter_dir, args.model.as_deref(), &Device::Cpu)
-        .with_context(|| format!("cannot load the trained adapter {}", adapter_dir.display()))?;
+    let (model, enc, run) =
+        adept_train::load_trained(&adapter_dir, args.model.as_deref(), &Device::Cpu).with_context(
+            || format!("cannot load the trained adapter {}", adapter_dir.display()),
+        )?;
     let model_dir = args
         .model
         .clone()

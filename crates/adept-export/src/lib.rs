@@ -36,7 +36,10 @@ pub mod emit;
 pub mod testing;
 pub mod variants;
 
-pub use bundle::{export_classifier, manifest_for, model_bytes, resolve_fold, ExportOptions, ExportReport, TaskInfo};
+pub use bundle::{
+    export_classifier, manifest_for, model_bytes, resolve_fold, ExportOptions, ExportReport,
+    TaskInfo,
+};
 pub use cli::{run_export, ExportArgs};
 pub use emit::{classifier_graph, AttentionKind, GraphBackbone, GraphOptions};
 pub use variants::{bench_classifiers, export_bench_variants, BenchVariant};

@@ -3,7 +3,11 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "adept-export", version, about = "Export a trained adept adapter as an ONNX bundle")]
+#[command(
+    name = "adept-export",
+    version,
+    about = "Export a trained adept adapter as an ONNX bundle"
+)]
 struct Cli {
     #[command(flatten)]
     args: adept_export::ExportArgs,

@@ -37,7 +37,9 @@ impl Lcg {
         (self.0 >> 40) as f32 / (1u64 << 24) as f32
     }
     pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| (2.0 * self.next_unit() - 1.0) * scale).collect()
+        (0..n)
+            .map(|_| (2.0 * self.next_unit() - 1.0) * scale)
+            .collect()
     }
 }
 
@@ -56,8 +58,10 @@ pub fn tiny_tokenizer_json() -> String {
                 "rstrip": false, "normalized": false, "special": true})
         })
         .collect();
-    let special = |t: &str, type_id: u32| serde_json::json!({"SpecialToken": {"id": t, "type_id": type_id}});
-    let seq = |s: &str, type_id: u32| serde_json::json!({"Sequence": {"id": s, "type_id": type_id}});
+    let special =
+        |t: &str, type_id: u32| serde_json::json!({"SpecialToken": {"id": t, "type_id": type_id}});
+    let seq =
+        |s: &str, type_id: u32| serde_json::json!({"Sequence": {"id": s, "type_id": type_id}});
     serde_json::json!({
         "version": "1.0",
         "truncation": null,
@@ -144,7 +148,12 @@ pub fn tiny_backbone(seed: u64) -> Result<BertEncoder> {
 }
 
 /// A tiny classifier: random BERT, random adapter (`l` = 5, `r` = 3, DePT `max_len` 24) and head.
-pub fn tiny_classifier(method: MethodKind, pooling: Pooling, num_outputs: usize, seed: u64) -> Result<Classifier> {
+pub fn tiny_classifier(
+    method: MethodKind,
+    pooling: Pooling,
+    num_outputs: usize,
+    seed: u64,
+) -> Result<Classifier> {
     let backbone = tiny_backbone(seed)?;
     let l = match method {
         MethodKind::HeadOnly => 0,
@@ -181,8 +190,14 @@ pub fn bert_tensors(enc: &BertEncoder) -> HashMap<String, Tensor> {
     let mut t = HashMap::new();
     let e = &enc.embeddings;
     t.insert("embeddings.word_embeddings.weight".into(), e.word.clone());
-    t.insert("embeddings.position_embeddings.weight".into(), e.position.clone());
-    t.insert("embeddings.token_type_embeddings.weight".into(), e.token_type.clone());
+    t.insert(
+        "embeddings.position_embeddings.weight".into(),
+        e.position.clone(),
+    );
+    t.insert(
+        "embeddings.token_type_embeddings.weight".into(),
+        e.token_type.clone(),
+    );
     t.insert("embeddings.LayerNorm.weight".into(), e.norm.weight.clone());
     t.insert("embeddings.LayerNorm.bias".into(), e.norm.bias.clone());
     for (i, l) in enc.layers.iter().enumerate() {
@@ -200,7 +215,10 @@ pub fn bert_tensors(enc: &BertEncoder) -> HashMap<String, Tensor> {
                 t.insert(format!("{p}.{name}.bias"), b.clone());
             }
         }
-        for (name, n) in [("attention.output.LayerNorm", &l.attention_norm), ("output.LayerNorm", &l.output_norm)] {
+        for (name, n) in [
+            ("attention.output.LayerNorm", &l.attention_norm),
+            ("output.LayerNorm", &l.output_norm),
+        ] {
             t.insert(format!("{p}.{name}.weight"), n.weight.clone());
             t.insert(format!("{p}.{name}.bias"), n.bias.clone());
         }
@@ -212,7 +230,10 @@ pub fn bert_tensors(enc: &BertEncoder) -> HashMap<String, Tensor> {
 /// tiny tokenizer.
 pub fn write_model_dir(enc: &BertEncoder, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&enc.config)?)?;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&enc.config)?,
+    )?;
     candle_core::safetensors::save(&bert_tensors(enc), dir.join("model.safetensors"))?;
     write_tiny_tokenizer(dir)?;
     Ok(())

@@ -32,7 +32,13 @@ pub struct BenchVariant {
     pub fold: FoldMode,
 }
 
-fn fresh_adapter(model: &Classifier, method: MethodKind, l: usize, max_len: usize, seed: u64) -> Result<Adapter> {
+fn fresh_adapter(
+    model: &Classifier,
+    method: MethodKind,
+    l: usize,
+    max_len: usize,
+    seed: u64,
+) -> Result<Adapter> {
     let d = model.backbone.hidden_size();
     let budget = default_budget(d);
     let rank = match method {
@@ -58,14 +64,19 @@ fn with_adapter(model: &Classifier, adapter: Adapter) -> Classifier {
 fn prompt_only(model: &Classifier, l: usize, max_len: usize) -> Result<Adapter> {
     let adapter = fresh_adapter(model, MethodKind::Pt, l, max_len, 7)?;
     if let Some(p) = model.adapter.prompt().filter(|p| p.dims()[0] == l) {
-        let values = std::collections::HashMap::from([("prompt_embeddings".to_string(), p.clone())]);
+        let values =
+            std::collections::HashMap::from([("prompt_embeddings".to_string(), p.clone())]);
         adapter.set_values(&values)?;
     }
     Ok(adapter)
 }
 
 /// The classifiers of the table above, named, for a prompt length `l`.
-pub fn bench_classifiers(model: &Classifier, l: usize, max_len: usize) -> Result<Vec<(String, Classifier, FoldMode)>> {
+pub fn bench_classifiers(
+    model: &Classifier,
+    l: usize,
+    max_len: usize,
+) -> Result<Vec<(String, Classifier, FoldMode)>> {
     let adept = if model.adapter.method() == MethodKind::Adept && model.adapter.prompt_len() == l {
         model.adapter.clone()
     } else {
@@ -79,14 +90,36 @@ pub fn bench_classifiers(model: &Classifier, l: usize, max_len: usize) -> Result
     Ok(vec![
         (
             "frozen".into(),
-            with_adapter(model, fresh_adapter(model, MethodKind::HeadOnly, 0, max_len, 0)?),
+            with_adapter(
+                model,
+                fresh_adapter(model, MethodKind::HeadOnly, 0, max_len, 0)?,
+            ),
             FoldMode::None,
         ),
-        (format!("frozen-prompt{l}"), with_adapter(model, prompt_only(model, l, max_len)?), FoldMode::None),
-        ("adept-folded".into(), with_adapter(model, adept.clone()), FoldMode::Folded),
-        ("adept-unfolded".into(), with_adapter(model, adept), FoldMode::Unfolded),
+        (
+            format!("frozen-prompt{l}"),
+            with_adapter(model, prompt_only(model, l, max_len)?),
+            FoldMode::None,
+        ),
+        (
+            "adept-folded".into(),
+            with_adapter(model, adept.clone()),
+            FoldMode::Folded,
+        ),
+        (
+            "adept-unfolded".into(),
+            with_adapter(model, adept),
+            FoldMode::Unfolded,
+        ),
         ("dept".into(), with_adapter(model, dept), FoldMode::None),
-        ("pt100".into(), with_adapter(model, fresh_adapter(model, MethodKind::Pt, 100, max_len, 17)?), FoldMode::None),
+        (
+            "pt100".into(),
+            with_adapter(
+                model,
+                fresh_adapter(model, MethodKind::Pt, 100, max_len, 17)?,
+            ),
+            FoldMode::None,
+        ),
     ])
 }
 

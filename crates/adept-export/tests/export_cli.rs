@@ -4,7 +4,9 @@ mod common;
 
 use adept_adapters::MethodKind;
 use adept_bundle::{BundleManifest, FoldMode, WeightDtype};
-use adept_export::testing::{self, tiny_backbone, tiny_classifier, write_model_dir, write_run_dir, write_tiny_tokenizer};
+use adept_export::testing::{
+    self, tiny_backbone, tiny_classifier, write_model_dir, write_run_dir, write_tiny_tokenizer,
+};
 use adept_export::{export_classifier, run_export, ExportArgs, ExportOptions};
 use adept_train::Pooling;
 use common::*;
@@ -39,7 +41,16 @@ fn exports_a_trained_run_folder() {
     let model_dir = tmp.path().join("model");
     write_model_dir(&model.backbone, &model_dir).unwrap();
     let run = tmp.path().join("runs/mnli-adept");
-    let best = write_run_dir(&model, &model_dir, &run, "mnli", &["entailment", "neutral", "contradiction"], &["premise", "hypothesis"], 16).unwrap();
+    let best = write_run_dir(
+        &model,
+        &model_dir,
+        &run,
+        "mnli",
+        &["entailment", "neutral", "contradiction"],
+        &["premise", "hypothesis"],
+        16,
+    )
+    .unwrap();
 
     // The run folder (best/ found inside) and the best/ folder itself both work.
     let out = tmp.path().join("exports/a");
@@ -62,7 +73,10 @@ fn exports_a_trained_run_folder() {
         std::fs::read(model_dir.join("tokenizer.json")).unwrap(),
         "the tokenizer is copied byte for byte"
     );
-    assert_eq!(leftovers(&tmp.path().join("exports"), &["a"]), Vec::<String>::new());
+    assert_eq!(
+        leftovers(&tmp.path().join("exports"), &["a"]),
+        Vec::<String>::new()
+    );
 
     let mut a = args(&best, &tmp.path().join("exports/b"));
     a.no_fold = true;
@@ -73,7 +87,8 @@ fn exports_a_trained_run_folder() {
 
     // The exported graph reproduces the trained model as load_trained sees it.
     if ort_available("exports_a_trained_run_folder (parity)") {
-        let (loaded, enc, _) = adept_train::load_trained(&best, None, &candle_core::Device::Cpu).unwrap();
+        let (loaded, enc, _) =
+            adept_train::load_trained(&best, None, &candle_core::Device::Cpu).unwrap();
         let items = encode_varied(&enc, TINY_SENTENCES, true);
         let want = candle_logits(&loaded, &items, enc.pad_id);
         let got = ort_logits(&open(&out), &items);
@@ -82,17 +97,29 @@ fn exports_a_trained_run_folder() {
 
     // Existing bundle: refused without --overwrite, replaced with it.
     let err = format!("{:#}", run_export(&args(&run, &out)).unwrap_err());
-    assert!(err.contains("already exists") && err.contains("--overwrite"), "{err}");
+    assert!(
+        err.contains("already exists") && err.contains("--overwrite"),
+        "{err}"
+    );
     let mut a = args(&run, &out);
     a.overwrite = true;
     a.no_fold = true;
     run_export(&a).unwrap();
     assert_eq!(BundleManifest::read(&out).unwrap().fold, FoldMode::Unfolded);
-    assert_eq!(leftovers(&tmp.path().join("exports"), &["a", "b"]), Vec::<String>::new());
+    assert_eq!(
+        leftovers(&tmp.path().join("exports"), &["a", "b"]),
+        Vec::<String>::new()
+    );
 
     // Flag misuse and wrong folders.
-    let err = format!("{:#}", run_export(&args(&tmp.path().join("nope"), &out)).unwrap_err());
-    assert!(err.contains("nope") && err.contains("does not exist"), "{err}");
+    let err = format!(
+        "{:#}",
+        run_export(&args(&tmp.path().join("nope"), &out)).unwrap_err()
+    );
+    assert!(
+        err.contains("nope") && err.contains("does not exist"),
+        "{err}"
+    );
     let err = format!("{:#}", run_export(&args(&model_dir, &out)).unwrap_err());
     assert!(err.contains("run.json"), "{err}");
     let other_model = tmp.path().join("other-model");
@@ -100,20 +127,40 @@ fn exports_a_trained_run_folder() {
     let mut a = args(&run, &tmp.path().join("exports/c"));
     a.model = Some(other_model);
     let err = format!("{:#}", run_export(&a).unwrap_err());
-    assert!(err.contains("not the model this adapter was trained on"), "{err}");
+    assert!(
+        err.contains("not the model this adapter was trained on"),
+        "{err}"
+    );
     assert!(!tmp.path().join("exports/c").exists());
 
     let pt = tiny_classifier(MethodKind::Pt, Pooling::Mean, 2, 9).unwrap();
     let pt_run = tmp.path().join("runs/pt");
-    write_run_dir(&pt, &model_dir, &pt_run, "sst2", &["negative", "positive"], &["sentence"], 16).unwrap();
+    write_run_dir(
+        &pt,
+        &model_dir,
+        &pt_run,
+        "sst2",
+        &["negative", "positive"],
+        &["sentence"],
+        16,
+    )
+    .unwrap();
     let mut a = args(&pt_run, &tmp.path().join("exports/d"));
     a.fold_offsets = true;
     let err = format!("{:#}", run_export(&a).unwrap_err());
-    assert!(err.contains("--fold-offsets") && err.contains("pt"), "{err}");
+    assert!(
+        err.contains("--fold-offsets") && err.contains("pt"),
+        "{err}"
+    );
     a.fold_offsets = false;
     a.no_fold = true; // harmless for PT: nothing to fold
     run_export(&a).unwrap();
-    assert_eq!(BundleManifest::read(&tmp.path().join("exports/d")).unwrap().fold, FoldMode::None);
+    assert_eq!(
+        BundleManifest::read(&tmp.path().join("exports/d"))
+            .unwrap()
+            .fold,
+        FoldMode::None
+    );
 }
 
 #[test]
@@ -129,24 +176,57 @@ fn a_failed_export_leaves_no_bundle_and_keeps_the_old_one() {
     // The tokenizer is copied after model.onnx is written: a missing tokenizer fails midway.
     let missing = tmp.path().join("missing/tokenizer.json");
     let out = root.join("new");
-    let err = export_classifier(&model, &enc, &missing, &info, &ExportOptions::default(), &out).unwrap_err();
-    assert!(format!("{err:#}").contains("missing/tokenizer.json"), "{err:#}");
+    let err = export_classifier(
+        &model,
+        &enc,
+        &missing,
+        &info,
+        &ExportOptions::default(),
+        &out,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("missing/tokenizer.json"),
+        "{err:#}"
+    );
     assert!(!out.exists(), "a failed export must not leave a bundle");
-    assert_eq!(leftovers(&root, &[]), Vec::<String>::new(), "temporary directories left behind");
+    assert_eq!(
+        leftovers(&root, &[]),
+        Vec::<String>::new(),
+        "temporary directories left behind"
+    );
 
     // The same failure while replacing a bundle leaves the old bundle as it was.
     let old = root.join("old");
     export_classifier(&model, &enc, &tok, &info, &ExportOptions::default(), &old).unwrap();
     let before = std::fs::read(old.join("adept.json")).unwrap();
-    let opts = ExportOptions { overwrite: true, fold: Some(FoldMode::Unfolded), ..Default::default() };
+    let opts = ExportOptions {
+        overwrite: true,
+        fold: Some(FoldMode::Unfolded),
+        ..Default::default()
+    };
     export_classifier(&model, &enc, &missing, &info, &opts, &old).unwrap_err();
     assert_eq!(std::fs::read(old.join("adept.json")).unwrap(), before);
-    BundleManifest::read(&old).unwrap().verify_files(&old).unwrap();
+    BundleManifest::read(&old)
+        .unwrap()
+        .verify_files(&old)
+        .unwrap();
     assert_eq!(leftovers(&root, &["old"]), Vec::<String>::new());
 
     // A head that does not match the task is refused before anything is written.
     let bad = testing::task_info("mnli", &["a", "b", "c"], &["premise", "hypothesis"]);
-    let err = export_classifier(&model, &enc, &tok, &bad, &ExportOptions::default(), &root.join("x")).unwrap_err();
-    assert!(format!("{err:#}").contains("the head has 2 outputs"), "{err:#}");
+    let err = export_classifier(
+        &model,
+        &enc,
+        &tok,
+        &bad,
+        &ExportOptions::default(),
+        &root.join("x"),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("the head has 2 outputs"),
+        "{err:#}"
+    );
     assert_eq!(leftovers(&root, &["old"]), Vec::<String>::new());
 }

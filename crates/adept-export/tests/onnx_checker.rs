@@ -22,7 +22,9 @@ fn python_available(test: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        eprintln!("SKIP {test}: python3 with onnx and onnxruntime is not available (set ADEPT_PYTHON)");
+        eprintln!(
+            "SKIP {test}: python3 with onnx and onnxruntime is not available (set ADEPT_PYTHON)"
+        );
     }
     ok
 }
@@ -31,7 +33,12 @@ fn python_available(test: &str) -> bool {
 fn inspect(model: &Path) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/inspect_model.py");
     let report = model.with_extension("report.json");
-    let out = Command::new(python()).arg(&script).arg(model).arg(&report).output().unwrap();
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(model)
+        .arg(&report)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "onnx.checker / onnxruntime rejected {}:\n{}",
@@ -56,23 +63,50 @@ fn every_variant_passes_the_checker_and_fuses() {
     let enc = testing::text_encoder(&tok, 16).unwrap();
     let info = testing::task_info("tiny", &["a", "b"], &["sentence1", "sentence2"]);
     let cases = [
-        (MethodKind::Adept, Some(FoldMode::Folded), Pooling::Mean, WeightDtype::F32),
-        (MethodKind::Adept, Some(FoldMode::Unfolded), Pooling::Mean, WeightDtype::F32),
-        (MethodKind::Adept, Some(FoldMode::Folded), Pooling::Cls, WeightDtype::F16),
+        (
+            MethodKind::Adept,
+            Some(FoldMode::Folded),
+            Pooling::Mean,
+            WeightDtype::F32,
+        ),
+        (
+            MethodKind::Adept,
+            Some(FoldMode::Unfolded),
+            Pooling::Mean,
+            WeightDtype::F32,
+        ),
+        (
+            MethodKind::Adept,
+            Some(FoldMode::Folded),
+            Pooling::Cls,
+            WeightDtype::F16,
+        ),
         (MethodKind::Dept, None, Pooling::Mean, WeightDtype::F32),
         (MethodKind::Pt, None, Pooling::Cls, WeightDtype::F32),
         (MethodKind::HeadOnly, None, Pooling::Mean, WeightDtype::F16),
     ];
     for (i, (method, fold, pooling, dtype)) in cases.into_iter().enumerate() {
         let model = tiny_classifier(method, pooling, 2, 11).unwrap();
-        let dir = common::export(&model, &enc, &tok, &info, fold, dtype, tmp.path(), &format!("b{i}"));
+        let dir = common::export(
+            &model,
+            &enc,
+            &tok,
+            &info,
+            fold,
+            dtype,
+            tmp.path(),
+            &format!("b{i}"),
+        );
         let report = inspect(&dir.join("model.onnx"));
         let name = format!("{method} {fold:?} {pooling:?} {dtype}");
         eprintln!("{name}: written {}", report["ops"]);
         eprintln!("{name}: optimized (all) {}", report["optimized"]["all"]);
         assert_eq!(report["opset_import"][""], 17);
         assert_eq!(report["opset_import"]["com.microsoft"], 1);
-        assert_eq!(report["inputs"], serde_json::json!(["input_ids", "attention_mask", "token_type_ids"]));
+        assert_eq!(
+            report["inputs"],
+            serde_json::json!(["input_ids", "attention_mask", "token_type_ids"])
+        );
         assert_eq!(report["outputs"], serde_json::json!(["logits"]));
         let ops = &report["ops"];
         let opt = &report["optimized"]["all"];
@@ -80,17 +114,44 @@ fn every_variant_passes_the_checker_and_fuses() {
         // Fused kernels we emit ourselves (ONNX Runtime cannot fuse Add + LayerNormalization
         // when the sequence length is dynamic):
         assert_eq!(count(ops, "com.microsoft:MultiHeadAttention"), layers);
-        assert_eq!(count(ops, "com.microsoft:SkipLayerNormalization"), 2 * layers);
+        assert_eq!(
+            count(ops, "com.microsoft:SkipLayerNormalization"),
+            2 * layers
+        );
         // Fusions ONNX Runtime performs on our graph (CPU, ORT_ENABLE_ALL), and what it keeps:
-        assert_eq!(count(opt, "com.microsoft:MultiHeadAttention"), layers, "{name}: attention");
-        assert_eq!(count(opt, "com.microsoft:BiasGelu"), layers, "{name}: bias + erf-GELU");
+        assert_eq!(
+            count(opt, "com.microsoft:MultiHeadAttention"),
+            layers,
+            "{name}: attention"
+        );
+        assert_eq!(
+            count(opt, "com.microsoft:BiasGelu"),
+            layers,
+            "{name}: bias + erf-GELU"
+        );
         assert_eq!(count(opt, ":Erf"), 0, "{name}: an unfused GELU is left");
-        assert_eq!(count(opt, "com.microsoft:SkipLayerNormalization"), 2 * layers, "{name}: residual + LayerNorm");
-        assert_eq!(count(opt, ":MatMul"), 6 * layers + u64::from(fold == Some(FoldMode::Unfolded)) * 2, "{name}: MatMuls");
+        assert_eq!(
+            count(opt, "com.microsoft:SkipLayerNormalization"),
+            2 * layers,
+            "{name}: residual + LayerNorm"
+        );
+        assert_eq!(
+            count(opt, ":MatMul"),
+            6 * layers + u64::from(fold == Some(FoldMode::Unfolded)) * 2,
+            "{name}: MatMuls"
+        );
         // The embedding LayerNorm has no residual: it stays a LayerNormalization.
-        assert_eq!(count(opt, ":LayerNormalization"), 1, "{name}: embedding LayerNorm");
+        assert_eq!(
+            count(opt, ":LayerNormalization"),
+            1,
+            "{name}: embedding LayerNorm"
+        );
         // f16 casts are folded at session creation.
-        assert_eq!(count(opt, ":Cast") <= 3, true, "{name}: casts left {}", count(opt, ":Cast"));
+        assert!(
+            count(opt, ":Cast") <= 3,
+            "{name}: casts left {}",
+            count(opt, ":Cast")
+        );
         if fold == Some(FoldMode::Folded) {
             assert_eq!(count(ops, ":Relu"), 0, "{name}: folded graphs have no MLP");
         }

@@ -6,8 +6,12 @@
 //! * [`GraphBuilder`]: builds a graph with helpers named after neural-net modules
 //!   ([`linear`](GraphBuilder::linear), [`layer_norm`](GraphBuilder::layer_norm),
 //!   [`embedding`](GraphBuilder::embedding), [`gelu_erf`](GraphBuilder::gelu_erf),
-//!   [`multi_head_attention`](GraphBuilder::multi_head_attention), ...) and the tensor
-//!   operators between them, so export code reads like the model's `forward`.
+//!   [`multi_head_attention`](GraphBuilder::multi_head_attention),
+//!   [`skip_layer_norm`](GraphBuilder::skip_layer_norm),
+//!   [`packed_attention`](GraphBuilder::packed_attention), ...) and the tensor operators
+//!   between them, so export code reads like the model's `forward`. Module weights can be
+//!   stored as `f16` ([`set_weight_dtype`](GraphBuilder::set_weight_dtype)) with the
+//!   arithmetic left in `f32`.
 //! * [`ModelBuilder`]: opset imports, IR version, metadata, [`to_bytes`](ModelBuilder::to_bytes)
 //!   and an atomic [`save`](ModelBuilder::save).
 //!
@@ -78,6 +82,11 @@
 //!   all padding attends uniformly instead of producing NaN. A float `attention_bias`
 //!   (input 5), `scale` and `unidirectional` (causal) are also supported on CPU; see
 //!   [`MultiHeadAttention`].
+//! * ONNX Runtime (1.31, CPU) rewrites `Add` + `LayerNormalization` into
+//!   `SkipLayerNormalization` only when both `Add` operands have *static*, equal shapes past the
+//!   batch axis (`skip_layer_norm_fusion.cc`), so never in a graph with a dynamic sequence
+//!   length; [`GraphBuilder::skip_layer_norm`] emits the fused node directly. The erf-GELU
+//!   pattern after a bias `Add` *is* fused (`BiasGelu`) with dynamic shapes.
 //! * `onnx.checker` does not know contrib operators, so it cannot catch mistakes in them;
 //!   only loading the model in ONNX Runtime does.
 

@@ -538,15 +538,25 @@ fn fused_helpers_and_f16_weights_match_reference() {
     let g = model.graph();
     g.set_weight_dtype(DataType::Float16).unwrap();
     let xs = g.input("x", DataType::Float, &bsd).unwrap();
-    let m = g.input("mask", DataType::Int64, &["batch".into(), "sequence".into()]).unwrap();
+    let m = g
+        .input(
+            "mask",
+            DataType::Int64,
+            &["batch".into(), "sequence".into()],
+        )
+        .unwrap();
     // y = x·Wᵀ (f16-stored weight, no bias), then LayerNorm(y + b + x) as one node.
     let y = g.linear("dense", &xs, &w, [d, d], None).unwrap();
     let bias = g.weight("dense.bias", &[d], &b).unwrap();
-    let h = g.skip_layer_norm("LayerNorm", &y, &xs, Some(&bias), &gamma, &beta, eps).unwrap();
+    let h = g
+        .skip_layer_norm("LayerNorm", &y, &xs, Some(&bias), &gamma, &beta, eps)
+        .unwrap();
     // Attention of h over itself with the packed bias.
     let qkv_b = g.weight("qkv_bias", &[3 * d], &qkv_bias).unwrap();
     let mask32 = g.cast(&m, DataType::Int32);
-    let spec = adept_onnx::MultiHeadAttention::new(&h, &h, &h, heads).bias(&qkv_b).key_padding_mask(&mask32);
+    let spec = adept_onnx::MultiHeadAttention::new(&h, &h, &h, heads)
+        .bias(&qkv_b)
+        .key_padding_mask(&mask32);
     let ctx = g.attention(spec);
     // The first `len - 1` rows (dynamic bounds), summed over the sequence, floored at 0.5.
     let shape = g.shape(&ctx);
@@ -559,7 +569,13 @@ fn fused_helpers_and_f16_weights_match_reference() {
     let floor = g.scalar_f32(0.5);
     let floored = g.max(&summed, &floor);
     g.output_as(&h, "h", DataType::Float, &bsd).unwrap();
-    g.output_as(&floored, "pooled", DataType::Float, &["batch".into(), d.into()]).unwrap();
+    g.output_as(
+        &floored,
+        "pooled",
+        DataType::Float,
+        &["batch".into(), d.into()],
+    )
+    .unwrap();
     assert_eq!(g.weight_dtype(), DataType::Float16);
 
     let inputs = json!({
@@ -568,19 +584,37 @@ fn fused_helpers_and_f16_weights_match_reference() {
     });
     let report = check_and_run(test, &model, inputs);
     let optimized = strings(&report["optimized_ops"]);
-    assert!(optimized.iter().any(|o| o == "com.microsoft:SkipLayerNormalization"), "{optimized:?}");
+    assert!(
+        optimized
+            .iter()
+            .any(|o| o == "com.microsoft:SkipLayerNormalization"),
+        "{optimized:?}"
+    );
 
     // Reference with the weights rounded to f16 as stored.
-    let r16 = |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
+    let r16 =
+        |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
     let (w16, b16, g16, be16, qb16) = (r16(&w), r16(&b), r16(&gamma), r16(&beta), r16(&qkv_bias));
     let xf: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
     let y = ref_linear(&xf, &w16, &b16, d, d);
     let sum: Vec<f64> = y.iter().zip(&xf).map(|(a, b)| a + b).collect();
     let h_ref = ref_layer_norm(&sum, &g16, &be16, f64::from(eps));
     let add_bias = |v: &[f64], part: usize| -> Vec<f64> {
-        v.iter().enumerate().map(|(i, a)| a + f64::from(qb16[part * d + i % d])).collect()
+        v.iter()
+            .enumerate()
+            .map(|(i, a)| a + f64::from(qb16[part * d + i % d]))
+            .collect()
     };
-    let ctx = ref_attention(&add_bias(&h_ref, 0), &add_bias(&h_ref, 1), &add_bias(&h_ref, 2), &mask, batch, seq, d, heads);
+    let ctx = ref_attention(
+        &add_bias(&h_ref, 0),
+        &add_bias(&h_ref, 1),
+        &add_bias(&h_ref, 2),
+        &mask,
+        batch,
+        seq,
+        d,
+        heads,
+    );
     let mut pooled = vec![0.0f64; batch * d];
     for bi in 0..batch {
         for c in 0..d {
@@ -592,5 +626,9 @@ fn fused_helpers_and_f16_weights_match_reference() {
     assert_close("skip layer norm (f16 weights)", &got_h, &h_ref);
     let (shape, got_p) = output(&report, "pooled");
     assert_eq!(shape, [batch, d]);
-    assert_close("attention with packed bias, dynamic slice, sum, max", &got_p, &pooled);
+    assert_close(
+        "attention with packed bias, dynamic slice, sum, max",
+        &got_p,
+        &pooled,
+    );
 }

@@ -26,7 +26,13 @@ enum Cmd {
 fn main() {
     let result = match Cli::parse().command {
         Cmd::Infer(a) => adept_runtime::run_infer(&a).map(|r| {
-            eprintln!("{} predictions on {} in {:.2}s", r.predictions, r.device, r.seconds)
+            if let Some(why) = &r.device_fallback {
+                eprintln!("note: running on the CPU: {why}");
+            }
+            eprintln!(
+                "{} predictions on {} in {:.2}s",
+                r.predictions, r.device, r.seconds
+            )
         }),
         Cmd::Eval(a) => adept_runtime::run_bundle_eval(&a).map(|r| {
             println!("{}", serde_json::to_string_pretty(&r).unwrap());

@@ -37,7 +37,12 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// The batches a bench runs: consecutive `batch_size` slices of `encoded`, wrapping around,
 /// one per iteration (so every variant sees the same batches in the same order).
-pub fn bench_batches(encoded: &[Encoded], batch_size: usize, iters: usize, pad_id: u32) -> Vec<PaddedBatch> {
+pub fn bench_batches(
+    encoded: &[Encoded],
+    batch_size: usize,
+    iters: usize,
+    pad_id: u32,
+) -> Vec<PaddedBatch> {
     (0..iters)
         .map(|it| {
             let refs: Vec<&Encoded> = (0..batch_size)
@@ -54,7 +59,10 @@ fn stats(bundle: &Bundle, batches: &[PaddedBatch], times: &[f64]) -> BenchStats 
     let mean = times.iter().sum::<f64>() / iters as f64;
     let mut sorted = times.to_vec();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let tokens: usize = batches.iter().map(|b| b.attention_mask.iter().filter(|&&m| m == 1).count()).sum();
+    let tokens: usize = batches
+        .iter()
+        .map(|b| b.attention_mask.iter().filter(|&&m| m == 1).count())
+        .sum();
     let m = &bundle.manifest;
     BenchStats {
         bundle: bundle.dir.display().to_string(),
@@ -75,18 +83,36 @@ fn stats(bundle: &Bundle, batches: &[PaddedBatch], times: &[f64]) -> BenchStats 
     }
 }
 
-fn encoded_batches(bundle: &Bundle, batch_size: usize, inputs: &[(String, Option<String>)], iters: usize) -> Result<Vec<PaddedBatch>> {
+fn encoded_batches(
+    bundle: &Bundle,
+    batch_size: usize,
+    inputs: &[(String, Option<String>)],
+    iters: usize,
+) -> Result<Vec<PaddedBatch>> {
     ensure!(!inputs.is_empty(), "no inputs to benchmark with");
-    ensure!(batch_size > 0 && iters > 0, "batch size and iterations must be positive");
+    ensure!(
+        batch_size > 0 && iters > 0,
+        "batch size and iterations must be positive"
+    );
     let encoded = inputs
         .iter()
         .map(|(a, b)| bundle.encode(a, b.as_deref()))
         .collect::<Result<Vec<_>>>()?;
-    Ok(bench_batches(&encoded, batch_size, iters, bundle.manifest.pad_token_id))
+    Ok(bench_batches(
+        &encoded,
+        batch_size,
+        iters,
+        bundle.manifest.pad_token_id,
+    ))
 }
 
 /// Times `iters` runs of `bundle` (after 2 warm-up runs).
-pub fn bench_bundle(bundle: &Bundle, batch_size: usize, inputs: &[(String, Option<String>)], iters: usize) -> Result<BenchStats> {
+pub fn bench_bundle(
+    bundle: &Bundle,
+    batch_size: usize,
+    inputs: &[(String, Option<String>)],
+    iters: usize,
+) -> Result<BenchStats> {
     Ok(bench_interleaved(&[bundle], batch_size, inputs, iters)?.remove(0))
 }
 
@@ -94,6 +120,7 @@ pub fn bench_bundle(bundle: &Bundle, batch_size: usize, inputs: &[(String, Optio
 /// bundle once on batch `i`, starting from a different bundle each time. On a shared or
 /// throttling machine this spreads load changes evenly over the variants being compared,
 /// which timing them one after the other does not. Two warm-up runs per bundle come first.
+#[allow(clippy::needless_range_loop)] // `it` indexes every bundle's batches
 pub fn bench_interleaved(
     bundles: &[&Bundle],
     batch_size: usize,
@@ -136,7 +163,13 @@ pub fn bench_session(
     inputs: &[(String, Option<String>)],
     iters: usize,
 ) -> Result<BenchStats> {
-    bench_session_with(bundle_dir, &RuntimeOptions::default(), batch_size, inputs, iters)
+    bench_session_with(
+        bundle_dir,
+        &RuntimeOptions::default(),
+        batch_size,
+        inputs,
+        iters,
+    )
 }
 
 /// [`bench_session`] with explicit runtime options (threads, device, library).

@@ -92,6 +92,8 @@ pub struct Bundle {
     pub encoder: TextEncoder,
     /// The device the session runs on (after any fallback).
     pub device: DeviceKind,
+    /// Why the requested device is not the one used (`None` when it is).
+    pub device_fallback: Option<String>,
     pub batch_size: usize,
     pub runtime: &'static OrtRuntime,
     session: Mutex<Session>,
@@ -118,7 +120,13 @@ fn softmax(x: &[f32]) -> Vec<f32> {
 fn argmax(x: &[f32]) -> usize {
     x.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
         .0
 }
 
@@ -172,6 +180,7 @@ impl Bundle {
             manifest,
             encoder,
             device: built.device,
+            device_fallback: built.fallback_reason,
             batch_size: opts.batch_size,
             runtime,
             session: Mutex::new(built.session),
@@ -181,7 +190,11 @@ impl Bundle {
     /// Tokenizes `(text_a, text_b)` with the training rules and checks every id against the table.
     pub fn encode(&self, a: &str, b: Option<&str>) -> Result<Encoded> {
         let e = self.encoder.encode(a, b)?;
-        if let Some(&bad) = e.ids.iter().find(|&&id| id as usize >= self.manifest.vocab_size) {
+        if let Some(&bad) = e
+            .ids
+            .iter()
+            .find(|&&id| id as usize >= self.manifest.vocab_size)
+        {
             bail!(
                 "token id {bad} is outside the model's {}-row vocabulary table (input {:?})",
                 self.manifest.vocab_size,
@@ -204,15 +217,20 @@ impl Bundle {
             "token_type_ids" => t(&batch.token_type_ids, "token_type_ids")?,
         ];
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
-        let outputs = session
-            .run(inputs)
-            .map_err(|e| anyhow!("ONNX Runtime failed on {}: {e}", self.dir.join(MODEL_FILE).display()))?;
+        let outputs = session.run(inputs).map_err(|e| {
+            anyhow!(
+                "ONNX Runtime failed on {}: {e}",
+                self.dir.join(MODEL_FILE).display()
+            )
+        })?;
         let (out_shape, data) = outputs[OUTPUT_NAME]
             .try_extract_tensor::<f32>()
             .map_err(|e| anyhow!("the model's {OUTPUT_NAME} output is not a float tensor: {e}"))?;
         let n = self.manifest.num_outputs;
         ensure!(
-            out_shape.len() == 2 && out_shape[0] as usize == batch.batch && out_shape[1] as usize == n,
+            out_shape.len() == 2
+                && out_shape[0] as usize == batch.batch
+                && out_shape[1] as usize == n,
             "the model returned {OUTPUT_NAME} of shape {:?}, expected [{}, {n}]",
             &out_shape[..],
             batch.batch
@@ -241,7 +259,10 @@ impl Bundle {
         let encoded = texts
             .iter()
             .enumerate()
-            .map(|(i, (a, b))| self.encode(a, b.as_deref()).with_context(|| format!("input {i}")))
+            .map(|(i, (a, b))| {
+                self.encode(a, b.as_deref())
+                    .with_context(|| format!("input {i}"))
+            })
             .collect::<Result<Vec<_>>>()?;
         let truncated = encoded.iter().filter(|e| e.truncated).count();
         if truncated > 0 {

@@ -82,6 +82,8 @@ pub struct InferReport {
     pub predictions: usize,
     pub output: Option<PathBuf>,
     pub device: DeviceKind,
+    /// Why the requested device was not used (it fell back to the CPU).
+    pub device_fallback: Option<String>,
     pub seconds: f64,
 }
 
@@ -106,9 +108,16 @@ pub fn prediction_json(bundle: &Bundle, p: &Prediction) -> Map<String, Value> {
     m
 }
 
+/// An input text: `(text_a, text_b)`.
+pub type TextPair = (String, Option<String>);
+
 /// Reads a JSONL file of records; returns each record and its `(text_a, text_b)`.
-pub fn read_jsonl_inputs(path: &Path, bundle: &Bundle) -> Result<Vec<(Map<String, Value>, (String, Option<String>))>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+pub fn read_jsonl_inputs(
+    path: &Path,
+    bundle: &Bundle,
+) -> Result<Vec<(Map<String, Value>, TextPair)>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("cannot read {}", path.display()))?;
@@ -143,7 +152,8 @@ pub fn read_jsonl_inputs(path: &Path, bundle: &Bundle) -> Result<Vec<(Map<String
 pub fn run_infer(args: &InferArgs) -> Result<InferReport> {
     let start = Instant::now();
     let bundle = args.runtime.open()?;
-    let (records, texts): (Vec<Map<String, Value>>, Vec<(String, Option<String>)>) = match (&args.text, &args.input) {
+    let (records, texts): (Vec<Map<String, Value>>, Vec<TextPair>) = match (&args.text, &args.input)
+    {
         (Some(a), _) => {
             let fields = &bundle.manifest.text_fields;
             if args.text_b.is_none() && !bundle.manifest.input_template.segment_b.is_empty() {
@@ -178,6 +188,7 @@ pub fn run_infer(args: &InferArgs) -> Result<InferReport> {
         predictions: preds.len(),
         output: args.output.clone(),
         device: bundle.device,
+        device_fallback: bundle.device_fallback.clone(),
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -210,6 +221,8 @@ pub struct BundleEvalReport {
     pub primary_metric: String,
     pub primary: f64,
     pub device: DeviceKind,
+    /// Why the requested device was not used (it fell back to the CPU).
+    pub device_fallback: Option<String>,
     pub seconds: f64,
 }
 
@@ -235,14 +248,18 @@ pub fn data_dir(explicit: Option<&Path>) -> Result<PathBuf> {
 pub fn run_bundle_eval(args: &BundleEvalArgs) -> Result<BundleEvalReport> {
     let start = Instant::now();
     let bundle = args.runtime.open()?;
-    let name = args.task.clone().unwrap_or_else(|| bundle.manifest.task.clone());
+    let name = args
+        .task
+        .clone()
+        .unwrap_or_else(|| bundle.manifest.task.clone());
     let kind: adept_data::TaskKind = name
         .parse()
         .with_context(|| format!("{name:?} is not a built-in task"))?;
     let data = data_dir(args.data.as_deref())?;
     let task = TaskData::builtin(kind, &data, args.splits, args.seed)?;
     ensure!(
-        task.regression == bundle.manifest.regression && task.label_names == bundle.manifest.label_names,
+        task.regression == bundle.manifest.regression
+            && task.label_names == bundle.manifest.label_names,
         "the bundle was exported for task {} with labels {:?}, but task {} has labels {:?}",
         bundle.manifest.task,
         bundle.manifest.label_names,
@@ -250,9 +267,15 @@ pub fn run_bundle_eval(args: &BundleEvalArgs) -> Result<BundleEvalReport> {
         task.label_names
     );
     let gold = &task.validation;
-    ensure!(!gold.is_empty(), "the validation split of {} is empty", task.name);
-    let texts: Vec<(String, Option<String>)> =
-        gold.iter().map(|ex| (ex.text_a().to_owned(), ex.text_b())).collect();
+    ensure!(
+        !gold.is_empty(),
+        "the validation split of {} is empty",
+        task.name
+    );
+    let texts: Vec<(String, Option<String>)> = gold
+        .iter()
+        .map(|ex| (ex.text_a().to_owned(), ex.text_b()))
+        .collect();
     let preds = bundle.predict(&texts)?;
     let preds = if task.regression {
         Predictions::Scores(preds.iter().map(|p| p.score.unwrap_or(f32::NAN)).collect())
@@ -267,6 +290,7 @@ pub fn run_bundle_eval(args: &BundleEvalArgs) -> Result<BundleEvalReport> {
         primary_metric: task.primary_metric.clone(),
         primary: scores.primary,
         device: bundle.device,
+        device_fallback: bundle.device_fallback.clone(),
         seconds: start.elapsed().as_secs_f64(),
     })
 }

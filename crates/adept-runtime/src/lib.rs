@@ -22,7 +22,12 @@ pub mod cli;
 pub mod ortlib;
 pub mod session;
 
-pub use bench::{bench_batches, bench_bundle, bench_interleaved, bench_session, bench_session_with, BenchStats};
+pub use bench::{
+    bench_batches, bench_bundle, bench_interleaved, bench_session, bench_session_with, BenchStats,
+};
 pub use bundle::{Bundle, PaddedBatch, Prediction, RuntimeOptions};
-pub use cli::{run_bundle_eval, run_infer, BundleEvalArgs, BundleEvalReport, InferArgs, InferReport, RuntimeArgs};
+pub use cli::{
+    run_bundle_eval, run_infer, BundleEvalArgs, BundleEvalReport, InferArgs, InferReport,
+    RuntimeArgs, TextPair,
+};
 pub use session::{build_session, BuiltSession, DeviceKind, SessionConfig};

@@ -23,14 +23,27 @@ fn runtime_args(bundle: &Path) -> RuntimeArgs {
 }
 
 fn candle_logits(t: &Tiny, texts: &[(&str, Option<&str>)]) -> Vec<Vec<f32>> {
-    let enc: Vec<_> = texts.iter().map(|(a, b)| t.encoder.encode(a, *b).unwrap()).collect();
+    let enc: Vec<_> = texts
+        .iter()
+        .map(|(a, b)| t.encoder.encode(a, *b).unwrap())
+        .collect();
     let refs: Vec<_> = enc.iter().collect();
     let batch = Batch::collate(&refs, t.encoder.pad_id, &candle_core::Device::Cpu).unwrap();
-    t.model.forward(&batch, None).unwrap().to_vec2::<f32>().unwrap()
+    t.model
+        .forward(&batch, None)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap()
 }
 
 fn argmax(r: &[f32]) -> usize {
-    r.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0
+    r.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0
 }
 
 fn fixtures() -> PathBuf {
@@ -44,7 +57,14 @@ fn infer_jsonl_and_single_text() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let t = tiny_bundle(tmp.path(), "rte", "rte", &["entailment", "not_entailment"], &["sentence1", "sentence2"], MethodKind::Adept);
+    let t = tiny_bundle(
+        tmp.path(),
+        "rte",
+        "rte",
+        &["entailment", "not_entailment"],
+        &["sentence1", "sentence2"],
+        MethodKind::Adept,
+    );
     let pairs = [
         ("the film was good .", "it was great"),
         ("i hated this movie , it was too long", "the plot was dull"),
@@ -67,7 +87,13 @@ fn infer_jsonl_and_single_text() {
     };
     let report = run_infer(&args).unwrap();
     assert_eq!(report.predictions, 3);
-    let want = candle_logits(&t, &pairs.iter().map(|(a, b)| (*a, Some(*b))).collect::<Vec<_>>());
+    let want = candle_logits(
+        &t,
+        &pairs
+            .iter()
+            .map(|(a, b)| (*a, Some(*b)))
+            .collect::<Vec<_>>(),
+    );
     let out: Vec<serde_json::Value> = std::fs::read_to_string(&output)
         .unwrap()
         .lines()
@@ -84,26 +110,44 @@ fn infer_jsonl_and_single_text() {
         for (g, e) in logits.iter().zip(w) {
             assert!((g - e).abs() < 1e-4, "{logits:?} vs {w:?}");
         }
-        let p = rec["probabilities"]["entailment"].as_f64().unwrap() + rec["probabilities"]["not_entailment"].as_f64().unwrap();
+        let p = rec["probabilities"]["entailment"].as_f64().unwrap()
+            + rec["probabilities"]["not_entailment"].as_f64().unwrap();
         assert!((p - 1.0).abs() < 1e-5);
     }
 
     // A record without a field: the error names the file, the line and the field.
-    std::fs::write(&input, "{\"sentence1\": \"good\", \"sentence2\": \"bad\"}\n{\"sentence1\": \"good\"}\n").unwrap();
+    std::fs::write(
+        &input,
+        "{\"sentence1\": \"good\", \"sentence2\": \"bad\"}\n{\"sentence1\": \"good\"}\n",
+    )
+    .unwrap();
     let err = format!("{:#}", run_infer(&args).unwrap_err());
-    assert!(err.contains("in.jsonl:2") && err.contains("sentence2"), "{err}");
+    assert!(
+        err.contains("in.jsonl:2") && err.contains("sentence2"),
+        "{err}"
+    );
     std::fs::write(&input, "not json\n").unwrap();
     let err = format!("{:#}", run_infer(&args).unwrap_err());
     assert!(err.contains("in.jsonl:1") && err.contains("JSON"), "{err}");
 
     // --text for a pair task needs --text-b.
-    let single = InferArgs { text: Some("good".into()), input: None, ..args.clone() };
+    let single = InferArgs {
+        text: Some("good".into()),
+        input: None,
+        ..args.clone()
+    };
     let err = format!("{:#}", run_infer(&single).unwrap_err());
     assert!(err.contains("--text-b"), "{err}");
-    let pair = InferArgs { text: Some(pairs[0].0.into()), text_b: Some(pairs[0].1.into()), input: None, ..args };
+    let pair = InferArgs {
+        text: Some(pairs[0].0.into()),
+        text_b: Some(pairs[0].1.into()),
+        input: None,
+        ..args
+    };
     let report = run_infer(&pair).unwrap();
     assert_eq!(report.predictions, 1);
-    let out: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&output).unwrap().trim()).unwrap();
+    let out: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&output).unwrap().trim()).unwrap();
     assert_eq!(out["label_id"], argmax(&want[0]));
 }
 
@@ -114,7 +158,14 @@ fn regression_bundles_return_scores() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let t = tiny_bundle(tmp.path(), "stsb", "stsb", &[], &["sentence1", "sentence2"], MethodKind::Dept);
+    let t = tiny_bundle(
+        tmp.path(),
+        "stsb",
+        "stsb",
+        &[],
+        &["sentence1", "sentence2"],
+        MethodKind::Dept,
+    );
     let bundle = adept_runtime::Bundle::open(&t.bundle).unwrap();
     let texts = [("a good film".to_string(), Some("a great movie".to_string()))];
     let p = &bundle.predict(&texts).unwrap()[0];
@@ -132,7 +183,14 @@ fn bundle_eval_matches_candle_scoring() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = adept_data::TaskKind::Sst2.spec();
     let labels: Vec<&str> = spec.label_names.to_vec();
-    let t = tiny_bundle(tmp.path(), "sst2", "sst2", &labels, &["sentence"], MethodKind::Adept);
+    let t = tiny_bundle(
+        tmp.path(),
+        "sst2",
+        "sst2",
+        &labels,
+        &["sentence"],
+        MethodKind::Adept,
+    );
     let args = BundleEvalArgs {
         runtime: runtime_args(&t.bundle),
         task: None,
@@ -143,19 +201,48 @@ fn bundle_eval_matches_candle_scoring() {
     let report = run_bundle_eval(&args).unwrap();
     eprintln!("{report:?}");
     // The same examples through candle, scored by the same scorer.
-    let task = adept_train::TaskData::builtin(adept_data::TaskKind::Sst2, &fixtures(), SplitChoice::Official, 1).unwrap();
-    let texts: Vec<(String, Option<String>)> = task.validation.iter().map(|e| (e.text_a().to_owned(), e.text_b())).collect();
-    let refs: Vec<(&str, Option<&str>)> = texts.iter().map(|(a, b)| (a.as_str(), b.as_deref())).collect();
-    let preds = adept_train::Predictions::Classes(candle_logits(&t, &refs).iter().map(|r| argmax(r)).collect());
+    let task = adept_train::TaskData::builtin(
+        adept_data::TaskKind::Sst2,
+        &fixtures(),
+        SplitChoice::Official,
+        1,
+    )
+    .unwrap();
+    let texts: Vec<(String, Option<String>)> = task
+        .validation
+        .iter()
+        .map(|e| (e.text_a().to_owned(), e.text_b()))
+        .collect();
+    let refs: Vec<(&str, Option<&str>)> = texts
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_deref()))
+        .collect();
+    let preds = adept_train::Predictions::Classes(
+        candle_logits(&t, &refs).iter().map(|r| argmax(r)).collect(),
+    );
     let want = task.score(&preds, &task.validation).unwrap();
     assert_eq!(report.examples, task.validation.len());
     assert_eq!(report.metrics, want.metrics);
     assert_eq!(report.primary_metric, task.primary_metric);
 
     // Another task's labels are refused.
-    let err = format!("{:#}", run_bundle_eval(&BundleEvalArgs { task: Some("rte".into()), ..args.clone() }).unwrap_err());
+    let err = format!(
+        "{:#}",
+        run_bundle_eval(&BundleEvalArgs {
+            task: Some("rte".into()),
+            ..args.clone()
+        })
+        .unwrap_err()
+    );
     assert!(err.contains("labels"), "{err}");
-    let err = format!("{:#}", run_bundle_eval(&BundleEvalArgs { task: Some("nope".into()), ..args }).unwrap_err());
+    let err = format!(
+        "{:#}",
+        run_bundle_eval(&BundleEvalArgs {
+            task: Some("nope".into()),
+            ..args
+        })
+        .unwrap_err()
+    );
     assert!(err.contains("nope"), "{err}");
 }
 
@@ -166,9 +253,18 @@ fn bench_session_reports_latency() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let t = tiny_bundle(tmp.path(), "b", "sst2", &["negative", "positive"], &["sentence"], MethodKind::Adept);
-    let inputs: Vec<(String, Option<String>)> =
-        ["good", "the film was very good .", "bad plot"].iter().map(|s| (s.to_string(), None)).collect();
+    let t = tiny_bundle(
+        tmp.path(),
+        "b",
+        "sst2",
+        &["negative", "positive"],
+        &["sentence"],
+        MethodKind::Adept,
+    );
+    let inputs: Vec<(String, Option<String>)> = ["good", "the film was very good .", "bad plot"]
+        .iter()
+        .map(|s| (s.to_string(), None))
+        .collect();
     let stats = adept_runtime::bench_session(&t.bundle, 4, &inputs, 5).unwrap();
     eprintln!("{stats:?}");
     assert_eq!(stats.iters, 5);

@@ -29,7 +29,14 @@ fn broken_bundles_are_reported_clearly() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let good = tiny_bundle(tmp.path(), "good", "sst2", &["negative", "positive"], &["sentence"], MethodKind::Adept);
+    let good = tiny_bundle(
+        tmp.path(),
+        "good",
+        "sst2",
+        &["negative", "positive"],
+        &["sentence"],
+        MethodKind::Adept,
+    );
     adept_runtime::Bundle::open(&good.bundle).unwrap();
     let case = |name: &str| {
         let d = tmp.path().join(name);
@@ -38,23 +45,35 @@ fn broken_bundles_are_reported_clearly() {
     };
 
     let err = open_err(&tmp.path().join("nowhere"));
-    assert!(err.contains("nowhere") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("nowhere") && err.contains("does not exist"),
+        "{err}"
+    );
 
     let d = case("no-model");
     std::fs::remove_file(d.join(MODEL_FILE)).unwrap();
     let err = open_err(&d);
-    assert!(err.contains("model.onnx") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("model.onnx") && err.contains("missing"),
+        "{err}"
+    );
 
     let d = case("no-manifest");
     std::fs::remove_file(d.join(MANIFEST_FILE)).unwrap();
     let err = open_err(&d);
-    assert!(err.contains("adept.json") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("adept.json") && err.contains("missing"),
+        "{err}"
+    );
 
     let d = case("corrupt-manifest");
     let text = std::fs::read_to_string(d.join(MANIFEST_FILE)).unwrap();
     std::fs::write(d.join(MANIFEST_FILE), &text[..text.len() / 2]).unwrap();
     let err = open_err(&d);
-    assert!(err.contains("adept.json") && err.contains("not a valid adept bundle manifest"), "{err}");
+    assert!(
+        err.contains("adept.json") && err.contains("not a valid adept bundle manifest"),
+        "{err}"
+    );
 
     let d = case("bad-field");
     edit_manifest(&d, |v| v["fold"] = "none".into());
@@ -67,22 +86,38 @@ fn broken_bundles_are_reported_clearly() {
     bytes[n - 10] ^= 0x55;
     std::fs::write(d.join(MODEL_FILE), bytes).unwrap();
     let err = open_err(&d);
-    assert!(err.contains("checksum mismatch") && err.contains("model.onnx"), "{err}");
+    assert!(
+        err.contains("checksum mismatch") && err.contains("model.onnx"),
+        "{err}"
+    );
 
     let d = case("tokenizer-changed");
     std::fs::write(d.join(TOKENIZER_FILE), b"{}").unwrap();
     let err = open_err(&d);
-    assert!(err.contains("checksum mismatch") && err.contains("tokenizer.json"), "{err}");
+    assert!(
+        err.contains("checksum mismatch") && err.contains("tokenizer.json"),
+        "{err}"
+    );
 
     // A model.onnx that is not ONNX at all (checksums made to match).
     let d = case("not-onnx");
     std::fs::write(d.join(MODEL_FILE), b"definitely not a protobuf").unwrap();
     rehash(&d);
     let err = open_err(&d);
-    assert!(err.contains("cannot load") && err.contains("model.onnx"), "{err}");
+    assert!(
+        err.contains("cannot load") && err.contains("model.onnx"),
+        "{err}"
+    );
 
     // Manifest and model disagree: another bundle's model (3 classes) under a 2-class manifest.
-    let other = tiny_bundle(tmp.path(), "three", "mnli", &["a", "b", "c"], &["premise", "hypothesis"], MethodKind::Pt);
+    let other = tiny_bundle(
+        tmp.path(),
+        "three",
+        "mnli",
+        &["a", "b", "c"],
+        &["premise", "hypothesis"],
+        MethodKind::Pt,
+    );
     let d = case("swapped-model");
     std::fs::copy(other.bundle.join(MODEL_FILE), d.join(MODEL_FILE)).unwrap();
     rehash(&d);
@@ -99,7 +134,10 @@ fn broken_bundles_are_reported_clearly() {
     let d = case("prompt-length");
     edit_manifest(&d, |v| v["prompt_length"] = 7.into());
     let err = open_err(&d);
-    assert!(err.contains("adept.prompt_length") && err.contains("do not match"), "{err}");
+    assert!(
+        err.contains("adept.prompt_length") && err.contains("do not match"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -109,11 +147,21 @@ fn token_ids_outside_the_table_are_an_error() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let t = tiny_bundle(tmp.path(), "b", "sst2", &["negative", "positive"], &["sentence"], MethodKind::Adept);
+    let t = tiny_bundle(
+        tmp.path(),
+        "b",
+        "sst2",
+        &["negative", "positive"],
+        &["sentence"],
+        MethodKind::Adept,
+    );
     let mut bundle = adept_runtime::Bundle::open(&t.bundle).unwrap();
     // Pretend the graph's table were smaller than the tokenizer ("film" has id 6).
     bundle.manifest.vocab_size = 6;
-    let err = format!("{:#}", bundle.predict(&[("the film".into(), None)]).unwrap_err());
+    let err = format!(
+        "{:#}",
+        bundle.predict(&[("the film".into(), None)]).unwrap_err()
+    );
     assert!(err.contains("outside") && err.contains("6-row"), "{err}");
 }
 
@@ -122,15 +170,27 @@ fn wrong_onnxruntime_libraries_are_reported_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     // A path that does not exist (explicit: never silently skipped).
     let missing = tmp.path().join("libonnxruntime.so.1.31.1");
-    let err = format!("{:#}", ortlib::find_library(None, Some(&missing)).unwrap_err());
-    assert!(err.contains("libonnxruntime.so.1.31.1") && err.contains("not found"), "{err}");
+    let err = format!(
+        "{:#}",
+        ortlib::find_library(None, Some(&missing)).unwrap_err()
+    );
+    assert!(
+        err.contains("libonnxruntime.so.1.31.1") && err.contains("not found"),
+        "{err}"
+    );
     // A file that is not a shared library.
     let text = tmp.path().join("libonnxruntime.so");
     std::fs::write(&text, b"hello").unwrap();
     let err = format!("{:#}", ortlib::probe_version(&text).unwrap_err());
-    assert!(err.contains("cannot load") && err.contains("libonnxruntime.so"), "{err}");
+    assert!(
+        err.contains("cannot load") && err.contains("libonnxruntime.so"),
+        "{err}"
+    );
     // A real shared library that is not ONNX Runtime.
-    for lib in ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6"] {
+    for lib in [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+    ] {
         if Path::new(lib).is_file() {
             let err = format!("{:#}", ortlib::probe_version(Path::new(lib)).unwrap_err());
             assert!(err.contains("not an ONNX Runtime library"), "{err}");
@@ -143,16 +203,32 @@ fn wrong_onnxruntime_libraries_are_reported_clearly() {
     // Versions.
     let p = Path::new("/x/libonnxruntime.so");
     let err = format!("{:#}", ortlib::check_version("1.20.1", p).unwrap_err());
-    assert!(err.contains("1.20.1") && err.contains("needs 1.") && err.contains("/x/libonnxruntime.so"), "{err}");
+    assert!(
+        err.contains("1.20.1") && err.contains("needs 1.") && err.contains("/x/libonnxruntime.so"),
+        "{err}"
+    );
     assert!(ortlib::check_version("2.0.0", p).is_err());
     assert!(ortlib::check_version("garbage", p).is_err());
     ortlib::check_version(ortlib::TESTED_VERSION, p).unwrap();
 
     // Through Bundle::open: the explicit library is used and its problem reported.
     if ort_available("wrong_onnxruntime_libraries (bundle part)") {
-        let t = tiny_bundle(tmp.path(), "b", "sst2", &["negative", "positive"], &["sentence"], MethodKind::Pt);
-        let opts = adept_runtime::RuntimeOptions { ort_library: Some(text.clone()), ..Default::default() };
-        let err = format!("{:#}", adept_runtime::Bundle::open_with(&t.bundle, &opts).unwrap_err());
+        let t = tiny_bundle(
+            tmp.path(),
+            "b",
+            "sst2",
+            &["negative", "positive"],
+            &["sentence"],
+            MethodKind::Pt,
+        );
+        let opts = adept_runtime::RuntimeOptions {
+            ort_library: Some(text.clone()),
+            ..Default::default()
+        };
+        let err = format!(
+            "{:#}",
+            adept_runtime::Bundle::open_with(&t.bundle, &opts).unwrap_err()
+        );
         assert!(err.contains("libonnxruntime.so"), "{err}");
         let real = ortlib::find_library(None, None).unwrap();
         let version = ortlib::probe_version(&real).unwrap();
@@ -168,7 +244,14 @@ fn cuda_falls_back_to_cpu_or_fails_when_required() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let t = tiny_bundle(tmp.path(), "b", "sst2", &["negative", "positive"], &["sentence"], MethodKind::Adept);
+    let t = tiny_bundle(
+        tmp.path(),
+        "b",
+        "sst2",
+        &["negative", "positive"],
+        &["sentence"],
+        MethodKind::Adept,
+    );
     let mut opts = adept_runtime::RuntimeOptions::default();
     opts.session.device = adept_runtime::DeviceKind::Cuda;
     match adept_runtime::Bundle::open_with(&t.bundle, &opts) {
@@ -178,11 +261,17 @@ fn cuda_falls_back_to_cpu_or_fails_when_required() {
         }
         Ok(b) => {
             assert_eq!(b.device, adept_runtime::DeviceKind::Cpu);
+            let why = b.device_fallback.clone().expect("the fallback says why");
+            eprintln!("{test}: fell back to the CPU: {why}");
+            assert!(why.contains("CUDA"), "{why}");
             b.predict(&[("good film".into(), None)]).unwrap();
         }
         Err(e) => panic!("CUDA without require_device must fall back, got {e:#}"),
     }
     opts.session.require_device = true;
-    let err = format!("{:#}", adept_runtime::Bundle::open_with(&t.bundle, &opts).unwrap_err());
+    let err = format!(
+        "{:#}",
+        adept_runtime::Bundle::open_with(&t.bundle, &opts).unwrap_err()
+    );
     assert!(err.contains("CUDA") && err.contains("required"), "{err}");
 }

@@ -65,9 +65,19 @@ pub fn input_embeddings(
     let (vocab, d) = table.dims2()?;
     if fold == FoldMode::Folded {
         let folded = adapter.fold_table(table)?;
-        return g.embedding("adapter.folded_word_embeddings", ids, &values(&folded)?, [vocab, d]);
+        return g.embedding(
+            "adapter.folded_word_embeddings",
+            ids,
+            &values(&folded)?,
+            [vocab, d],
+        );
     }
-    let e = g.embedding("embeddings.word_embeddings", ids, &values(table)?, [vocab, d])?;
+    let e = g.embedding(
+        "embeddings.word_embeddings",
+        ids,
+        &values(table)?,
+        [vocab, d],
+    )?;
     match adapter.method() {
         MethodKind::Adept => {
             let f = token_offsets_mlp(g, adapter, &e)?;

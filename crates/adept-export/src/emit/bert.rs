@@ -22,12 +22,24 @@ use candle_core::Tensor;
 pub fn linear(g: &mut GraphBuilder, prefix: &str, x: &str, l: &FrozenLinear) -> Result<String> {
     let w = values(l.weight())?;
     let b = l.bias().map(values).transpose()?;
-    g.linear(prefix, x, &w, [l.out_features(), l.in_features()], b.as_deref())
+    g.linear(
+        prefix,
+        x,
+        &w,
+        [l.out_features(), l.in_features()],
+        b.as_deref(),
+    )
 }
 
 /// A frozen `nn.LayerNorm` called `prefix` (scoped).
 pub fn layer_norm(g: &mut GraphBuilder, prefix: &str, x: &str, n: &Norm) -> Result<String> {
-    g.layer_norm(prefix, x, &values(&n.weight)?, &values(&n.bias)?, n.eps as f32)
+    g.layer_norm(
+        prefix,
+        x,
+        &values(&n.weight)?,
+        &values(&n.bias)?,
+        n.eps as f32,
+    )
 }
 
 /// The feed-forward activation. Exact GELU in the pattern ONNX Runtime fuses (`BiasGelu`);
@@ -89,7 +101,11 @@ pub fn embeddings(g: &mut GraphBuilder, enc: &BertEncoder, x: &EncoderInputs) ->
 /// itself (`MultiHeadAttention`, `SkipLayerNormalization`).
 fn bias_of(g: &mut GraphBuilder, prefix: &str, l: &FrozenLinear) -> Result<Option<String>> {
     l.bias()
-        .map(|b| g.scope(prefix, |g| g.weight("bias", &[l.out_features()], &values(b)?)))
+        .map(|b| {
+            g.scope(prefix, |g| {
+                g.weight("bias", &[l.out_features()], &values(b)?)
+            })
+        })
         .transpose()
 }
 
@@ -153,7 +169,14 @@ pub fn self_attention(
         })?;
         let out = matmul_only(g, "output.dense", &context, &layer.attention_output)?;
         let bias = bias_of(g, "output.dense", &layer.attention_output)?;
-        residual_norm(g, "output.LayerNorm", &out, bias.as_deref(), x, &layer.attention_norm)
+        residual_norm(
+            g,
+            "output.LayerNorm",
+            &out,
+            bias.as_deref(),
+            x,
+            &layer.attention_norm,
+        )
     })
 }
 
@@ -169,7 +192,10 @@ pub fn self_attention_packed(
     g.scope("attention", |g| {
         let d = layer.query.in_features();
         let parts = [&layer.query, &layer.key, &layer.value];
-        let ws = parts.iter().map(|l| values(l.weight())).collect::<Result<Vec<_>>>()?;
+        let ws = parts
+            .iter()
+            .map(|l| values(l.weight()))
+            .collect::<Result<Vec<_>>>()?;
         let n: usize = parts.iter().map(|l| l.out_features()).sum();
         // [in, out] layout: row i holds q_i(.), k_i(.), v_i(.) side by side.
         let mut packed = Vec::with_capacity(d * n);
@@ -193,7 +219,14 @@ pub fn self_attention_packed(
         })?;
         let out = matmul_only(g, "output.dense", &context, &layer.attention_output)?;
         let bias = bias_of(g, "output.dense", &layer.attention_output)?;
-        residual_norm(g, "output.LayerNorm", &out, bias.as_deref(), x, &layer.attention_norm)
+        residual_norm(
+            g,
+            "output.LayerNorm",
+            &out,
+            bias.as_deref(),
+            x,
+            &layer.attention_norm,
+        )
     })
 }
 
@@ -209,7 +242,14 @@ pub fn feed_forward(
     let h = g.scope("intermediate", |g| activation(g, act, &h));
     let out = matmul_only(g, "output.dense", &h, &layer.output)?;
     let bias = bias_of(g, "output.dense", &layer.output)?;
-    residual_norm(g, "output.LayerNorm", &out, bias.as_deref(), x, &layer.output_norm)
+    residual_norm(
+        g,
+        "output.LayerNorm",
+        &out,
+        bias.as_deref(),
+        x,
+        &layer.output_norm,
+    )
 }
 
 /// One encoder layer (`encoder.layer.{i}`).
@@ -257,7 +297,12 @@ impl GraphBackbone for BertEncoder {
     fn word_table(&self) -> &Tensor {
         self.word_embedding_table()
     }
-    fn emit_from_embeds(&self, g: &mut GraphBuilder, inputs: &EncoderInputs, opts: &GraphOptions) -> Result<String> {
+    fn emit_from_embeds(
+        &self,
+        g: &mut GraphBuilder,
+        inputs: &EncoderInputs,
+        opts: &GraphOptions,
+    ) -> Result<String> {
         encoder_from_embeds(g, self, inputs, opts)
     }
 }

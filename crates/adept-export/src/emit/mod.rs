@@ -44,7 +44,12 @@ pub trait GraphBackbone {
     /// The word-embedding table `[vocab, d]` the adapter reads (and ADePT folds into).
     fn word_table(&self) -> &Tensor;
     /// Emits the encoder and returns its last hidden states `float [batch, l + s, d]`.
-    fn emit_from_embeds(&self, g: &mut GraphBuilder, inputs: &EncoderInputs, opts: &GraphOptions) -> Result<String>;
+    fn emit_from_embeds(
+        &self,
+        g: &mut GraphBuilder,
+        inputs: &EncoderInputs,
+        opts: &GraphOptions,
+    ) -> Result<String>;
 }
 
 /// Flat `f32` values of a tensor (any dtype/layout), for initializers.
@@ -90,14 +95,20 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
 
     // tokens → word embeddings → adapter: [P; E + f(E)], mask and types extended.
     let embeds = adapter::input_embeddings(g, model, &ids, opts.fold)?;
-    let encoder_inputs = adapter::extend_with_prompt(g, &model.adapter, &ids, &embeds, &mask, &types)?;
+    let encoder_inputs =
+        adapter::extend_with_prompt(g, &model.adapter, &ids, &embeds, &mask, &types)?;
     // backbone
     let hidden = model.backbone.emit_from_embeds(g, &encoder_inputs, opts)?;
     // drop the prompt rows → pooling → head
     let logits = head::pool_and_classify(g, model, &hidden, &mask)?;
 
     let n = model.head.weight.dims()[0];
-    g.output_as(&logits, OUTPUT_NAME, DataType::Float, &["batch".into(), n.into()])?;
+    g.output_as(
+        &logits,
+        OUTPUT_NAME,
+        DataType::Float,
+        &["batch".into(), n.into()],
+    )?;
     g.set_doc_string(format!(
         "adept classifier: {} backbone, method {}, {}-token prompt, offsets {}, pooling {:?}, {} outputs",
         model.backbone.family(),

@@ -16,13 +16,16 @@ pub fn ort_available(test: &str) -> bool {
     match adept_runtime::ortlib::find_library(None, None) {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("SKIP {test}: ONNX Runtime not found ({e:#}); run `adept fetch` to test with it");
+            eprintln!(
+                "SKIP {test}: ONNX Runtime not found ({e:#}); run `adept fetch` to test with it"
+            );
             false
         }
     }
 }
 
 /// Exports `model` into `dir/name` and returns the bundle path.
+#[allow(clippy::too_many_arguments)]
 pub fn export(
     model: &Classifier,
     enc: &TextEncoder,
@@ -63,7 +66,11 @@ pub fn encode_varied(enc: &TextEncoder, sentences: &[&str], pairs: bool) -> Vec<
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let b = if pairs { Some(sentences[(i + 1) % sentences.len()]) } else { None };
+            let b = if pairs {
+                Some(sentences[(i + 1) % sentences.len()])
+            } else {
+                None
+            };
             enc.encode(s, b).unwrap()
         })
         .collect()
@@ -73,7 +80,11 @@ pub fn encode_varied(enc: &TextEncoder, sentences: &[&str], pairs: bool) -> Vec<
 pub fn candle_logits(model: &Classifier, items: &[Encoded], pad_id: u32) -> Vec<Vec<f32>> {
     let refs: Vec<&Encoded> = items.iter().collect();
     let batch = Batch::collate(&refs, pad_id, &Device::Cpu).unwrap();
-    model.forward(&batch, None).unwrap().to_vec2::<f32>().unwrap()
+    model
+        .forward(&batch, None)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap()
 }
 
 /// Logits of ONNX Runtime on the same padded batch.
@@ -98,7 +109,10 @@ pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 pub fn argmax(row: &[f32]) -> usize {
     row.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
         .0
 }
 

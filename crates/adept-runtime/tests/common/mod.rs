@@ -12,7 +12,9 @@ pub fn ort_available(test: &str) -> bool {
     match adept_runtime::ortlib::find_library(None, None) {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("SKIP {test}: ONNX Runtime not found ({e:#}); run `adept fetch` to test with it");
+            eprintln!(
+                "SKIP {test}: ONNX Runtime not found ({e:#}); run `adept fetch` to test with it"
+            );
             false
         }
     }
@@ -25,15 +27,30 @@ pub struct Tiny {
 }
 
 /// Exports a tiny classifier for `task` with `labels` (empty: regression) into `dir/name`.
-pub fn tiny_bundle(dir: &Path, name: &str, task: &str, labels: &[&str], fields: &[&str], method: MethodKind) -> Tiny {
+pub fn tiny_bundle(
+    dir: &Path,
+    name: &str,
+    task: &str,
+    labels: &[&str],
+    fields: &[&str],
+    method: MethodKind,
+) -> Tiny {
     let tok = write_tiny_tokenizer(&dir.join(format!("{name}-tokenizer"))).unwrap();
     let encoder = testing::text_encoder(&tok, 16).unwrap();
     let model = tiny_classifier(method, Pooling::Mean, labels.len().max(1), 3).unwrap();
     let info = testing::task_info(task, labels, fields);
     let bundle = dir.join(name);
-    let opts = ExportOptions { dtype: WeightDtype::F32, overwrite: true, ..Default::default() };
+    let opts = ExportOptions {
+        dtype: WeightDtype::F32,
+        overwrite: true,
+        ..Default::default()
+    };
     export_classifier(&model, &encoder, &tok, &info, &opts, &bundle).unwrap();
-    Tiny { model, encoder, bundle }
+    Tiny {
+        model,
+        encoder,
+        bundle,
+    }
 }
 
 /// Copies a bundle directory (to break the copy).
