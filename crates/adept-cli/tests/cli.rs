@@ -391,3 +391,90 @@ fn custom_csv_trains_and_lists_its_labels() {
         serde_json::json!(["subject", "body"])
     );
 }
+
+#[test]
+fn train_export_and_serve_from_the_cli() {
+    let Some((model, data)) = assets() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    run_ok(&mut small_run(&model, &data, &run, 6));
+    let bundle = tmp.path().join("bundle");
+    let out = run_ok(
+        adept()
+            .args(["export", "--fold-offsets", "--adapter"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&bundle),
+    );
+    assert!(!out.is_empty());
+    for f in ["model.onnx", "tokenizer.json", "adept.json"] {
+        assert!(bundle.join(f).exists(), "{f} missing from the bundle");
+    }
+    // Exporting again into the same folder needs --overwrite, and leaves the bundle intact.
+    let again = adept()
+        .args(["export", "--adapter"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(bundle.join("model.onnx").exists());
+
+    // The same dev-set accuracy through candle and through ONNX Runtime.
+    let candle = run_ok(
+        adept()
+            .arg("eval")
+            .arg("--adapter")
+            .arg(&run)
+            .arg("--data")
+            .arg(&data),
+    );
+    let ort = run_ok(
+        adept()
+            .arg("eval")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--data")
+            .arg(&data),
+    );
+    let c: serde_json::Value = serde_json::from_str(candle.lines().last().unwrap()).unwrap();
+    let o: serde_json::Value = serde_json::from_str(ort.lines().last().unwrap()).unwrap();
+    assert_eq!(c["examples"], o["examples"]);
+    assert!(
+        (c["primary"].as_f64().unwrap() - o["primary"].as_f64().unwrap()).abs() < 1e-9,
+        "candle {c} vs ort {o}"
+    );
+
+    // One sentence through `adept infer`.
+    let out = run_ok(
+        adept()
+            .args([
+                "infer",
+                "--text",
+                "a gorgeous, witty, seductive movie",
+                "--bundle",
+            ])
+            .arg(&bundle),
+    );
+    assert!(
+        out.contains("positive") || out.contains("negative"),
+        "{out}"
+    );
+
+    // A corrupted bundle is refused with the file named.
+    std::fs::write(bundle.join("adept.json"), "{ not json").unwrap();
+    let bad = adept()
+        .args(["infer", "--text", "x", "--bundle"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("adept.json"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

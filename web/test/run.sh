@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Browser test of the demo page (see web/README.md). Exits non-zero on any mismatch; exits 0 with
+# a SKIP message only when Chromium is not installed and cannot be installed.
+#   ADEPT_WEB_BUNDLE   bundle dir relative to the repo root (default: exports/quickstart-sst2-adept,
+#                      else exports/qs-test)
+#   ADEPT_BIN          native adept binary (default: target/release/adept)
+#   ADEPT_WEB_TEST_OUT output folder (default: web/test-output): screenshots, results.json
+#   ADEPT_WEB_TOL      probability tolerance (default 1e-4)
+#   SKIP_BUILD=1       use the existing web/pkg
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WEB=$(pwd)
+ROOT=$(cd .. && pwd)
+
+CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}
+if [ -z "$CHROMIUM" ]; then
+  echo "chromium not found; trying apt-get install -y chromium"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+     && (apt-get install -y chromium >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y chromium >/dev/null 2>&1)); then
+    CHROMIUM=$(command -v chromium)
+  else
+    echo "SKIP: Chromium is not installed and cannot be installed (apt-get install chromium failed); browser test not run"
+    exit 0
+  fi
+fi
+export CHROMIUM
+
+if [ -z "${ADEPT_WEB_BUNDLE:-}" ]; then
+  for b in exports/quickstart-sst2-adept exports/qs-test; do
+    if [ -f "$ROOT/$b/adept.json" ]; then ADEPT_WEB_BUNDLE=$b; break; fi
+  done
+fi
+if [ -z "${ADEPT_WEB_BUNDLE:-}" ] || [ ! -f "$ROOT/$ADEPT_WEB_BUNDLE/adept.json" ]; then
+  echo "error: no bundle (set ADEPT_WEB_BUNDLE=<dir under the repo root>, or run: adept quickstart)" >&2
+  exit 1
+fi
+export ADEPT_WEB_BUNDLE
+ADEPT_BIN=${ADEPT_BIN:-$ROOT/target/release/adept}
+if [ ! -x "$ADEPT_BIN" ]; then
+  echo "error: native adept binary $ADEPT_BIN not found (cargo build --release -p adept-cli, or set ADEPT_BIN)" >&2
+  exit 1
+fi
+
+[ -d "$WEB/node_modules/playwright-core" ] || (cd "$WEB" && npm ci --no-audit --no-fund)
+[ "${SKIP_BUILD:-0}" = 1 ] && [ -f "$WEB/pkg/adept_wasm.js" ] || "$WEB/build.sh"
+
+export ADEPT_WEB_TEST_OUT=${ADEPT_WEB_TEST_OUT:-$WEB/test-output}
+REF="$ADEPT_WEB_TEST_OUT/native"
+mkdir -p "$REF"
+export ADEPT_WEB_REF=$REF
+echo "==> native references ($ADEPT_WEB_BUNDLE)"
+node "$WEB/test/native-ref.mjs" "$ROOT/$ADEPT_WEB_BUNDLE" "$REF"
+"$ADEPT_BIN" infer --bundle "$ROOT/$ADEPT_WEB_BUNDLE" --input "$REF/sentences.jsonl" --output "$REF/native.jsonl"
+(cd "$ROOT" && cargo run -q -p adept-wasm --example native_ids -- "$ROOT/$ADEPT_WEB_BUNDLE") \
+  < "$REF/tricky.jsonl" > "$REF/native_ids.jsonl"
+
+echo "==> headless Chromium ($CHROMIUM)"
+node "$WEB/test/browser.test.mjs"
