@@ -433,3 +433,21 @@ impl BundleManifest {
 
 #[cfg(test)]
 mod tests;
+
+/// Class probabilities from logits (numerically stable softmax). The one post-processing rule
+/// shared by the native runtime, the browser and training-time evaluation.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
+/// The predicted class: index of the largest logit (the first one on ties).
+pub fn argmax(logits: &[f32]) -> usize {
+    logits
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .0
+}

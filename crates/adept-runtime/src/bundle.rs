@@ -110,25 +110,7 @@ impl std::fmt::Debug for Bundle {
     }
 }
 
-fn softmax(x: &[f32]) -> Vec<f32> {
-    let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
-}
-
-fn argmax(x: &[f32]) -> usize {
-    x.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-            if v > best.1 {
-                (i, v)
-            } else {
-                best
-            }
-        })
-        .0
-}
+use adept_bundle::{argmax, softmax};
 
 impl Bundle {
     /// Opens `dir` with default options (CPU).

@@ -109,18 +109,7 @@ pub fn predict(
         Predictions::Classes(
             logits_all
                 .iter()
-                .map(|r| {
-                    r.iter()
-                        .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                            if v > best.1 {
-                                (i, v)
-                            } else {
-                                best
-                            }
-                        })
-                        .0
-                })
+                .map(|r| adept_bundle::argmax(r))
                 .collect(),
         )
     };
