@@ -7,8 +7,10 @@ const DEFAULT_BUNDLE = '../exports/quickstart-sst2-adept/';
 const $ = (id) => document.getElementById(id);
 
 ort.env.wasm.wasmPaths = new URL('./pkg/ort/', import.meta.url).href;
+const params = new URLSearchParams(location.search);
+// ?threads=N overrides; threads need cross-origin isolation (COOP/COEP headers, see serve.mjs).
 ort.env.wasm.numThreads = self.crossOriginIsolated
-  ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1))
+  ? Number(params.get('threads')) || Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1))
   : 1;
 
 const state = {
@@ -183,6 +185,10 @@ function renderBundle() {
     ['ORT threads', String(L.threads)],
   ]);
   const fields = $('fields');
+  // keep what the user typed when another bundle with the same fields is loaded
+  const previous = Object.fromEntries(
+    [...fields.querySelectorAll('textarea')].map((ta) => [ta.dataset.field, ta.value]),
+  );
   fields.replaceChildren(
     ...m.text_fields.map((name, i) => {
       const d = document.createElement('div');
@@ -194,7 +200,7 @@ function renderBundle() {
       ta.id = `field-${name}`;
       ta.dataset.field = name;
       ta.placeholder = i === 0 ? 'Type a sentence…' : '';
-      ta.value = i === 0 && !fields.dataset.touched ? 'A gorgeous, witty, seductive movie.' : '';
+      ta.value = previous[name] ?? (i === 0 ? 'A gorgeous, witty, seductive movie.' : '');
       d.append(label, ta);
       return d;
     }),
@@ -293,7 +299,6 @@ async function load(getFiles) {
 // --- wiring ----------------------------------------------------------------------------------
 
 $('form').addEventListener('submit', onSubmit);
-$('fields').addEventListener('input', () => ($('fields').dataset.touched = '1'));
 $('fields').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) onSubmit(e);
 });
@@ -306,7 +311,7 @@ for (const id of ['pick-dir', 'pick-files']) {
 }
 
 const wasmReady = init();
-const bundleUrl = new URLSearchParams(location.search).get('bundle') ?? DEFAULT_BUNDLE;
+const bundleUrl = params.get('bundle') ?? DEFAULT_BUNDLE;
 const ready = wasmReady
   .then(() => load(() => filesFromUrl(bundleUrl)))
   .then(async (l) => {

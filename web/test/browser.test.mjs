@@ -54,7 +54,7 @@ try {
   const ctx = await browser.newContext({ viewport: { width: 1100, height: 900 } });
   const page = await ctx.newPage();
   const consoleErrors = [];
-  page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+  page.on('console', (m) => m.type() === 'error' && consoleErrors.push(`${m.text()} (${m.location()?.url ?? ''})`));
   page.on('pageerror', (e) => consoleErrors.push(String(e)));
 
   // --- 1. load + predictions ----------------------------------------------------------------
@@ -164,6 +164,19 @@ try {
   if (overflow) fail('the page scrolls horizontally at 390 px width (layout not responsive)');
   results.screenshots = [shot, path.join(out, 'page-mobile.png')];
   console.log(`UI: ${ui.prediction} | bars ${ui.bars.map((b) => `${b.name}=${b.value}`).join(', ')} | screenshots in ${out}`);
+  // the same bundle picked "from disk" (the file input the folder/file pickers feed)
+  await page.setViewportSize({ width: 1100, height: 900 });
+  await page.setInputFiles('#pick-files', ['adept.json', 'tokenizer.json', 'model.onnx'].map((f) => path.join(root, bundle, f)));
+  await page.waitForFunction(
+    // loading a bundle resets the latency list; the page classifies the text box once loaded
+    () => document.getElementById('bundle-info').textContent.includes('disk:') && window.adept.latencies.length >= 1,
+    null,
+    { timeout: 120000 },
+  );
+  const picked = await page.evaluate(() => document.getElementById('prediction').textContent);
+  results.picked_from_disk = picked;
+  if (picked !== ui.prediction) fail(`bundle picked from disk shows ${JSON.stringify(picked)} for the typed text, the URL-loaded one ${JSON.stringify(ui.prediction)}`);
+  else console.log(`picked from disk: ${picked}`);
   if (consoleErrors.length) fail(`console errors: ${consoleErrors.join(' | ')}`);
 
   // --- 4. missing / invalid / corrupt bundles -----------------------------------------------

@@ -8,6 +8,10 @@
 #   ADEPT_WEB_TOL      probability tolerance (default 1e-4)
 #   SKIP_BUILD=1       use the existing web/pkg
 set -euo pipefail
+# a relative output folder is relative to the caller's directory
+if [ -n "${ADEPT_WEB_TEST_OUT:-}" ]; then
+  mkdir -p "$ADEPT_WEB_TEST_OUT" && ADEPT_WEB_TEST_OUT=$(cd "$ADEPT_WEB_TEST_OUT" && pwd)
+fi
 cd "$(dirname "$0")/.."
 WEB=$(pwd)
 ROOT=$(cd .. && pwd)

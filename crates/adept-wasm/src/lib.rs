@@ -9,14 +9,14 @@
 //!   every id must be inside the model's vocabulary table;
 //! - graph inputs: `adept_runtime::PaddedBatch` — `input_ids`, `attention_mask`,
 //!   `token_type_ids`, int64 `[batch, seq]` (one unpadded row here);
-//! - outputs: argmax → label, softmax → probabilities (classification), first logit → score
-//!   (regression).
+//! - outputs: `adept_bundle::{argmax, softmax}` (the runtime's own functions) → label and
+//!   probabilities (classification), first logit → score (regression).
 //!
 //! The logic lives in [`Engine`] (plain Rust, also built natively so that
 //! `cargo test -p adept-wasm` checks it against `adept-train`); [`wasm::Classifier`] is the
 //! JavaScript face.
 
-use adept_bundle::BundleManifest;
+use adept_bundle::{argmax, softmax, BundleManifest};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -210,27 +210,6 @@ impl Engine {
 /// sha256 of `data`, lowercase hex.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
-}
-
-// Same arithmetic as adept_runtime::bundle::{softmax, argmax}.
-fn softmax(x: &[f32]) -> Vec<f32> {
-    let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
-}
-
-fn argmax(x: &[f32]) -> usize {
-    x.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-            if v > best.1 {
-                (i, v)
-            } else {
-                best
-            }
-        })
-        .0
 }
 
 fn preview(s: &str) -> String {

@@ -28,29 +28,43 @@ pub fn tricky() -> Vec<String> {
     v
 }
 
-fn bundle_dir() -> Option<PathBuf> {
+/// `(adept.json, tokenizer.json, tokenizer path)`: the exported bundle (`ADEPT_WASM_BUNDLE`,
+/// default `exports/qs-test`), else the default model's tokenizer from the adept cache with a
+/// manifest like the quickstart's (max 128 tokens, 30522-row table).
+fn real_tokenizer() -> Option<(String, String, PathBuf)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = std::env::var_os("ADEPT_WASM_BUNDLE")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("exports/qs-test"));
-    dir.join("adept.json").is_file().then_some(dir)
+    if dir.join("adept.json").is_file() {
+        let m = std::fs::read_to_string(dir.join("adept.json")).ok()?;
+        let t = std::fs::read_to_string(dir.join("tokenizer.json")).ok()?;
+        return Some((m, t, dir.join("tokenizer.json")));
+    }
+    let cache = std::env::var_os("ADEPT_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/adept")))?;
+    let tok = cache.join("models/all-MiniLM-L6-v2/tokenizer.json");
+    let t = std::fs::read_to_string(&tok).ok()?;
+    let m = manifest_text(false, "truncate")
+        .replace("\"max_length\":8", "\"max_length\":128")
+        .replace("\"vocab_size\":10,", "\"vocab_size\":30522,");
+    Some((m, t, tok))
 }
 
 #[test]
 fn same_ids_as_the_native_encoder() {
-    let Some(dir) = bundle_dir() else {
-        eprintln!("skipped: no bundle (set ADEPT_WASM_BUNDLE or export exports/qs-test)");
+    let Some((manifest, tok, tok_path)) = real_tokenizer() else {
+        eprintln!(
+            "skipped: no bundle (ADEPT_WASM_BUNDLE, exports/qs-test) and no cached default model \
+             tokenizer (adept fetch)"
+        );
         return;
     };
-    let manifest = std::fs::read_to_string(dir.join("adept.json")).unwrap();
-    let tok = std::fs::read_to_string(dir.join("tokenizer.json")).unwrap();
     let engine = Engine::new(&manifest, &tok).unwrap();
-    let native = TextEncoder::from_file(
-        &dir.join("tokenizer.json"),
-        engine.manifest.max_length,
-        OverLength::Truncate,
-    )
-    .unwrap();
+    let native =
+        TextEncoder::from_file(&tok_path, engine.manifest.max_length, OverLength::Truncate)
+            .unwrap();
     assert_eq!(native.pad_id, engine.pad_id);
     let texts = tricky();
     for a in &texts {
