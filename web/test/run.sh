@@ -55,7 +55,7 @@ export ADEPT_WEB_REF=$REF
 echo "==> native references ($ADEPT_WEB_BUNDLE)"
 node "$WEB/test/native-ref.mjs" "$ROOT/$ADEPT_WEB_BUNDLE" "$REF"
 "$ADEPT_BIN" infer --bundle "$ROOT/$ADEPT_WEB_BUNDLE" --input "$REF/sentences.jsonl" --output "$REF/native.jsonl"
-(cd "$ROOT" && cargo run -q -p adept-wasm --example native_ids -- "$ROOT/$ADEPT_WEB_BUNDLE") \
+(cd "$ROOT" && cargo run -q --release -p adept-wasm --example native_ids -- "$ROOT/$ADEPT_WEB_BUNDLE") \
   < "$REF/tricky.jsonl" > "$REF/native_ids.jsonl"
 
 echo "==> headless Chromium ($CHROMIUM)"
