@@ -10,7 +10,13 @@ pub fn default_budget(hidden: usize) -> usize {
 }
 
 /// Number of trainable parameters of a method (the classification head is not counted).
-pub fn param_count(method: MethodKind, hidden: usize, prompt_len: usize, rank: usize, max_len: usize) -> usize {
+pub fn param_count(
+    method: MethodKind,
+    hidden: usize,
+    prompt_len: usize,
+    rank: usize,
+    max_len: usize,
+) -> usize {
     let d = hidden;
     match method {
         MethodKind::Adept => prompt_len * d + 2 * rank * d + rank + d,
@@ -64,14 +70,26 @@ mod tests {
     #[test]
     fn paper_settings() {
         // The paper: T5-base d = 768, l = 60 → r = 19 (76,051 parameters ≤ 76,800).
-        assert_eq!(solve_rank(MethodKind::Adept, 768, 60, default_budget(768), 256).unwrap(), 19);
+        assert_eq!(
+            solve_rank(MethodKind::Adept, 768, 60, default_budget(768), 256).unwrap(),
+            19
+        );
         assert_eq!(param_count(MethodKind::Adept, 768, 60, 19, 0), 76_051);
         // MiniLM d = 384, l = 60: (38,400 − 23,040 − 384) / 769 = 19.47 → 19.
-        assert_eq!(solve_rank(MethodKind::Adept, 384, 60, default_budget(384), 128).unwrap(), 19);
+        assert_eq!(
+            solve_rank(MethodKind::Adept, 384, 60, default_budget(384), 128).unwrap(),
+            19
+        );
         // DePT d = 384, l = 60, max_len 128: 15,360 / 512 = 30.
-        assert_eq!(solve_rank(MethodKind::Dept, 384, 60, default_budget(384), 128).unwrap(), 30);
+        assert_eq!(
+            solve_rank(MethodKind::Dept, 384, 60, default_budget(384), 128).unwrap(),
+            30
+        );
         assert!(param_count(MethodKind::Dept, 384, 60, 30, 128) <= 38_400);
-        assert_eq!(solve_rank(MethodKind::Pt, 384, 100, 38_400, 128).unwrap(), 0);
+        assert_eq!(
+            solve_rank(MethodKind::Pt, 384, 100, 38_400, 128).unwrap(),
+            0
+        );
     }
 
     #[test]

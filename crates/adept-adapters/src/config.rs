@@ -75,7 +75,11 @@ pub struct AdapterConfig {
 
 impl AdapterConfig {
     pub fn new(method: MethodKind, token_dim: usize, prompt_len: usize, rank: usize) -> Self {
-        let num_virtual_tokens = if method == MethodKind::HeadOnly { 0 } else { prompt_len };
+        let num_virtual_tokens = if method == MethodKind::HeadOnly {
+            0
+        } else {
+            prompt_len
+        };
         Self {
             peft_type: "PROMPT_TUNING".into(),
             method,

@@ -64,7 +64,9 @@ impl Adapter {
                         bail!("prompt init text {text:?} gave no tokens");
                     }
                     if let Some(bad) = token_ids.iter().find(|&&t| t as usize >= vocab) {
-                        bail!("prompt init token id {bad} is outside the vocabulary ({vocab} rows)");
+                        bail!(
+                            "prompt init token id {bad} is outside the vocabulary ({vocab} rows)"
+                        );
                     }
                     token_ids.iter().copied().cycle().take(l).collect()
                 }
@@ -74,7 +76,9 @@ impl Adapter {
                 }
             };
             let ids = Tensor::new(ids.as_slice(), dev)?;
-            Some(Var::from_tensor(&word_table.index_select(&ids, 0)?.contiguous()?)?)
+            Some(Var::from_tensor(
+                &word_table.index_select(&ids, 0)?.contiguous()?,
+            )?)
         };
         let r = config.rank;
         let offsets = match config.method {
@@ -268,14 +272,15 @@ impl Adapter {
         let mut tensors = if config.method == MethodKind::HeadOnly {
             HashMap::new()
         } else {
-            candle_core::safetensors::load(&weights_path, device)
-                .with_context(|| format!("cannot read adapter weights {}", weights_path.display()))?
+            candle_core::safetensors::load(&weights_path, device).with_context(|| {
+                format!("cannot read adapter weights {}", weights_path.display())
+            })?
         };
         let (d, l, r) = (config.token_dim, config.num_virtual_tokens, config.rank);
         let mut take = |name: &'static str, shape: &[usize]| -> anyhow::Result<Var> {
-            let t = tensors.remove(name).with_context(|| {
-                format!("{}: missing tensor {name}", weights_path.display())
-            })?;
+            let t = tensors
+                .remove(name)
+                .with_context(|| format!("{}: missing tensor {name}", weights_path.display()))?;
             if t.dims() != shape {
                 bail!(
                     "{}: tensor {name} has shape {:?}, adapter_config.json implies {:?}",
@@ -373,7 +378,9 @@ mod tests {
         assert_eq!(out.dims(), &[1, 7, 8]);
         // Prompt rows are token 7, 9, 7 (text init repeated), then E unchanged.
         let expect_prompt = t.index_select(&Tensor::new(&[7u32, 9, 7], &Device::Cpu)?, 0)?;
-        let diff = (out.get(0)?.narrow(0, 0, 3)? - expect_prompt)?.abs()?.max_all()?;
+        let diff = (out.get(0)?.narrow(0, 0, 3)? - expect_prompt)?
+            .abs()?
+            .max_all()?;
         assert_eq!(diff.to_scalar::<f32>()?, 0.0);
         let diff = (out.narrow(1, 3, 4)? - &e)?.abs()?.max_all()?;
         assert_eq!(diff.to_scalar::<f32>()?, 0.0);
@@ -397,7 +404,9 @@ mod tests {
             let diff = (folded.narrow(0, row, 1)? - expected)?.abs()?.max_all()?;
             assert!(diff.to_scalar::<f32>()? < 1e-6);
         }
-        assert!(Adapter::init(cfg(MethodKind::Pt, 2, 0), &t, 0)?.fold_table(&t).is_err());
+        assert!(Adapter::init(cfg(MethodKind::Pt, 2, 0), &t, 0)?
+            .fold_table(&t)
+            .is_err());
         Ok(())
     }
 
@@ -419,7 +428,10 @@ mod tests {
         c.rank = 5;
         write_atomic(&dir.join("adapter_config.json"), &serde_json::to_vec(&c)?)?;
         let err = format!("{:#}", Adapter::load(&dir, &Device::Cpu).unwrap_err());
-        assert!(err.contains("lora_embedding_A") && err.contains("[12, 3]"), "{err}");
+        assert!(
+            err.contains("lora_embedding_A") && err.contains("[12, 3]"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }

@@ -106,12 +106,7 @@ pub fn predict(
     let preds = if regression {
         Predictions::Scores(logits_all.iter().map(|r| r[0]).collect())
     } else {
-        Predictions::Classes(
-            logits_all
-                .iter()
-                .map(|r| adept_bundle::argmax(r))
-                .collect(),
-        )
+        Predictions::Classes(logits_all.iter().map(|r| adept_bundle::argmax(r)).collect())
     };
     Ok((preds, logits_all))
 }
