@@ -71,9 +71,9 @@ pub struct ModelArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
     /// A GLUE/SuperGLUE task (sst2, cola, mrpc, stsb, qqp, mnli, qnli, rte, boolq, cb, wic, wsc,
-    /// multirc). Ignored with --train-file.
-    #[arg(long, default_value = "sst2")]
-    pub task: String,
+    /// multirc). Ignored with --train-file. [default: sst2; for `eval`, the adapter's or bundle's task]
+    #[arg(long)]
+    pub task: Option<String>,
     /// Benchmark folder holding the task folders [env ADEPT_DATA; default ../shared/data/glue].
     #[arg(long)]
     pub data: Option<PathBuf>,

@@ -129,7 +129,7 @@ pub fn load_task(a: &DataArgs, seed: u64) -> Result<TaskData> {
             t
         }
         None => {
-            let kind = adept_data::TaskKind::parse(&a.task)?;
+            let kind = adept_data::TaskKind::parse(a.task.as_deref().unwrap_or("sst2"))?;
             TaskData::builtin(kind, &data_dir(a)?, a.splits, seed)?
         }
     };
@@ -259,7 +259,7 @@ fn eval_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
             ort_lib: a.ort_lib.clone(),
             cache: a.cache.clone(),
         },
-        task: (a.data.task != "sst2").then(|| a.data.task.clone()),
+        task: a.data.task.clone(),
         data: a.data.data.clone(),
         splits: a.data.splits,
         seed: 42,
@@ -282,9 +282,8 @@ fn eval(a: &EvalArgs) -> Result<()> {
     let (model, enc, manifest) = adept_train::load_trained(&dir, a.model.as_deref(), &dev)?;
     let mut data = a.data.clone();
     let custom = data.train_file.is_some();
-    if !custom && data.task == "sst2" && manifest.task.to_lowercase().replace('-', "") != "sst2" {
-        // --task left at its default: use the adapter's own task.
-        data.task = manifest.task.clone();
+    if !custom && data.task.is_none() {
+        data.task = Some(manifest.task.clone());
     }
     let task = load_task(&data, manifest.train_config.seed)?;
     if task.label_names != manifest.label_names {

@@ -159,7 +159,7 @@ pub fn run(a: &QuickstartArgs) -> Result<()> {
 
 fn default_data() -> crate::args::DataArgs {
     crate::args::DataArgs {
-        task: "sst2".into(),
+        task: Some("sst2".into()),
         data: None,
         splits: adept_train::SplitChoice::Official,
         train_file: None,
