@@ -7,11 +7,12 @@
 //! `pad_token_id + 1` for RoBERTa.
 
 use crate::{Backbone, Weights};
-use adept_nn::{attention_probs, frozen_layer_norm, FrozenLinear};
+use adept_nn::{attention_probs, frozen_layer_norm, EncoderLayerWeights, FrozenLinear};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct BertConfig {
@@ -171,6 +172,50 @@ pub struct BertEncoder {
     pub embeddings: BertEmbeddings,
     pub layers: Vec<BertLayer>,
     activation: Activation,
+    /// Host copies of each layer's weights for [`adept_nn::encoder_layer`], the one-op layer
+    /// with a hand-written backward; present for CPU f32 models with the erf GELU.
+    fused: Option<Vec<Arc<EncoderLayerWeights>>>,
+}
+
+impl BertLayer {
+    /// This layer's weights as [`adept_nn::encoder_layer`] takes them (Q/K/V stacked).
+    fn fused_weights(&self, config: &BertConfig) -> anyhow::Result<EncoderLayerWeights> {
+        let host =
+            |t: &Tensor| -> anyhow::Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+        let bias = |l: &FrozenLinear| -> anyhow::Result<Vec<f32>> {
+            match l.bias() {
+                Some(b) => host(b),
+                None => Ok(vec![0.0; l.out_features()]),
+            }
+        };
+        let stacked = Tensor::cat(
+            &[self.query.weight(), self.key.weight(), self.value.weight()],
+            0,
+        )?;
+        let mut qkv_bias = bias(&self.query)?;
+        qkv_bias.extend(bias(&self.key)?);
+        qkv_bias.extend(bias(&self.value)?);
+        let w = EncoderLayerWeights {
+            hidden: config.hidden_size,
+            heads: config.num_attention_heads,
+            intermediate: config.intermediate_size,
+            eps: config.layer_norm_eps as f32,
+            qkv_weight: host(&stacked)?,
+            qkv_bias,
+            out_weight: host(self.attention_output.weight())?,
+            out_bias: bias(&self.attention_output)?,
+            norm1_gamma: host(&self.attention_norm.weight)?,
+            norm1_beta: host(&self.attention_norm.bias)?,
+            ffn_in_weight: host(self.intermediate.weight())?,
+            ffn_in_bias: bias(&self.intermediate)?,
+            ffn_out_weight: host(self.output.weight())?,
+            ffn_out_bias: bias(&self.output)?,
+            norm2_gamma: host(&self.output_norm.weight)?,
+            norm2_beta: host(&self.output_norm.bias)?,
+        };
+        w.validate()?;
+        Ok(w)
+    }
 }
 
 impl BertEncoder {
@@ -226,12 +271,41 @@ impl BertEncoder {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let activation = Activation::parse(&config.hidden_act)?;
-        Ok(Self {
+        let mut encoder = Self {
             config,
             embeddings,
             layers,
             activation,
-        })
+            fused: None,
+        };
+        encoder.set_fused_layers(true)?;
+        Ok(encoder)
+    }
+
+    /// Chooses how the encoder layers run: as one fused op each with a hand-written backward
+    /// (`true`, the default; CPU f32 models with the erf GELU only, others keep the composite
+    /// path), or from composite candle ops (`false`; the reference, and what CUDA runs).
+    /// Both compute the same values; tests and `adept bench` compare them.
+    pub fn set_fused_layers(&mut self, on: bool) -> anyhow::Result<()> {
+        let eligible = self.embeddings.word.device().is_cpu()
+            && self.embeddings.word.dtype() == DType::F32
+            && self.activation == Activation::GeluErf;
+        self.fused = if on && eligible {
+            Some(
+                self.layers
+                    .iter()
+                    .map(|l| Ok(Arc::new(l.fused_weights(&self.config)?)))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            )
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// Whether the layers run as fused ops (see [`Self::set_fused_layers`]).
+    pub fn fused_layers(&self) -> bool {
+        self.fused.is_some()
     }
 
     pub fn activation(&self) -> Activation {
@@ -290,7 +364,10 @@ impl BertEncoder {
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
             let from = if i == last { keep_from } else { 0 };
-            hidden = self.layer_forward(layer, &hidden, &bias, from)?;
+            hidden = match &self.fused {
+                Some(fused) => adept_nn::encoder_layer(&fused[i], &hidden, &bias, from)?,
+                None => self.layer_forward(layer, &hidden, &bias, from)?,
+            };
         }
         if self.layers.is_empty() && keep_from > 0 {
             hidden = hidden.narrow(1, keep_from, l - keep_from)?;

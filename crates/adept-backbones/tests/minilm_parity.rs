@@ -69,7 +69,33 @@ fn minilm_hidden_states_match_transformers() {
         "the cached model is not the fixture's model"
     );
     let dev = Device::Cpu;
-    let enc = BertEncoder::from_dir(&dir, &dev).unwrap();
+    load_cached_blas();
+    let mut enc = BertEncoder::from_dir(&dir, &dev).unwrap();
+    assert!(
+        enc.fused_layers(),
+        "CPU f32 MiniLM runs fused layers by default"
+    );
+    check_against_fixture(&enc, &fx, &dev, "fused layers");
+    enc.set_fused_layers(false).unwrap();
+    check_against_fixture(&enc, &fx, &dev, "composite layers");
+}
+
+/// Loads the OpenBLAS that `adept fetch` caches, so the fused layers' products run on it (the
+/// `gemm` crate path is covered by adept-nn's unit tests); required when CI asks for the model.
+fn load_cached_blas() {
+    let root = adept_cache::cache_root(None).unwrap();
+    match adept_cache::find_blas(&root).unwrap() {
+        Some(lib) => adept_nn::blas::load(&lib).unwrap(),
+        None if std::env::var("ADEPT_REQUIRE_MODEL").as_deref() == Ok("1") => {
+            panic!("ADEPT_REQUIRE_MODEL=1 but OpenBLAS is not in the cache; run `adept fetch`")
+        }
+        None => eprintln!("OpenBLAS not cached: products run on the gemm crate"),
+    }
+    eprintln!("matrix products: {}", adept_nn::blas::backend());
+}
+
+fn check_against_fixture(enc: &BertEncoder, fx: &Value, dev: &Device, label: &str) {
+    let dev = dev.clone();
 
     // Plain sentences, padded batch.
     let case = &fx["plain"];
@@ -80,7 +106,10 @@ fn minilm_hidden_states_match_transformers() {
     let hidden = enc.forward_embeds(&embeds, &mask, &types).unwrap();
     let m: Vec<Vec<u32>> = mask.to_vec2().unwrap();
     let d = max_diff_on_mask(&hidden, &case["last_hidden_state"], &m);
-    assert!(d < 1e-4, "plain: max |candle - transformers| = {d}");
+    assert!(
+        d < 1e-4,
+        "{label}, plain: max |candle - transformers| = {d}"
+    );
 
     // A 5-token prompt before [CLS], positions over prompt + input (the PEFT convention).
     let case = &fx["prompt"];
@@ -104,7 +133,10 @@ fn minilm_hidden_states_match_transformers() {
     let hidden = enc.forward_embeds(&embeds, &mask, &types).unwrap();
     let m: Vec<Vec<u32>> = mask.to_vec2().unwrap();
     let d = max_diff_on_mask(&hidden, &case["last_hidden_state"], &m);
-    assert!(d < 1e-4, "prompt: max |candle - transformers| = {d}");
+    assert!(
+        d < 1e-4,
+        "{label}, prompt: max |candle - transformers| = {d}"
+    );
 
     // Keeping only the input rows (the last layer skips the prompt's queries) changes nothing.
     let inputs = enc.forward_embeds_from(&embeds, &mask, &types, l).unwrap();
@@ -128,6 +160,64 @@ fn minilm_hidden_states_match_transformers() {
     .unwrap();
     assert!(
         diff < 1e-5,
-        "forward_embeds_from differs from the full forward by {diff}"
+        "{label}: forward_embeds_from differs from the full forward by {diff}"
+    );
+}
+
+/// The gradient reaching the input embeddings (what trains the prompt and the offsets) is the
+/// same through the fused layers as through the composite candle ops, on the real model.
+#[test]
+fn fused_layers_pass_the_same_input_gradient_as_composite_layers() {
+    let Some(dir) = model_dir() else { return };
+    let fx = fixture();
+    let dev = Device::Cpu;
+    load_cached_blas();
+    let mut enc = BertEncoder::from_dir(&dir, &dev).unwrap();
+    let case = &fx["prompt"];
+    let ids = u32_matrix(&case["input_ids"], &dev);
+    let mask = u32_matrix(&case["attention_mask"], &dev);
+    let types = u32_matrix(&case["token_type_ids"], &dev);
+    let prompt_len = mask.dims()[1] - ids.dims()[1];
+    let inputs = enc.word_embeddings(&ids).unwrap();
+    let prompt = Tensor::randn(0f32, 0.05, (ids.dims()[0], prompt_len, 384), &dev).unwrap();
+    let embeds =
+        candle_core::Var::from_tensor(&Tensor::cat(&[&prompt, &inputs], 1).unwrap()).unwrap();
+    let probe = Tensor::randn(0f32, 1., inputs.dims(), &dev).unwrap();
+    let mut grads = Vec::new();
+    for fused in [true, false] {
+        enc.set_fused_layers(fused).unwrap();
+        let out = enc
+            .forward_embeds_from(embeds.as_tensor(), &mask, &types, prompt_len)
+            .unwrap();
+        let g = (out * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        grads.push(g.get(embeds.as_tensor()).unwrap().clone());
+    }
+    let largest = grads[1]
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let diff = (&grads[0] - &grads[1])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        largest > 1e-3,
+        "the gradient is not trivially zero ({largest})"
+    );
+    assert!(
+        diff <= 1e-4 * largest.max(1.0),
+        "fused vs composite input gradient differs by {diff} (largest entry {largest})"
     );
 }

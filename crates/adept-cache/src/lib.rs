@@ -42,6 +42,16 @@ pub const ORT_VERSION: &str = "1.31.1";
 /// Folder inside the onnxruntime wheel that holds the native libraries.
 pub const ORT_PREFIX: &str = "onnxruntime/capi/";
 
+/// PyPI package carrying OpenBLAS (a `DYNAMIC_ARCH` build with AVX-512 kernels) for training on
+/// the CPU; see `adept_nn::blas`.
+pub const OPENBLAS_PACKAGE: &str = "scipy-openblas32";
+/// Pinned version of [`OPENBLAS_PACKAGE`].
+pub const OPENBLAS_VERSION: &str = "0.3.34.481.3";
+/// Wheel folder holding the library.
+pub const OPENBLAS_PREFIX: &str = "scipy_openblas32/lib/";
+/// Environment variable: a BLAS library to use instead of the cached OpenBLAS, or `off`.
+pub const ENV_BLAS: &str = "ADEPT_BLAS";
+
 /// Environment variable naming the cache root.
 pub const ENV_CACHE: &str = "ADEPT_CACHE";
 /// Environment variable naming the ONNX Runtime shared library (the one `ort` itself reads).
@@ -131,6 +141,22 @@ pub fn onnxruntime_lib_name() -> String {
         format!("libonnxruntime.{ORT_VERSION}.dylib")
     } else {
         format!("libonnxruntime.so.{ORT_VERSION}")
+    }
+}
+
+/// `<root>/openblas/<version>`.
+pub fn openblas_dir(root: &Path) -> PathBuf {
+    root.join("openblas").join(OPENBLAS_VERSION)
+}
+
+/// File name of the OpenBLAS library in the wheel for this OS.
+pub fn openblas_lib_name() -> &'static str {
+    if cfg!(target_os = "windows") {
+        "libscipy_openblas.dll"
+    } else if cfg!(target_os = "macos") {
+        "libscipy_openblas.dylib"
+    } else {
+        "libscipy_openblas.so"
     }
 }
 
@@ -642,3 +668,54 @@ pub fn find_onnxruntime_with(
 
 #[cfg(test)]
 mod tests;
+
+/// OpenBLAS in `<root>/openblas/<version>`, fetched from the PyPI wheel `scipy-openblas32` when
+/// not already there. Returns the library's path.
+pub fn fetch_openblas(root: &Path) -> Result<PathBuf> {
+    let dest = openblas_dir(root);
+    let lib = openblas_lib_name();
+    if is_complete(&dest, &[lib, SOURCE_FILE]) {
+        return Ok(dest.join(lib));
+    }
+    let wheel = fetch_wheel(root, OPENBLAS_PACKAGE, OPENBLAS_VERSION)?;
+    install_from_wheel(
+        &wheel,
+        OPENBLAS_PACKAGE,
+        OPENBLAS_VERSION,
+        OPENBLAS_PREFIX,
+        &dest,
+        &[lib],
+        |rel| rel == lib,
+    )?;
+    Ok(dest.join(lib))
+}
+
+/// Which BLAS library training should load, from the value of `ADEPT_BLAS`: unset or empty, the
+/// cached OpenBLAS if `adept fetch` put it there (else none: the built-in `gemm` crate runs the
+/// products); `off`, none; anything else, that library, which must exist.
+pub fn find_blas_with(root: &Path, env_value: Option<OsString>) -> Result<Option<PathBuf>> {
+    match env_value.filter(|v| !v.is_empty()) {
+        Some(v) if v == "off" || v == "none" => Ok(None),
+        Some(v) => {
+            let p = PathBuf::from(v);
+            if p.is_file() {
+                Ok(Some(p))
+            } else {
+                bail!(
+                    "{ENV_BLAS}={} is not a file; name a BLAS library, or set it to `off`",
+                    p.display()
+                )
+            }
+        }
+        None => {
+            let dir = openblas_dir(root);
+            let lib = openblas_lib_name();
+            Ok(is_complete(&dir, &[lib]).then(|| dir.join(lib)))
+        }
+    }
+}
+
+/// [`find_blas_with`] reading `ADEPT_BLAS` from the environment.
+pub fn find_blas(root: &Path) -> Result<Option<PathBuf>> {
+    find_blas_with(root, std::env::var_os(ENV_BLAS))
+}

@@ -511,3 +511,49 @@ fn real_assets() {
     assert!(lib.is_file());
     assert_eq!(find_onnxruntime_with(&root, None, None).unwrap(), lib);
 }
+
+// ---- openblas -----------------------------------------------------------------------------
+
+#[test]
+fn fetch_openblas_keeps_only_the_library_and_find_blas_follows_adept_blas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // Nothing cached, nothing asked for: no BLAS (the gemm crate runs the products).
+    assert_eq!(find_blas_with(root, None).unwrap(), None);
+
+    let name = format!(
+        "scipy_openblas32-{OPENBLAS_VERSION}-py3-none-{}.whl",
+        host_platform_tag()
+    );
+    let lib_member = format!("{OPENBLAS_PREFIX}{}", openblas_lib_name());
+    write_zip(
+        &wheels_dir(root).join(name),
+        &[
+            ("scipy_openblas32/__init__.py", b"".as_slice()),
+            (
+                "scipy_openblas32/include/cblas.h",
+                b"/* header */".as_slice(),
+            ),
+            (lib_member.as_str(), b"\x7fELF openblas".as_slice()),
+        ],
+    );
+    let lib = fetch_openblas(root).unwrap();
+    assert_eq!(lib, openblas_dir(root).join(openblas_lib_name()));
+    assert_eq!(fs::read(&lib).unwrap(), b"\x7fELF openblas");
+    assert!(!openblas_dir(root).join("cblas.h").exists());
+    assert_eq!(fetch_openblas(root).unwrap(), lib);
+
+    assert_eq!(find_blas_with(root, None).unwrap(), Some(lib.clone()));
+    assert_eq!(find_blas_with(root, Some("".into())).unwrap(), Some(lib));
+    assert_eq!(find_blas_with(root, Some("off".into())).unwrap(), None);
+    let mine = tmp.path().join("libmyblas.so");
+    fs::write(&mine, b"x").unwrap();
+    assert_eq!(
+        find_blas_with(root, Some(mine.clone().into_os_string())).unwrap(),
+        Some(mine)
+    );
+    let err = find_blas_with(root, Some("/no/such/libblas.so".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ADEPT_BLAS=/no/such/libblas.so"), "{err}");
+}

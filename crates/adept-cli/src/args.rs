@@ -47,10 +47,10 @@ pub struct CacheArgs {
 pub struct FetchArgs {
     #[command(flatten)]
     pub cache: CacheArgs,
-    /// Fetch only the model.
+    /// Fetch only the model (not ONNX Runtime or OpenBLAS).
     #[arg(long, conflicts_with = "onnxruntime_only")]
     pub model_only: bool,
-    /// Fetch only ONNX Runtime.
+    /// Fetch only ONNX Runtime (not the model or OpenBLAS).
     #[arg(long)]
     pub onnxruntime_only: bool,
 }
@@ -245,10 +245,15 @@ pub struct BenchArgs {
     /// run, when python3 with torch and transformers is available.
     #[arg(long)]
     pub pytorch: bool,
-    /// Also time the same step with candle's plain matmul backward (weight gradients computed
-    /// and thrown away), to show what the input-only backward saves.
+    /// Also time the encoder layers built from composite candle ops with candle's plain matmul
+    /// backward (weight gradients computed and thrown away): the unoptimised baseline.
     #[arg(long)]
     pub plain_matmul: bool,
+    /// Also time each optimisation taken away in turn: the fused layers without the BLAS
+    /// (built-in gemm crate), composite layers (FrozenLinear's input-only backward), and the
+    /// plain-matmul baseline.
+    #[arg(long)]
+    pub ablation: bool,
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,

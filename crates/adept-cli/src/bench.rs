@@ -21,6 +21,18 @@ struct Row {
     steps: usize,
 }
 
+/// One way of running the training step.
+struct Variant {
+    name: String,
+    method: adept_adapters::MethodKind,
+    /// Encoder layers as one fused op each (else composite candle ops).
+    fused: bool,
+    /// Products on the loaded BLAS (else the gemm crate).
+    blas: bool,
+    /// candle's plain matmul backward in the composite layers.
+    plain: bool,
+}
+
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
     let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
     v.sort_by(|a, b| a.partial_cmp(b).expect("finite times"));
@@ -80,25 +92,39 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         / batches.len() as f64;
 
     let mut rows = Vec::new();
-    let mut variants: Vec<(String, adept_adapters::MethodKind, bool)> = a
-        .methods
-        .iter()
-        .map(|m| (format!("candle {m}"), *m, false))
-        .collect();
-    if a.plain_matmul {
-        for m in &a.methods {
-            variants.push((format!("candle {m}, plain matmul backward"), *m, true));
+    let mut variants: Vec<Variant> = Vec::new();
+    for m in &a.methods {
+        let v = |label: &str, fused: bool, blas: bool, plain: bool| Variant {
+            name: format!("candle {m}{label}"),
+            method: *m,
+            fused,
+            blas,
+            plain,
+        };
+        variants.push(v("", true, true, false));
+        if a.ablation && adept_nn::blas::blas_loaded() {
+            variants.push(v(", gemm crate", true, false, false));
+        }
+        if a.ablation {
+            variants.push(v(", composite layers", false, false, false));
+        }
+        if a.ablation || a.plain_matmul {
+            variants.push(v(", composite + plain matmul", false, false, true));
         }
     }
-    for (name, method, plain) in variants {
-        let mut cfg = TrainConfig::defaults(method);
+    eprintln!("matrix products: {}", adept_nn::blas::backend());
+    for var in variants {
+        let name = var.name;
+        let mut cfg = TrainConfig::defaults(var.method);
         cfg.batch_size = a.batch_size;
         cfg.max_len = max_len;
-        let backbone = BertEncoder::from_dir(&mdir, &dev)?;
+        let mut backbone = BertEncoder::from_dir(&mdir, &dev)?;
+        backbone.set_fused_layers(var.fused)?;
         adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
         let model = adept_train::build_classifier(backbone, &enc, &cfg, task.num_outputs())?;
         let mut opt = build_optimizer(&model, &cfg)?;
-        adept_nn::use_plain_matmul_backward(plain);
+        adept_nn::use_plain_matmul_backward(var.plain);
+        adept_nn::blas::bypass_blas(!var.blas);
         let mut times = Vec::new();
         for (step, (batch, targets)) in batches.iter().enumerate() {
             let t = Instant::now();
@@ -109,6 +135,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             }
         }
         adept_nn::use_plain_matmul_backward(false);
+        adept_nn::blas::bypass_blas(false);
         let (mean, median) = stats(times);
         eprintln!("{name}: {median:.3} s/step (median of {})", a.iters);
         rows.push(Row {

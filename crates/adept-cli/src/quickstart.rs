@@ -16,6 +16,8 @@ pub fn run(a: &QuickstartArgs) -> Result<()> {
     );
     let model_dir = adept_cache::fetch_default_model(&root)?;
     let ort_lib = adept_cache::fetch_onnxruntime(&root)?;
+    adept_cache::fetch_openblas(&root)?;
+    crate::commands::use_blas(a.cache.cache.as_deref())?;
 
     let data = crate::commands::data_dir(&crate::args::DataArgs {
         data: a.data.clone(),

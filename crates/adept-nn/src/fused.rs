@@ -11,7 +11,7 @@
 use crate::ops::{layer_norm, softmax_last_dim};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Error, Layout, Result, Shape, Tensor};
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         candle_core::bail!("{op}: expects f32 input")
     };
@@ -23,7 +23,7 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
 
 /// A pointer that may cross threads: each worker writes only its own rows.
 #[derive(Clone, Copy)]
-struct RowsPtr(*mut f32);
+pub(crate) struct RowsPtr(pub(crate) *mut f32);
 unsafe impl Send for RowsPtr {}
 unsafe impl Sync for RowsPtr {}
 
@@ -230,7 +230,7 @@ struct FrozenLayerNorm {
     eps: f32,
 }
 
-fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+pub(crate) fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let d = x.len() as f32;
     let mean = x.iter().sum::<f32>() / d;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d;
@@ -291,25 +291,37 @@ impl CustomOp2 for LayerNormGrad {
         let d = self.gamma.len();
         let mut out = vec![0f32; x.len()];
         par_rows(&mut out, d, |r, o| {
-            let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-            let (mean, rstd) = row_stats(xr, self.eps);
-            let mut mean_g = 0f32;
-            let mut mean_gx = 0f32;
-            for j in 0..d {
-                let gh = gr[j] * self.gamma[j];
-                let xh = (xr[j] - mean) * rstd;
-                mean_g += gh;
-                mean_gx += gh * xh;
-            }
-            mean_g /= d as f32;
-            mean_gx /= d as f32;
-            for j in 0..d {
-                let gh = gr[j] * self.gamma[j];
-                let xh = (xr[j] - mean) * rstd;
-                o[j] = rstd * (gh - mean_g - xh * mean_gx);
-            }
+            layer_norm_grad_row(
+                &x[r * d..(r + 1) * d],
+                &g[r * d..(r + 1) * d],
+                &self.gamma,
+                self.eps,
+                o,
+            )
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// One row of [`LayerNormGrad`]: the gradient of the LayerNorm input `x` from the output
+/// gradient `g`, with frozen `gamma`, into `out`.
+pub(crate) fn layer_norm_grad_row(x: &[f32], g: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]) {
+    let d = gamma.len();
+    let (mean, rstd) = row_stats(x, eps);
+    let mut mean_g = 0f32;
+    let mut mean_gx = 0f32;
+    for j in 0..d {
+        let gh = g[j] * gamma[j];
+        let xh = (x[j] - mean) * rstd;
+        mean_g += gh;
+        mean_gx += gh * xh;
+    }
+    mean_g /= d as f32;
+    mean_gx /= d as f32;
+    for j in 0..d {
+        let gh = g[j] * gamma[j];
+        let xh = (x[j] - mean) * rstd;
+        out[j] = rstd * (gh - mean_g - xh * mean_gx);
     }
 }
 
@@ -331,6 +343,7 @@ fn for_chunks(out: &mut [f32], kernel: impl Fn(usize, &mut [f32]) + Sync) {
 }
 
 /// `erf(x)` for f32 (Numerical Recipes' `erfcc`, Chebyshev fit; fractional error below 1.2e-7).
+#[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
@@ -354,6 +367,20 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π)
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
+/// `x · Φ(x)` for one value.
+#[inline(always)]
+pub(crate) fn gelu_erf_scalar(v: f32) -> f32 {
+    0.5 * v * (1.0 + erf_f32(v * FRAC_1_SQRT_2))
+}
+
+/// The derivative of [`gelu_erf_scalar`]: `Φ(x) + x φ(x)`.
+#[inline(always)]
+pub(crate) fn gelu_erf_slope(v: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf_f32(v * FRAC_1_SQRT_2));
+    let pdf = INV_SQRT_2PI * exp_f32(-0.5 * v * v);
+    cdf + v * pdf
+}
+
 /// `x · Φ(x) = ½ x (1 + erf(x/√2))`, the GELU of BERT (`hidden_act = "gelu"`).
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if !use_fused(x) {
@@ -374,7 +401,7 @@ impl CustomOp1 for GeluErf {
         let mut out = vec![0f32; x.len()];
         for_chunks(&mut out, |start, o| {
             for (o, &v) in o.iter_mut().zip(&x[start..]) {
-                *o = 0.5 * v * (1.0 + erf_f32(v * FRAC_1_SQRT_2));
+                *o = gelu_erf_scalar(v);
             }
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
@@ -408,9 +435,7 @@ impl CustomOp2 for GeluErfGrad {
         let mut out = vec![0f32; x.len()];
         for_chunks(&mut out, |start, o| {
             for ((o, &v), &gv) in o.iter_mut().zip(&x[start..]).zip(&g[start..]) {
-                let cdf = 0.5 * (1.0 + erf_f32(v * FRAC_1_SQRT_2));
-                let pdf = INV_SQRT_2PI * exp_f32(-0.5 * v * v);
-                *o = gv * (cdf + v * pdf);
+                *o = gv * gelu_erf_slope(v);
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))

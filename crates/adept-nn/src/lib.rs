@@ -9,10 +9,13 @@
 //!
 //! The crate has one job: numerics that both the backbones and the adapters share.
 
+pub mod blas;
+mod encoder_layer;
 mod frozen_linear;
 mod fused;
 mod ops;
 
+pub use encoder_layer::{encoder_layer, EncoderLayerWeights};
 pub use frozen_linear::{use_plain_matmul_backward, FrozenLinear};
 pub use fused::{attention_probs, erf_f32, frozen_layer_norm, gelu_erf};
 pub use ops::{dropout_mask, layer_norm, masked_mean, softmax_last_dim};

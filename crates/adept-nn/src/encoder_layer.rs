@@ -1,0 +1,703 @@
+//! A whole frozen post-LayerNorm encoder layer (BERT's) as one op with a hand-written backward.
+//!
+//! Written from candle ops, one BERT layer is some forty graph nodes: each allocates its output,
+//! and candle's backward allocates a zeroed gradient buffer per node and adds into it. With the
+//! weights frozen only the gradient of the layer's *input* is needed, so the layer can run as a
+//! single custom op: the forward keeps the few activations the backward needs (fused Q/K/V,
+//! attention probabilities, the two pre-LayerNorm sums, the feed-forward pre-activation) and the
+//! backward is the chain rule written out, every large product on [`crate::blas::sgemm`].
+//!
+//! Stages, forward (rows `R = b·L`; queries from position `query_from` on, `Rq = b·Lq` rows):
+//! 1. `qkv = x·[Wq;Wk;Wv]ᵀ + b` `[R, 3d]` (one product instead of three);
+//! 2. per (sequence, head): `P = softmax(QKᵀ/√dh + mask)`, `ctx = P·V` (strided views of `qkv`);
+//! 3. `z1 = ctx·Woᵀ + bo + x_q`, `h1 = LN1(z1)`;
+//! 4. `u = h1·W1ᵀ + b1`, `z2 = GELU(u)·W2ᵀ + b2 + h1`, `y = LN2(z2)`.
+//!
+//! Values match the composite candle version within float rounding; the tests check values and
+//! input gradients against it, with padding and with `query_from > 0`.
+
+use crate::blas::{sgemm, sgemm_single_thread, MatRef};
+use crate::fused::{exp_f32, gelu_erf_scalar, gelu_erf_slope, par_rows, RowsPtr};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use std::sync::{Arc, Mutex};
+
+/// The frozen weights of one encoder layer, host copies in PyTorch's `[out, in]` layout.
+#[derive(Clone, Debug)]
+pub struct EncoderLayerWeights {
+    pub hidden: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub eps: f32,
+    /// `[3d, d]`: the query, key and value weights stacked.
+    pub qkv_weight: Vec<f32>,
+    pub qkv_bias: Vec<f32>,
+    pub out_weight: Vec<f32>,
+    pub out_bias: Vec<f32>,
+    pub norm1_gamma: Vec<f32>,
+    pub norm1_beta: Vec<f32>,
+    /// `[i, d]`
+    pub ffn_in_weight: Vec<f32>,
+    pub ffn_in_bias: Vec<f32>,
+    /// `[d, i]`
+    pub ffn_out_weight: Vec<f32>,
+    pub ffn_out_bias: Vec<f32>,
+    pub norm2_gamma: Vec<f32>,
+    pub norm2_beta: Vec<f32>,
+}
+
+impl EncoderLayerWeights {
+    /// Checks every array against `hidden`, `heads` and `intermediate`.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let (d, i) = (self.hidden, self.intermediate);
+        if self.heads == 0 || d % self.heads != 0 {
+            anyhow::bail!("hidden size {d} is not divisible by {} heads", self.heads);
+        }
+        for (name, len, want) in [
+            ("qkv weight", self.qkv_weight.len(), 3 * d * d),
+            ("qkv bias", self.qkv_bias.len(), 3 * d),
+            ("attention output weight", self.out_weight.len(), d * d),
+            ("attention output bias", self.out_bias.len(), d),
+            ("attention LayerNorm γ", self.norm1_gamma.len(), d),
+            ("attention LayerNorm β", self.norm1_beta.len(), d),
+            ("intermediate weight", self.ffn_in_weight.len(), i * d),
+            ("intermediate bias", self.ffn_in_bias.len(), i),
+            ("output weight", self.ffn_out_weight.len(), d * i),
+            ("output bias", self.ffn_out_bias.len(), d),
+            ("output LayerNorm γ", self.norm2_gamma.len(), d),
+            ("output LayerNorm β", self.norm2_beta.len(), d),
+        ] {
+            if len != want {
+                anyhow::bail!("encoder layer {name} has {len} values, expected {want}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the layer on `x [b, L, d]` (CPU, f32) with the additive mask `mask_bias [b, L]` (0 where
+/// attended, a large negative number at padding); returns `[b, L - query_from, d]`, the rows
+/// from `query_from` on. Differentiable with respect to `x` only.
+pub fn encoder_layer(
+    weights: &Arc<EncoderLayerWeights>,
+    x: &Tensor,
+    mask_bias: &Tensor,
+    query_from: usize,
+) -> Result<Tensor> {
+    let (b, l, d) = x.dims3()?;
+    if d != weights.hidden {
+        candle_core::bail!("encoder layer expects {} features, got {d}", weights.hidden);
+    }
+    if mask_bias.dims() != [b, l] {
+        candle_core::bail!(
+            "attention mask bias has shape {:?}, expected [{b}, {l}]",
+            mask_bias.dims()
+        );
+    }
+    if query_from >= l {
+        candle_core::bail!("cannot keep rows from {query_from} of a {l}-position sequence");
+    }
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+        candle_core::bail!("the fused encoder layer runs on CPU f32 tensors only");
+    }
+    x.contiguous()?.apply_op1(EncoderLayerOp {
+        weights: weights.clone(),
+        mask: mask_bias.flatten_all()?.to_vec1::<f32>()?,
+        batch: b,
+        len: l,
+        query_from,
+        keep_for_backward: x.track_op(),
+        saved: Mutex::new(None),
+    })
+}
+
+struct EncoderLayerOp {
+    weights: Arc<EncoderLayerWeights>,
+    mask: Vec<f32>,
+    batch: usize,
+    len: usize,
+    query_from: usize,
+    keep_for_backward: bool,
+    saved: Mutex<Option<Saved>>,
+}
+
+/// What the backward pass needs from the forward.
+struct Saved {
+    qkv: Vec<f32>,
+    probs: Vec<f32>,
+    z1: Vec<f32>,
+    u: Vec<f32>,
+    z2: Vec<f32>,
+}
+
+/// A vector of `n` values, each filled with `row` repeated (the bias before `C += A·B`).
+fn rows_of(row: &[f32], n_rows: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(row.len() * n_rows);
+    for _ in 0..n_rows {
+        v.extend_from_slice(row);
+    }
+    v
+}
+
+fn layer_norm_rows(z: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+    let d = gamma.len();
+    let mut out = vec![0f32; z.len()];
+    par_rows(&mut out, d, |r, o| {
+        let zr = &z[r * d..(r + 1) * d];
+        let (mean, rstd) = crate::fused::row_stats(zr, eps);
+        for j in 0..d {
+            o[j] = (zr[j] - mean) * rstd * gamma[j] + beta[j];
+        }
+    });
+    out
+}
+
+fn layer_norm_grad_rows(z: &[f32], g: &[f32], gamma: &[f32], eps: f32) -> Vec<f32> {
+    let d = gamma.len();
+    let mut out = vec![0f32; z.len()];
+    par_rows(&mut out, d, |r, o| {
+        crate::fused::layer_norm_grad_row(
+            &z[r * d..(r + 1) * d],
+            &g[r * d..(r + 1) * d],
+            gamma,
+            eps,
+            o,
+        )
+    });
+    out
+}
+
+impl EncoderLayerOp {
+    fn dims(&self) -> (usize, usize, usize, usize, usize) {
+        let w = &self.weights;
+        (
+            self.batch,
+            self.len,
+            self.len - self.query_from,
+            w.hidden,
+            w.heads,
+        )
+    }
+
+    fn forward(&self, x: &[f32]) -> (Vec<f32>, Saved) {
+        let w = &*self.weights;
+        let (b, l, lq, d, h) = self.dims();
+        let (dh, inter, qf) = (d / h, w.intermediate, self.query_from);
+        let (rows, q_rows) = (b * l, b * lq);
+        let scale = 1.0 / (dh as f32).sqrt();
+
+        // 1. Fused Q/K/V projection.
+        let mut qkv = rows_of(&w.qkv_bias, rows);
+        sgemm(
+            rows,
+            3 * d,
+            d,
+            MatRef::new(x, d, false),
+            MatRef::new(&w.qkv_weight, d, true),
+            &mut qkv,
+            3 * d,
+            true,
+        );
+
+        // 2. Attention per (sequence, head); each task writes its own probabilities and its own
+        // head's columns of the context.
+        let mut probs = vec![0f32; b * h * lq * l];
+        let mut ctx = vec![0f32; q_rows * d];
+        let ctx_ptr = RowsPtr(ctx.as_mut_ptr());
+        par_rows(&mut probs, lq * l, |task, p| {
+            let (bi, hi) = (task / h, task % h);
+            let seq = &qkv[bi * l * 3 * d..(bi + 1) * l * 3 * d];
+            let q = &seq[qf * 3 * d + hi * dh..];
+            let k = &seq[d + hi * dh..];
+            let v = &seq[2 * d + hi * dh..];
+            let mask = &self.mask[bi * l..(bi + 1) * l];
+            // SAFETY: p is this task's own [lq, l] block.
+            unsafe {
+                sgemm_single_thread(
+                    lq,
+                    l,
+                    dh,
+                    MatRef::new(q, 3 * d, false),
+                    MatRef::new(k, 3 * d, true),
+                    p.as_mut_ptr(),
+                    l,
+                    false,
+                )
+            };
+            for row in p.chunks_mut(l) {
+                let mut max = f32::NEG_INFINITY;
+                for (s, m) in row.iter_mut().zip(mask) {
+                    *s = *s * scale + m;
+                    max = max.max(*s);
+                }
+                let mut sum = 0f32;
+                for s in row.iter_mut() {
+                    *s = exp_f32(*s - max);
+                    sum += *s;
+                }
+                let inv = 1.0 / sum;
+                for s in row.iter_mut() {
+                    *s *= inv;
+                }
+            }
+            let ctx_ptr = ctx_ptr;
+            // SAFETY: the block (rows of sequence bi, columns of head hi) belongs to this task.
+            unsafe {
+                sgemm_single_thread(
+                    lq,
+                    dh,
+                    l,
+                    MatRef::new(p, l, false),
+                    MatRef::new(v, 3 * d, false),
+                    ctx_ptr.0.add(bi * lq * d + hi * dh),
+                    d,
+                    false,
+                )
+            };
+        });
+
+        // 3. Attention output, residual, LayerNorm.
+        let mut z1 = vec![0f32; q_rows * d];
+        par_rows(&mut z1, d, |r, o| {
+            let (bi, i) = (r / lq, r % lq);
+            let xr = &x[(bi * l + qf + i) * d..][..d];
+            for j in 0..d {
+                o[j] = xr[j] + w.out_bias[j];
+            }
+        });
+        sgemm(
+            q_rows,
+            d,
+            d,
+            MatRef::new(&ctx, d, false),
+            MatRef::new(&w.out_weight, d, true),
+            &mut z1,
+            d,
+            true,
+        );
+        drop(ctx);
+        let h1 = layer_norm_rows(&z1, &w.norm1_gamma, &w.norm1_beta, w.eps);
+
+        // 4. Feed-forward, residual, LayerNorm.
+        let mut u = rows_of(&w.ffn_in_bias, q_rows);
+        sgemm(
+            q_rows,
+            inter,
+            d,
+            MatRef::new(&h1, d, false),
+            MatRef::new(&w.ffn_in_weight, d, true),
+            &mut u,
+            inter,
+            true,
+        );
+        let mut act = vec![0f32; u.len()];
+        par_rows(&mut act, inter, |r, o| {
+            for (o, &v) in o.iter_mut().zip(&u[r * inter..]) {
+                *o = gelu_erf_scalar(v);
+            }
+        });
+        let mut z2 = h1;
+        par_rows(&mut z2, d, |_, o| {
+            for (o, bias) in o.iter_mut().zip(&w.ffn_out_bias) {
+                *o += bias;
+            }
+        });
+        sgemm(
+            q_rows,
+            d,
+            inter,
+            MatRef::new(&act, inter, false),
+            MatRef::new(&w.ffn_out_weight, inter, true),
+            &mut z2,
+            d,
+            true,
+        );
+        drop(act);
+        let y = layer_norm_rows(&z2, &w.norm2_gamma, &w.norm2_beta, w.eps);
+        (
+            y,
+            Saved {
+                qkv,
+                probs,
+                z1,
+                u,
+                z2,
+            },
+        )
+    }
+
+    fn backward(&self, s: &Saved, gy: &[f32]) -> Vec<f32> {
+        let w = &*self.weights;
+        let (b, l, lq, d, h) = self.dims();
+        let (dh, inter, qf) = (d / h, w.intermediate, self.query_from);
+        let (rows, q_rows) = (b * l, b * lq);
+        let scale = 1.0 / (dh as f32).sqrt();
+
+        // LN2, then the feed-forward block back to h1 (its residual path included).
+        let gz2 = layer_norm_grad_rows(&s.z2, gy, &w.norm2_gamma, w.eps);
+        let mut gu = vec![0f32; q_rows * inter];
+        sgemm(
+            q_rows,
+            inter,
+            d,
+            MatRef::new(&gz2, d, false),
+            MatRef::new(&w.ffn_out_weight, inter, false),
+            &mut gu,
+            inter,
+            false,
+        );
+        par_rows(&mut gu, inter, |r, o| {
+            for (o, &v) in o.iter_mut().zip(&s.u[r * inter..]) {
+                *o *= gelu_erf_slope(v);
+            }
+        });
+        let mut gh1 = gz2;
+        sgemm(
+            q_rows,
+            d,
+            inter,
+            MatRef::new(&gu, inter, false),
+            MatRef::new(&w.ffn_in_weight, d, false),
+            &mut gh1,
+            d,
+            true,
+        );
+        drop(gu);
+
+        // LN1; its input z1 = attention output + x_q, so gz1 flows to both.
+        let gz1 = layer_norm_grad_rows(&s.z1, &gh1, &w.norm1_gamma, w.eps);
+        drop(gh1);
+        let mut gctx = vec![0f32; q_rows * d];
+        sgemm(
+            q_rows,
+            d,
+            d,
+            MatRef::new(&gz1, d, false),
+            MatRef::new(&w.out_weight, d, false),
+            &mut gctx,
+            d,
+            false,
+        );
+
+        // Attention, per (sequence, head): gradients of Q, K and V into their columns of gqkv.
+        // Rows before `query_from` have no query, so their Q gradient stays zero.
+        let mut gqkv = vec![0f32; rows * 3 * d];
+        let g_ptr = RowsPtr(gqkv.as_mut_ptr());
+        let mut scratch = vec![0f32; b * h * lq * l];
+        par_rows(&mut scratch, lq * l, |task, gs| {
+            let (bi, hi) = (task / h, task % h);
+            let seq = &s.qkv[bi * l * 3 * d..(bi + 1) * l * 3 * d];
+            let q = &seq[qf * 3 * d + hi * dh..];
+            let k = &seq[d + hi * dh..];
+            let v = &seq[2 * d + hi * dh..];
+            let p = &s.probs[task * lq * l..(task + 1) * lq * l];
+            let gc = &gctx[bi * lq * d + hi * dh..];
+            let g_ptr = g_ptr;
+            // SAFETY (all writes below): gs is this task's own block; the gqkv blocks written
+            // are the rows of sequence bi in the columns of head hi, owned by this task.
+            unsafe {
+                let g_seq = g_ptr.0.add(bi * l * 3 * d);
+                // dV = Pᵀ·dC
+                sgemm_single_thread(
+                    l,
+                    dh,
+                    lq,
+                    MatRef::new(p, l, true),
+                    MatRef::new(gc, d, false),
+                    g_seq.add(2 * d + hi * dh),
+                    3 * d,
+                    false,
+                );
+                // dP = dC·Vᵀ
+                sgemm_single_thread(
+                    lq,
+                    l,
+                    dh,
+                    MatRef::new(gc, d, false),
+                    MatRef::new(v, 3 * d, true),
+                    gs.as_mut_ptr(),
+                    l,
+                    false,
+                );
+            }
+            // dS = scale · P ⊙ (dP − Σ dP⊙P)
+            for (gr, pr) in gs.chunks_mut(l).zip(p.chunks(l)) {
+                let dot: f32 = gr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                for (g, &pv) in gr.iter_mut().zip(pr) {
+                    *g = scale * pv * (*g - dot);
+                }
+            }
+            unsafe {
+                let g_seq = g_ptr.0.add(bi * l * 3 * d);
+                // dQ = dS·K
+                sgemm_single_thread(
+                    lq,
+                    dh,
+                    l,
+                    MatRef::new(gs, l, false),
+                    MatRef::new(k, 3 * d, false),
+                    g_seq.add(qf * 3 * d + hi * dh),
+                    3 * d,
+                    false,
+                );
+                // dK = dSᵀ·Q
+                sgemm_single_thread(
+                    l,
+                    dh,
+                    lq,
+                    MatRef::new(gs, l, true),
+                    MatRef::new(q, 3 * d, false),
+                    g_seq.add(d + hi * dh),
+                    3 * d,
+                    false,
+                );
+            }
+        });
+        drop(scratch);
+        drop(gctx);
+
+        // Back through the fused projection, plus the residual into the query rows.
+        let mut gx = vec![0f32; rows * d];
+        sgemm(
+            rows,
+            d,
+            3 * d,
+            MatRef::new(&gqkv, 3 * d, false),
+            MatRef::new(&w.qkv_weight, d, false),
+            &mut gx,
+            d,
+            false,
+        );
+        par_rows(&mut gx, d, |r, o| {
+            let (bi, pos) = (r / l, r % l);
+            if pos >= qf {
+                let g = &gz1[(bi * lq + pos - qf) * d..][..d];
+                for (o, g) in o.iter_mut().zip(g) {
+                    *o += g;
+                }
+            }
+        });
+        gx
+    }
+}
+
+impl CustomOp1 for EncoderLayerOp {
+    fn name(&self) -> &'static str {
+        "adept-encoder-layer"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = crate::fused::f32_slice(storage, layout, self.name())?;
+        let (b, _, lq, d, _) = self.dims();
+        let (y, saved) = self.forward(x);
+        if self.keep_for_backward {
+            *self.saved.lock().expect("encoder layer state") = Some(saved);
+        }
+        Ok((CpuStorage::F32(y), Shape::from((b, lq, d))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let saved = self.saved.lock().expect("encoder layer state").take();
+        let Some(saved) = saved else {
+            candle_core::bail!("encoder layer: backward called twice or without a forward")
+        };
+        let grad = grad.contiguous()?;
+        let gx = {
+            let (storage, layout) = grad.storage_and_layout();
+            let Storage::Cpu(cpu) = &*storage else {
+                candle_core::bail!("encoder layer: gradient is not on the CPU")
+            };
+            let gy = crate::fused::f32_slice(cpu, layout, self.name())?;
+            self.backward(&saved, gy)
+        };
+        Ok(Some(Tensor::from_vec(gx, arg.dims(), arg.device())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{layer_norm, softmax_last_dim};
+    use candle_core::{Device, Var};
+
+    fn random(n: usize, std: f32, seed: u64) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * std)
+            .collect()
+    }
+
+    fn weights(d: usize, heads: usize, inter: usize) -> EncoderLayerWeights {
+        EncoderLayerWeights {
+            hidden: d,
+            heads,
+            intermediate: inter,
+            eps: 1e-12,
+            qkv_weight: random(3 * d * d, 0.4, 1),
+            qkv_bias: random(3 * d, 0.1, 2),
+            out_weight: random(d * d, 0.3, 3),
+            out_bias: random(d, 0.1, 4),
+            norm1_gamma: random(d, 0.5, 5).iter().map(|v| 1.0 + v).collect(),
+            norm1_beta: random(d, 0.2, 6),
+            ffn_in_weight: random(inter * d, 0.3, 7),
+            ffn_in_bias: random(inter, 0.1, 8),
+            ffn_out_weight: random(d * inter, 0.2, 9),
+            ffn_out_bias: random(d, 0.1, 10),
+            norm2_gamma: random(d, 0.5, 11).iter().map(|v| 1.0 + v).collect(),
+            norm2_beta: random(d, 0.2, 12),
+        }
+    }
+
+    /// The same layer from plain candle ops (candle's own matmul and autograd).
+    fn composite(
+        w: &EncoderLayerWeights,
+        x: &Tensor,
+        mask_bias: &Tensor,
+        qf: usize,
+    ) -> Result<Tensor> {
+        let dev = x.device();
+        let (b, l, d) = x.dims3()?;
+        let (h, i) = (w.heads, w.intermediate);
+        let dh = d / h;
+        let t = |v: &Vec<f32>, shape: &[usize]| Tensor::from_slice(v, shape, dev);
+        let lin = |x: &Tensor, wt: &Tensor, bias: &Tensor| {
+            x.broadcast_matmul(&wt.t()?)?.broadcast_add(bias)
+        };
+        let qkv_w = t(&w.qkv_weight, &[3 * d, d])?;
+        let qkv_b = t(&w.qkv_bias, &[3 * d])?;
+        let heads = |t: Tensor, rows: usize| -> Result<Tensor> {
+            t.reshape((b, rows, h, dh))?.transpose(1, 2)?.contiguous()
+        };
+        let xq = x.narrow(1, qf, l - qf)?;
+        let lq = l - qf;
+        let q = heads(
+            lin(&xq, &qkv_w.narrow(0, 0, d)?, &qkv_b.narrow(0, 0, d)?)?,
+            lq,
+        )?;
+        let k = heads(lin(x, &qkv_w.narrow(0, d, d)?, &qkv_b.narrow(0, d, d)?)?, l)?;
+        let v = heads(
+            lin(x, &qkv_w.narrow(0, 2 * d, d)?, &qkv_b.narrow(0, 2 * d, d)?)?,
+            l,
+        )?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? / (dh as f64).sqrt())?
+            .broadcast_add(&mask_bias.reshape((b, 1, 1, l))?)?;
+        let ctx = softmax_last_dim(&scores)?
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, lq, d))?;
+        let attn = lin(&ctx, &t(&w.out_weight, &[d, d])?, &t(&w.out_bias, &[d])?)?;
+        let h1 = layer_norm(
+            &(attn + xq)?,
+            &t(&w.norm1_gamma, &[d])?,
+            &t(&w.norm1_beta, &[d])?,
+            w.eps as f64,
+        )?;
+        let u = lin(
+            &h1,
+            &t(&w.ffn_in_weight, &[i, d])?,
+            &t(&w.ffn_in_bias, &[i])?,
+        )?;
+        let out = lin(
+            &u.gelu_erf()?,
+            &t(&w.ffn_out_weight, &[d, i])?,
+            &t(&w.ffn_out_bias, &[d])?,
+        )?;
+        layer_norm(
+            &(out + h1)?,
+            &t(&w.norm2_gamma, &[d])?,
+            &t(&w.norm2_beta, &[d])?,
+            w.eps as f64,
+        )
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    fn check(query_from: usize) -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, l, d, h, inter) = (3, 9, 16, 4, 40);
+        let w = Arc::new(weights(d, h, inter));
+        w.validate().unwrap();
+        let x = Var::from_vec(random(b * l * d, 1.0, 20), (b, l, d), &dev)?;
+        // Sequence 0 has three padded positions, sequence 2 one.
+        let mut mask = vec![0f32; b * l];
+        for j in 6..9 {
+            mask[j] = -1e9;
+        }
+        mask[2 * l + 8] = -1e9;
+        let mask = Tensor::from_vec(mask, (b, l), &dev)?;
+        let y = encoder_layer(&w, x.as_tensor(), &mask, query_from)?;
+        let r = composite(&w, x.as_tensor(), &mask, query_from)?;
+        assert_eq!(y.dims(), [b, l - query_from, d]);
+        assert!(
+            max_diff(&y, &r) < 2e-5,
+            "values differ by {}",
+            max_diff(&y, &r)
+        );
+        let probe = Tensor::from_vec(random(y.elem_count(), 1.0, 21), y.dims(), &dev)?;
+        let gy = (&y * &probe)?.sum_all()?.backward()?;
+        let gr = (&r * &probe)?.sum_all()?.backward()?;
+        let (a, e) = (
+            gy.get(x.as_tensor()).unwrap(),
+            gr.get(x.as_tensor()).unwrap(),
+        );
+        let scale = e.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(scale > 1e-2, "the reference gradient is not trivially zero");
+        assert!(
+            max_diff(a, e) < 1e-4 * scale.max(1.0),
+            "input gradients differ by {} (largest {scale})",
+            max_diff(a, e)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn matches_the_composite_layer_in_values_and_input_gradients() -> Result<()> {
+        check(0)
+    }
+
+    #[test]
+    fn matches_the_composite_layer_when_keeping_only_later_rows() -> Result<()> {
+        check(4)
+    }
+
+    #[test]
+    fn output_without_gradient_tracking_equals_the_tracked_output() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Arc::new(weights(8, 2, 12));
+        let x = Tensor::from_vec(random(2 * 5 * 8, 1.0, 30), (2, 5, 8), &dev)?;
+        let mask = Tensor::zeros((2, 5), candle_core::DType::F32, &dev)?;
+        let plain = encoder_layer(&w, &x, &mask, 1)?;
+        let var = Var::from_tensor(&x)?;
+        let tracked = encoder_layer(&w, var.as_tensor(), &mask, 1)?;
+        assert_eq!(max_diff(&plain, &tracked), 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn mismatched_shapes_are_refused() {
+        let dev = Device::Cpu;
+        let w = Arc::new(weights(8, 2, 12));
+        let x = Tensor::zeros((2, 5, 6), candle_core::DType::F32, &dev).unwrap();
+        let mask = Tensor::zeros((2, 5), candle_core::DType::F32, &dev).unwrap();
+        let err = encoder_layer(&w, &x, &mask, 0).unwrap_err().to_string();
+        assert!(err.contains("expects 8 features"), "{err}");
+        let x = Tensor::zeros((2, 5, 8), candle_core::DType::F32, &dev).unwrap();
+        let bad_mask = Tensor::zeros((2, 4), candle_core::DType::F32, &dev).unwrap();
+        let err = encoder_layer(&w, &x, &bad_mask, 0).unwrap_err().to_string();
+        assert!(err.contains("mask bias has shape"), "{err}");
+        let mut short = weights(8, 2, 12);
+        short.ffn_out_bias.pop();
+        let err = short.validate().unwrap_err().to_string();
+        assert!(err.contains("output bias has 7 values"), "{err}");
+    }
+}
