@@ -182,7 +182,17 @@ fn fused_layers_pass_the_same_input_gradient_as_composite_layers() {
     let prompt = Tensor::randn(0f32, 0.05, (ids.dims()[0], prompt_len, 384), &dev).unwrap();
     let embeds =
         candle_core::Var::from_tensor(&Tensor::cat(&[&prompt, &inputs], 1).unwrap()).unwrap();
-    let probe = Tensor::randn(0f32, 1., inputs.dims(), &dev).unwrap();
+    // The loss reads the unpadded input rows only, as pooling does (padded rows are not
+    // computed by the fused layers).
+    let keep = u32_matrix(&case["input_attention_mask"], &dev)
+        .to_dtype(DType::F32)
+        .unwrap()
+        .unsqueeze(2)
+        .unwrap();
+    let probe = Tensor::randn(0f32, 1., inputs.dims(), &dev)
+        .unwrap()
+        .broadcast_mul(&keep)
+        .unwrap();
     let mut grads = Vec::new();
     for fused in [true, false] {
         enc.set_fused_layers(fused).unwrap();

@@ -45,8 +45,12 @@ pub(crate) fn par_rows(out: &mut [f32], row: usize, kernel: impl Fn(usize, &mut 
     });
 }
 
+/// Runs `f` compiled for AVX2+FMA when the CPU has them. Only code inlined into `f` gets those
+/// instructions: keep `f` a small loop over `#[inline(always)]` helpers. (One variant only: with
+/// a second, AVX-512 one, the compiler stopped inlining the larger kernels into either, and they
+/// ran as baseline SSE2 code, slower than AVX2 by more than AVX-512 gained.)
 #[inline(always)]
-fn simd<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -67,6 +71,17 @@ fn use_fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
+/// `Σ coeffs[i]·x^(n-1-i)` (highest degree first) by Horner's rule. Plain `a·b + c`, not
+/// `mul_add`: code that is not compiled for FMA would call a software `fmaf` for it.
+#[inline(always)]
+fn horner(x: f32, coeffs: &[f32]) -> f32 {
+    let mut acc = coeffs[0];
+    for &c in &coeffs[1..] {
+        acc = acc * x + c;
+    }
+    acc
+}
+
 /// `exp(x)` for f32 without a libm call, so loops over it vectorise: Cody–Waite range reduction
 /// `x = n·ln2 + r`, a degree-6 polynomial for `e^r` on |r| ≤ ln2/2, and `2^n` through the
 /// exponent bits. Relative error below 3e-7 on [-87, 88]; inputs below -87 give 0.
@@ -75,18 +90,42 @@ pub fn exp_f32(x_in: f32) -> f32 {
     let x = x_in.clamp(-87.0, 88.0);
     // Round to nearest by the 1.5·2^23 trick (no libm call, so the loop vectorises).
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (0.166_666_67
-                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let p = horner(
+        r,
+        &[
+            0.001_388_889,
+            0.008_333_334,
+            0.041_666_668,
+            0.166_666_67,
+            0.5,
+            1.0,
+            1.0,
+        ],
+    );
+    // n as an integer, read off the mantissa of `shifted` (a float-to-int `as` cast saturates,
+    // which compilers do not vectorise).
+    let n_int = shifted.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
     if x_in < -87.0 {
         0.0
     } else {
         p * scale
+    }
+}
+
+/// Softmax of one row, in place.
+#[inline(always)]
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
+    let max = lane_max(row);
+    for v in row.iter_mut() {
+        *v = exp_f32(*v - max);
+    }
+    let inv = 1.0 / lane_sum(row.len(), |j| row[j]);
+    for v in row.iter_mut() {
+        *v *= inv;
     }
 }
 
@@ -136,21 +175,10 @@ impl CustomOp1 for AttentionProbs {
             let xr = &x[r * k..(r + 1) * k];
             let bi = r / self.rows_per_batch;
             let bias = &self.bias[bi * k..(bi + 1) * k];
-            let mut max = f32::NEG_INFINITY;
             for j in 0..k {
-                let z = xr[j] * self.scale + bias[j];
-                o[j] = z;
-                max = max.max(z);
+                o[j] = xr[j] * self.scale + bias[j];
             }
-            let mut sum = 0f32;
-            for v in o.iter_mut() {
-                *v = exp_f32(*v - max);
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
-            for v in o.iter_mut() {
-                *v *= inv;
-            }
+            softmax_in_place(o);
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -191,7 +219,7 @@ impl CustomOp2 for SoftmaxGrad {
         let mut out = vec![0f32; p.len()];
         par_rows(&mut out, k, |r, o| {
             let (pr, gr) = (&p[r * k..(r + 1) * k], &g[r * k..(r + 1) * k]);
-            let dot: f32 = pr.iter().zip(gr).map(|(a, b)| a * b).sum();
+            let dot = dot(pr, gr);
             for j in 0..k {
                 o[j] = self.scale * pr[j] * (gr[j] - dot);
             }
@@ -230,10 +258,57 @@ struct FrozenLayerNorm {
     eps: f32,
 }
 
+// Reductions with 16 independent partial sums, so that the compiler can keep them in one SIMD
+// register (a plain `iter().sum()` must add in order and stays scalar). The order is fixed, so
+// results are deterministic.
+const LANES: usize = 16;
+
+/// `Σ f(i)` over `0..n` in [`LANES`] interleaved partial sums.
+#[inline(always)]
+pub(crate) fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let full = n / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(base + l);
+        }
+    }
+    let mut total = acc.iter().sum::<f32>();
+    for i in full..n {
+        total += f(i);
+    }
+    total
+}
+
+/// The largest value of `x` (−∞ for an empty slice).
+#[inline(always)]
+pub(crate) fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a = if *v > *a { *v } else { *a };
+        }
+    }
+    acc.iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
+/// `Σ a⊙b`.
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    lane_sum(n, |i| a[i] * b[i])
+}
+
+#[inline(always)]
 pub(crate) fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let d = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / d;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d;
+    let mean = lane_sum(x.len(), |i| x[i]) / d;
+    let var = lane_sum(x.len(), |i| (x[i] - mean) * (x[i] - mean)) / d;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -305,19 +380,13 @@ impl CustomOp2 for LayerNormGrad {
 
 /// One row of [`LayerNormGrad`]: the gradient of the LayerNorm input `x` from the output
 /// gradient `g`, with frozen `gamma`, into `out`.
+#[inline(always)]
 pub(crate) fn layer_norm_grad_row(x: &[f32], g: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]) {
     let d = gamma.len();
+    let (x, g, out) = (&x[..d], &g[..d], &mut out[..d]);
     let (mean, rstd) = row_stats(x, eps);
-    let mut mean_g = 0f32;
-    let mut mean_gx = 0f32;
-    for j in 0..d {
-        let gh = g[j] * gamma[j];
-        let xh = (x[j] - mean) * rstd;
-        mean_g += gh;
-        mean_gx += gh * xh;
-    }
-    mean_g /= d as f32;
-    mean_gx /= d as f32;
+    let mean_g = lane_sum(d, |j| g[j] * gamma[j]) / d as f32;
+    let mean_gx = lane_sum(d, |j| g[j] * gamma[j] * (x[j] - mean) * rstd) / d as f32;
     for j in 0..d {
         let gh = g[j] * gamma[j];
         let xh = (x[j] - mean) * rstd;
@@ -347,14 +416,22 @@ fn for_chunks(out: &mut [f32], kernel: impl Fn(usize, &mut [f32]) + Sync) {
 pub fn erf_f32(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_2
-        + t * (1.000_023_7
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let poly = -z * z
+        + horner(
+            t,
+            &[
+                0.170_872_77,
+                -0.822_152_2,
+                1.488_515_9,
+                -1.135_204,
+                0.278_868_07,
+                -0.186_288_06,
+                0.096_784_18,
+                0.374_091_96,
+                1.000_023_7,
+                -1.265_512_2,
+            ],
+        );
     let erfc = t * exp_f32(poly);
     if x >= 0.0 {
         1.0 - erfc
