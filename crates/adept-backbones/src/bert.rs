@@ -318,7 +318,9 @@ impl BertEncoder {
 
     /// Runs the encoder on `inputs_embeds [b, L, d]` (word embeddings after the adapter, prompt
     /// included), `attention_mask [b, L]` (1 = attend, u32) and `token_type_ids [b, L]` (u32).
-    /// Returns the last hidden states `[b, L, d]`.
+    /// Returns the last hidden states `[b, L, d]`. Rows at padded positions are not defined
+    /// (the fused layers leave them zero, the composite ones compute values from the masked
+    /// attention): read only attended rows, as masked pooling does.
     pub fn forward_embeds(
         &self,
         inputs_embeds: &Tensor,

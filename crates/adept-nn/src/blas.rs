@@ -16,7 +16,7 @@ use anyhow::{anyhow, Context};
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 type CblasSgemm = unsafe extern "C" fn(
     c_int,
@@ -69,10 +69,17 @@ fn active() -> Option<&'static Blas> {
 pub const ENV_BLAS: &str = "ADEPT_BLAS";
 
 /// Loads the BLAS library at `path` for all later products of this process. Call it early, before
-/// other threads start (it sets OpenBLAS's thread time-out in the environment when unset, so
-/// that its idle workers sleep instead of spinning against candle's own threads). Loading twice
-/// is an error; a library without `cblas_sgemm` is refused with its path named.
+/// other threads start: for OpenBLAS it sets `OPENBLAS_THREAD_TIMEOUT` in the environment when
+/// unset (so that idle workers sleep instead of spinning against candle's own threads), and
+/// writing the environment is only sound while no other thread reads it. Loading the same
+/// library again is a no-op, another one an error; a missing file, a library without
+/// `cblas_sgemm` or one whose product is wrong is refused with its path named. Only LP64
+/// libraries (32-bit integer arguments, the usual build) are supported.
 pub fn load(path: &Path) -> anyhow::Result<()> {
+    // One load at a time: the environment write and the library's initialisers (which read the
+    // environment with C's getenv) never overlap another load.
+    static LOADING: Mutex<()> = Mutex::new(());
+    let _guard = LOADING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(b) = BLAS.get() {
         if b.path == path {
             return Ok(());
@@ -83,8 +90,13 @@ pub fn load(path: &Path) -> anyhow::Result<()> {
             path.display()
         );
     }
-    if std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none() {
-        // SAFETY (of the set_var): called while the process is still single-threaded (see above).
+    if !path.is_file() {
+        anyhow::bail!("the BLAS library {} does not exist", path.display());
+    }
+    let is_openblas = path.to_string_lossy().to_lowercase().contains("openblas");
+    if is_openblas && std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none() {
+        // Idle OpenBLAS workers then sleep at once instead of spinning against candle's threads.
+        // SAFETY (of the set_var): see the function's documentation.
         std::env::set_var("OPENBLAS_THREAD_TIMEOUT", "4");
     }
     // SAFETY: loading a shared library runs its initialisers; the caller names a BLAS library.
@@ -101,6 +113,18 @@ pub fn load(path: &Path) -> anyhow::Result<()> {
                 )
             })?
     };
+    check_product(sgemm)
+        .with_context(|| format!("the BLAS library {} gives wrong products", path.display()))?;
+    // As many BLAS threads as candle uses (OpenBLAS would otherwise start one per core).
+    unsafe {
+        type SetThreads = unsafe extern "C" fn(c_int);
+        if let Ok(set) = lib
+            .get::<SetThreads>(b"scipy_openblas_set_num_threads\0")
+            .or_else(|_| lib.get::<SetThreads>(b"openblas_set_num_threads\0"))
+        {
+            set(candle_core::utils::get_num_threads().max(1) as c_int);
+        }
+    }
     let config = unsafe {
         type GetConfig = unsafe extern "C" fn() -> *const std::ffi::c_char;
         lib.get::<GetConfig>(b"scipy_openblas_get_config\0")
@@ -120,35 +144,36 @@ pub fn load(path: &Path) -> anyhow::Result<()> {
         _lib: lib,
     };
     if BLAS.set(blas).is_err() {
-        // Another thread loaded one first: fine if it is the same library.
-        let other = &BLAS.get().expect("set by the other thread").path;
-        if other != path {
-            anyhow::bail!(
-                "a BLAS library was loaded concurrently ({}); cannot also load {}",
-                other.display(),
-                path.display()
-            );
-        }
+        anyhow::bail!("a BLAS library was loaded concurrently");
     }
-    check_loaded_library()
-        .with_context(|| format!("the BLAS library {} gives wrong products", path.display()))
+    Ok(())
 }
 
-/// A 2×3·3×2 product through the loaded library against the hand-computed result.
-fn check_loaded_library() -> anyhow::Result<()> {
+/// A 2×3·3×2 product through `sgemm` against the hand-computed result, before the library is
+/// used for anything.
+fn check_product(sgemm: CblasSgemm) -> anyhow::Result<()> {
     let a = [1f32, 2., 3., 4., 5., 6.];
     let b = [7f32, 8., 9., 10., 11., 12.];
     let mut c = [0f32; 4];
-    sgemm(
-        2,
-        2,
-        3,
-        MatRef::new(&a, 3, false),
-        MatRef::new(&b, 2, false),
-        &mut c,
-        2,
-        false,
-    );
+    // SAFETY: the operands hold exactly the 2×3, 3×2 and 2×2 row-major matrices described.
+    unsafe {
+        sgemm(
+            CBLAS_ROW_MAJOR,
+            CBLAS_NO_TRANS,
+            CBLAS_NO_TRANS,
+            2,
+            2,
+            3,
+            1.0,
+            a.as_ptr(),
+            3,
+            b.as_ptr(),
+            2,
+            0.0,
+            c.as_mut_ptr(),
+            2,
+        )
+    };
     if c != [58., 64., 139., 154.] {
         anyhow::bail!("2×3·3×2 gave {c:?}, expected [58, 64, 139, 154]");
     }
@@ -232,6 +257,11 @@ pub fn sgemm(
         return;
     }
     if let Some(blas) = active() {
+        let fits = |v: usize| c_int::try_from(v).is_ok();
+        assert!(
+            [m, n, k, a.ld, b.ld, ldc].into_iter().all(fits),
+            "sgemm: sizes exceed the BLAS library's 32-bit integers"
+        );
         let trans = |t: bool| if t { CBLAS_TRANS } else { CBLAS_NO_TRANS };
         // SAFETY: the operands were bounds-checked above.
         unsafe {
@@ -414,6 +444,9 @@ mod tests {
         std::fs::write(&fake, b"not a shared library").unwrap();
         let err = format!("{:#}", load(&fake).unwrap_err());
         assert!(err.contains("libfake_blas.so"), "{err}");
+        let err = format!("{:#}", load(&dir.join("libmissing.so")).unwrap_err());
+        assert!(err.contains("libmissing.so does not exist"), "{err}");
+        assert!(!blas_loaded(), "a refused library is not used");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -7,6 +7,10 @@
 //! whose backward computes only the gradient of its *input*, never of its (frozen) weight, which
 //! saves a third of the backbone's backward FLOPs.
 //!
+//! On the CPU the frozen encoder layer runs faster still as one op, [`encoder_layer`]: the whole
+//! post-LayerNorm block with a hand-written input-only backward, computing only unpadded rows,
+//! its products on an optional run-time-loaded BLAS ([`blas`]) or the `gemm` crate.
+//!
 //! The crate has one job: numerics that both the backbones and the adapters share.
 
 pub mod blas;
