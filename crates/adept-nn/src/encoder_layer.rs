@@ -212,6 +212,44 @@ fn rows_of(row: &[f32], n_rows: usize) -> Vec<f32> {
     v
 }
 
+/// `y += x·Wᵀ` for `x [rows, k]`, `W [n, k]` (PyTorch's layout), `y [rows, n]`.
+fn add_x_wt(y: &mut [f32], x: &[f32], w: &[f32], k: usize) {
+    let n = w.len() / k;
+    sgemm(
+        x.len() / k,
+        n,
+        k,
+        MatRef::new(x, k, false),
+        MatRef::new(w, k, true),
+        y,
+        n,
+        true,
+    );
+}
+
+/// `y (+)= g·W` for `g [rows, n]`, `W [n, k]`, `y [rows, k]`: the input gradient of `x·Wᵀ`.
+fn g_w(y: &mut [f32], g: &[f32], w: &[f32], n: usize, accumulate: bool) {
+    let k = w.len() / n;
+    sgemm(
+        g.len() / n,
+        k,
+        n,
+        MatRef::new(g, n, false),
+        MatRef::new(w, k, false),
+        y,
+        k,
+        accumulate,
+    );
+}
+
+fn add_g_w(y: &mut [f32], g: &[f32], w: &[f32], n: usize) {
+    g_w(y, g, w, n, true)
+}
+
+fn set_g_w(y: &mut [f32], g: &[f32], w: &[f32], n: usize) {
+    g_w(y, g, w, n, false)
+}
+
 /// Runs `task(t)` for `t` in `0..n` on candle's CPU thread pool.
 fn par_tasks(n: usize, task: impl Fn(usize) + Sync) {
     candle_core::utils::barrier_pool().execute_chunked(n, |range| {
@@ -296,16 +334,7 @@ impl EncoderLayerOp {
 
         // 1. Fused Q/K/V projection.
         let mut qkv = rows_of(&w.qkv_bias, rows);
-        sgemm(
-            rows,
-            3 * d,
-            d,
-            MatRef::new(&xp, d, false),
-            MatRef::new(&w.qkv_weight, d, true),
-            &mut qkv,
-            3 * d,
-            true,
-        );
+        add_x_wt(&mut qkv, &xp, &w.qkv_weight, d);
 
         // 2. Attention per (sequence, head); each task writes its own probability block and its
         // head's columns of its sequence's context rows.
@@ -363,31 +392,13 @@ impl EncoderLayerOp {
                 *o += b;
             }
         });
-        sgemm(
-            q_rows,
-            d,
-            d,
-            MatRef::new(&ctx, d, false),
-            MatRef::new(&w.out_weight, d, true),
-            &mut z1,
-            d,
-            true,
-        );
+        add_x_wt(&mut z1, &ctx, &w.out_weight, d);
         drop(ctx);
         let h1 = layer_norm_rows(&z1, &w.norm1_gamma, &w.norm1_beta, w.eps);
 
         // 4. Feed-forward, residual, LayerNorm.
         let mut u = rows_of(&w.ffn_in_bias, q_rows);
-        sgemm(
-            q_rows,
-            inter,
-            d,
-            MatRef::new(&h1, d, false),
-            MatRef::new(&w.ffn_in_weight, d, true),
-            &mut u,
-            inter,
-            true,
-        );
+        add_x_wt(&mut u, &h1, &w.ffn_in_weight, d);
         let mut act = vec![0f32; u.len()];
         par_rows(&mut act, inter, |r, o| {
             for (o, &v) in o.iter_mut().zip(&u[r * inter..]) {
@@ -400,16 +411,7 @@ impl EncoderLayerOp {
                 *o += bias;
             }
         });
-        sgemm(
-            q_rows,
-            d,
-            inter,
-            MatRef::new(&act, inter, false),
-            MatRef::new(&w.ffn_out_weight, inter, true),
-            &mut z2,
-            d,
-            true,
-        );
+        add_x_wt(&mut z2, &act, &w.ffn_out_weight, inter);
         drop(act);
         let y = layer_norm_rows(&z2, &w.norm2_gamma, &w.norm2_beta, w.eps);
 
@@ -452,48 +454,21 @@ impl EncoderLayerOp {
         let gz2 = layer_norm_grad_rows(&s.z2, &gy, &w.norm2_gamma, w.eps);
         drop(gy);
         let mut gu = vec![0f32; q_rows * inter];
-        sgemm(
-            q_rows,
-            inter,
-            d,
-            MatRef::new(&gz2, d, false),
-            MatRef::new(&w.ffn_out_weight, inter, false),
-            &mut gu,
-            inter,
-            false,
-        );
+        set_g_w(&mut gu, &gz2, &w.ffn_out_weight, d);
         par_rows(&mut gu, inter, |r, o| {
             for (o, &v) in o.iter_mut().zip(&s.u[r * inter..]) {
                 *o *= gelu_erf_slope(v);
             }
         });
         let mut gh1 = gz2;
-        sgemm(
-            q_rows,
-            d,
-            inter,
-            MatRef::new(&gu, inter, false),
-            MatRef::new(&w.ffn_in_weight, d, false),
-            &mut gh1,
-            d,
-            true,
-        );
+        add_g_w(&mut gh1, &gu, &w.ffn_in_weight, inter);
         drop(gu);
 
         // LN1; its input z1 = attention output + x_q, so gz1 flows to both.
         let gz1 = layer_norm_grad_rows(&s.z1, &gh1, &w.norm1_gamma, w.eps);
         drop(gh1);
         let mut gctx = vec![0f32; q_rows * d];
-        sgemm(
-            q_rows,
-            d,
-            d,
-            MatRef::new(&gz1, d, false),
-            MatRef::new(&w.out_weight, d, false),
-            &mut gctx,
-            d,
-            false,
-        );
+        set_g_w(&mut gctx, &gz1, &w.out_weight, d);
 
         // Attention, per (sequence, head): gradients of Q, K and V into their columns of gqkv.
         // Rows before `query_from` have no query, so their Q gradient stays zero.
@@ -566,16 +541,7 @@ impl EncoderLayerOp {
 
         // Back through the fused projection, plus the residual into the query rows.
         let mut gxp = vec![0f32; rows * d];
-        sgemm(
-            rows,
-            d,
-            3 * d,
-            MatRef::new(&gqkv, 3 * d, false),
-            MatRef::new(&w.qkv_weight, d, false),
-            &mut gxp,
-            d,
-            false,
-        );
+        set_g_w(&mut gxp, &gqkv, &w.qkv_weight, 3 * d);
         drop(gqkv);
         // Unpack into [b, l, d]: padded rows get zero gradient.
         let mut gx = vec![0f32; self.batch * l * d];
