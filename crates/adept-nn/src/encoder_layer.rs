@@ -342,6 +342,8 @@ impl EncoderLayerOp {
         let mut ctx = vec![0f32; q_rows * d];
         let (p_ptr, ctx_ptr) = (RowsPtr(probs.as_mut_ptr()), RowsPtr(ctx.as_mut_ptr()));
         par_tasks(self.batch * h, |task| {
+            // Rebound so the closure captures the Send wrapper, not its raw-pointer field.
+            #[allow(clippy::redundant_locals)]
             let (p_ptr, ctx_ptr) = (p_ptr, ctx_ptr);
             let (bi, hi) = (task / h, task % h);
             let (n, lq) = (pk.lens[bi], pk.lens[bi] - qf);
@@ -475,6 +477,8 @@ impl EncoderLayerOp {
         let mut gqkv = vec![0f32; rows * 3 * d];
         let g_ptr = RowsPtr(gqkv.as_mut_ptr());
         par_tasks(self.batch * h, |task| {
+            // Rebound so the closure captures the Send wrapper, not its raw-pointer field.
+            #[allow(clippy::redundant_locals)]
             let g_ptr = g_ptr;
             let (bi, hi) = (task / h, task % h);
             let (n, lq) = (pk.lens[bi], pk.lens[bi] - qf);
@@ -547,6 +551,8 @@ impl EncoderLayerOp {
         let mut gx = vec![0f32; self.batch * l * d];
         let gx_ptr = RowsPtr(gx.as_mut_ptr());
         par_tasks(self.batch, |bi| {
+            // Rebound so the closure captures the Send wrapper, not its raw-pointer field.
+            #[allow(clippy::redundant_locals)]
             let gx_ptr = gx_ptr;
             let n = pk.lens[bi];
             // SAFETY: sequence bi's rows belong to this task.

@@ -34,6 +34,8 @@ pub(crate) fn par_rows(out: &mut [f32], row: usize, kernel: impl Fn(usize, &mut 
     let n_rows = out.len() / row.max(1);
     let ptr = RowsPtr(out.as_mut_ptr());
     candle_core::utils::barrier_pool().execute_chunked(n_rows, |range| {
+        // Rebound so the closure captures the Send wrapper, not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
         let ptr = ptr;
         simd(|| {
             for r in range {
