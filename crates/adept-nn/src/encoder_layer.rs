@@ -18,7 +18,8 @@
 
 use crate::blas::{sgemm, sgemm_single_thread, MatRef};
 use crate::fused::{
-    dot, gelu_erf_scalar, gelu_erf_slope, par_rows, simd, softmax_in_place, RowsPtr,
+    dot, gelu_erf_scalar, gelu_erf_slope, layer_norm_grad_rows, layer_norm_rows, par_rows, simd,
+    softmax_in_place, RowsPtr,
 };
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
 use std::sync::{Arc, Mutex};
@@ -257,34 +258,6 @@ fn par_tasks(n: usize, task: impl Fn(usize) + Sync) {
             task(t)
         }
     });
-}
-
-fn layer_norm_rows(z: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
-    let d = gamma.len();
-    let mut out = vec![0f32; z.len()];
-    par_rows(&mut out, d, |r, o| {
-        let zr = &z[r * d..(r + 1) * d];
-        let (mean, rstd) = crate::fused::row_stats(zr, eps);
-        for j in 0..d {
-            o[j] = (zr[j] - mean) * rstd * gamma[j] + beta[j];
-        }
-    });
-    out
-}
-
-fn layer_norm_grad_rows(z: &[f32], g: &[f32], gamma: &[f32], eps: f32) -> Vec<f32> {
-    let d = gamma.len();
-    let mut out = vec![0f32; z.len()];
-    par_rows(&mut out, d, |r, o| {
-        crate::fused::layer_norm_grad_row(
-            &z[r * d..(r + 1) * d],
-            &g[r * d..(r + 1) * d],
-            gamma,
-            eps,
-            o,
-        )
-    });
-    out
 }
 
 /// `softmax(scale·s + mask)` for each `mask.len()`-long row of `scores`, in place.

@@ -307,7 +307,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-pub(crate) fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let d = x.len() as f32;
     let mean = lane_sum(x.len(), |i| x[i]) / d;
     let var = lane_sum(x.len(), |i| (x[i] - mean) * (x[i] - mean)) / d;
@@ -321,15 +321,7 @@ impl CustomOp1 for FrozenLayerNorm {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, self.name())?;
-        let d = self.gamma.len();
-        let mut out = vec![0f32; x.len()];
-        par_rows(&mut out, d, |r, o| {
-            let xr = &x[r * d..(r + 1) * d];
-            let (mean, rstd) = row_stats(xr, self.eps);
-            for j in 0..d {
-                o[j] = (xr[j] - mean) * rstd * self.gamma[j] + self.beta[j];
-            }
-        });
+        let out = layer_norm_rows(x, &self.gamma, &self.beta, self.eps);
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -365,25 +357,45 @@ impl CustomOp2 for LayerNormGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s1, l1, self.name())?;
         let g = f32_slice(s2, l2, self.name())?;
-        let d = self.gamma.len();
-        let mut out = vec![0f32; x.len()];
-        par_rows(&mut out, d, |r, o| {
-            layer_norm_grad_row(
-                &x[r * d..(r + 1) * d],
-                &g[r * d..(r + 1) * d],
-                &self.gamma,
-                self.eps,
-                o,
-            )
-        });
+        let out = layer_norm_grad_rows(x, g, &self.gamma, self.eps);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+}
+
+/// LayerNorm of each `gamma.len()`-long row of `z` with frozen `gamma`/`beta`.
+pub(crate) fn layer_norm_rows(z: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+    let d = gamma.len();
+    let mut out = vec![0f32; z.len()];
+    par_rows(&mut out, d, |r, o| {
+        let zr = &z[r * d..(r + 1) * d];
+        let (mean, rstd) = row_stats(zr, eps);
+        for j in 0..d {
+            o[j] = (zr[j] - mean) * rstd * gamma[j] + beta[j];
+        }
+    });
+    out
+}
+
+/// The input gradient of [`layer_norm_rows`] for each row, from the output gradient `g`.
+pub(crate) fn layer_norm_grad_rows(z: &[f32], g: &[f32], gamma: &[f32], eps: f32) -> Vec<f32> {
+    let d = gamma.len();
+    let mut out = vec![0f32; z.len()];
+    par_rows(&mut out, d, |r, o| {
+        layer_norm_grad_row(
+            &z[r * d..(r + 1) * d],
+            &g[r * d..(r + 1) * d],
+            gamma,
+            eps,
+            o,
+        )
+    });
+    out
 }
 
 /// One row of [`LayerNormGrad`]: the gradient of the LayerNorm input `x` from the output
 /// gradient `g`, with frozen `gamma`, into `out`.
 #[inline(always)]
-pub(crate) fn layer_norm_grad_row(x: &[f32], g: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]) {
+fn layer_norm_grad_row(x: &[f32], g: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]) {
     let d = gamma.len();
     let (x, g, out) = (&x[..d], &g[..d], &mut out[..d]);
     let (mean, rstd) = row_stats(x, eps);
