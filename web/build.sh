@@ -2,25 +2,41 @@
 # Builds the page's assets into web/pkg/ (git-ignored):
 #   pkg/adept_wasm.js + pkg/adept_wasm_bg.wasm   the bundle tokenizer/post-processing (crates/adept-wasm)
 #   pkg/ort/                                     onnxruntime-web's wasm backend (from npm)
-# Needs: rustup target wasm32-unknown-unknown, wasm-bindgen-cli matching the crate's
-# wasm-bindgen (cargo install wasm-bindgen-cli --version 0.2.130), node + npm.
+# Installs what it needs when missing: the rustup target wasm32-unknown-unknown,
+# wasm-bindgen-cli at exactly the crate's wasm-bindgen version (into ~/.cargo/bin, or
+# $CARGO_HOME/bin), and the npm packages of web/package-lock.json (into web/node_modules).
 set -euo pipefail
 cd "$(dirname "$0")"
 WEB=$(pwd)
 ROOT=$(cd .. && pwd)
 WB_VERSION=0.2.130
+CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
+export PATH="$CARGO_BIN:$PATH"
 
-if ! command -v wasm-bindgen >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/wasm-bindgen" ]; then
-  export PATH="$HOME/.cargo/bin:$PATH"
-fi
-if ! command -v wasm-bindgen >/dev/null 2>&1; then
-  echo "error: wasm-bindgen not found; install it with: cargo install wasm-bindgen-cli --version $WB_VERSION" >&2
+if command -v rustup >/dev/null 2>&1; then
+  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    echo "==> rustup target add wasm32-unknown-unknown"
+    rustup target add wasm32-unknown-unknown
+  fi
+elif ! rustc --print target-list | grep -qx wasm32-unknown-unknown; then
+  echo "error: rustc has no wasm32-unknown-unknown target and rustup is not installed" >&2
   exit 1
 fi
-got=$(wasm-bindgen --version | awk '{print $2}')
+
+got=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
 if [ "$got" != "$WB_VERSION" ]; then
-  echo "error: wasm-bindgen $got installed, the crate uses $WB_VERSION: cargo install wasm-bindgen-cli --version $WB_VERSION --force" >&2
-  exit 1
+  echo "==> cargo install wasm-bindgen-cli $WB_VERSION (found: ${got:-none})"
+  # --locked first (the versions its authors tested); a registry that no longer serves one of
+  # those exact versions (e.g. webpki-roots 1.0.11 here) makes that fail, so then resolve anew.
+  if ! cargo install wasm-bindgen-cli --version "$WB_VERSION" --locked --force; then
+    echo "==> --locked failed; installing wasm-bindgen-cli $WB_VERSION with fresh dependency resolution"
+    cargo install wasm-bindgen-cli --version "$WB_VERSION" --force
+  fi
+  got=$(wasm-bindgen --version | awk '{print $2}')
+  if [ "$got" != "$WB_VERSION" ]; then
+    echo "error: wasm-bindgen on PATH is $got ($(command -v wasm-bindgen)), the crate needs $WB_VERSION" >&2
+    exit 1
+  fi
 fi
 
 echo "==> cargo build -p adept-wasm (wasm32-unknown-unknown, release)"
@@ -34,7 +50,7 @@ wasm-bindgen --target web --no-typescript --out-dir "$WEB/pkg" \
   "$TARGET_DIR/wasm32-unknown-unknown/release/adept_wasm.wasm"
 
 echo "==> onnxruntime-web (npm)"
-if [ ! -d "$WEB/node_modules/onnxruntime-web" ]; then
+if [ ! -d "$WEB/node_modules/onnxruntime-web" ] || [ ! -d "$WEB/node_modules/playwright-core" ]; then
   npm ci --no-audit --no-fund
 fi
 for f in ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm; do

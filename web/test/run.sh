@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Browser test of the demo page (see web/README.md). Exits non-zero on any mismatch; exits 0 with
-# a SKIP message only when Chromium is not installed and cannot be installed.
+# Browser test of the demo page (see web/README.md). Exits non-zero on any mismatch. When Chromium
+# is not installed it is installed with apt-get; if that fails the test fails under CI=true or
+# ADEPT_REQUIRE_MODEL=1, and otherwise exits 0 with a SKIP line (also appended to $ADEPT_SKIP_LOG).
 #   ADEPT_WEB_BUNDLE   bundle dir relative to the repo root (default: exports/quickstart-sst2-adept,
 #                      else exports/qs-test)
 #   ADEPT_BIN          native adept binary (default: target/release/adept)
@@ -20,10 +21,16 @@ CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || tru
 if [ -z "$CHROMIUM" ]; then
   echo "chromium not found; trying apt-get install -y chromium"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-     && (apt-get install -y chromium >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y chromium >/dev/null 2>&1)); then
+     && (export DEBIAN_FRONTEND=noninteractive; apt-get install -y chromium >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y chromium >/dev/null 2>&1)); then
     CHROMIUM=$(command -v chromium)
   else
-    echo "SKIP: Chromium is not installed and cannot be installed (apt-get install chromium failed); browser test not run"
+    why="Chromium is not installed and cannot be installed (apt-get install chromium failed; install it, or set CHROMIUM=/path/to/chromium)"
+    if [ "${CI:-}" = true ] || [ "${ADEPT_REQUIRE_MODEL:-}" = 1 ]; then
+      echo "error: $why" >&2
+      exit 1
+    fi
+    echo "SKIP browser test: $why"
+    [ -z "${ADEPT_SKIP_LOG:-}" ] || echo "SKIP browser test: $why" >> "$ADEPT_SKIP_LOG"
     exit 0
   fi
 fi

@@ -2,32 +2,13 @@
 //!
 //! Expected hidden states come from `tests/reference/bert_expected.py` (committed next to its
 //! output, `tests/fixtures/minilm_expected.json`). The model is looked up in the adept cache
-//! (`adept fetch`); without it the test prints why it is skipped, unless `ADEPT_REQUIRE_MODEL=1`
-//! (set by CI), which turns a missing model into a failure.
+//! (`adept fetch`); without it the test skips, unless `ADEPT_REQUIRE_MODEL=1` (set by CI),
+//! which turns a missing model into a failure (adept-testkit).
 
 use adept_backbones::{Backbone, BertEncoder};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use std::path::PathBuf;
-
-fn model_dir() -> Option<PathBuf> {
-    let root = adept_cache::cache_root(None).ok()?;
-    let dir = adept_cache::default_model_dir(&root);
-    if dir.join("model.safetensors").exists() {
-        Some(dir)
-    } else if std::env::var("ADEPT_REQUIRE_MODEL").as_deref() == Ok("1") {
-        panic!(
-            "ADEPT_REQUIRE_MODEL=1 but {} holds no model; run `adept fetch`",
-            dir.display()
-        );
-    } else {
-        eprintln!(
-            "skipped: {} holds no model (run `adept fetch`)",
-            dir.display()
-        );
-        None
-    }
-}
 
 fn fixture() -> Value {
     let p =
@@ -60,7 +41,9 @@ fn max_diff_on_mask(got: &Tensor, expected: &Value, mask: &[Vec<u32>]) -> f32 {
 
 #[test]
 fn minilm_hidden_states_match_transformers() {
-    let Some(dir) = model_dir() else { return };
+    let Some(dir) = adept_testkit::model_dir("minilm_hidden_states_match_transformers") else {
+        return;
+    };
     let fx = fixture();
     let sha = adept_cache::sha256_file(&dir.join("model.safetensors")).unwrap();
     assert_eq!(
@@ -69,7 +52,7 @@ fn minilm_hidden_states_match_transformers() {
         "the cached model is not the fixture's model"
     );
     let dev = Device::Cpu;
-    load_cached_blas();
+    load_cached_blas("minilm_hidden_states_match_transformers");
     let mut enc = BertEncoder::from_dir(&dir, &dev).unwrap();
     assert!(
         enc.fused_layers(),
@@ -82,14 +65,11 @@ fn minilm_hidden_states_match_transformers() {
 
 /// Loads the OpenBLAS that `adept fetch` caches, so the fused layers' products run on it (the
 /// `gemm` crate path is covered by adept-nn's unit tests); required when CI asks for the model.
-fn load_cached_blas() {
-    let root = adept_cache::cache_root(None).unwrap();
-    match adept_cache::find_blas(&root).unwrap() {
-        Some(lib) => adept_nn::blas::load(&lib).unwrap(),
-        None if std::env::var("ADEPT_REQUIRE_MODEL").as_deref() == Ok("1") => {
-            panic!("ADEPT_REQUIRE_MODEL=1 but OpenBLAS is not in the cache; run `adept fetch`")
-        }
-        None => eprintln!("OpenBLAS not cached: products run on the gemm crate"),
+fn load_cached_blas(test: &str) {
+    if let Some(lib) = adept_testkit::openblas(test) {
+        adept_nn::blas::load(&lib).unwrap();
+    } else {
+        eprintln!("OpenBLAS not loaded: products run on the gemm crate");
     }
     eprintln!("matrix products: {}", adept_nn::blas::backend());
 }
@@ -168,10 +148,14 @@ fn check_against_fixture(enc: &BertEncoder, fx: &Value, dev: &Device, label: &st
 /// same through the fused layers as through the composite candle ops, on the real model.
 #[test]
 fn fused_layers_pass_the_same_input_gradient_as_composite_layers() {
-    let Some(dir) = model_dir() else { return };
+    let Some(dir) =
+        adept_testkit::model_dir("fused_layers_pass_the_same_input_gradient_as_composite_layers")
+    else {
+        return;
+    };
     let fx = fixture();
     let dev = Device::Cpu;
-    load_cached_blas();
+    load_cached_blas("fused_layers_pass_the_same_input_gradient_as_composite_layers");
     let mut enc = BertEncoder::from_dir(&dir, &dev).unwrap();
     let case = &fx["prompt"];
     let ids = u32_matrix(&case["input_ids"], &dev);

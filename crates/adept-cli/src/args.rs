@@ -96,10 +96,10 @@ pub struct DataArgs {
     #[arg(long)]
     pub regression: bool,
     /// Use only the first N training examples (a seeded sample).
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub train_limit: Option<usize>,
     /// Use only N validation examples (a seeded sample).
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub eval_limit: Option<usize>,
 }
 
@@ -116,40 +116,40 @@ pub struct TrainArgs {
     #[arg(long)]
     pub prompt_len: Option<usize>,
     /// Offset rank r [default: solved from the budget].
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub rank: Option<usize>,
     /// Trainable adapter parameters [default: 100·d, as in the paper].
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub budget: Option<usize>,
     /// Initialise the prompt from this text's token embeddings (repeated) instead of sampled
     /// vocabulary rows.
     #[arg(long)]
     pub prompt_init_text: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_f64)]
     pub lr_prompt: Option<f64>,
     /// Learning rate of the offsets (ADePT MLP, DePT A/B).
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_f64)]
     pub lr_offsets: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_f64)]
     pub lr_head: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub batch_size: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub steps: Option<usize>,
     #[arg(long)]
     pub warmup: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub eval_every: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub checkpoint_every: Option<usize>,
     /// Write a training-loss line to metrics.jsonl every N steps.
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub log_every: Option<usize>,
     /// Stop after this many evaluations without improvement.
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub early_stop: Option<usize>,
     /// Maximum input tokens (prompt excluded).
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub max_len: Option<usize>,
     /// Fail on texts longer than --max-len instead of truncating them with a warning.
     #[arg(long)]
@@ -169,7 +169,7 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
     /// Stop after N steps of this invocation without finishing (the run can be resumed).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, value_parser = adept_runtime::cli::positive_usize)]
     pub stop_after: Option<usize>,
 }
 
@@ -191,7 +191,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub require_device: bool,
     /// With --bundle: ONNX Runtime intra-op threads.
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub threads: Option<usize>,
     /// With --bundle: the ONNX Runtime library [default: the cached one, or ORT_DYLIB_PATH].
     #[arg(long)]
@@ -200,7 +200,7 @@ pub struct EvalArgs {
     pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = adept_runtime::cli::positive_usize)]
     pub batch_size: usize,
     /// Write per-example predictions as JSON lines (--adapter).
     #[arg(long)]
@@ -215,7 +215,7 @@ pub struct QuickstartArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Training steps (batch 32).
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 150, value_parser = adept_runtime::cli::positive_usize)]
     pub steps: usize,
     /// Run folder; the bundle goes to exports/<its name>.
     #[arg(long, default_value = "runs/quickstart-sst2-adept")]
@@ -234,10 +234,10 @@ pub struct BenchArgs {
     /// Methods to time.
     #[arg(long, value_delimiter = ',', default_value = "adept")]
     pub methods: Vec<MethodKind>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = adept_runtime::cli::positive_usize)]
     pub batch_size: usize,
     /// Timed steps per method (after warm-up steps).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = adept_runtime::cli::positive_usize)]
     pub iters: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup_iters: usize,
@@ -266,6 +266,6 @@ pub struct BenchArgs {
     #[arg(long)]
     pub adapter: Option<PathBuf>,
     /// With --serving: ONNX Runtime intra-op threads [default: all cores].
-    #[arg(long)]
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub threads: Option<usize>,
 }

@@ -9,6 +9,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 pub fn run(a: &QuickstartArgs) -> Result<()> {
+    // The data first: a clone outside the repository's parent folder learns at once how to
+    // point at GLUE, before minutes of downloads.
+    let data = crate::commands::data_dir(&crate::args::DataArgs {
+        data: a.data.clone(),
+        ..default_data()
+    })?;
     let root = crate::commands::cache_root(&a.cache)?;
     eprintln!(
         "[1/5] fetching the default model and ONNX Runtime into {}",
@@ -19,10 +25,6 @@ pub fn run(a: &QuickstartArgs) -> Result<()> {
     adept_cache::fetch_openblas(&root)?;
     crate::commands::use_blas(a.cache.cache.as_deref())?;
 
-    let data = crate::commands::data_dir(&crate::args::DataArgs {
-        data: a.data.clone(),
-        ..default_data()
-    })?;
     eprintln!(
         "[2/5] training ADePT on SST-2 ({} steps) into {}",
         a.steps,

@@ -9,38 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn require() -> bool {
-    std::env::var("ADEPT_REQUIRE_MODEL").as_deref() == Ok("1")
-}
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// (model folder, GLUE folder) or None (skip).
-fn assets() -> Option<(PathBuf, PathBuf)> {
-    let root = adept_cache::cache_root(None).ok()?;
-    let model = adept_cache::default_model_dir(&root);
-    let data = std::env::var("ADEPT_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace().join("../shared/data/glue"));
-    let ok = model.join("model.safetensors").exists() && data.join("SST-2/train.tsv").exists();
-    if !ok {
-        if require() {
-            panic!(
-                "ADEPT_REQUIRE_MODEL=1 but the model ({}) or SST-2 ({}) is missing",
-                model.display(),
-                data.display()
-            );
-        }
-        eprintln!(
-            "skipped: needs {} and {}",
-            model.display(),
-            data.join("SST-2").display()
-        );
-        return None;
-    }
-    Some((model, data))
+/// (model folder, GLUE folder) or None: a skip, or a failure under `ADEPT_REQUIRE_MODEL=1`.
+fn assets(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let model = adept_testkit::model_dir(test)?;
+    adept_testkit::glue_task(test, "SST-2", "train.tsv")?;
+    Some((model, adept_testkit::glue_dir(test)?))
 }
 
 fn adept() -> Command {
@@ -129,19 +102,105 @@ fn checkpoint_tensors(run: &Path) -> HashMap<String, Vec<f32>> {
         .collect()
 }
 
+/// Numeric flags are checked by the argument parser, before a model or data file is read: a
+/// clear message naming the flag, not a tensor error from deep inside training.
+#[test]
+fn numeric_flags_are_checked_before_anything_loads() {
+    for (args, flag, why) in [
+        (
+            &[
+                "train",
+                "--model",
+                "/nonexistent-model",
+                "--batch-size",
+                "0",
+            ][..],
+            "--batch-size",
+            "at least 1",
+        ),
+        (
+            &["train", "--model", "/nonexistent-model", "--steps", "0"][..],
+            "--steps",
+            "at least 1",
+        ),
+        (
+            &[
+                "train",
+                "--model",
+                "/nonexistent-model",
+                "--eval-every",
+                "x",
+            ][..],
+            "--eval-every",
+            "not a whole number",
+        ),
+        (
+            &["train", "--model", "/nonexistent-model", "--lr-prompt=-0.1"][..],
+            "--lr-prompt",
+            "> 0",
+        ),
+        (
+            &["train", "--model", "/nonexistent-model", "--lr-head", "nan"][..],
+            "--lr-head",
+            "> 0",
+        ),
+        (
+            &["eval", "--model", "/nonexistent-model", "--batch-size", "0"][..],
+            "--batch-size",
+            "at least 1",
+        ),
+        (
+            &[
+                "infer",
+                "--bundle",
+                "/nonexistent-model",
+                "--text",
+                "x",
+                "--batch-size",
+                "0",
+            ][..],
+            "--batch-size",
+            "at least 1",
+        ),
+        (&["bench", "--iters", "0"][..], "--iters", "at least 1"),
+    ] {
+        let out = adept().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag) && err.contains(why), "{args:?}: {err}");
+        assert!(
+            !err.contains("nonexistent-model"),
+            "{args:?} loaded something: {err}"
+        );
+    }
+}
+
 #[test]
 fn short_sst2_run_lowers_the_loss_and_eval_reproduces_the_best_score() {
-    let Some((model, data)) = assets() else {
+    let Some((model, data)) =
+        assets("short_sst2_run_lowers_the_loss_and_eval_reproduces_the_best_score")
+    else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let stdout = run_ok(small_run_bs(&model, &data, &run, 40, 16).args([
-        "--lr-head",
-        "3e-3",
-        "--log-every",
-        "1",
-    ]));
+    let out = small_run_bs(&model, &data, &run, 40, 16)
+        .args(["--lr-head", "3e-3", "--log-every", "1"])
+        .env("ADEPT_PROGRESS_EVERY", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // stderr is a pipe here, as under nohup or CI: plain progress lines instead of a hidden bar,
+    // every step (ADEPT_PROGRESS_EVERY=0), and the validation lines.
+    for want in [
+        "step 1/40 (2%) loss ",
+        "step 40/40 (100%) loss ",
+        "validation accuracy = ",
+    ] {
+        assert!(stderr.contains(want), "no `{want}` in stderr:\n{stderr}");
+    }
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["report"]["steps"], 40);
     let losses = train_losses(&run);
@@ -182,7 +241,7 @@ fn short_sst2_run_lowers_the_loss_and_eval_reproduces_the_best_score() {
 
 #[test]
 fn resume_after_a_kill_gives_the_uninterrupted_result() {
-    let Some((model, data)) = assets() else {
+    let Some((model, data)) = assets("resume_after_a_kill_gives_the_uninterrupted_result") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -264,7 +323,7 @@ fn bad_input_gives_clear_errors() {
         "{err}"
     );
 
-    let Some((model, data)) = assets() else {
+    let Some((model, data)) = assets("bad_input_gives_clear_errors") else {
         return;
     };
     // Unknown task.
@@ -337,7 +396,9 @@ fn bad_input_gives_clear_errors() {
 
 #[test]
 fn custom_csv_trains_and_lists_its_labels() {
-    let Some((model, _)) = assets() else { return };
+    let Some((model, _)) = assets("custom_csv_trains_and_lists_its_labels") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let csv = tmp.path().join("tickets.csv");
     let mut rows = String::from("subject,body,queue\n");
@@ -394,7 +455,7 @@ fn custom_csv_trains_and_lists_its_labels() {
 
 #[test]
 fn train_export_and_serve_from_the_cli() {
-    let Some((model, data)) = assets() else {
+    let Some((model, data)) = assets("train_export_and_serve_from_the_cli") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -459,10 +520,25 @@ fn train_export_and_serve_from_the_cli() {
             ])
             .arg(&bundle),
     );
-    assert!(
-        out.contains("positive") || out.contains("negative"),
-        "{out}"
-    );
+    // One JSON line: the text, the label that is the argmax of the probabilities, the
+    // probabilities the softmax of the logits.
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    let p: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(p["sentence"], "a gorgeous, witty, seductive movie", "{p}");
+    let logits: Vec<f64> = serde_json::from_value(p["logits"].clone()).unwrap();
+    assert_eq!(logits.len(), 2, "{p}");
+    let names = ["negative", "positive"];
+    let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
+    for (name, l) in names.iter().zip(&logits) {
+        let got = p["probabilities"][name].as_f64().unwrap();
+        let want = (l - m).exp() / z;
+        assert!((got - want).abs() < 1e-6, "{name}: {got} vs softmax {want}");
+    }
+    let best = if logits[1] > logits[0] { 1 } else { 0 };
+    assert_eq!(p["label_id"], best, "{p}");
+    assert_eq!(p["label"], names[best], "{p}");
 
     // A corrupted bundle is refused with the file named.
     std::fs::write(bundle.join("adept.json"), "{ not json").unwrap();

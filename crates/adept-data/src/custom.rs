@@ -176,11 +176,23 @@ pub fn load_custom(path: &Path, spec: &CustomSpec) -> Result<CustomDataset> {
 
     let labels: Vec<String> = match (&spec.labels, spec.regression, &spec.label_field) {
         (Some(explicit), _, _) => explicit.clone(),
-        (None, false, Some(_)) => {
-            discover_labels(records.iter().filter_map(|r| r.label.as_deref()))
+        (None, false, Some(field)) => {
+            let found = discover_labels(records.iter().filter_map(|r| r.label.as_deref()));
+            if found.len() < 2 {
+                return Err(DataError::Invalid(format!(
+                    "{}: the label column `{field}` holds a single label ({}) in all {} rows; a \
+                     classification task needs at least two. Check --label-field, or pass \
+                     --regression for a numeric target",
+                    path.display(),
+                    found.first().map_or("none".into(), |l| format!("`{l}`")),
+                    records.len()
+                )));
+            }
+            found
         }
         _ => Vec::new(),
     };
+    let discovered = spec.labels.is_none() && !labels.is_empty();
 
     let mut examples = Vec::with_capacity(records.len());
     for r in records {
@@ -201,12 +213,46 @@ pub fn load_custom(path: &Path, spec: &CustomSpec) -> Result<CustomDataset> {
         };
         examples.push(Example::new(r.fields, label));
     }
+    if discovered {
+        warn_on_rare_labels(path, &labels, &examples);
+    }
     Ok(CustomDataset {
         path: path.to_path_buf(),
         examples,
         labels,
         regression: spec.regression,
     })
+}
+
+/// Fewer examples than this of a label gets a warning: the model can hardly learn it, and a
+/// held-out split may not contain it at all.
+pub const FEW_EXAMPLES: usize = 10;
+
+/// Labels with fewer than [`FEW_EXAMPLES`] examples, as `(label, count)`.
+pub fn rare_labels(labels: &[String], examples: &[Example]) -> Vec<(String, usize)> {
+    let mut counts = vec![0usize; labels.len()];
+    for e in examples {
+        if let Target::Class(i) = e.label {
+            counts[i] += 1;
+        }
+    }
+    labels
+        .iter()
+        .zip(counts)
+        .filter(|&(_, n)| n < FEW_EXAMPLES)
+        .map(|(l, n)| (l.clone(), n))
+        .collect()
+}
+
+fn warn_on_rare_labels(path: &Path, labels: &[String], examples: &[Example]) {
+    for (label, n) in rare_labels(labels, examples) {
+        tracing::warn!(
+            "{}: label `{label}` has only {n} example(s) of {}; it will be hard to learn and may \
+             be missing from a held-out split",
+            path.display(),
+            examples.len()
+        );
+    }
 }
 
 /// Sorted distinct labels: numeric order when all parse as integers, else code-point order.

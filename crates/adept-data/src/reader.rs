@@ -50,20 +50,26 @@ pub(crate) fn read_delimited(
     quoting: bool,
 ) -> Result<Vec<Row>> {
     require_file(path, role)?;
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .quoting(quoting)
         .has_headers(false)
         .flexible(true)
-        .from_path(path)
-        .map_err(|e| csv_error(path, e))?;
+        .from_reader(bytes.as_slice());
+    // File lines are counted here from each record's byte offset: the csv crate's own line
+    // count is off for CRLF files (it reported the first row after the header as line 1).
+    let mut lines = LineCounter::new(&bytes);
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
-                let line = record.position().map_or(0, |p| p.line());
+                let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
                 // A lone empty line in a TSV is read as one empty cell: skip it.
                 if record.len() == 1 && record.get(0).is_some_and(|c| c.trim().is_empty()) {
                     continue;
@@ -73,7 +79,7 @@ pub(crate) fn read_delimited(
                     cells: record.clone(),
                 });
             }
-            Err(e) => return Err(csv_error(path, e)),
+            Err(e) => return Err(csv_error(path, e, &mut lines)),
         }
     }
     if let Some(first) = rows.first_mut() {
@@ -101,8 +107,44 @@ fn strip_bom(record: &mut csv::StringRecord) {
     }
 }
 
-fn csv_error(path: &Path, e: csv::Error) -> DataError {
-    let line = e.position().map(|p| p.line());
+/// 1-based file line of a byte offset, for offsets visited in increasing order.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        LineCounter {
+            bytes,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the first byte at or after `byte` that is not a line end: for a CRLF file
+    /// the csv crate starts a record's position at the `\n` of the previous line's end.
+    fn line_at(&mut self, byte: u64) -> u64 {
+        let mut to = (byte as usize).min(self.bytes.len());
+        while to < self.bytes.len() && matches!(self.bytes[to], b'\r' | b'\n') {
+            to += 1;
+        }
+        if to < self.offset {
+            self.offset = 0;
+            self.line = 1;
+        }
+        self.line += self.bytes[self.offset..to]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        self.offset = to;
+        self.line
+    }
+}
+
+fn csv_error(path: &Path, e: csv::Error, lines: &mut LineCounter) -> DataError {
+    let line = e.position().map(|p| lines.line_at(p.byte()));
     match (e.into_kind(), line) {
         (csv::ErrorKind::Io(source), _) => DataError::Io {
             path: path.to_path_buf(),

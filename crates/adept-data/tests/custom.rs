@@ -227,6 +227,53 @@ fn unparsable_rows() {
     assert!(msg.contains("quote.csv"), "{msg}");
 }
 
+/// Lines are file lines, whatever the line ends: the first row after the header is line 2 in a
+/// CRLF file too, and a quoted field spanning lines moves the next record's line on.
+#[test]
+fn errors_name_file_lines_with_crlf_and_multiline_fields() {
+    let t = Tmp::new();
+    for (name, content, line) in [
+        ("crlf.csv", "text,y\r\nhello,\r\nx,1\r\n", 2),
+        ("lf.csv", "text,y\nhello,\nx,1\n", 2),
+        ("multi.csv", "text,y\n\"a\nb\",1\n\"c\r\nd\",0\nx,\n", 6),
+        ("multi-crlf.csv", "text,y\r\n\"a\r\nb\",1\r\nx,\r\n", 4),
+        ("bom.csv", "\u{feff}text,y\nok,1\nhello,\n", 3),
+    ] {
+        let p = t.write(name, content);
+        let msg = err(&p, &cls());
+        assert!(
+            msg.contains(&format!("{name}:{line}:")) && msg.contains("empty label"),
+            "{name}: expected line {line}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn a_single_label_is_refused_and_rare_labels_are_found() {
+    let t = Tmp::new();
+    let p = t.write("one.csv", "text,y\na,pos\nb,pos\nc,pos\n");
+    let msg = err(&p, &cls());
+    assert!(msg.contains("one.csv"), "{msg}");
+    assert!(
+        msg.contains("single label (`pos`) in all 3 rows") && msg.contains("--regression"),
+        "{msg}"
+    );
+    // With an explicit label list (a validation file) one label present is fine.
+    let spec = cls().with_labels(vec!["neg".into(), "pos".into()]);
+    assert_eq!(load_custom(&p, &spec).unwrap().examples.len(), 3);
+
+    let mut rows = String::from("text,y\n");
+    for i in 0..30 {
+        rows.push_str(&format!("t{i},{}\n", if i < 2 { "rare" } else { "common" }));
+    }
+    let p = t.write("rare.csv", &rows);
+    let ds = load_custom(&p, &cls()).unwrap();
+    assert_eq!(
+        adept_data::custom::rare_labels(&ds.labels, &ds.examples),
+        vec![("rare".to_string(), 2)]
+    );
+}
+
 #[test]
 fn empty_dataset() {
     let t = Tmp::new();
@@ -245,14 +292,14 @@ fn empty_dataset() {
 #[test]
 fn format_from_extension_or_explicit() {
     let t = Tmp::new();
-    let p = t.write("data.txt", "text,y\nhi,a\n");
+    let p = t.write("data.txt", "text,y\nhi,a\nho,b\n");
     let msg = err(&p, &cls());
     assert!(
         msg.contains("data.txt") && msg.contains("extension"),
         "{msg}"
     );
     let ds = load_custom(&p, &cls().with_format(FileFormat::Csv)).unwrap();
-    assert_eq!(ds.labels, ["a"]);
+    assert_eq!(ds.labels, ["a", "b"]);
     assert_eq!(FileFormat::from_name("JSONL"), Some(FileFormat::Jsonl));
 }
 

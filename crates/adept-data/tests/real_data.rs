@@ -1,30 +1,21 @@
 //! The real GLUE/SuperGLUE files, when present: counts from their SOURCES.md and the paper's
-//! split sizes (Table 16). Looks in `$ADEPT_GLUE_DIR`, else `/work/shared/data/glue`; prints a
-//! skip message and passes when neither exists.
+//! split sizes (Table 16). Looks in `$ADEPT_DATA`, else `../shared/data/glue` beside the
+//! checkout; skips when neither exists, or fails under `ADEPT_REQUIRE_MODEL=1` (CI).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use adept_data::{load_official, load_task, DataError, OfficialSplit, Target, TaskKind};
 
-fn data_root() -> Option<PathBuf> {
-    let root = std::env::var_os("ADEPT_GLUE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/data/glue"));
-    if root.is_dir() {
-        Some(root)
-    } else {
-        eprintln!(
-            "skipping real-data test: {} not found (set ADEPT_GLUE_DIR)",
-            root.display()
-        );
-        None
-    }
+fn data_root(test: &str) -> Option<PathBuf> {
+    adept_testkit::glue_dir(test)
 }
 
 #[test]
 fn official_counts_match_sources_md() {
-    let Some(root) = data_root() else { return };
+    let Some(root) = data_root("official_counts_match_sources_md") else {
+        return;
+    };
     use OfficialSplit::{Dev, Test, Train};
     let expected: &[(TaskKind, OfficialSplit, usize)] = &[
         (TaskKind::Sst2, Train, 67349),
@@ -79,7 +70,9 @@ fn official_counts_match_sources_md() {
 
 #[test]
 fn real_details() {
-    let Some(root) = data_root() else { return };
+    let Some(root) = data_root("real_details") else {
+        return;
+    };
     let stsb = load_official(TaskKind::Stsb, &root, OfficialSplit::Train).unwrap();
     assert!(stsb
         .iter()
@@ -110,7 +103,9 @@ fn real_details() {
 
 #[test]
 fn paper_split_sizes_match_table_16() {
-    let Some(root) = data_root() else { return };
+    let Some(root) = data_root("paper_split_sizes_match_table_16") else {
+        return;
+    };
     // (task, train, validation, test) from the paper's Table 16.
     let expected = [
         (TaskKind::Sst2, 66_349, 1_000, 872),
@@ -129,15 +124,37 @@ fn paper_split_sizes_match_table_16() {
             "{task}"
         );
     }
-    // BoolQ's train file is absent here: the error names it.
-    let err = load_task(TaskKind::Boolq, &root, 42).unwrap_err();
-    assert!(matches!(err, DataError::MissingFile { .. }));
+}
+
+/// A task folder without its training file (a partial download) is refused with the missing
+/// file's path. Built in a temporary copy, whatever the real folder holds.
+#[test]
+fn a_task_folder_without_its_train_file_is_named_in_the_error() {
+    let Some(root) = data_root("a_task_folder_without_its_train_file_is_named_in_the_error") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let boolq = tmp.path().join("BoolQ");
+    std::fs::create_dir_all(&boolq).unwrap();
+    for f in ["val.jsonl", "test.jsonl"] {
+        std::fs::copy(root.join("BoolQ").join(f), boolq.join(f)).unwrap();
+    }
+    let err = load_task(TaskKind::Boolq, tmp.path(), 42).unwrap_err();
+    assert!(matches!(err, DataError::MissingFile { .. }), "{err:?}");
     assert!(err.to_string().contains("BoolQ/train.jsonl"), "{err}");
+    // With the file in place the same folder loads (so the error was about that file alone).
+    let copy_train = root.join("BoolQ/train.jsonl");
+    if copy_train.is_file() {
+        std::fs::copy(&copy_train, boolq.join("train.jsonl")).unwrap();
+        load_task(TaskKind::Boolq, tmp.path(), 42).unwrap();
+    }
 }
 
 #[test]
 fn paper_split_is_deterministic_under_a_seed() {
-    let Some(root) = data_root() else { return };
+    let Some(root) = data_root("paper_split_is_deterministic_under_a_seed") else {
+        return;
+    };
     let a = load_task(TaskKind::Sst2, &root, 1).unwrap();
     let b = load_task(TaskKind::Sst2, &root, 1).unwrap();
     let c = load_task(TaskKind::Sst2, &root, 2).unwrap();

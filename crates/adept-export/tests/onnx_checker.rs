@@ -1,5 +1,5 @@
 //! The emitted models pass `onnx.checker.check_model(full_check=True)` (Python `onnx`; skipped
-//! when not importable), load in ONNX Runtime, and get ONNX Runtime's fused kernels.
+//! when not importable, failed then under `ADEPT_REQUIRE_MODEL=1`), load in ONNX Runtime, and get ONNX Runtime's fused kernels.
 
 mod common;
 
@@ -12,21 +12,11 @@ use std::path::Path;
 use std::process::Command;
 
 fn python() -> String {
-    std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+    adept_testkit::python()
 }
 
 fn python_available(test: &str) -> bool {
-    let ok = Command::new(python())
-        .args(["-c", "import onnx, onnxruntime"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!(
-            "SKIP {test}: python3 with onnx and onnxruntime is not available (set ADEPT_PYTHON)"
-        );
-    }
-    ok
+    adept_testkit::python_with(test, &["onnx", "onnxruntime"]).is_some()
 }
 
 /// Runs tests/scripts/inspect_model.py on `model`.

@@ -258,25 +258,15 @@ fn minilm_parity_on_sst2() {
     if !ort_available(test) {
         return;
     }
-    let root = adept_cache::cache_root(None).unwrap();
-    let model_dir = adept_cache::default_model_dir(&root);
-    if !model_dir.join("model.safetensors").is_file() {
-        eprintln!(
-            "SKIP {test}: {} is not in the cache (run `adept fetch`)",
-            model_dir.display()
-        );
-        return;
-    }
-    let data = std::env::var("ADEPT_DATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/glue")
-        });
-    let dev = data.join("SST-2/dev.tsv");
-    let Ok(text) = std::fs::read_to_string(&dev) else {
-        eprintln!("SKIP {test}: {} not found (set ADEPT_DATA)", dev.display());
+    let Some(model_dir) = adept_testkit::model_dir(test) else {
         return;
     };
+    let Some(sst2) = adept_testkit::glue_task(test, "SST-2", "dev.tsv") else {
+        return;
+    };
+    let dev = sst2.join("dev.tsv");
+    let text = std::fs::read_to_string(&dev)
+        .unwrap_or_else(|e| panic!("{test}: cannot read {}: {e}", dev.display()));
     let sentences: Vec<String> = text
         .lines()
         .skip(1)

@@ -3,7 +3,7 @@
 //! computed here with naive loops in f64.
 //!
 //! Needs `python3` with `onnx` and `onnxruntime` importable (override the interpreter with
-//! `ADEPT_PYTHON`); without them each test prints a skip message and passes.
+//! `ADEPT_PYTHON`); without them each test skips, or fails under `ADEPT_REQUIRE_MODEL=1` (CI).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,24 +18,11 @@ const TOLERANCE: f64 = 1e-5;
 // ---------------------------------------------------------------------------------------
 
 fn python() -> String {
-    std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+    adept_testkit::python()
 }
 
-/// Whether the Python side is available; prints a skip message when it is not.
 fn python_available(test: &str) -> bool {
-    let ok = Command::new(python())
-        .args(["-c", "import onnx, onnxruntime"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!(
-            "SKIP {test}: `{} -c 'import onnx, onnxruntime'` failed; install onnx and \
-             onnxruntime (or set ADEPT_PYTHON) to run this test",
-            python()
-        );
-    }
-    ok
+    adept_testkit::python_with(test, &["onnx", "onnxruntime"]).is_some()
 }
 
 fn work_dir(test: &str) -> PathBuf {

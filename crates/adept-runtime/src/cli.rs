@@ -23,10 +23,10 @@ pub struct RuntimeArgs {
     #[arg(long)]
     pub require_device: bool,
     /// Intra-op threads [default: ONNX Runtime's, one per physical core].
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     pub threads: Option<usize>,
     /// Inputs per batch (each batch is padded to its longest input).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = positive_usize)]
     pub batch_size: usize,
     /// ONNX Runtime shared library (file or folder) [env ORT_DYLIB_PATH; default: the cache].
     #[arg(long, value_name = "PATH")]
@@ -74,6 +74,25 @@ pub struct InferArgs {
     /// Where to write the predictions as JSONL [default: standard output].
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+/// A command-line value that must be a whole number ≥ 1 (batch sizes, steps, threads, …):
+/// refused by the argument parser, before anything loads.
+pub fn positive_usize(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number ≥ 1")),
+    }
+}
+
+/// A command-line value that must be a finite number > 0 (learning rates).
+pub fn positive_f64(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(_) => Err(format!("`{s}` must be a finite number > 0")),
+        Err(_) => Err(format!("`{s}` is not a number")),
+    }
 }
 
 /// What `run_infer` did.

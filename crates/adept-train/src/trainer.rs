@@ -17,7 +17,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::io::Write;
+use std::time::Duration;
 use std::time::Instant;
 
 /// A labelled, encoded dataset ready for batching.
@@ -277,14 +279,7 @@ pub fn train(
 
     let mut metrics_log = run.metrics_writer()?;
     let mut order = BatchOrder::new(train_set.items.len(), cfg.batch_size, cfg.seed);
-    let pb = ProgressBar::new(cfg.steps as u64);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
-        )
-        .expect("valid template"),
-    );
-    pb.set_position(state.step as u64);
+    let mut pb = Progress::new(cfg.steps, state.step);
     let started = Instant::now();
     let mut last_loss = f64::NAN;
     let mut best_metrics = BTreeMap::new();
@@ -321,7 +316,7 @@ pub fn train(
             pb.set_message(format!("loss {last_loss:.4} · {eps:.1} ex/s"));
             window = (Instant::now(), 0);
         }
-        pb.set_position(state.step as u64);
+        pb.set_position(state.step);
 
         let eval_now = state.step % cfg.eval_every == 0 || state.step == cfg.steps;
         if eval_now {
@@ -381,7 +376,7 @@ pub fn train(
             break;
         }
     }
-    pb.finish_and_clear();
+    pb.finish();
     Ok(TrainReport {
         steps: state.step,
         best_step: state.best_step,
@@ -391,4 +386,121 @@ pub fn train(
         seconds: started.elapsed().as_secs_f64(),
         stopped_early,
     })
+}
+
+/// Seconds between plain progress lines when stderr is not a terminal (`ADEPT_PROGRESS_EVERY`).
+pub const ENV_PROGRESS_EVERY: &str = "ADEPT_PROGRESS_EVERY";
+
+/// Training progress on stderr: an indicatif bar on a terminal; elsewhere (nohup, CI, a log
+/// file), where indicatif hides the bar and drops its lines, a plain line every
+/// `ADEPT_PROGRESS_EVERY` seconds (default 30; 0: at every logged step) and at the last step.
+enum Progress {
+    Bar(ProgressBar),
+    Plain {
+        total: usize,
+        first: usize,
+        every: Duration,
+        started: Instant,
+        last: Option<Instant>,
+        msg: String,
+    },
+}
+
+impl Progress {
+    fn new(total: usize, position: usize) -> Self {
+        if std::io::stderr().is_terminal() {
+            let pb = ProgressBar::new(total as u64);
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
+                )
+                .expect("valid template"),
+            );
+            pb.set_position(position as u64);
+            Progress::Bar(pb)
+        } else {
+            let secs = std::env::var(ENV_PROGRESS_EVERY)
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .unwrap_or(30.0);
+            Progress::Plain {
+                total,
+                first: position,
+                every: Duration::from_secs_f64(secs),
+                started: Instant::now(),
+                last: None,
+                msg: String::new(),
+            }
+        }
+    }
+
+    fn set_message(&mut self, m: String) {
+        match self {
+            Progress::Bar(pb) => pb.set_message(m),
+            Progress::Plain { msg, .. } => *msg = m,
+        }
+    }
+
+    fn set_position(&mut self, step: usize) {
+        match self {
+            Progress::Bar(pb) => pb.set_position(step as u64),
+            Progress::Plain {
+                total,
+                first,
+                every,
+                started,
+                last,
+                msg,
+            } => {
+                let due = last.is_none_or(|t| t.elapsed() >= *every) && !msg.is_empty();
+                if !(due || step == *total) {
+                    return;
+                }
+                *last = Some(Instant::now());
+                let elapsed = started.elapsed().as_secs_f64();
+                let done = step.saturating_sub(*first).max(1) as f64;
+                let eta = elapsed / done * total.saturating_sub(step) as f64;
+                eprintln!(
+                    "step {step}/{total} ({:.0}%) {msg} · elapsed {}, eta {}",
+                    100.0 * step as f64 / (*total).max(1) as f64,
+                    clock(elapsed),
+                    clock(eta)
+                );
+            }
+        }
+    }
+
+    fn println(&self, line: String) {
+        match self {
+            Progress::Bar(pb) => pb.println(line),
+            Progress::Plain { .. } => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(self) {
+        if let Progress::Bar(pb) = self {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+/// `1h02m03s`, `4m05s`, `7s`.
+fn clock(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    #[test]
+    fn clock_reads_as_hours_minutes_seconds() {
+        assert_eq!(super::clock(7.4), "7s");
+        assert_eq!(super::clock(245.0), "4m05s");
+        assert_eq!(super::clock(3723.0), "1h02m03s");
+    }
 }

@@ -28,24 +28,28 @@ pub fn tricky() -> Vec<String> {
     v
 }
 
-/// `(adept.json, tokenizer.json, tokenizer path)`: the exported bundle (`ADEPT_WASM_BUNDLE`,
-/// default `exports/qs-test`), else the default model's tokenizer from the adept cache with a
-/// manifest like the quickstart's (max 128 tokens, 30522-row table).
-fn real_tokenizer() -> Option<(String, String, PathBuf)> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = std::env::var_os("ADEPT_WASM_BUNDLE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("exports/qs-test"));
-    if dir.join("adept.json").is_file() {
-        let m = std::fs::read_to_string(dir.join("adept.json")).ok()?;
-        let t = std::fs::read_to_string(dir.join("tokenizer.json")).ok()?;
-        return Some((m, t, dir.join("tokenizer.json")));
+/// `(adept.json, tokenizer.json, tokenizer path)`: the exported bundle `ADEPT_WASM_BUNDLE`
+/// (which must then exist) or `exports/qs-test` if present, else the default model's tokenizer
+/// from the adept cache (adept-testkit: a skip, or a failure under `ADEPT_REQUIRE_MODEL=1`) with
+/// a manifest like the quickstart's (max 128 tokens, 30522-row table).
+fn real_tokenizer(test: &str) -> Option<(String, String, PathBuf)> {
+    let given = std::env::var_os("ADEPT_WASM_BUNDLE").map(PathBuf::from);
+    let dir = given
+        .clone()
+        .unwrap_or_else(|| adept_testkit::repo_file("exports/qs-test"));
+    if given.is_some() || dir.join("adept.json").is_file() {
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .unwrap_or_else(|e| panic!("{test}: cannot read {}: {e}", dir.join(f).display()))
+        };
+        return Some((
+            read("adept.json"),
+            read("tokenizer.json"),
+            dir.join("tokenizer.json"),
+        ));
     }
-    let cache = std::env::var_os("ADEPT_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/adept")))?;
-    let tok = cache.join("models/all-MiniLM-L6-v2/tokenizer.json");
-    let t = std::fs::read_to_string(&tok).ok()?;
+    let tok = adept_testkit::model_dir(test)?.join("tokenizer.json");
+    let t = std::fs::read_to_string(&tok).unwrap();
     let m = manifest_text(false, "truncate")
         .replace("\"max_length\":8", "\"max_length\":128")
         .replace("\"vocab_size\":10,", "\"vocab_size\":30522,");
@@ -54,11 +58,7 @@ fn real_tokenizer() -> Option<(String, String, PathBuf)> {
 
 #[test]
 fn same_ids_as_the_native_encoder() {
-    let Some((manifest, tok, tok_path)) = real_tokenizer() else {
-        eprintln!(
-            "skipped: no bundle (ADEPT_WASM_BUNDLE, exports/qs-test) and no cached default model \
-             tokenizer (adept fetch)"
-        );
+    let Some((manifest, tok, tok_path)) = real_tokenizer("same_ids_as_the_native_encoder") else {
         return;
     };
     let engine = Engine::new(&manifest, &tok).unwrap();

@@ -11,17 +11,10 @@ use adept_train::{Classifier, TextEncoder};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 
-/// Whether the ONNX Runtime library can be found (adept_cache); prints a skip message if not.
+/// Whether the ONNX Runtime library can be found; a missing one skips the test, or fails it
+/// under `ADEPT_REQUIRE_MODEL=1` (adept-testkit); a wrong `ORT_DYLIB_PATH` always fails.
 pub fn ort_available(test: &str) -> bool {
-    match adept_runtime::ortlib::find_library(None, None) {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!(
-                "SKIP {test}: ONNX Runtime not found ({e:#}); run `adept fetch` to test with it"
-            );
-            false
-        }
-    }
+    adept_testkit::ort_library(test).is_some()
 }
 
 /// Exports `model` into `dir/name` and returns the bundle path.

@@ -9,15 +9,7 @@ use adept_train::{Classifier, Pooling, TextEncoder};
 use std::path::{Path, PathBuf};
 
 pub fn ort_available(test: &str) -> bool {
-    match adept_runtime::ortlib::find_library(None, None) {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!(
-                "SKIP {test}: ONNX Runtime not found ({e:#}); run `adept fetch` to test with it"
-            );
-            false
-        }
-    }
+    adept_testkit::ort_library(test).is_some()
 }
 
 pub struct Tiny {
