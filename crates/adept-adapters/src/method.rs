@@ -387,23 +387,113 @@ mod tests {
         Ok(())
     }
 
+    /// Deterministic values in `[-scale, scale)` (64-bit LCG), so a failure reproduces.
+    fn lcg(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (2.0 * ((s >> 40) as f32 / (1u64 << 24) as f32) - 1.0) * scale
+            })
+            .collect()
+    }
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// Relative tolerance for an f32 result against an f64 reference: f32 rounding (u = 2⁻²⁴ ≈
+    /// 6e-8) in a sum of n terms errs by at most about n·u times the sum of the terms' magnitudes,
+    /// and typically √n·u; these sums have n ≤ 12 terms, so 1e-5 (≈ 170 u) is loose for correct
+    /// code while a wrong term (an offset of order 0.1–1) is 10⁴ times larger.
+    const REL_TOL: f64 = 1e-5;
+
     #[test]
     fn fold_table_equals_e_plus_f_row_by_row() -> anyhow::Result<()> {
-        let t = table();
-        let a = Adapter::init(cfg(MethodKind::Adept, 2, 3), &t, 2)?;
-        // Give the zero-initialised tensors random values so f is not trivially zero.
+        // More rows than fold_table's 4096-row chunk, so the chunk seam is checked too.
+        let (vocab, d, r) = (4096 + 45, 8, 3);
+        let t = Tensor::from_vec(lcg(11, vocab * d, 1.0), (vocab, d), &Device::Cpu)?;
+        let a = Adapter::init(cfg(MethodKind::Adept, 2, r), &t, 2)?;
+        // ADePT initialises W_up = b2 = b1 = 0 (f ≡ 0): give every MLP tensor non-zero values.
+        let mut seed = 100;
         for (name, _, v) in a.vars() {
             if name != PROMPT {
-                v.set(&Tensor::randn(0f32, 1., v.dims(), &Device::Cpu)?)?;
+                seed += 1;
+                let vals = lcg(seed, v.elem_count(), 0.8);
+                v.set(&Tensor::from_vec(vals, v.dims(), &Device::Cpu)?)?;
             }
         }
         let folded = a.fold_table(&t)?;
-        for row in [0usize, 17, 49] {
-            let e = t.narrow(0, row, 1)?;
-            let expected = (&e + a.token_offsets(&e, None)?)?;
-            let diff = (folded.narrow(0, row, 1)? - expected)?.abs()?.max_all()?;
-            assert!(diff.to_scalar::<f32>()? < 1e-6);
+        assert_eq!(folded.dims(), &[vocab, d]);
+        let got = flat(&folded);
+
+        // The reference: plain f64 loops over the raw tensors, W_down [d, r], b1 [r],
+        // W_up [r, d], b2 [d] (row-major), f(e) = ReLU(e·W_down + b1)·W_up + b2.
+        let ts = a.tensors();
+        let (w_down, b1, w_up, b2) = (
+            flat(&ts[A]),
+            flat(&ts[A_BIAS]),
+            flat(&ts[B]),
+            flat(&ts[B_BIAS]),
+        );
+        assert_eq!(
+            (w_down.len(), b1.len(), w_up.len(), b2.len()),
+            (d * r, r, r * d, d)
+        );
+        let e = flat(&t);
+        let (mut worst_rel, mut max_offset) = (0.0f64, 0.0f64);
+        let (mut active, mut inactive) = (0usize, 0usize);
+        for row in 0..vocab {
+            let x = &e[row * d..(row + 1) * d];
+            let mut hidden = vec![0.0f64; r];
+            let mut hidden_mag = vec![0.0f64; r];
+            for j in 0..r {
+                let mut z = b1[j] as f64;
+                let mut mag = (b1[j] as f64).abs();
+                for i in 0..d {
+                    z += x[i] as f64 * w_down[i * r + j] as f64;
+                    mag += (x[i] as f64 * w_down[i * r + j] as f64).abs();
+                }
+                if z > 0.0 {
+                    active += 1;
+                } else {
+                    inactive += 1;
+                }
+                hidden[j] = z.max(0.0);
+                hidden_mag[j] = mag;
+            }
+            for c in 0..d {
+                let mut f = b2[c] as f64;
+                // Magnitude of every term, hidden ones at their pre-activation size (their own
+                // rounding error propagates through W_up).
+                let mut mag = (x[c] as f64).abs() + (b2[c] as f64).abs();
+                for j in 0..r {
+                    f += hidden[j] * w_up[j * d + c] as f64;
+                    mag += hidden_mag[j] * (w_up[j * d + c] as f64).abs();
+                }
+                let want = x[c] as f64 + f;
+                let err = (got[row * d + c] as f64 - want).abs();
+                assert!(
+                    err <= REL_TOL * mag,
+                    "row {row} col {c}: folded {} vs E + f(E) = {want} (error {err:e}, scale {mag})",
+                    got[row * d + c]
+                );
+                worst_rel = worst_rel.max(err / mag);
+                max_offset = max_offset.max(f.abs());
+            }
         }
+        eprintln!(
+            "fold_table: {vocab} rows, max relative error {worst_rel:e}, max |f(E)| {max_offset}"
+        );
+        // The check has teeth: offsets are large, and the ReLU both passes and blocks units.
+        assert!(max_offset > 0.5, "offsets too small: {max_offset}");
+        assert!(
+            active > vocab / 10 && inactive > vocab / 10,
+            "{active} {inactive}"
+        );
+
         assert!(Adapter::init(cfg(MethodKind::Pt, 2, 0), &t, 0)?
             .fold_table(&t)
             .is_err());
@@ -438,16 +528,116 @@ mod tests {
 
     #[test]
     fn dept_offsets_are_position_based() -> anyhow::Result<()> {
-        let t = table();
-        let a = Adapter::init(cfg(MethodKind::Dept, 1, 2), &t, 5)?;
+        let (vocab, d, r, max_len) = (50, 8, 2, 12);
+        let t = Tensor::from_vec(lcg(21, vocab * d, 1.0), (vocab, d), &Device::Cpu)?;
+        let a = Adapter::init(cfg(MethodKind::Dept, 1, r), &t, 5)?;
+        // The engineering notes' DePT scaling: (α/√r)·A·B with α = 8.
+        assert_eq!(a.config.alpha, 8.0);
+        let scale = 8.0 / (r as f64).sqrt();
+        // B is zero at init (offsets ≡ 0): give it non-zero values.
         for (name, _, v) in a.vars() {
             if name == B {
-                v.set(&Tensor::ones(v.dims(), DType::F32, &Device::Cpu)?)?;
+                v.set(&Tensor::from_vec(
+                    lcg(22, r * d, 1.0),
+                    (r, d),
+                    &Device::Cpu,
+                )?)?;
             }
         }
-        let off = a.position_offsets(4)?;
-        assert_eq!(off.dims(), &[4, 8]);
-        assert!(a.position_offsets(13).is_err());
+        let ts = a.tensors();
+        let (a_mat, b_mat) = (flat(&ts[A]), flat(&ts[B]));
+        assert_eq!((a_mat.len(), b_mat.len()), (max_len * r, r * d));
+        // Reference offsets (α/√r)·(A·B)[p] in f64, with the magnitude of their terms.
+        let reference = |p: usize, c: usize| -> (f64, f64) {
+            let (mut sum, mut mag) = (0.0f64, 0.0f64);
+            for k in 0..r {
+                let term = a_mat[p * r + k] as f64 * b_mat[k * d + c] as f64;
+                sum += term;
+                mag += term.abs();
+            }
+            (scale * sum, scale * mag)
+        };
+
+        // position_offsets(s) is [s, d], every row as the reference.
+        let s_len = 5;
+        let off = flat(&a.position_offsets(s_len)?);
+        assert_eq!(off.len(), s_len * d);
+        for p in 0..s_len {
+            for c in 0..d {
+                let (want, mag) = reference(p, c);
+                let err = (off[p * d + c] as f64 - want).abs();
+                assert!(
+                    err <= REL_TOL * mag,
+                    "position {p} col {c}: {} vs {want}",
+                    off[p * d + c]
+                );
+            }
+        }
+
+        // Through apply: token 3 at positions 0 and 1, token 7 at positions 1 and 2 and at
+        // position 2 in both sequences; positions 3 hold different tokens (11, 20).
+        let ids: [[u32; 5]; 2] = [[3, 7, 7, 11, 9], [7, 3, 7, 20, 9]];
+        let id_tensor = Tensor::new(&ids, &Device::Cpu)?;
+        let e = t
+            .index_select(&id_tensor.flatten_all()?, 0)?
+            .reshape((2, s_len, d))?;
+        let out = a.apply(&e, None)?;
+        assert_eq!(out.dims(), &[2, 1 + s_len, d]);
+        let out_v = flat(&out);
+        let table = flat(&t);
+        let prompt = flat(a.prompt().unwrap());
+        // offset[b][p] = out - E, checked against E + (α/√r)·(A·B)[p] in f64.
+        let mut offsets = vec![vec![vec![0.0f64; d]; s_len]; 2];
+        let mut worst_rel = 0.0f64;
+        for (b, seq) in ids.iter().enumerate() {
+            let base = b * (1 + s_len) * d;
+            assert_eq!(
+                &out_v[base..base + d],
+                &prompt[..],
+                "prompt row of sequence {b}"
+            );
+            for (p, &id) in seq.iter().enumerate() {
+                for c in 0..d {
+                    let x = table[id as usize * d + c] as f64;
+                    let got = out_v[base + (1 + p) * d + c] as f64;
+                    let (o, mag) = reference(p, c);
+                    let err = (got - (x + o)).abs();
+                    let bound = REL_TOL * (x.abs() + mag);
+                    assert!(
+                        err <= bound,
+                        "seq {b} pos {p} col {c}: {got} vs E + offset = {}",
+                        x + o
+                    );
+                    worst_rel = worst_rel.max(err / (x.abs() + mag));
+                    offsets[b][p][c] = got - x;
+                }
+            }
+        }
+        eprintln!("DePT offsets: max relative error {worst_rel:e}");
+        let max_diff = |u: &[f64], v: &[f64]| -> f64 {
+            u.iter()
+                .zip(v)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max)
+        };
+        // Same token, different positions: different offsets.
+        assert!(
+            max_diff(&offsets[0][0], &offsets[1][1]) > 0.1,
+            "token 3 at positions 0, 1"
+        );
+        assert!(
+            max_diff(&offsets[0][1], &offsets[0][2]) > 0.1,
+            "token 7 at positions 1, 2"
+        );
+        // Same position, whatever the token or sequence: the same offset (up to f32 rounding
+        // of E + offset − E).
+        for p in 0..s_len {
+            let diff = max_diff(&offsets[0][p], &offsets[1][p]);
+            assert!(diff < 1e-6, "position {p}: offsets differ by {diff:e}");
+        }
+
+        assert!(a.position_offsets(max_len).is_ok());
+        assert!(a.position_offsets(max_len + 1).is_err());
         Ok(())
     }
 }
