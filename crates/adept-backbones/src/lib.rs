@@ -6,18 +6,33 @@
 //! All weights are plain (non-`Var`) tensors; linear layers use [`adept_nn::FrozenLinear`] so the
 //! backward pass computes activation gradients only.
 //!
-//! Families: [`bert`] (BERT, MiniLM, RoBERTa-style encoders). T5 and Llama come next and follow
-//! the same contract ([`Backbone`]).
+//! ## The seam: one folder per family, one registry line
+//! ```text
+//! src/<family>/mod.rs     Config, candle modules, `load(dir, device)`, `impl Encoder`
+//! src/<family>/fused.rs   fused CPU ops with input-only backward passes (where they pay)
+//! src/<family>/onnx.rs    the same computation emitted into an ONNX graph (feature `onnx`)
+//! src/registry.rs         FAMILIES: the `config.json` model_types of each family → its `load`
+//! ```
+//! Training, export and the command line hold a `Box<dyn Encoder>` from
+//! [`registry::load_encoder`] and never name a family. A new family implements [`Backbone`] and
+//! [`Encoder`] in its folder and adds one line to [`registry::FAMILIES`].
+//!
+//! Families: [`bert`] (BERT, MiniLM, RoBERTa, XLM-RoBERTa, CamemBERT).
 
 pub mod bert;
+#[cfg(feature = "onnx")]
+pub mod onnx;
+pub mod registry;
 mod weights;
 
 pub use bert::{BertConfig, BertEncoder};
+pub use registry::{load_encoder, model_type_of, Family, FAMILIES};
 pub use weights::Weights;
 
-use candle_core::{Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 
-/// What the adapter and training code need from any backbone.
+/// What the adapter and training code need from any backbone: its width and the word-embedding
+/// table the adapter reads (and ADePT folds into).
 pub trait Backbone {
     /// Hidden size `d` of the embeddings the backbone consumes.
     fn hidden_size(&self) -> usize;
@@ -31,5 +46,53 @@ pub trait Backbone {
         let flat = ids.flatten_all()?;
         let rows = self.word_embedding_table().index_select(&flat, 0)?;
         rows.reshape((b, s, self.hidden_size()))
+    }
+}
+
+/// An encoder family behind the seam: runs from input embeddings, and (feature `onnx`) emits
+/// the same computation into a graph.
+pub trait Encoder: Backbone + Send + Sync {
+    /// The family (`bert`): the bundle manifest's `model_family`.
+    fn family(&self) -> &'static str;
+    /// The checkpoint's own `model_type` (`bert`, `roberta`, …).
+    fn model_type(&self) -> &str;
+    fn device(&self) -> &Device;
+    /// Longest sequence (prompt included) the model takes.
+    fn max_sequence_len(&self) -> usize;
+    /// Whether the model reads token type ids (BERT: yes; RoBERTa-style, one type: no).
+    fn uses_token_types(&self) -> bool;
+    /// Last hidden states `[b, L - keep_from, d]` for `inputs_embeds [b, L, d]` (prompt
+    /// included), `attention_mask [b, L]` (u32, 1 = attend) and `token_type_ids [b, L]` (u32;
+    /// `None` = type 0). Only rows from `keep_from` on come out, and a family may skip work
+    /// for the others. Rows at padded positions are undefined: read attended rows only.
+    fn forward_embeds_from(
+        &self,
+        inputs_embeds: &Tensor,
+        attention_mask: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        keep_from: usize,
+    ) -> Result<Tensor>;
+    /// Fused CPU layers on (the default where the family has them) or off (composite candle
+    /// ops: the reference, and what other devices run). Values are the same either way.
+    fn set_fused_layers(&mut self, on: bool) -> anyhow::Result<()>;
+    fn fused_layers(&self) -> bool;
+    /// For tests and tools that need the concrete family (`downcast_ref::<BertEncoder>()`).
+    fn as_any(&self) -> &dyn std::any::Any;
+    /// A copy sharing the weights (candle tensors are reference-counted).
+    fn clone_box(&self) -> Box<dyn Encoder>;
+    /// Emits the encoder into `g` from the adapter stage's outputs; returns the last hidden
+    /// states `float [batch, l + s, d]`.
+    #[cfg(feature = "onnx")]
+    fn emit_from_embeds(
+        &self,
+        g: &mut adept_onnx::GraphBuilder,
+        inputs: &onnx::EncoderInputs,
+        opts: &onnx::EmitOptions,
+    ) -> anyhow::Result<String>;
+}
+
+impl Clone for Box<dyn Encoder> {
+    fn clone(&self) -> Self {
+        self.clone_box()
     }
 }

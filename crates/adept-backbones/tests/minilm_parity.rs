@@ -83,7 +83,7 @@ fn check_against_fixture(enc: &BertEncoder, fx: &Value, dev: &Device, label: &st
     let mask = u32_matrix(&case["attention_mask"], &dev);
     let types = u32_matrix(&case["token_type_ids"], &dev);
     let embeds = enc.word_embeddings(&ids).unwrap();
-    let hidden = enc.forward_embeds(&embeds, &mask, &types).unwrap();
+    let hidden = enc.forward_embeds(&embeds, &mask, Some(&types)).unwrap();
     let m: Vec<Vec<u32>> = mask.to_vec2().unwrap();
     let d = max_diff_on_mask(&hidden, &case["last_hidden_state"], &m);
     assert!(
@@ -110,7 +110,7 @@ fn check_against_fixture(enc: &BertEncoder, fx: &Value, dev: &Device, label: &st
     let embeds = Tensor::cat(&[&prompt, &enc.word_embeddings(&ids).unwrap()], 1).unwrap();
     let mask = u32_matrix(&case["attention_mask"], &dev);
     let types = u32_matrix(&case["token_type_ids"], &dev);
-    let hidden = enc.forward_embeds(&embeds, &mask, &types).unwrap();
+    let hidden = enc.forward_embeds(&embeds, &mask, Some(&types)).unwrap();
     let m: Vec<Vec<u32>> = mask.to_vec2().unwrap();
     let d = max_diff_on_mask(&hidden, &case["last_hidden_state"], &m);
     assert!(
@@ -119,7 +119,9 @@ fn check_against_fixture(enc: &BertEncoder, fx: &Value, dev: &Device, label: &st
     );
 
     // Keeping only the input rows (the last layer skips the prompt's queries) changes nothing.
-    let inputs = enc.forward_embeds_from(&embeds, &mask, &types, l).unwrap();
+    let inputs = enc
+        .forward_embeds_from(&embeds, &mask, Some(&types), l)
+        .unwrap();
     let full_inputs = hidden.narrow(1, l, ids.dims()[1]).unwrap();
     let keep = u32_matrix(&case["input_attention_mask"], &dev)
         .to_dtype(DType::F32)
@@ -181,7 +183,7 @@ fn fused_layers_pass_the_same_input_gradient_as_composite_layers() {
     for fused in [true, false] {
         enc.set_fused_layers(fused).unwrap();
         let out = enc
-            .forward_embeds_from(embeds.as_tensor(), &mask, &types, prompt_len)
+            .forward_embeds_from(embeds.as_tensor(), &mask, Some(&types), prompt_len)
             .unwrap();
         let g = (out * &probe)
             .unwrap()

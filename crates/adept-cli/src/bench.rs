@@ -5,7 +5,7 @@
 
 use crate::args::BenchArgs;
 use crate::commands::{device, load_task, model_dir};
-use adept_backbones::{Backbone, BertEncoder};
+
 use adept_train::batch::Batch;
 use adept_train::optim::linear_schedule;
 use adept_train::trainer::{build_optimizer, train_step, Targets};
@@ -118,7 +118,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let mut cfg = TrainConfig::defaults(var.method);
         cfg.batch_size = a.batch_size;
         cfg.max_len = max_len;
-        let mut backbone = BertEncoder::from_dir(&mdir, &dev)?;
+        let mut backbone = adept_backbones::load_encoder(&mdir, &dev)?;
         backbone.set_fused_layers(var.fused)?;
         adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
         let model = adept_train::build_classifier(backbone, &enc, &cfg, task.num_outputs())?;
@@ -252,7 +252,7 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         }
         None => {
             let mut cfg = TrainConfig::defaults(adept_adapters::MethodKind::Adept);
-            let backbone = BertEncoder::from_dir(&mdir, &dev)?;
+            let backbone = adept_backbones::load_encoder(&mdir, &dev)?;
             adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
             let enc = TextEncoder::from_file(&tok, cfg.max_len, adept_train::OverLength::Truncate)?;
             let m = adept_train::build_classifier(backbone, &enc, &cfg, 2)?;

@@ -2,7 +2,7 @@
 
 use crate::args::{CacheArgs, Cli, Command, DataArgs, EvalArgs, FetchArgs, ModelArgs, TrainArgs};
 use adept_adapters::MethodKind;
-use adept_backbones::{Backbone, BertEncoder};
+
 use adept_train::{OverLength, TaskData, TextEncoder, TrainConfig};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -216,7 +216,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     let dev = device(&a.model.device)?;
     let model_dir = model_dir(&a.model)?;
     let task = load_task(&a.data, cfg.seed)?;
-    let backbone = BertEncoder::from_dir(&model_dir, &dev)?;
+    let backbone = adept_backbones::load_encoder(&model_dir, &dev)?;
     adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
     let enc = TextEncoder::from_file(
         &model_dir.join("tokenizer.json"),

@@ -130,11 +130,12 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&o.out)?;
     let root = adept_cache::cache_root(None)?;
     let model_dir = adept_cache::default_model_dir(&root);
-    let backbone = adept_backbones::BertEncoder::from_dir(&model_dir, &candle_core::Device::Cpu)?;
+    let backbone = adept_backbones::load_encoder(&model_dir, &candle_core::Device::Cpu)?;
     let tok = model_dir.join("tokenizer.json");
     let enc = testing::text_encoder(&tok, 128)?;
     let r = solve_rank(MethodKind::Adept, 384, o.prompt, default_budget(384), 128)?;
-    let adapter = testing::random_adapter(&backbone, MethodKind::Adept, o.prompt, r, 128, 1, 0.05)?;
+    let adapter =
+        testing::random_adapter(&*backbone, MethodKind::Adept, o.prompt, r, 128, 1, 0.05)?;
     let model = Classifier {
         backbone,
         adapter,

@@ -2,7 +2,7 @@
 //! target, which is renamed into place only when complete. A failure at any step removes the
 //! temporary directory, so no partial bundle is ever visible under the target name.
 
-use crate::emit::{self, AttentionKind, GraphBackbone, GraphOptions};
+use crate::emit::{self, AttentionKind, GraphOptions};
 use adept_bundle::{
     BundleManifest, FoldMode, InputTemplate, Provenance, WeightDtype, FORMAT, FORMAT_VERSION,
     INPUT_NAMES, MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE,
@@ -196,7 +196,7 @@ pub fn manifest_for(
     fold: FoldMode,
     opts: &ExportOptions,
 ) -> Result<BundleManifest> {
-    let (vocab, d) = model.backbone.word_table().dims2()?;
+    let (vocab, d) = model.backbone.word_embedding_table().dims2()?;
     let n = model.head.weight.as_tensor().dims()[0];
     let expected = if info.regression {
         1
@@ -216,7 +216,7 @@ pub fn manifest_for(
         enc.vocab_size()
     );
     let l = model.adapter.prompt_len();
-    let max_positions = model.backbone.config.max_sequence_len();
+    let max_positions = model.backbone.max_sequence_len();
     ensure!(
         enc.max_len + l <= max_positions,
         "max length {} plus a {l}-token prompt exceeds the model's {max_positions} positions",

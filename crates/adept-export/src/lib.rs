@@ -9,9 +9,9 @@
 //! exports/<run>/adept.json      adept_bundle::BundleManifest, with sha256 of both files
 //! ```
 //!
-//! * [`emit`]: one graph function per candle module (adapter stage, BERT encoder, pooling and
-//!   head), in the order of `Classifier::forward`; [`emit::GraphBackbone`] is the seam for
-//!   T5/Llama later.
+//! * [`emit`]: one graph function per candle module (adapter stage, pooling and head), in the
+//!   order of `Classifier::forward`; each backbone family emits itself from its own folder in
+//!   `adept_backbones` (`Encoder::emit_from_embeds`).
 //! * [`bundle`]: [`export_classifier`], the manifest and the atomic directory write (a
 //!   temporary directory beside the target, renamed when complete).
 //! * [`cli`]: [`ExportArgs`] (`clap::Args`) and [`run_export`] for `adept export`.
@@ -41,5 +41,5 @@ pub use bundle::{
     TaskInfo,
 };
 pub use cli::{run_export, ExportArgs};
-pub use emit::{classifier_graph, AttentionKind, GraphBackbone, GraphOptions};
+pub use emit::{classifier_graph, AttentionKind, GraphOptions};
 pub use variants::{bench_classifiers, export_bench_variants, BenchVariant};

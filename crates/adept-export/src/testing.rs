@@ -5,7 +5,7 @@
 use crate::bundle::TaskInfo;
 use adept_adapters::{Adapter, AdapterConfig, MethodKind};
 use adept_backbones::bert::{random_encoder, tiny_config};
-use adept_backbones::{Backbone, BertEncoder};
+use adept_backbones::{Backbone, BertEncoder, Encoder};
 use adept_bundle::Provenance;
 use adept_train::{Classifier, Head, OverLength, Pooling, TextEncoder};
 use anyhow::Result;
@@ -110,7 +110,7 @@ pub fn randomize_adapter(adapter: &Adapter, seed: u64, scale: f32) -> Result<()>
 
 /// An adapter of `method` with `l` prompt rows and rank `r` for `backbone`, every tensor random.
 pub fn random_adapter(
-    backbone: &BertEncoder,
+    backbone: &dyn Backbone,
     method: MethodKind,
     l: usize,
     r: usize,
@@ -162,7 +162,7 @@ pub fn tiny_classifier(
     let adapter = random_adapter(&backbone, method, l, 3, 24, seed + 1, 0.5)?;
     let head = random_head(16, num_outputs, seed + 2)?;
     Ok(Classifier {
-        backbone,
+        backbone: Box::new(backbone),
         adapter,
         head,
         pooling,
@@ -226,9 +226,15 @@ pub fn bert_tensors(enc: &BertEncoder) -> HashMap<String, Tensor> {
     t
 }
 
-/// Writes a model folder (config.json, model.safetensors, tokenizer.json) for `enc` with the
-/// tiny tokenizer.
-pub fn write_model_dir(enc: &BertEncoder, dir: &Path) -> Result<()> {
+/// Writes a model folder (config.json, model.safetensors, tokenizer.json) for `enc` (a BERT-family
+/// encoder) with the tiny tokenizer.
+pub fn write_model_dir(enc: &dyn Encoder, dir: &Path) -> Result<()> {
+    let Some(enc) = enc.as_any().downcast_ref::<BertEncoder>() else {
+        anyhow::bail!(
+            "write_model_dir writes BERT-family encoders only, not {}",
+            enc.family()
+        );
+    };
     std::fs::create_dir_all(dir)?;
     std::fs::write(
         dir.join("config.json"),

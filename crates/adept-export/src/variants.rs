@@ -16,7 +16,6 @@
 
 use crate::bundle::{export_classifier, ExportOptions, TaskInfo};
 use adept_adapters::{default_budget, solve_rank, Adapter, AdapterConfig, MethodKind};
-use adept_backbones::Backbone;
 use adept_bundle::{FoldMode, WeightDtype};
 use adept_train::{Classifier, TextEncoder};
 use anyhow::{Context, Result};

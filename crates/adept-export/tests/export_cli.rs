@@ -39,7 +39,7 @@ fn exports_a_trained_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_classifier(MethodKind::Adept, Pooling::Cls, 3, 9).unwrap();
     let model_dir = tmp.path().join("model");
-    write_model_dir(&model.backbone, &model_dir).unwrap();
+    write_model_dir(&*model.backbone, &model_dir).unwrap();
     let run = tmp.path().join("runs/mnli-adept");
     let best = write_run_dir(
         &model,

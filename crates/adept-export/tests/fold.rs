@@ -4,7 +4,6 @@
 mod common;
 
 use adept_adapters::MethodKind;
-use adept_backbones::Backbone;
 use adept_bundle::{FoldMode, WeightDtype};
 use adept_export::emit::adapter::{B1, B2, W_DOWN, W_UP};
 use adept_export::testing::{self, tiny_classifier, write_tiny_tokenizer};
@@ -219,8 +218,9 @@ fn minilm_folded_table_is_e_plus_f_of_e() {
     let Some(dir) = adept_testkit::model_dir("minilm_folded_table_is_e_plus_f_of_e") else {
         return;
     };
-    let backbone = adept_backbones::BertEncoder::from_dir(&dir, &candle_core::Device::Cpu).unwrap();
-    let adapter = testing::random_adapter(&backbone, MethodKind::Adept, 4, 19, 64, 3, 0.1).unwrap();
+    let backbone = adept_backbones::load_encoder(&dir, &candle_core::Device::Cpu).unwrap();
+    let adapter =
+        testing::random_adapter(&*backbone, MethodKind::Adept, 4, 19, 64, 3, 0.1).unwrap();
     let head = testing::random_head(384, 2, 1).unwrap();
     let model = Classifier {
         backbone,

@@ -275,8 +275,7 @@ fn minilm_parity_on_sst2() {
         .collect();
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
 
-    let backbone =
-        adept_backbones::BertEncoder::from_dir(&model_dir, &candle_core::Device::Cpu).unwrap();
+    let backbone = adept_backbones::load_encoder(&model_dir, &candle_core::Device::Cpu).unwrap();
     let tok = model_dir.join("tokenizer.json");
     let enc = testing::text_encoder(&tok, 64).unwrap();
     let items = encode_varied(&enc, &refs, false);
@@ -293,7 +292,7 @@ fn minilm_parity_on_sst2() {
     let mut folded_vs_unfolded = Vec::new();
     for (i, (method, fold, l)) in cases.into_iter().enumerate() {
         // Offsets comparable to MiniLM's embedding rows (|e| ~ 0.05): scale 0.1 on the MLP.
-        let adapter = testing::random_adapter(&backbone, method, l, 8, 64, 21, 0.1).unwrap();
+        let adapter = testing::random_adapter(&*backbone, method, l, 8, 64, 21, 0.1).unwrap();
         let model = adept_train::Classifier {
             backbone: backbone.clone(),
             adapter,
@@ -326,7 +325,7 @@ fn minilm_parity_on_sst2() {
     // f16 weights on the real model (same tolerance argument as `f16_weights`).
     {
         let adapter =
-            testing::random_adapter(&backbone, MethodKind::Adept, 20, 8, 64, 21, 0.1).unwrap();
+            testing::random_adapter(&*backbone, MethodKind::Adept, 20, 8, 64, 21, 0.1).unwrap();
         let model = adept_train::Classifier {
             backbone: backbone.clone(),
             adapter,

@@ -11,7 +11,7 @@
 use crate::ops::{layer_norm, softmax_last_dim};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Error, Layout, Result, Shape, Tensor};
 
-pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+pub fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         candle_core::bail!("{op}: expects f32 input")
     };
@@ -23,14 +23,14 @@ pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&
 
 /// A pointer that may cross threads: each worker writes only its own rows.
 #[derive(Clone, Copy)]
-pub(crate) struct RowsPtr(pub(crate) *mut f32);
+pub struct RowsPtr(pub *mut f32);
 unsafe impl Send for RowsPtr {}
 unsafe impl Sync for RowsPtr {}
 
 /// Runs `kernel(r, out_row)` for every `row`-long row of `out` on candle's own CPU thread pool
 /// (the one its matmuls use, so the two never compete for cores), with the loop compiled for
 /// AVX2+FMA when the CPU has them.
-pub(crate) fn par_rows(out: &mut [f32], row: usize, kernel: impl Fn(usize, &mut [f32]) + Sync) {
+pub fn par_rows(out: &mut [f32], row: usize, kernel: impl Fn(usize, &mut [f32]) + Sync) {
     let n_rows = out.len() / row.max(1);
     let ptr = RowsPtr(out.as_mut_ptr());
     candle_core::utils::barrier_pool().execute_chunked(n_rows, |range| {
@@ -52,7 +52,7 @@ pub(crate) fn par_rows(out: &mut [f32], row: usize, kernel: impl Fn(usize, &mut 
 /// a second, AVX-512 one, the compiler stopped inlining the larger kernels into either, and they
 /// ran as baseline SSE2 code, slower than AVX2 by more than AVX-512 gained.)
 #[inline(always)]
-pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
+pub fn simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -120,7 +120,7 @@ pub fn exp_f32(x_in: f32) -> f32 {
 
 /// Softmax of one row, in place.
 #[inline(always)]
-pub(crate) fn softmax_in_place(row: &mut [f32]) {
+pub fn softmax_in_place(row: &mut [f32]) {
     let max = lane_max(row);
     for v in row.iter_mut() {
         *v = exp_f32(*v - max);
@@ -267,7 +267,7 @@ const LANES: usize = 16;
 
 /// `Σ f(i)` over `0..n` in [`LANES`] interleaved partial sums.
 #[inline(always)]
-pub(crate) fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+pub fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
     let mut acc = [0f32; LANES];
     let full = n / LANES * LANES;
     for base in (0..full).step_by(LANES) {
@@ -284,7 +284,7 @@ pub(crate) fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
 
 /// The largest value of `x` (−∞ for an empty slice).
 #[inline(always)]
-pub(crate) fn lane_max(x: &[f32]) -> f32 {
+pub fn lane_max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -300,7 +300,7 @@ pub(crate) fn lane_max(x: &[f32]) -> f32 {
 
 /// `Σ a⊙b`.
 #[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     lane_sum(n, |i| a[i] * b[i])
@@ -363,7 +363,7 @@ impl CustomOp2 for LayerNormGrad {
 }
 
 /// LayerNorm of each `gamma.len()`-long row of `z` with frozen `gamma`/`beta`.
-pub(crate) fn layer_norm_rows(z: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+pub fn layer_norm_rows(z: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
     let d = gamma.len();
     let mut out = vec![0f32; z.len()];
     par_rows(&mut out, d, |r, o| {
@@ -377,7 +377,7 @@ pub(crate) fn layer_norm_rows(z: &[f32], gamma: &[f32], beta: &[f32], eps: f32) 
 }
 
 /// The input gradient of [`layer_norm_rows`] for each row, from the output gradient `g`.
-pub(crate) fn layer_norm_grad_rows(z: &[f32], g: &[f32], gamma: &[f32], eps: f32) -> Vec<f32> {
+pub fn layer_norm_grad_rows(z: &[f32], g: &[f32], gamma: &[f32], eps: f32) -> Vec<f32> {
     let d = gamma.len();
     let mut out = vec![0f32; z.len()];
     par_rows(&mut out, d, |r, o| {
@@ -460,13 +460,13 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 /// `x · Φ(x)` for one value.
 #[inline(always)]
-pub(crate) fn gelu_erf_scalar(v: f32) -> f32 {
+pub fn gelu_erf_scalar(v: f32) -> f32 {
     0.5 * v * (1.0 + erf_f32(v * FRAC_1_SQRT_2))
 }
 
 /// The derivative of [`gelu_erf_scalar`]: `Φ(x) + x φ(x)`.
 #[inline(always)]
-pub(crate) fn gelu_erf_slope(v: f32) -> f32 {
+pub fn gelu_erf_slope(v: f32) -> f32 {
     let cdf = 0.5 * (1.0 + erf_f32(v * FRAC_1_SQRT_2));
     let pdf = INV_SQRT_2PI * exp_f32(-0.5 * v * v);
     cdf + v * pdf

@@ -7,19 +7,28 @@
 //! whose backward computes only the gradient of its *input*, never of its (frozen) weight, which
 //! saves a third of the backbone's backward FLOPs.
 //!
-//! On the CPU the frozen encoder layer runs faster still as one op, [`encoder_layer`]: the whole
-//! post-LayerNorm block with a hand-written input-only backward, computing only unpadded rows,
-//! its products on an optional run-time-loaded BLAS ([`blas`]) or the `gemm` crate.
+//! [`kernels`] holds the row kernels (softmax, LayerNorm, GELU, dot products, the AVX2 dispatch
+//! and candle's row-parallel pool) that the fused ops here and a family's own fused layers
+//! (`adept_backbones::bert::fused`) are written from; [`blas`] runs large products on an
+//! optional run-time-loaded BLAS or the `gemm` crate.
 //!
 //! The crate has one job: numerics that both the backbones and the adapters share.
 
 pub mod blas;
-mod encoder_layer;
 mod frozen_linear;
 mod fused;
 mod ops;
 
-pub use encoder_layer::{encoder_layer, EncoderLayerWeights};
 pub use frozen_linear::{use_plain_matmul_backward, FrozenLinear};
 pub use fused::{attention_probs, erf_f32, frozen_layer_norm, gelu_erf};
 pub use ops::{dropout_mask, layer_norm, masked_mean, softmax_last_dim};
+
+/// Row kernels for writing fused CPU ops with hand-written backward passes (used by this crate's
+/// ops and by backbone families' fused layers). The `#[inline(always)]` ones are meant to be
+/// inlined into a loop run under [`kernels::simd`].
+pub mod kernels {
+    pub use crate::fused::{
+        dot, exp_f32, f32_slice, gelu_erf_scalar, gelu_erf_slope, lane_max, lane_sum,
+        layer_norm_grad_rows, layer_norm_rows, par_rows, simd, softmax_in_place, RowsPtr,
+    };
+}

@@ -756,6 +756,12 @@ impl GraphBuilder {
         self.op("Shape", &[x], vec![])
     }
 
+    /// Dimension `axis` of `x` as a 1-element `int64` vector (`Shape` then `Slice`).
+    pub fn dim(&mut self, x: &str, axis: i64) -> String {
+        let shape = self.shape(x);
+        self.slice(&shape, &[axis], &[axis + 1], &[0])
+    }
+
     /// `Slice(x, starts, ends, axes)` with constant bounds and step 1.
     pub fn slice(&mut self, x: &str, starts: &[i64], ends: &[i64], axes: &[i64]) -> String {
         let starts = self.const_i64(starts);

@@ -21,7 +21,7 @@ pub use tokenize::{OverLength, TextEncoder};
 pub use trainer::{predict, train, TrainReport};
 
 use adept_adapters::{solve_rank, Adapter, AdapterConfig, MethodKind, PromptInit};
-use adept_backbones::{Backbone, BertEncoder};
+use adept_backbones::Encoder;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use std::path::Path;
@@ -37,9 +37,10 @@ pub fn resolve_budget(cfg: &mut TrainConfig, d: usize) -> Result<()> {
     Ok(())
 }
 
-/// Builds a fresh classifier: frozen encoder from `model_dir`, a new adapter and head.
+/// Builds a fresh classifier: a frozen encoder (`adept_backbones::load_encoder`), a new adapter
+/// and head.
 pub fn build_classifier(
-    backbone: BertEncoder,
+    backbone: Box<dyn Encoder>,
     enc: &TextEncoder,
     cfg: &TrainConfig,
     num_outputs: usize,
@@ -52,7 +53,7 @@ pub fn build_classifier(
             backbone.vocab_size()
         );
     }
-    let max_positions = backbone.config.max_sequence_len();
+    let max_positions = backbone.max_sequence_len();
     if cfg.max_len + cfg.prompt_len > max_positions {
         bail!(
             "max length {} plus a {}-token prompt exceeds the model's {} positions",
@@ -102,7 +103,7 @@ pub fn load_trained(
             &manifest.model_sha256[..12]
         );
     }
-    let backbone = BertEncoder::from_dir(&model_dir, device)?;
+    let backbone = adept_backbones::load_encoder(&model_dir, device)?;
     let enc = TextEncoder::from_file(
         &model_dir.join("tokenizer.json"),
         manifest.max_len,

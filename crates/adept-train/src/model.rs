@@ -4,7 +4,7 @@
 //! the exported ONNX graph follows).
 
 use adept_adapters::Adapter;
-use adept_backbones::{Backbone, BertEncoder};
+use adept_backbones::Encoder;
 use anyhow::Context;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use rand::rngs::StdRng;
@@ -101,7 +101,8 @@ impl Head {
 }
 
 pub struct Classifier {
-    pub backbone: BertEncoder,
+    /// The frozen encoder, whichever family `config.json` named (`adept_backbones::registry`).
+    pub backbone: Box<dyn Encoder>,
     pub adapter: Adapter,
     pub head: Head,
     pub pooling: Pooling,
@@ -113,12 +114,16 @@ impl Classifier {
         let word = self.backbone.word_embeddings(&batch.ids)?; // tokens → embeddings
         let embeds = self.adapter.apply(&word, train_rng)?; // [P, E + f(E)]
         let mask = self.adapter.extend(&batch.mask, 1)?;
-        let types = self.adapter.extend(&batch.type_ids, 0)?;
+        let types = if self.backbone.uses_token_types() {
+            Some(self.adapter.extend(&batch.type_ids, 0)?)
+        } else {
+            None
+        };
         let l = self.adapter.prompt_len();
         // backbone; only the input rows come out (the head never sees the prompt rows)
         let inputs = self
             .backbone
-            .forward_embeds_from(&embeds, &mask, &types, l)?;
+            .forward_embeds_from(&embeds, &mask, types.as_ref(), l)?;
         let pooled = match self.pooling {
             Pooling::Mean => adept_nn::masked_mean(&inputs, &batch.mask)?,
             Pooling::Cls => inputs.narrow(1, 0, 1)?.squeeze(1)?,

@@ -246,7 +246,7 @@ impl RunDir {
         let manifest = RunManifest {
             adept_version: env!("CARGO_PKG_VERSION").to_string(),
             model_dir: self.model_dir.display().to_string(),
-            model_family: "bert".into(),
+            model_family: model.backbone.family().into(),
             model_sha256: self.model_sha256.clone(),
             tokenizer_sha256: self.tokenizer_sha256.clone(),
             task: task.name.clone(),

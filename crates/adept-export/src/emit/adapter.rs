@@ -2,10 +2,10 @@
 //! the attention mask / token types extended over the prompt rows. Mirrors
 //! `adept_adapters::Adapter::{apply, extend}`.
 
-use super::{values, GraphBackbone};
 use adept_adapters::{Adapter, MethodKind};
+use adept_backbones::onnx::{values, EncoderInputs};
 use adept_bundle::FoldMode;
-use adept_onnx::{DataType, GraphBuilder};
+use adept_onnx::GraphBuilder;
 use adept_train::Classifier;
 use anyhow::{bail, Context, Result};
 
@@ -61,7 +61,7 @@ pub fn input_embeddings(
 ) -> Result<String> {
     let adapter = &model.adapter;
     check_fold(adapter.method(), fold)?;
-    let table = model.backbone.word_table();
+    let table = model.backbone.word_embedding_table();
     let (vocab, d) = table.dims2()?;
     if fold == FoldMode::Folded {
         let folded = adapter.fold_table(table)?;
@@ -131,14 +131,12 @@ pub fn position_offsets(g: &mut GraphBuilder, adapter: &Adapter, ids: &str) -> R
 
 /// The length of axis 1 of `x` as a 1-element `int64` vector.
 pub fn sequence_len(g: &mut GraphBuilder, x: &str) -> String {
-    let shape = g.shape(x);
-    g.slice(&shape, &[1], &[2], &[0])
+    g.dim(x, 1)
 }
 
 /// The batch size of `x` (axis 0) as a 1-element `int64` vector.
 pub fn batch_len(g: &mut GraphBuilder, x: &str) -> String {
-    let shape = g.shape(x);
-    g.slice(&shape, &[0], &[1], &[0])
+    g.dim(x, 0)
 }
 
 /// `[batch, l]` filled with `value` (an `int64` scalar), for the prompt's mask/type entries.
@@ -151,21 +149,21 @@ fn prompt_fill(g: &mut GraphBuilder, ids: &str, l: usize, value: i64) -> String 
 }
 
 /// Prepends the soft prompt: `embeds [batch, s, d]` → `[P; embeds] [batch, l + s, d]`, and
-/// extends the mask with ones and the token types with zeros (`Adapter::apply`/`extend`).
-/// Without a prompt the inputs pass through.
+/// extends the mask with ones and the token types (if the family reads them) with zeros
+/// (`Adapter::apply`/`extend`). Without a prompt the inputs pass through.
 pub fn extend_with_prompt(
     g: &mut GraphBuilder,
     adapter: &Adapter,
     ids: &str,
     embeds: &str,
     mask: &str,
-    types: &str,
-) -> Result<super::EncoderInputs> {
+    types: Option<&str>,
+) -> Result<EncoderInputs> {
     let Some(prompt) = adapter.prompt() else {
-        return Ok(super::EncoderInputs {
+        return Ok(EncoderInputs {
             embeds: embeds.to_owned(),
             attention_mask: mask.to_owned(),
-            token_type_ids: types.to_owned(),
+            token_type_ids: types.map(str::to_owned),
         });
     };
     let (l, d) = prompt.dims2()?;
@@ -179,17 +177,14 @@ pub fn extend_with_prompt(
         let embeds = g.concat(&[&p, embeds], 1);
         let ones = prompt_fill(g, ids, l, 1);
         let mask = g.concat(&[&ones, mask], 1);
-        let zeros = prompt_fill(g, ids, l, 0);
-        let types = g.concat(&[&zeros, types], 1);
-        Ok(super::EncoderInputs {
+        let types = types.map(|types| {
+            let zeros = prompt_fill(g, ids, l, 0);
+            g.concat(&[&zeros, types], 1)
+        });
+        Ok(EncoderInputs {
             embeds,
             attention_mask: mask,
             token_type_ids: types,
         })
     })
-}
-
-/// Cast helper used by the encoder for `MultiHeadAttention`'s `int32` key padding mask.
-pub fn mask_i32(g: &mut GraphBuilder, mask: &str) -> String {
-    g.cast(mask, DataType::Int32)
 }

@@ -4,68 +4,24 @@
 //! |-----------------------------------------------------|-----------------------------------------|
 //! | `Backbone::word_embeddings` + `Adapter::apply`      | [`adapter::input_embeddings`]           |
 //! | `Adapter::extend(mask, 1)` / `extend(types, 0)`     | [`adapter::extend_with_prompt`]         |
-//! | `BertEncoder::forward_embeds`                       | [`bert::encoder_from_embeds`] ([`GraphBackbone`]) |
+//! | `Encoder::forward_embeds_from`                      | `Encoder::emit_from_embeds` (each family's `onnx.rs` in adept-backbones, e.g. `bert::onnx::encoder_from_embeds`) |
 //! | `hidden.narrow(1, l, s)` + pooling + `Head::forward`| [`head::pool_and_classify`]             |
 //!
 //! [`classifier_graph`] strings them together exactly as `Classifier::forward` does; the
 //! parity tests hold the two executions together.
 //!
-//! New backbone families (T5 encoder, Llama decoder) implement [`GraphBackbone`]: the adapter
-//! stage (folded table, unfolded MLP, DePT offsets, prompt) does not change, because it acts
-//! on word embeddings before anything family-specific happens.
+//! The adapter stage (folded table, unfolded MLP, DePT offsets, prompt) acts on word
+//! embeddings before anything family-specific happens, so it is written once here; each
+//! backbone family emits itself in its own folder (`adept_backbones::<family>::onnx`).
 
 pub mod adapter;
-pub mod bert;
 pub mod head;
 
+pub use adept_backbones::onnx::{values, AttentionKind, EmitOptions, EncoderInputs};
 use adept_bundle::{FoldMode, WeightDtype, INPUT_NAMES, OUTPUT_NAME};
-use adept_onnx::{DataType, Dim, GraphBuilder, ModelBuilder, MS_DOMAIN};
+use adept_onnx::{DataType, Dim, ModelBuilder, MS_DOMAIN};
 use adept_train::Classifier;
 use anyhow::Result;
-use candle_core::{DType, Tensor};
-
-/// Values the encoder receives: `[batch, l + s]` inputs after the adapter stage.
-#[derive(Clone, Debug)]
-pub struct EncoderInputs {
-    /// `float [batch, l + s, d]`: `[P; E + f(E)]`.
-    pub embeds: String,
-    /// `int64 [batch, l + s]`: 1 for the prompt and real tokens, 0 for padding.
-    pub attention_mask: String,
-    /// `int64 [batch, l + s]`: 0 for the prompt, the tokenizer's types after it.
-    pub token_type_ids: String,
-}
-
-/// A backbone family that can emit itself into a graph, starting from input embeddings (the
-/// adapter stage sits before it). BERT implements it; T5's encoder and Llama will.
-pub trait GraphBackbone {
-    /// `bert`, `t5`, `llama` (the manifest's `model_family`).
-    fn family(&self) -> &'static str;
-    fn hidden_size(&self) -> usize;
-    /// The word-embedding table `[vocab, d]` the adapter reads (and ADePT folds into).
-    fn word_table(&self) -> &Tensor;
-    /// Emits the encoder and returns its last hidden states `float [batch, l + s, d]`.
-    fn emit_from_embeds(
-        &self,
-        g: &mut GraphBuilder,
-        inputs: &EncoderInputs,
-        opts: &GraphOptions,
-    ) -> Result<String>;
-}
-
-/// Flat `f32` values of a tensor (any dtype/layout), for initializers.
-pub fn values(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-}
-
-/// How self-attention is emitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum AttentionKind {
-    /// Three projection `MatMul`s + `com.microsoft:MultiHeadAttention` (biases inside it).
-    #[default]
-    MultiHead,
-    /// One `com.microsoft:Attention` node with the projections packed into one weight.
-    Packed,
-}
 
 /// Graph-level options.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -95,10 +51,15 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
 
     // tokens → word embeddings → adapter: [P; E + f(E)], mask and types extended.
     let embeds = adapter::input_embeddings(g, model, &ids, opts.fold)?;
+    // (A family that reads no token types leaves the input unused.)
+    let types = model.backbone.uses_token_types().then_some(types.as_str());
     let encoder_inputs =
-        adapter::extend_with_prompt(g, &model.adapter, &ids, &embeds, &mask, &types)?;
+        adapter::extend_with_prompt(g, &model.adapter, &ids, &embeds, &mask, types)?;
     // backbone
-    let hidden = model.backbone.emit_from_embeds(g, &encoder_inputs, opts)?;
+    let emit = EmitOptions {
+        attention: opts.attention,
+    };
+    let hidden = model.backbone.emit_from_embeds(g, &encoder_inputs, &emit)?;
     // drop the prompt rows → pooling → head
     let logits = head::pool_and_classify(g, model, &hidden, &mask)?;
 

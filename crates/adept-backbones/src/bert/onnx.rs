@@ -10,13 +10,11 @@
 //! dynamic), and the feed-forward `MatMul` + bias `Add` + erf-GELU is left in the pattern ONNX
 //! Runtime rewrites to `MatMul` + `BiasGelu` (tanh-GELU: `FastGelu`).
 
-use super::{adapter::mask_i32, values, AttentionKind, EncoderInputs, GraphBackbone, GraphOptions};
-use adept_backbones::bert::{Activation, BertEncoder, BertLayer, Norm};
-use adept_backbones::Backbone;
+use super::{Activation, BertEncoder, BertLayer, Norm};
+use crate::onnx::{mask_i32, values, AttentionKind, EmitOptions, EncoderInputs};
 use adept_nn::FrozenLinear;
 use adept_onnx::{GraphBuilder, MultiHeadAttention};
 use anyhow::Result;
-use candle_core::Tensor;
 
 /// A frozen `nn.Linear` called `prefix` (scoped).
 pub fn linear(g: &mut GraphBuilder, prefix: &str, x: &str, l: &FrozenLinear) -> Result<String> {
@@ -81,18 +79,31 @@ pub fn embeddings(g: &mut GraphBuilder, enc: &BertEncoder, x: &EncoderInputs) ->
             &[cfg.max_position_embeddings, d],
             &values(&e.position)?,
         )?;
-        let len = super::adapter::sequence_len(g, &x.attention_mask);
+        let len = g.dim(&x.attention_mask, 1);
         let start = g.const_i64(&[offset]);
         let end = g.add(&len, &start);
         let positions = g.slice_dynamic(&pos_table, &start, &end, &[0]); // [L, d]
-        let types = g.embedding(
-            "token_type_embeddings",
-            &x.token_type_ids,
-            &values(&e.token_type)?,
-            [cfg.type_vocab_size, d],
-        )?;
         let sum = g.add(&x.embeds, &positions);
-        let sum = g.add(&sum, &types);
+        let sum = match &x.token_type_ids {
+            Some(ids) => {
+                let types = g.embedding(
+                    "token_type_embeddings",
+                    ids,
+                    &values(&e.token_type)?,
+                    [cfg.type_vocab_size, d],
+                )?;
+                g.add(&sum, &types)
+            }
+            // No token types in the graph: every position has type 0, one row added to all.
+            None => {
+                let row = g.weight(
+                    "token_type_embeddings.weight",
+                    &[1, d],
+                    &values(&e.token_type.narrow(0, 0, 1)?)?,
+                )?;
+                g.add(&sum, &row)
+            }
+        };
         layer_norm(g, "LayerNorm", &sum, &e.norm)
     })
 }
@@ -277,7 +288,7 @@ pub fn encoder_from_embeds(
     g: &mut GraphBuilder,
     enc: &BertEncoder,
     x: &EncoderInputs,
-    opts: &GraphOptions,
+    opts: &EmitOptions,
 ) -> Result<String> {
     let mut hidden = embeddings(g, enc, x)?;
     let mask = g.scope("encoder", |g| mask_i32(g, &x.attention_mask));
@@ -285,24 +296,4 @@ pub fn encoder_from_embeds(
         hidden = layer(g, enc, i, &hidden, &mask, opts.attention)?;
     }
     Ok(hidden)
-}
-
-impl GraphBackbone for BertEncoder {
-    fn family(&self) -> &'static str {
-        "bert"
-    }
-    fn hidden_size(&self) -> usize {
-        Backbone::hidden_size(self)
-    }
-    fn word_table(&self) -> &Tensor {
-        self.word_embedding_table()
-    }
-    fn emit_from_embeds(
-        &self,
-        g: &mut GraphBuilder,
-        inputs: &EncoderInputs,
-        opts: &GraphOptions,
-    ) -> Result<String> {
-        encoder_from_embeds(g, self, inputs, opts)
-    }
 }

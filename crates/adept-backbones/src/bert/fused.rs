@@ -1,11 +1,13 @@
 //! A whole frozen post-LayerNorm encoder layer (BERT's) as one op with a hand-written backward.
+//! BERT-family only: it lives with the family (the generic kernels it is written from are in
+//! `adept_nn::kernels`).
 //!
 //! Written from candle ops, one BERT layer is some forty graph nodes: each allocates its output,
 //! and candle's backward allocates a zeroed gradient buffer per node and adds into it. With the
 //! weights frozen only the gradient of the layer's *input* is needed, so the layer can run as a
 //! single custom op: the forward keeps the few activations the backward needs (fused Q/K/V,
 //! attention probabilities, the two pre-LayerNorm sums, the feed-forward pre-activation) and the
-//! backward is the chain rule written out, every large product on [`crate::blas::sgemm`].
+//! backward is the chain rule written out, every large product on [`adept_nn::blas::sgemm`].
 //!
 //! Stages, forward (rows `R = b·L`; queries from position `query_from` on, `Rq = b·Lq` rows):
 //! 1. `qkv = x·[Wq;Wk;Wv]ᵀ + b` `[R, 3d]` (one product instead of three);
@@ -16,8 +18,8 @@
 //! Values match the composite candle version within float rounding; the tests check values and
 //! input gradients against it, with padding and with `query_from > 0`.
 
-use crate::blas::{sgemm, sgemm_single_thread, MatRef};
-use crate::fused::{
+use adept_nn::blas::{sgemm, sgemm_single_thread, MatRef};
+use adept_nn::kernels::{
     dot, gelu_erf_scalar, gelu_erf_slope, layer_norm_grad_rows, layer_norm_rows, par_rows, simd,
     softmax_in_place, RowsPtr,
 };
@@ -548,7 +550,7 @@ impl CustomOp1 for EncoderLayerOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = crate::fused::f32_slice(storage, layout, self.name())?;
+        let x = adept_nn::kernels::f32_slice(storage, layout, self.name())?;
         let (d, ..) = self.sizes();
         let (y, saved) = self.forward(x);
         if self.keep_for_backward {
@@ -573,7 +575,7 @@ impl CustomOp1 for EncoderLayerOp {
             let Storage::Cpu(cpu) = &*storage else {
                 candle_core::bail!("encoder layer: gradient is not on the CPU")
             };
-            let gy = crate::fused::f32_slice(cpu, layout, self.name())?;
+            let gy = adept_nn::kernels::f32_slice(cpu, layout, self.name())?;
             self.backward(&saved, gy)
         };
         Ok(Some(Tensor::from_vec(gx, arg.dims(), arg.device())?))
@@ -583,7 +585,7 @@ impl CustomOp1 for EncoderLayerOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{layer_norm, softmax_last_dim};
+    use adept_nn::{layer_norm, softmax_last_dim};
     use candle_core::{Device, Var};
 
     fn random(n: usize, std: f32, seed: u64) -> Vec<f32> {

@@ -5,9 +5,19 @@
 //! feed-forward + residual + LayerNorm). Positions are `offset + 0..L` over the *whole* sequence fed
 //! in, prompt included (the PEFT convention for prompt tuning of encoders); `offset` is 0 for BERT and
 //! `pad_token_id + 1` for RoBERTa.
+//!
+//! The family's folder: this file (config, modules, `load`), [`fused`] (each layer as one CPU op
+//! with a hand-written input-only backward) and `onnx` (the same computation emitted into an
+//! ONNX graph, feature `onnx`). Its registry line is in `crate::registry`.
 
-use crate::{Backbone, Weights};
-use adept_nn::{attention_probs, frozen_layer_norm, EncoderLayerWeights, FrozenLinear};
+pub mod fused;
+#[cfg(feature = "onnx")]
+pub mod onnx;
+
+pub use fused::{encoder_layer, EncoderLayerWeights};
+
+use crate::{Backbone, Encoder, Weights};
+use adept_nn::{attention_probs, frozen_layer_norm, FrozenLinear};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -32,6 +42,14 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     #[serde(default)]
     pub pad_token_id: usize,
+}
+
+/// The `config.json` `model_type`s this family loads.
+pub const MODEL_TYPES: &[&str] = &["bert", "roberta", "xlm-roberta", "camembert"];
+
+/// The registry's loader: a BERT-family encoder from an HF-layout folder.
+pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Box<dyn Encoder>> {
+    Ok(Box::new(BertEncoder::from_dir(dir, device)?))
 }
 
 fn default_model_type() -> String {
@@ -60,9 +78,12 @@ impl BertConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        match self.model_type.as_str() {
-            "bert" | "roberta" | "xlm-roberta" | "camembert" => {}
-            other => bail!("model_type {other:?} is not a BERT-family encoder"),
+        if !MODEL_TYPES.contains(&self.model_type.as_str()) {
+            bail!(
+                "model_type {:?} is not a BERT-family encoder ({})",
+                self.model_type,
+                MODEL_TYPES.join(", ")
+            );
         }
         if self.hidden_size % self.num_attention_heads != 0 {
             bail!(
@@ -172,13 +193,13 @@ pub struct BertEncoder {
     pub embeddings: BertEmbeddings,
     pub layers: Vec<BertLayer>,
     activation: Activation,
-    /// Host copies of each layer's weights for [`adept_nn::encoder_layer`], the one-op layer
+    /// Host copies of each layer's weights for [`fused::encoder_layer`], the one-op layer
     /// with a hand-written backward; present for CPU f32 models with the erf GELU.
     fused: Option<Vec<Arc<EncoderLayerWeights>>>,
 }
 
 impl BertLayer {
-    /// This layer's weights as [`adept_nn::encoder_layer`] takes them (Q/K/V stacked).
+    /// This layer's weights as [`fused::encoder_layer`] takes them (Q/K/V stacked).
     fn fused_weights(&self, config: &BertConfig) -> anyhow::Result<EncoderLayerWeights> {
         let host =
             |t: &Tensor| -> anyhow::Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
@@ -317,7 +338,8 @@ impl BertEncoder {
     }
 
     /// Runs the encoder on `inputs_embeds [b, L, d]` (word embeddings after the adapter, prompt
-    /// included), `attention_mask [b, L]` (1 = attend, u32) and `token_type_ids [b, L]` (u32).
+    /// included), `attention_mask [b, L]` (1 = attend, u32) and `token_type_ids [b, L]` (u32;
+    /// `None`: type 0 everywhere, as for RoBERTa-style models).
     /// Returns the last hidden states `[b, L, d]`. Rows at padded positions are not defined
     /// (the fused layers leave them zero, the composite ones compute values from the masked
     /// attention): read only attended rows, as masked pooling does.
@@ -325,7 +347,7 @@ impl BertEncoder {
         &self,
         inputs_embeds: &Tensor,
         attention_mask: &Tensor,
-        token_type_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
     ) -> Result<Tensor> {
         self.forward_embeds_from(inputs_embeds, attention_mask, token_type_ids, 0)
     }
@@ -338,7 +360,7 @@ impl BertEncoder {
         &self,
         inputs_embeds: &Tensor,
         attention_mask: &Tensor,
-        token_type_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
         keep_from: usize,
     ) -> Result<Tensor> {
         let (b, l, d) = inputs_embeds.dims3()?;
@@ -353,12 +375,18 @@ impl BertEncoder {
         }
         let offset = self.config.position_offset();
         let positions = self.embeddings.position.narrow(0, offset, l)?; // [L, d]
-        let types = self
-            .embeddings
-            .token_type
-            .index_select(&token_type_ids.flatten_all()?, 0)?
-            .reshape((b, l, d))?;
-        let x = inputs_embeds.broadcast_add(&positions)?.add(&types)?;
+        let x = inputs_embeds.broadcast_add(&positions)?;
+        let x = match token_type_ids {
+            Some(ids) => {
+                let types = self
+                    .embeddings
+                    .token_type
+                    .index_select(&ids.flatten_all()?, 0)?
+                    .reshape((b, l, d))?;
+                x.add(&types)?
+            }
+            None => x.broadcast_add(&self.embeddings.token_type.narrow(0, 0, 1)?)?,
+        };
         let mut hidden = self.embeddings.norm.forward(&x)?;
 
         // Additive mask [b, L]: 0 where attended, -1e9 where padded.
@@ -367,7 +395,7 @@ impl BertEncoder {
         for (i, layer) in self.layers.iter().enumerate() {
             let from = if i == last { keep_from } else { 0 };
             hidden = match &self.fused {
-                Some(fused) => adept_nn::encoder_layer(&fused[i], &hidden, &bias, from)?,
+                Some(fused) => encoder_layer(&fused[i], &hidden, &bias, from)?,
                 None => self.layer_forward(layer, &hidden, &bias, from)?,
             };
         }
@@ -428,13 +456,66 @@ impl Backbone for BertEncoder {
     }
 }
 
+impl Encoder for BertEncoder {
+    fn family(&self) -> &'static str {
+        "bert"
+    }
+    fn model_type(&self) -> &str {
+        &self.config.model_type
+    }
+    fn device(&self) -> &Device {
+        self.embeddings.word.device()
+    }
+    fn max_sequence_len(&self) -> usize {
+        self.config.max_sequence_len()
+    }
+    fn uses_token_types(&self) -> bool {
+        self.config.type_vocab_size > 1
+    }
+    fn forward_embeds_from(
+        &self,
+        inputs_embeds: &Tensor,
+        attention_mask: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        keep_from: usize,
+    ) -> Result<Tensor> {
+        BertEncoder::forward_embeds_from(
+            self,
+            inputs_embeds,
+            attention_mask,
+            token_type_ids,
+            keep_from,
+        )
+    }
+    fn set_fused_layers(&mut self, on: bool) -> anyhow::Result<()> {
+        BertEncoder::set_fused_layers(self, on)
+    }
+    fn fused_layers(&self) -> bool {
+        BertEncoder::fused_layers(self)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn clone_box(&self) -> Box<dyn Encoder> {
+        Box::new(self.clone())
+    }
+    #[cfg(feature = "onnx")]
+    fn emit_from_embeds(
+        &self,
+        g: &mut adept_onnx::GraphBuilder,
+        inputs: &crate::onnx::EncoderInputs,
+        opts: &crate::onnx::EmitOptions,
+    ) -> anyhow::Result<String> {
+        onnx::encoder_from_embeds(g, self, inputs, opts)
+    }
+}
+
 impl Module for BertEncoder {
     /// Convenience: `ids [b, s]` with full mask and type 0.
     fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let embeds = self.word_embeddings(ids)?;
         let ones = Tensor::ones(ids.dims(), DType::U32, ids.device())?;
-        let zeros = Tensor::zeros(ids.dims(), DType::U32, ids.device())?;
-        self.forward_embeds(&embeds, &ones, &zeros)
+        self.forward_embeds(&embeds, &ones, None)
     }
 }
 

@@ -1,0 +1,46 @@
+//! The graph side of the backbone seam (feature `onnx`): what a family's emission receives and
+//! returns. Each family emits itself next to its candle modules (`bert/onnx.rs`), starting from
+//! the input embeddings the adapter stage produced, so the adapter's graph part (folded table,
+//! unfolded MLP, DePT offsets, prompt) is written once for every family.
+
+use adept_onnx::{DataType, GraphBuilder};
+use anyhow::Result;
+use candle_core::{DType, Tensor};
+
+/// Values the encoder receives: `[batch, l + s]` inputs after the adapter stage.
+#[derive(Clone, Debug)]
+pub struct EncoderInputs {
+    /// `float [batch, l + s, d]`: `[P; E + f(E)]`.
+    pub embeds: String,
+    /// `int64 [batch, l + s]`: 1 for the prompt and real tokens, 0 for padding.
+    pub attention_mask: String,
+    /// `int64 [batch, l + s]`: 0 for the prompt, the tokenizer's types after it; `None` for a
+    /// family that takes no token types ([`crate::Encoder::uses_token_types`]).
+    pub token_type_ids: Option<String>,
+}
+
+/// How self-attention is emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttentionKind {
+    /// Three projection `MatMul`s + `com.microsoft:MultiHeadAttention` (biases inside it).
+    #[default]
+    MultiHead,
+    /// One `com.microsoft:Attention` node with the projections packed into one weight.
+    Packed,
+}
+
+/// What a family's emission may be asked to vary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EmitOptions {
+    pub attention: AttentionKind,
+}
+
+/// Flat `f32` values of a tensor (any dtype/layout), for initializers.
+pub fn values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// The attention mask as `int32`, as ONNX Runtime's attention kernels take it.
+pub fn mask_i32(g: &mut GraphBuilder, mask: &str) -> String {
+    g.cast(mask, DataType::Int32)
+}
