@@ -142,7 +142,8 @@ async function openBundle(getFiles) {
   } catch (e) {
     throw new BundleError(`onnxruntime-web cannot load model.onnx (${files.source}): ${e.message ?? e}`);
   }
-  const want = ['input_ids', 'attention_mask', 'token_type_ids'];
+  // The manifest lists the graph's inputs: token_type_ids only for backbones that read them.
+  const want = [...manifest.inputs];
   if ([...session.inputNames].sort().join() !== [...want].sort().join() || !session.outputNames.includes('logits')) {
     throw new BundleError(
       `model.onnx takes ${JSON.stringify(session.inputNames)} → ${JSON.stringify(session.outputNames)}, ` +
@@ -219,8 +220,10 @@ async function classify(record) {
   const feeds = {
     input_ids: new ort.Tensor('int64', enc.input_ids, shape),
     attention_mask: new ort.Tensor('int64', enc.attention_mask, shape),
-    token_type_ids: new ort.Tensor('int64', enc.token_type_ids, shape),
   };
+  if (state.manifest.inputs.includes('token_type_ids')) {
+    feeds.token_type_ids = new ort.Tensor('int64', enc.token_type_ids, shape);
+  }
   const t1 = performance.now();
   const out = await state.session.run(feeds);
   const t2 = performance.now();

@@ -1,7 +1,7 @@
 //! The bundle contract: what `adept export` writes and every runtime reads.
 //!
 //! ```text
-//! <bundle>/model.onnx       input_ids, attention_mask, token_type_ids: int64 [batch, sequence]
+//! <bundle>/model.onnx       input_ids, attention_mask[, token_type_ids]: int64 [batch, sequence]
 //!                           -> logits: float [batch, num_outputs]
 //! <bundle>/tokenizer.json   the model's Hugging Face tokenizer, copied byte for byte
 //! <bundle>/adept.json       a [`BundleManifest`]
@@ -35,8 +35,18 @@ pub const MANIFEST_FILE: &str = "adept.json";
 pub const MODEL_FILE: &str = "model.onnx";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// Names of the graph's inputs, in order.
+/// Names of the graph's inputs, in order: the first two always, `token_type_ids` when the
+/// backbone reads token types (BERT; not RoBERTa-style encoders). The manifest's `inputs`
+/// says which a bundle takes; runtimes feed exactly those.
 pub const INPUT_NAMES: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
+/// The inputs every bundle takes.
+pub const REQUIRED_INPUTS: [&str; 2] = ["input_ids", "attention_mask"];
+
+/// The graph inputs of a bundle whose backbone does (`true`) or does not read token types.
+pub fn input_names(token_types: bool) -> Vec<String> {
+    let n = if token_types { 3 } else { 2 };
+    INPUT_NAMES[..n].iter().map(|s| s.to_string()).collect()
+}
 /// Name of the graph's output.
 pub const OUTPUT_NAME: &str = "logits";
 
@@ -219,6 +229,7 @@ pub struct BundleManifest {
     pub method: String,
     /// `mean` or `cls`.
     pub pooling: String,
+    /// The graph's inputs ([`input_names`]): `token_type_ids` only for backbones that read it.
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     /// Checksums of `model.onnx` and `tokenizer.json`.
@@ -228,6 +239,11 @@ pub struct BundleManifest {
 }
 
 impl BundleManifest {
+    /// Whether the graph takes `token_type_ids`.
+    pub fn takes_token_types(&self) -> bool {
+        self.inputs.iter().any(|i| i == INPUT_NAMES[2])
+    }
+
     /// Reads and validates `<dir>/adept.json` (fields only; see [`verify_files`](Self::verify_files)).
     pub fn read(dir: &Path) -> Result<Self> {
         ensure!(
@@ -350,11 +366,11 @@ impl BundleManifest {
                 self.prompt_length
             );
         }
-        let expect_inputs: Vec<String> = INPUT_NAMES.iter().map(|s| s.to_string()).collect();
         ensure!(
-            self.inputs == expect_inputs,
-            "inputs {:?} are not {INPUT_NAMES:?}",
-            self.inputs
+            self.inputs == input_names(true) || self.inputs == input_names(false),
+            "inputs {:?} are neither {:?} nor {REQUIRED_INPUTS:?}",
+            self.inputs,
+            input_names(true)
         );
         ensure!(
             self.outputs == [OUTPUT_NAME],

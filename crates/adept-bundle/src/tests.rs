@@ -129,3 +129,28 @@ fn template_builds_segments_like_training() {
         .unwrap_err();
     assert!(err.to_string().contains("answer"), "{err}");
 }
+
+#[test]
+fn inputs_are_ids_and_mask_with_or_without_token_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = sample(dir.path());
+    assert!(m.takes_token_types());
+    m.validate().unwrap();
+    m.inputs = input_names(false);
+    assert_eq!(m.inputs, ["input_ids", "attention_mask"]);
+    assert!(!m.takes_token_types());
+    m.validate().unwrap();
+    for bad in [
+        vec!["input_ids"],
+        vec!["attention_mask", "input_ids"],
+        vec!["input_ids", "attention_mask", "position_ids"],
+        vec!["input_ids", "token_type_ids", "attention_mask"],
+    ] {
+        m.inputs = bad.iter().map(|s| s.to_string()).collect();
+        let err = m.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("inputs") && err.contains("neither"),
+            "{bad:?}: {err}"
+        );
+    }
+}

@@ -554,3 +554,83 @@ fn train_export_and_serve_from_the_cli() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// A second encoder family through the same commands: the tiny random RoBERTa of
+/// `tests/fixtures/tiny-roberta/` (registry: `model_type: roberta`, no token types) trains on a
+/// custom CSV, is scored by `adept eval`, exports to a bundle whose graph takes no
+/// `token_type_ids`, and serves through ONNX Runtime.
+#[test]
+fn roberta_trains_exports_and_serves_through_the_same_commands() {
+    let test = "roberta_trains_exports_and_serves_through_the_same_commands";
+    if adept_testkit::ort_library(test).is_none() {
+        return;
+    }
+    let model = adept_testkit::repo_file("tests/fixtures/tiny-roberta");
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("moods.csv");
+    let mut rows = String::from("text,mood\n");
+    for i in 0..48 {
+        let (text, mood) = if i % 2 == 0 {
+            (format!("a happy sunny day number {i}"), "up")
+        } else {
+            (format!("a sad grey night number {i}"), "down")
+        };
+        rows.push_str(&format!("{text},{mood}\n"));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let run = tmp.path().join("run");
+    run_ok(
+        adept()
+            .args(["train", "--train-file"])
+            .arg(&csv)
+            .args(["--label-field", "mood", "--method", "adept"])
+            .args(["--prompt-len", "4", "--rank", "2", "--max-len", "24"])
+            .args(["--steps", "8", "--batch-size", "8", "--eval-every", "4"])
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&run),
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("best/run.json")).unwrap()).unwrap();
+    assert_eq!(manifest["model_family"], "bert");
+
+    let bundle = tmp.path().join("bundle");
+    run_ok(
+        adept()
+            .args(["export", "--adapter"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&bundle),
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("adept.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["inputs"],
+        serde_json::json!(["input_ids", "attention_mask"])
+    );
+    assert_eq!(m["fold"], "folded");
+
+    // candle scores the held-out part of the same file; the bundle's logits equal candle's
+    // (tests/roberta_bundle.rs in adept-export), here it must serve.
+    let candle = run_ok(
+        adept()
+            .args(["eval", "--adapter"])
+            .arg(&run)
+            .arg("--train-file")
+            .arg(&csv)
+            .args(["--label-field", "mood"]),
+    );
+    let c: serde_json::Value = serde_json::from_str(candle.lines().last().unwrap()).unwrap();
+    assert!(c["primary"].as_f64().is_some(), "{c}");
+    let out = run_ok(
+        adept()
+            .args(["infer", "--text", "a happy sunny day", "--bundle"])
+            .arg(&bundle),
+    );
+    let p: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert!(
+        ["up", "down"].contains(&p["label"].as_str().unwrap()),
+        "{p}"
+    );
+}

@@ -5,7 +5,7 @@
 use crate::emit::{self, AttentionKind, GraphOptions};
 use adept_bundle::{
     BundleManifest, FoldMode, InputTemplate, Provenance, WeightDtype, FORMAT, FORMAT_VERSION,
-    INPUT_NAMES, MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE,
+    MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE,
 };
 use adept_train::{Classifier, OverLength, Pooling, RunManifest, TextEncoder};
 use anyhow::{bail, ensure, Context, Result};
@@ -247,7 +247,7 @@ pub fn manifest_for(
         fold,
         method: model.adapter.method().to_string(),
         pooling: pooling_name(model.pooling).into(),
-        inputs: INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
+        inputs: adept_bundle::input_names(model.backbone.uses_token_types()),
         outputs: vec![OUTPUT_NAME.into()],
         files: Default::default(),
         provenance: info.provenance.clone(),

@@ -193,11 +193,17 @@ impl Bundle {
             Tensor::from_array((shape, v.clone()))
                 .map_err(|e| anyhow!("cannot build the {name} tensor: {e}"))
         };
-        let inputs = ort::inputs![
+        let mut inputs = ort::inputs![
             "input_ids" => t(&batch.input_ids, "input_ids")?,
             "attention_mask" => t(&batch.attention_mask, "attention_mask")?,
-            "token_type_ids" => t(&batch.token_type_ids, "token_type_ids")?,
         ];
+        // The manifest says whether the graph reads token types (RoBERTa-style bundles do not).
+        if self.manifest.takes_token_types() {
+            inputs.push((
+                "token_type_ids".into(),
+                t(&batch.token_type_ids, "token_type_ids")?.into(),
+            ));
+        }
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         let outputs = session.run(inputs).map_err(|e| {
             anyhow!(

@@ -33,8 +33,8 @@ pub struct GraphOptions {
     pub attention: AttentionKind,
 }
 
-/// The whole classifier as an ONNX model: `input_ids`, `attention_mask`, `token_type_ids`
-/// (`int64 [batch, sequence]`) → `logits` (`float [batch, n]`).
+/// The whole classifier as an ONNX model: `input_ids`, `attention_mask` and, for a backbone
+/// that reads them, `token_type_ids` (`int64 [batch, sequence]`) → `logits` (`float [batch, n]`).
 ///
 /// The order of the calls is the order of `Classifier::forward`.
 pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<ModelBuilder> {
@@ -47,14 +47,17 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
     let [ids, mask, types] = INPUT_NAMES;
     let ids = g.input(ids, DataType::Int64, &seq)?;
     let mask = g.input(mask, DataType::Int64, &seq)?;
-    let types = g.input(types, DataType::Int64, &seq)?;
+    // token_type_ids only for a backbone that reads token types (the manifest lists the inputs).
+    let types = if model.backbone.uses_token_types() {
+        Some(g.input(types, DataType::Int64, &seq)?)
+    } else {
+        None
+    };
 
     // tokens → word embeddings → adapter: [P; E + f(E)], mask and types extended.
     let embeds = adapter::input_embeddings(g, model, &ids, opts.fold)?;
-    // (A family that reads no token types leaves the input unused.)
-    let types = model.backbone.uses_token_types().then_some(types.as_str());
     let encoder_inputs =
-        adapter::extend_with_prompt(g, &model.adapter, &ids, &embeds, &mask, types)?;
+        adapter::extend_with_prompt(g, &model.adapter, &ids, &embeds, &mask, types.as_deref())?;
     // backbone
     let emit = EmitOptions {
         attention: opts.attention,
