@@ -51,6 +51,19 @@ step "browser demo (wasm + onnxruntime-web in headless Chromium)"
 ADEPT_WEB_BUNDLE=exports/ci-web ADEPT_WEB_TEST_OUT=target/web-test-output web/test/run.sh 2>&1 | tee -a "$LOG"
 echo "screenshots: target/web-test-output/"
 
+step "browser demo, second family: the tiny random RoBERTa (byte-level BPE, no token types)"
+mkdir -p runs
+{ echo "text,mood"
+  for i in $(seq 1 24); do echo "a happy sunny day number $i,up"; echo "a sad grey night number $i,down"; done
+} > runs/ci-web-roberta.csv
+./target/release/adept train --model tests/fixtures/tiny-roberta --train-file runs/ci-web-roberta.csv \
+    --label-field mood --prompt-len 4 --rank 2 --max-len 24 --steps 8 --batch-size 8 --eval-every 4 \
+    --out runs/ci-web-roberta --overwrite
+./target/release/adept export --adapter runs/ci-web-roberta --out exports/ci-web-roberta --overwrite
+SKIP_BUILD=1 ADEPT_WEB_BUNDLE=exports/ci-web-roberta ADEPT_WEB_TEST_OUT=target/web-test-output-roberta \
+    web/test/run.sh 2>&1 | tee -a "$LOG"
+echo "screenshots: target/web-test-output-roberta/"
+
 # Skipped tests: #[ignore]d ones (cargo's "N ignored") and those that skipped for a missing asset
 # (adept-testkit and web/test/run.sh append one line each to $ADEPT_SKIP_LOG).
 ignored=$(grep -Eo '[0-9]+ ignored' "$LOG" | awk '{s += $1} END {print s + 0}')
