@@ -9,7 +9,9 @@ pub fn default_budget(hidden: usize) -> usize {
     100 * hidden
 }
 
-/// Number of trainable parameters of a method (the classification head is not counted).
+/// Number of trainable parameters of a method (the classification head is not counted):
+/// [`AdapterMethod::param_count`](crate::AdapterMethod::param_count), from the method's tensor
+/// shapes.
 pub fn param_count(
     method: MethodKind,
     hidden: usize,
@@ -17,18 +19,15 @@ pub fn param_count(
     rank: usize,
     max_len: usize,
 ) -> usize {
-    let d = hidden;
-    match method {
-        MethodKind::Adept => prompt_len * d + 2 * rank * d + rank + d,
-        MethodKind::Dept => prompt_len * d + max_len * rank + rank * d,
-        MethodKind::Pt => prompt_len * d,
-        MethodKind::HeadOnly => 0,
-    }
+    method.imp().param_count(hidden, prompt_len, rank, max_len)
 }
 
 /// The largest rank `r` whose method fits `budget` with a prompt of `prompt_len` rows.
 /// ADePT: `l·d + 2·r·d + r + d ≤ budget` (d = 384, l = 60, budget 38,400 → r = 19).
 /// DePT: `l·d + max_len·r + r·d ≤ budget`. PT and head-only have no rank (returns 0).
+///
+/// Solved from [`param_count`], which is affine in `r` for every method: `count(r) = count(0) +
+/// r·(count(1) − count(0))`.
 pub fn solve_rank(
     method: MethodKind,
     hidden: usize,
@@ -37,29 +36,22 @@ pub fn solve_rank(
     max_len: usize,
 ) -> Result<usize> {
     let d = hidden;
-    let prompt = prompt_len * d;
-    let r = match method {
-        MethodKind::Pt | MethodKind::HeadOnly => return Ok(0),
-        MethodKind::Adept => {
-            if budget < prompt + d {
-                0
-            } else {
-                (budget - prompt - d) / (2 * d + 1)
-            }
-        }
-        MethodKind::Dept => {
-            if budget < prompt {
-                0
-            } else {
-                (budget - prompt) / (max_len + d)
-            }
-        }
+    let count = |r| param_count(method, d, prompt_len, r, max_len);
+    let (base, per_rank) = (count(0), count(1) - count(0));
+    if per_rank == 0 {
+        return Ok(0);
+    }
+    let r = if budget < base {
+        0
+    } else {
+        (budget - base) / per_rank
     };
     if r == 0 {
         bail!(
             "a {prompt_len}-token prompt (d = {d}) leaves no room for {method:?} offsets under a budget of {budget} parameters; shorten the prompt or raise --budget"
         );
     }
+    debug_assert_eq!(count(r), base + r * per_rank, "{method} is not affine in r");
     Ok(r)
 }
 
@@ -96,5 +88,28 @@ mod tests {
     fn over_budget_prompt_is_an_error() {
         let err = solve_rank(MethodKind::Adept, 384, 100, 38_400, 128).unwrap_err();
         assert!(err.to_string().contains("no room"), "{err}");
+    }
+
+    /// The counts from the shapes equal the paper's formulas, for every method.
+    #[test]
+    fn counts_follow_the_formulas() {
+        for (d, l, r, max_len) in [(384, 60, 19, 128), (768, 60, 19, 256), (8, 3, 2, 12)] {
+            assert_eq!(
+                param_count(MethodKind::Adept, d, l, r, max_len),
+                l * d + 2 * r * d + r + d
+            );
+            assert_eq!(
+                param_count(MethodKind::Dept, d, l, r, max_len),
+                l * d + max_len * r + r * d
+            );
+            assert_eq!(param_count(MethodKind::Pt, d, l, r, max_len), l * d);
+            assert_eq!(param_count(MethodKind::HeadOnly, d, l, r, max_len), 0);
+        }
+        // Every r up to the budget, and not one more.
+        for method in [MethodKind::Adept, MethodKind::Dept] {
+            let r = solve_rank(method, 384, 40, 38_400, 128).unwrap();
+            assert!(param_count(method, 384, 40, r, 128) <= 38_400);
+            assert!(param_count(method, 384, 40, r + 1, 128) > 38_400);
+        }
     }
 }

@@ -117,7 +117,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let name = var.name;
         let mut cfg = TrainConfig::defaults(var.method);
         cfg.batch_size = a.batch_size;
-        cfg.max_len = max_len;
+        cfg.adapter.max_length = max_len;
         let mut backbone = adept_backbones::load_encoder(&mdir, &dev)?;
         backbone.set_fused_layers(var.fused)?;
         adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
@@ -139,7 +139,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let (mean, median) = stats(times);
         eprintln!("{name}: {median:.3} s/step (median of {})", a.iters);
         rows.push(Row {
-            name: format!("{name} (l={}, r={})", cfg.prompt_len, cfg.rank),
+            name: format!("{name} (l={}, r={})", cfg.prompt_len(), cfg.adapter.rank),
             step_s_mean: mean,
             step_s_median: median,
             steps: a.iters,
@@ -254,7 +254,8 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
             let mut cfg = TrainConfig::defaults(adept_adapters::MethodKind::Adept);
             let backbone = adept_backbones::load_encoder(&mdir, &dev)?;
             adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
-            let enc = TextEncoder::from_file(&tok, cfg.max_len, adept_train::OverLength::Truncate)?;
+            let enc =
+                TextEncoder::from_file(&tok, cfg.max_len(), adept_train::OverLength::Truncate)?;
             let m = adept_train::build_classifier(backbone, &enc, &cfg, 2)?;
             (m, enc)
         }

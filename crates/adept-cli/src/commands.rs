@@ -1,7 +1,7 @@
 //! What each subcommand does: resolve paths, build the pipeline from the crates, report.
 
 use crate::args::{CacheArgs, Cli, Command, DataArgs, EvalArgs, FetchArgs, ModelArgs, TrainArgs};
-use adept_adapters::MethodKind;
+use adept_adapters::PromptInit;
 
 use adept_train::{OverLength, TaskData, TextEncoder, TrainConfig};
 use anyhow::{bail, Context, Result};
@@ -181,9 +181,6 @@ fn train_config(a: &TrainArgs) -> TrainConfig {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }
     set!(
-        prompt_len,
-        rank,
-        budget,
         lr_prompt,
         lr_offsets,
         lr_head,
@@ -193,17 +190,34 @@ fn train_config(a: &TrainArgs) -> TrainConfig {
         eval_every,
         checkpoint_every,
         log_every,
-        max_len,
-        pooling,
-        seed
+        pooling
     );
+    // The adapter's own settings.
+    let adapter = &mut c.adapter;
+    if let Some(v) = a.prompt_len {
+        adapter.prompt_len = v;
+    }
+    if let Some(v) = a.rank {
+        adapter.rank = v;
+    }
+    if let Some(v) = a.budget {
+        adapter.budget = v;
+    }
+    if let Some(v) = a.max_len {
+        adapter.max_length = v;
+    }
+    if let Some(text) = &a.prompt_init_text {
+        adapter.prompt_init = PromptInit::text(text.clone());
+    }
+    if !a.method.imp().has_prompt() {
+        adapter.prompt_len = 0;
+    }
+    if let Some(seed) = a.seed {
+        c.set_seed(seed);
+    }
     c.early_stop = a.early_stop;
-    c.prompt_init_text = a.prompt_init_text.clone();
     if a.error_on_overlength {
         c.over_length = OverLength::Error;
-    }
-    if a.method == MethodKind::HeadOnly {
-        c.prompt_len = 0;
     }
     if a.warmup.is_none() {
         c.warmup = c.steps / 10;
@@ -220,7 +234,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
     let enc = TextEncoder::from_file(
         &model_dir.join("tokenizer.json"),
-        cfg.max_len,
+        cfg.max_len(),
         cfg.over_length,
     )?;
     let out = a.out.clone().unwrap_or_else(|| {
@@ -235,23 +249,23 @@ fn train(a: &TrainArgs) -> Result<()> {
     let model = adept_train::build_classifier(backbone, &enc, &cfg, task.num_outputs())?;
     tracing::info!(
         "{} on {}: {} train / {} validation examples; l = {}, r = {}, {} trainable adapter parameters (budget {}); run folder {}",
-        cfg.method,
+        cfg.method(),
         task.name,
         task.train.len(),
         task.validation.len(),
-        cfg.prompt_len,
-        cfg.rank,
+        cfg.prompt_len(),
+        cfg.adapter.rank,
         model.adapter.config.param_count(),
-        cfg.budget,
+        cfg.adapter.budget,
         out.display()
     );
     let report = adept_train::train(&model, &enc, &task, &cfg, &run, a.resume, a.stop_after)?;
     let summary = serde_json::json!({
         "run": out.display().to_string(),
         "task": task.name,
-        "method": cfg.method.to_string(),
-        "prompt_len": cfg.prompt_len,
-        "rank": cfg.rank,
+        "method": cfg.method().to_string(),
+        "prompt_len": cfg.prompt_len(),
+        "rank": cfg.adapter.rank,
         "seed": cfg.seed,
         "report": report,
     });

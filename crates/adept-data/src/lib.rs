@@ -40,5 +40,5 @@ pub use error::{DataError, MetricError};
 pub use example::{Example, Target};
 pub use metrics::{score, score_with, Metric, MetricSpec, Scores};
 pub use official::{load_file, load_official, resolve_task_dir};
-pub use split::{load_splits, load_task, SplitMode, Splits};
+pub use split::{load_splits, load_task, SplitChoice, SplitMode, Splits};
 pub use task::{Benchmark, FileFormat, OfficialSplit, SplitRule, TaskKind, TaskSpec};

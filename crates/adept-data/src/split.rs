@@ -56,6 +56,43 @@ pub enum SplitMode {
     Official,
 }
 
+/// How the validation set of a built-in task is chosen (`--splits`): a [`SplitMode`] without
+/// its seed. Training and `adept eval --bundle` (adept-runtime) take the same choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitChoice {
+    /// Train on the official train file, evaluate on the official dev file.
+    Official,
+    /// The paper's seeded rule (dev halves / 1,000 held-out training examples).
+    Paper,
+}
+
+impl SplitChoice {
+    /// The split mode, with `seed` for the paper's rule.
+    pub fn mode(self, seed: u64) -> SplitMode {
+        match self {
+            Self::Official => SplitMode::Official,
+            Self::Paper => SplitMode::Paper { seed },
+        }
+    }
+}
+
+/// A `--splits` value that is neither `official` nor `paper`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown split mode {0:?}: use official or paper")]
+pub struct UnknownSplitChoice(pub String);
+
+impl std::str::FromStr for SplitChoice {
+    type Err = UnknownSplitChoice;
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownSplitChoice> {
+        match s {
+            "official" => Ok(Self::Official),
+            "paper" => Ok(Self::Paper),
+            _ => Err(UnknownSplitChoice(s.to_string())),
+        }
+    }
+}
+
 /// Train, validation and test examples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Splits {

@@ -7,7 +7,7 @@ use adept_bundle::{
     BundleManifest, FoldMode, InputTemplate, Provenance, WeightDtype, FORMAT, FORMAT_VERSION,
     MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE,
 };
-use adept_train::{Classifier, OverLength, Pooling, RunManifest, TextEncoder};
+use adept_train::{Classifier, Pooling, RunManifest, TextEncoder};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,10 +234,7 @@ pub fn manifest_for(
         input_template: InputTemplate::from_fields(&info.text_fields),
         prompt_length: l,
         max_length: enc.max_len,
-        over_length: match enc.over_length {
-            OverLength::Truncate => "truncate".into(),
-            OverLength::Error => "error".into(),
-        },
+        over_length: enc.over_length,
         pad_token_id: enc.pad_id,
         vocab_size: vocab,
         hidden_size: d,
@@ -245,8 +242,8 @@ pub fn manifest_for(
         opset: opts.opset,
         dtype: opts.dtype,
         fold,
-        method: model.adapter.method().to_string(),
-        pooling: pooling_name(model.pooling).into(),
+        method: model.adapter.method().to_string().parse()?,
+        pooling: pooling_name(model.pooling).parse()?,
         inputs: adept_bundle::input_names(model.backbone.uses_token_types()),
         outputs: vec![OUTPUT_NAME.into()],
         files: Default::default(),
@@ -274,7 +271,7 @@ pub fn model_bytes(
     let builder = builder
         .producer("adept", env!("CARGO_PKG_VERSION"))
         .metadata("adept.task", &manifest.task)
-        .metadata("adept.method", &manifest.method)
+        .metadata("adept.method", manifest.method.as_str())
         .metadata("adept.fold", &manifest.fold.to_string())
         .metadata("adept.dtype", &manifest.dtype.to_string())
         .metadata("adept.prompt_length", &manifest.prompt_length.to_string())

@@ -118,10 +118,7 @@ pub fn random_adapter(
     seed: u64,
     scale: f32,
 ) -> Result<Adapter> {
-    let r = match method {
-        MethodKind::Adept | MethodKind::Dept => r,
-        _ => 0,
-    };
+    let r = if method.imp().uses_rank() { r } else { 0 };
     let mut cfg = AdapterConfig::new(method, backbone.hidden_size(), l, r);
     cfg.max_length = max_len;
     let adapter = Adapter::init(cfg, backbone.word_embedding_table(), seed)?;
@@ -261,9 +258,9 @@ pub fn write_run_dir(
     model.adapter.save(&best)?;
     candle_core::safetensors::save(&model.head.tensors(), best.join("head.safetensors"))?;
     let mut cfg = adept_train::TrainConfig::defaults(model.adapter.method());
-    cfg.prompt_len = model.adapter.prompt_len();
-    cfg.rank = model.adapter.config.rank;
-    cfg.max_len = max_len;
+    cfg.adapter.prompt_len = model.adapter.prompt_len();
+    cfg.adapter.rank = model.adapter.config.rank;
+    cfg.adapter.max_length = max_len;
     cfg.pooling = model.pooling;
     let sha = |f: &str| adept_train::run::sha256_file(&model_dir.join(f));
     let manifest = adept_train::RunManifest {

@@ -15,7 +15,7 @@
 //! right shape stands in. Latency does not depend on the values, only on the shapes.
 
 use crate::bundle::{export_classifier, ExportOptions, TaskInfo};
-use adept_adapters::{default_budget, solve_rank, Adapter, AdapterConfig, MethodKind};
+use adept_adapters::{default_budget, solve_rank, Adapter, AdapterConfig, MethodKind, PROMPT};
 use adept_bundle::{FoldMode, WeightDtype};
 use adept_train::{Classifier, TextEncoder};
 use anyhow::{Context, Result};
@@ -40,10 +40,8 @@ fn fresh_adapter(
 ) -> Result<Adapter> {
     let d = model.backbone.hidden_size();
     let budget = default_budget(d);
-    let rank = match method {
-        MethodKind::Adept | MethodKind::Dept => solve_rank(method, d, l, budget, max_len)?,
-        _ => 0,
-    };
+    // 0 for a method without a rank.
+    let rank = solve_rank(method, d, l, budget, max_len)?;
     let mut cfg = AdapterConfig::new(method, d, l, rank);
     cfg.max_length = max_len;
     cfg.budget = budget;
@@ -63,8 +61,7 @@ fn with_adapter(model: &Classifier, adapter: Adapter) -> Classifier {
 fn prompt_only(model: &Classifier, l: usize, max_len: usize) -> Result<Adapter> {
     let adapter = fresh_adapter(model, MethodKind::Pt, l, max_len, 7)?;
     if let Some(p) = model.adapter.prompt().filter(|p| p.dims()[0] == l) {
-        let values =
-            std::collections::HashMap::from([("prompt_embeddings".to_string(), p.clone())]);
+        let values = std::collections::HashMap::from([(PROMPT.to_string(), p.clone())]);
         adapter.set_values(&values)?;
     }
     Ok(adapter)

@@ -1,7 +1,7 @@
 //! Serving latency of a bundle: fixed batches of real inputs, timed `run`s.
 
 use crate::bundle::{Bundle, PaddedBatch, RuntimeOptions};
-use adept_train::tokenize::Encoded;
+use adept_bundle::Encoded;
 use anyhow::{ensure, Result};
 use serde::Serialize;
 use std::path::Path;
@@ -66,7 +66,7 @@ fn stats(bundle: &Bundle, batches: &[PaddedBatch], times: &[f64]) -> BenchStats 
     let m = &bundle.manifest;
     BenchStats {
         bundle: bundle.dir.display().to_string(),
-        method: m.method.clone(),
+        method: m.method.to_string(),
         fold: m.fold.to_string(),
         prompt_length: m.prompt_length,
         batch_size,

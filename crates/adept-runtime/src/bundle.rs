@@ -2,9 +2,10 @@
 
 use crate::ortlib::{self, OrtRuntime};
 use crate::session::{build_session, DeviceKind, SessionConfig};
-use adept_bundle::{BundleManifest, MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE};
-use adept_train::tokenize::Encoded;
-use adept_train::{OverLength, TextEncoder};
+use adept_bundle::tokenize::load_tokenizer;
+use adept_bundle::{
+    BundleManifest, Encoded, TextEncoder, MANIFEST_FILE, MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE,
+};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use ort::session::Session;
 use ort::value::Tensor;
@@ -50,40 +51,9 @@ pub struct Prediction {
     pub score: Option<f32>,
 }
 
-/// A padded batch as the graph takes it: `int64 [batch, seq]` each, row-major.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PaddedBatch {
-    pub batch: usize,
-    pub seq: usize,
-    pub input_ids: Vec<i64>,
-    pub attention_mask: Vec<i64>,
-    pub token_type_ids: Vec<i64>,
-}
-
-impl PaddedBatch {
-    /// Pads `items` to the longest one with `pad_id` (the same layout as
-    /// `adept_train::batch::Batch::collate`).
-    pub fn collate(items: &[&Encoded], pad_id: u32) -> Self {
-        let batch = items.len();
-        let seq = items.iter().map(|e| e.ids.len()).max().unwrap_or(0).max(1);
-        let mut b = Self {
-            batch,
-            seq,
-            input_ids: vec![pad_id as i64; batch * seq],
-            attention_mask: vec![0; batch * seq],
-            token_type_ids: vec![0; batch * seq],
-        };
-        for (row, e) in items.iter().enumerate() {
-            let base = row * seq;
-            for (i, (&id, &t)) in e.ids.iter().zip(&e.type_ids).enumerate() {
-                b.input_ids[base + i] = id as i64;
-                b.token_type_ids[base + i] = t as i64;
-                b.attention_mask[base + i] = 1;
-            }
-        }
-        b
-    }
-}
+/// A padded batch as the graph takes it: `int64 [batch, seq]` each, row-major (the contract's
+/// layout, the one training pads with).
+pub type PaddedBatch = adept_bundle::PaddedBatch<i64>;
 
 /// A bundle ready to serve.
 pub struct Bundle {
@@ -131,28 +101,18 @@ impl Bundle {
         );
         manifest.verify_files(dir)?;
 
+        // The training rules, checked against the manifest (the browser runs the same code).
         let tok_path = dir.join(TOKENIZER_FILE);
-        let over = match manifest.over_length.as_str() {
-            "error" => OverLength::Error,
-            _ => OverLength::Truncate,
-        };
-        let encoder = TextEncoder::from_file(&tok_path, manifest.max_length, over)
+        let encoder = load_tokenizer(&tok_path)
+            .and_then(|tok| {
+                TextEncoder::for_bundle(
+                    tok,
+                    &manifest,
+                    &tok_path.display().to_string(),
+                    &dir.join(MANIFEST_FILE).display().to_string(),
+                )
+            })
             .with_context(|| format!("bundle {}", dir.display()))?;
-        ensure!(
-            encoder.vocab_size() <= manifest.vocab_size,
-            "{} has {} tokens but the model's table only {} rows: tokenizer and model do not match",
-            tok_path.display(),
-            encoder.vocab_size(),
-            manifest.vocab_size
-        );
-        ensure!(
-            encoder.pad_id == manifest.pad_token_id,
-            "{} pads with id {}, but {} records {}",
-            tok_path.display(),
-            encoder.pad_id,
-            dir.join(adept_bundle::MANIFEST_FILE).display(),
-            manifest.pad_token_id
-        );
 
         let runtime = ortlib::find_and_load(opts.cache.as_deref(), opts.ort_library.as_deref())?;
         let built = build_session(runtime, &model_path, &opts.session)?;
@@ -171,19 +131,7 @@ impl Bundle {
 
     /// Tokenizes `(text_a, text_b)` with the training rules and checks every id against the table.
     pub fn encode(&self, a: &str, b: Option<&str>) -> Result<Encoded> {
-        let e = self.encoder.encode(a, b)?;
-        if let Some(&bad) = e
-            .ids
-            .iter()
-            .find(|&&id| id as usize >= self.manifest.vocab_size)
-        {
-            bail!(
-                "token id {bad} is outside the model's {}-row vocabulary table (input {:?})",
-                self.manifest.vocab_size,
-                a.chars().take(60).collect::<String>()
-            );
-        }
-        Ok(e)
+        self.encoder.encode_within(a, b, self.manifest.vocab_size)
     }
 
     /// Runs one padded batch; returns the logits row by row.
@@ -331,7 +279,7 @@ fn check_model_against_manifest(session: &Session, m: &BundleManifest, path: &Pa
         ("adept.vocab_size", m.vocab_size.to_string()),
         ("adept.num_outputs", m.num_outputs.to_string()),
         ("adept.prompt_length", m.prompt_length.to_string()),
-        ("adept.method", m.method.clone()),
+        ("adept.method", m.method.to_string()),
         ("adept.fold", m.fold.to_string()),
     ] {
         match meta.custom(key) {

@@ -2,7 +2,7 @@
 
 use crate::bundle::{Bundle, Prediction, RuntimeOptions};
 use crate::session::{DeviceKind, SessionConfig};
-use adept_train::{Predictions, SplitChoice, TaskData};
+use adept_data::{SplitChoice, Target};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -263,7 +263,8 @@ pub fn data_dir(explicit: Option<&Path>) -> Result<PathBuf> {
     Ok(default)
 }
 
-/// Runs `adept eval --bundle`: predictions through ONNX Runtime, metrics through adept-data.
+/// Runs `adept eval --bundle`: predictions through ONNX Runtime, the validation split and the
+/// metrics through adept-data (the split and scorer training evaluates with).
 pub fn run_bundle_eval(args: &BundleEvalArgs) -> Result<BundleEvalReport> {
     let start = Instant::now();
     let bundle = args.runtime.open()?;
@@ -275,39 +276,47 @@ pub fn run_bundle_eval(args: &BundleEvalArgs) -> Result<BundleEvalReport> {
         .parse()
         .with_context(|| format!("{name:?} is not a built-in task"))?;
     let data = data_dir(args.data.as_deref())?;
-    let task = TaskData::builtin(kind, &data, args.splits, args.seed)?;
+    let spec = kind.spec();
+    let splits = adept_data::load_splits(kind, &data, args.splits.mode(args.seed))
+        .with_context(|| format!("cannot load task {} from {}", spec.name, data.display()))?;
+    let label_names: Vec<String> = spec.label_names.iter().map(|s| s.to_string()).collect();
     ensure!(
-        task.regression == bundle.manifest.regression
-            && task.label_names == bundle.manifest.label_names,
+        spec.is_regression == bundle.manifest.regression
+            && label_names == bundle.manifest.label_names,
         "the bundle was exported for task {} with labels {:?}, but task {} has labels {:?}",
         bundle.manifest.task,
         bundle.manifest.label_names,
-        task.name,
-        task.label_names
+        spec.name,
+        label_names
     );
-    let gold = &task.validation;
+    let gold = &splits.validation;
     ensure!(
         !gold.is_empty(),
         "the validation split of {} is empty",
-        task.name
+        spec.name
     );
     let texts: Vec<(String, Option<String>)> = gold
         .iter()
         .map(|ex| (ex.text_a().to_owned(), ex.text_b()))
         .collect();
     let preds = bundle.predict(&texts)?;
-    let preds = if task.regression {
-        Predictions::Scores(preds.iter().map(|p| p.score.unwrap_or(f32::NAN)).collect())
-    } else {
-        Predictions::Classes(preds.iter().map(|p| p.label_id.unwrap_or(0)).collect())
-    };
-    let scores = task.score(&preds, gold)?;
+    let targets: Vec<Target> = preds
+        .iter()
+        .map(|p| {
+            if spec.is_regression {
+                Target::Score(p.score.unwrap_or(f32::NAN))
+            } else {
+                Target::Class(p.label_id.unwrap_or(0))
+            }
+        })
+        .collect();
+    let scores = adept_data::score_with(&spec.metric_spec(), &targets, gold)?;
     Ok(BundleEvalReport {
-        task: task.name.clone(),
+        task: spec.name.to_string(),
         examples: gold.len(),
-        metrics: scores.metrics,
-        primary_metric: task.primary_metric.clone(),
-        primary: scores.primary,
+        primary: scores.primary_value(),
+        metrics: scores.values,
+        primary_metric: spec.primary_metric.name().to_string(),
         device: bundle.device,
         device_fallback: bundle.device_fallback.clone(),
         seconds: start.elapsed().as_secs_f64(),

@@ -7,11 +7,12 @@
 //! * [`ortlib`]: find the shared library (`adept_cache::find_onnxruntime`: `--ort-lib`,
 //!   `$ORT_DYLIB_PATH`, the cache), check its version against what `ort` needs, load it once.
 //! * [`Bundle::open_with`]: validate the manifest and the checksums, load the tokenizer with
-//!   the training rules (`adept_train::TextEncoder`: same special tokens, truncation, padding
-//!   id), create the session (graph optimisation "all", threads, CPU or CUDA with fallback) and
-//!   check the model's inputs, outputs and metadata against the manifest.
-//! * [`Bundle::predict`]: dynamic-padding batches → [`Prediction`]s (label, probabilities,
-//!   logits; score for regression).
+//!   the training rules (`adept_bundle::TextEncoder`, the contract crate's, which training and
+//!   the browser run too: same special tokens, truncation, padding id), create the session
+//!   (graph optimisation "all", threads, CPU or CUDA with fallback) and check the model's
+//!   inputs, outputs and metadata against the manifest.
+//! * [`Bundle::predict`]: dynamic-padding batches ([`PaddedBatch`], the contract's layout) →
+//!   [`Prediction`]s (label, probabilities, logits; score for regression).
 //! * [`cli`]: `InferArgs`/`run_infer` (`adept infer`), `BundleEvalArgs`/`run_bundle_eval`
 //!   (`adept eval --bundle`).
 //! * [`bench`]: `bench_session`, latency/throughput of a bundle on fixed batches.

@@ -1,6 +1,9 @@
 //! Encoded examples → padded batches (dynamic padding: each batch is as long as its longest input).
+//! The layout is the contract crate's ([`adept_bundle::PaddedBatch`]), the one the exported graph
+//! is fed with; here it becomes candle tensors.
 
 use crate::tokenize::Encoded;
+use adept_bundle::PaddedBatch;
 use candle_core::{Device, Result, Tensor};
 
 /// A padded batch: `ids`, `mask` (1 = real token) and `type_ids`, all `[b, s]` u32.
@@ -13,21 +16,12 @@ pub struct Batch {
 
 impl Batch {
     pub fn collate(items: &[&Encoded], pad_id: u32, device: &Device) -> Result<Self> {
-        let b = items.len();
-        let s = items.iter().map(|e| e.ids.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![pad_id; b * s];
-        let mut mask = vec![0u32; b * s];
-        let mut types = vec![0u32; b * s];
-        for (row, e) in items.iter().enumerate() {
-            let base = row * s;
-            ids[base..base + e.ids.len()].copy_from_slice(&e.ids);
-            types[base..base + e.type_ids.len()].copy_from_slice(&e.type_ids);
-            mask[base..base + e.ids.len()].fill(1);
-        }
+        let p = PaddedBatch::<u32>::collate(items, pad_id);
+        let shape = p.shape();
         Ok(Self {
-            ids: Tensor::from_vec(ids, (b, s), device)?,
-            mask: Tensor::from_vec(mask, (b, s), device)?,
-            type_ids: Tensor::from_vec(types, (b, s), device)?,
+            ids: Tensor::from_vec(p.input_ids, shape, device)?,
+            mask: Tensor::from_vec(p.attention_mask, shape, device)?,
+            type_ids: Tensor::from_vec(p.token_type_ids, shape, device)?,
         })
     }
 
@@ -61,6 +55,36 @@ mod tests {
             batch.mask.to_vec2::<u32>()?,
             vec![vec![1, 1, 1], vec![1, 1, 0]]
         );
+        assert_eq!(batch.size(), 2);
+        Ok(())
+    }
+
+    /// The tensors hold exactly the contract's layout (what the exported graph is fed).
+    #[test]
+    fn tensors_are_the_contract_layout() -> Result<()> {
+        let a = Encoded {
+            ids: vec![2, 4, 3, 5, 3],
+            type_ids: vec![0, 0, 0, 1, 1],
+            truncated: false,
+        };
+        let b = Encoded {
+            ids: vec![2, 3],
+            type_ids: vec![0, 0],
+            truncated: false,
+        };
+        let batch = Batch::collate(&[&a, &b], 9, &Device::Cpu)?;
+        let p = PaddedBatch::<i64>::collate(&[&a, &b], 9);
+        let flat = |t: &Tensor| -> Result<Vec<i64>> {
+            Ok(t.flatten_all()?
+                .to_vec1::<u32>()?
+                .into_iter()
+                .map(i64::from)
+                .collect())
+        };
+        assert_eq!(batch.ids.dims2()?, p.shape());
+        assert_eq!(flat(&batch.ids)?, p.input_ids);
+        assert_eq!(flat(&batch.mask)?, p.attention_mask);
+        assert_eq!(flat(&batch.type_ids)?, p.token_type_ids);
         Ok(())
     }
 }

@@ -20,25 +20,28 @@ pub use task::{Predictions, Scores, SplitChoice, TaskData};
 pub use tokenize::{OverLength, TextEncoder};
 pub use trainer::{predict, train, TrainReport};
 
-use adept_adapters::{solve_rank, Adapter, AdapterConfig, MethodKind, PromptInit};
+use adept_adapters::{solve_rank, Adapter, PromptInit};
 use adept_backbones::Encoder;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use std::path::Path;
 
-/// Resolves the rank and budget of `cfg` for a model of width `d` (fills `cfg.rank`/`cfg.budget`).
+/// Resolves the adapter of `cfg` for a model of width `d`: fills `cfg.adapter.token_dim`, and the
+/// budget and rank when not given.
 pub fn resolve_budget(cfg: &mut TrainConfig, d: usize) -> Result<()> {
-    if cfg.budget == 0 {
-        cfg.budget = adept_adapters::default_budget(d);
+    let a = &mut cfg.adapter;
+    a.token_dim = d;
+    if a.budget == 0 {
+        a.budget = adept_adapters::default_budget(d);
     }
-    if cfg.rank == 0 {
-        cfg.rank = solve_rank(cfg.method, d, cfg.prompt_len, cfg.budget, cfg.max_len)?;
+    if a.rank == 0 {
+        a.rank = solve_rank(a.method, d, a.prompt_len, a.budget, a.max_length)?;
     }
     Ok(())
 }
 
 /// Builds a fresh classifier: a frozen encoder (`adept_backbones::load_encoder`), a new adapter
-/// and head.
+/// (`cfg.adapter`, its text prompt init tokenized by `enc`) and head.
 pub fn build_classifier(
     backbone: Box<dyn Encoder>,
     enc: &TextEncoder,
@@ -54,26 +57,19 @@ pub fn build_classifier(
         );
     }
     let max_positions = backbone.max_sequence_len();
-    if cfg.max_len + cfg.prompt_len > max_positions {
+    if cfg.max_len() + cfg.prompt_len() > max_positions {
         bail!(
             "max length {} plus a {}-token prompt exceeds the model's {} positions",
-            cfg.max_len,
-            cfg.prompt_len,
+            cfg.max_len(),
+            cfg.prompt_len(),
             max_positions
         );
     }
-    let mut acfg = AdapterConfig::new(cfg.method, d, cfg.prompt_len, cfg.rank);
-    acfg.budget = cfg.budget;
-    acfg.max_length = cfg.max_len;
-    acfg.alpha = cfg.dept_alpha;
-    acfg.dropout = cfg.dropout;
-    acfg.prompt_init = match &cfg.prompt_init_text {
-        Some(text) => PromptInit::Text {
-            text: text.clone(),
-            token_ids: enc.ids_without_special(text)?,
-        },
-        None => PromptInit::SampleVocab { seed: cfg.seed },
-    };
+    let mut acfg = cfg.adapter.clone();
+    acfg.token_dim = d;
+    if let PromptInit::Text { text, token_ids } = &mut acfg.prompt_init {
+        *token_ids = enc.ids_without_special(text)?;
+    }
     let adapter = Adapter::init(acfg, backbone.word_embedding_table(), cfg.seed)?;
     let head = Head::init(d, num_outputs, cfg.seed.wrapping_add(1), backbone.device())?;
     Ok(Classifier {
@@ -128,8 +124,11 @@ pub fn load_trained(
         .with_context(|| format!("cannot read {}", head_path.display()))?;
     head.set_values(&values)
         .with_context(|| format!("in {}", head_path.display()))?;
-    if adapter.method() == MethodKind::HeadOnly && adapter.prompt_len() != 0 {
-        bail!("inconsistent head-only adapter");
+    if !adapter.imp().has_prompt() && adapter.prompt_len() != 0 {
+        bail!(
+            "inconsistent {} adapter: it has no prompt",
+            adapter.method()
+        );
     }
     Ok((
         Classifier {

@@ -13,7 +13,7 @@
 use crate::model::{Classifier, Pooling};
 use crate::task::TaskData;
 use crate::tokenize::{OverLength, TextEncoder};
-use adept_adapters::{write_atomic, MethodKind};
+use adept_adapters::{write_atomic, AdapterConfig, MethodKind, PromptInit};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -23,16 +23,122 @@ use std::io::{BufRead, BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
 /// Everything that determines a run (saved as `train_config.json`).
+///
+/// The adapter's settings are the adapter's own [`AdapterConfig`] (method, `prompt_len`, rank,
+/// budget, prompt init, dropout, DePT `alpha`, and `max_length`, which is also the tokenizer's
+/// max length); its `token_dim` is 0 until [`crate::resolve_budget`] reads the model's width, and
+/// a text prompt init holds no token ids (the trainer tokenizes the text).
+///
+/// On disk the config keeps the flat layout runs have always had ([`TrainConfigFile`]), so old
+/// `train_config.json` files and `run.json` manifests load, and [`TrainConfig::hash`] (kept in
+/// every checkpoint) is unchanged for them: a `--resume` of an older run still works, and one
+/// under other settings is still refused.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(into = "TrainConfigFile", from = "TrainConfigFile")]
 pub struct TrainConfig {
+    pub adapter: AdapterConfig,
+    pub lr_prompt: f64,
+    pub lr_offsets: f64,
+    pub lr_head: f64,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    pub eval_every: usize,
+    pub checkpoint_every: usize,
+    pub log_every: usize,
+    pub early_stop: Option<usize>,
+    pub over_length: OverLength,
+    pub pooling: Pooling,
+    /// Seeds the batch order, dropout, the adapter's and head's init and, unless a text init is
+    /// given, the sampled prompt rows: change it with [`TrainConfig::set_seed`].
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// The defaults that worked for short runs on all-MiniLM-L6-v2 (see the README's table).
+    pub fn defaults(method: MethodKind) -> Self {
+        let prompt_len = match method {
+            MethodKind::Pt => 100,
+            MethodKind::HeadOnly => 0,
+            _ => 60,
+        };
+        let seed = 42;
+        // Rank, budget and width are resolved against the model (`resolve_budget`).
+        let mut adapter = AdapterConfig::new(method, 0, prompt_len, 0);
+        adapter.budget = 0;
+        adapter.max_length = 128;
+        adapter.dropout = 0.1;
+        adapter.alpha = 8.0;
+        adapter.prompt_init = PromptInit::SampleVocab { seed };
+        Self {
+            adapter,
+            lr_prompt: 3e-1,
+            lr_offsets: 1e-3,
+            lr_head: 1e-3,
+            batch_size: 32,
+            eval_batch_size: 64,
+            steps: 800,
+            warmup: 80,
+            eval_every: 100,
+            checkpoint_every: 100,
+            log_every: 10,
+            early_stop: None,
+            over_length: OverLength::Truncate,
+            pooling: Pooling::Mean,
+            seed,
+        }
+    }
+
+    pub fn method(&self) -> MethodKind {
+        self.adapter.method
+    }
+
+    /// Soft-prompt rows `l`.
+    pub fn prompt_len(&self) -> usize {
+        self.adapter.prompt_len
+    }
+
+    /// The longest input in tokens (tokenizer and adapter alike).
+    pub fn max_len(&self) -> usize {
+        self.adapter.max_length
+    }
+
+    /// Sets the run's seed; sampled prompt rows that followed the old seed follow the new one.
+    pub fn set_seed(&mut self, seed: u64) {
+        if self.adapter.prompt_init == (PromptInit::SampleVocab { seed: self.seed }) {
+            self.adapter.prompt_init = PromptInit::SampleVocab { seed };
+        }
+        self.seed = seed;
+    }
+
+    /// A stable fingerprint of the settings that change the optimisation trajectory: the
+    /// `train_config.json` form, logging cadence left out.
+    pub fn hash(&self) -> String {
+        let mut c = TrainConfigFile::from(self.clone());
+        // Logging cadence does not change the result.
+        c.log_every = 0;
+        let bytes = serde_json::to_vec(&c).expect("config serialises");
+        hex::encode(&Sha256::digest(&bytes)[..8])
+    }
+}
+
+/// `train_config.json` (and `run.json`'s `train_config`): the flat layout every run has been
+/// saved in, field order included (the hash is over these bytes). `prompt_init_seed` appears
+/// only when sampled prompt rows do not follow `seed`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfigFile {
     pub method: MethodKind,
     /// Soft-prompt rows `l`.
     pub prompt_len: usize,
     /// Offset rank; solved from the budget when not given.
     pub rank: usize,
     pub budget: usize,
-    /// Prompt initialisation: a text whose token embeddings are repeated, or sampled vocab rows.
+    /// Prompt initialisation: a text whose token embeddings are repeated, or (null) sampled
+    /// vocabulary rows.
     pub prompt_init_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_init_seed: Option<u64>,
     pub lr_prompt: f64,
     pub lr_offsets: f64,
     pub lr_head: f64,
@@ -52,46 +158,72 @@ pub struct TrainConfig {
     pub dept_alpha: f64,
 }
 
-impl TrainConfig {
-    /// The defaults that worked for short runs on all-MiniLM-L6-v2 (see the README's table).
-    pub fn defaults(method: MethodKind) -> Self {
+impl From<TrainConfig> for TrainConfigFile {
+    fn from(c: TrainConfig) -> Self {
+        let a = c.adapter;
+        let (prompt_init_text, prompt_init_seed) = match a.prompt_init {
+            PromptInit::Text { text, .. } => (Some(text), None),
+            PromptInit::SampleVocab { seed } => (None, (seed != c.seed).then_some(seed)),
+        };
         Self {
-            method,
-            prompt_len: match method {
-                MethodKind::Pt => 100,
-                MethodKind::HeadOnly => 0,
-                _ => 60,
-            },
-            rank: 0,
-            budget: 0,
-            prompt_init_text: None,
-            lr_prompt: 3e-1,
-            lr_offsets: 1e-3,
-            lr_head: 1e-3,
-            batch_size: 32,
-            eval_batch_size: 64,
-            steps: 800,
-            warmup: 80,
-            eval_every: 100,
-            checkpoint_every: 100,
-            log_every: 10,
-            early_stop: None,
-            max_len: 128,
-            over_length: OverLength::Truncate,
-            pooling: Pooling::Mean,
-            seed: 42,
-            dropout: 0.1,
-            dept_alpha: 8.0,
+            method: a.method,
+            prompt_len: a.prompt_len,
+            rank: a.rank,
+            budget: a.budget,
+            prompt_init_text,
+            prompt_init_seed,
+            lr_prompt: c.lr_prompt,
+            lr_offsets: c.lr_offsets,
+            lr_head: c.lr_head,
+            batch_size: c.batch_size,
+            eval_batch_size: c.eval_batch_size,
+            steps: c.steps,
+            warmup: c.warmup,
+            eval_every: c.eval_every,
+            checkpoint_every: c.checkpoint_every,
+            log_every: c.log_every,
+            early_stop: c.early_stop,
+            max_len: a.max_length,
+            over_length: c.over_length,
+            pooling: c.pooling,
+            seed: c.seed,
+            dropout: a.dropout,
+            dept_alpha: a.alpha,
         }
     }
+}
 
-    /// A stable fingerprint of the settings that change the optimisation trajectory.
-    pub fn hash(&self) -> String {
-        let mut c = self.clone();
-        // Logging cadence does not change the result.
-        c.log_every = 0;
-        let bytes = serde_json::to_vec(&c).expect("config serialises");
-        hex::encode(&Sha256::digest(&bytes)[..8])
+impl From<TrainConfigFile> for TrainConfig {
+    fn from(f: TrainConfigFile) -> Self {
+        let prompt_init = match f.prompt_init_text {
+            Some(text) => PromptInit::text(text),
+            None => PromptInit::SampleVocab {
+                seed: f.prompt_init_seed.unwrap_or(f.seed),
+            },
+        };
+        let mut adapter = AdapterConfig::new(f.method, 0, f.prompt_len, f.rank);
+        adapter.budget = f.budget;
+        adapter.max_length = f.max_len;
+        adapter.alpha = f.dept_alpha;
+        adapter.dropout = f.dropout;
+        adapter.prompt_init = prompt_init;
+        Self {
+            adapter,
+            lr_prompt: f.lr_prompt,
+            lr_offsets: f.lr_offsets,
+            lr_head: f.lr_head,
+            batch_size: f.batch_size,
+            eval_batch_size: f.eval_batch_size,
+            steps: f.steps,
+            warmup: f.warmup,
+            eval_every: f.eval_every,
+            checkpoint_every: f.checkpoint_every,
+            log_every: f.log_every,
+            early_stop: f.early_stop,
+            over_length: f.over_length,
+            pooling: f.pooling,
+            seed: f.seed,
+        }
     }
 }
 
@@ -286,4 +418,157 @@ pub fn read_manifest(adapter_dir: &Path) -> Result<RunManifest> {
         std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
     serde_json::from_str(&text)
         .with_context(|| format!("{} is not an adept run manifest", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `train_config.json` of an ADePT run written before `TrainConfig` embedded the adapter's
+    /// config (verbatim), and the config hash its checkpoint recorded.
+    const OLD_ADEPT: &str = r#"{
+  "method": "adept",
+  "prompt_len": 60,
+  "rank": 19,
+  "budget": 38400,
+  "prompt_init_text": null,
+  "lr_prompt": 0.3,
+  "lr_offsets": 0.001,
+  "lr_head": 0.001,
+  "batch_size": 32,
+  "eval_batch_size": 64,
+  "steps": 20,
+  "warmup": 2,
+  "eval_every": 20,
+  "checkpoint_every": 100,
+  "log_every": 10,
+  "early_stop": null,
+  "max_len": 128,
+  "over_length": "truncate",
+  "pooling": "mean",
+  "seed": 42,
+  "dropout": 0.1,
+  "dept_alpha": 8.0
+}"#;
+
+    /// The same for a DePT run with `--seed 7 --prompt-init-text "a great movie"
+    /// --prompt-len 10 --steps 2`.
+    const OLD_DEPT_TEXT: &str = r#"{
+  "method": "dept",
+  "prompt_len": 10,
+  "rank": 67,
+  "budget": 38400,
+  "prompt_init_text": "a great movie",
+  "lr_prompt": 0.3,
+  "lr_offsets": 0.001,
+  "lr_head": 0.001,
+  "batch_size": 32,
+  "eval_batch_size": 64,
+  "steps": 2,
+  "warmup": 0,
+  "eval_every": 2,
+  "checkpoint_every": 100,
+  "log_every": 10,
+  "early_stop": null,
+  "max_len": 128,
+  "over_length": "truncate",
+  "pooling": "mean",
+  "seed": 7,
+  "dropout": 0.1,
+  "dept_alpha": 8.0
+}"#;
+
+    #[test]
+    fn old_train_configs_load_rewrite_identically_and_keep_their_hash() {
+        let variants = [
+            (OLD_ADEPT.to_string(), "ebf5dfefa72b8b37"),
+            (
+                OLD_ADEPT
+                    .replace("\"adept\"", "\"dept\"")
+                    .replace("\"rank\": 19", "\"rank\": 30"),
+                "3923826d4768d262",
+            ),
+            (
+                OLD_ADEPT
+                    .replace("\"adept\"", "\"pt\"")
+                    .replace("\"prompt_len\": 60", "\"prompt_len\": 100")
+                    .replace("\"rank\": 19", "\"rank\": 0"),
+                "0959cbc27241f3bc",
+            ),
+            (
+                OLD_ADEPT
+                    .replace("\"adept\"", "\"head-only\"")
+                    .replace("\"prompt_len\": 60", "\"prompt_len\": 0")
+                    .replace("\"rank\": 19", "\"rank\": 0"),
+                "ad120638a256f68a",
+            ),
+            (OLD_DEPT_TEXT.to_string(), "8e24a3278508fa3b"),
+        ];
+        for (text, hash) in variants {
+            let cfg: TrainConfig = serde_json::from_str(&text).unwrap();
+            assert_eq!(cfg.hash(), hash, "{text}");
+            assert_eq!(serde_json::to_string_pretty(&cfg).unwrap(), text);
+        }
+        let cfg: TrainConfig = serde_json::from_str(OLD_DEPT_TEXT).unwrap();
+        assert_eq!(cfg.method(), MethodKind::Dept);
+        assert_eq!(
+            (cfg.prompt_len(), cfg.adapter.rank, cfg.max_len()),
+            (10, 67, 128)
+        );
+        assert_eq!(cfg.adapter.prompt_init, PromptInit::text("a great movie"));
+        assert_eq!(cfg.adapter.alpha, 8.0);
+        assert_eq!(cfg.seed, 7);
+    }
+
+    #[test]
+    fn every_setting_changes_the_hash_but_logging_does_not() {
+        let base: TrainConfig = serde_json::from_str(OLD_ADEPT).unwrap();
+        let changed: Vec<Box<dyn Fn(&mut TrainConfig)>> = vec![
+            Box::new(|c| c.adapter.method = MethodKind::Dept),
+            Box::new(|c| c.adapter.prompt_len = 61),
+            Box::new(|c| c.adapter.rank = 18),
+            Box::new(|c| c.adapter.budget = 1),
+            Box::new(|c| c.adapter.prompt_init = PromptInit::text("hi")),
+            Box::new(|c| c.adapter.prompt_init = PromptInit::SampleVocab { seed: 1 }),
+            Box::new(|c| c.adapter.max_length = 64),
+            Box::new(|c| c.adapter.dropout = 0.0),
+            Box::new(|c| c.adapter.alpha = 4.0),
+            Box::new(|c| c.lr_prompt = 0.5),
+            Box::new(|c| c.steps = 21),
+            Box::new(|c| c.set_seed(1)),
+        ];
+        for (i, change) in changed.iter().enumerate() {
+            let mut c = base.clone();
+            change(&mut c);
+            assert_ne!(c.hash(), base.hash(), "change {i}");
+            // And what changed survives the file.
+            let back: TrainConfig =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back.hash(), c.hash(), "change {i}");
+            assert_eq!(
+                back.adapter.prompt_init, c.adapter.prompt_init,
+                "change {i}"
+            );
+        }
+        let mut c = base.clone();
+        c.log_every = 1;
+        assert_eq!(c.hash(), base.hash());
+        // The width comes from the model, not from the settings.
+        c.adapter.token_dim = 384;
+        assert_eq!(c.hash(), base.hash());
+    }
+
+    #[test]
+    fn set_seed_moves_sampled_prompt_rows_but_not_a_text_init() {
+        let mut c = TrainConfig::defaults(MethodKind::Adept);
+        assert_eq!(c.adapter.prompt_init, PromptInit::SampleVocab { seed: 42 });
+        c.set_seed(7);
+        assert_eq!(c.adapter.prompt_init, PromptInit::SampleVocab { seed: 7 });
+        assert!(!serde_json::to_string(&c)
+            .unwrap()
+            .contains("prompt_init_seed"));
+        c.adapter.prompt_init = PromptInit::text("x");
+        c.set_seed(9);
+        assert_eq!(c.adapter.prompt_init, PromptInit::text("x"));
+    }
 }

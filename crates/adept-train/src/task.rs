@@ -68,26 +68,9 @@ fn scorer_for(spec: adept_data::MetricSpec) -> Scorer {
     })
 }
 
-/// How the validation set of a built-in task is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SplitChoice {
-    /// Train on the official train file, evaluate on the official dev file.
-    Official,
-    /// The paper's seeded rule (dev halves / 1,000 held-out training examples).
-    Paper,
-}
-
-impl std::str::FromStr for SplitChoice {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "official" => Ok(Self::Official),
-            "paper" => Ok(Self::Paper),
-            _ => anyhow::bail!("unknown split mode {s:?}: use official or paper"),
-        }
-    }
-}
+/// How the validation set of a built-in task is chosen (defined in adept-data, so that
+/// `adept eval --bundle` in adept-runtime takes the same choice without depending on training).
+pub use adept_data::SplitChoice;
 
 impl TaskData {
     /// A GLUE/SuperGLUE task read from `data_dir` (the benchmark root or the task's folder).

@@ -1,5 +1,5 @@
 use super::*;
-use adept_train::{OverLength, TextEncoder};
+use adept_bundle::{OverLength, TextEncoder};
 use std::path::PathBuf;
 
 /// Strings where tokenizers tend to disagree: accents, emoji, CJK, control characters,
@@ -56,6 +56,9 @@ fn real_tokenizer(test: &str) -> Option<(String, String, PathBuf)> {
     Some((m, t, tok))
 }
 
+/// The engine (tokenizer.json as text, the bundle's rules) gives what the encoder training and
+/// `adept infer` load from the file gives. Natively both use onig; the browser test
+/// (web/test) compares the wasm build's pure-Rust regex backend with `native_ids`.
 #[test]
 fn same_ids_as_the_native_encoder() {
     let Some((manifest, tok, tok_path)) = real_tokenizer("same_ids_as_the_native_encoder") else {
@@ -122,6 +125,14 @@ fn truncation_types_and_postprocess() {
     assert_eq!(long.ids.len(), 8);
     assert!(long.truncated);
     assert_eq!(e.encode("", None).unwrap().ids, vec![2, 3]);
+
+    // The graph's inputs: one unpadded row of the contract's layout.
+    let b = e.inputs(&x);
+    assert_eq!(b.shape(), (1, 6));
+    assert_eq!(b.input_ids, [2, 4, 6, 3, 5, 3]);
+    assert_eq!(b.attention_mask, [1; 6]);
+    assert_eq!(b.token_type_ids, [0, 0, 0, 0, 1, 1]);
+    assert_eq!(e.pad_id, 0);
 
     let p = e.postprocess(&[0.0, 2.0]).unwrap();
     assert_eq!(p.label.as_deref(), Some("pos"));

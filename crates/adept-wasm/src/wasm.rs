@@ -39,31 +39,32 @@ impl Classifier {
     }
 
     /// The graph's inputs for one text (or pair): `{input_ids, attention_mask, token_type_ids}`
-    /// as `BigInt64Array` (shape `[1, length]`), plus `ids` (`Uint32Array`), `length` and
-    /// `truncated`.
+    /// as `BigInt64Array` (shape `[1, length]`, the contract's padded layout for a batch of
+    /// one), plus `ids` (`Uint32Array`), `length` and `truncated`.
     pub fn encode(&self, text: &str, text_b: Option<String>) -> Result<Object, JsError> {
         let e = self
             .engine
             .encode(text, text_b.as_deref())
             .map_err(js_err)?;
+        let b = self.engine.inputs(&e);
         let obj = Object::new();
         set(
             &obj,
             "input_ids",
-            &i64_array(e.ids.iter().map(|&x| x as i64)).into(),
+            &i64_array(b.input_ids.iter().copied()).into(),
         )?;
         set(
             &obj,
             "attention_mask",
-            &i64_array(e.ids.iter().map(|_| 1)).into(),
+            &i64_array(b.attention_mask.iter().copied()).into(),
         )?;
         set(
             &obj,
             "token_type_ids",
-            &i64_array(e.type_ids.iter().map(|&x| x as i64)).into(),
+            &i64_array(b.token_type_ids.iter().copied()).into(),
         )?;
         set(&obj, "ids", &Uint32Array::from(&e.ids[..]).into())?;
-        set(&obj, "length", &JsValue::from(e.ids.len() as u32))?;
+        set(&obj, "length", &JsValue::from(b.seq as u32))?;
         set(&obj, "truncated", &JsValue::from_bool(e.truncated))?;
         Ok(obj)
     }

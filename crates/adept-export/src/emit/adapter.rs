@@ -1,58 +1,60 @@
-//! The adapter stage in the graph: word embeddings with ADePT/DePT offsets, the soft prompt, and
-//! the attention mask / token types extended over the prompt rows. Mirrors
-//! `adept_adapters::Adapter::{apply, extend}`.
+//! The adapter stage in the graph: word embeddings with the method's offsets (or its folded
+//! table), the soft prompt, and the attention mask / token types extended over the prompt rows.
+//! Mirrors `adept_adapters::Adapter::{apply, extend}`.
+//!
+//! What to emit comes from the adapter itself ([`Adapter::graph_stage`]): each method says,
+//! with its own tensors and their PEFT names, what it adds to the gathered rows
+//! ([`GraphOffset`]: a token-wise MLP, rows of a position table), and whether it folds. This
+//! module turns each kind of addition into nodes, and never asks which method it is; a new
+//! method that adds one of these kinds needs nothing here. (The emission stays in adept-export,
+//! so that adept-adapters does not depend on the ONNX builder.)
 
-use adept_adapters::{Adapter, MethodKind};
+use adept_adapters::{Adapter, GraphOffset, MethodKind, PositionRows, TokenMlp};
 use adept_backbones::onnx::{values, EncoderInputs};
 use adept_bundle::FoldMode;
 use adept_onnx::GraphBuilder;
 use adept_train::Classifier;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-/// PEFT names of the adapter tensors (as in `adapter_model.safetensors`).
-pub const PROMPT: &str = "prompt_embeddings";
-pub const W_DOWN: &str = "prompt_encoder.lora_embedding_A";
-pub const B1: &str = "prompt_encoder.lora_embedding_a";
-pub const W_UP: &str = "prompt_encoder.lora_embedding_B";
-pub const B2: &str = "prompt_encoder.lora_embedding_b";
+/// PEFT names of the adapter tensors, as `adept_adapters` defines them.
+pub use adept_adapters::adept::{B1, B2, W_DOWN, W_UP};
+pub use adept_adapters::PROMPT;
 
-/// The fold mode a method gets when the user does not choose: ADePT folds, the rest have
-/// nothing to fold.
+/// The initializer of the folded table `E + f(E)` (`.weight` is appended).
+pub const FOLDED_TABLE: &str = "adapter.folded_word_embeddings";
+/// The initializer of the frozen word-embedding table (`.weight` is appended).
+pub const WORD_TABLE: &str = "embeddings.word_embeddings";
+
+/// The fold mode a method gets when the user does not choose: a method that folds
+/// ([`adept_adapters::AdapterMethod::folds`]: ADePT) is folded, the rest have nothing to fold.
 pub fn default_fold(method: MethodKind) -> FoldMode {
-    match method {
-        MethodKind::Adept => FoldMode::Folded,
-        _ => FoldMode::None,
+    if method.imp().folds() {
+        FoldMode::Folded
+    } else {
+        FoldMode::None
     }
 }
 
 /// Checks that `fold` makes sense for `method`.
 pub fn check_fold(method: MethodKind, fold: FoldMode) -> Result<()> {
-    match (method, fold) {
-        (MethodKind::Adept, FoldMode::None) => {
-            bail!("an ADePT adapter is exported folded or unfolded, not without its offsets")
+    match (method.imp().folds(), fold) {
+        (true, FoldMode::None) => {
+            bail!("a {method} adapter is exported folded or unfolded, not without its offsets")
         }
-        (MethodKind::Adept, _) | (_, FoldMode::None) => Ok(()),
-        (m, f) => bail!(
-            "only ADePT's token-wise offsets fold into the vocabulary table; {m} has none ({f} requested)"
+        (true, _) | (false, FoldMode::None) => Ok(()),
+        (false, f) => bail!(
+            "only ADePT's token-wise offsets fold into the vocabulary table; {method} has none ({f} requested)"
         ),
     }
 }
 
-fn adapter_tensor(adapter: &Adapter, name: &str) -> Result<Vec<f32>> {
-    let tensors = adapter.tensors();
-    let t = tensors
-        .get(name)
-        .with_context(|| format!("the {} adapter has no tensor {name}", adapter.method()))?;
-    values(t)
-}
-
-/// `ids [batch, s]` → `E + offsets(E)`, `float [batch, s, d]`, by method and fold mode:
+/// `ids [batch, s]` → `E + offsets(E)`, `float [batch, s, d]`, as the adapter's
+/// [`graph_stage`](Adapter::graph_stage) says:
 ///
-/// * ADePT folded: one `Gather` on the table `E + f(E)` ([`Adapter::fold_table`]);
-/// * ADePT unfolded: `Gather` on `E`, then `f(e) = ReLU(e·W_down + b1)·W_up + b2` added
-///   ([`token_offsets_mlp`]);
-/// * DePT: `Gather` on `E`, then `(α/√r)·(A·B)[:s]` added ([`position_offsets`]);
-/// * PT, head-only: `Gather` on `E`.
+/// * folded (ADePT): one `Gather` on the table `E + f(E)` ([`Adapter::fold_table`]);
+/// * otherwise `Gather` on `E`, then each [`GraphOffset`] added: a token-wise MLP
+///   ([`token_mlp`], ADePT unfolded), rows of a position table ([`position_rows`], DePT);
+///   nothing for PT and head-only.
 pub fn input_embeddings(
     g: &mut GraphBuilder,
     model: &Classifier,
@@ -63,66 +65,47 @@ pub fn input_embeddings(
     check_fold(adapter.method(), fold)?;
     let table = model.backbone.word_embedding_table();
     let (vocab, d) = table.dims2()?;
-    if fold == FoldMode::Folded {
-        let folded = adapter.fold_table(table)?;
-        return g.embedding(
-            "adapter.folded_word_embeddings",
-            ids,
-            &values(&folded)?,
-            [vocab, d],
-        );
+    let stage = adapter.graph_stage(table, fold == FoldMode::Folded)?;
+    let mut e = match &stage.folded_table {
+        Some(folded) => g.embedding(FOLDED_TABLE, ids, &values(folded)?, [vocab, d])?,
+        None => g.embedding(WORD_TABLE, ids, &values(table)?, [vocab, d])?,
+    };
+    for offset in &stage.offsets {
+        let off = match offset {
+            GraphOffset::TokenMlp(mlp) => token_mlp(g, mlp, &e)?,
+            GraphOffset::PositionRows(rows) => position_rows(g, rows, ids)?,
+        };
+        e = g.add(&e, &off);
     }
-    let e = g.embedding(
-        "embeddings.word_embeddings",
-        ids,
-        &values(table)?,
-        [vocab, d],
-    )?;
-    match adapter.method() {
-        MethodKind::Adept => {
-            let f = token_offsets_mlp(g, adapter, &e)?;
-            Ok(g.add(&e, &f))
-        }
-        MethodKind::Dept => {
-            let off = position_offsets(g, adapter, ids)?;
-            Ok(g.add(&e, &off))
-        }
-        MethodKind::Pt | MethodKind::HeadOnly => Ok(e),
-    }
+    Ok(e)
 }
 
-/// ADePT's token-wise MLP on gathered rows `e [..., d]` (eval mode: no dropout), the graph form
-/// of `Adapter::token_offsets`: `MatMul`, `Add`, `Relu`, `MatMul`, `Add`. `W_down [d, r]` and
-/// `W_up [r, d]` are already `[in, out]`, so they are stored as they are.
-pub fn token_offsets_mlp(g: &mut GraphBuilder, adapter: &Adapter, e: &str) -> Result<String> {
-    let (d, r) = (adapter.config.token_dim, adapter.config.rank);
-    let w_down = adapter_tensor(adapter, W_DOWN)?;
-    let b1 = adapter_tensor(adapter, B1)?;
-    let w_up = adapter_tensor(adapter, W_UP)?;
-    let b2 = adapter_tensor(adapter, B2)?;
-    let w_down = g.weight(W_DOWN, &[d, r], &w_down)?;
-    let b1 = g.weight(B1, &[r], &b1)?;
-    let w_up = g.weight(W_UP, &[r, d], &w_up)?;
-    let b2 = g.weight(B2, &[d], &b2)?;
-    g.scope("prompt_encoder", |g| {
+/// A token-wise MLP on gathered rows `e [..., d]` (eval mode: no dropout), the graph form of
+/// `adept_adapters::adept::token_offsets`: `MatMul`, `Add`, `Relu`, `MatMul`, `Add`. `W_down
+/// [d, r]` and `W_up [r, d]` are already `[in, out]`, so they are stored as they are, under
+/// their PEFT names.
+pub fn token_mlp(g: &mut GraphBuilder, mlp: &TokenMlp, e: &str) -> Result<String> {
+    let mut weight = |t: &adept_adapters::NamedTensor| -> Result<String> {
+        g.weight(t.name, t.tensor.dims(), &values(&t.tensor)?)
+    };
+    let w_down = weight(&mlp.w_down)?;
+    let b1 = weight(&mlp.b1)?;
+    let w_up = weight(&mlp.w_up)?;
+    let b2 = weight(&mlp.b2)?;
+    g.scope(mlp.scope, |g| {
         let hidden = g.linear_from(e, &w_down, Some(&b1));
         let hidden = g.relu(&hidden);
         Ok(g.linear_from(&hidden, &w_up, Some(&b2)))
     })
 }
 
-/// DePT's position offsets `(α/√r)·(A·B)[:s]`, `float [s, d]`, for `ids [batch, s]`.
-///
-/// The product is a constant, so it is computed once at export (by `Adapter::position_offsets`,
-/// the same code training runs) and stored as `prompt_encoder.position_offsets [max_len, d]`;
-/// the graph slices its first `s` rows. Inputs longer than `max_len` fail in the `Add`, as
-/// they fail in candle.
-pub fn position_offsets(g: &mut GraphBuilder, adapter: &Adapter, ids: &str) -> Result<String> {
-    let max_len = adapter.config.max_length;
-    let d = adapter.config.token_dim;
-    let table = values(&adapter.position_offsets(max_len)?)?;
-    let table = g.weight("prompt_encoder.position_offsets", &[max_len, d], &table)?;
-    g.scope("prompt_encoder", |g| {
+/// The first `s` rows of a constant `[max_len, d]` table, `float [s, d]`, for `ids [batch, s]`
+/// (DePT's `(α/√r)·(A·B)`, computed at export by the code training runs). Inputs longer than
+/// `max_len` fail in the `Add`, as they fail in candle.
+pub fn position_rows(g: &mut GraphBuilder, rows: &PositionRows, ids: &str) -> Result<String> {
+    let t = &rows.table;
+    let table = g.weight(t.name, t.tensor.dims(), &values(&t.tensor)?)?;
+    g.scope(rows.scope, |g| {
         let s = sequence_len(g, ids);
         let zero = g.const_i64(&[0]);
         Ok(g.slice_dynamic(&table, &zero, &s, &[0]))

@@ -1,0 +1,481 @@
+//! `adept.json`: the manifest's schema, its one reader/validator, and the checksums of the files
+//! it lists.
+
+use crate::files::{sha256_file_and_len, write_atomic};
+use crate::tokenize::OverLength;
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// `format` of every manifest this crate writes.
+pub const FORMAT: &str = "adept-bundle";
+/// Current `format_version`. Readers refuse newer versions.
+pub const FORMAT_VERSION: u32 = 1;
+/// File names inside a bundle directory.
+pub const MANIFEST_FILE: &str = "adept.json";
+pub const MODEL_FILE: &str = "model.onnx";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Names of the graph's inputs, in order: the first two always, `token_type_ids` when the
+/// backbone reads token types (BERT; not RoBERTa-style encoders). The manifest's `inputs`
+/// says which a bundle takes; runtimes feed exactly those.
+pub const INPUT_NAMES: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
+/// The inputs every bundle takes.
+pub const REQUIRED_INPUTS: [&str; 2] = ["input_ids", "attention_mask"];
+
+/// The graph inputs of a bundle whose backbone does (`true`) or does not read token types.
+pub fn input_names(token_types: bool) -> Vec<String> {
+    let n = if token_types { 3 } else { 2 };
+    INPUT_NAMES[..n].iter().map(|s| s.to_string()).collect()
+}
+/// Name of the graph's output.
+pub const OUTPUT_NAME: &str = "logits";
+
+string_enum! {
+    /// The adapter method of a bundle (`method` in `adept.json`, `adept.method` in the graph's
+    /// metadata).
+    pub enum Method ("method") {
+        /// Adaptive decomposed prompt tuning: a soft prompt and token-wise offsets `f(E)`.
+        Adept = "adept",
+        /// Decomposed prompt tuning: a soft prompt and position offsets `A·B`.
+        Dept = "dept",
+        /// Vanilla prompt tuning: a soft prompt.
+        Pt = "pt",
+        /// The frozen model and a trained head, no prompt.
+        HeadOnly = "head-only",
+        /// The bare model plus a head (benches).
+        Frozen = "frozen",
+    }
+}
+
+impl Method {
+    /// Whether the method has token-wise offsets to fold (`fold` is then `folded` or
+    /// `unfolded`; for every other method it is `none`).
+    pub fn has_offsets(self) -> bool {
+        self == Self::Adept
+    }
+
+    /// Whether the method has a soft prompt (`prompt_length` may be above 0).
+    pub fn has_prompt(self) -> bool {
+        !matches!(self, Self::HeadOnly | Self::Frozen)
+    }
+}
+
+string_enum! {
+    /// How the backbone's hidden states become the head's input (`pooling` in `adept.json`).
+    pub enum Pooling ("pooling") {
+        /// Mean over the input tokens (prompt rows and padding excluded).
+        Mean = "mean",
+        /// The hidden state at the first input token (`[CLS]`), right after the prompt.
+        Cls = "cls",
+    }
+}
+
+/// Adapter methods a bundle may carry (`frozen` is the bare model plus head, used by benches):
+/// [`Method`] as written.
+pub const METHODS: [&str; 5] = [
+    Method::Adept.as_str(),
+    Method::Dept.as_str(),
+    Method::Pt.as_str(),
+    Method::HeadOnly.as_str(),
+    Method::Frozen.as_str(),
+];
+/// Backbone families a bundle may carry (`model_family`; a string, so that a family added to
+/// `adept-backbones` needs one line here and no schema change).
+pub const FAMILIES: [&str; 3] = ["bert", "t5", "llama"];
+/// [`Pooling`] as written.
+pub const POOLINGS: [&str; 2] = [Pooling::Mean.as_str(), Pooling::Cls.as_str()];
+
+/// How ADePT's token-wise offsets reach the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FoldMode {
+    /// `E + f(E)` precomputed for the whole vocabulary: one `Gather`, zero extra cost.
+    Folded,
+    /// The MLP `f` runs in the graph on the gathered rows.
+    Unfolded,
+    /// The method has no token-wise offsets (DePT, PT, head-only, frozen).
+    None,
+}
+
+impl std::fmt::Display for FoldMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Folded => "folded",
+            Self::Unfolded => "unfolded",
+            Self::None => "none",
+        })
+    }
+}
+
+/// Storage type of the graph's weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightDtype {
+    F32,
+    /// Weights stored as IEEE binary16 and cast to f32 inside the graph (ONNX Runtime folds the
+    /// casts when the session is created); activations stay f32.
+    F16,
+}
+
+impl std::str::FromStr for WeightDtype {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" | "float" => Ok(Self::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
+            other => bail!("unknown dtype {other:?} (f32, f16)"),
+        }
+    }
+}
+
+impl std::fmt::Display for WeightDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        })
+    }
+}
+
+/// How an example's named text fields become the tokenizer's input: segment A is the first
+/// field, segment B the remaining fields joined by `joiner` (absent for single-text tasks).
+/// This is `adept_data::Example::{text_a, text_b}`, the rule training used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputTemplate {
+    pub segment_a: Vec<String>,
+    pub segment_b: Vec<String>,
+    pub joiner: String,
+}
+
+impl InputTemplate {
+    /// The training rule for `fields` (in order).
+    pub fn from_fields(fields: &[String]) -> Self {
+        Self {
+            segment_a: fields.iter().take(1).cloned().collect(),
+            segment_b: fields.iter().skip(1).cloned().collect(),
+            joiner: " ".into(),
+        }
+    }
+
+    /// Builds `(text_a, text_b)` from a record's fields; a missing field is an error naming it.
+    pub fn segments(
+        &self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(String, Option<String>)> {
+        let take = |names: &[String]| -> Result<String> {
+            let parts = names
+                .iter()
+                .map(|n| get(n).with_context(|| format!("missing text field {n:?}")))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(parts.join(&self.joiner))
+        };
+        let a = take(&self.segment_a)?;
+        let b = if self.segment_b.is_empty() {
+            None
+        } else {
+            Some(take(&self.segment_b)?)
+        };
+        Ok((a, b))
+    }
+}
+
+/// Size and sha256 of a bundle file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+impl FileEntry {
+    /// Hashes `path`.
+    pub fn of(path: &Path) -> Result<Self> {
+        let (sha256, bytes) = sha256_file_and_len(path)?;
+        Ok(Self { sha256, bytes })
+    }
+}
+
+/// Where the bundle came from (for people; runtimes do not rely on it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The model folder the adapter was trained on.
+    #[serde(default)]
+    pub model_dir: String,
+    #[serde(default)]
+    pub model_sha256: String,
+    /// The trained adapter folder exported.
+    #[serde(default)]
+    pub adapter_dir: String,
+    /// Training step of the exported checkpoint.
+    #[serde(default)]
+    pub step: usize,
+    /// Validation metrics recorded at that step (candle, before export).
+    #[serde(default)]
+    pub validation_metrics: BTreeMap<String, f64>,
+}
+
+/// `adept.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BundleManifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    pub format_version: u32,
+    /// Version of adept that wrote the bundle.
+    pub adept_version: String,
+    /// Backbone family (`bert`; `t5`, `llama` later).
+    pub model_family: String,
+    /// Task name (`sst2`, `stsb`, a custom file's stem, ...).
+    pub task: String,
+    /// Class names in logit order (empty for regression).
+    pub label_names: Vec<String>,
+    pub regression: bool,
+    /// Named text fields of an input record, in order.
+    pub text_fields: Vec<String>,
+    pub input_template: InputTemplate,
+    /// Soft-prompt rows prepended inside the graph.
+    pub prompt_length: usize,
+    /// Longest input in tokens (special tokens included, prompt excluded).
+    pub max_length: usize,
+    /// `truncate` or `error`, as in training.
+    pub over_length: OverLength,
+    /// Padding token id used for dynamic padding.
+    pub pad_token_id: u32,
+    /// Rows of the graph's word-embedding table; token ids must be below it.
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    /// Width of `logits` (classes, or 1 for regression).
+    pub num_outputs: usize,
+    /// Default-domain ONNX opset.
+    pub opset: i64,
+    pub dtype: WeightDtype,
+    pub fold: FoldMode,
+    /// `adept`, `dept`, `pt`, `head-only` or `frozen`.
+    pub method: Method,
+    /// `mean` or `cls`.
+    pub pooling: Pooling,
+    /// The graph's inputs ([`input_names`]): `token_type_ids` only for backbones that read it.
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    /// Checksums of `model.onnx` and `tokenizer.json`.
+    pub files: BTreeMap<String, FileEntry>,
+    #[serde(default)]
+    pub provenance: Provenance,
+}
+
+impl BundleManifest {
+    /// Whether the graph takes `token_type_ids`.
+    pub fn takes_token_types(&self) -> bool {
+        self.inputs.iter().any(|i| i == INPUT_NAMES[2])
+    }
+
+    /// Reads and validates `<dir>/adept.json` (fields only; see [`verify_files`](Self::verify_files)).
+    pub fn read(dir: &Path) -> Result<Self> {
+        ensure!(
+            dir.is_dir(),
+            "bundle directory {} does not exist (export one with `adept export`)",
+            dir.display()
+        );
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read the bundle manifest {} (missing?)",
+                path.display()
+            )
+        })?;
+        Self::from_json(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates the text of an `adept.json` (`name` names it in errors: its path,
+    /// or the file name where there is no file system).
+    pub fn from_json(text: &str, name: &str) -> Result<Self> {
+        let m: Self = serde_json::from_str(text)
+            .with_context(|| format!("{name} is not a valid adept bundle manifest"))?;
+        m.validate()
+            .with_context(|| format!("invalid bundle manifest {name}"))?;
+        Ok(m)
+    }
+
+    /// Checks the fields for consistency.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.format == FORMAT,
+            "format is {:?}, expected {FORMAT:?}",
+            self.format
+        );
+        ensure!(
+            (1..=FORMAT_VERSION).contains(&self.format_version),
+            "format_version {} is not supported (this adept reads 1..={FORMAT_VERSION}); upgrade adept",
+            self.format_version
+        );
+        ensure!(
+            FAMILIES.contains(&self.model_family.as_str()),
+            "unknown model_family {:?} (one of {FAMILIES:?})",
+            self.model_family
+        );
+        let method = self.method;
+        if self.regression {
+            ensure!(
+                self.num_outputs == 1,
+                "a regression bundle has 1 output, not {}",
+                self.num_outputs
+            );
+        } else {
+            ensure!(
+                !self.label_names.is_empty(),
+                "a classification bundle needs label_names"
+            );
+            ensure!(
+                self.num_outputs == self.label_names.len(),
+                "num_outputs {} does not match the {} label names",
+                self.num_outputs,
+                self.label_names.len()
+            );
+        }
+        ensure!(!self.text_fields.is_empty(), "text_fields is empty");
+        for f in self
+            .input_template
+            .segment_a
+            .iter()
+            .chain(&self.input_template.segment_b)
+        {
+            ensure!(
+                self.text_fields.contains(f),
+                "input_template uses {f:?}, which is not one of text_fields {:?}",
+                self.text_fields
+            );
+        }
+        ensure!(
+            !self.input_template.segment_a.is_empty(),
+            "input_template.segment_a is empty"
+        );
+        ensure!(
+            self.max_length >= 2,
+            "max_length {} is too short",
+            self.max_length
+        );
+        ensure!(self.vocab_size > 0, "vocab_size is 0");
+        ensure!(
+            (self.pad_token_id as usize) < self.vocab_size,
+            "pad_token_id {} is outside the {}-row table",
+            self.pad_token_id,
+            self.vocab_size
+        );
+        ensure!(self.opset >= 17, "opset {} is below 17", self.opset);
+        if method.has_offsets() {
+            ensure!(
+                self.fold != FoldMode::None,
+                "an ADePT bundle is folded or unfolded, not {}",
+                self.fold
+            );
+        } else {
+            ensure!(
+                self.fold == FoldMode::None,
+                "method {method} has no offsets to fold (fold is {})",
+                self.fold
+            );
+        }
+        if !method.has_prompt() {
+            ensure!(
+                self.prompt_length == 0,
+                "method {method} has no prompt, but prompt_length is {}",
+                self.prompt_length
+            );
+        }
+        ensure!(
+            self.inputs == input_names(true) || self.inputs == input_names(false),
+            "inputs {:?} are neither {:?} nor {REQUIRED_INPUTS:?}",
+            self.inputs,
+            input_names(true)
+        );
+        ensure!(
+            self.outputs == [OUTPUT_NAME],
+            "outputs {:?} are not [{OUTPUT_NAME:?}]",
+            self.outputs
+        );
+        for f in [MODEL_FILE, TOKENIZER_FILE] {
+            let e = self
+                .files
+                .get(f)
+                .with_context(|| format!("files has no entry for {f}"))?;
+            ensure!(
+                e.sha256.len() == 64 && e.sha256.chars().all(|c| c.is_ascii_hexdigit()),
+                "files.{f}.sha256 {:?} is not a sha256 hex digest",
+                e.sha256
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks that `model.onnx` and `tokenizer.json` in `dir` exist and match their checksums.
+    pub fn verify_files(&self, dir: &Path) -> Result<()> {
+        let manifest_path = dir.join(MANIFEST_FILE).display().to_string();
+        for name in self.files.keys() {
+            let path = dir.join(name);
+            ensure!(
+                path.is_file(),
+                "bundle file {} is missing (listed in {manifest_path})",
+                path.display(),
+            );
+            let got = FileEntry::of(&path)?;
+            self.check_file(name, &got, &path.display().to_string(), &manifest_path)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a bundle file's checksum and size (`got`, e.g. computed by the browser) against
+    /// the entry for `name`; `shown` and `manifest_name` name the file and the manifest in
+    /// errors.
+    pub fn check_file(
+        &self,
+        name: &str,
+        got: &FileEntry,
+        shown: &str,
+        manifest_name: &str,
+    ) -> Result<()> {
+        let want = self
+            .files
+            .get(name)
+            .with_context(|| format!("{manifest_name} lists no file {name}"))?;
+        ensure!(
+            want.sha256.eq_ignore_ascii_case(&got.sha256),
+            "checksum mismatch for {shown}: sha256 {}…, but {manifest_name} records {}… (the file changed \
+             after export, or the bundle is corrupt; re-export it)",
+            &got.sha256[..12.min(got.sha256.len())],
+            &want.sha256[..12.min(want.sha256.len())]
+        );
+        ensure!(
+            got.bytes == want.bytes,
+            "{shown} is {} bytes, {manifest_name} records {}",
+            got.bytes,
+            want.bytes
+        );
+        Ok(())
+    }
+
+    /// Records the checksums of `model.onnx` and `tokenizer.json` in `dir`.
+    pub fn record_files(&mut self, dir: &Path) -> Result<()> {
+        for f in [MODEL_FILE, TOKENIZER_FILE] {
+            self.files
+                .insert(f.to_string(), FileEntry::of(&dir.join(f))?);
+        }
+        Ok(())
+    }
+
+    /// Writes `<dir>/adept.json` (pretty JSON) atomically after validating.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        self.validate()
+            .context("refusing to write an invalid bundle manifest")?;
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        write_atomic(&dir.join(MANIFEST_FILE), text.as_bytes())
+    }
+
+    /// Label name for class `id` (regression bundles have none).
+    pub fn label(&self, id: usize) -> Option<&str> {
+        self.label_names.get(id).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests;
