@@ -3,6 +3,7 @@
 
 use crate::method::names::PROMPT;
 use crate::{AdapterConfig, AdapterMethod, GraphStage, NamedTensor, PromptInit};
+use adept_bundle::write_atomic;
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::rngs::StdRng;
@@ -219,20 +220,20 @@ impl Adapter {
         })
     }
 
-    /// Writes `adapter_config.json` and `adapter_model.safetensors` into `dir`, each through a
-    /// temporary file and a rename.
+    /// Writes `adapter_config.json` and `adapter_model.safetensors` into `dir`, each with
+    /// [`write_atomic`] (temporary file, `fsync`, rename).
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create adapter folder {}", dir.display()))?;
         let cfg = serde_json::to_vec_pretty(&self.config)?;
         write_atomic(&dir.join("adapter_config.json"), &cfg)?;
         let weights = dir.join("adapter_model.safetensors");
-        let tmp = dir.join(".adapter_model.safetensors.tmp");
         let tensors = self.tensors();
         if !tensors.is_empty() {
-            candle_core::safetensors::save(&tensors, &tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, &weights)?;
+            // The bytes `candle_core::safetensors::save` writes (same serializer, no metadata).
+            let bytes = safetensors::serialize(&tensors, None)
+                .with_context(|| format!("cannot serialise {}", weights.display()))?;
+            write_atomic(&weights, &bytes)?;
         }
         Ok(())
     }
@@ -297,26 +298,6 @@ impl Adapter {
         }
         Ok(())
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a reader
-/// never sees half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ mod method;
 pub mod pt;
 pub mod registry;
 
-pub use adapter::{write_atomic, Adapter, TensorRole};
+pub use adapter::{Adapter, TensorRole};
 pub use budget::{default_budget, solve_rank};
 pub use config::{
     AdapterConfig, AdapterConfigFile, MethodKind, PromptInit, LEGACY_PEFT_TYPE, TASK_TYPE,

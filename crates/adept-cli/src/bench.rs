@@ -178,7 +178,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     if let Some(p) = &a.json {
         let doc = serde_json::json!({"batch_size": a.batch_size, "threads": threads, "mean_padded_len": mean_len, "rows": rows});
-        adept_adapters::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+        adept_bundle::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())
 }
@@ -269,19 +269,13 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         .iter()
         .map(|e| (e.text_a().to_string(), e.text_b()))
         .collect();
-    let info = adept_export::testing::task_info(
-        &task.name,
-        &task
-            .label_names
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &task
-            .text_fields
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let info = adept_export::TaskInfo {
+        task: task.name.clone(),
+        label_names: task.label_names.clone(),
+        regression: task.regression,
+        text_fields: task.text_fields.clone(),
+        provenance: Default::default(),
+    };
     let tmp = tempfile::tempdir()?;
     let t = Instant::now();
     let variants = adept_export::export_bench_variants(
@@ -377,7 +371,7 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     if let Some(p) = &a.json {
         let doc =
             serde_json::json!({"batch1": b1, "batch32": b32, "candle_forward_per_s": candle_per_s});
-        adept_adapters::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+        adept_bundle::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())
 }

@@ -356,7 +356,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
             )?);
             text.push('\n');
         }
-        adept_adapters::write_atomic(p, text.as_bytes())?;
+        adept_bundle::write_atomic(p, text.as_bytes())?;
     }
     println!(
         "{}",

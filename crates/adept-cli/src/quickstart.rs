@@ -136,7 +136,7 @@ pub fn run(a: &QuickstartArgs) -> Result<()> {
         "bundle_model_bytes": export.model_bytes,
     });
     let path = a.out.join("quickstart.json");
-    adept_adapters::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())
+    adept_bundle::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     println!("quickstart report ({})", path.display());
     println!(

@@ -4,10 +4,10 @@
 
 use crate::emit::{self, AttentionKind, GraphOptions};
 use adept_bundle::{
-    BundleManifest, FoldMode, InputTemplate, Provenance, WeightDtype, FORMAT, FORMAT_VERSION,
-    MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE,
+    write_atomic, BundleManifest, FoldMode, InputTemplate, Provenance, WeightDtype, FORMAT,
+    FORMAT_VERSION, MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE,
 };
-use adept_train::{Classifier, Pooling, RunManifest, TextEncoder};
+use adept_train::{Classifier, RunManifest, TextEncoder};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,13 +94,6 @@ impl std::fmt::Display for ExportReport {
             self.bundle_dir.display(),
             self.seconds
         )
-    }
-}
-
-fn pooling_name(p: Pooling) -> &'static str {
-    match p {
-        Pooling::Mean => "mean",
-        Pooling::Cls => "cls",
     }
 }
 
@@ -243,7 +236,7 @@ pub fn manifest_for(
         dtype: opts.dtype,
         fold,
         method: model.adapter.method().to_string().parse()?,
-        pooling: pooling_name(model.pooling).parse()?,
+        pooling: model.pooling,
         inputs: adept_bundle::input_names(model.backbone.uses_token_types()),
         outputs: vec![OUTPUT_NAME.into()],
         files: Default::default(),
@@ -303,16 +296,19 @@ pub fn export_classifier(
     let staging = Staging::beside(out_dir)?;
     let (bytes, nodes) = model_bytes(model, fold, opts, &manifest)?;
     let model_path = staging.dir.join(MODEL_FILE);
-    std::fs::write(&model_path, &bytes)
-        .with_context(|| format!("cannot write {}", model_path.display()))?;
+    // Flushed to disk (`fsync`) before the folder is renamed into place: a crash must not leave
+    // a complete-looking bundle with a truncated model.
+    write_atomic(&model_path, &bytes)?;
     drop(bytes);
     let tok = staging.dir.join(TOKENIZER_FILE);
-    std::fs::copy(tokenizer_json, &tok).with_context(|| {
-        format!(
-            "cannot copy the tokenizer {} into the bundle",
-            tokenizer_json.display()
-        )
-    })?;
+    std::fs::copy(tokenizer_json, &tok)
+        .and_then(|_| std::fs::File::open(&tok)?.sync_all())
+        .with_context(|| {
+            format!(
+                "cannot copy the tokenizer {} into the bundle",
+                tokenizer_json.display()
+            )
+        })?;
     manifest.record_files(&staging.dir)?;
     manifest.write(&staging.dir)?;
     let model_bytes = manifest.files[MODEL_FILE].bytes;

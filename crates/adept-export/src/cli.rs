@@ -8,31 +8,35 @@ use candle_core::Device;
 use std::path::{Path, PathBuf};
 
 /// Export a trained adapter as an ONNX bundle (model.onnx, tokenizer.json, adept.json).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ExportArgs {
     /// A trained run's `best/` folder, or a run folder that contains `best/`.
-    #[arg(long, value_name = "DIR")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
     pub adapter: PathBuf,
     /// Model folder (default: the folder recorded in the run's run.json).
-    #[arg(long, value_name = "DIR")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
     pub model: Option<PathBuf>,
     /// Bundle directory to write (default: exports/<run-name>).
-    #[arg(long, value_name = "DIR")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
     pub out: Option<PathBuf>,
     /// Fold ADePT's offsets into the vocabulary table (the default for ADePT).
-    #[arg(long, conflicts_with = "no_fold")]
+    #[cfg_attr(feature = "cli", arg(long, conflicts_with = "no_fold"))]
     pub fold_offsets: bool,
     /// Keep ADePT's MLP in the graph instead of folding it.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub no_fold: bool,
     /// Weight storage: f32, or f16 (half the file; computation stays f32).
-    #[arg(long, default_value = "f32", value_name = "f32|f16")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value = "f32", value_name = "f32|f16")
+    )]
     pub dtype: WeightDtype,
     /// Default-domain ONNX opset (17 or later).
-    #[arg(long, default_value_t = 17)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 17))]
     pub opset: i64,
     /// Replace an existing bundle directory.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub overwrite: bool,
 }
 
@@ -64,13 +68,14 @@ pub fn resolve_adapter_dir(path: &Path) -> Result<(PathBuf, String)> {
 
 /// `--fold-offsets` / `--no-fold` for a method (`None`: the method's default).
 pub fn fold_choice(args: &ExportArgs, method: MethodKind) -> Result<Option<FoldMode>> {
-    Ok(match (args.fold_offsets, args.no_fold, method) {
-        (true, _, MethodKind::Adept) => Some(FoldMode::Folded),
-        (true, _, m) => bail!(
-            "--fold-offsets: only ADePT's token-wise offsets fold into the vocabulary table ({m} has none)"
+    let folds = method.imp().folds();
+    Ok(match (args.fold_offsets, args.no_fold) {
+        (true, _) if !folds => bail!(
+            "--fold-offsets: only ADePT's token-wise offsets fold into the vocabulary table ({method} has none)"
         ),
-        (_, true, MethodKind::Adept) => Some(FoldMode::Unfolded),
-        (_, true, _) => Some(FoldMode::None),
+        (true, _) => Some(FoldMode::Folded),
+        (_, true) if folds => Some(FoldMode::Unfolded),
+        (_, true) => Some(FoldMode::None),
         _ => None,
     })
 }

@@ -14,7 +14,7 @@
 //!   `adept_backbones` (`Encoder::emit_from_embeds`).
 //! * [`bundle`]: [`export_classifier`], the manifest and the atomic directory write (a
 //!   temporary directory beside the target, renamed when complete).
-//! * [`cli`]: [`ExportArgs`] (`clap::Args`) and [`run_export`] for `adept export`.
+//! * [`cli`]: [`ExportArgs`] (clap arguments with the `cli` feature) and [`run_export`] for `adept export`.
 //! * [`variants`]: the side-by-side exports the serving benchmark compares.
 //!
 //! # ADePT folding
@@ -33,6 +33,7 @@
 pub mod bundle;
 pub mod cli;
 pub mod emit;
+#[cfg(feature = "test-utils")]
 pub mod testing;
 pub mod variants;
 

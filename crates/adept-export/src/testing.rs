@@ -262,7 +262,7 @@ pub fn write_run_dir(
     cfg.adapter.rank = model.adapter.config.rank;
     cfg.adapter.max_length = max_len;
     cfg.pooling = model.pooling;
-    let sha = |f: &str| adept_train::run::sha256_file(&model_dir.join(f));
+    let sha = |f: &str| adept_bundle::sha256_file(&model_dir.join(f));
     let manifest = adept_train::RunManifest {
         adept_version: env!("CARGO_PKG_VERSION").into(),
         model_dir: model_dir.display().to_string(),

@@ -1,4 +1,5 @@
-//! `adept infer` and `adept eval --bundle`: arguments (clap) and run functions.
+//! `adept infer` and `adept eval --bundle`: their options (clap arguments with the `cli` feature,
+//! plain structs without) and run functions.
 
 use crate::bundle::{Bundle, Prediction, RuntimeOptions};
 use crate::session::{DeviceKind, SessionConfig};
@@ -11,28 +12,29 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Options shared by every command that serves a bundle.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct RuntimeArgs {
     /// Bundle directory written by `adept export` (model.onnx, tokenizer.json, adept.json).
-    #[arg(long, value_name = "DIR")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
     pub bundle: PathBuf,
     /// Execution device.
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "cpu"))]
     pub device: DeviceKind,
     /// Fail when the device cannot be used instead of falling back to the CPU.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub require_device: bool,
     /// Intra-op threads [default: ONNX Runtime's, one per physical core].
-    #[arg(long, value_parser = positive_usize)]
+    #[cfg_attr(feature = "cli", arg(long, value_parser = positive_usize))]
     pub threads: Option<usize>,
     /// Inputs per batch (each batch is padded to its longest input).
-    #[arg(long, default_value_t = 32, value_parser = positive_usize)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 32, value_parser = positive_usize))]
     pub batch_size: usize,
     /// ONNX Runtime shared library (file or folder) [env ORT_DYLIB_PATH; default: the cache].
-    #[arg(long, value_name = "PATH")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PATH"))]
     pub ort_lib: Option<PathBuf>,
     /// Cache folder [env ADEPT_CACHE; default ~/.cache/adept].
-    #[arg(long, value_name = "DIR")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
     pub cache: Option<PathBuf>,
 }
 
@@ -58,21 +60,25 @@ impl RuntimeArgs {
 }
 
 /// Predict with an exported bundle: one text (`--text`, `--text-b`) or a JSONL file.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct InferArgs {
-    #[command(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub runtime: RuntimeArgs,
     /// The input text (the first text field).
-    #[arg(long, conflicts_with = "input")]
+    #[cfg_attr(feature = "cli", arg(long, conflicts_with = "input"))]
     pub text: Option<String>,
     /// The second text of a sentence-pair task.
-    #[arg(long, requires = "text")]
+    #[cfg_attr(feature = "cli", arg(long, requires = "text"))]
     pub text_b: Option<String>,
     /// JSONL file of records with the bundle's text fields (see its adept.json).
-    #[arg(long, value_name = "FILE", required_unless_present = "text")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_name = "FILE", required_unless_present = "text")
+    )]
     pub input: Option<PathBuf>,
     /// Where to write the predictions as JSONL [default: standard output].
-    #[arg(long, value_name = "FILE")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub output: Option<PathBuf>,
 }
 
@@ -213,21 +219,22 @@ pub fn run_infer(args: &InferArgs) -> Result<InferReport> {
 }
 
 /// Score an exported bundle on a task's validation split (ONNX Runtime).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct BundleEvalArgs {
-    #[command(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub runtime: RuntimeArgs,
     /// GLUE/SuperGLUE task [default: the bundle's task].
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub task: Option<String>,
     /// Benchmark folder holding the task folders [env ADEPT_DATA; default ../shared/data/glue].
-    #[arg(long, value_name = "DIR")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
     pub data: Option<PathBuf>,
     /// official: the official dev file; paper: the paper's seeded validation split.
-    #[arg(long, default_value = "official")]
+    #[cfg_attr(feature = "cli", arg(long, default_value = "official"))]
     pub splits: SplitChoice,
     /// Seed of the paper split.
-    #[arg(long, default_value_t = 42)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 42))]
     pub seed: u64,
 }
 

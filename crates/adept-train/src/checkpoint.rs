@@ -2,7 +2,7 @@
 //! and (as header metadata) the loop's position, written to a temporary file and renamed, so a
 //! run killed at any moment leaves either the previous checkpoint or the new one, never half.
 
-use adept_adapters::write_atomic;
+use adept_bundle::write_atomic;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};

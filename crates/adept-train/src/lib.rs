@@ -90,7 +90,7 @@ pub fn load_trained(
     let model_dir = model_dir
         .map(Path::to_path_buf)
         .unwrap_or_else(|| std::path::PathBuf::from(&manifest.model_dir));
-    let sha = run::sha256_file(&model_dir.join("model.safetensors"))?;
+    let sha = adept_bundle::sha256_file(&model_dir.join("model.safetensors"))?;
     if sha != manifest.model_sha256 {
         bail!(
             "{} is not the model this adapter was trained on (checksum {}, expected {})",

@@ -9,32 +9,16 @@ use anyhow::Context;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 use crate::batch::Batch;
 
-/// How the encoder's hidden states become one vector per example.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pooling {
-    /// Mean over the *input* tokens (prompt rows and padding excluded). The default: it is how
-    /// all-MiniLM-L6-v2 was trained (sentence-transformers), and it worked best in our runs.
-    Mean,
-    /// The hidden state at `[CLS]` (the first input token, right after the prompt).
-    Cls,
-}
-
-impl std::str::FromStr for Pooling {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "mean" => Ok(Self::Mean),
-            "cls" => Ok(Self::Cls),
-            other => anyhow::bail!("unknown pooling {other:?} (mean, cls)"),
-        }
-    }
-}
+/// How the encoder's hidden states become one vector per example: the bundle contract's type
+/// (`"mean"`/`"cls"` in `train_config.json`, `run.json`, `adept.json` and on the command line).
+/// `Mean` (over the *input* tokens; prompt rows and padding excluded) is the default: it is how
+/// all-MiniLM-L6-v2 was trained (sentence-transformers), and it worked best in our runs. `Cls`
+/// is the hidden state at `[CLS]` (the first input token, right after the prompt).
+pub use adept_bundle::Pooling;
 
 /// Linear head `[d] → [n]` (n = classes, or 1 for regression), trainable.
 #[derive(Clone, Debug)]

@@ -13,10 +13,10 @@
 use crate::model::{Classifier, Pooling};
 use crate::task::TaskData;
 use crate::tokenize::{OverLength, TextEncoder};
-use adept_adapters::{write_atomic, AdapterConfig, MethodKind, PromptInit};
+use adept_adapters::{AdapterConfig, MethodKind, PromptInit};
+use adept_bundle::{sha256_file, sha256_hex, write_atomic};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter};
@@ -119,7 +119,8 @@ impl TrainConfig {
         // Logging cadence does not change the result.
         c.log_every = 0;
         let bytes = serde_json::to_vec(&c).expect("config serialises");
-        hex::encode(&Sha256::digest(&bytes)[..8])
+        // The first 8 bytes of the sha256, in hex.
+        sha256_hex(&bytes)[..16].to_string()
     }
 }
 
@@ -254,13 +255,6 @@ pub struct RunDir {
     pub tokenizer_sha256: String,
 }
 
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(hex::encode(h.finalize()))
-}
-
 impl RunDir {
     /// Opens (creating) a run folder for a model folder; with `resume` false an existing
     /// checkpoint is an error unless `overwrite`.
@@ -372,9 +366,12 @@ impl RunDir {
             std::fs::remove_dir_all(&fresh)?;
         }
         model.adapter.save(&fresh)?;
-        let head_tmp = fresh.join("head.safetensors");
-        candle_core::safetensors::save(&model.head.tensors(), &head_tmp)
-            .with_context(|| format!("cannot write {}", head_tmp.display()))?;
+        let head_path = fresh.join("head.safetensors");
+        // The bytes `candle_core::safetensors::save` writes (same serializer, no metadata),
+        // flushed to disk before `best/` is renamed into place.
+        let head_bytes = safetensors::serialize(&model.head.tensors(), None)
+            .with_context(|| format!("cannot serialise {}", head_path.display()))?;
+        write_atomic(&head_path, &head_bytes)?;
         let manifest = RunManifest {
             adept_version: env!("CARGO_PKG_VERSION").to_string(),
             model_dir: self.model_dir.display().to_string(),

@@ -519,7 +519,9 @@ impl Module for BertEncoder {
     }
 }
 
-/// Random weights for a tiny configuration, for tests that need no checkpoint.
+/// Random weights for a tiny configuration, for tests that need no checkpoint (feature
+/// `test-utils`).
+#[cfg(feature = "test-utils")]
 pub fn random_encoder(
     config: BertConfig,
     seed: u64,
@@ -590,7 +592,8 @@ pub fn random_encoder(
     BertEncoder::from_weights(config, weights)
 }
 
-/// A tiny configuration for tests.
+/// A tiny configuration for tests (feature `test-utils`).
+#[cfg(feature = "test-utils")]
 pub fn tiny_config(vocab_size: usize) -> BertConfig {
     BertConfig {
         model_type: "bert".into(),

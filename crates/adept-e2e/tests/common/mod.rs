@@ -1,13 +1,16 @@
-//! Helpers shared by the export tests: finding ONNX Runtime, exporting into a temporary
-//! folder, running candle and ONNX Runtime on the same padded batch.
+//! Helpers shared by the end-to-end tests: finding ONNX Runtime, exporting into a temporary
+//! folder (tiny bundles from a random tiny BERT), running candle and ONNX Runtime on the same
+//! padded batch.
 #![allow(dead_code)]
 
+use adept_adapters::MethodKind;
 use adept_bundle::{FoldMode, WeightDtype};
+use adept_export::testing::{self, tiny_classifier, write_tiny_tokenizer};
 use adept_export::{export_classifier, ExportOptions, TaskInfo};
 use adept_runtime::{Bundle, PaddedBatch, RuntimeOptions, SessionConfig};
 use adept_train::batch::Batch;
 use adept_train::tokenize::Encoded;
-use adept_train::{Classifier, TextEncoder};
+use adept_train::{Classifier, Pooling, TextEncoder};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 
@@ -124,3 +127,50 @@ pub const TINY_SENTENCES: &[&str] = &[
     "this is the worst film of the year",
     "funny , smart and short .",
 ];
+
+pub struct Tiny {
+    pub model: Classifier,
+    pub encoder: TextEncoder,
+    pub bundle: PathBuf,
+}
+
+/// Exports a tiny classifier for `task` with `labels` (empty: regression) into `dir/name`.
+pub fn tiny_bundle(
+    dir: &Path,
+    name: &str,
+    task: &str,
+    labels: &[&str],
+    fields: &[&str],
+    method: MethodKind,
+) -> Tiny {
+    let tok = write_tiny_tokenizer(&dir.join(format!("{name}-tokenizer"))).unwrap();
+    let encoder = testing::text_encoder(&tok, 16).unwrap();
+    let model = tiny_classifier(method, Pooling::Mean, labels.len().max(1), 3).unwrap();
+    let info = testing::task_info(task, labels, fields);
+    let bundle = dir.join(name);
+    let opts = ExportOptions {
+        dtype: WeightDtype::F32,
+        overwrite: true,
+        ..Default::default()
+    };
+    export_classifier(&model, &encoder, &tok, &info, &opts, &bundle).unwrap();
+    Tiny {
+        model,
+        encoder,
+        bundle,
+    }
+}
+
+/// Copies a bundle directory (to break the copy).
+pub fn copy_bundle(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// The error chain of a failed open, as one string.
+pub fn open_err(dir: &Path) -> String {
+    format!("{:#}", adept_runtime::Bundle::open(dir).unwrap_err())
+}

@@ -3,7 +3,7 @@
 //! (`torch.onnx.export`, tests/reference/torch_onnx_export.py) when Python torch is available.
 //!
 //! ```sh
-//! cargo run -p adept-export --example serving_bench -- [--out DIR] [--threads N] \
+//! cargo run --release -p adept-e2e --example serving_bench -- [--out DIR] [--threads N] \
 //!     [--iters1 N] [--iters32 N] [--prompt L] [--no-torch]
 //! ```
 //!
