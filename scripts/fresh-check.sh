@@ -11,7 +11,9 @@
 #     cache off;
 #   * ADEPT_DATA: the GLUE folder (the clone is not beside ../shared);
 #   * CARGO_TARGET_DIR inside the clone (a build from scratch).
-# System packages (apt: chromium) cannot be hidden; the test script installs them when missing.
+# System packages (apt: chromium) and rustup targets (wasm32-unknown-unknown, added to the real
+# toolchain) cannot be hidden; the test script installs them when missing. Needs `python3 -m venv`
+# (Debian: python3-venv).
 # Prints each command's wall time and writes them to <tmp>/times.txt. Usage:
 #   scripts/fresh-check.sh [--keep] [--data DIR] [--only quickstart|test] [-- extra quickstart flags]
 set -euo pipefail
@@ -24,7 +26,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --keep) KEEP=1 ;;
     --data) DATA=$2; shift ;;
-    --only) ONLY=$2; shift ;;
+    --only) ONLY=$2; shift
+            case "$ONLY" in quickstart|test) ;; *) echo "--only takes quickstart or test" >&2; exit 2 ;; esac ;;
     --) shift; QS_ARGS=("$@"); break ;;
     *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac

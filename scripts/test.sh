@@ -32,7 +32,19 @@ if [ -z "${ADEPT_DATA:-}" ] && [ ! -d ../shared/data/glue ]; then
 fi
 
 step "python test dependencies (tests/requirements.txt)"
-python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+# Into the active Python; where the system refuses pip installs (PEP 668, "externally managed"),
+# into a virtual environment under target/ that the tests then use (ADEPT_PYTHON).
+if ! python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt 2> target/pip.err; then
+  cat target/pip.err >&2
+  if grep -q externally-managed target/pip.err; then
+    echo "the system Python is externally managed: using a virtual environment in target/py-venv"
+    python3 -m venv target/py-venv
+    target/py-venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+    export ADEPT_PYTHON="$ROOT/target/py-venv/bin/python"
+  else
+    exit 1
+  fi
+fi
 
 step "build"
 cargo build --release --workspace --all-targets
@@ -41,7 +53,12 @@ step "fetch the default model, ONNX Runtime and OpenBLAS into the cache"
 ./target/release/adept fetch
 
 step "tests"
+# Every test binary runs (--no-fail-fast) and the browser tests still run after a failure; the
+# script exits non-zero at the end.
+set +e
 cargo test --release --workspace --no-fail-fast 2>&1 | tee -a "$LOG"
+tests_rc=${PIPESTATUS[0]}
+set -e
 
 step "browser demo (wasm + onnxruntime-web in headless Chromium)"
 # A small bundle for the page: a short real SST-2 run, exported folded.
@@ -75,4 +92,8 @@ echo "skipped tests: $skipped ($ignored ignored, $asset for a missing asset)"
 if [ "$skipped" -gt 0 ] && [ "$ADEPT_REQUIRE_MODEL" = 1 ]; then
   echo "error: ADEPT_REQUIRE_MODEL=1 but $skipped test(s) did not run" >&2
   exit 1
+fi
+if [ "$tests_rc" -ne 0 ]; then
+  echo "error: cargo test failed (exit $tests_rc); see the failures above" >&2
+  exit "$tests_rc"
 fi

@@ -1,5 +1,6 @@
-//! Files on disk: the one atomic write and the one sha256 of a file, used for bundles, run
-//! folders, checkpoints, reports and the cache.
+//! Files on disk: the atomic write and the sha256 of a file used for bundles, run folders,
+//! checkpoints and reports. (`adept-onnx` and `adept-cache` keep small copies of their own so
+//! that they need not depend on this crate, which pulls in `tokenizers`.)
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};

@@ -612,7 +612,7 @@ fn roberta_trains_exports_and_serves_through_the_same_commands() {
     assert_eq!(m["fold"], "folded");
 
     // candle scores the held-out part of the same file; the bundle's logits equal candle's
-    // (tests/roberta_bundle.rs in adept-export), here it must serve.
+    // (tests/roberta_bundle.rs in adept-e2e), here it must serve.
     let candle = run_ok(
         adept()
             .args(["eval", "--adapter"])

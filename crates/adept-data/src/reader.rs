@@ -1,7 +1,10 @@
 //! Low-level file reading shared by the task loaders and custom datasets: delimited rows with
 //! their line numbers, JSON lines, and label/score parsing with file:line errors.
 
+use std::cell::RefCell;
+use std::io::Read;
 use std::path::Path;
+use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
@@ -50,19 +53,26 @@ pub(crate) fn read_delimited(
     quoting: bool,
 ) -> Result<Vec<Row>> {
     require_file(path, role)?;
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    // File lines are counted here from each record's byte offset (the csv crate's own line
+    // count is off for CRLF files: it reported the first row after the header as line 1). The
+    // file is streamed; only the offsets of its line-end bytes are kept.
+    let eols = Rc::new(RefCell::new(Vec::new()));
+    let source = EolRecorder {
+        inner: std::io::BufReader::new(file),
+        offset: 0,
+        eols: Rc::clone(&eols),
+    };
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .quoting(quoting)
         .has_headers(false)
         .flexible(true)
-        .from_reader(bytes.as_slice());
-    // File lines are counted here from each record's byte offset: the csv crate's own line
-    // count is off for CRLF files (it reported the first row after the header as line 1).
-    let mut lines = LineCounter::new(&bytes);
+        .from_reader(source);
+    let mut lines = LineCounter::new(eols);
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
@@ -107,18 +117,41 @@ fn strip_bom(record: &mut csv::StringRecord) {
     }
 }
 
-/// 1-based file line of a byte offset, for offsets visited in increasing order.
-struct LineCounter<'a> {
-    bytes: &'a [u8],
-    offset: usize,
+/// A reader that records the offset of every `\r` and `\n` byte passing through it.
+struct EolRecorder<R> {
+    inner: R,
+    offset: u64,
+    eols: Rc<RefCell<Vec<(u64, u8)>>>,
+}
+
+impl<R: Read> Read for EolRecorder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut eols = self.eols.borrow_mut();
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\n' || b == b'\r' {
+                eols.push((self.offset + i as u64, b));
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// 1-based file line of a byte offset, from the recorded line ends; offsets are asked for in
+/// increasing order.
+struct LineCounter {
+    eols: Rc<RefCell<Vec<(u64, u8)>>>,
+    /// Line ends before `next` have been counted into `line`.
+    next: usize,
     line: u64,
 }
 
-impl<'a> LineCounter<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+impl LineCounter {
+    fn new(eols: Rc<RefCell<Vec<(u64, u8)>>>) -> Self {
         LineCounter {
-            bytes,
-            offset: 0,
+            eols,
+            next: 0,
             line: 1,
         }
     }
@@ -126,20 +159,27 @@ impl<'a> LineCounter<'a> {
     /// The line of the first byte at or after `byte` that is not a line end: for a CRLF file
     /// the csv crate starts a record's position at the `\n` of the previous line's end.
     fn line_at(&mut self, byte: u64) -> u64 {
-        let mut to = (byte as usize).min(self.bytes.len());
-        while to < self.bytes.len() && matches!(self.bytes[to], b'\r' | b'\n') {
-            to += 1;
-        }
-        if to < self.offset {
-            self.offset = 0;
+        let eols = self.eols.borrow();
+        if self.next > 0 && eols[self.next - 1].0 >= byte {
+            // Asked out of order: count again from the start.
+            self.next = 0;
             self.line = 1;
         }
-        self.line += self.bytes[self.offset..to]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count() as u64;
-        self.offset = to;
-        self.line
+        while self.next < eols.len() && eols[self.next].0 < byte {
+            self.line += u64::from(eols[self.next].1 == b'\n');
+            self.next += 1;
+        }
+        // Line ends right at `byte` (a run of them) belong before the record.
+        let mut extra = 0;
+        let mut at = byte;
+        for &(pos, b) in &eols[self.next..] {
+            if pos != at {
+                break;
+            }
+            extra += u64::from(b == b'\n');
+            at += 1;
+        }
+        self.line + extra
     }
 }
 

@@ -150,3 +150,59 @@ fn every_variant_passes_the_checker_and_fuses() {
         }
     }
 }
+
+/// The RoBERTa-style graph (the tiny random RoBERTa of `tests/fixtures/tiny-roberta/`): two
+/// inputs, the single token-type row as an initializer; it passes the checker and gets the same
+/// fused kernels.
+#[test]
+fn a_graph_without_token_types_passes_the_checker_and_fuses() {
+    let test = "a_graph_without_token_types_passes_the_checker_and_fuses";
+    if !python_available(test) {
+        return;
+    }
+    let dir = adept_testkit::repo_file("tests/fixtures/tiny-roberta");
+    let backbone = adept_backbones::load_encoder(&dir, &candle_core::Device::Cpu).unwrap();
+    let tok = dir.join("tokenizer.json");
+    let enc = testing::text_encoder(&tok, 24).unwrap();
+    let info = testing::task_info("tiny", &["a", "b"], &["sentence"]);
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, (method, fold, dtype)) in [
+        (MethodKind::Adept, Some(FoldMode::Folded), WeightDtype::F32),
+        (MethodKind::Dept, None, WeightDtype::F16),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let model = adept_train::Classifier {
+            backbone: backbone.clone(),
+            adapter: testing::random_adapter(&*backbone, method, 4, 2, 24, 3, 0.5).unwrap(),
+            head: testing::random_head(32, 2, 4).unwrap(),
+            pooling: Pooling::Mean,
+        };
+        let out = common::export(
+            &model,
+            &enc,
+            &tok,
+            &info,
+            fold,
+            dtype,
+            tmp.path(),
+            &format!("r{i}"),
+        );
+        let report = inspect(&out.join("model.onnx"));
+        let name = format!("roberta {method} {fold:?} {dtype}");
+        assert_eq!(
+            report["inputs"],
+            serde_json::json!(["input_ids", "attention_mask"]),
+            "{name}"
+        );
+        let opt = &report["optimized"]["all"];
+        assert_eq!(count(opt, "com.microsoft:MultiHeadAttention"), 2, "{name}");
+        assert_eq!(
+            count(opt, "com.microsoft:SkipLayerNormalization"),
+            4,
+            "{name}"
+        );
+        assert_eq!(count(opt, "com.microsoft:BiasGelu"), 2, "{name}");
+    }
+}

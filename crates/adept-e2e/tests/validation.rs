@@ -256,7 +256,15 @@ fn cuda_falls_back_to_cpu_or_fails_when_required() {
     opts.session.device = adept_runtime::DeviceKind::Cuda;
     match adept_runtime::Bundle::open_with(&t.bundle, &opts) {
         Ok(b) if b.device == adept_runtime::DeviceKind::Cuda => {
-            eprintln!("{test}: CUDA is available here; the fallback path is not exercised");
+            // A machine with CUDA: the bundle runs there, also when the device is required.
+            assert!(b.device_fallback.is_none());
+            b.predict(&[("good film".into(), None)]).unwrap();
+            opts.session.require_device = true;
+            let b = adept_runtime::Bundle::open_with(&t.bundle, &opts).unwrap();
+            assert_eq!(b.device, adept_runtime::DeviceKind::Cuda);
+            eprintln!(
+                "{test}: CUDA is available here: checked the CUDA path, not the CPU fallback"
+            );
             return;
         }
         Ok(b) => {

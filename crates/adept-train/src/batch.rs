@@ -82,6 +82,11 @@ mod tests {
                 .collect())
         };
         assert_eq!(batch.ids.dims2()?, p.shape());
+        // Written out by hand: right padding with the pad id, mask 1 on real tokens, type 0 on pads.
+        assert_eq!(flat(&batch.ids)?, [2, 4, 3, 5, 3, 2, 3, 9, 9, 9]);
+        assert_eq!(flat(&batch.mask)?, [1, 1, 1, 1, 1, 1, 1, 0, 0, 0]);
+        assert_eq!(flat(&batch.type_ids)?, [0, 0, 0, 1, 1, 0, 0, 0, 0, 0]);
+        // The same layout as the graph's int64 inputs.
         assert_eq!(flat(&batch.ids)?, p.input_ids);
         assert_eq!(flat(&batch.mask)?, p.attention_mask);
         assert_eq!(flat(&batch.type_ids)?, p.token_type_ids);

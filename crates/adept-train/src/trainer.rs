@@ -393,7 +393,8 @@ pub const ENV_PROGRESS_EVERY: &str = "ADEPT_PROGRESS_EVERY";
 
 /// Training progress on stderr: an indicatif bar on a terminal; elsewhere (nohup, CI, a log
 /// file), where indicatif hides the bar and drops its lines, a plain line every
-/// `ADEPT_PROGRESS_EVERY` seconds (default 30; 0: at every logged step) and at the last step.
+/// `ADEPT_PROGRESS_EVERY` seconds (default 30; 0: every step, with the last logged loss) and at
+/// the last step.
 enum Progress {
     Bar(ProgressBar),
     Plain {
