@@ -68,16 +68,14 @@ pub fn resolve_adapter_dir(path: &Path) -> Result<(PathBuf, String)> {
 
 /// `--fold-offsets` / `--no-fold` for a method (`None`: the method's default).
 pub fn fold_choice(args: &ExportArgs, method: MethodKind) -> Result<Option<FoldMode>> {
-    let folds = method.imp().folds();
-    Ok(match (args.fold_offsets, args.no_fold) {
-        (true, _) if !folds => bail!(
-            "--fold-offsets: only ADePT's token-wise offsets fold into the vocabulary table ({method} has none)"
-        ),
-        (true, _) => Some(FoldMode::Folded),
-        (_, true) if folds => Some(FoldMode::Unfolded),
-        (_, true) => Some(FoldMode::None),
-        _ => None,
-    })
+    let fold = match (args.fold_offsets, args.no_fold) {
+        (true, _) => FoldMode::Folded,
+        (_, true) if method.imp().folds() => FoldMode::Unfolded,
+        (_, true) => FoldMode::None,
+        _ => return Ok(None),
+    };
+    crate::emit::adapter::check_fold(method, fold).context("--fold-offsets")?;
+    Ok(Some(fold))
 }
 
 /// Runs `adept export`: loads the trained adapter on its frozen model (checking the model's
