@@ -98,6 +98,10 @@ fn every_variant_passes_the_checker_and_fuses() {
             serde_json::json!(["input_ids", "attention_mask", "token_type_ids"])
         );
         assert_eq!(report["outputs"], serde_json::json!(["logits"]));
+        // Standard tools read the graph: every value has a type after shape inference (the
+        // com.microsoft nodes' outputs are declared), and quantize_dynamic runs with defaults.
+        assert_eq!(report["untyped"], serde_json::json!([]), "{name}");
+        assert_eq!(report["quantize_dynamic"], "ok", "{name}");
         let ops = &report["ops"];
         let opt = &report["optimized"]["all"];
         let layers = 2;

@@ -373,6 +373,26 @@ impl GraphBuilder {
         self.values.insert(new.to_owned());
     }
 
+    /// Declares the output of a `com.microsoft` node as a float tensor (shape left open): ONNX's
+    /// shape inference knows no contrib op, so without this standard tools (shape inference,
+    /// `onnxruntime.quantization`, Netron) see an untyped value.
+    fn contrib_output(&mut self, name: String) -> String {
+        self.proto.value_info.push(ValueInfoProto {
+            name: Some(name.clone()),
+            r#type: Some(TypeProto {
+                value: Some(crate::proto::type_proto::Value::TensorType(
+                    crate::proto::type_proto::Tensor {
+                        elem_type: Some(DataType::Float as i32),
+                        shape: None,
+                    },
+                )),
+                denotation: None,
+            }),
+            doc_string: None,
+        });
+        name
+    }
+
     /// Records the type of an intermediate value (optional; ONNX infers most types).
     pub fn value_info(&mut self, name: &str, elem_type: DataType, dims: &[Dim]) {
         self.proto
@@ -932,7 +952,7 @@ impl GraphBuilder {
             1,
             vec![AttributeProto::float("epsilon", epsilon)],
         );
-        outputs.pop().expect("one output")
+        self.contrib_output(outputs.pop().expect("one output"))
     }
 
     /// The residual connection of a transformer block, `LayerNorm(input + bias + skip)`, as
@@ -1017,7 +1037,7 @@ impl GraphBuilder {
             attributes.push(AttributeProto::int("unidirectional", 1));
         }
         let mut outputs = self.node(MS_DOMAIN, "MultiHeadAttention", &inputs, 1, attributes);
-        outputs.pop().expect("one output")
+        self.contrib_output(outputs.pop().expect("one output"))
     }
 
     /// `com.microsoft:Attention`: self-attention with the query/key/value projections packed
@@ -1045,7 +1065,7 @@ impl GraphBuilder {
             1,
             vec![AttributeProto::int("num_heads", num_heads as i64)],
         );
-        outputs.pop().expect("one output")
+        self.contrib_output(outputs.pop().expect("one output"))
     }
 
     // ----------------------------------------------------------------------------------

@@ -5,7 +5,10 @@
 REPORT.json gets: the operator counts of the model as written, and of the graph ONNX Runtime
 optimizes it to (CPU provider, ORT_ENABLE_ALL, saved through SessionOptions.
 optimized_model_filepath), so the Rust tests can check which fusions happen. onnx.checker
-runs with full_check (shape inference included). Exit status 0 on success.
+runs with full_check (shape inference included). Also: whether every value the graph's nodes
+produce has a type after ONNX shape inference (`untyped`: the names that do not), and whether
+onnxruntime's `quantize_dynamic` works on it with its defaults (`quantize_dynamic`: "ok" or the
+error), as standard tools need. Exit status 0 on success.
 """
 
 import collections
@@ -40,6 +43,18 @@ def main(model_path, report_path):
             options.intra_op_num_threads = 1
             ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
             optimized[name] = op_counts(onnx.load(path))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    typed = {v.name for v in list(inferred.graph.value_info) + list(inferred.graph.output)
+             if v.type.tensor_type.elem_type}
+    typed |= {i.name for i in inferred.graph.initializer}
+    untyped = sorted({o for n in inferred.graph.node for o in n.output if o and o not in typed})
+    try:
+        from onnxruntime.quantization import quantize_dynamic
+        with tempfile.TemporaryDirectory() as tmp:
+            quantize_dynamic(model_path, os.path.join(tmp, "q.onnx"))
+        quantized = "ok"
+    except Exception as e:  # the report says what failed; the Rust test decides
+        quantized = f"{type(e).__name__}: {e}"[:500]
     report = {
         "onnx_version": onnx.__version__,
         "onnxruntime_version": ort.__version__,
@@ -48,6 +63,8 @@ def main(model_path, report_path):
         "optimized": optimized,
         "inputs": [i.name for i in model.graph.input],
         "outputs": [o.name for o in model.graph.output],
+        "untyped": untyped,
+        "quantize_dynamic": quantized,
     }
     with open(report_path, "w") as f:
         json.dump(report, f, indent=1)
