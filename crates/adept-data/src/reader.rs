@@ -170,15 +170,12 @@ impl LineCounter {
             self.next += 1;
         }
         // Line ends right at `byte` (a run of them) belong before the record.
-        let mut extra = 0;
-        let mut at = byte;
-        for &(pos, b) in &eols[self.next..] {
-            if pos != at {
-                break;
-            }
-            extra += u64::from(b == b'\n');
-            at += 1;
-        }
+        let extra: u64 = eols[self.next..]
+            .iter()
+            .zip(byte..)
+            .take_while(|((pos, _), at)| pos == at)
+            .map(|((_, b), _)| u64::from(*b == b'\n'))
+            .sum();
         self.line + extra
     }
 }
