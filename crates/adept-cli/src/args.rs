@@ -202,6 +202,9 @@ pub struct EvalArgs {
     pub data: DataArgs,
     #[arg(long, default_value_t = 64, value_parser = adept_runtime::cli::positive_usize)]
     pub batch_size: usize,
+    /// With --bundle: batch in input order instead of grouping similar lengths.
+    #[arg(long)]
+    pub no_length_buckets: bool,
     /// Write per-example predictions as JSON lines (--adapter).
     #[arg(long)]
     pub predictions: Option<PathBuf>,

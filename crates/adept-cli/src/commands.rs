@@ -32,6 +32,13 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             if let Some(why) = &r.device_fallback {
                 tracing::warn!("{why}");
             }
+            tracing::info!(
+                "{} predictions in {:.2} s, {} batches, {:.0}% of the positions computed were padding",
+                r.predictions,
+                r.seconds,
+                r.padding.batches,
+                100.0 * r.padding.padding_fraction()
+            );
             Ok(())
         }
         Command::Bench(a) if a.serving => crate::bench::serving(&a),
@@ -296,6 +303,7 @@ fn eval_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
             require_device: a.require_device,
             threads: a.threads,
             batch_size: a.batch_size,
+            no_length_buckets: a.no_length_buckets,
             ort_lib: a.ort_lib.clone(),
             cache: a.cache.clone(),
         },

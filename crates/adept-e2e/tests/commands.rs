@@ -17,6 +17,7 @@ fn runtime_args(bundle: &Path) -> RuntimeArgs {
         require_device: false,
         threads: Some(1),
         batch_size: 2,
+        no_length_buckets: false,
         ort_lib: None,
         cache: None,
     }
@@ -273,4 +274,72 @@ fn bench_session_reports_latency() {
     assert!(stats.examples_per_s > 0.0);
     assert_eq!(stats.method, "adept");
     assert_eq!(stats.prompt_length, 5);
+}
+
+/// Length buckets: inputs of similar length are batched together and the outputs come back in
+/// input order, equal to batching in input order and to one input at a time; they carry less
+/// padding, and the report counts it.
+#[test]
+fn length_buckets_keep_the_order_and_the_outputs_and_cut_padding() {
+    let test = "length_buckets_keep_the_order_and_the_outputs_and_cut_padding";
+    if !ort_available(test) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tiny_bundle(
+        tmp.path(),
+        "b",
+        "sst2",
+        &["negative", "positive"],
+        &["sentence"],
+        MethodKind::Adept,
+    );
+    // Long and short inputs interleaved, so input-order batches of 3 pad a lot.
+    let texts: Vec<(String, Option<String>)> = (0..12)
+        .map(|i| {
+            let words = if i % 2 == 0 { 1 + i % 3 } else { 9 + i % 4 };
+            let s: Vec<&str> = TINY_SENTENCES[i % TINY_SENTENCES.len()]
+                .split(' ')
+                .cycle()
+                .take(words)
+                .collect();
+            (s.join(" "), None)
+        })
+        .collect();
+    let open = |buckets: bool, batch: usize| {
+        let opts = adept_runtime::RuntimeOptions {
+            batch_size: batch,
+            length_buckets: buckets,
+            session: adept_runtime::SessionConfig {
+                intra_threads: Some(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        adept_runtime::Bundle::open_with(&t.bundle, &opts).unwrap()
+    };
+    let (bucketed, pb) = open(true, 3).predict_with_padding(&texts).unwrap();
+    let (ordered, po) = open(false, 3).predict_with_padding(&texts).unwrap();
+    let (single, ps) = open(true, 1).predict_with_padding(&texts).unwrap();
+    assert_eq!(ps.padded_tokens, 0, "one input per batch needs no padding");
+    assert_eq!(pb.real_tokens, po.real_tokens);
+    assert_eq!(pb.batches, 4);
+    assert!(
+        pb.padded_tokens < po.padded_tokens,
+        "buckets {pb:?} vs input order {po:?}"
+    );
+    eprintln!(
+        "{test}: padding {:.0}% bucketed, {:.0}% in input order",
+        100.0 * pb.padding_fraction(),
+        100.0 * po.padding_fraction()
+    );
+    for (i, ((b, o), s)) in bucketed.iter().zip(&ordered).zip(&single).enumerate() {
+        for ((x, y), z) in b.logits.iter().zip(&o.logits).zip(&s.logits) {
+            assert!(
+                (x - z).abs() < 1e-5 && (y - z).abs() < 1e-5,
+                "input {i}: {b:?} {o:?} {s:?}"
+            );
+        }
+        assert_eq!(b.label, s.label, "input {i}");
+    }
 }

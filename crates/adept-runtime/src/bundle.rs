@@ -23,6 +23,9 @@ pub struct RuntimeOptions {
     pub ort_library: Option<PathBuf>,
     /// Cache root (default: `$ADEPT_CACHE`, `~/.cache/adept`).
     pub cache: Option<PathBuf>,
+    /// Batch inputs of similar length together (sorted by length, outputs returned in input
+    /// order), so that little padding is computed. On by default.
+    pub length_buckets: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -32,6 +35,29 @@ impl Default for RuntimeOptions {
             batch_size: 32,
             ort_library: None,
             cache: None,
+            length_buckets: true,
+        }
+    }
+}
+
+/// How much padding the batches of a run carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PaddingStats {
+    pub batches: usize,
+    /// Token positions of the inputs themselves.
+    pub real_tokens: usize,
+    /// Positions added to pad each batch to its longest input.
+    pub padded_tokens: usize,
+}
+
+impl PaddingStats {
+    /// Padding as a fraction of all positions computed.
+    pub fn padding_fraction(&self) -> f64 {
+        let all = self.real_tokens + self.padded_tokens;
+        if all == 0 {
+            0.0
+        } else {
+            self.padded_tokens as f64 / all as f64
         }
     }
 }
@@ -65,6 +91,8 @@ pub struct Bundle {
     /// Why the requested device is not the one used (`None` when it is).
     pub device_fallback: Option<String>,
     pub batch_size: usize,
+    /// See [`RuntimeOptions::length_buckets`].
+    pub length_buckets: bool,
     pub runtime: &'static OrtRuntime,
     session: Mutex<Session>,
 }
@@ -124,6 +152,7 @@ impl Bundle {
             device: built.device,
             device_fallback: built.fallback_reason,
             batch_size: opts.batch_size,
+            length_buckets: opts.length_buckets,
             runtime,
             session: Mutex::new(built.session),
         })
@@ -177,21 +206,43 @@ impl Bundle {
     /// Logits for already-encoded inputs, in order, `batch_size` at a time. Inputs are grouped
     /// by length (longest first) so that each batch pads as little as possible.
     pub fn logits_encoded(&self, items: &[Encoded]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.logits_with_padding(items)?.0)
+    }
+
+    /// [`logits_encoded`](Self::logits_encoded) and the padding its batches carried.
+    pub fn logits_with_padding(&self, items: &[Encoded]) -> Result<(Vec<Vec<f32>>, PaddingStats)> {
         let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(items[i].ids.len()));
+        if self.length_buckets {
+            // Stable: inputs of equal length keep their order.
+            order.sort_by_key(|&i| std::cmp::Reverse(items[i].ids.len()));
+        }
         let mut out = vec![Vec::new(); items.len()];
+        let mut stats = PaddingStats::default();
         for chunk in order.chunks(self.batch_size) {
             let refs: Vec<&Encoded> = chunk.iter().map(|&i| &items[i]).collect();
-            let rows = self.run_batch(&PaddedBatch::collate(&refs, self.manifest.pad_token_id))?;
+            let padded = PaddedBatch::collate(&refs, self.manifest.pad_token_id);
+            let real: usize = refs.iter().map(|e| e.ids.len()).sum();
+            stats.batches += 1;
+            stats.real_tokens += real;
+            stats.padded_tokens += padded.batch * padded.seq - real;
+            let rows = self.run_batch(&padded)?;
             for (&i, row) in chunk.iter().zip(rows) {
                 out[i] = row;
             }
         }
-        Ok(out)
+        Ok((out, stats))
     }
 
-    /// Predictions for `(text_a, text_b)` pairs.
+    /// Predictions for `(text_a, text_b)` pairs, in input order.
     pub fn predict(&self, texts: &[(String, Option<String>)]) -> Result<Vec<Prediction>> {
+        Ok(self.predict_with_padding(texts)?.0)
+    }
+
+    /// [`predict`](Self::predict) and the padding its batches carried.
+    pub fn predict_with_padding(
+        &self,
+        texts: &[(String, Option<String>)],
+    ) -> Result<(Vec<Prediction>, PaddingStats)> {
         let encoded = texts
             .iter()
             .enumerate()
@@ -208,11 +259,9 @@ impl Bundle {
                 self.manifest.max_length
             );
         }
-        Ok(self
-            .logits_encoded(&encoded)?
-            .into_iter()
-            .map(|logits| self.prediction(logits))
-            .collect())
+        let (logits, padding) = self.logits_with_padding(&encoded)?;
+        let preds = logits.into_iter().map(|l| self.prediction(l)).collect();
+        Ok((preds, padding))
     }
 
     /// Turns one row of logits into a [`Prediction`].

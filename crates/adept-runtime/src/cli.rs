@@ -1,7 +1,7 @@
 //! `adept infer` and `adept eval --bundle`: their options (clap arguments with the `cli` feature,
 //! plain structs without) and run functions.
 
-use crate::bundle::{Bundle, Prediction, RuntimeOptions};
+use crate::bundle::{Bundle, PaddingStats, Prediction, RuntimeOptions};
 use crate::session::{DeviceKind, SessionConfig};
 use adept_data::{SplitChoice, Target};
 use anyhow::{bail, ensure, Context, Result};
@@ -30,6 +30,10 @@ pub struct RuntimeArgs {
     /// Inputs per batch (each batch is padded to its longest input).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 32, value_parser = positive_usize))]
     pub batch_size: usize,
+    /// Batch inputs in input order instead of grouping similar lengths (more padding; for
+    /// measuring what the grouping saves).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub no_length_buckets: bool,
     /// ONNX Runtime shared library (file or folder) [env ORT_DYLIB_PATH; default: the cache].
     #[cfg_attr(feature = "cli", arg(long, value_name = "PATH"))]
     pub ort_lib: Option<PathBuf>,
@@ -50,6 +54,7 @@ impl RuntimeArgs {
             batch_size: self.batch_size,
             ort_library: self.ort_lib.clone(),
             cache: self.cache.clone(),
+            length_buckets: !self.no_length_buckets,
         }
     }
 
@@ -105,6 +110,7 @@ pub fn positive_f64(s: &str) -> std::result::Result<f64, String> {
 #[derive(Clone, Debug)]
 pub struct InferReport {
     pub predictions: usize,
+    pub padding: PaddingStats,
     pub output: Option<PathBuf>,
     pub device: DeviceKind,
     /// Why the requested device was not used (it fell back to the CPU).
@@ -197,7 +203,7 @@ pub fn run_infer(args: &InferArgs) -> Result<InferReport> {
         (None, Some(path)) => read_jsonl_inputs(path, &bundle)?.into_iter().unzip(),
         (None, None) => bail!("pass --text or --input"),
     };
-    let preds = bundle.predict(&texts)?;
+    let (preds, padding) = bundle.predict_with_padding(&texts)?;
     let mut sink: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
@@ -211,6 +217,7 @@ pub fn run_infer(args: &InferArgs) -> Result<InferReport> {
     sink.flush()?;
     Ok(InferReport {
         predictions: preds.len(),
+        padding,
         output: args.output.clone(),
         device: bundle.device,
         device_fallback: bundle.device_fallback.clone(),
@@ -243,6 +250,7 @@ pub struct BundleEvalArgs {
 pub struct BundleEvalReport {
     pub task: String,
     pub examples: usize,
+    pub padding: PaddingStats,
     pub metrics: BTreeMap<String, f64>,
     pub primary_metric: String,
     pub primary: f64,
@@ -306,7 +314,7 @@ pub fn run_bundle_eval(args: &BundleEvalArgs) -> Result<BundleEvalReport> {
         .iter()
         .map(|ex| (ex.text_a().to_owned(), ex.text_b()))
         .collect();
-    let preds = bundle.predict(&texts)?;
+    let (preds, padding) = bundle.predict_with_padding(&texts)?;
     let targets: Vec<Target> = preds
         .iter()
         .map(|p| {
@@ -321,6 +329,7 @@ pub fn run_bundle_eval(args: &BundleEvalArgs) -> Result<BundleEvalReport> {
     Ok(BundleEvalReport {
         task: spec.name.to_string(),
         examples: gold.len(),
+        padding,
         primary: scores.primary_value(),
         metrics: scores.values,
         primary_metric: spec.primary_metric.name().to_string(),

@@ -26,7 +26,7 @@ pub mod session;
 pub use bench::{
     bench_batches, bench_bundle, bench_interleaved, bench_session, bench_session_with, BenchStats,
 };
-pub use bundle::{Bundle, PaddedBatch, Prediction, RuntimeOptions};
+pub use bundle::{Bundle, PaddedBatch, PaddingStats, Prediction, RuntimeOptions};
 pub use cli::{
     run_bundle_eval, run_infer, BundleEvalArgs, BundleEvalReport, InferArgs, InferReport,
     RuntimeArgs, TextPair,
