@@ -295,6 +295,10 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     let opts = adept_runtime::RuntimeOptions {
         session: adept_runtime::SessionConfig {
             intra_threads: a.threads,
+            // Several sessions run interleaved: idle threads of one spinning while the next
+            // runs took the cores from it (batch-1 p50 of a folded bundle 36 ms spinning, 13 ms
+            // not, the latter what a single session gives in `adept infer` and Python).
+            intra_op_spinning: Some(false),
             ..Default::default()
         },
         cache: a.model.cache.cache.clone(),

@@ -184,6 +184,8 @@ fn main() -> Result<()> {
     let ropts = RuntimeOptions {
         session: SessionConfig {
             intra_threads: Some(o.threads),
+            // Interleaved sessions: no thread may spin while another session runs.
+            intra_op_spinning: Some(false),
             ..Default::default()
         },
         ..Default::default()
