@@ -17,6 +17,10 @@ pub struct EncoderInputs {
     /// `int64 [batch, l + s]`: 0 for the prompt, the tokenizer's types after it; `None` for a
     /// family that takes no token types ([`crate::Encoder::uses_token_types`]).
     pub token_type_ids: Option<String>,
+    /// Only rows from this position on are needed (the prompt length, for a head that reads the
+    /// input tokens): the emission returns `[batch, l + s - keep_from, d]`, and a family may
+    /// skip work for the other rows, as `Encoder::forward_embeds_from` does.
+    pub keep_from: usize,
 }
 
 /// How self-attention is emitted.

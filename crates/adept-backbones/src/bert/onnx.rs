@@ -157,11 +157,13 @@ pub fn self_attention(
     g: &mut GraphBuilder,
     layer: &BertLayer,
     x: &str,
+    xq: &str,
     mask: &str,
     heads: usize,
 ) -> Result<String> {
     g.scope("attention", |g| {
-        let q = matmul_only(g, "self.query", x, &layer.query)?;
+        // Queries (and so the block's output rows) from `xq`, keys and values from all of `x`.
+        let q = matmul_only(g, "self.query", xq, &layer.query)?;
         let k = matmul_only(g, "self.key", x, &layer.key)?;
         let v = matmul_only(g, "self.value", x, &layer.value)?;
         let mut qkv_bias = Vec::new();
@@ -185,7 +187,7 @@ pub fn self_attention(
             "output.LayerNorm",
             &out,
             bias.as_deref(),
-            x,
+            xq,
             &layer.attention_norm,
         )
     })
@@ -264,6 +266,9 @@ pub fn feed_forward(
 }
 
 /// One encoder layer (`encoder.layer.{i}`).
+/// One encoder layer (`encoder.layer.{i}`); with `query_from > 0` (multi-head attention only)
+/// its output holds the rows from `query_from` on: queries, attention output and feed-forward
+/// for those rows alone, as `BertEncoder::forward_embeds_from` computes the last layer.
 pub fn layer(
     g: &mut GraphBuilder,
     enc: &BertEncoder,
@@ -271,13 +276,28 @@ pub fn layer(
     x: &str,
     mask: &str,
     attention: AttentionKind,
+    query_from: usize,
 ) -> Result<String> {
     let layer = &enc.layers[i];
     let heads = enc.config.num_attention_heads;
     g.scope(&format!("encoder.layer.{i}"), |g| {
         let h = match attention {
-            AttentionKind::MultiHead => self_attention(g, layer, x, mask, heads)?,
-            AttentionKind::Packed => self_attention_packed(g, layer, x, mask, heads)?,
+            AttentionKind::MultiHead => {
+                let xq = if query_from > 0 {
+                    g.slice(x, &[query_from as i64], &[i64::MAX], &[1])
+                } else {
+                    x.to_owned()
+                };
+                self_attention(g, layer, x, &xq, mask, heads)?
+            }
+            AttentionKind::Packed => {
+                let h = self_attention_packed(g, layer, x, mask, heads)?;
+                if query_from > 0 {
+                    g.slice(&h, &[query_from as i64], &[i64::MAX], &[1])
+                } else {
+                    h
+                }
+            }
         };
         feed_forward(g, layer, enc.activation(), &h)
     })
@@ -292,8 +312,13 @@ pub fn encoder_from_embeds(
 ) -> Result<String> {
     let mut hidden = embeddings(g, enc, x)?;
     let mask = g.scope("encoder", |g| mask_i32(g, &x.attention_mask));
+    let last = enc.layers.len().saturating_sub(1);
     for i in 0..enc.layers.len() {
-        hidden = layer(g, enc, i, &hidden, &mask, opts.attention)?;
+        let from = if i == last { x.keep_from } else { 0 };
+        hidden = layer(g, enc, i, &hidden, &mask, opts.attention, from)?;
+    }
+    if enc.layers.is_empty() && x.keep_from > 0 {
+        hidden = g.slice(&hidden, &[x.keep_from as i64], &[i64::MAX], &[1]);
     }
     Ok(hidden)
 }

@@ -147,6 +147,7 @@ pub fn extend_with_prompt(
             embeds: embeds.to_owned(),
             attention_mask: mask.to_owned(),
             token_type_ids: types.map(str::to_owned),
+            keep_from: 0,
         });
     };
     let (l, d) = prompt.dims2()?;
@@ -168,6 +169,7 @@ pub fn extend_with_prompt(
             embeds,
             attention_mask: mask,
             token_type_ids: types,
+            keep_from: 0,
         })
     })
 }

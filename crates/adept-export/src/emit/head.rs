@@ -1,4 +1,5 @@
-//! After the encoder: drop the prompt rows, pool over the input tokens, apply the linear head.
+//! After the encoder (which returns the input rows only): pool over the input tokens, apply the
+//! linear head.
 //! Mirrors the end of `Classifier::forward` (`narrow(1, l, s)`, `masked_mean` or the first
 //! input token, `Head::forward`).
 
@@ -20,20 +21,16 @@ pub fn masked_mean(g: &mut GraphBuilder, x: &str, mask: &str) -> String {
     g.div(&sum, &count)
 }
 
-/// `hidden [batch, l + s, d]` → logits `[batch, n]`.
+/// `hidden [batch, s, d]` (the input rows: the encoder already left out the prompt rows) →
+/// logits `[batch, n]`.
 pub fn pool_and_classify(
     g: &mut GraphBuilder,
     model: &Classifier,
     hidden: &str,
     mask: &str,
 ) -> Result<String> {
-    let l = model.adapter.prompt_len() as i64;
     let pooled = g.scope("pooler", |g| {
-        let inputs = if l > 0 {
-            g.slice(hidden, &[l], &[i64::MAX], &[1]) // drop the prompt rows
-        } else {
-            hidden.to_owned()
-        };
+        let inputs = hidden.to_owned();
         match model.pooling {
             Pooling::Mean => masked_mean(g, &inputs, mask),
             Pooling::Cls => {

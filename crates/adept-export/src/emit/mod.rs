@@ -56,8 +56,11 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
 
     // tokens → word embeddings → adapter: [P; E + f(E)], mask and types extended.
     let embeds = adapter::input_embeddings(g, model, &ids, opts.fold)?;
-    let encoder_inputs =
+    let mut encoder_inputs =
         adapter::extend_with_prompt(g, &model.adapter, &ids, &embeds, &mask, types.as_deref())?;
+    // Only the input rows come out (the head never reads the prompt rows), so the last layer
+    // computes those alone, as `Classifier::forward` does.
+    encoder_inputs.keep_from = model.adapter.prompt_len();
     // backbone
     let emit = EmitOptions {
         attention: opts.attention,
