@@ -250,18 +250,9 @@ fn bundle_eval_matches_candle_scoring() {
 #[test]
 fn bench_session_reports_latency() {
     let test = "bench_session_reports_latency";
-    if !ort_available(test) {
+    let Some((_tmp, t)) = tiny_sst2_bundle(test) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let t = tiny_bundle(
-        tmp.path(),
-        "b",
-        "sst2",
-        &["negative", "positive"],
-        &["sentence"],
-        MethodKind::Adept,
-    );
+    };
     let inputs: Vec<(String, Option<String>)> = ["good", "the film was very good .", "bad plot"]
         .iter()
         .map(|s| (s.to_string(), None))
@@ -282,18 +273,9 @@ fn bench_session_reports_latency() {
 #[test]
 fn length_buckets_keep_the_order_and_the_outputs_and_cut_padding() {
     let test = "length_buckets_keep_the_order_and_the_outputs_and_cut_padding";
-    if !ort_available(test) {
+    let Some((_tmp, t)) = tiny_sst2_bundle(test) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let t = tiny_bundle(
-        tmp.path(),
-        "b",
-        "sst2",
-        &["negative", "positive"],
-        &["sentence"],
-        MethodKind::Adept,
-    );
+    };
     // Long and short inputs interleaved, so input-order batches of 3 pad a lot.
     let texts: Vec<(String, Option<String>)> = (0..12)
         .map(|i| {

@@ -143,18 +143,9 @@ fn broken_bundles_are_reported_clearly() {
 #[test]
 fn token_ids_outside_the_table_are_an_error() {
     let test = "token_ids_outside_the_table_are_an_error";
-    if !ort_available(test) {
+    let Some((_tmp, t)) = tiny_sst2_bundle(test) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let t = tiny_bundle(
-        tmp.path(),
-        "b",
-        "sst2",
-        &["negative", "positive"],
-        &["sentence"],
-        MethodKind::Adept,
-    );
+    };
     let mut bundle = adept_runtime::Bundle::open(&t.bundle).unwrap();
     // Pretend the graph's table were smaller than the tokenizer ("film" has id 6).
     bundle.manifest.vocab_size = 6;
@@ -240,18 +231,9 @@ fn wrong_onnxruntime_libraries_are_reported_clearly() {
 #[test]
 fn cuda_falls_back_to_cpu_or_fails_when_required() {
     let test = "cuda_falls_back_to_cpu_or_fails_when_required";
-    if !ort_available(test) {
+    let Some((_tmp, t)) = tiny_sst2_bundle(test) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let t = tiny_bundle(
-        tmp.path(),
-        "b",
-        "sst2",
-        &["negative", "positive"],
-        &["sentence"],
-        MethodKind::Adept,
-    );
+    };
     let mut opts = adept_runtime::RuntimeOptions::default();
     opts.session.device = adept_runtime::DeviceKind::Cuda;
     match adept_runtime::Bundle::open_with(&t.bundle, &opts) {

@@ -174,3 +174,22 @@ pub fn copy_bundle(from: &Path, to: &Path) {
 pub fn open_err(dir: &Path) -> String {
     format!("{:#}", adept_runtime::Bundle::open(dir).unwrap_err())
 }
+
+/// A tiny ADePT bundle for binary SST-2 (`negative`, `positive`; field `sentence`) in a fresh
+/// temporary folder (kept alive by the returned `TempDir`), or `None` when ONNX Runtime is
+/// missing (a skip, or a failure under `ADEPT_REQUIRE_MODEL=1`).
+pub fn tiny_sst2_bundle(test: &str) -> Option<(tempfile::TempDir, Tiny)> {
+    if !ort_available(test) {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tiny_bundle(
+        tmp.path(),
+        "b",
+        "sst2",
+        &["negative", "positive"],
+        &["sentence"],
+        MethodKind::Adept,
+    );
+    Some((tmp, t))
+}
