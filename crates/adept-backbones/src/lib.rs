@@ -17,6 +17,11 @@
 //! [`registry::load_encoder`] and never name a family. A new family implements [`Backbone`] and
 //! [`Encoder`] in its folder and adds one line to [`registry::FAMILIES`].
 //!
+//! Two kinds of backbone sit behind the seam: [`Encoder`] (bidirectional, read by a pooled head)
+//! and [`CausalLm`] (decoder-only, with a language-model head and a key/value cache for
+//! generation). A family implements [`Backbone`] and one of them; its registry line says which
+//! ([`registry::Loader`]).
+//!
 //! Families: [`bert`] (BERT, MiniLM, RoBERTa, XLM-RoBERTa, CamemBERT).
 
 pub mod bert;
@@ -26,7 +31,7 @@ pub mod registry;
 mod weights;
 
 pub use bert::{BertConfig, BertEncoder};
-pub use registry::{load_encoder, model_type_of, Family, FAMILIES};
+pub use registry::{load_causal_lm, load_encoder, model_type_of, Family, Loader, FAMILIES};
 pub use weights::Weights;
 
 use candle_core::{Device, Result, Tensor};
@@ -92,6 +97,81 @@ pub trait Encoder: Backbone + Send + Sync {
 }
 
 impl Clone for Box<dyn Encoder> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// Keys and values of the positions seen so far, one `(key, value)` pair per layer, each
+/// `[batch, kv_heads, past, head_dim]` (the layout optimum's `past_key_values.{i}.key|value` use).
+/// An empty cache means no past. The attention mask passed with a cached step covers past and
+/// new positions: `[batch, past + new]`.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    pub layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Positions already in the cache (0 when empty).
+    pub fn past_len(&self) -> usize {
+        self.layers.first().map_or(0, |(k, _)| k.dims()[2])
+    }
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+/// Shape of a causal LM's key/value cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheShape {
+    pub layers: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// A decoder-only language-model family behind the seam: runs from input embeddings (so the
+/// adapter stage sits between the word-embedding lookup and the first layer, as for encoders),
+/// with a key/value cache for generation, and a language-model head that always keeps the
+/// original (unfolded) output table, tied or not.
+///
+/// Positions come from the attention mask: a position's id is the number of attended positions
+/// before it (`cumsum(mask) - 1`, as Hugging Face's `generate` computes them), so left padding,
+/// right padding and a soft prompt held in the cache all give the same positions to the same
+/// tokens.
+pub trait CausalLm: Backbone + Send + Sync {
+    /// The family (`llama`): the bundle manifest's `model_family`.
+    fn family(&self) -> &'static str;
+    /// The checkpoint's own `model_type`.
+    fn model_type(&self) -> &str;
+    fn device(&self) -> &Device;
+    /// Longest sequence (prompt, input and generated tokens) the model takes.
+    fn max_sequence_len(&self) -> usize;
+    fn cache_shape(&self) -> CacheShape;
+    /// Final (normed) hidden states `[b, s, d]` for `inputs_embeds [b, s, d]`, with
+    /// `attention_mask [b, past + s]` (u32, 1 = attend) covering the cached positions and the new
+    /// ones. With `cache`, attends to its keys/values and appends the new ones to it. Rows at
+    /// padded positions are undefined.
+    fn forward_embeds(
+        &self,
+        inputs_embeds: &Tensor,
+        attention_mask: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor>;
+    /// Logits `[.., vocab]` of hidden states `[.., d]` through the language-model head.
+    fn logits(&self, hidden: &Tensor) -> Result<Tensor>;
+    /// The language-model head's table `[vocab, d]` (the original embeddings when tied: folding
+    /// changes the input table only).
+    fn lm_head_table(&self) -> &Tensor;
+    /// Whether the checkpoint ties the head to the input embeddings.
+    fn tied_embeddings(&self) -> bool;
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn clone_box(&self) -> Box<dyn CausalLm>;
+}
+
+impl Clone for Box<dyn CausalLm> {
     fn clone(&self) -> Self {
         self.clone_box()
     }

@@ -1,23 +1,40 @@
 //! From a model folder's `config.json` `model_type` to the family that loads it. A new family
 //! adds one line to [`FAMILIES`]; nothing outside its folder and this line names it.
 
-use crate::Encoder;
+use crate::{CausalLm, Encoder};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use std::path::Path;
+
+/// What kind of backbone a family is, with its loader.
+#[derive(Clone, Copy)]
+pub enum Loader {
+    Encoder(fn(&Path, &Device) -> Result<Box<dyn Encoder>>),
+    CausalLm(fn(&Path, &Device) -> Result<Box<dyn CausalLm>>),
+}
+
+impl Loader {
+    /// `"encoder"` or `"causal-lm"`, as error messages and the manifest say it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Loader::Encoder(_) => "encoder",
+            Loader::CausalLm(_) => "causal-lm",
+        }
+    }
+}
 
 /// One backbone family: the `model_type`s it loads and its loader.
 pub struct Family {
     pub name: &'static str,
     pub model_types: &'static [&'static str],
-    pub load: fn(&Path, &Device) -> Result<Box<dyn Encoder>>,
+    pub load: Loader,
 }
 
 /// Every family adept can train, in the order they are tried.
 pub const FAMILIES: &[Family] = &[Family {
     name: "bert",
     model_types: crate::bert::MODEL_TYPES,
-    load: crate::bert::load,
+    load: Loader::Encoder(crate::bert::load),
 }];
 
 /// The family that loads `model_type`, if any.
@@ -63,8 +80,8 @@ pub fn model_type_of(dir: &Path) -> Result<String> {
     }
 }
 
-/// Loads the frozen encoder in `dir` with the family its `config.json` names.
-pub fn load_encoder(dir: &Path, device: &Device) -> Result<Box<dyn Encoder>> {
+/// The family `dir`'s `config.json` names, with its `model_type`.
+pub fn family_of(dir: &Path) -> Result<(&'static Family, String)> {
     let model_type = model_type_of(dir)?;
     let Some(family) = family_for(&model_type) else {
         bail!(
@@ -73,14 +90,49 @@ pub fn load_encoder(dir: &Path, device: &Device) -> Result<Box<dyn Encoder>> {
             known_model_types().join(", ")
         );
     };
-    (family.load)(dir, device).with_context(|| {
-        format!(
-            "loading {} as a {} model ({} family)",
+    Ok((family, model_type))
+}
+
+fn context(dir: &Path, model_type: &str, family: &Family) -> String {
+    format!(
+        "loading {} as a {} model ({} family)",
+        dir.display(),
+        model_type,
+        family.name
+    )
+}
+
+/// Loads the frozen encoder in `dir` with the family its `config.json` names.
+pub fn load_encoder(dir: &Path, device: &Device) -> Result<Box<dyn Encoder>> {
+    let (family, model_type) = family_of(dir)?;
+    match family.load {
+        Loader::Encoder(load) => {
+            load(dir, device).with_context(|| context(dir, &model_type, family))
+        }
+        other => bail!(
+            "{} is a {} ({model_type}, {} family), not an encoder: train it with a causal-LM \
+             task (a verbalised task or a prompt/completion JSONL file)",
             dir.display(),
-            model_type,
+            other.kind(),
             family.name
-        )
-    })
+        ),
+    }
+}
+
+/// Loads the frozen causal language model in `dir` with the family its `config.json` names.
+pub fn load_causal_lm(dir: &Path, device: &Device) -> Result<Box<dyn CausalLm>> {
+    let (family, model_type) = family_of(dir)?;
+    match family.load {
+        Loader::CausalLm(load) => {
+            load(dir, device).with_context(|| context(dir, &model_type, family))
+        }
+        other => bail!(
+            "{} is an {} ({model_type}, {} family), not a causal language model",
+            dir.display(),
+            other.kind(),
+            family.name
+        ),
+    }
 }
 
 #[cfg(test)]
