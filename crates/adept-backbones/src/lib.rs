@@ -169,6 +169,16 @@ pub trait CausalLm: Backbone + Send + Sync {
     fn tied_embeddings(&self) -> bool;
     fn as_any(&self) -> &dyn std::any::Any;
     fn clone_box(&self) -> Box<dyn CausalLm>;
+    /// Emits one decoder step into `g` from the adapter stage's output for the new tokens:
+    /// layers with the key/value cache, final norm and the language-model head (the original
+    /// table); returns the logits and each layer's present keys/values.
+    #[cfg(feature = "onnx")]
+    fn emit_decoder(
+        &self,
+        g: &mut adept_onnx::GraphBuilder,
+        inputs: &onnx::DecoderInputs,
+        opts: &onnx::EmitOptions,
+    ) -> anyhow::Result<onnx::DecoderOutputs>;
 }
 
 impl Clone for Box<dyn CausalLm> {

@@ -23,6 +23,30 @@ pub struct EncoderInputs {
     pub keep_from: usize,
 }
 
+/// Values a decoder family's emission receives for one step over `s` new tokens with `past`
+/// cached positions (the names optimum gives a decoder graph's inputs).
+#[derive(Clone, Debug)]
+pub struct DecoderInputs {
+    /// `float [batch, s, d]`: the adapter stage's output for the new tokens (rows of the folded
+    /// table; soft-prompt rows when the prompt runs as virtual tokens).
+    pub embeds: String,
+    /// `int64 [batch, past + s]`: 1 for attended positions (cached and new), 0 for padding.
+    pub attention_mask: String,
+    /// `int64 [batch, s]`: each new token's position (attended positions before it).
+    pub position_ids: String,
+    /// Per layer, `(key, value)`, each `float [batch, kv_heads, past, head_dim]`.
+    pub past: Vec<(String, String)>,
+}
+
+/// What a decoder family's emission returns.
+#[derive(Clone, Debug)]
+pub struct DecoderOutputs {
+    /// `float [batch, s, vocab]`.
+    pub logits: String,
+    /// Per layer, `(key, value)`, each `float [batch, kv_heads, past + s, head_dim]`.
+    pub present: Vec<(String, String)>,
+}
+
 /// How self-attention is emitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AttentionKind {
