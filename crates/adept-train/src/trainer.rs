@@ -7,7 +7,7 @@ use crate::checkpoint::{self, LoopState};
 use crate::model::{cross_entropy, mse, Classifier};
 use crate::optim::{linear_schedule, AdamW, AdamWParams};
 use crate::run::{RunDir, TrainConfig};
-use crate::task::{Predictions, TaskData};
+use crate::task::{Predictions, Scores, TaskData};
 use crate::tokenize::{Encoded, TextEncoder};
 use adept_adapters::TensorRole;
 use anyhow::{bail, Context, Result};
@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::io::Write;
 use std::time::Duration;
@@ -166,7 +166,7 @@ pub struct TrainReport {
     pub stopped_early: bool,
 }
 
-fn dropout_rng(seed: u64, step: usize) -> StdRng {
+pub fn dropout_rng(seed: u64, step: usize) -> StdRng {
     StdRng::seed_from_u64(
         seed.wrapping_mul(31).wrapping_add(step as u64 + 1) ^ 0xD1B5_4A32_D192_ED03,
     )
@@ -210,20 +210,125 @@ pub fn train_step(
     step: usize,
     lr_scale: f64,
 ) -> Result<f64> {
-    let device = model.backbone.device();
     let mut rng = dropout_rng(seed, step);
     let logits = model.forward(batch, Some(&mut rng))?;
-    let loss = match targets {
-        Targets::Scores(t) => mse(&logits, &Tensor::new(t.as_slice(), device)?)?,
-        Targets::Classes(t) => cross_entropy(&logits, &Tensor::new(t.as_slice(), device)?)?,
-    };
-    let value = loss.to_scalar::<f32>()? as f64;
-    if !value.is_finite() {
-        bail!("training diverged at step {step}: loss is {value}; lower the learning rates");
+    let loss = classifier_loss(&logits, targets, model.backbone.device())?;
+    optimise(&loss, opt, step, lr_scale)
+}
+
+/// What the training loop needs of a model and its task: the trainable tensors, the loss of a
+/// batch of training items, validation scores and how to keep the best adapter. The loop itself
+/// ([`run_loop`]: schedule, per-group AdamW, evaluation, early stopping, checkpoints, exact
+/// resume, progress and metrics) is the same for every kind of model; [`ClassifierJob`] is the
+/// encoder classifier's, `crate::lm_train::LmJob` the causal language model's.
+pub trait TrainJob {
+    fn device(&self) -> &Device;
+    /// Training items; batch `step` takes items by [`BatchOrder`].
+    fn train_len(&self) -> usize;
+    /// One optimiser, one group (own peak learning rate) per role.
+    fn optimizer(&self, cfg: &TrainConfig) -> Result<AdamW>;
+    /// The loss of training items `idx` (dropout drawn from `rng`).
+    fn loss(&self, idx: &[usize], rng: &mut StdRng) -> Result<Tensor>;
+    /// Scores on the validation split (eval mode).
+    fn validate(&self, cfg: &TrainConfig) -> Result<Scores>;
+    /// The primary metric's name, for progress lines.
+    fn primary_metric(&self) -> &str;
+    /// Every trainable tensor by name (checkpoints).
+    fn tensors(&self) -> HashMap<String, Tensor>;
+    /// Restores what [`TrainJob::tensors`] gave.
+    fn set_values(&self, tensors: &HashMap<String, Tensor>) -> Result<()>;
+    /// Writes the run's `best/` (adapter, head if any, `run.json`).
+    fn save_best(
+        &self,
+        run: &RunDir,
+        cfg: &TrainConfig,
+        metrics: &BTreeMap<String, f64>,
+        step: usize,
+    ) -> Result<()>;
+}
+
+/// The encoder classifier's training job.
+pub struct ClassifierJob<'a> {
+    pub model: &'a Classifier,
+    pub enc: &'a TextEncoder,
+    pub task: &'a TaskData,
+    pub train_set: EncodedSet,
+    pub val_set: EncodedSet,
+}
+
+impl<'a> ClassifierJob<'a> {
+    /// Encodes the task's train and validation splits.
+    pub fn new(model: &'a Classifier, enc: &'a TextEncoder, task: &'a TaskData) -> Result<Self> {
+        Ok(Self {
+            model,
+            enc,
+            task,
+            train_set: encode_set(enc, task, &task.train, "train")?,
+            val_set: encode_set(enc, task, &task.validation, "validation")?,
+        })
     }
-    let grads = loss.backward()?;
-    opt.step(&grads, lr_scale)?;
-    Ok(value)
+}
+
+impl TrainJob for ClassifierJob<'_> {
+    fn device(&self) -> &Device {
+        self.model.backbone.device()
+    }
+    fn train_len(&self) -> usize {
+        self.train_set.items.len()
+    }
+    fn optimizer(&self, cfg: &TrainConfig) -> Result<AdamW> {
+        build_optimizer(self.model, cfg)
+    }
+    fn loss(&self, idx: &[usize], rng: &mut StdRng) -> Result<Tensor> {
+        let refs: Vec<&Encoded> = idx.iter().map(|&i| &self.train_set.items[i]).collect();
+        let batch = Batch::collate(&refs, self.enc.pad_id, self.device())?;
+        let targets = if self.task.regression {
+            Targets::Scores(idx.iter().map(|&i| self.train_set.scores[i]).collect())
+        } else {
+            Targets::Classes(idx.iter().map(|&i| self.train_set.classes[i]).collect())
+        };
+        let logits = self.model.forward(&batch, Some(rng))?;
+        classifier_loss(&logits, &targets, self.device())
+    }
+    fn validate(&self, cfg: &TrainConfig) -> Result<Scores> {
+        let (preds, _) = predict(
+            self.model,
+            &self.val_set.items,
+            cfg.eval_batch_size,
+            self.enc.pad_id,
+            self.task.regression,
+            self.device(),
+        )?;
+        self.task.score(&preds, &self.task.validation)
+    }
+    fn primary_metric(&self) -> &str {
+        &self.task.primary_metric
+    }
+    fn tensors(&self) -> HashMap<String, Tensor> {
+        let mut t = self.model.adapter.tensors();
+        t.extend(self.model.head.tensors());
+        t
+    }
+    fn set_values(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        self.model.adapter.set_values(tensors)?;
+        self.model.head.set_values(tensors)
+    }
+    fn save_best(
+        &self,
+        run: &RunDir,
+        cfg: &TrainConfig,
+        metrics: &BTreeMap<String, f64>,
+        step: usize,
+    ) -> Result<()> {
+        run.save_best(self.model, self.task, cfg, self.enc, metrics, step)
+    }
+}
+
+fn classifier_loss(logits: &Tensor, targets: &Targets, device: &Device) -> Result<Tensor> {
+    Ok(match targets {
+        Targets::Scores(t) => mse(logits, &Tensor::new(t.as_slice(), device)?)?,
+        Targets::Classes(t) => cross_entropy(logits, &Tensor::new(t.as_slice(), device)?)?,
+    })
 }
 
 /// Trains `model` on `task` as `cfg` says, writing into `run`. With `resume`, continues from
@@ -238,11 +343,30 @@ pub fn train(
     resume: bool,
     stop_after: Option<usize>,
 ) -> Result<TrainReport> {
-    let device = model.backbone.device().clone();
-    let train_set = encode_set(enc, task, &task.train, "train")?;
-    let val_set = encode_set(enc, task, &task.validation, "validation")?;
+    run_loop(&ClassifierJob::new(model, enc, task)?, cfg, run, resume, stop_after)
+}
 
-    let mut opt = build_optimizer(model, cfg)?;
+/// Backward and one AdamW step on `loss`; returns its value (an error if it is not finite).
+fn optimise(loss: &Tensor, opt: &mut AdamW, step: usize, lr_scale: f64) -> Result<f64> {
+    let value = loss.to_scalar::<f32>()? as f64;
+    if !value.is_finite() {
+        bail!("training diverged at step {step}: loss is {value}; lower the learning rates");
+    }
+    let grads = loss.backward()?;
+    opt.step(&grads, lr_scale)?;
+    Ok(value)
+}
+
+/// The training loop for any [`TrainJob`], writing into `run`; see [`train`].
+pub fn run_loop(
+    job: &dyn TrainJob,
+    cfg: &TrainConfig,
+    run: &RunDir,
+    resume: bool,
+    stop_after: Option<usize>,
+) -> Result<TrainReport> {
+    let device = job.device().clone();
+    let mut opt = job.optimizer(cfg)?;
 
     let config_hash = cfg.hash();
     let mut state = LoopState {
@@ -263,8 +387,7 @@ pub fn train(
                     run.config_path().display()
                 );
             }
-            model.adapter.set_values(&tensors)?;
-            model.head.set_values(&tensors)?;
+            job.set_values(&tensors)?;
             opt.load_state(&tensors, st.step)?;
             state = st;
             run.truncate_metrics_after(state.step)?;
@@ -278,7 +401,7 @@ pub fn train(
     }
 
     let mut metrics_log = run.metrics_writer()?;
-    let mut order = BatchOrder::new(train_set.items.len(), cfg.batch_size, cfg.seed);
+    let mut order = BatchOrder::new(job.train_len(), cfg.batch_size, cfg.seed);
     let mut pb = Progress::new(cfg.steps, state.step);
     let started = Instant::now();
     let mut last_loss = f64::NAN;
@@ -292,17 +415,13 @@ pub fn train(
     while state.step < stop_at {
         let step = state.step;
         let idx = order.batch(step);
-        let refs: Vec<&Encoded> = idx.iter().map(|&i| &train_set.items[i]).collect();
-        let batch = Batch::collate(&refs, enc.pad_id, &device)?;
-        let targets = if task.regression {
-            Targets::Scores(idx.iter().map(|&i| train_set.scores[i]).collect())
-        } else {
-            Targets::Classes(idx.iter().map(|&i| train_set.classes[i]).collect())
-        };
         let lr_scale = linear_schedule(step, cfg.warmup, cfg.steps);
-        last_loss = train_step(model, &mut opt, &batch, &targets, cfg.seed, step, lr_scale)?;
+        let mut rng = dropout_rng(cfg.seed, step);
+        let loss = job.loss(&idx, &mut rng)?;
+        last_loss = optimise(&loss, &mut opt, step, lr_scale)?;
+        drop(loss);
         state.step += 1;
-        window.1 += refs.len();
+        window.1 += idx.len();
 
         if state.step % cfg.log_every == 0 || state.step == cfg.steps {
             let secs = window.0.elapsed().as_secs_f64();
@@ -320,15 +439,7 @@ pub fn train(
 
         let eval_now = state.step % cfg.eval_every == 0 || state.step == cfg.steps;
         if eval_now {
-            let (preds, _) = predict(
-                model,
-                &val_set.items,
-                cfg.eval_batch_size,
-                enc.pad_id,
-                task.regression,
-                &device,
-            )?;
-            let scores = task.score(&preds, &task.validation)?;
+            let scores = job.validate(cfg)?;
             let primary = scores.primary;
             let improved = state.best_metric.is_none_or(|b| primary > b);
             if improved {
@@ -336,7 +447,7 @@ pub fn train(
                 state.best_step = Some(state.step);
                 state.evals_since_best = 0;
                 best_metrics = scores.metrics.clone();
-                run.save_best(model, task, cfg, enc, &scores.metrics, state.step)?;
+                job.save_best(run, cfg, &scores.metrics, state.step)?;
             } else {
                 state.evals_since_best += 1;
             }
@@ -350,7 +461,7 @@ pub fn train(
             pb.println(format!(
                 "step {:>5}: validation {} = {:.4} (best {:.4} at step {})",
                 state.step,
-                task.primary_metric,
+                job.primary_metric(),
                 primary,
                 state.best_metric.unwrap_or(f64::NAN),
                 state.best_step.unwrap_or(0)
@@ -363,8 +474,7 @@ pub fn train(
         }
         metrics_log.flush()?;
         if state.step % cfg.checkpoint_every == 0 || state.step == cfg.steps || stopped_early {
-            let mut tensors = model.adapter.tensors();
-            tensors.extend(model.head.tensors());
+            let mut tensors = job.tensors();
             tensors.extend(opt.state());
             checkpoint::save(&ckpt_path, &tensors, &state)?;
         }
