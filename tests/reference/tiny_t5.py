@@ -23,10 +23,13 @@ Each folder holds
         encoder from inputs_embeds = [P ; shared(input_ids)], mask prepended with ones (ADePT's input side)
     decoder_input_ids [2, 5] (decoder_start_token_id first), logits [2, 5, vocab]: teacher-forced
         forward (encoder from input_ids)
+    relative_position_buckets: T5Attention._relative_position_bucket of key - query in -60..60, both
+        directions, for (32 buckets, distance 20), (32, 128) and (64, 50)
     greedy.sequences: generate(do_sample=False, num_beams=1, max_new_tokens=8, use_cache=False), decoder start included,
         finished rows padded with pad_token_id
     beam.sequences, beam.sequences_scores: generate(num_beams=3, length_penalty=1.0, max_new_tokens=8,
-        early_stopping=False, num_return_sequences=1); beam outputs are padded after EOS with EOS (transformers
+        early_stopping=False, num_return_sequences=1); beam_lp: the same with num_beams=4,
+        length_penalty=0.5, max_new_tokens=10 (rows stop at EOS, the search stops early); beam outputs are padded after EOS with EOS (transformers
         fills with `pad_token_id or eos_token_id`, and pad is 0). Generation runs with use_cache=False
         (transformers 5 sizes the decoder cache by num_layers, which fails when num_decoder_layers differs).
 
@@ -175,6 +178,21 @@ def expected(model):
                               num_return_sequences=1, use_cache=False, output_scores=True, return_dict_in_generate=True)
         out["beam"] = {"sequences": beam.sequences.tolist(),
                        "sequences_scores": f32_list(beam.sequences_scores)}
+        beam = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=4,
+                              length_penalty=0.5, early_stopping=False, max_new_tokens=10,
+                              num_return_sequences=1, use_cache=False, output_scores=True,
+                              return_dict_in_generate=True)
+        out["beam_lp"] = {"num_beams": 4, "length_penalty": 0.5, "max_new_tokens": 10,
+                          "sequences": beam.sequences.tolist(),
+                          "sequences_scores": f32_list(beam.sequences_scores)}
+    rel = torch.arange(-60, 61)
+    bucket = model.encoder.block[0].layer[0].SelfAttention._relative_position_bucket
+    out["relative_position_buckets"] = {
+        "relative_position": rel.tolist(),
+        "cases": [{"bidirectional": bi, "num_buckets": nb, "max_distance": md,
+                   "buckets": bucket(rel, bidirectional=bi, num_buckets=nb, max_distance=md).tolist()}
+                  for bi in (True, False) for nb, md in ((BUCKETS, MAX_DISTANCE), (32, 128), (64, 50))],
+    }
     out["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__,
                        "safetensors": safetensors.__version__, "python": platform.python_version()}
     return out

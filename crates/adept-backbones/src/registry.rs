@@ -119,11 +119,16 @@ pub fn load_encoder(dir: &Path, device: &Device) -> Result<Box<dyn Encoder>> {
             load(dir, device).with_context(|| context(dir, &model_type, family))
         }
         other => bail!(
-            "{} is a {} ({model_type}, {} family), not an encoder: train it with a causal-LM \
+            "{} is a {} ({model_type}, {} family), not an encoder: train it with a {} \
              task (a verbalised task or a prompt/completion JSONL file)",
             dir.display(),
             other.kind(),
-            family.name
+            family.name,
+            if matches!(other, Loader::Seq2Seq(_)) {
+                "text-to-text (seq2seq)"
+            } else {
+                "causal-LM"
+            }
         ),
     }
 }

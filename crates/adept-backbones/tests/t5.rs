@@ -241,6 +241,50 @@ fn greedy_and_beam_search_match_transformers_generate() {
                 h.score
             );
         }
+        // Four beams, length penalty 0.5, 10 tokens: rows finish at EOS and the search stops
+        // before the limit (the early-stop heuristic).
+        let case = &fx["beam_lp"];
+        let k = case["num_beams"].as_u64().unwrap() as usize;
+        let lp = case["length_penalty"].as_f64().unwrap() as f32;
+        let max_new = case["max_new_tokens"].as_u64().unwrap() as usize;
+        let hyps = beam_search(model.as_ref(), &enc, &mask_t, k, max_new, lp).unwrap();
+        let got: Vec<Vec<u32>> = hyps.iter().map(|h| h.tokens.clone()).collect();
+        let want = hf_tokens(&case["sequences"], eos);
+        eprintln!("{name}: beam (k {k}, lp {lp}) {got:?}");
+        assert_eq!(got, want, "{name}: beam search, k {k}, length penalty {lp}");
+        assert!(
+            got.iter().any(|t| t.last() == Some(&eos)),
+            "{name}: no row ends at EOS"
+        );
+        let scores: Vec<f32> = serde_json::from_value(case["sequences_scores"].clone()).unwrap();
+        for (h, s) in hyps.iter().zip(&scores) {
+            assert!(
+                (h.score - s).abs() < TOLERANCE,
+                "{name}: beam score {} vs {s}",
+                h.score
+            );
+        }
+    }
+}
+
+#[test]
+fn relative_position_buckets_match_transformers() {
+    let fx = expected("tiny-t5-v1");
+    let rb = &fx["relative_position_buckets"];
+    let rel: Vec<i64> = serde_json::from_value(rb["relative_position"].clone()).unwrap();
+    for case in rb["cases"].as_array().unwrap() {
+        let bi = case["bidirectional"].as_bool().unwrap();
+        let nb = case["num_buckets"].as_u64().unwrap() as usize;
+        let md = case["max_distance"].as_u64().unwrap() as usize;
+        let want: Vec<u32> = serde_json::from_value(case["buckets"].clone()).unwrap();
+        let got: Vec<u32> = rel
+            .iter()
+            .map(|&r| adept_backbones::t5::relative_position_bucket(r, bi, nb, md))
+            .collect();
+        assert_eq!(
+            got, want,
+            "bidirectional {bi}, {nb} buckets, max distance {md}"
+        );
     }
 }
 
@@ -253,7 +297,7 @@ fn beam_search_with_one_row_at_a_time_equals_the_batch() {
         .encode(&model.word_embeddings(&ids).unwrap(), &mask_t)
         .unwrap();
     let batch = beam_search(model.as_ref(), &enc, &mask_t, 3, 8, 1.0).unwrap();
-    for r in 0..2 {
+    for (r, whole) in batch.iter().enumerate() {
         let one = beam_search(
             model.as_ref(),
             &enc.narrow(0, r, 1).unwrap(),
@@ -263,7 +307,11 @@ fn beam_search_with_one_row_at_a_time_equals_the_batch() {
             1.0,
         )
         .unwrap();
-        assert_eq!(one[0].tokens, batch[r].tokens);
+        assert_eq!(one[0].tokens, whole.tokens, "row {r} alone vs in the batch");
+        assert!(
+            (one[0].score - whole.score).abs() < TOLERANCE,
+            "row {r} score"
+        );
     }
 }
 
