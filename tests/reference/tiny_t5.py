@@ -16,6 +16,8 @@ Each folder holds
 * model.safetensors  f32, tensor names as a hub checkpoint: shared.weight (no embed_tokens copies, to keep the
                      file small), encoder.block.{i}.layer.{j}...,
                      encoder.final_layer_norm.weight, decoder..., and lm_head.weight (v11 only; v1 ties it).
+* tokenizer.json     a T5-style Unigram tokenizer built here with `tokenizers` (<pad>=0 </s>=1 <unk>=2,
+                     Metaspace, "$A </s>"; see build_tokenizer), the same in both folders.
 * expected.json      computed by transformers (fp32, eval, eager attention) for a right-padded batch of 2:
     input_ids, attention_mask                      [2, 7] (pad 0, EOS 1 ends each row)
     encoder_last_hidden_state                      [2, 7, d] from input_ids
@@ -25,6 +27,7 @@ Each folder holds
         forward (encoder from input_ids)
     relative_position_buckets: T5Attention._relative_position_bucket of key - query in -60..60, both
         directions, for (32 buckets, distance 20), (32, 128) and (64, 50)
+    tokenizer.texts / tokenizer.input_ids: three texts and their ids from the `tokenizers` library
     greedy.sequences: generate(do_sample=False, num_beams=1, max_new_tokens=8, use_cache=False), decoder start included,
         finished rows padded with pad_token_id
     beam.sequences, beam.sequences_scores: generate(num_beams=3, length_penalty=1.0, max_new_tokens=8,
@@ -46,18 +49,23 @@ search differs from greedy.
 Floats in JSON are f32 values written with the shortest decimal that round-trips to the same f32.
 
 Usage: python3 tests/reference/tiny_t5.py [--out DIR]   (DIR: the fixtures folder; default tests/fixtures)
-Needs: torch, transformers, safetensors (versions used are recorded in expected.json).
+Needs: torch, transformers, tokenizers, safetensors (versions used are recorded in expected.json).
 """
 import argparse
+import collections
 import json
+import math
 import os
 import platform
+import re
 
 import numpy as np
 import safetensors
+import tokenizers
 import torch
 import transformers
 from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import T5Config, T5ForConditionalGeneration
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -78,6 +86,44 @@ VARIANTS = {
     "tiny-t5-v11": dict(feed_forward_proj="gated-gelu", tie=False, num_layers=2, num_decoder_layers=3, d_kv=6,
                         d_ff=24, seed=SEED + 1),
 }
+
+
+# Tokenizer training text: ADePT-style text-to-text inputs and targets.
+SENTENCES = [
+    "the cat sat on the mat.", "sentence: a great movie!", "sentence1: it rained. sentence2: we stayed in.",
+    "question: is the sky blue? sentence: yes it is.", "the film was not good, the music was.", "positive",
+    "negative", "premise: a dog runs. hypothesis: an animal moves.", "0", "1", "2", "3.5",
+]
+TOKENIZER_CHECK = ["sentence: the movie was great!", "premise: a cat runs. hypothesis: it moves.", "1"]
+
+
+def build_tokenizer():
+    """A T5-style Unigram (SentencePiece-like) tokenizer: <pad>=0 </s>=1 <unk>=2, Metaspace ("\u2581") pre-tokenizer
+    and decoder, "$A </s>" post-processor. The pieces are built here, not trained (the `tokenizers` Unigram trainer
+    is not deterministic): every character of SENTENCES and "\u2581" (score -20), then the most frequent
+    "\u2581word" pieces (score log frequency), up to VOCAB pieces in all."""
+    words, chars = collections.Counter(), set("\u2581")
+    for text in SENTENCES:
+        for w in text.split(" "):
+            chars.update(w)
+            m = re.match(r"[a-z0-9]+", w)
+            if m:
+                words["\u2581" + m.group(0)] += 1
+    chars = sorted(chars)
+    room = VOCAB - 3 - len(chars)
+    top = sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))[:room]
+    total = sum(words.values())
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -20.0) for c in chars]
+    vocab += [(w, math.log(n / total)) for w, n in top]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.add_special_tokens(["<pad>", "</s>", "<unk>"])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", EOS)])
+    assert tok.token_to_id("<pad>") == PAD and tok.token_to_id("</s>") == EOS
+    assert tok.get_vocab_size() <= VOCAB
+    return tok
 
 
 def f32_list(t):
@@ -150,7 +196,7 @@ def save(model, spec, folder):
         f.write("\n")
 
 
-def expected(model):
+def expected(model, tok):
     g = torch.Generator().manual_seed(7)
     ids = torch.tensor([[12, 57, 33, 8, 91, 40, EOS], [5, 77, 23, 64, EOS, PAD, PAD]])
     mask = (torch.arange(7)[None, :] < torch.tensor([[7], [5]])).long()
@@ -193,8 +239,11 @@ def expected(model):
                    "buckets": bucket(rel, bidirectional=bi, num_buckets=nb, max_distance=md).tolist()}
                   for bi in (True, False) for nb, md in ((BUCKETS, MAX_DISTANCE), (32, 128), (64, 50))],
     }
+    out["tokenizer"] = {"texts": TOKENIZER_CHECK,
+                        "input_ids": [tok.encode(t).ids for t in TOKENIZER_CHECK]}
     out["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__,
-                       "safetensors": safetensors.__version__, "python": platform.python_version()}
+                       "safetensors": safetensors.__version__,
+                       "tokenizers": tokenizers.__version__, "python": platform.python_version()}
     return out
 
 
@@ -203,11 +252,13 @@ def main():
     ap.add_argument("--out", default=DEFAULT_OUT)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    tok = build_tokenizer()
     for name, spec in VARIANTS.items():
         model = build(name, spec)
         folder = os.path.join(args.out, name)
         save(model, spec, folder)
-        exp = expected(model)
+        tok.save(os.path.join(folder, "tokenizer.json"))
+        exp = expected(model, tok)
         with open(os.path.join(folder, "expected.json"), "w") as f:
             json.dump(exp, f)
             f.write("\n")
