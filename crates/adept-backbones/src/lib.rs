@@ -22,16 +22,21 @@
 //! generation). A family implements [`Backbone`] and one of them; its registry line says which
 //! ([`registry::Loader`]).
 //!
-//! Families: [`bert`] (BERT, MiniLM, RoBERTa, XLM-RoBERTa, CamemBERT).
+//! A third kind, [`Seq2SeqLm`] (encoder–decoder with a decoder cache), holds [`t5`].
+//!
+//! Families: [`bert`] (BERT, MiniLM, RoBERTa, XLM-RoBERTa, CamemBERT), [`t5`] (T5, T5 v1.1, mT5).
 
 pub mod bert;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod registry;
+pub mod t5;
 mod weights;
 
 pub use bert::{BertConfig, BertEncoder};
+pub use registry::load_seq2seq;
 pub use registry::{load_causal_lm, load_encoder, model_type_of, Family, Loader, FAMILIES};
+pub use t5::{T5Config, T5Model};
 pub use weights::Weights;
 
 use candle_core::{Device, Result, Tensor};
@@ -182,6 +187,100 @@ pub trait CausalLm: Backbone + Send + Sync {
 }
 
 impl Clone for Box<dyn CausalLm> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// A sequence-to-sequence decoder's cache, one entry per decoder layer, in optimum's layout:
+/// `self_attn[i]` = the self-attention `(key, value)` of the positions decoded so far, each
+/// `[batch, heads, past, head_dim]` (`past_key_values.{i}.decoder.key|value`), and `cross_attn[i]`
+/// = the cross-attention `(key, value)` of the encoder output, each `[batch, heads, s_enc,
+/// head_dim]` (`past_key_values.{i}.encoder.key|value`), computed once on the first cached step.
+/// An empty cache means no past.
+#[derive(Clone, Debug, Default)]
+pub struct Seq2SeqCache {
+    pub self_attn: Vec<(Tensor, Tensor)>,
+    pub cross_attn: Vec<(Tensor, Tensor)>,
+}
+
+impl Seq2SeqCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Decoder positions already in the cache (0 when empty).
+    pub fn past_len(&self) -> usize {
+        self.self_attn.first().map_or(0, |(k, _)| k.dims()[2])
+    }
+    pub fn is_empty(&self) -> bool {
+        self.self_attn.is_empty() && self.cross_attn.is_empty()
+    }
+    /// Keeps batch rows `rows` (u32 `[n]`, indices into the batch, repeats allowed) of every
+    /// tensor: beam search's reordering. The cross-attention entries are reordered too.
+    pub fn select_rows(&self, rows: &Tensor) -> Result<Self> {
+        let pick = |v: &[(Tensor, Tensor)]| -> Result<Vec<(Tensor, Tensor)>> {
+            v.iter()
+                .map(|(k, v)| Ok((k.index_select(rows, 0)?, v.index_select(rows, 0)?)))
+                .collect()
+        };
+        Ok(Self {
+            self_attn: pick(&self.self_attn)?,
+            cross_attn: pick(&self.cross_attn)?,
+        })
+    }
+}
+
+/// Shape of a sequence-to-sequence decoder's cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seq2SeqCacheShape {
+    pub decoder_layers: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+/// An encoder–decoder language-model family behind the seam (T5). The encoder runs from input
+/// embeddings (the ADePT prompt and offsets apply there only); the decoder reads token ids
+/// through the original shared table and has a [`Seq2SeqCache`] for generation; the LM head
+/// keeps the original table, tied or not. [`Backbone::word_embedding_table`] is the encoder's
+/// input table (the one ADePT folds into).
+pub trait Seq2SeqLm: Backbone + Send + Sync {
+    /// The family (`t5`): the bundle manifest's `model_family`.
+    fn family(&self) -> &'static str;
+    /// The checkpoint's own `model_type`.
+    fn model_type(&self) -> &str;
+    fn device(&self) -> &Device;
+    /// Longest encoder input (prompt included) the model takes.
+    fn max_sequence_len(&self) -> usize;
+    fn cache_shape(&self) -> Seq2SeqCacheShape;
+    /// Encoder output `[b, s, d]` (final norm applied) for `inputs_embeds [b, s, d]` (prompt
+    /// included) and `attention_mask [b, s]` (u32, 1 = attend). Padded rows are undefined.
+    fn encode(&self, inputs_embeds: &Tensor, attention_mask: &Tensor) -> Result<Tensor>;
+    /// Decoder final hidden states `[b, t, d]` (before the head's scaling) for `decoder_ids
+    /// [b, t]` (u32), attending causally to the cached and new decoder positions and to
+    /// `encoder_out [b, s, d]` where `encoder_mask [b, s]` is 1. With `cache`, reads and
+    /// extends it (cross-attention keys/values computed on the first call).
+    fn decode(
+        &self,
+        decoder_ids: &Tensor,
+        encoder_out: &Tensor,
+        encoder_mask: &Tensor,
+        cache: Option<&mut Seq2SeqCache>,
+    ) -> Result<Tensor>;
+    /// Logits `[.., vocab]` of decoder hidden states `[.., d]` through the LM head.
+    fn logits(&self, hidden: &Tensor) -> Result<Tensor>;
+    /// The LM head's table `[vocab, d]` (the original shared table when tied).
+    fn lm_head_table(&self) -> &Tensor;
+    /// Whether the head is tied to the shared table (and scales hidden states by `d^-0.5`).
+    fn tied_embeddings(&self) -> bool;
+    /// First decoder input of every sequence.
+    fn decoder_start_token_id(&self) -> u32;
+    fn eos_token_id(&self) -> u32;
+    fn pad_token_id(&self) -> u32;
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn clone_box(&self) -> Box<dyn Seq2SeqLm>;
+}
+
+impl Clone for Box<dyn Seq2SeqLm> {
     fn clone(&self) -> Self {
         self.clone_box()
     }

@@ -1,7 +1,7 @@
 //! From a model folder's `config.json` `model_type` to the family that loads it. A new family
 //! adds one line to [`FAMILIES`]; nothing outside its folder and this line names it.
 
-use crate::{CausalLm, Encoder};
+use crate::{CausalLm, Encoder, Seq2SeqLm};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use std::path::Path;
@@ -11,6 +11,7 @@ use std::path::Path;
 pub enum Loader {
     Encoder(fn(&Path, &Device) -> Result<Box<dyn Encoder>>),
     CausalLm(fn(&Path, &Device) -> Result<Box<dyn CausalLm>>),
+    Seq2Seq(fn(&Path, &Device) -> Result<Box<dyn Seq2SeqLm>>),
 }
 
 impl Loader {
@@ -19,6 +20,7 @@ impl Loader {
         match self {
             Loader::Encoder(_) => "encoder",
             Loader::CausalLm(_) => "causal-lm",
+            Loader::Seq2Seq(_) => "seq2seq",
         }
     }
 }
@@ -31,11 +33,18 @@ pub struct Family {
 }
 
 /// Every family adept can train, in the order they are tried.
-pub const FAMILIES: &[Family] = &[Family {
-    name: "bert",
-    model_types: crate::bert::MODEL_TYPES,
-    load: Loader::Encoder(crate::bert::load),
-}];
+pub const FAMILIES: &[Family] = &[
+    Family {
+        name: "bert",
+        model_types: crate::bert::MODEL_TYPES,
+        load: Loader::Encoder(crate::bert::load),
+    },
+    Family {
+        name: "t5",
+        model_types: crate::t5::MODEL_TYPES,
+        load: Loader::Seq2Seq(crate::t5::load),
+    },
+];
 
 /// The family that loads `model_type`, if any.
 pub fn family_for(model_type: &str) -> Option<&'static Family> {
@@ -110,11 +119,16 @@ pub fn load_encoder(dir: &Path, device: &Device) -> Result<Box<dyn Encoder>> {
             load(dir, device).with_context(|| context(dir, &model_type, family))
         }
         other => bail!(
-            "{} is a {} ({model_type}, {} family), not an encoder: train it with a causal-LM \
+            "{} is a {} ({model_type}, {} family), not an encoder: train it with a {} \
              task (a verbalised task or a prompt/completion JSONL file)",
             dir.display(),
             other.kind(),
-            family.name
+            family.name,
+            if matches!(other, Loader::Seq2Seq(_)) {
+                "text-to-text (seq2seq)"
+            } else {
+                "causal-LM"
+            }
         ),
     }
 }
@@ -128,6 +142,23 @@ pub fn load_causal_lm(dir: &Path, device: &Device) -> Result<Box<dyn CausalLm>> 
         }
         other => bail!(
             "{} is an {} ({model_type}, {} family), not a causal language model",
+            dir.display(),
+            other.kind(),
+            family.name
+        ),
+    }
+}
+
+/// Loads the frozen encoder–decoder language model in `dir` with the family its `config.json`
+/// names.
+pub fn load_seq2seq(dir: &Path, device: &Device) -> Result<Box<dyn Seq2SeqLm>> {
+    let (family, model_type) = family_of(dir)?;
+    match family.load {
+        Loader::Seq2Seq(load) => {
+            load(dir, device).with_context(|| context(dir, &model_type, family))
+        }
+        other => bail!(
+            "{} is a {} model ({model_type}, {} family), not an encoder-decoder (seq2seq) model",
             dir.display(),
             other.kind(),
             family.name
