@@ -22,15 +22,19 @@
 //! generation). A family implements [`Backbone`] and one of them; its registry line says which
 //! ([`registry::Loader`]).
 //!
-//! Families: [`bert`] (BERT, MiniLM, RoBERTa, XLM-RoBERTa, CamemBERT).
+//! Families: [`bert`] (BERT, MiniLM, RoBERTa, XLM-RoBERTa, CamemBERT) and [`llama`] (causal LM;
+//! [`generate::greedy`] decodes with it).
 
 pub mod bert;
+pub mod generate;
+pub mod llama;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod registry;
 mod weights;
 
 pub use bert::{BertConfig, BertEncoder};
+pub use llama::{LlamaConfig, LlamaModel};
 pub use registry::{load_causal_lm, load_encoder, model_type_of, Family, Loader, FAMILIES};
 pub use weights::Weights;
 

@@ -31,11 +31,18 @@ pub struct Family {
 }
 
 /// Every family adept can train, in the order they are tried.
-pub const FAMILIES: &[Family] = &[Family {
-    name: "bert",
-    model_types: crate::bert::MODEL_TYPES,
-    load: Loader::Encoder(crate::bert::load),
-}];
+pub const FAMILIES: &[Family] = &[
+    Family {
+        name: "bert",
+        model_types: crate::bert::MODEL_TYPES,
+        load: Loader::Encoder(crate::bert::load),
+    },
+    Family {
+        name: "llama",
+        model_types: crate::llama::MODEL_TYPES,
+        load: Loader::CausalLm(crate::llama::load),
+    },
+];
 
 /// The family that loads `model_type`, if any.
 pub fn family_for(model_type: &str) -> Option<&'static Family> {
@@ -157,10 +164,10 @@ mod tests {
 
     #[test]
     fn unknown_missing_and_broken_configs_are_named() {
-        let d = folder(r#"{"model_type": "llama", "hidden_size": 8}"#);
+        let d = folder(r#"{"model_type": "gpt2", "hidden_size": 8}"#);
         let err = format!("{:#}", load_encoder(d.path(), &Device::Cpu).err().unwrap());
         assert!(
-            err.contains("config.json") && err.contains("\"llama\""),
+            err.contains("config.json") && err.contains("\"gpt2\""),
             "{err}"
         );
         assert!(err.contains("bert, roberta"), "{err}");
