@@ -512,3 +512,130 @@ fn sharded_checkpoint_loads() {
     assert_eq!(CausalLm::logits(&direct, &h).unwrap().dims(), [1, 3, 96]);
     let _ = D::Minus1;
 }
+
+/// A SmolLM2-135M-shaped model with random weights (30 layers, d 576, 9 heads / 3 KV heads,
+/// ffn 1536, vocab 49152, tied).
+fn smollm2_shaped() -> LlamaModel {
+    let cfg = LlamaConfig::from_json_str(
+        r#"{"model_type":"llama","vocab_size":49152,"hidden_size":576,"intermediate_size":1536,
+        "num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,"head_dim":64,
+        "rms_norm_eps":1e-5,"rope_theta":100000,"max_position_embeddings":8192,
+        "tie_word_embeddings":true}"#,
+    )
+    .unwrap();
+    let dev = Device::Cpu;
+    let mut t = HashMap::new();
+    let mut add = |name: String, shape: &[usize]| {
+        let v = if shape.len() == 1 {
+            Tensor::ones(shape, DType::F32, &dev).unwrap()
+        } else {
+            (Tensor::randn(0f32, 1., shape, &dev).unwrap() * 0.02).unwrap()
+        };
+        t.insert(name, v);
+    };
+    add("model.embed_tokens.weight".into(), &[49152, 576]);
+    add("model.norm.weight".into(), &[576]);
+    for i in 0..30 {
+        let p = format!("model.layers.{i}");
+        for (n, s) in [
+            ("self_attn.q_proj.weight", vec![576, 576]),
+            ("self_attn.k_proj.weight", vec![192, 576]),
+            ("self_attn.v_proj.weight", vec![192, 576]),
+            ("self_attn.o_proj.weight", vec![576, 576]),
+            ("mlp.gate_proj.weight", vec![1536, 576]),
+            ("mlp.up_proj.weight", vec![1536, 576]),
+            ("mlp.down_proj.weight", vec![576, 1536]),
+            ("input_layernorm.weight", vec![576]),
+            ("post_attention_layernorm.weight", vec![576]),
+        ] {
+            add(format!("{p}.{n}"), &s);
+        }
+    }
+    LlamaModel::from_tensors(cfg, t, Path::new("<random>"), &dev).unwrap()
+}
+
+/// Timing, not a check: one forward + backward w.r.t. `inputs_embeds` at batch 8 × 64 on a
+/// SmolLM2-shaped model, the head on the last 8 rows of each sequence. Run with
+/// `cargo test --release -p adept-backbones --test llama -- --ignored --nocapture timing`;
+/// `tests/reference/tiny_llama.py --bench` times PyTorch on the same shapes.
+#[test]
+#[ignore]
+fn timing_smollm2_shaped_train_step() {
+    let m = smollm2_shaped();
+    let dev = Device::Cpu;
+    let (b, s, keep) = (8, 64, 8);
+    let mut times = vec![];
+    for _ in 0..4 {
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (b, s, 576), &dev).unwrap()).unwrap();
+        let mask = Tensor::ones((b, s), DType::U32, &dev).unwrap();
+        let t0 = std::time::Instant::now();
+        let h = m.forward_embeds(x.as_tensor(), &mask, None).unwrap();
+        let t1 = t0.elapsed();
+        let logits = CausalLm::logits(&m, &h.narrow(1, s - keep, keep).unwrap()).unwrap();
+        let loss = logits.sqr().unwrap().mean_all().unwrap();
+        let grads = loss.backward().unwrap();
+        assert!(grads.get(x.as_tensor()).is_some());
+        let total = t0.elapsed();
+        println!(
+            "forward {:.3}s, forward+backward {:.3}s",
+            t1.as_secs_f64(),
+            total.as_secs_f64()
+        );
+        times.push(total.as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    println!("candle fwd+bwd median of 4: {:.3}s", times[times.len() / 2]);
+}
+
+/// The fused CPU ops (RMSNorm, rotary embedding, SwiGLU) give the composite ops' values and
+/// input gradients.
+#[test]
+fn fused_ops_match_composite_values_and_gradients() {
+    for name in MODELS {
+        let fused = LlamaModel::from_dir(&fixtures().join(name), &Device::Cpu).unwrap();
+        assert!(fused.fused_layers());
+        let mut plain = fused.clone();
+        plain.set_fused_layers(false);
+        let ids = vec![vec![0u32, 0, 7, 9, 11, 13], vec![5, 6, 8, 10, 12, 14]];
+        let mask = tensor_u32(&[vec![0u32, 0, 1, 1, 1, 1], vec![1, 1, 1, 1, 1, 1]]);
+        let emb = fused.word_embeddings(&tensor_u32(&ids)).unwrap();
+        let run = |m: &LlamaModel| {
+            let x = Var::from_tensor(&emb).unwrap();
+            let h = m.forward_embeds(x.as_tensor(), &mask, None).unwrap();
+            let logits = CausalLm::logits(m, &h.narrow(1, 2, 4).unwrap()).unwrap();
+            let loss = logits.sqr().unwrap().mean_all().unwrap();
+            let g = loss.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+            (logits, g)
+        };
+        let (lf, gf) = run(&fused);
+        let (lp, gp) = run(&plain);
+        let d = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let scale = gp
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            d(&lf, &lp) < 1e-4,
+            "{name}: fused logits differ by {}",
+            d(&lf, &lp)
+        );
+        assert!(
+            d(&gf, &gp) < 1e-4 * scale.max(1.0),
+            "{name}: fused gradient differs by {} (max {scale})",
+            d(&gf, &gp)
+        );
+        assert!(scale > 0.0);
+    }
+}

@@ -26,10 +26,13 @@
 //!   `rms_norm`/`softmax_last_dim`/`rope` have no backward pass and are not used.
 //! - **KV cache** in optimum's layout `[b, kv_heads, past, head_dim]` per layer ([`crate::KvCache`]).
 
+pub mod fused;
+
 use crate::{Backbone, CacheShape, CausalLm, KvCache, Weights};
 use adept_nn::{attention_probs, FrozenLinear};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Result, Tensor, D};
+use fused::RopeTables;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -316,11 +319,13 @@ pub struct LlamaModel {
     lm_head: FrozenLinear,
     inv_freq: Vec<f32>,
     source: PathBuf,
+    fused: bool,
 }
 
 /// Root-mean-square normalisation over the last dimension with a frozen weight, from
 /// differentiable ops: `x · rsqrt(mean(x²) + eps) · w`, as HF's `LlamaRMSNorm` in f32.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+/// ([`fused::rms_norm`] computes the same in one op.)
+pub fn rms_norm_composite(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
     x.broadcast_mul(&r)?.broadcast_mul(weight)
 }
@@ -490,7 +495,38 @@ impl LlamaModel {
             norm,
             lm_head: FrozenLinear::new(head, None)?,
             source: source.to_path_buf(),
+            fused: true,
         })
+    }
+
+    /// Chooses how RMSNorm, the rotary embedding and SwiGLU run: as fused ops with
+    /// hand-written input-only backward passes (`true`, the default; CPU f32 only, elsewhere the
+    /// composite ops run anyway), or from composite candle ops (`false`; the reference). Both
+    /// compute the same values.
+    pub fn set_fused_layers(&mut self, on: bool) {
+        self.fused = on;
+    }
+
+    /// Whether the fused ops are on (see [`Self::set_fused_layers`]).
+    pub fn fused_layers(&self) -> bool {
+        self.fused
+    }
+
+    fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        if self.fused {
+            fused::rms_norm(x, w, self.config.rms_norm_eps)
+        } else {
+            rms_norm_composite(x, &w.detach(), self.config.rms_norm_eps)
+        }
+    }
+
+    /// Rotary embedding of `x [b, s, heads, hd]`, returned as `[b, heads, s, hd]`.
+    fn rope(&self, x: &Tensor, t: &RopeTables) -> Result<Tensor> {
+        if self.fused {
+            fused::rope_heads(x, t)
+        } else {
+            apply_rope(&x.transpose(1, 2)?, &t.cos, &t.sin_signed)
+        }
     }
 
     /// The checkpoint file (or index, or GGUF file) the weights came from.
@@ -498,8 +534,8 @@ impl LlamaModel {
         &self.source
     }
 
-    /// `(cos, sin_signed)`, each `[b, 1, s, hd]`, for position ids `[b][s]`.
-    fn rope_tables(&self, positions: &[Vec<u32>], device: &Device) -> Result<(Tensor, Tensor)> {
+    /// Cos and signed-sin tables, each `[b, 1, s, hd]`, for position ids `[b][s]`.
+    fn rope_tables(&self, positions: &[Vec<u32>], device: &Device) -> Result<RopeTables> {
         let hd = self.config.head_dim;
         let half = hd / 2;
         let b = positions.len();
@@ -516,10 +552,7 @@ impl LlamaModel {
                 }
             }
         }
-        Ok((
-            Tensor::from_vec(cos, (b, 1, s, hd), device)?,
-            Tensor::from_vec(sin, (b, 1, s, hd), device)?,
-        ))
+        RopeTables::new(cos, sin, b, s, hd, device)
     }
 
     /// See [`CausalLm::forward_embeds`].
@@ -572,7 +605,7 @@ impl LlamaModel {
         let device = inputs_embeds.device();
         let mask: Vec<Vec<u32>> = attention_mask.to_dtype(DType::U32)?.to_vec2()?;
         let positions = positions_from_mask(&mask, s);
-        let (cos, sin) = self.rope_tables(&positions, device)?;
+        let rope = self.rope_tables(&positions, device)?;
         let pad_bias: Vec<f32> = mask
             .iter()
             .flatten()
@@ -594,7 +627,7 @@ impl LlamaModel {
                 .and_then(|k| k.layers.get(i))
                 .map(|(k, v)| (k.clone(), v.clone()));
             let (out, k, v) =
-                self.layer_forward(layer, &x, &cos, &sin, &pad_bias, causal.as_ref(), past_kv)?;
+                self.layer_forward(layer, &x, &rope, &pad_bias, causal.as_ref(), past_kv)?;
             x = out;
             if let Some(kc) = cache.as_deref_mut() {
                 if kc.layers.len() > i {
@@ -604,7 +637,7 @@ impl LlamaModel {
                 }
             }
         }
-        rms_norm(&x, &self.norm, c.rms_norm_eps)
+        self.norm(&x, &self.norm)
     }
 
     /// One decoder layer on `x [b, s, d]`; returns the output and this layer's keys/values over
@@ -614,8 +647,7 @@ impl LlamaModel {
         &self,
         layer: &LlamaLayer,
         x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        rope: &RopeTables,
         pad_bias: &Tensor,
         causal: Option<&Tensor>,
         past: Option<(Tensor, Tensor)>,
@@ -624,24 +656,15 @@ impl LlamaModel {
         let (b, s, _) = x.dims3()?;
         let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let rep = h / kvh;
-        let hn = rms_norm(x, &layer.input_norm, c.rms_norm_eps)?;
-        let q = layer
-            .q_proj
-            .forward(&hn)?
-            .reshape((b, s, h, hd))?
-            .transpose(1, 2)?;
-        let k = layer
-            .k_proj
-            .forward(&hn)?
-            .reshape((b, s, kvh, hd))?
-            .transpose(1, 2)?;
+        let hn = self.norm(x, &layer.input_norm)?;
+        // rotary embeddings come out contiguous in attention layout [b, heads, s, hd]
+        let q = self.rope(&layer.q_proj.forward(&hn)?.reshape((b, s, h, hd))?, rope)?;
+        let k = self.rope(&layer.k_proj.forward(&hn)?.reshape((b, s, kvh, hd))?, rope)?;
         let v = layer
             .v_proj
             .forward(&hn)?
             .reshape((b, s, kvh, hd))?
             .transpose(1, 2)?;
-        let q = apply_rope(&q, cos, sin)?; // contiguous [b, h, s, hd]
-        let k = apply_rope(&k, cos, sin)?;
         let v = v.contiguous()?;
         // (candle's cat keeps a contiguous result only when every part is contiguous)
         let (k, v) = match past {
@@ -667,10 +690,15 @@ impl LlamaModel {
             .transpose(1, 2)?
             .reshape((b, s, h * hd))?;
         let x = (x + layer.o_proj.forward(&ctx)?)?;
-        let hn = rms_norm(&x, &layer.post_attention_norm, c.rms_norm_eps)?;
-        let gate = layer.gate_proj.forward(&hn)?.silu()?;
+        let hn = self.norm(&x, &layer.post_attention_norm)?;
+        let gate = layer.gate_proj.forward(&hn)?;
         let up = layer.up_proj.forward(&hn)?;
-        let x = (&x + layer.down_proj.forward(&(gate * up)?)?)?;
+        let act = if self.fused {
+            fused::swiglu(&gate, &up)?
+        } else {
+            gate.silu()?.mul(&up)?
+        };
+        let x = (&x + layer.down_proj.forward(&act)?)?;
         Ok((x, k, v))
     }
 }
