@@ -30,6 +30,10 @@ test. After init every matrix is redrawn N(0, 0.15) from a seeded generator and 
 Floats in JSON are f32 values written with the shortest decimal that round-trips to the same f32.
 
 Usage: python3 tests/reference/tiny_llama.py [--out FIXTURES_DIR]
+       python3 tests/reference/tiny_llama.py --bench   (writes nothing: times one forward + backward
+       w.r.t. inputs_embeds of a random SmolLM2-135M-shaped LlamaForCausalLM at batch 8 x 64 on 2 threads,
+       weights frozen, the head on the last 8 rows (logits_to_keep) and on all rows; the Rust side is
+       the ignored test `timing_smollm2_shaped_train_step` in crates/adept-backbones/tests/llama.rs)
 Needs: torch, transformers, safetensors.
 """
 import argparse
@@ -134,10 +138,41 @@ def run(model, seqs, left):
     }
 
 
+def bench():
+    import time
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+        num_attention_heads=9, num_key_value_heads=3, head_dim=64, rms_norm_eps=1e-5,
+        rope_theta=100000.0, max_position_embeddings=8192, tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
+    m = LlamaForCausalLM(cfg).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    b, s, keep = 8, 64, 8
+    for mode in ["keep8", "all"]:
+        for _ in range(3):
+            x = torch.randn(b, s, 576, requires_grad=True)
+            mask = torch.ones(b, s, dtype=torch.long)
+            t0, c0 = time.perf_counter(), time.process_time()
+            kw = dict(logits_to_keep=keep) if mode == "keep8" else {}
+            out = m(inputs_embeds=x, attention_mask=mask, **kw).logits
+            t1 = time.perf_counter() - t0
+            out.pow(2).mean().backward()
+            print("%s: forward %.3fs, forward+backward %.3fs wall, %.2fs CPU" % (
+                mode, t1, time.perf_counter() - t0, time.process_time() - c0), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--bench", action="store_true")
     args = ap.parse_args()
+    if args.bench:
+        return bench()
     torch.set_num_threads(1)
     expected = {
         "transformers": transformers.__version__,

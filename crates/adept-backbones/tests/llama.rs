@@ -163,8 +163,8 @@ fn cached_steps_equal_one_uncached_pass() {
             [2, shape.kv_heads, n, shape.head_dim]
         );
         let stepped = Tensor::cat(&pieces, 1).unwrap();
-        let (f, s): (Vec<Vec<Vec<f32>>>, Vec<Vec<Vec<f32>>>) =
-            (full.to_vec3().unwrap(), stepped.to_vec3().unwrap());
+        let f: Vec<Vec<Vec<f32>>> = full.to_vec3().unwrap();
+        let s: Vec<Vec<Vec<f32>>> = stepped.to_vec3().unwrap();
         let mut worst = 0f32;
         for (b, row) in mask.iter().enumerate() {
             for t in (0..n).filter(|&t| row[t] == 1) {
@@ -564,8 +564,22 @@ fn timing_smollm2_shaped_train_step() {
     let m = smollm2_shaped();
     let dev = Device::Cpu;
     let (b, s, keep) = (8, 64, 8);
+    // process CPU seconds (user + system), from /proc/self/stat: on a shared machine wall time
+    // measures the neighbours
+    let cpu = || -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let f: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    };
     let mut times = vec![];
     for _ in 0..4 {
+        let c0 = cpu();
         let x = Var::from_tensor(&Tensor::randn(0f32, 1., (b, s, 576), &dev).unwrap()).unwrap();
         let mask = Tensor::ones((b, s), DType::U32, &dev).unwrap();
         let t0 = std::time::Instant::now();
@@ -577,9 +591,10 @@ fn timing_smollm2_shaped_train_step() {
         assert!(grads.get(x.as_tensor()).is_some());
         let total = t0.elapsed();
         println!(
-            "forward {:.3}s, forward+backward {:.3}s",
+            "forward {:.3}s, forward+backward {:.3}s wall, {:.2}s CPU",
             t1.as_secs_f64(),
-            total.as_secs_f64()
+            total.as_secs_f64(),
+            cpu() - c0
         );
         times.push(total.as_secs_f64());
     }

@@ -228,14 +228,17 @@ impl LlamaConfig {
                 bail!("{name} is 0");
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             bail!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads,
                 self.num_key_value_heads
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             bail!(
                 "head_dim {} is odd; rotary embeddings need an even head_dim",
                 self.head_dim
@@ -248,7 +251,7 @@ impl LlamaConfig {
                 self.rope_type
             );
         }
-        if !(self.rope_theta > 0.0) {
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
             bail!("rope_theta {} must be positive", self.rope_theta);
         }
         if self.hidden_act != "silu" {
