@@ -24,9 +24,12 @@
 //!
 //! A third kind, [`Seq2SeqLm`] (encoder–decoder with a decoder cache), holds [`t5`].
 //!
-//! Families: [`bert`] (BERT, MiniLM, RoBERTa, XLM-RoBERTa, CamemBERT), [`t5`] (T5, T5 v1.1, mT5).
+//! Families: [`bert`] (BERT, MiniLM, RoBERTa, XLM-RoBERTa, CamemBERT), [`llama`] (causal LM;
+//! [`generate::greedy`] decodes with it), [`t5`] (T5, T5 v1.1, mT5).
 
 pub mod bert;
+pub mod generate;
+pub mod llama;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod registry;
@@ -34,6 +37,7 @@ pub mod t5;
 mod weights;
 
 pub use bert::{BertConfig, BertEncoder};
+pub use llama::{LlamaConfig, LlamaModel};
 pub use registry::load_seq2seq;
 pub use registry::{load_causal_lm, load_encoder, model_type_of, Family, Loader, FAMILIES};
 pub use t5::{T5Config, T5Model};

@@ -40,6 +40,11 @@ pub const FAMILIES: &[Family] = &[
         load: Loader::Encoder(crate::bert::load),
     },
     Family {
+        name: "llama",
+        model_types: crate::llama::MODEL_TYPES,
+        load: Loader::CausalLm(crate::llama::load),
+    },
+    Family {
         name: "t5",
         model_types: crate::t5::MODEL_TYPES,
         load: Loader::Seq2Seq(crate::t5::load),
@@ -188,10 +193,10 @@ mod tests {
 
     #[test]
     fn unknown_missing_and_broken_configs_are_named() {
-        let d = folder(r#"{"model_type": "llama", "hidden_size": 8}"#);
+        let d = folder(r#"{"model_type": "gpt2", "hidden_size": 8}"#);
         let err = format!("{:#}", load_encoder(d.path(), &Device::Cpu).err().unwrap());
         assert!(
-            err.contains("config.json") && err.contains("\"llama\""),
+            err.contains("config.json") && err.contains("\"gpt2\""),
             "{err}"
         );
         assert!(err.contains("bert, roberta"), "{err}");

@@ -1,0 +1,357 @@
+//! Fused CPU ops for the Llama layer, each with a hand-written backward that returns only the
+//! activation's gradient (the weights they capture are frozen).
+//!
+//! Written from candle primitives, RMSNorm takes six ops (and computes a gradient for its frozen
+//! weight), SwiGLU three, and the rotary embedding five plus a copy for the head transpose; each
+//! op allocates a fresh tensor forward and again backward. Here each is one pass each way,
+//! parallel over rows on candle's thread pool. Off the CPU or for other dtypes, each function
+//! falls back to the composite ops in [`super`], which compute the same values; tests compare
+//! both, values and gradients.
+
+use adept_nn::kernels::{exp_f32, f32_slice, lane_sum, par_rows};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
+};
+use std::sync::Arc;
+
+fn use_fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm with a frozen weight.
+
+/// `x · rsqrt(mean(x²) + eps) · w` over the last dimension of `x [.., d]`, `w [d]` frozen.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if !use_fused(x) {
+        return super::rms_norm_composite(x, &weight.detach(), eps);
+    }
+    let d = x.dim(D::Minus1)?;
+    if weight.dims() != [d] {
+        candle_core::bail!(
+            "RMSNorm over {d} features got a weight of shape {:?}",
+            weight.dims()
+        );
+    }
+    x.contiguous()?.apply_op1(RmsNorm {
+        weight: Arc::new(weight.to_vec1::<f32>()?),
+        eps: eps as f32,
+    })
+}
+
+struct RmsNorm {
+    weight: Arc<Vec<f32>>,
+    eps: f32,
+}
+
+#[inline(always)]
+fn rstd(x: &[f32], eps: f32) -> f32 {
+    let ms = lane_sum(x.len(), |i| x[i] * x[i]) / x.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
+impl CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "adept-rms-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let w = &self.weight[..];
+        let d = w.len();
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, d, |r, o| {
+            let xr = &x[r * d..(r + 1) * d];
+            let rs = rstd(xr, self.eps);
+            for j in 0..d {
+                o[j] = xr[j] * rs * w[j];
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = arg.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &RmsNormGrad {
+                weight: self.weight.clone(),
+                eps: self.eps,
+            },
+        )?;
+        Ok(Some(g))
+    }
+}
+
+/// `dx = r · (g⊙w − x · r² · mean(g⊙w⊙x))`, `r = rsqrt(mean(x²) + eps)`.
+struct RmsNormGrad {
+    weight: Arc<Vec<f32>>,
+    eps: f32,
+}
+
+impl CustomOp2 for RmsNormGrad {
+    fn name(&self) -> &'static str {
+        "adept-rms-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let g = f32_slice(s2, l2, self.name())?;
+        let w = &self.weight[..];
+        let d = w.len();
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, d, |r, o| {
+            let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+            let rs = rstd(xr, self.eps);
+            let m = lane_sum(d, |i| gr[i] * w[i] * xr[i]) / d as f32;
+            let k = rs * rs * m;
+            for j in 0..d {
+                o[j] = rs * (gr[j] * w[j] - xr[j] * k);
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU: silu(gate) ⊙ up.
+
+/// `silu(gate) ⊙ up` for two tensors of one shape, gradients for both.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if !use_fused(gate) || gate.dims() != up.dims() {
+        return gate.silu()?.mul(up);
+    }
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+struct SwiGlu;
+
+#[inline(always)]
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + exp_f32(-v))
+}
+
+/// Element-wise over rows of 1024 (the last chunk shorter).
+fn par_elems(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    const ROW: usize = 1024;
+    let n = out.len();
+    let full = n / ROW * ROW;
+    let (head, tail) = out.split_at_mut(full);
+    if full > 0 {
+        par_rows(head, ROW, |r, o| f(r * ROW, o));
+    }
+    if !tail.is_empty() {
+        f(full, tail);
+    }
+}
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "adept-swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = f32_slice(s1, l1, self.name())?;
+        let u = f32_slice(s2, l2, self.name())?;
+        let mut out = vec![0f32; g.len()];
+        par_elems(&mut out, |start, o| {
+            let (g, u) = (&g[start..start + o.len()], &u[start..start + o.len()]);
+            for j in 0..o.len() {
+                o[j] = g[j] * sigmoid(g[j]) * u[j];
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dg = gate.apply_op3_no_bwd(up, &grad, &SwiGluGrad { wrt_gate: true })?;
+        let du = gate.apply_op3_no_bwd(up, &grad, &SwiGluGrad { wrt_gate: false })?;
+        Ok((Some(dg), Some(du)))
+    }
+}
+
+/// `d/dgate = g_out·u·σ(g)(1 + g(1 − σ(g)))`, `d/dup = g_out·g·σ(g)`.
+struct SwiGluGrad {
+    wrt_gate: bool,
+}
+
+impl CustomOp3 for SwiGluGrad {
+    fn name(&self) -> &'static str {
+        "adept-swiglu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = f32_slice(s1, l1, self.name())?;
+        let u = f32_slice(s2, l2, self.name())?;
+        let go = f32_slice(s3, l3, self.name())?;
+        let mut out = vec![0f32; g.len()];
+        par_elems(&mut out, |start, o| {
+            let n = o.len();
+            let (g, u, go) = (
+                &g[start..start + n],
+                &u[start..start + n],
+                &go[start..start + n],
+            );
+            if self.wrt_gate {
+                for j in 0..n {
+                    let s = sigmoid(g[j]);
+                    o[j] = go[j] * u[j] * s * (1.0 + g[j] * (1.0 - s));
+                }
+            } else {
+                for j in 0..n {
+                    o[j] = go[j] * g[j] * sigmoid(g[j]);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotary embedding with the head transpose.
+
+/// Cos and signed-sin tables for a batch, `[b, 1, s, hd]` tensors and their host copies.
+#[derive(Clone)]
+pub struct RopeTables {
+    pub cos: Tensor,
+    pub sin_signed: Tensor,
+    host_cos: Arc<Vec<f32>>,
+    host_sin: Arc<Vec<f32>>,
+}
+
+impl RopeTables {
+    pub fn new(
+        cos: Vec<f32>,
+        sin_signed: Vec<f32>,
+        b: usize,
+        s: usize,
+        hd: usize,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            cos: Tensor::from_slice(&cos, (b, 1, s, hd), device)?,
+            sin_signed: Tensor::from_slice(&sin_signed, (b, 1, s, hd), device)?,
+            host_cos: Arc::new(cos),
+            host_sin: Arc::new(sin_signed),
+        })
+    }
+}
+
+/// Rotary embedding of `x [b, s, heads, hd]` (a projection's output, heads split), returned in
+/// attention layout `[b, heads, s, hd]`: `x·cos + rotate_half(x)·sin`.
+pub fn rope_heads(x: &Tensor, t: &RopeTables) -> Result<Tensor> {
+    if !use_fused(x) {
+        return super::apply_rope(&x.transpose(1, 2)?, &t.cos, &t.sin_signed);
+    }
+    let (b, s, h, hd) = x.dims4()?;
+    x.contiguous()?.apply_op1(Rope {
+        cos: t.host_cos.clone(),
+        sin: t.host_sin.clone(),
+        dims: (b, s, h, hd),
+    })
+}
+
+struct Rope {
+    cos: Arc<Vec<f32>>,
+    sin: Arc<Vec<f32>>,
+    /// `(b, s, heads, hd)` of the input.
+    dims: (usize, usize, usize, usize),
+}
+
+impl CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "adept-rope"
+    }
+
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(st, l, self.name())?;
+        let (b, s, h, hd) = self.dims;
+        let half = hd / 2;
+        let (cos, sin) = (&self.cos[..], &self.sin[..]);
+        let mut out = vec![0f32; x.len()];
+        // output row r = ((bi·h + hi)·s + si)
+        par_rows(&mut out, hd, |r, o| {
+            let si = r % s;
+            let hi = (r / s) % h;
+            let bi = r / (s * h);
+            let xr = &x[((bi * s + si) * h + hi) * hd..][..hd];
+            let c = &cos[(bi * s + si) * hd..][..hd];
+            let sn = &sin[(bi * s + si) * hd..][..hd];
+            for j in 0..half {
+                o[j] = xr[j] * c[j] + xr[j + half] * sn[j];
+                o[j + half] = xr[j + half] * c[j + half] + xr[j] * sn[j + half];
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, h, s, hd))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad.contiguous()?.apply_op1_no_bwd(&RopeGrad {
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+            dims: self.dims,
+        })?;
+        Ok(Some(g))
+    }
+}
+
+/// `dx = cos⊙g + swap(sin⊙g)` (swap exchanges the halves), back in `[b, s, heads, hd]`.
+struct RopeGrad {
+    cos: Arc<Vec<f32>>,
+    sin: Arc<Vec<f32>>,
+    dims: (usize, usize, usize, usize),
+}
+
+impl CustomOp1 for RopeGrad {
+    fn name(&self) -> &'static str {
+        "adept-rope-grad"
+    }
+
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = f32_slice(st, l, self.name())?;
+        let (b, s, h, hd) = self.dims;
+        let half = hd / 2;
+        let (cos, sin) = (&self.cos[..], &self.sin[..]);
+        let mut out = vec![0f32; g.len()];
+        // output row r = ((bi·s + si)·h + hi)
+        par_rows(&mut out, hd, |r, o| {
+            let hi = r % h;
+            let si = (r / h) % s;
+            let bi = r / (s * h);
+            let gr = &g[((bi * h + hi) * s + si) * hd..][..hd];
+            let c = &cos[(bi * s + si) * hd..][..hd];
+            let sn = &sin[(bi * s + si) * hd..][..hd];
+            for j in 0..half {
+                o[j] = gr[j] * c[j] + gr[j + half] * sn[j + half];
+                o[j + half] = gr[j + half] * c[j + half] + gr[j] * sn[j];
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, s, h, hd))))
+    }
+}
