@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod lm_batch;
 pub mod model;
 pub mod optim;
 pub mod run;
@@ -14,6 +15,7 @@ pub mod task;
 pub mod tokenize;
 pub mod trainer;
 
+pub use lm_batch::{LmBatch, LmEncoder, LmFeatures, ScoreBatch};
 pub use model::{Classifier, Head, Pooling};
 pub use run::{read_manifest, RunDir, RunManifest, TrainConfig};
 pub use task::{Predictions, Scores, SplitChoice, TaskData};
