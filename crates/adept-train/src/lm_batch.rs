@@ -269,7 +269,7 @@ pub fn shared_first_tokens(label_ids: &[Vec<u32>]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     for i in 0..label_ids.len() {
         for j in i + 1..label_ids.len() {
-            if label_ids[i].first().is_some() && label_ids[i].first() == label_ids[j].first() {
+            if !label_ids[i].is_empty() && label_ids[i].first() == label_ids[j].first() {
                 out.push((i, j));
             }
         }
