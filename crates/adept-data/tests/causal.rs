@@ -533,3 +533,43 @@ fn generated_text_scored_by_hand() {
     );
     assert!(exact_match(&[], &[]).is_err());
 }
+
+// ---------------------------------------------------------------- real data
+
+/// Every task whose official dev file is in the real GLUE/SuperGLUE folder verbalises in full:
+/// prompts are the template filled in, completions the class's label word or the score.
+/// Skips without the data (fails under `ADEPT_REQUIRE_MODEL=1`).
+#[test]
+fn real_dev_files_verbalise() {
+    let Some(root) = adept_testkit::glue_dir("real_dev_files_verbalise") else {
+        return;
+    };
+    let mut done = Vec::new();
+    for task in TaskKind::ALL {
+        let dir = adept_data::resolve_task_dir(task, &root);
+        let file = dir.join(task.spec().file_name(OfficialSplit::Dev).unwrap());
+        if !file.is_file() {
+            continue;
+        }
+        let dev = load_official(task, &root, OfficialSplit::Dev).unwrap();
+        let v = Verbalizer::for_task(task);
+        let lm = v
+            .verbalize_all(&dev)
+            .unwrap_or_else(|e| panic!("{task}: {e}"));
+        for (e, x) in dev.iter().zip(&lm) {
+            let last_field = e.fields.last().unwrap().1.as_str();
+            assert!(x.prompt.contains(last_field), "{task}: {x:?}");
+            match e.label {
+                Target::Class(c) => assert_eq!(x.completion, v.label_words[c]),
+                Target::Score(s) => assert_eq!(x.completion, format!(" {s:.1}")),
+                Target::None => panic!("{task}: unlabelled dev example"),
+            }
+        }
+        done.push(task);
+    }
+    assert!(
+        done.len() >= 5,
+        "only {done:?} have dev files under {}",
+        root.display()
+    );
+}
