@@ -26,6 +26,7 @@
 //!    generated text with [`TaskSpec::parse_prediction`]) into named fractions plus the
 //!    task's primary metric.
 
+pub mod causal;
 pub mod custom;
 pub mod error;
 pub mod example;
@@ -35,6 +36,7 @@ mod reader;
 pub mod split;
 pub mod task;
 
+pub use causal::{LmExample, Verbalizer};
 pub use custom::{load_custom, CustomDataset, CustomSpec};
 pub use error::{DataError, MetricError};
 pub use example::{Example, Target};

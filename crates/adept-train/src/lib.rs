@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod lm;
+pub mod lm_batch;
 pub mod model;
 pub mod optim;
 pub mod run;
@@ -16,6 +17,7 @@ pub mod tokenize;
 pub mod trainer;
 
 pub use lm::CausalLmModel;
+pub use lm_batch::{LmBatch, LmEncoder, LmFeatures, ScoreBatch};
 pub use model::{Classifier, Head, Pooling};
 pub use run::{read_manifest, RunDir, RunManifest, TrainConfig};
 pub use task::{Predictions, Scores, SplitChoice, TaskData};
