@@ -255,8 +255,8 @@ fn decoder_matches_transformers_with_and_without_cache() {
     }
 }
 
-/// f16 weights: only the weights are rounded (relative 2^-11); the logits (|logit| up to ~10
-/// here) move by less than 0.05.
+/// f16 weights: only the weights are rounded (relative 2^-11); the logits move by less than
+/// 2e-2 (measured 4.9e-3), and the cached step still equals the uncached run exactly.
 #[test]
 fn decoder_with_f16_weights_stays_close() {
     if !common::ort_available("decoder_with_f16_weights_stays_close") {
@@ -270,7 +270,7 @@ fn decoder_with_f16_weights_stays_close() {
     assert!((small as f64) < 0.6 * big as f64, "f16 file {small} B vs f32 {big} B");
     let (d_full, d_step, d_cache) = batch_and_step(&model);
     eprintln!("f16: full {d_full:.2e}, step {d_step:.2e}, cached vs uncached {d_cache:.2e}");
-    assert!(d_full < 5e-2 && d_step < 5e-2, "f16 logits off by {d_full} / {d_step}");
+    assert!(d_full < 2e-2 && d_step < 2e-2, "f16 logits off by {d_full} / {d_step}");
     assert!(d_cache < TOL, "f16 cached vs uncached off by {d_cache}");
 }
 
