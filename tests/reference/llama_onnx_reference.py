@@ -17,7 +17,8 @@ more than the test tolerances, and writes into `tests/fixtures/llama-onnx/`:
   - `prompt` [2, 32]: two random rows (a soft prompt), and `prompt_logits` [2, 7, 96]: the
     logits of `inputs_embeds = [prompt rows; padded input embeddings]` with mask
     `[1, 1, attention_mask]` and positions `cumsum(mask) - 1`, given to the model directly as
-    `inputs_embeds` (the prompt as virtual tokens at positions 0 and 1, the pads after it).
+    `inputs_embeds` (the prompt as virtual tokens at positions 0 and 1, the pads after it);
+  - `prompt_cache.{i}.key|value` [1, 2, 2, 8]: the prompt's keys/values alone (positions 0, 1).
 
 Run once (needs torch + transformers), then commit the fixtures:
     /tmp/torchenv/bin/python tests/reference/llama_onnx_reference.py [out_dir]
@@ -95,6 +96,13 @@ def main():
             attention_mask=p_mask,
             position_ids=positions(p_mask),
         )
+        # The prompt alone (batch 1, positions 0..l): its keys/values per layer.
+        p_only = model(
+            inputs_embeds=prompt.unsqueeze(0),
+            attention_mask=torch.ones(1, 2, dtype=mask.dtype),
+            position_ids=torch.tensor([[0, 1]]),
+            use_cache=True,
+        )
     expected = {
         "input_ids": ids,
         "attention_mask": mask,
@@ -107,6 +115,9 @@ def main():
         "prompt": prompt,
         "prompt_logits": p_out.logits,
     }
+    for i, layer in enumerate(p_only.past_key_values.layers):
+        expected[f"prompt_cache.{i}.key"] = layer.keys
+        expected[f"prompt_cache.{i}.value"] = layer.values
     save_file({k: v.contiguous() for k, v in expected.items()}, str(OUT / "expected.safetensors"))
     print(f"wrote {OUT}")
 
