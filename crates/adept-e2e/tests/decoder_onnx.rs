@@ -105,7 +105,9 @@ fn run(sess: &mut Session, b: usize, ids: &[i64], mask: &[i64], pos: &[i64], pas
     let t = mask.len() / b;
     let p = t - s;
     let i64t = |v: &[i64], n: usize| -> DynTensor {
-        OrtTensor::from_array(([b, n], v.to_vec())).unwrap().upcast()
+        OrtTensor::from_array(([b, n], v.to_vec()))
+            .unwrap()
+            .upcast()
     };
     let mut inputs: Vec<(String, DynTensor)> = vec![
         ("input_ids".into(), i64t(ids, s)),
@@ -174,7 +176,10 @@ fn max_diff_attended(a: &[f32], b: &[f32], mask: &[i64], vocab: usize) -> f32 {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Full batch, then one cached step; returns (full diff, step diff, cached vs uncached diff).
@@ -187,7 +192,11 @@ fn batch_and_step(model: &Path) -> (f32, f32, f32) {
         i64s(&e["position_ids"]),
     );
     let full = run(&mut sess, 2, &ids, &mask, &pos, &Vec::new());
-    assert_eq!(full.present_shape, vec![2, 2, 5, 8], "present after 5 tokens");
+    assert_eq!(
+        full.present_shape,
+        vec![2, 2, 5, 8],
+        "present after 5 tokens"
+    );
     let d_full = max_diff_attended(&full.logits, &f32s(&e["logits"]), &mask, 96);
 
     let (sids, smask, spos) = (
@@ -196,7 +205,11 @@ fn batch_and_step(model: &Path) -> (f32, f32, f32) {
         i64s(&e["step_position_ids"]),
     );
     let step = run(&mut sess, 2, &sids, &smask, &spos, &full.present);
-    assert_eq!(step.present_shape, vec![2, 2, 6, 8], "present after the step");
+    assert_eq!(
+        step.present_shape,
+        vec![2, 2, 6, 8],
+        "present after the step"
+    );
     let d_step = max_diff(&step.logits, &f32s(&e["step_logits"]));
 
     // The same 6 tokens without a cache: the last row must equal the cached step.
@@ -217,11 +230,17 @@ fn batch_and_step(model: &Path) -> (f32, f32, f32) {
     // The present keys/values of the uncached run equal past + step at attended positions
     // (padded positions hold whatever their undefined rows gave).
     for i in 0..2 {
-        for (a, b) in [(&un.present[i].0, &step.present[i].0), (&un.present[i].1, &step.present[i].1)] {
+        for (a, b) in [
+            (&un.present[i].0, &step.present[i].0),
+            (&un.present[i].1, &step.present[i].1),
+        ] {
             for (n, (x, y)) in a.iter().zip(b.iter()).enumerate() {
                 let (row, pos) = (n / (2 * 6 * 8), (n / 8) % 6);
                 if smask[row * 6 + pos] == 1 {
-                    assert!((x - y).abs() < TOL, "present.{i} at batch {row}, position {pos}: {x} vs {y}");
+                    assert!(
+                        (x - y).abs() < TOL,
+                        "present.{i} at batch {row}, position {pos}: {x} vs {y}"
+                    );
                 }
             }
         }
@@ -248,10 +267,21 @@ fn decoder_matches_transformers_with_and_without_cache() {
             attention,
         );
         let (d_full, d_step, d_cache) = batch_and_step(&model);
-        eprintln!("{attention:?}: full {d_full:.2e}, step {d_step:.2e}, cached vs uncached {d_cache:.2e}");
-        assert!(d_full < TOL, "{attention:?}: full-sequence logits off by {d_full}");
-        assert!(d_step < TOL, "{attention:?}: cached-step logits off by {d_step}");
-        assert!(d_cache < TOL, "{attention:?}: cached vs uncached off by {d_cache}");
+        eprintln!(
+            "{attention:?}: full {d_full:.2e}, step {d_step:.2e}, cached vs uncached {d_cache:.2e}"
+        );
+        assert!(
+            d_full < TOL,
+            "{attention:?}: full-sequence logits off by {d_full}"
+        );
+        assert!(
+            d_step < TOL,
+            "{attention:?}: cached-step logits off by {d_step}"
+        );
+        assert!(
+            d_cache < TOL,
+            "{attention:?}: cached vs uncached off by {d_cache}"
+        );
     }
 }
 
@@ -263,14 +293,32 @@ fn decoder_with_f16_weights_stays_close() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let f32_model = write_graph(tmp.path(), "f32.onnx", &table(), WeightDtype::F32, DecoderAttention::Plain);
-    let model = write_graph(tmp.path(), "f16.onnx", &table(), WeightDtype::F16, DecoderAttention::Plain);
+    let f32_model = write_graph(
+        tmp.path(),
+        "f32.onnx",
+        &table(),
+        WeightDtype::F32,
+        DecoderAttention::Plain,
+    );
+    let model = write_graph(
+        tmp.path(),
+        "f16.onnx",
+        &table(),
+        WeightDtype::F16,
+        DecoderAttention::Plain,
+    );
     let small = std::fs::metadata(&model).unwrap().len();
     let big = std::fs::metadata(&f32_model).unwrap().len();
-    assert!((small as f64) < 0.6 * big as f64, "f16 file {small} B vs f32 {big} B");
+    assert!(
+        (small as f64) < 0.6 * big as f64,
+        "f16 file {small} B vs f32 {big} B"
+    );
     let (d_full, d_step, d_cache) = batch_and_step(&model);
     eprintln!("f16: full {d_full:.2e}, step {d_step:.2e}, cached vs uncached {d_cache:.2e}");
-    assert!(d_full < 2e-2 && d_step < 2e-2, "f16 logits off by {d_full} / {d_step}");
+    assert!(
+        d_full < 2e-2 && d_step < 2e-2,
+        "f16 logits off by {d_full} / {d_step}"
+    );
     assert!(d_cache < TOL, "f16 cached vs uncached off by {d_cache}");
 }
 
@@ -288,7 +336,13 @@ fn virtual_prompt_as_tokens_equals_prompt_as_cache() {
     let table = Tensor::cat(&[&table(), &prompt], 0).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     for attention in [DecoderAttention::Plain, DecoderAttention::MultiHead] {
-        let model = write_graph(tmp.path(), &format!("p{attention:?}.onnx"), &table, WeightDtype::F32, attention);
+        let model = write_graph(
+            tmp.path(),
+            &format!("p{attention:?}.onnx"),
+            &table,
+            WeightDtype::F32,
+            attention,
+        );
         let mut sess = session(&model);
         let (ids, mask) = (i64s(&e["input_ids"]), i64s(&e["attention_mask"]));
         // As tokens: [96, 97, ids...], mask [1, 1, mask...], positions cumsum - 1.
@@ -314,7 +368,10 @@ fn virtual_prompt_as_tokens_equals_prompt_as_cache() {
         let ppos = positions(&pmask, 7);
         let as_tokens = run(&mut sess, 2, &pids, &pmask, &ppos, &Vec::new());
         let d_hf = max_diff_attended(&as_tokens.logits, &f32s(&e["prompt_logits"]), &pmask, 96);
-        assert!(d_hf < TOL, "{attention:?}: prompt as virtual tokens vs transformers: {d_hf}");
+        assert!(
+            d_hf < TOL,
+            "{attention:?}: prompt as virtual tokens vs transformers: {d_hf}"
+        );
 
         // As a cache: the two virtual tokens alone (batch 1), repeated for the batch.
         let pc = run(&mut sess, 1, &[96, 97], &[1, 1], &[0, 1], &Vec::new());
@@ -322,12 +379,14 @@ fn virtual_prompt_as_tokens_equals_prompt_as_cache() {
         let past: Kv = pc
             .present
             .iter()
-            .map(|(k, v)| ([k.clone(), k.clone()].concat(), [v.clone(), v.clone()].concat()))
+            .map(|(k, v)| {
+                (
+                    [k.clone(), k.clone()].concat(),
+                    [v.clone(), v.clone()].concat(),
+                )
+            })
             .collect();
-        let pos_new: Vec<i64> = ppos
-            .chunks(7)
-            .flat_map(|row| row[2..].to_vec())
-            .collect();
+        let pos_new: Vec<i64> = ppos.chunks(7).flat_map(|row| row[2..].to_vec()).collect();
         let cached = run(&mut sess, 2, &ids, &pmask, &pos_new, &past);
         let mut token_rows = Vec::new();
         for r in 0..2 {
@@ -356,7 +415,13 @@ fn decoder_graph_passes_onnx_checker() {
     .into_iter()
     .enumerate()
     {
-        let model = write_graph(tmp.path(), &format!("c{i}.onnx"), &table(), dtype, attention);
+        let model = write_graph(
+            tmp.path(),
+            &format!("c{i}.onnx"),
+            &table(),
+            dtype,
+            attention,
+        );
         let out = std::process::Command::new(&py)
             .arg("-c")
             .arg(
@@ -436,9 +501,14 @@ fn bench_decode_smollm2_size() {
             vocab: 49152,
             mlp: None,
         };
-        let builder = decoder_graph(&stage, cache, 49152, WeightDtype::F16, 17, &mut |g, inputs| {
-            emit_decoder_with(g, &dims, &weight, &table, inputs, attention)
-        })
+        let builder = decoder_graph(
+            &stage,
+            cache,
+            49152,
+            WeightDtype::F16,
+            17,
+            &mut |g, inputs| emit_decoder_with(g, &dims, &weight, &table, inputs, attention),
+        )
         .unwrap();
         let path = tmp.path().join(format!("{attention:?}.onnx"));
         builder.save(&path).unwrap();
@@ -458,15 +528,36 @@ fn bench_decode_smollm2_size() {
             let s = ids.len();
             let p = total - s;
             let mut inputs: Vec<(String, DynTensor)> = vec![
-                ("input_ids".into(), OrtTensor::from_array(([1, s], ids.to_vec())).unwrap().upcast()),
-                ("attention_mask".into(), OrtTensor::from_array(([1, total], vec![1i64; total])).unwrap().upcast()),
-                ("position_ids".into(), OrtTensor::from_array(([1, s], pos.to_vec())).unwrap().upcast()),
+                (
+                    "input_ids".into(),
+                    OrtTensor::from_array(([1, s], ids.to_vec()))
+                        .unwrap()
+                        .upcast(),
+                ),
+                (
+                    "attention_mask".into(),
+                    OrtTensor::from_array(([1, total], vec![1i64; total]))
+                        .unwrap()
+                        .upcast(),
+                ),
+                (
+                    "position_ids".into(),
+                    OrtTensor::from_array(([1, s], pos.to_vec()))
+                        .unwrap()
+                        .upcast(),
+                ),
             ];
             for i in 0..30 {
                 let (kn, vn) = past_names(i);
                 let (k, v) = past.get(i).cloned().unwrap_or_default();
-                inputs.push((kn, OrtTensor::from_array(([1, 3, p, 64], k)).unwrap().upcast()));
-                inputs.push((vn, OrtTensor::from_array(([1, 3, p, 64], v)).unwrap().upcast()));
+                inputs.push((
+                    kn,
+                    OrtTensor::from_array(([1, 3, p, 64], k)).unwrap().upcast(),
+                ));
+                inputs.push((
+                    vn,
+                    OrtTensor::from_array(([1, 3, p, 64], v)).unwrap().upcast(),
+                ));
             }
             let out = sess.run(inputs).unwrap();
             let (_, logits) = out["logits"].try_extract_tensor::<f32>().unwrap();
@@ -480,8 +571,16 @@ fn bench_decode_smollm2_size() {
             let present: Kv = (0..30)
                 .map(|i| {
                     let (kn, vn) = present_names(i);
-                    let k = out[kn.as_str()].try_extract_tensor::<f32>().unwrap().1.to_vec();
-                    let v = out[vn.as_str()].try_extract_tensor::<f32>().unwrap().1.to_vec();
+                    let k = out[kn.as_str()]
+                        .try_extract_tensor::<f32>()
+                        .unwrap()
+                        .1
+                        .to_vec();
+                    let v = out[vn.as_str()]
+                        .try_extract_tensor::<f32>()
+                        .unwrap()
+                        .1
+                        .to_vec();
                     (k, v)
                 })
                 .collect();
@@ -582,7 +681,11 @@ impl CausalLm for FixtureLlama {
     ) -> candle_core::Result<Tensor> {
         let prompt = self.expected["prompt"].unsqueeze(0)?;
         let same = inputs_embeds.dims() == prompt.dims()
-            && (inputs_embeds - &prompt)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-6;
+            && (inputs_embeds - &prompt)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?
+                < 1e-6;
         let Some(cache) = cache.filter(|_| same) else {
             candle_core::bail!("the fixture model only computes the fixture prompt's cache");
         };
@@ -651,7 +754,12 @@ fn fixture_model(method: MethodKind) -> CausalLmModel {
     }
 }
 
-fn export(model: &CausalLmModel, dir: &Path, name: &str, fold: Option<adept_bundle::FoldMode>) -> PathBuf {
+fn export(
+    model: &CausalLmModel,
+    dir: &Path,
+    name: &str,
+    fold: Option<adept_bundle::FoldMode>,
+) -> PathBuf {
     let tok = dir.join("tokenizer.json");
     std::fs::write(&tok, b"{\"fixture\": true}").unwrap();
     let out = dir.join(name);
@@ -705,7 +813,8 @@ fn bundle_logits(bundle: &Path) -> (Vec<f32>, Vec<f32>) {
 }
 
 fn load_cache(bundle: &Path) -> Kv {
-    let t = candle_core::safetensors::load(bundle.join("prompt_cache.safetensors"), &Device::Cpu).unwrap();
+    let t = candle_core::safetensors::load(bundle.join("prompt_cache.safetensors"), &Device::Cpu)
+        .unwrap();
     (0..2)
         .map(|i| {
             let (kn, vn) = past_names(i);
@@ -748,13 +857,20 @@ fn export_causal_lm_pt_bundle_matches_transformers() {
         ("eos_token_ids", serde_json::json!([2])),
         ("pad_token_id", serde_json::json!(0)),
         ("max_sequence_len", serde_json::json!(64)),
-        ("prompt_cache", serde_json::json!("prompt_cache.safetensors")),
+        (
+            "prompt_cache",
+            serde_json::json!("prompt_cache.safetensors"),
+        ),
     ] {
         assert_eq!(m[k], v, "adept.json {k}");
     }
     for f in ["model.onnx", "tokenizer.json", "prompt_cache.safetensors"] {
         let sha = m["files"][f]["sha256"].as_str().unwrap();
-        assert_eq!(sha, adept_bundle::sha256_file(&bundle.join(f)).unwrap(), "{f}");
+        assert_eq!(
+            sha,
+            adept_bundle::sha256_file(&bundle.join(f)).unwrap(),
+            "{f}"
+        );
     }
     let e = load("expected.safetensors");
     let want = input_rows_of(&e["prompt_logits"]);
@@ -762,11 +878,14 @@ fn export_causal_lm_pt_bundle_matches_transformers() {
     let (tokens, cached) = bundle_logits(&bundle);
     let d_tokens = max_diff_attended(&tokens, &want, &mask, 96);
     let d_cached = max_diff_attended(&cached, &want, &mask, 96);
-    eprintln!("PT bundle: virtual tokens {d_tokens:.2e}, prompt cache {d_cached:.2e} vs transformers");
+    eprintln!(
+        "PT bundle: virtual tokens {d_tokens:.2e}, prompt cache {d_cached:.2e} vs transformers"
+    );
     assert!(d_tokens < TOL && d_cached < TOL, "{d_tokens} / {d_cached}");
     // A second export to the same folder needs overwrite.
     let tok = tmp.path().join("tokenizer.json");
-    let err = export_causal_lm(&model, &tok, &bundle, &DecoderExportOptions::default()).unwrap_err();
+    let err =
+        export_causal_lm(&model, &tok, &bundle, &DecoderExportOptions::default()).unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
 }
 
@@ -780,13 +899,21 @@ fn export_causal_lm_adept_folded_equals_unfolded_and_dept_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let model = fixture_model(MethodKind::Adept);
     let folded = export(&model, tmp.path(), "folded", None);
-    let unfolded = export(&model, tmp.path(), "unfolded", Some(adept_bundle::FoldMode::Unfolded));
+    let unfolded = export(
+        &model,
+        tmp.path(),
+        "unfolded",
+        Some(adept_bundle::FoldMode::Unfolded),
+    );
     // The unfolded graph runs the MLP (a Relu between two MatMuls); the folded one does not.
     let relus = |b: &Path| {
         let bytes = std::fs::read(b.join("model.onnx")).unwrap();
         let m = adept_onnx::proto::decode_model(&bytes).unwrap();
         let g = m.graph.unwrap();
-        g.node.iter().filter(|n| n.op_type.as_deref() == Some("Relu")).count()
+        g.node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some("Relu"))
+            .count()
     };
     assert_eq!((relus(&folded), relus(&unfolded)), (0, 1));
     let (ft, fc) = bundle_logits(&folded);
@@ -799,14 +926,22 @@ fn export_causal_lm_adept_folded_equals_unfolded_and_dept_is_refused() {
     let pt = input_rows_of(&load("expected.safetensors")["prompt_logits"]);
     let d_pt = max_diff_attended(&ft, &pt, &mask, 96);
     eprintln!("ADePT: folded vs unfolded {d_fold:.2e}; tokens vs cache {d_fc:.2e} / {d_uc:.2e}; vs PT {d_pt:.2e}");
-    assert!(d_fold < TOL && d_fc < TOL && d_uc < TOL, "{d_fold} {d_fc} {d_uc}");
+    assert!(
+        d_fold < TOL && d_fc < TOL && d_uc < TOL,
+        "{d_fold} {d_fc} {d_uc}"
+    );
     assert!(d_pt > 1e-2, "the offsets changed nothing ({d_pt})");
 
     let dept = fixture_model(MethodKind::Dept);
     let tok = tmp.path().join("tokenizer.json");
-    let err = export_causal_lm(&dept, &tok, &tmp.path().join("dept"), &DecoderExportOptions::default())
-        .unwrap_err()
-        .to_string();
+    let err = export_causal_lm(
+        &dept,
+        &tok,
+        &tmp.path().join("dept"),
+        &DecoderExportOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("DePT cannot be exported"), "{err}");
     assert!(!tmp.path().join("dept").exists());
 }

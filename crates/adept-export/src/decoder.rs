@@ -32,7 +32,9 @@ use crate::emit::adapter::token_mlp;
 use adept_adapters::{GraphOffset, MethodKind, TokenMlp};
 use adept_backbones::onnx::{values, DecoderInputs, DecoderOutputs, EmitOptions};
 use adept_backbones::CacheShape;
-use adept_bundle::{FileEntry, FoldMode, WeightDtype, FORMAT, FORMAT_VERSION, MODEL_FILE, TOKENIZER_FILE};
+use adept_bundle::{
+    FileEntry, FoldMode, WeightDtype, FORMAT, FORMAT_VERSION, MODEL_FILE, TOKENIZER_FILE,
+};
 use adept_onnx::{DataType, Dim, GraphBuilder, ModelBuilder, MS_DOMAIN};
 use adept_train::CausalLmModel;
 use anyhow::{bail, ensure, Context, Result};
@@ -266,9 +268,7 @@ pub fn resolve_decoder_fold(method: MethodKind, fold: Option<FoldMode>) -> Resul
 pub fn input_stage(model: &CausalLmModel, fold: FoldMode) -> Result<InputStage> {
     let word = model.backbone.word_embedding_table();
     let (vocab, d) = word.dims2()?;
-    let stage = model
-        .adapter
-        .graph_stage(word, fold == FoldMode::Folded)?;
+    let stage = model.adapter.graph_stage(word, fold == FoldMode::Folded)?;
     let base = stage.folded_table.unwrap_or_else(|| word.clone());
     let table = match &stage.prompt {
         Some(p) => {
@@ -286,9 +286,9 @@ pub fn input_stage(model: &CausalLmModel, fold: FoldMode) -> Result<InputStage> 
     for off in stage.offsets {
         match off {
             GraphOffset::TokenMlp(m) => mlp = Some(m),
-            GraphOffset::PositionRows(_) => bail!(
-                "position-based offsets (DePT) cannot be exported in a causal-LM decoder"
-            ),
+            GraphOffset::PositionRows(_) => {
+                bail!("position-based offsets (DePT) cannot be exported in a causal-LM decoder")
+            }
         }
     }
     Ok(InputStage { table, vocab, mlp })
@@ -315,9 +315,14 @@ pub fn export_causal_lm(
     let vocab = stage.vocab;
     let l = model.adapter.prompt_len();
     let d = bb.hidden_size();
-    let mut builder = decoder_graph(&stage, cache, vocab, opts.dtype, opts.opset, &mut |g, inputs| {
-        bb.emit_decoder(g, inputs, &EmitOptions::default())
-    })?;
+    let mut builder = decoder_graph(
+        &stage,
+        cache,
+        vocab,
+        opts.dtype,
+        opts.opset,
+        &mut |g, inputs| bb.emit_decoder(g, inputs, &EmitOptions::default()),
+    )?;
     let nodes = builder.graph().nodes().len();
     builder.graph().set_doc_string(format!(
         "adept causal LM: {} decoder, method {method}, {l}-token prompt as virtual tokens {vocab}..{}, offsets {fold}",
@@ -355,9 +360,16 @@ pub fn export_causal_lm(
         let (k, v) = match &pc {
             Some(c) => {
                 let (k, v) = c.layers.get(i).with_context(|| {
-                    format!("the prompt cache has {} layers, expected {}", c.layers.len(), cache.layers)
+                    format!(
+                        "the prompt cache has {} layers, expected {}",
+                        c.layers.len(),
+                        cache.layers
+                    )
                 })?;
-                (k.to_dtype(candle_core::DType::F32)?, v.to_dtype(candle_core::DType::F32)?)
+                (
+                    k.to_dtype(candle_core::DType::F32)?,
+                    v.to_dtype(candle_core::DType::F32)?,
+                )
             }
             None => {
                 let z = Tensor::zeros(

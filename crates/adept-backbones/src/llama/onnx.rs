@@ -75,13 +75,13 @@ fn dims_check(d: &LlamaDims) -> Result<()> {
         "Llama dimensions must be positive: {d:?}"
     );
     ensure!(
-        d.heads % d.kv_heads == 0,
+        d.heads.is_multiple_of(d.kv_heads),
         "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
         d.heads,
         d.kv_heads
     );
     ensure!(
-        d.head_dim > 0 && d.head_dim % 2 == 0,
+        d.head_dim > 0 && d.head_dim.is_multiple_of(2),
         "head_dim ({}) must be even for the rotary embedding",
         d.head_dim
     );
@@ -278,7 +278,11 @@ fn layer(
     attention: DecoderAttention,
 ) -> Result<(String, String, String)> {
     let d = dims.hidden;
-    let (h, kvh, hd) = (dims.heads as i64, dims.kv_heads as i64, dims.head_dim as i64);
+    let (h, kvh, hd) = (
+        dims.heads as i64,
+        dims.kv_heads as i64,
+        dims.head_dim as i64,
+    );
     let qd = dims.heads * dims.head_dim;
     let kd = dims.kv_heads * dims.head_dim;
     let sa = format!("{prefix}.self_attn");
