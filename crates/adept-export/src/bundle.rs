@@ -98,13 +98,13 @@ impl std::fmt::Display for ExportReport {
 }
 
 /// A temporary directory removed on drop unless [`commit`](Staging::commit)ted.
-struct Staging {
-    dir: PathBuf,
+pub(crate) struct Staging {
+    pub(crate) dir: PathBuf,
     committed: bool,
 }
 
 impl Staging {
-    fn beside(target: &Path) -> Result<Self> {
+    pub(crate) fn beside(target: &Path) -> Result<Self> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let parent = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -129,7 +129,7 @@ impl Staging {
     }
 
     /// Renames the staging directory to `target` (replacing an existing bundle if `overwrite`).
-    fn commit(mut self, target: &Path, overwrite: bool) -> Result<()> {
+    pub(crate) fn commit(mut self, target: &Path, overwrite: bool) -> Result<()> {
         let old = if target.exists() {
             ensure!(
                 overwrite,

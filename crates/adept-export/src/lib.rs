@@ -32,6 +32,7 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod decoder;
 pub mod emit;
 #[cfg(feature = "test-utils")]
 pub mod testing;

@@ -27,6 +27,8 @@
 //! - **KV cache** in optimum's layout `[b, kv_heads, past, head_dim]` per layer ([`crate::KvCache`]).
 
 pub mod fused;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 
 use crate::{Backbone, CacheShape, CausalLm, KvCache, Weights};
 use adept_nn::{attention_probs, FrozenLinear};
@@ -413,6 +415,56 @@ pub fn read_checkpoint(dir: &Path) -> anyhow::Result<(PathBuf, HashMap<String, T
 }
 
 impl LlamaModel {
+    /// The dimensions the ONNX emission needs.
+    #[cfg(feature = "onnx")]
+    pub fn onnx_dims(&self) -> onnx::LlamaDims {
+        let c = &self.config;
+        onnx::LlamaDims {
+            layers: c.num_hidden_layers,
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            ffn: c.intermediate_size,
+            rms_eps: c.rms_norm_eps,
+            rope_theta: c.rope_theta,
+            vocab: c.vocab_size,
+        }
+    }
+
+    /// A frozen tensor by its Hugging Face name (`model.layers.{i}.self_attn.q_proj.weight`,
+    /// `model.norm.weight`, …), as the checkpoint stores it.
+    pub fn hf_tensor(&self, name: &str) -> anyhow::Result<Tensor> {
+        let unknown = || anyhow::anyhow!("the Llama model has no tensor named {name}");
+        let rest = name.strip_prefix("model.").unwrap_or(name);
+        match rest {
+            "embed_tokens.weight" => return Ok(self.embed_tokens.clone()),
+            "norm.weight" => return Ok(self.norm.clone()),
+            "lm_head.weight" => return Ok(self.lm_head.weight().clone()),
+            _ => {}
+        }
+        let rest = rest.strip_prefix("layers.").ok_or_else(unknown)?;
+        let (i, field) = rest.split_once('.').ok_or_else(unknown)?;
+        let layer = i
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| self.layers.get(i))
+            .ok_or_else(unknown)?;
+        let t = match field {
+            "self_attn.q_proj.weight" => layer.q_proj.weight(),
+            "self_attn.k_proj.weight" => layer.k_proj.weight(),
+            "self_attn.v_proj.weight" => layer.v_proj.weight(),
+            "self_attn.o_proj.weight" => layer.o_proj.weight(),
+            "mlp.gate_proj.weight" => layer.gate_proj.weight(),
+            "mlp.up_proj.weight" => layer.up_proj.weight(),
+            "mlp.down_proj.weight" => layer.down_proj.weight(),
+            "input_layernorm.weight" => &layer.input_norm,
+            "post_attention_layernorm.weight" => &layer.post_attention_norm,
+            _ => return Err(unknown()),
+        };
+        Ok(t.clone())
+    }
+
     /// Loads `config.json` and `model.safetensors` (or a sharded checkpoint) from a Hugging
     /// Face-layout folder; weights are converted to f32 on `device`.
     pub fn from_dir(dir: &Path, device: &Device) -> anyhow::Result<Self> {
@@ -764,10 +816,17 @@ impl CausalLm for LlamaModel {
     #[cfg(feature = "onnx")]
     fn emit_decoder(
         &self,
-        _g: &mut adept_onnx::GraphBuilder,
-        _inputs: &crate::onnx::DecoderInputs,
-        _opts: &crate::onnx::EmitOptions,
+        g: &mut adept_onnx::GraphBuilder,
+        inputs: &crate::onnx::DecoderInputs,
+        opts: &crate::onnx::EmitOptions,
     ) -> anyhow::Result<crate::onnx::DecoderOutputs> {
-        anyhow::bail!("the llama decoder graph is not emitted in this build")
+        onnx::emit_decoder(
+            g,
+            &self.onnx_dims(),
+            &|name| self.hf_tensor(name),
+            self.lm_head_table(),
+            inputs,
+            opts,
+        )
     }
 }

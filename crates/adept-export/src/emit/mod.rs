@@ -6,6 +6,8 @@
 //! | `Adapter::extend(mask, 1)` / `extend(types, 0)`     | [`adapter::extend_with_prompt`]         |
 //! | `Encoder::forward_embeds_from`                      | `Encoder::emit_from_embeds` (each family's `onnx.rs` in adept-backbones, e.g. `bert::onnx::encoder_from_embeds`) |
 //! | `hidden.narrow(1, l, s)` + pooling + `Head::forward`| [`head::pool_and_classify`]             |
+//! | `CausalLmModel::embed_tokens` (`[E+f(E); P]` rows)  | [`crate::decoder::decoder_graph`] (`Gather` on the input table; token MLP when unfolded) |
+//! | `CausalLm::forward_embeds` with a `KvCache` + `CausalLm::logits` | `CausalLm::emit_decoder` (e.g. `adept_backbones::llama::onnx::emit_decoder`) |
 //!
 //! [`classifier_graph`] strings them together exactly as `Classifier::forward` does; the
 //! parity tests hold the two executions together.
