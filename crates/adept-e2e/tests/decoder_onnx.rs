@@ -618,128 +618,42 @@ fn bench_decode_smollm2_size() {
 // ------------------------------------------------------------------------------------------
 
 use adept_adapters::{Adapter, AdapterConfig, MethodKind};
-use adept_backbones::onnx::{DecoderInputs, DecoderOutputs, EmitOptions};
-use adept_backbones::{Backbone, CausalLm, KvCache};
+use adept_backbones::llama::{LlamaConfig, LlamaModel};
+use adept_backbones::Backbone;
 use adept_export::decoder::{export_causal_lm, DecoderExportOptions, GenerationInfo};
 use adept_train::CausalLmModel;
-use std::sync::Arc;
 
-#[derive(Clone)]
-struct FixtureLlama {
-    weights: Arc<HashMap<String, Tensor>>,
-    expected: Arc<HashMap<String, Tensor>>,
-    table: Tensor,
-    device: Device,
-}
-
-impl FixtureLlama {
-    fn new() -> Self {
-        let weights = load("model.safetensors");
-        let table = weights["model.embed_tokens.weight"].clone();
-        Self {
-            weights: Arc::new(weights),
-            expected: Arc::new(load("expected.safetensors")),
-            table,
-            device: Device::Cpu,
-        }
-    }
-}
-
-impl Backbone for FixtureLlama {
-    fn hidden_size(&self) -> usize {
-        32
-    }
-    fn vocab_size(&self) -> usize {
-        96
-    }
-    fn word_embedding_table(&self) -> &Tensor {
-        &self.table
-    }
-}
-
-impl CausalLm for FixtureLlama {
-    fn family(&self) -> &'static str {
-        "llama"
-    }
-    fn model_type(&self) -> &str {
-        "llama"
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-    fn max_sequence_len(&self) -> usize {
-        64
-    }
-    fn cache_shape(&self) -> CacheShape {
-        cache_shape()
-    }
-    fn forward_embeds(
-        &self,
-        inputs_embeds: &Tensor,
-        _attention_mask: &Tensor,
-        cache: Option<&mut KvCache>,
-    ) -> candle_core::Result<Tensor> {
-        let prompt = self.expected["prompt"].unsqueeze(0)?;
-        let same = inputs_embeds.dims() == prompt.dims()
-            && (inputs_embeds - &prompt)?
-                .abs()?
-                .max_all()?
-                .to_scalar::<f32>()?
-                < 1e-6;
-        let Some(cache) = cache.filter(|_| same) else {
-            candle_core::bail!("the fixture model only computes the fixture prompt's cache");
-        };
-        cache.layers = (0..2)
-            .map(|i| {
-                (
-                    self.expected[&format!("prompt_cache.{i}.key")].clone(),
-                    self.expected[&format!("prompt_cache.{i}.value")].clone(),
-                )
-            })
-            .collect();
-        Tensor::zeros(inputs_embeds.dims(), DType::F32, &self.device)
-    }
-    fn logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-        hidden.broadcast_matmul(&self.table.t()?)
-    }
-    fn lm_head_table(&self) -> &Tensor {
-        &self.table
-    }
-    fn tied_embeddings(&self) -> bool {
-        true
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn clone_box(&self) -> Box<dyn CausalLm> {
-        Box::new(self.clone())
-    }
-    fn emit_decoder(
-        &self,
-        g: &mut adept_onnx::GraphBuilder,
-        inputs: &DecoderInputs,
-        opts: &EmitOptions,
-    ) -> anyhow::Result<DecoderOutputs> {
-        let weight = |n: &str| -> anyhow::Result<Tensor> {
-            self.weights
-                .get(n)
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("{n} is not in the fixture"))
-        };
-        adept_backbones::llama::onnx::emit_decoder(g, &dims(), &weight, &self.table, inputs, opts)
-    }
+/// The fixture's weights as a real candle [`LlamaModel`] (the config
+/// tests/reference/llama_onnx_reference.py builds).
+fn fixture_llama() -> LlamaModel {
+    let cfg = LlamaConfig::from_json_str(
+        r#"{"model_type": "llama", "vocab_size": 96, "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 8, "max_position_embeddings": 64, "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "tie_word_embeddings": true, "bos_token_id": 1,
+            "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu"}"#,
+    )
+    .unwrap();
+    LlamaModel::from_tensors(
+        cfg,
+        load("model.safetensors"),
+        &fixtures().join("model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 /// A `method` adapter over the fixture model with the fixture prompt and (ADePT) non-zero,
 /// deterministic MLP weights.
 fn fixture_model(method: MethodKind) -> CausalLmModel {
-    let backbone = FixtureLlama::new();
+    let backbone = fixture_llama();
+    let expected = load("expected.safetensors");
     let cfg = AdapterConfig::new(method, 32, 2, 4);
-    let adapter = Adapter::init(cfg, &backbone.table, 7).unwrap();
+    let adapter = Adapter::init(cfg, backbone.word_embedding_table(), 7).unwrap();
     let mut values = HashMap::new();
     for (name, t) in adapter.tensors() {
         let v = if name == adept_adapters::PROMPT {
-            backbone.expected["prompt"].clone()
+            expected["prompt"].clone()
         } else {
             let n = t.elem_count();
             let data: Vec<f32> = (0..n).map(|i| 0.3 * (i as f32 * 0.7 + 0.1).sin()).collect();
@@ -944,4 +858,87 @@ fn export_causal_lm_adept_folded_equals_unfolded_and_dept_is_refused() {
     .to_string();
     assert!(err.contains("DePT cannot be exported"), "{err}");
     assert!(!tmp.path().join("dept").exists());
+}
+
+/// The exported ADePT bundle (folded) against candle's own `CausalLmModel` on the same weights:
+/// logits of every attended input row within 1e-4 (prompt from the shipped cache), and ORT
+/// greedy decoding (cache fed back step by step, offsets folded into the table for generated
+/// tokens too) equal to candle's `generate::greedy` token for token.
+#[test]
+fn adept_bundle_matches_candle_logits_and_greedy_tokens() {
+    if !common::ort_available("adept_bundle_matches_candle_logits_and_greedy_tokens") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture_model(MethodKind::Adept);
+    let bundle = export(&model, tmp.path(), "adept", None);
+    let e = load("expected.safetensors");
+    let ids_t = e["input_ids"].to_dtype(DType::U32).unwrap();
+    let mask_t = e["attention_mask"].to_dtype(DType::U32).unwrap();
+    let want = f32s(&model.logits(&ids_t, &mask_t).unwrap());
+    let mask = i64s(&e["attention_mask"]);
+    let (tokens, cached) = bundle_logits(&bundle);
+    let d_tokens = max_diff_attended(&tokens, &want, &mask, 96);
+    let d_cached = max_diff_attended(&cached, &want, &mask, 96);
+    eprintln!("ADePT bundle vs candle: virtual tokens {d_tokens:.2e}, prompt cache {d_cached:.2e}");
+    assert!(d_tokens < TOL && d_cached < TOL, "{d_tokens} / {d_cached}");
+
+    // Greedy: candle (offsets applied to every token by the embed closure, prompt as prefix).
+    let prompts: Vec<Vec<u32>> = vec![vec![5, 17, 33, 9], vec![40, 3]];
+    let embed = |ids: &Tensor| model.embed_tokens(ids, None);
+    let opts = adept_backbones::generate::GreedyOptions::new(10, &[]);
+    let candle_out = adept_backbones::generate::greedy(
+        model.backbone.as_ref(),
+        &embed,
+        model.adapter.prompt(),
+        &prompts,
+        &opts,
+    )
+    .unwrap();
+    // ORT: left-padded batch after the prompt cache, then one token per row per step.
+    let mut sess = session(&bundle.join("model.onnx"));
+    let pc = load_cache(&bundle);
+    let l = 2usize;
+    let s = prompts.iter().map(Vec::len).max().unwrap();
+    let mut past: Kv = pc
+        .into_iter()
+        .map(|(k, v)| ([k.clone(), k].concat(), [v.clone(), v].concat()))
+        .collect();
+    let mut ids = Vec::new();
+    let mut m: Vec<Vec<i64>> = Vec::new();
+    let mut pos = Vec::new();
+    for p in &prompts {
+        let pad = s - p.len();
+        ids.extend(std::iter::repeat_n(0i64, pad).chain(p.iter().map(|&t| t as i64)));
+        let row: Vec<i64> = std::iter::repeat_n(1, l)
+            .chain(std::iter::repeat_n(0, pad))
+            .chain(std::iter::repeat_n(1, p.len()))
+            .collect();
+        pos.extend((0..pad).map(|_| 1i64).chain((0..p.len() as i64).map(|i| l as i64 + i)));
+        m.push(row);
+    }
+    let mut ort_out = vec![Vec::new(); 2];
+    let mut next_pos: Vec<i64> = prompts.iter().map(|p| (l + p.len()) as i64).collect();
+    let mut step_ids = ids;
+    let mut step_pos = pos;
+    for _ in 0..10 {
+        let flat_mask: Vec<i64> = m.iter().flatten().copied().collect();
+        let out = run(&mut sess, 2, &step_ids, &flat_mask, &step_pos, &past);
+        let steps = step_ids.len() / 2;
+        let mut next = Vec::new();
+        for r in 0..2 {
+            let row = &out.logits[((r + 1) * steps - 1) * 96..(r + 1) * steps * 96];
+            let arg = adept_bundle::argmax(row) as i64;
+            ort_out[r].push(arg as u32);
+            next.push(arg);
+        }
+        past = out.present;
+        step_ids = next;
+        step_pos = next_pos.clone();
+        for (row, p) in m.iter_mut().zip(next_pos.iter_mut()) {
+            row.push(1);
+            *p += 1;
+        }
+    }
+    assert_eq!(ort_out, candle_out, "ORT greedy vs candle greedy");
 }
