@@ -25,6 +25,7 @@
 //! Families: [`bert`] (BERT, MiniLM, RoBERTa, XLM-RoBERTa, CamemBERT).
 
 pub mod bert;
+pub mod gguf;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod registry;
