@@ -29,6 +29,7 @@
 
 pub mod bert;
 pub mod generate;
+pub mod gguf;
 pub mod llama;
 #[cfg(feature = "onnx")]
 pub mod onnx;

