@@ -214,7 +214,10 @@ pub fn process_logits(logits: &mut [f32], seen: &[u32], cfg: &GenerationConfig) 
 /// from their softmax with `rng`. Errors when no token has a finite logit (NaN logits, or
 /// everything filtered).
 pub fn choose_token(logits: &[f32], do_sample: bool, rng: &mut StdRng) -> Result<u32> {
-    ensure!(!logits.is_empty(), "the model returned an empty row of logits");
+    ensure!(
+        !logits.is_empty(),
+        "the model returned an empty row of logits"
+    );
     if !do_sample {
         ensure!(
             logits.iter().all(|v| !v.is_nan()),
@@ -237,7 +240,8 @@ pub trait Detokenizer {
 
 impl Detokenizer for tokenizers::Tokenizer {
     fn decode(&self, ids: &[u32]) -> Result<String> {
-        std::ops::Deref::deref(self).decode(ids, true)
+        std::ops::Deref::deref(self)
+            .decode(ids, true)
             .map_err(|e| anyhow::anyhow!("cannot decode token ids {ids:?}: {e}"))
     }
 }
@@ -278,7 +282,10 @@ impl StreamDecoder {
     /// Adds a generated id; returns the newly final text (possibly empty) and whether a stop
     /// string ended the completion.
     pub fn push(&mut self, id: u32, detok: &dyn Detokenizer) -> Result<(String, bool)> {
-        ensure!(!self.stopped, "the completion already ended at a stop string");
+        ensure!(
+            !self.stopped,
+            "the completion already ended at a stop string"
+        );
         self.ids.push(id);
         let text = detok.decode(&self.ids)?;
         if let Some(cut) = self.first_stop(&text) {
@@ -313,7 +320,10 @@ impl StreamDecoder {
 
     /// Byte offset of the earliest stop string in `text`.
     fn first_stop(&self, text: &str) -> Option<usize> {
-        self.stops.iter().filter_map(|s| text.find(s.as_str())).min()
+        self.stops
+            .iter()
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
     }
 
     /// Length of the longest suffix of `text` that is a proper prefix of a stop string.
@@ -453,8 +463,9 @@ pub fn generate(
 
     let mut rngs: Vec<StdRng> = (0..b).map(|_| StdRng::seed_from_u64(cfg.seed)).collect();
     let mut seen: Vec<Vec<u32>> = prompts.to_vec();
-    let mut streams: Vec<StreamDecoder> =
-        (0..b).map(|_| StreamDecoder::new(&cfg.stop_strings)).collect();
+    let mut streams: Vec<StreamDecoder> = (0..b)
+        .map(|_| StreamDecoder::new(&cfg.stop_strings))
+        .collect();
     let mut generated: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut finished: Vec<Option<FinishReason>> = vec![None; b];
 

@@ -101,7 +101,12 @@ fn config_validation_names_the_field() {
             ..Default::default()
         },
     ];
-    for (cfg, field) in bad.iter().zip(["temperature", "top_p", "repetition_penalty", "max_new_tokens"]) {
+    for (cfg, field) in bad.iter().zip([
+        "temperature",
+        "top_p",
+        "repetition_penalty",
+        "max_new_tokens",
+    ]) {
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains(field), "{e}");
     }
@@ -109,7 +114,10 @@ fn config_validation_names_the_field() {
 
 #[test]
 fn positions_count_attended_rows() {
-    assert_eq!(positions_from_mask(&[1, 1, 0, 0, 1, 1]), vec![0, 1, 1, 1, 2, 3]);
+    assert_eq!(
+        positions_from_mask(&[1, 1, 0, 0, 1, 1]),
+        vec![0, 1, 1, 1, 2, 3]
+    );
     assert_eq!(positions_from_mask(&[0, 1, 1]), vec![1, 0, 1]);
 }
 
@@ -150,7 +158,9 @@ impl ArithLm {
 }
 
 fn prefix_rows() -> Vec<(i64, i64)> {
-    (0..PREFIX_L as i64).map(|k| (VIRTUAL_BASE + k, k)).collect()
+    (0..PREFIX_L as i64)
+        .map(|k| (VIRTUAL_BASE + k, k))
+        .collect()
 }
 
 fn target_of(rows: &[(i64, i64)]) -> u32 {
@@ -165,7 +175,14 @@ fn logits_around(target: u32) -> Vec<f32> {
 }
 
 impl DecoderStep for ArithLm {
-    fn step(&mut self, ids: &[i64], mask: &[i64], pos: &[i64], b: usize, s: usize) -> Result<Vec<f32>> {
+    fn step(
+        &mut self,
+        ids: &[i64],
+        mask: &[i64],
+        pos: &[i64],
+        b: usize,
+        s: usize,
+    ) -> Result<Vec<f32>> {
         assert_eq!(ids.len(), b * s);
         assert_eq!(pos.len(), b * s);
         let past = self.rows[0].len();
@@ -205,7 +222,14 @@ impl DecoderStep for ArithLm {
         }
     }
     fn start(&mut self, batch: usize) -> Result<()> {
-        self.rows = vec![if self.cached { prefix_rows() } else { Vec::new() }; batch];
+        self.rows = vec![
+            if self.cached {
+                prefix_rows()
+            } else {
+                Vec::new()
+            };
+            batch
+        ];
         Ok(())
     }
 }
@@ -294,7 +318,9 @@ fn eos_stops_one_row() {
     let eos = (0..12)
         .map(|k| refs[0][k])
         .enumerate()
-        .find(|&(k, t)| k >= 2 && !refs[1].contains(&t) && !refs[2].contains(&t) && !refs[0][..k].contains(&t))
+        .find(|&(k, t)| {
+            k >= 2 && !refs[1].contains(&t) && !refs[2].contains(&t) && !refs[0][..k].contains(&t)
+        })
         .expect("the fake LM produces a usable EOS id")
         .1;
     let k = refs[0].iter().position(|&t| t == eos).unwrap();
@@ -337,10 +363,7 @@ fn seeded_sampling_is_reproducible() {
     let alone = run(&mut ArithLm::new(true), &prompts()[2..], &cfg(7)).0;
     assert_eq!(alone[0].token_ids, a[2].token_ids);
     // top_k 1 makes sampling greedy.
-    let k1 = GenerationConfig {
-        top_k: 1,
-        ..cfg(3)
-    };
+    let k1 = GenerationConfig { top_k: 1, ..cfg(3) };
     let g = run(&mut ArithLm::new(false), &prompts(), &k1).0;
     assert_eq!(g[0].token_ids, reference_greedy(&prompts()[0], 16));
 }
@@ -352,7 +375,14 @@ struct ScriptLm {
 }
 
 impl DecoderStep for ScriptLm {
-    fn step(&mut self, _ids: &[i64], _m: &[i64], _p: &[i64], b: usize, _s: usize) -> Result<Vec<f32>> {
+    fn step(
+        &mut self,
+        _ids: &[i64],
+        _m: &[i64],
+        _p: &[i64],
+        b: usize,
+        _s: usize,
+    ) -> Result<Vec<f32>> {
         let mut out = Vec::new();
         for r in 0..b {
             let t = self.scripts[r].get(self.step).copied().unwrap_or(256);
@@ -392,9 +422,14 @@ fn streaming_holds_back_partial_characters_and_stop_prefixes() {
         ..Default::default()
     };
     let mut pieces: Vec<Vec<String>> = vec![Vec::new(); 3];
-    let gens = generate(&mut lm, &[vec![1], vec![2, 3], vec![4]], 0, &cfg, &Bytes, &mut |r, p| {
-        pieces[r].push(p.to_owned())
-    })
+    let gens = generate(
+        &mut lm,
+        &[vec![1], vec![2, 3], vec![4]],
+        0,
+        &cfg,
+        &Bytes,
+        &mut |r, p| pieces[r].push(p.to_owned()),
+    )
     .unwrap();
     assert_eq!(gens[0].text, "héllo wörld ✓ done");
     assert_eq!(gens[0].finish_reason, FinishReason::Eos);
@@ -406,7 +441,10 @@ fn streaming_holds_back_partial_characters_and_stop_prefixes() {
     for r in 0..3 {
         assert_eq!(pieces[r].concat(), gens[r].text, "row {r}");
         for p in &pieces[r] {
-            assert!(!p.contains('\u{FFFD}'), "row {r}: piece {p:?} has a partial character");
+            assert!(
+                !p.contains('\u{FFFD}'),
+                "row {r}: piece {p:?} has a partial character"
+            );
         }
     }
     // Bytes arrive one per token, yet 'é' (2 bytes) and '✓' (3 bytes) come out whole.
@@ -415,7 +453,9 @@ fn streaming_holds_back_partial_characters_and_stop_prefixes() {
     assert!(pieces[0].iter().any(|p| p == "✓"), "{:?}", pieces[0]);
     assert!(pieces[0].len() > 10);
     // "STO" was held back while it could become "STOP", and released with the 'x'.
-    assert!(pieces[1].iter().all(|p| !p.ends_with("ST") && !p.ends_with("STO")));
+    assert!(pieces[1]
+        .iter()
+        .all(|p| !p.ends_with("ST") && !p.ends_with("STO")));
     assert!(pieces[1].iter().any(|p| p == "STOx"));
 
     // max_new_tokens cuts a row whose stop string is still a possible prefix: the held text
@@ -438,11 +478,21 @@ fn streaming_holds_back_partial_characters_and_stop_prefixes() {
 #[test]
 fn bad_inputs_are_errors() {
     let cfg = GenerationConfig::default();
-    let e = generate(&mut ArithLm::new(true), &[vec![]], 0, &cfg, &Bytes, &mut |_, _| {})
-        .unwrap_err()
-        .to_string();
+    let e = generate(
+        &mut ArithLm::new(true),
+        &[vec![]],
+        0,
+        &cfg,
+        &Bytes,
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("prompt 0 has no tokens"), "{e}");
     let e = check_fits(100, 10, 64, 128, 3).unwrap_err().to_string();
-    assert!(e.contains("prompt 3") && e.contains("max_sequence_len 128"), "{e}");
+    assert!(
+        e.contains("prompt 3") && e.contains("max_sequence_len 128"),
+        "{e}"
+    );
     assert!(check_fits(50, 10, 64, 128, 0).is_ok());
 }
