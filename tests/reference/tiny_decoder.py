@@ -175,3 +175,35 @@ for p in PROMPTS:
     + "\n"
 )
 print(json.dumps([(c['prompt'], c['generated']) for c in cases]))
+
+# The manifest, so that the folder is a complete decoder bundle (`adept generate --bundle`).
+import hashlib
+
+
+def entry(name):
+    data = (OUT / name).read_bytes()
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+inputs = ["input_ids", "attention_mask", "position_ids"] + [
+    f"past_key_values.{i}.{k}" for i in range(LAYERS) for k in ("key", "value")
+]
+outputs = ["logits"] + [f"present.{i}.{k}" for i in range(LAYERS) for k in ("key", "value")]
+manifest = {
+    "format": "adept-bundle", "format_version": 1, "adept_version": "test", "model_family": "llama",
+    "task": "causal-lm", "label_names": [], "regression": False, "text_fields": ["prompt"],
+    "input_template": {"segment_a": ["prompt"], "segment_b": [], "joiner": " "},
+    "prompt_length": L, "max_length": 32, "over_length": "truncate", "pad_token_id": 0,
+    "vocab_size": V, "hidden_size": D, "num_outputs": V, "opset": 17, "dtype": "f32",
+    "fold": "folded", "method": "adept", "pooling": "mean", "inputs": inputs, "outputs": outputs,
+    "files": {f: entry(f) for f in ("model.onnx", "prompt_cache.safetensors", "tokenizer.json")},
+    "provenance": {"model_dir": "", "model_sha256": "", "adapter_dir": "", "step": 0, "validation_metrics": {}},
+    "decoder": {
+        "task_kind": "causal-lm", "num_layers": LAYERS, "kv_heads": KV, "head_dim": HD, "vocab_size": V,
+        "prompt_len": L, "bos_token_id": BOS, "eos_token_ids": EOS, "pad_token_id": 0,
+        "max_sequence_len": 64,
+        "chat_template": "{% for m in messages %}{{ m['content'].strip() }}{% endfor %}",
+        "prompt_cache_file": "prompt_cache.safetensors", "virtual_token_base": V,
+    },
+}
+(OUT / "adept.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -275,7 +275,6 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         regression: task.regression,
         text_fields: task.text_fields.clone(),
         provenance: Default::default(),
-        decoder: None,
     };
     let tmp = tempfile::tempdir()?;
     let t = Instant::now();

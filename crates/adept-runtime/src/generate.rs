@@ -157,7 +157,11 @@ impl DecoderStep for OrtDecoderStep<'_> {
                 let what = format!("past_key_values.{i}.{kind}");
                 let t = match self.cache {
                     Some(c) => {
-                        let one = if j == 0 { &c.layers[i].0 } else { &c.layers[i].1 };
+                        let one = if j == 0 {
+                            &c.layers[i].0
+                        } else {
+                            &c.layers[i].1
+                        };
                         let data: Vec<f32> = (0..batch).flat_map(|_| one.iter().copied()).collect();
                         Self::f32_tensor([batch, h, self.spec.prompt_len, d], data, &what)?
                     }
@@ -193,7 +197,10 @@ impl DecoderStep for OrtDecoderStep<'_> {
         };
         let mut inputs: Vec<(Cow<'_, str>, ort::session::SessionInputValue<'_>)> =
             Vec::with_capacity(3 + self.past.len());
-        inputs.push(("input_ids".into(), i64_tensor([batch, seq], ids, "input_ids")?.into()));
+        inputs.push((
+            "input_ids".into(),
+            i64_tensor([batch, seq], ids, "input_ids")?.into(),
+        ));
         inputs.push((
             "attention_mask".into(),
             i64_tensor([batch, total], mask, "attention_mask")?.into(),
@@ -238,14 +245,10 @@ impl DecoderStep for OrtDecoderStep<'_> {
         };
         let want = [batch, self.spec.kv_heads, total, self.spec.head_dim];
         for name in &self.spec.output_names()[1..] {
-            let v = outputs.remove(name.as_str()).with_context(|| {
-                format!("{} returned no {name} output", self.model.display())
-            })?;
-            let shape: Vec<usize> = v
-                .shape()
-                .iter()
-                .map(|&x| x.max(0) as usize)
-                .collect();
+            let v = outputs
+                .remove(name.as_str())
+                .with_context(|| format!("{} returned no {name} output", self.model.display()))?;
+            let shape: Vec<usize> = v.shape().iter().map(|&x| x.max(0) as usize).collect();
             ensure!(
                 shape == want,
                 "{}: {name} has shape {shape:?}, expected {want:?} ([batch, kv_heads, past + seq, head_dim])",
@@ -359,15 +362,28 @@ impl Generator {
             manifest_path.display()
         );
         let prompt_cache = if spec.prompt_len > 0 {
-            Some(PromptCache::read(&dir.join(&spec.prompt_cache_file), &spec)?)
+            Some(PromptCache::read(
+                &dir.join(&spec.prompt_cache_file),
+                &spec,
+            )?)
         } else {
             None
         };
         let model_path = dir.join(MODEL_FILE);
         let runtime = ortlib::find_and_load(opts.cache.as_deref(), opts.ort_library.as_deref())?;
         let built = build_session(runtime, &model_path, &opts.session)?;
-        let inputs: Vec<String> = built.session.inputs().iter().map(|o| o.name().to_owned()).collect();
-        let outputs: Vec<String> = built.session.outputs().iter().map(|o| o.name().to_owned()).collect();
+        let inputs: Vec<String> = built
+            .session
+            .inputs()
+            .iter()
+            .map(|o| o.name().to_owned())
+            .collect();
+        let outputs: Vec<String> = built
+            .session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_owned())
+            .collect();
         let sorted = |v: &[String]| {
             let mut v = v.to_vec();
             v.sort();
@@ -536,12 +552,15 @@ impl Generator {
 pub fn render_chat_template(template: &str, user: &str, bos: &str, eos: &str) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(
-            minijinja::ErrorKind::InvalidOperation,
-            msg,
-        ))
-    });
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
     let ctx = minijinja::context! {
         messages => vec![minijinja::context! { role => "user", content => user }],
         add_generation_prompt => true,
@@ -658,6 +677,9 @@ pub fn run_generate(args: &GenerateArgs) -> Result<(Vec<Generation>, GenerationS
         None => bail!("pass --prompt TEXT or --input FILE"),
     };
     let mut generator = Generator::open(&args.runtime.bundle, &args.runtime.options())?;
+    if let Some(why) = &generator.device_fallback {
+        tracing::warn!("{why}");
+    }
     let texts = if args.chat_template {
         prompts
             .iter()
@@ -671,13 +693,14 @@ pub fn run_generate(args: &GenerateArgs) -> Result<(Vec<Generation>, GenerationS
     // One prompt streams live; several (generated as a batch, whose rows advance together)
     // are printed one after another once done.
     let live = prompts.len() == 1 && !args.json;
-    let (gens, stats) = generator.generate(&texts, &cfg, !args.no_prompt_cache, &mut |_, piece| {
-        if live {
-            let mut out = stdout.lock();
-            let _ = write!(out, "{piece}");
-            let _ = out.flush();
-        }
-    })?;
+    let (gens, stats) =
+        generator.generate(&texts, &cfg, !args.no_prompt_cache, &mut |_, piece| {
+            if live {
+                let mut out = stdout.lock();
+                let _ = write!(out, "{piece}");
+                let _ = out.flush();
+            }
+        })?;
     let mut out = stdout.lock();
     if args.json {
         for (i, g) in gens.iter().enumerate() {

@@ -35,5 +35,7 @@ pub use cli::{
     run_bundle_eval, run_infer, BundleEvalArgs, BundleEvalReport, InferArgs, InferReport,
     RuntimeArgs, TextPair,
 };
-pub use generate::{run_generate, GenerateArgs, GenerationStats, Generator, OrtDecoderStep, PromptCache};
+pub use generate::{
+    run_generate, GenerateArgs, GenerationStats, Generator, OrtDecoderStep, PromptCache,
+};
 pub use session::{build_session, BuiltSession, DeviceKind, SessionConfig};

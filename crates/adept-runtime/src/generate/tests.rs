@@ -14,7 +14,9 @@ fn chat_templates_render_like_transformers() {
     let t = "{{ bos_token }}{{ messages[0]['content'].strip() }}";
     assert_eq!(render_chat_template(t, "  x ", "<s>", "").unwrap(), "<s>x");
     let t = "{{ raise_exception('only user messages') }}";
-    let e = render_chat_template(t, "x", "", "").unwrap_err().to_string();
+    let e = render_chat_template(t, "x", "", "")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("only user messages"), "{e}");
 }
 
@@ -23,7 +25,10 @@ fn prompts_from_lines_or_jsonl() {
     let dir = tempfile::tempdir().unwrap();
     let lines = dir.path().join("p.txt");
     std::fs::write(&lines, "first\n\n{not json} second\n").unwrap();
-    assert_eq!(read_prompts(&lines).unwrap(), ["first", "{not json} second"]);
+    assert_eq!(
+        read_prompts(&lines).unwrap(),
+        ["first", "{not json} second"]
+    );
     let jl = dir.path().join("p.jsonl");
     std::fs::write(&jl, "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"id\": 2}\n").unwrap();
     assert_eq!(read_prompts(&jl).unwrap(), ["a", "b"]);
@@ -115,7 +120,8 @@ fn options(lib: PathBuf, batch_size: usize) -> RuntimeOptions {
 /// virtual ids; greedy ids equal; then the Generator end to end with text.
 #[test]
 fn ort_step_keeps_the_cache_and_matches_the_reference() {
-    let Some(lib) = adept_testkit::ort_library("ort_step_keeps_the_cache_and_matches_the_reference")
+    let Some(lib) =
+        adept_testkit::ort_library("ort_step_keeps_the_cache_and_matches_the_reference")
     else {
         return;
     };
@@ -125,7 +131,14 @@ fn ort_step_keeps_the_cache_and_matches_the_reference() {
     let cases = x["cases"].as_array().unwrap();
     let prompts: Vec<Vec<u32>> = cases
         .iter()
-        .map(|c| c["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect())
+        .map(|c| {
+            c["prompt_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        })
         .collect();
     let max_new = x["max_new_tokens"].as_u64().unwrap() as usize;
     let mut g = Generator::open(dir.path(), &options(lib.clone(), 8)).unwrap();
@@ -135,17 +148,36 @@ fn ort_step_keeps_the_cache_and_matches_the_reference() {
         // Record the logits the loop sees at every step.
         struct Rec<'a, 'b>(&'b mut OrtDecoderStep<'a>, Vec<Vec<f32>>);
         impl DecoderStep for Rec<'_, '_> {
-            fn step(&mut self, i: &[i64], m: &[i64], p: &[i64], b: usize, s: usize) -> Result<Vec<f32>> {
+            fn step(
+                &mut self,
+                i: &[i64],
+                m: &[i64],
+                p: &[i64],
+                b: usize,
+                s: usize,
+            ) -> Result<Vec<f32>> {
                 let out = self.0.step(i, m, p, b, s)?;
                 self.1.push(out.clone());
                 Ok(out)
             }
-            fn vocab_size(&self) -> usize { self.0.vocab_size() }
-            fn cached_prefix_len(&self) -> usize { self.0.cached_prefix_len() }
-            fn prefix_ids(&self) -> Vec<i64> { self.0.prefix_ids() }
-            fn start(&mut self, b: usize) -> Result<()> { self.0.start(b) }
+            fn vocab_size(&self) -> usize {
+                self.0.vocab_size()
+            }
+            fn cached_prefix_len(&self) -> usize {
+                self.0.cached_prefix_len()
+            }
+            fn prefix_ids(&self) -> Vec<i64> {
+                self.0.prefix_ids()
+            }
+            fn start(&mut self, b: usize) -> Result<()> {
+                self.0.start(b)
+            }
         }
-        let cache = if use_cache { g.prompt_cache.as_ref() } else { None };
+        let cache = if use_cache {
+            g.prompt_cache.as_ref()
+        } else {
+            None
+        };
         let mut step = OrtDecoderStep::new(&mut g.session, &g.spec, cache, &model);
         let mut rec = Rec(&mut step, Vec::new());
         let cfg = GenerationConfig {
@@ -153,36 +185,78 @@ fn ort_step_keeps_the_cache_and_matches_the_reference() {
             eos_token_ids: vec![999],
             ..Default::default()
         };
-        let gens = generate(&mut rec, &prompts, 0, &cfg, &Tok(&g.tokenizer), &mut |_, _| {}).unwrap();
+        let gens = generate(
+            &mut rec,
+            &prompts,
+            0,
+            &cfg,
+            &Tok(&g.tokenizer),
+            &mut |_, _| {},
+        )
+        .unwrap();
         assert_eq!(rec.1.len(), max_new);
         for (r, c) in cases.iter().enumerate() {
-            let want_ids: Vec<u32> = c["generated"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-            assert_eq!(gens[r].token_ids, want_ids, "row {r}, prompt cache {use_cache}");
+            let want_ids: Vec<u32> = c["generated"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(
+                gens[r].token_ids, want_ids,
+                "row {r}, prompt cache {use_cache}"
+            );
             for (k, want) in c["logits"].as_array().unwrap().iter().enumerate() {
                 let got = &rec.1[k][r * vocab..(r + 1) * vocab];
                 for (v, w) in got.iter().zip(want.as_array().unwrap()) {
                     let w = w.as_f64().unwrap() as f32;
-                    assert!((v - w).abs() < 1e-4, "row {r} step {k} (cache {use_cache}): {v} vs {w}");
+                    assert!(
+                        (v - w).abs() < 1e-4,
+                        "row {r} step {k} (cache {use_cache}): {v} vs {w}"
+                    );
                 }
             }
         }
     }
     // End to end from text, batches of 2 (so two batches), order kept, streaming.
     let mut g = Generator::open(dir.path(), &options(lib, 2)).unwrap();
-    let texts: Vec<String> = cases.iter().map(|c| c["prompt"].as_str().unwrap().to_owned()).collect();
+    let texts: Vec<String> = cases
+        .iter()
+        .map(|c| c["prompt"].as_str().unwrap().to_owned())
+        .collect();
     let mut streamed = vec![String::new(); texts.len()];
-    let cfg = GenerationConfig { max_new_tokens: max_new, ..Default::default() };
-    let (gens, stats) = g.generate(&texts, &cfg, true, &mut |r, p| streamed[r].push_str(p)).unwrap();
+    let cfg = GenerationConfig {
+        max_new_tokens: max_new,
+        ..Default::default()
+    };
+    let (gens, stats) = g
+        .generate(&texts, &cfg, true, &mut |r, p| streamed[r].push_str(p))
+        .unwrap();
     assert_eq!(stats.batches, 2);
     assert!(stats.time_to_first_token_s > 0.0 && stats.tokens_per_s > 0.0);
     for (r, c) in cases.iter().enumerate() {
-        let want_ids: Vec<u32> = c["generated"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want_ids: Vec<u32> = c["generated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         // The bundle's EOS (2) ends a row early if the reference produced it.
-        let cut = want_ids.iter().position(|&t| t == 2).map_or(want_ids.len(), |p| p + 1);
+        let cut = want_ids
+            .iter()
+            .position(|&t| t == 2)
+            .map_or(want_ids.len(), |p| p + 1);
         assert_eq!(gens[r].token_ids, want_ids[..cut], "row {r}");
-        assert_eq!(gens[r].prompt_tokens, c["prompt_ids"].as_array().unwrap().len());
+        assert_eq!(
+            gens[r].prompt_tokens,
+            c["prompt_ids"].as_array().unwrap().len()
+        );
         assert_eq!(streamed[r], gens[r].text);
-        let words: Vec<String> = want_ids[..cut].iter().filter(|&&t| t != 2).map(|t| format!("w{t}")).collect();
+        let words: Vec<String> = want_ids[..cut]
+            .iter()
+            .filter(|&&t| t != 2)
+            .map(|t| format!("w{t}"))
+            .collect();
         assert_eq!(gens[r].text, words.join(" "));
     }
 }
@@ -196,20 +270,59 @@ fn decoder_bundle_mismatches_are_clear_errors() {
     };
     let dir = tempfile::tempdir().unwrap();
     tiny_bundle(dir.path(), |d| d.num_layers = 3);
-    let e = format!("{:#}", Generator::open(dir.path(), &options(lib.clone(), 4)).unwrap_err());
+    let e = format!(
+        "{:#}",
+        Generator::open(dir.path(), &options(lib.clone(), 4)).unwrap_err()
+    );
     assert!(e.contains("past_key_values.2.key"), "{e}");
 
     let dir = tempfile::tempdir().unwrap();
     tiny_bundle(dir.path(), |d| d.head_dim = 2);
-    let e = format!("{:#}", Generator::open(dir.path(), &options(lib.clone(), 4)).unwrap_err());
-    assert!(e.contains("prompt_cache.safetensors") && e.contains("[1, 2, 3, 2]"), "{e}");
+    let e = format!(
+        "{:#}",
+        Generator::open(dir.path(), &options(lib.clone(), 4)).unwrap_err()
+    );
+    assert!(
+        e.contains("prompt_cache.safetensors") && e.contains("[1, 2, 3, 2]"),
+        "{e}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     tiny_bundle(dir.path(), |d| d.max_sequence_len = 8);
     let mut g = Generator::open(dir.path(), &options(lib.clone(), 4)).unwrap();
-    let cfg = GenerationConfig { max_new_tokens: 4, ..Default::default() };
-    let e = format!("{:#}", g.generate(&["w3 w4 w5".into()], &cfg, true, &mut |_, _| {}).unwrap_err());
+    let cfg = GenerationConfig {
+        max_new_tokens: 4,
+        ..Default::default()
+    };
+    let e = format!(
+        "{:#}",
+        g.generate(&["w3 w4 w5".into()], &cfg, true, &mut |_, _| {})
+            .unwrap_err()
+    );
     assert!(e.contains("max_sequence_len 8"), "{e}");
     let e = format!("{:#}", g.apply_chat_template("hi").unwrap_err());
     assert!(e.contains("no chat template"), "{e}");
+}
+
+/// The fixture folder is itself a complete decoder bundle (its adept.json written by the
+/// Python script): the Rust reader accepts it, the chat template renders, and the soft prompt
+/// as virtual ids gives the same completion as the prompt cache.
+#[test]
+fn the_fixture_folder_is_a_bundle() {
+    let Some(lib) = adept_testkit::ort_library("the_fixture_folder_is_a_bundle") else {
+        return;
+    };
+    let mut g = Generator::open(&fixture_dir(), &options(lib, 4)).unwrap();
+    let prompt = g.apply_chat_template("  w5 w7 w9 ").unwrap();
+    assert_eq!(prompt, "w5 w7 w9");
+    let cfg = GenerationConfig {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let (a, _) = g
+        .generate(std::slice::from_ref(&prompt), &cfg, true, &mut |_, _| {})
+        .unwrap();
+    let (b, _) = g.generate(&[prompt], &cfg, false, &mut |_, _| {}).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a[0].token_ids, [21; 6]);
 }
