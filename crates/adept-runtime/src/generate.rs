@@ -186,7 +186,9 @@ impl DecoderStep for OrtDecoderStep<'_> {
             "the decoder step was not started for a batch of {batch} (call start first)"
         );
         ensure!(
-            ids.len() == batch * seq && positions.len() == batch * seq && mask.len() % batch == 0,
+            ids.len() == batch * seq
+                && positions.len() == batch * seq
+                && mask.len().is_multiple_of(batch),
             "decoder step inputs do not match batch {batch} × seq {seq}"
         );
         let total = mask.len() / batch;

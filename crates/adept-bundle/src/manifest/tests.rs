@@ -380,7 +380,8 @@ fn decoder_manifest_roundtrips_and_checks_the_prompt_cache() {
 fn inconsistent_decoder_manifests_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let good = decoder_sample(dir.path());
-    let cases: Vec<(Box<dyn Fn(&mut BundleManifest)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut BundleManifest)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|m| m.decoder.as_mut().unwrap().virtual_token_base = 104),
             "virtual_token_base",
