@@ -11,6 +11,8 @@
 //!   reader/validator every runtime calls;
 //! * [`files`]: [`write_atomic`] (temporary file, `fsync`, rename, `fsync` of the folder) and
 //!   sha256 checksums of files and bytes;
+//! * [`generate`]: decoding with a decoder bundle (sampling, stop strings, streaming, the
+//!   generic loop over a `DecoderStep`), shared by the native runtime and the browser;
 //! * [`softmax`] and [`argmax`]: the post-processing of logits.
 //!
 //! ```text
@@ -109,6 +111,7 @@ macro_rules! string_enum {
 }
 
 pub mod files;
+pub mod generate;
 pub mod manifest;
 pub mod padding;
 pub mod tokenize;

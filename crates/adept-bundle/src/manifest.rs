@@ -196,6 +196,161 @@ impl FileEntry {
     }
 }
 
+string_enum! {
+    /// What a decoder bundle's graph computes (`decoder.task_kind` in `adept.json`).
+    pub enum DecoderTask ("decoder task_kind") {
+        /// Next-token logits with a key/value cache (optimum's `text-generation-with-past`).
+        CausalLm = "causal-lm",
+    }
+}
+
+/// File name of a decoder bundle's prompt cache.
+pub const PROMPT_CACHE_FILE: &str = "prompt_cache.safetensors";
+
+/// The graph inputs of a decoder bundle with `num_layers` layers, in order (optimum's names):
+/// `input_ids`, `attention_mask`, `position_ids`, then `past_key_values.{i}.key` and
+/// `past_key_values.{i}.value` for each layer.
+pub fn decoder_input_names(num_layers: usize) -> Vec<String> {
+    let mut v: Vec<String> = ["input_ids", "attention_mask", "position_ids"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for i in 0..num_layers {
+        v.push(format!("past_key_values.{i}.key"));
+        v.push(format!("past_key_values.{i}.value"));
+    }
+    v
+}
+
+/// The graph outputs of a decoder bundle, in order: `logits`, then `present.{i}.key` and
+/// `present.{i}.value` for each layer.
+pub fn decoder_output_names(num_layers: usize) -> Vec<String> {
+    let mut v = vec![OUTPUT_NAME.to_string()];
+    for i in 0..num_layers {
+        v.push(format!("present.{i}.key"));
+        v.push(format!("present.{i}.value"));
+    }
+    v
+}
+
+/// The `decoder` section of a decoder (causal LM) bundle's `adept.json`; absent for encoder
+/// bundles, whose manifests are unchanged.
+///
+/// # The decoder bundle (a folder)
+///
+/// ```text
+/// adept.json                  model_family "llama", this section, files: model.onnx,
+///                             tokenizer.json and the prompt cache with their checksums
+/// model.onnx                  inputs (optimum's names):
+///                               input_ids       int64 [b, s]
+///                               attention_mask  int64 [b, past + s]
+///                               position_ids    int64 [b, s]
+///                               past_key_values.{i}.key|value  float [b, kv_heads, past, head_dim]
+///                             outputs:
+///                               logits          float [b, s, vocab_size]
+///                               present.{i}.key|value          float [b, kv_heads, past + s, head_dim]
+/// tokenizer.json              the model's tokenizer
+/// prompt_cache.safetensors    past_key_values.{i}.key|value  f32 [1, kv_heads, l, head_dim]:
+///                             the soft prompt's keys and values (input-independent, computed
+///                             at export)
+/// ```
+///
+/// The graph's input table is the folded vocabulary `E + f(E)` (`vocab_size` rows) with the
+/// soft prompt's `l` rows appended: ids `virtual_token_base .. virtual_token_base + l` (with
+/// `virtual_token_base = vocab_size`) are the prompt, so a runtime may run the prompt as `l`
+/// virtual tokens instead of loading the cache. The logits cover the real vocabulary only.
+///
+/// A token's position is the number of attended positions before it (`cumsum(mask) - 1`).
+/// Starting from the prompt cache (`past = l`, mask ones) the first real token has position
+/// `l`. A batch of prompts of different lengths is left-padded (`pad_token_id`, mask 0) after
+/// the prompt rows: `[P | pads | tokens]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecoderSpec {
+    /// `causal-lm`.
+    pub task_kind: DecoderTask,
+    pub num_layers: usize,
+    /// Key/value heads (grouped-query attention: fewer than the query heads).
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Width of the logits and rows of the (folded) vocabulary table, soft prompt excluded.
+    pub vocab_size: usize,
+    /// Soft-prompt rows `l` (0: no prompt).
+    pub prompt_len: usize,
+    /// Prepended to every prompt when set.
+    pub bos_token_id: Option<u32>,
+    /// Generation stops at any of these.
+    pub eos_token_ids: Vec<u32>,
+    /// Left-padding id of batched prompts.
+    pub pad_token_id: u32,
+    /// Longest sequence the model takes, soft prompt, prompt and generated tokens together.
+    pub max_sequence_len: usize,
+    /// The model's chat template (Jinja, as in `tokenizer_config.json`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
+    /// File name of the prompt cache inside the bundle ([`PROMPT_CACHE_FILE`]).
+    pub prompt_cache_file: String,
+    /// First virtual token id of the soft prompt; always `vocab_size`.
+    pub virtual_token_base: usize,
+}
+
+impl DecoderSpec {
+    /// Checks the section on its own; errors say which field and how to fix it.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.num_layers >= 1, "decoder.num_layers is 0");
+        ensure!(self.kv_heads >= 1, "decoder.kv_heads is 0");
+        ensure!(self.head_dim >= 1, "decoder.head_dim is 0");
+        ensure!(self.vocab_size >= 1, "decoder.vocab_size is 0");
+        ensure!(
+            self.virtual_token_base == self.vocab_size,
+            "decoder.virtual_token_base {} must equal decoder.vocab_size {} (the soft prompt's rows follow the vocabulary)",
+            self.virtual_token_base,
+            self.vocab_size
+        );
+        ensure!(
+            !self.eos_token_ids.is_empty(),
+            "decoder.eos_token_ids is empty; list the model's end-of-sequence ids"
+        );
+        let ids = self
+            .eos_token_ids
+            .iter()
+            .map(|&i| ("eos_token_ids", i))
+            .chain(self.bos_token_id.map(|i| ("bos_token_id", i)))
+            .chain([("pad_token_id", self.pad_token_id)]);
+        for (field, id) in ids {
+            ensure!(
+                (id as usize) < self.vocab_size,
+                "decoder.{field} {id} is outside the {}-token vocabulary",
+                self.vocab_size
+            );
+        }
+        ensure!(
+            self.max_sequence_len > self.prompt_len,
+            "decoder.max_sequence_len {} leaves no room after the {}-row soft prompt",
+            self.max_sequence_len,
+            self.prompt_len
+        );
+        ensure!(
+            !self.prompt_cache_file.is_empty()
+                && !self.prompt_cache_file.contains(['/', '\\'])
+                && self.prompt_cache_file != MODEL_FILE
+                && self.prompt_cache_file != TOKENIZER_FILE,
+            "decoder.prompt_cache_file {:?} must be a plain file name inside the bundle (e.g. {PROMPT_CACHE_FILE:?})",
+            self.prompt_cache_file
+        );
+        Ok(())
+    }
+
+    /// Graph input names ([`decoder_input_names`]).
+    pub fn input_names(&self) -> Vec<String> {
+        decoder_input_names(self.num_layers)
+    }
+
+    /// Graph output names ([`decoder_output_names`]).
+    pub fn output_names(&self) -> Vec<String> {
+        decoder_output_names(self.num_layers)
+    }
+}
+
 /// Where the bundle came from (for people; runtimes do not rely on it).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
@@ -261,6 +416,13 @@ pub struct BundleManifest {
     pub files: BTreeMap<String, FileEntry>,
     #[serde(default)]
     pub provenance: Provenance,
+    /// Present for decoder (causal LM) bundles only; see [`DecoderSpec`]. For those, `inputs`
+    /// and `outputs` are [`decoder_input_names`] / [`decoder_output_names`], `label_names` is
+    /// empty, `regression` false, `num_outputs` = `vocab_size` = `decoder.vocab_size`,
+    /// `prompt_length` = `decoder.prompt_len`, `pad_token_id` = `decoder.pad_token_id`,
+    /// `max_length` the longest prompt in tokens, and `pooling` is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<DecoderSpec>,
 }
 
 impl BundleManifest {
@@ -314,6 +476,9 @@ impl BundleManifest {
             self.model_family
         );
         let method = self.method;
+        if let Some(d) = &self.decoder {
+            return self.validate_decoder(d);
+        }
         if self.regression {
             ensure!(
                 self.num_outputs == 1,
@@ -407,6 +572,89 @@ impl BundleManifest {
         Ok(())
     }
 
+    /// Whether this is a decoder (causal LM) bundle.
+    pub fn is_decoder(&self) -> bool {
+        self.decoder.is_some()
+    }
+
+    /// The checks of a decoder bundle (after the format checks [`validate`](Self::validate)
+    /// shares with encoder bundles).
+    fn validate_decoder(&self, d: &DecoderSpec) -> Result<()> {
+        d.validate()?;
+        ensure!(
+            self.model_family == "llama",
+            "a decoder bundle's model_family is \"llama\", not {:?}",
+            self.model_family
+        );
+        ensure!(
+            !self.regression && self.label_names.is_empty(),
+            "a decoder bundle has no label_names and is not a regression"
+        );
+        for (field, got) in [
+            ("vocab_size", self.vocab_size),
+            ("num_outputs", self.num_outputs),
+        ] {
+            ensure!(
+                got == d.vocab_size,
+                "{field} {got} does not match decoder.vocab_size {}",
+                d.vocab_size
+            );
+        }
+        ensure!(
+            self.prompt_length == d.prompt_len,
+            "prompt_length {} does not match decoder.prompt_len {}",
+            self.prompt_length,
+            d.prompt_len
+        );
+        ensure!(
+            self.pad_token_id == d.pad_token_id,
+            "pad_token_id {} does not match decoder.pad_token_id {}",
+            self.pad_token_id,
+            d.pad_token_id
+        );
+        ensure!(self.opset >= 17, "opset {} is below 17", self.opset);
+        let method = self.method;
+        ensure!(
+            method.has_offsets() == (self.fold != FoldMode::None),
+            "method {method} cannot have fold {} (ADePT is folded or unfolded, every other method none)",
+            self.fold
+        );
+        ensure!(
+            method.has_prompt() || d.prompt_len == 0,
+            "method {method} has no prompt, but decoder.prompt_len is {}",
+            d.prompt_len
+        );
+        ensure!(
+            self.inputs == d.input_names(),
+            "a decoder bundle with {} layers takes inputs {:?}, but the manifest lists {:?}",
+            d.num_layers,
+            d.input_names(),
+            self.inputs
+        );
+        ensure!(
+            self.outputs == d.output_names(),
+            "a decoder bundle with {} layers has outputs {:?}, but the manifest lists {:?}",
+            d.num_layers,
+            d.output_names(),
+            self.outputs
+        );
+        let mut needed = vec![MODEL_FILE, TOKENIZER_FILE];
+        if d.prompt_len > 0 {
+            needed.push(d.prompt_cache_file.as_str());
+        }
+        for f in needed {
+            let e = self.files.get(f).with_context(|| {
+                format!("files has no entry for {f} (decoder bundles list it with its checksum)")
+            })?;
+            ensure!(
+                e.sha256.len() == 64 && e.sha256.chars().all(|c| c.is_ascii_hexdigit()),
+                "files.{f}.sha256 {:?} is not a sha256 hex digest",
+                e.sha256
+            );
+        }
+        Ok(())
+    }
+
     /// Checks that `model.onnx` and `tokenizer.json` in `dir` exist and match their checksums.
     pub fn verify_files(&self, dir: &Path) -> Result<()> {
         let manifest_path = dir.join(MANIFEST_FILE).display().to_string();
@@ -453,11 +701,19 @@ impl BundleManifest {
         Ok(())
     }
 
-    /// Records the checksums of `model.onnx` and `tokenizer.json` in `dir`.
+    /// Records the checksums of `model.onnx` and `tokenizer.json` in `dir` (and of a decoder
+    /// bundle's prompt cache).
     pub fn record_files(&mut self, dir: &Path) -> Result<()> {
         for f in [MODEL_FILE, TOKENIZER_FILE] {
             self.files
                 .insert(f.to_string(), FileEntry::of(&dir.join(f))?);
+        }
+        if let Some(d) = &self.decoder {
+            if d.prompt_len > 0 {
+                let f = d.prompt_cache_file.clone();
+                let entry = FileEntry::of(&dir.join(&f))?;
+                self.files.insert(f, entry);
+            }
         }
         Ok(())
     }

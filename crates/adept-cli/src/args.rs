@@ -29,6 +29,8 @@ pub enum Command {
     Export(adept_export::ExportArgs),
     /// Classify texts with an exported bundle (ONNX Runtime).
     Infer(adept_runtime::InferArgs),
+    /// Generate text with a decoder bundle (ONNX Runtime), streaming the completion.
+    Generate(adept_runtime::GenerateArgs),
     /// Training-step time, or (`--serving`) ONNX Runtime latency/throughput of the exported variants.
     Bench(BenchArgs),
     /// The whole pipeline on the default: fetch, train ADePT on SST-2, export folded, evaluate with

@@ -41,6 +41,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Generate(a) => adept_runtime::run_generate(&a).map(|_| ()),
         Command::Bench(a) if a.serving => crate::bench::serving(&a),
         Command::Bench(a) => {
             use_blas(a.model.cache.cache.as_deref())?;

@@ -241,6 +241,7 @@ pub fn manifest_for(
         outputs: vec![OUTPUT_NAME.into()],
         files: Default::default(),
         provenance: info.provenance.clone(),
+        decoder: None,
     })
 }
 

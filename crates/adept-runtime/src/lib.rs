@@ -15,11 +15,15 @@
 //!   [`Prediction`]s (label, probabilities, logits; score for regression).
 //! * [`cli`]: `InferArgs`/`run_infer` (`adept infer`), `BundleEvalArgs`/`run_bundle_eval`
 //!   (`adept eval --bundle`).
+//! * [`generate`]: decoder bundles: the ort `DecoderStep` (key/value cache kept as ort values,
+//!   started from the prompt cache or the soft prompt's virtual ids), [`Generator`] and
+//!   `GenerateArgs`/`run_generate` (`adept generate`).
 //! * [`bench`]: `bench_session`, latency/throughput of a bundle on fixed batches.
 
 pub mod bench;
 pub mod bundle;
 pub mod cli;
+pub mod generate;
 pub mod ortlib;
 pub mod session;
 
@@ -30,5 +34,8 @@ pub use bundle::{Bundle, PaddedBatch, PaddingStats, Prediction, RuntimeOptions};
 pub use cli::{
     run_bundle_eval, run_infer, BundleEvalArgs, BundleEvalReport, InferArgs, InferReport,
     RuntimeArgs, TextPair,
+};
+pub use generate::{
+    run_generate, GenerateArgs, GenerationStats, Generator, OrtDecoderStep, PromptCache,
 };
 pub use session::{build_session, BuiltSession, DeviceKind, SessionConfig};

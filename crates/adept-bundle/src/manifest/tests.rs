@@ -29,6 +29,7 @@ fn sample(dir: &Path) -> BundleManifest {
         outputs: vec![OUTPUT_NAME.into()],
         files: BTreeMap::new(),
         provenance: Provenance::default(),
+        decoder: None,
     };
     m.record_files(dir).unwrap();
     m
@@ -300,4 +301,155 @@ fn the_manifest_is_written_atomically() {
     bad.num_outputs = 5;
     assert!(bad.write(dir.path()).is_err());
     assert_eq!(BundleManifest::read(dir.path()).unwrap(), m);
+}
+
+/// A decoder bundle as the export writes it (2 layers, 4-row prompt, 100-token vocabulary).
+fn decoder_sample(dir: &Path) -> BundleManifest {
+    let mut m = sample(dir);
+    std::fs::write(dir.join(PROMPT_CACHE_FILE), b"cache").unwrap();
+    let d = DecoderSpec {
+        task_kind: DecoderTask::CausalLm,
+        num_layers: 2,
+        kv_heads: 1,
+        head_dim: 8,
+        vocab_size: 100,
+        prompt_len: 4,
+        bos_token_id: Some(1),
+        eos_token_ids: vec![2, 3],
+        pad_token_id: 0,
+        max_sequence_len: 64,
+        chat_template: Some("{{ messages[0]['content'] }}".into()),
+        prompt_cache_file: PROMPT_CACHE_FILE.into(),
+        virtual_token_base: 100,
+    };
+    m.model_family = "llama".into();
+    m.task = "causal-lm".into();
+    m.label_names.clear();
+    m.num_outputs = 100;
+    m.text_fields = vec!["prompt".into()];
+    m.input_template = InputTemplate::from_fields(&["prompt".into()]);
+    m.inputs = d.input_names();
+    m.outputs = d.output_names();
+    m.decoder = Some(d);
+    m.record_files(dir).unwrap();
+    m
+}
+
+#[test]
+fn encoder_manifests_have_no_decoder_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = sample(dir.path());
+    let text = serde_json::to_string(&m).unwrap();
+    assert!(!text.contains("decoder"), "{text}");
+    assert_eq!(BundleManifest::from_json(&text, "x").unwrap().decoder, None);
+}
+
+#[test]
+fn decoder_manifest_roundtrips_and_checks_the_prompt_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = decoder_sample(dir.path());
+    assert_eq!(
+        m.inputs[..4],
+        [
+            "input_ids",
+            "attention_mask",
+            "position_ids",
+            "past_key_values.0.key"
+        ]
+    );
+    assert_eq!(
+        m.outputs[..3],
+        ["logits", "present.0.key", "present.0.value"]
+    );
+    m.write(dir.path()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+    assert!(text.contains("\"task_kind\": \"causal-lm\""), "{text}");
+    let back = BundleManifest::read(dir.path()).unwrap();
+    assert_eq!(back, m);
+    assert!(back.is_decoder());
+    back.verify_files(dir.path()).unwrap();
+    std::fs::write(dir.path().join(PROMPT_CACHE_FILE), b"cachE").unwrap();
+    let err = format!("{:#}", back.verify_files(dir.path()).unwrap_err());
+    assert!(
+        err.contains(PROMPT_CACHE_FILE) && err.contains("checksum"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inconsistent_decoder_manifests_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = decoder_sample(dir.path());
+    type Edit = Box<dyn Fn(&mut BundleManifest)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|m| m.decoder.as_mut().unwrap().virtual_token_base = 104),
+            "virtual_token_base",
+        ),
+        (
+            Box::new(|m| m.decoder.as_mut().unwrap().eos_token_ids.clear()),
+            "eos_token_ids is empty",
+        ),
+        (
+            Box::new(|m| m.decoder.as_mut().unwrap().eos_token_ids.push(100)),
+            "eos_token_ids 100",
+        ),
+        (
+            Box::new(|m| m.decoder.as_mut().unwrap().bos_token_id = Some(500)),
+            "bos_token_id 500",
+        ),
+        (
+            Box::new(|m| m.decoder.as_mut().unwrap().max_sequence_len = 4),
+            "max_sequence_len",
+        ),
+        (
+            Box::new(|m| m.decoder.as_mut().unwrap().prompt_cache_file = "../x".into()),
+            "plain file name",
+        ),
+        (
+            Box::new(|m| m.decoder.as_mut().unwrap().prompt_len = 5),
+            "prompt_len 5",
+        ),
+        (Box::new(|m| m.num_outputs = 2), "num_outputs 2"),
+        (Box::new(|m| m.model_family = "bert".into()), "llama"),
+        (
+            Box::new(|m| m.inputs.pop().map(|_| ()).unwrap_or(())),
+            "takes inputs",
+        ),
+        (
+            Box::new(|m| m.outputs = vec![OUTPUT_NAME.into()]),
+            "has outputs",
+        ),
+        (
+            Box::new(|m| {
+                m.files.remove(PROMPT_CACHE_FILE);
+            }),
+            "prompt_cache.safetensors",
+        ),
+        (
+            Box::new(|m| m.label_names = vec!["a".into()]),
+            "label_names",
+        ),
+    ];
+    for (edit, want) in cases {
+        let mut m = good.clone();
+        edit(&mut m);
+        let text = serde_json::to_string(&m).unwrap();
+        let err = format!(
+            "{:#}",
+            BundleManifest::from_json(&text, "adept.json").unwrap_err()
+        );
+        assert!(
+            err.contains(want) && err.contains("adept.json"),
+            "want {want:?} in: {err}"
+        );
+    }
+    let text = serde_json::to_string(&good)
+        .unwrap()
+        .replace("causal-lm\"", "seq2seq\"");
+    let err = format!(
+        "{:#}",
+        BundleManifest::from_json(&text, "adept.json").unwrap_err()
+    );
+    assert!(err.contains("seq2seq"), "{err}");
 }

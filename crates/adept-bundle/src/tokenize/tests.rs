@@ -61,6 +61,7 @@ fn manifest(max_length: usize, over_length: &str, vocab_size: usize) -> BundleMa
             })
             .collect(),
         provenance: Default::default(),
+        decoder: None,
     }
 }
 
