@@ -757,10 +757,17 @@ fn export_causal_lm_pt_bundle_matches_transformers() {
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join("adept.json")).unwrap()).unwrap();
     for (k, v) in [
-        ("task_kind", serde_json::json!("causal-lm")),
         ("model_family", serde_json::json!("llama")),
         ("method", serde_json::json!("pt")),
         ("fold", serde_json::json!("none")),
+        ("prompt_length", serde_json::json!(2)),
+        ("vocab_size", serde_json::json!(96)),
+        ("num_outputs", serde_json::json!(96)),
+    ] {
+        assert_eq!(m[k], v, "adept.json {k}");
+    }
+    for (k, v) in [
+        ("task_kind", serde_json::json!("causal-lm")),
         ("num_layers", serde_json::json!(2)),
         ("kv_heads", serde_json::json!(2)),
         ("head_dim", serde_json::json!(8)),
@@ -772,12 +779,16 @@ fn export_causal_lm_pt_bundle_matches_transformers() {
         ("pad_token_id", serde_json::json!(0)),
         ("max_sequence_len", serde_json::json!(64)),
         (
-            "prompt_cache",
+            "prompt_cache_file",
             serde_json::json!("prompt_cache.safetensors"),
         ),
     ] {
-        assert_eq!(m[k], v, "adept.json {k}");
+        assert_eq!(m["decoder"][k], v, "adept.json decoder.{k}");
     }
+    // The typed manifest reads it back and the checksums hold.
+    let typed = adept_bundle::BundleManifest::read(&bundle).unwrap();
+    typed.verify_files(&bundle).unwrap();
+    assert!(typed.is_decoder());
     for f in ["model.onnx", "tokenizer.json", "prompt_cache.safetensors"] {
         let sha = m["files"][f]["sha256"].as_str().unwrap();
         assert_eq!(
@@ -941,4 +952,41 @@ fn adept_bundle_matches_candle_logits_and_greedy_tokens() {
         }
     }
     assert_eq!(ort_out, candle_out, "ORT greedy vs candle greedy");
+
+    // The runtime's own loop (adept_runtime::OrtDecoderStep + adept_bundle::generate::generate,
+    // what `adept generate` runs), from the shipped prompt cache and from virtual tokens.
+    struct Ids;
+    impl adept_bundle::generate::Detokenizer for Ids {
+        fn decode(&self, ids: &[u32]) -> anyhow::Result<String> {
+            Ok(ids.iter().map(|i| format!("<{i}>")).collect())
+        }
+    }
+    let manifest = adept_bundle::BundleManifest::read(&bundle).unwrap();
+    let spec = manifest.decoder.clone().unwrap();
+    let cache = adept_runtime::PromptCache::read(&bundle.join(&spec.prompt_cache_file), &spec)
+        .unwrap();
+    let cfg = adept_bundle::generate::GenerationConfig {
+        max_new_tokens: 10,
+        ..Default::default()
+    };
+    for use_cache in [true, false] {
+        let mut sess = session(&bundle.join("model.onnx"));
+        let mut step = adept_runtime::OrtDecoderStep::new(
+            &mut sess,
+            &spec,
+            use_cache.then_some(&cache),
+            &bundle.join("model.onnx"),
+        );
+        let gens = adept_bundle::generate::generate(
+            &mut step,
+            &prompts,
+            0,
+            &cfg,
+            &Ids,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let got: Vec<Vec<u32>> = gens.into_iter().map(|g| g.token_ids).collect();
+        assert_eq!(got, candle_out, "runtime generate (prompt cache {use_cache}) vs candle");
+    }
 }

@@ -32,19 +32,18 @@ use crate::emit::adapter::token_mlp;
 use adept_adapters::{GraphOffset, MethodKind, TokenMlp};
 use adept_backbones::onnx::{values, DecoderInputs, DecoderOutputs, EmitOptions};
 use adept_backbones::CacheShape;
+pub use adept_bundle::PROMPT_CACHE_FILE;
 use adept_bundle::{
-    FileEntry, FoldMode, WeightDtype, FORMAT, FORMAT_VERSION, MODEL_FILE, TOKENIZER_FILE,
+    BundleManifest, DecoderSpec, DecoderTask, FileEntry, FoldMode, InputTemplate, OverLength,
+    Pooling, Provenance, WeightDtype, FORMAT, FORMAT_VERSION, MODEL_FILE, TOKENIZER_FILE,
 };
 use adept_onnx::{DataType, Dim, GraphBuilder, ModelBuilder, MS_DOMAIN};
 use adept_train::CausalLmModel;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::Tensor;
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// The prompt cache file of a decoder bundle.
-pub const PROMPT_CACHE_FILE: &str = "prompt_cache.safetensors";
 /// The input table's initializer (`.weight` is appended): `[vocab + l, d]`.
 pub const INPUT_TABLE: &str = "adapter.input_table";
 /// Graph input names (optimum's).
@@ -178,6 +177,11 @@ pub struct DecoderExportOptions {
     pub opset: i64,
     pub overwrite: bool,
     pub generation: GenerationInfo,
+    /// The manifest's task name (a built-in task, a custom file's stem; default `causal-lm`).
+    pub task: String,
+    /// Longest prompt in tokens the run was trained with (the manifest's `max_length`).
+    pub max_prompt_len: usize,
+    pub provenance: Provenance,
 }
 
 impl Default for DecoderExportOptions {
@@ -188,53 +192,17 @@ impl Default for DecoderExportOptions {
             opset: 17,
             overwrite: false,
             generation: GenerationInfo::default(),
+            task: "causal-lm".into(),
+            max_prompt_len: 256,
+            provenance: Provenance::default(),
         }
     }
-}
-
-/// The manifest of a causal-LM bundle (`adept.json`). A local stand-in for the typed decoder
-/// section of `adept_bundle::BundleManifest`, with the same JSON keys.
-#[derive(Clone, Debug, Serialize)]
-pub struct DecoderManifest {
-    pub format: String,
-    pub format_version: u32,
-    pub adept_version: String,
-    pub model_family: String,
-    pub model_type: String,
-    pub task_kind: String,
-    /// `adept` or `pt`.
-    pub method: String,
-    pub fold: FoldMode,
-    pub dtype: WeightDtype,
-    pub opset: i64,
-    pub hidden_size: usize,
-    pub num_layers: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    /// Rows of the real vocabulary (and of `logits`).
-    pub vocab_size: usize,
-    /// Soft-prompt rows `l`.
-    pub prompt_len: usize,
-    /// Id of the first virtual prompt token (`vocab_size`): ids `vocab_size..vocab_size + l`.
-    pub virtual_token_base: usize,
-    pub bos_token_id: Option<u32>,
-    pub eos_token_ids: Vec<u32>,
-    pub pad_token_id: Option<u32>,
-    /// Longest sequence (prompt, input and generated tokens).
-    pub max_sequence_len: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chat_template: Option<String>,
-    pub prompt_cache: String,
-    pub inputs: Vec<String>,
-    pub outputs: Vec<String>,
-    /// Checksums of `model.onnx`, `tokenizer.json` and `prompt_cache.safetensors`.
-    pub files: BTreeMap<String, FileEntry>,
 }
 
 /// What [`export_causal_lm`] produced.
 #[derive(Clone, Debug)]
 pub struct DecoderExportReport {
-    pub manifest: DecoderManifest,
+    pub manifest: BundleManifest,
     pub nodes: usize,
     pub model_bytes: u64,
 }
@@ -408,34 +376,55 @@ pub fn export_causal_lm(
         outputs.extend([k, v]);
     }
     let g = &opts.generation;
-    let manifest = DecoderManifest {
+    let pad = g
+        .pad_token_id
+        .or_else(|| g.eos_token_ids.first().copied())
+        .unwrap_or(0);
+    let manifest = BundleManifest {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
         adept_version: env!("CARGO_PKG_VERSION").into(),
         model_family: bb.family().into(),
-        model_type: bb.model_type().into(),
-        task_kind: "causal-lm".into(),
-        method: method.to_string(),
-        fold,
-        dtype: opts.dtype,
-        opset: opts.opset,
-        hidden_size: d,
-        num_layers: cache.layers,
-        kv_heads: cache.kv_heads,
-        head_dim: cache.head_dim,
+        task: opts.task.clone(),
+        label_names: Vec::new(),
+        regression: false,
+        text_fields: vec!["prompt".into()],
+        input_template: InputTemplate::from_fields(&["prompt".to_string()]),
+        prompt_length: l,
+        max_length: opts.max_prompt_len,
+        over_length: OverLength::Truncate,
+        pad_token_id: pad,
         vocab_size: vocab,
-        prompt_len: l,
-        virtual_token_base: vocab,
-        bos_token_id: g.bos_token_id,
-        eos_token_ids: g.eos_token_ids.clone(),
-        pad_token_id: g.pad_token_id,
-        max_sequence_len: bb.max_sequence_len(),
-        chat_template: g.chat_template.clone(),
-        prompt_cache: PROMPT_CACHE_FILE.into(),
+        hidden_size: d,
+        num_outputs: vocab,
+        opset: opts.opset,
+        dtype: opts.dtype,
+        fold,
+        method: method.to_string().parse()?,
+        pooling: Pooling::Mean,
         inputs,
         outputs,
         files,
+        provenance: opts.provenance.clone(),
+        decoder: Some(DecoderSpec {
+            task_kind: DecoderTask::CausalLm,
+            num_layers: cache.layers,
+            kv_heads: cache.kv_heads,
+            head_dim: cache.head_dim,
+            vocab_size: vocab,
+            prompt_len: l,
+            bos_token_id: g.bos_token_id,
+            eos_token_ids: g.eos_token_ids.clone(),
+            pad_token_id: pad,
+            max_sequence_len: bb.max_sequence_len(),
+            chat_template: g.chat_template.clone(),
+            prompt_cache_file: PROMPT_CACHE_FILE.into(),
+            virtual_token_base: vocab,
+        }),
     };
+    manifest
+        .validate()
+        .context("the decoder bundle's manifest is inconsistent (an adept bug)")?;
     let json = serde_json::to_vec_pretty(&manifest)?;
     adept_bundle::write_atomic(&staging.dir.join(adept_bundle::MANIFEST_FILE), &json)?;
     let model_bytes = manifest.files[MODEL_FILE].bytes;
