@@ -413,4 +413,40 @@ fn smollm2_conversion_matches_transformers() {
         (Some(30), Some(576), Some(3))
     );
     assert_eq!(cfg["tie_word_embeddings"], true);
+
+    // The converted folder through the candle Llama: last-position logits of two chat prompts
+    // equal transformers' (its own GGUF load) on the top 5 tokens, within 1e-3 on logits of
+    // size ~30 (f32 over 30 layers).
+    let model = adept_backbones::load_causal_lm(&dir, &Device::Cpu).unwrap();
+    for case in exp["top5"].as_array().unwrap() {
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let n = ids.len();
+        let ids = candle_core::Tensor::new(ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let mask = ids.ones_like().unwrap();
+        let embeds = model.word_embeddings(&ids).unwrap();
+        let h = model.forward_embeds(&embeds, &mask, None).unwrap();
+        let logits = flat(&model.logits(&h.narrow(1, n - 1, 1).unwrap()).unwrap());
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        let want_ids: Vec<usize> = case["top_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect();
+        let want_logits = floats(&case["top_logits"]);
+        assert_eq!(&order[..5], want_ids.as_slice(), "top-5 ids");
+        let got: Vec<f32> = want_ids.iter().map(|&i| logits[i]).collect();
+        let diff = max_abs_diff(&got, &want_logits);
+        eprintln!("SmolLM2 top-5 logits vs transformers: max |diff| {diff:.2e}");
+        assert!(diff < 1e-3, "top-5 logits differ by {diff}");
+    }
 }
