@@ -2,10 +2,10 @@
 //! scoring of generated strings, and custom source/target files with file:line errors.
 
 use adept_data::text2text::{
-    exact_match_score, load_text2text, parse_generated, score_generated, template,
-    template_string, to_text2text, Text2TextExample, Text2TextSpec,
+    exact_match_score, load_text2text, parse_generated, score_generated, template, template_string,
+    to_text2text, Text2TextExample, Text2TextSpec,
 };
-use adept_data::{Example, FileFormat, TaskKind, Target};
+use adept_data::{Example, FileFormat, Target, TaskKind};
 
 fn ex(fields: &[(&str, &str)], label: Target) -> Example {
     Example::new(
@@ -23,7 +23,10 @@ fn every_task_renders_the_authors_template_and_target() {
         (
             TaskKind::Rte,
             ex(
-                &[("sentence1", "It rained."), ("sentence2", "The ground is wet.")],
+                &[
+                    ("sentence1", "It rained."),
+                    ("sentence2", "The ground is wet."),
+                ],
                 Target::Class(0),
             ),
             "sentence1: It rained. sentence2: The ground is wet.",
@@ -31,19 +34,28 @@ fn every_task_renders_the_authors_template_and_target() {
         ),
         (
             TaskKind::Mrpc,
-            ex(&[("sentence1", "A b."), ("sentence2", "B a.")], Target::Class(1)),
+            ex(
+                &[("sentence1", "A b."), ("sentence2", "B a.")],
+                Target::Class(1),
+            ),
             "sentence1: A b. sentence2: B a.",
             "1",
         ),
         (
             TaskKind::Stsb,
-            ex(&[("sentence1", "x"), ("sentence2", "y")], Target::Score(3.75)),
+            ex(
+                &[("sentence1", "x"), ("sentence2", "y")],
+                Target::Score(3.75),
+            ),
             "sentence1: x sentence2: y",
             "3.8",
         ),
         (
             TaskKind::Stsb,
-            ex(&[("sentence1", "x"), ("sentence2", "y")], Target::Score(5.0)),
+            ex(
+                &[("sentence1", "x"), ("sentence2", "y")],
+                Target::Score(5.0),
+            ),
             "sentence1: x sentence2: y",
             "5.0",
         ),
@@ -61,7 +73,10 @@ fn every_task_renders_the_authors_template_and_target() {
         ),
         (
             TaskKind::Qnli,
-            ex(&[("question", "Who?"), ("sentence", "Me.")], Target::Class(1)),
+            ex(
+                &[("question", "Who?"), ("sentence", "Me.")],
+                Target::Class(1),
+            ),
             "question: Who? sentence: Me.",
             "1",
         ),
@@ -79,7 +94,10 @@ fn every_task_renders_the_authors_template_and_target() {
         ),
         (
             TaskKind::Boolq,
-            ex(&[("question", "is it"), ("passage", "It is.")], Target::Class(1)),
+            ex(
+                &[("question", "is it"), ("passage", "It is.")],
+                Target::Class(1),
+            ),
             "question: is it passage: It is.",
             "1",
         ),
@@ -95,7 +113,11 @@ fn every_task_renders_the_authors_template_and_target() {
         (
             TaskKind::Wic,
             ex(
-                &[("sentence1", "a bank"), ("sentence2", "the bank"), ("word", "bank")],
+                &[
+                    ("sentence1", "a bank"),
+                    ("sentence2", "the bank"),
+                    ("word", "bank"),
+                ],
                 Target::Class(1),
             ),
             "sentence1: a bank sentence2: the bank word: bank",
@@ -103,7 +125,10 @@ fn every_task_renders_the_authors_template_and_target() {
         ),
         (
             TaskKind::Qqp,
-            ex(&[("question1", "Why?"), ("question2", "How?")], Target::Class(0)),
+            ex(
+                &[("question1", "Why?"), ("question2", "How?")],
+                Target::Class(0),
+            ),
             "question1: Why? question2: How?",
             "0",
         ),
@@ -121,9 +146,13 @@ fn every_task_renders_the_authors_template_and_target() {
         "premise: P. hypothesis: H."
     );
     // A missing field names the task, the example and the field.
-    let err = to_text2text(TaskKind::Rte, &ex(&[("sentence1", "a")], Target::Class(0)), "rte train example 4")
-        .unwrap_err()
-        .to_string();
+    let err = to_text2text(
+        TaskKind::Rte,
+        &ex(&[("sentence1", "a")], Target::Class(0)),
+        "rte train example 4",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("rte train example 4") && err.contains("sentence2"),
         "{err}"
@@ -177,7 +206,11 @@ fn generated_strings_are_scored_strictly() {
     let s = score_generated(&stsb, &out, &golds).unwrap();
     // mean p = 4/3; dp = (-7/3, 2/3, 5/3); dg = (-1, 0, 1); sxy = 4; sxx = 78/9; syy = 2.
     let expected = 4.0 / ((78.0f64 / 9.0) * 2.0).sqrt();
-    assert!((s.primary_value() - expected).abs() < 1e-6, "{}", s.primary_value());
+    assert!(
+        (s.primary_value() - expected).abs() < 1e-6,
+        "{}",
+        s.primary_value()
+    );
     // Exact match (custom data), trimmed.
     let golds = vec![
         Text2TextExample {
@@ -215,16 +248,44 @@ fn custom_files_load_with_file_line_errors() {
     );
     let rows = load_text2text(&good, &spec).unwrap();
     assert_eq!(rows.len(), 2);
-    assert_eq!((rows[0].source.as_str(), rows[0].target.as_str()), ("2+2?", "4"));
+    assert_eq!(
+        (rows[0].source.as_str(), rows[0].target.as_str()),
+        ("2+2?", "4")
+    );
     assert_eq!(rows[1].target, "blue");
     assert!(rows[1].origin.ends_with("ok.jsonl:3"), "{}", rows[1].origin);
 
     let cases = [
-        ("bad_json.jsonl", "{\"question\": \"a\", \"meta\": {\"answer\": \"b\"}}\n{oops\n", ":2", "invalid JSON"),
-        ("missing.jsonl", "{\"question\": \"a\", \"meta\": {\"answer\": \"b\"}}\n{\"question\": \"a\"}\n", ":2", "meta.answer"),
-        ("empty_target.jsonl", "{\"question\": \"a\", \"meta\": {\"answer\": \"  \"}}\n", ":1", "empty target"),
-        ("array.jsonl", "{\"question\": [1], \"meta\": {\"answer\": \"b\"}}\n", ":1", "should be a string"),
-        ("not_object.jsonl", "[1, 2]\n", ":1", "expected a JSON object"),
+        (
+            "bad_json.jsonl",
+            "{\"question\": \"a\", \"meta\": {\"answer\": \"b\"}}\n{oops\n",
+            ":2",
+            "invalid JSON",
+        ),
+        (
+            "missing.jsonl",
+            "{\"question\": \"a\", \"meta\": {\"answer\": \"b\"}}\n{\"question\": \"a\"}\n",
+            ":2",
+            "meta.answer",
+        ),
+        (
+            "empty_target.jsonl",
+            "{\"question\": \"a\", \"meta\": {\"answer\": \"  \"}}\n",
+            ":1",
+            "empty target",
+        ),
+        (
+            "array.jsonl",
+            "{\"question\": [1], \"meta\": {\"answer\": \"b\"}}\n",
+            ":1",
+            "should be a string",
+        ),
+        (
+            "not_object.jsonl",
+            "[1, 2]\n",
+            ":1",
+            "expected a JSON object",
+        ),
     ];
     for (name, text, line, what) in cases {
         let p = write(&dir, name, text);
@@ -233,7 +294,10 @@ fn custom_files_load_with_file_line_errors() {
         assert!(err.contains(&at) && err.contains(what), "{name}: {err}");
     }
     let p = write(&dir, "blank.jsonl", "\n\n");
-    assert!(load_text2text(&p, &spec).unwrap_err().to_string().contains("empty dataset"));
+    assert!(load_text2text(&p, &spec)
+        .unwrap_err()
+        .to_string()
+        .contains("empty dataset"));
 
     // CSV with quoting; a missing column names the header line and the columns present.
     let csv_spec = Text2TextSpec {
@@ -243,13 +307,24 @@ fn custom_files_load_with_file_line_errors() {
     };
     let p = write(&dir, "d.csv", "src,tgt\n\"a, b\",c\nd,\n");
     let err = load_text2text(&p, &csv_spec).unwrap_err().to_string();
-    assert!(err.contains(&format!("{}:3", p.display())) && err.contains("empty target"), "{err}");
+    assert!(
+        err.contains(&format!("{}:3", p.display())) && err.contains("empty target"),
+        "{err}"
+    );
     let p = write(&dir, "ok.csv", "src,tgt\n\"a, b\",c\n");
     let rows = load_text2text(&p, &csv_spec).unwrap();
-    assert_eq!((rows[0].source.as_str(), rows[0].target.as_str()), ("a, b", "c"));
+    assert_eq!(
+        (rows[0].source.as_str(), rows[0].target.as_str()),
+        ("a, b", "c")
+    );
     let p = write(&dir, "nocol.csv", "src,label\na,b\n");
     let err = load_text2text(&p, &csv_spec).unwrap_err().to_string();
-    assert!(err.contains(&format!("{}:1", p.display())) && err.contains("`tgt`") && err.contains("label"), "{err}");
+    assert!(
+        err.contains(&format!("{}:1", p.display()))
+            && err.contains("`tgt`")
+            && err.contains("label"),
+        "{err}"
+    );
     // Format from the spec overrides the extension.
     let p = write(&dir, "data.txt", "src\ttgt\na\tb\n");
     assert!(load_text2text(&p, &csv_spec).is_err());

@@ -217,12 +217,7 @@ impl Seq2SeqModel {
         opts: &GenerateOptions,
     ) -> candle_core::Result<Vec<Hypothesis>> {
         let (embeds, mask) = self.encoder_inputs(ids, mask, None)?;
-        generate(
-            self.backbone.as_ref(),
-            &embeds.detach(),
-            &mask,
-            opts,
-        )
+        generate(self.backbone.as_ref(), &embeds.detach(), &mask, opts)
     }
 }
 
@@ -773,7 +768,11 @@ pub fn read_seq2seq_manifest(adapter_dir: &Path) -> Result<Seq2SeqManifest> {
     let m: Seq2SeqManifest = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a text-to-text run manifest", p.display()))?;
     if m.task_kind != "seq2seq" {
-        bail!("{}: task_kind is {:?}, not \"seq2seq\"", p.display(), m.task_kind);
+        bail!(
+            "{}: task_kind is {:?}, not \"seq2seq\"",
+            p.display(),
+            m.task_kind
+        );
     }
     Ok(m)
 }

@@ -3,14 +3,14 @@
 //! run's files; tokenisation rules (target too long, source cut).
 
 use adept_adapters::{Adapter, AdapterConfig, MethodKind, PromptInit};
-use adept_backbones::{load_seq2seq, Backbone, Seq2SeqLm, T5Model};
+use adept_backbones::{load_seq2seq, T5Model};
 use adept_data::text2text::{Text2TextExample, Text2TextSpec};
 use adept_data::Target;
 use adept_train::optim::{AdamW, AdamWParams};
 use adept_train::run::{RunDir, TrainConfig};
 use adept_train::seq2seq::{
-    build_seq2seq, read_seq2seq_manifest, seq2seq_encoder, train_seq2seq, Seq2SeqBatch,
-    Seq2SeqJob, Seq2SeqModel, Seq2SeqOptions, Seq2SeqScoring, Seq2SeqTask,
+    build_seq2seq, read_seq2seq_manifest, seq2seq_encoder, train_seq2seq, Seq2SeqBatch, Seq2SeqJob,
+    Seq2SeqModel, Seq2SeqOptions, Seq2SeqScoring, Seq2SeqTask,
 };
 use adept_train::tokenize::{load_tokenizer, OverLength};
 use adept_train::trainer::{run_loop, TrainJob};
@@ -199,6 +199,61 @@ fn loss_ignores_padding_and_averages_over_target_tokens() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Generation decodes from the *adapted* encoder inputs, as training does: the greedy
+/// hypothesis's score equals the teacher-forced log-probability of its tokens under the loss's
+/// path, and the argmax at every step is the generated token. Beam search (3 beams) runs on the
+/// same encoder output and never scores below greedy's length-normalised score here.
+#[test]
+fn generation_uses_the_adapted_encoder_inputs() -> anyhow::Result<()> {
+    use adept_backbones::t5::generate::GenerateOptions;
+    let dev = Device::Cpu;
+    for method in [MethodKind::Adept, MethodKind::Dept, MethodKind::Pt] {
+        let (l, r) = if method == MethodKind::Pt {
+            (4, 0)
+        } else {
+            (3, 2)
+        };
+        let m = model("tiny-t5-v1", method, l, r);
+        randomise(&m, 21);
+        let src = Tensor::new(&[[37u32, 50, 61, 44, 1]], &dev)?;
+        let mask = Tensor::ones((1, 5), candle_core::DType::U32, &dev)?;
+        let greedy = GenerateOptions {
+            max_new_tokens: 5,
+            num_beams: 1,
+            length_penalty: 1.0,
+        };
+        let h = &m.generate(&src, &mask, &greedy)?[0];
+        assert!(!h.tokens.is_empty());
+        let tgt = Tensor::new(h.tokens.as_slice(), &dev)?.unsqueeze(0)?;
+        let b = Seq2SeqBatch {
+            src_ids: src.clone(),
+            src_mask: mask.clone(),
+            tgt_mask: tgt.ones_like()?,
+            tgt_ids: tgt,
+        };
+        let lp = m.target_log_probs(&b)?.to_vec2::<f32>()?;
+        let sum: f32 = lp[0].iter().sum();
+        assert!(
+            (sum - h.score).abs() < 1e-4,
+            "{method}: {sum} vs {}",
+            h.score
+        );
+        let beam = GenerateOptions {
+            num_beams: 3,
+            ..greedy
+        };
+        let hb = &m.generate(&src, &mask, &beam)?[0];
+        assert!(!hb.tokens.is_empty(), "{method}");
+        let greedy_norm = h.score / h.tokens.len() as f32;
+        assert!(
+            hb.score >= greedy_norm - 1e-5,
+            "{method}: beam {} < greedy {greedy_norm}",
+            hb.score
+        );
+    }
+    Ok(())
+}
+
 const WORDS: [&str; 2] = ["cat", "dog"];
 
 /// Synthetic copy task: `"w1 w2 w3"` → `"w3"` (the last word), words `cat`/`dog` (pieces of the
@@ -254,7 +309,10 @@ fn small_cfg(method: MethodKind, steps: usize) -> TrainConfig {
 /// Mean loss over the job's whole training set (eval mode).
 fn train_loss(job: &Seq2SeqJob) -> anyhow::Result<f32> {
     let idx: Vec<usize> = (0..job.train_len()).collect();
-    Ok(job.model.loss(&job.batch(&idx)?, None)?.to_scalar::<f32>()?)
+    Ok(job
+        .model
+        .loss(&job.batch(&idx)?, None)?
+        .to_scalar::<f32>()?)
 }
 
 /// ADePT on the tiny T5 v1 (with its tokenizer) learns "last word of three": the training loss
@@ -344,7 +402,10 @@ fn train_seq2seq_writes_a_run() -> anyhow::Result<()> {
     let best = run_dir.join("best");
     assert!(best.join("adapter_model.safetensors").is_file());
     let m = read_seq2seq_manifest(&best)?;
-    assert_eq!((m.task_kind.as_str(), m.model_family.as_str()), ("seq2seq", "t5"));
+    assert_eq!(
+        (m.task_kind.as_str(), m.model_family.as_str()),
+        ("seq2seq", "t5")
+    );
     assert_eq!(m.train_config.method(), MethodKind::Pt);
     assert_eq!(m.step, 3);
     let loaded = Adapter::load(&best, &Device::Cpu)?;
@@ -396,7 +457,139 @@ fn tokenisation_rules() -> anyhow::Result<()> {
     assert_eq!(s[3], 1);
     assert_eq!(enc.decode(&s)?, "the cat sat");
     enc.over_length = OverLength::Error;
-    let msg = format!("{:#}", enc.source("the cat sat on the mat", "rte train example 2").unwrap_err());
-    assert!(msg.contains("rte train example 2") && msg.contains("7 tokens"), "{msg}");
+    let msg = format!(
+        "{:#}",
+        enc.source("the cat sat on the mat", "rte train example 2")
+            .unwrap_err()
+    );
+    assert!(
+        msg.contains("rte train example 2") && msg.contains("7 tokens"),
+        "{msg}"
+    );
+    Ok(())
+}
+
+/// Peak resident memory of this process in MiB (`VmHWM`), Linux only.
+fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Timing of one ADePT training step (forward + backward + AdamW) on a T5-base-sized model with
+/// random weights (d_model 768, 12 + 12 layers, 12 heads, d_ff 3072, vocab 32128, relu), batch 8,
+/// source 64 tokens, target 4, l = 60, r = 19; the counterpart of
+/// `tests/reference/pytorch_t5_step.py`. Prints one JSON line. Run alone:
+/// `cargo test -p adept-train --test seq2seq t5_base_step_timing -- --ignored --nocapture`
+/// (`ADEPT_BENCH_STEPS`, default 3, after one warm-up step).
+#[test]
+#[ignore = "benchmark: a T5-base-sized model, about 1 GB and seconds per step"]
+fn t5_base_step_timing() -> anyhow::Result<()> {
+    use adept_backbones::{T5Config, Weights};
+    let dev = Device::Cpu;
+    let config: T5Config = serde_json::from_value(serde_json::json!({
+        "model_type": "t5", "vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 3072,
+        "num_layers": 12, "num_decoder_layers": 12, "num_heads": 12,
+        "feed_forward_proj": "relu", "tie_word_embeddings": true,
+        "decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0
+    }))?;
+    let (d, ff, inner, v) = (768usize, 3072usize, 768usize, 32128usize);
+    let mut w = HashMap::new();
+    let mut put = |name: String, shape: &[usize], std: f64| {
+        let t = if std == 0.0 {
+            Tensor::ones(shape, candle_core::DType::F32, &dev).unwrap()
+        } else {
+            Tensor::randn(0f32, std as f32, shape, &dev).unwrap()
+        };
+        w.insert(name, t);
+    };
+    put("shared.weight".into(), &[v, d], 1.0);
+    for (stack, n, parts) in [("encoder", 12, 2), ("decoder", 12, 3)] {
+        for i in 0..n {
+            let p = format!("{stack}.block.{i}.layer");
+            let attn = |put: &mut dyn FnMut(String, &[usize], f64), pre: String, bias: bool| {
+                for x in ["q", "k", "v"] {
+                    put(format!("{pre}.{x}.weight"), &[inner, d], 0.036);
+                }
+                put(format!("{pre}.o.weight"), &[d, inner], 0.036);
+                if bias {
+                    put(
+                        format!("{pre}.relative_attention_bias.weight"),
+                        &[32, 12],
+                        0.1,
+                    );
+                }
+            };
+            attn(&mut put, format!("{p}.0.SelfAttention"), i == 0);
+            if parts == 3 {
+                attn(&mut put, format!("{p}.1.EncDecAttention"), false);
+            }
+            for j in 0..parts {
+                put(format!("{p}.{j}.layer_norm.weight"), &[d], 0.0);
+            }
+            let f = parts - 1;
+            put(format!("{p}.{f}.DenseReluDense.wi.weight"), &[ff, d], 0.036);
+            put(format!("{p}.{f}.DenseReluDense.wo.weight"), &[d, ff], 0.018);
+        }
+        put(format!("{stack}.final_layer_norm.weight"), &[d], 0.0);
+    }
+    let t5 = T5Model::from_weights(config, Weights::from_tensors("random-t5-base".into(), w))?;
+    let mut cfg = AdapterConfig::new(MethodKind::Adept, d, 60, 19);
+    cfg.max_length = 256;
+    cfg.dropout = 0.1;
+    let adapter = Adapter::init(cfg, &t5.shared, 0)?;
+    let m = Seq2SeqModel {
+        backbone: Box::new(t5),
+        adapter,
+    };
+    let mut opt = AdamW::new(AdamWParams::default());
+    let (mut prompt, mut offsets) = (Vec::new(), Vec::new());
+    for (n, role, var) in m.adapter.vars() {
+        match role {
+            adept_adapters::TensorRole::Prompt => prompt.push((n, var)),
+            _ => offsets.push((n, var)),
+        }
+    }
+    opt.add_group("prompt", 0.3, prompt)?;
+    opt.add_group("offsets", 1e-4, offsets)?;
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut row = |n: usize| -> Vec<u32> {
+        let mut r: Vec<u32> = (0..n - 1).map(|_| rng.random_range(2..v as u32)).collect();
+        r.push(1);
+        r
+    };
+    let src: Vec<Vec<u32>> = (0..8).map(|_| row(64)).collect();
+    let tgt: Vec<Vec<u32>> = (0..8).map(|_| row(4)).collect();
+    let s: Vec<&[u32]> = src.iter().map(Vec::as_slice).collect();
+    let t: Vec<&[u32]> = tgt.iter().map(Vec::as_slice).collect();
+    let b = Seq2SeqBatch::collate(&s, &t, 0, &dev)?;
+    let steps: usize = std::env::var("ADEPT_BENCH_STEPS")
+        .ok()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(3);
+    let mut times = Vec::new();
+    for step in 0..=steps {
+        let t0 = std::time::Instant::now();
+        let mut drng = StdRng::seed_from_u64(step as u64);
+        let loss = m.loss(&b, Some(&mut drng))?;
+        let value = loss.to_scalar::<f32>()?;
+        assert!(value.is_finite(), "loss {value}");
+        let grads = loss.backward()?;
+        opt.step(&grads, 1.0)?;
+        drop(grads);
+        let dt = t0.elapsed().as_secs_f64();
+        if step > 0 {
+            times.push(dt);
+        }
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        serde_json::json!({"impl": "candle", "step_s": times, "step_s_median": sorted[sorted.len() / 2],
+            "peak_rss_mb": peak_rss_mb(), "steps": steps,
+            "threads": std::env::var("RAYON_NUM_THREADS").ok()})
+    );
     Ok(())
 }
