@@ -35,6 +35,7 @@ pub mod official;
 mod reader;
 pub mod split;
 pub mod task;
+pub mod text2text;
 
 pub use causal::{LmExample, Verbalizer};
 pub use custom::{load_custom, CustomDataset, CustomSpec};

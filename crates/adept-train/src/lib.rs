@@ -12,6 +12,7 @@ pub mod lm_batch;
 pub mod model;
 pub mod optim;
 pub mod run;
+pub mod seq2seq;
 pub mod task;
 pub mod tokenize;
 pub mod trainer;
