@@ -98,7 +98,7 @@ fn main() -> Result<()> {
     let mut values = HashMap::new();
     for (name, t) in adapter.tensors() {
         let v = if name == adept_adapters::PROMPT {
-            t
+            t.copy()?
         } else {
             (Tensor::randn(0f32, 0.02, t.dims(), &dev)? + &t)?
         };
