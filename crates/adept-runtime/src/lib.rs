@@ -21,6 +21,7 @@ pub mod bench;
 pub mod bundle;
 pub mod cli;
 pub mod ortlib;
+pub mod seq2seq;
 pub mod session;
 
 pub use bench::{
