@@ -80,13 +80,16 @@ pub fn present_names(i: usize, kind: &str) -> (String, String) {
 
 /// The T5 model behind a `dyn Seq2SeqLm`.
 pub fn as_t5(backbone: &dyn Seq2SeqLm) -> Result<&T5Model> {
-    backbone.as_any().downcast_ref::<T5Model>().with_context(|| {
-        format!(
-            "seq2seq export knows the T5 family only; this backbone is {} ({})",
-            backbone.family(),
-            backbone.model_type()
-        )
-    })
+    backbone
+        .as_any()
+        .downcast_ref::<T5Model>()
+        .with_context(|| {
+            format!(
+                "seq2seq export knows the T5 family only; this backbone is {} ({})",
+                backbone.family(),
+                backbone.model_type()
+            )
+        })
 }
 
 fn new_builder(name: &str, dtype: WeightDtype, opset: i64) -> Result<ModelBuilder> {
@@ -181,11 +184,7 @@ pub fn decoder_graph(model: &T5Model, dtype: WeightDtype, opset: i64) -> Result<
     let encoder_hidden_states = g.input(
         ENCODER_HIDDEN_STATES,
         DataType::Float,
-        &[
-            "batch".into(),
-            "encoder_sequence".into(),
-            c.d_model.into(),
-        ],
+        &["batch".into(), "encoder_sequence".into(), c.d_model.into()],
     )?;
     let mut past_self = Vec::with_capacity(layers);
     let mut past_cross = Vec::with_capacity(layers);

@@ -209,7 +209,10 @@ impl Seq2SeqBundle {
         ensure!(!ids.is_empty(), "no inputs to encode");
         let b = ids.len();
         let s = ids.iter().map(Vec::len).max().unwrap_or(0);
-        ensure!(s > 0, "every input is empty (tokenize with the special tokens)");
+        ensure!(
+            s > 0,
+            "every input is empty (tokenize with the special tokens)"
+        );
         let l = self.info.prompt_len;
         ensure!(
             l + s <= self.info.max_sequence_len,
@@ -232,7 +235,10 @@ impl Seq2SeqBundle {
         }
         let out = self.encoder.run(vec![
             ("input_ids", OrtTensor::from_array(([b, s], flat))?.upcast()),
-            ("attention_mask", OrtTensor::from_array(([b, s], mask))?.upcast()),
+            (
+                "attention_mask",
+                OrtTensor::from_array(([b, s], mask))?.upcast(),
+            ),
         ])?;
         let (shape, hidden) = out["last_hidden_state"].try_extract_tensor::<f32>()?;
         ensure!(
@@ -267,7 +273,11 @@ impl Seq2SeqBundle {
             ids.len()
         );
         let t = ids.len() / n;
-        let (h, dk, layers) = (self.info.num_heads, self.info.d_kv, self.info.num_decoder_layers);
+        let (h, dk, layers) = (
+            self.info.num_heads,
+            self.info.d_kv,
+            self.info.num_decoder_layers,
+        );
         let mut inputs: Vec<(String, DynTensor)> = vec![
             (
                 "input_ids".into(),
@@ -396,7 +406,10 @@ impl Seq2SeqBundle {
             }
             DecodeMode::Uncached => {
                 let ids: Vec<i64> = state.seqs.concat();
-                (self.decoder_step(enc, &ids, &DecoderCache::default())?, false)
+                (
+                    self.decoder_step(enc, &ids, &DecoderCache::default())?,
+                    false,
+                )
             }
         };
         let t = out.t;
@@ -412,7 +425,11 @@ impl Seq2SeqBundle {
         Ok(rows)
     }
 
-    fn greedy(&mut self, enc: &EncoderOutput, opts: &Seq2SeqGenerateOptions) -> Result<Vec<Generated>> {
+    fn greedy(
+        &mut self,
+        enc: &EncoderOutput,
+        opts: &Seq2SeqGenerateOptions,
+    ) -> Result<Vec<Generated>> {
         let b = enc.batch;
         let eos = self.info.eos_token_id;
         let pad = self.info.pad_token_id;
@@ -607,7 +624,8 @@ fn top_k(values: &[f32], k: usize) -> Vec<usize> {
 /// Fails unless `dir` holds a seq2seq bundle (`task_kind: "seq2seq"`).
 pub fn is_seq2seq_bundle(dir: &Path) -> Result<bool> {
     let p = dir.join(adept_bundle::MANIFEST_FILE);
-    let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    let text =
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?;
     match v.get("task_kind").and_then(|t| t.as_str()) {

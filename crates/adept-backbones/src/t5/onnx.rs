@@ -300,7 +300,13 @@ pub fn emit_encoder(
     let mut x = embeds.to_owned();
     for (i, blk) in model.encoder.iter().enumerate() {
         let p = format!("encoder.block.{i}.layer");
-        let n = rms_norm(g, &format!("{p}.0.layer_norm.weight"), &blk.attention_norm, &x, eps)?;
+        let n = rms_norm(
+            g,
+            &format!("{p}.0.layer_norm.weight"),
+            &blk.attention_norm,
+            &x,
+            eps,
+        )?;
         let a = &blk.attention;
         let sa = format!("{p}.0.SelfAttention");
         let q = linear(g, &format!("{sa}.q"), &a.q, &n)?;
@@ -312,7 +318,13 @@ pub fn emit_encoder(
         let ctx = attend(g, &q, &k, &v, &bias, inner);
         let o = linear(g, &format!("{sa}.o"), &a.o, &ctx)?;
         x = g.add(&x, &o);
-        let n = rms_norm(g, &format!("{p}.1.layer_norm.weight"), &blk.ff_norm, &x, eps)?;
+        let n = rms_norm(
+            g,
+            &format!("{p}.1.layer_norm.weight"),
+            &blk.ff_norm,
+            &x,
+            eps,
+        )?;
         let f = feed_forward(g, &format!("{p}.1.DenseReluDense"), &blk.ff, act, &n)?;
         x = g.add(&x, &f);
     }
@@ -352,10 +364,7 @@ pub fn emit_decoder(
         inputs.past_self.len(),
         inputs.past_cross.len()
     );
-    let table = stack_table(
-        model.decoder.first().map(|b| &b.self_attention),
-        "decoder",
-    )?;
+    let table = stack_table(model.decoder.first().map(|b| &b.self_attention), "decoder")?;
     let by_distance = relative_bias_by_distance(model, &table, false)?;
     // Positions: queries past..past + t, keys 0..past + t.
     let past = g.dim(&inputs.past_self[0].0, 2);
@@ -436,7 +445,13 @@ pub fn emit_decoder(
         x = g.add(&x, &o);
         present_cross.push((keys, vals));
         // feed-forward
-        let n = rms_norm(g, &format!("{p}.2.layer_norm.weight"), &blk.ff_norm, &x, eps)?;
+        let n = rms_norm(
+            g,
+            &format!("{p}.2.layer_norm.weight"),
+            &blk.ff_norm,
+            &x,
+            eps,
+        )?;
         let f = feed_forward(g, &format!("{p}.2.DenseReluDense"), &blk.ff, act, &n)?;
         x = g.add(&x, &f);
     }
