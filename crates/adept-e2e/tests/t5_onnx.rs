@@ -594,3 +594,41 @@ fn t5_relative_bucket_clamp_is_exact() {
         }
     }
 }
+
+/// Clear errors: an existing folder without `overwrite`, a token id outside the vocabulary, a
+/// bundle file changed after export (sha256), and a non-T5 path through `as_t5` is covered by
+/// the type (the export takes any `dyn Seq2SeqLm`).
+#[test]
+fn t5_bundle_rejects_bad_input() {
+    let test = "t5_bundle_rejects_bad_input";
+    let Some(rt) = rt(test) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model("tiny-t5-v1");
+    let a = adapter(&m, MethodKind::Pt, 4);
+    let dir = export(&m, &a, tmp.path(), "b");
+    let err = export_seq2seq(
+        &m,
+        &a,
+        &fixture_dir("tiny-t5-v1").join("tokenizer.json"),
+        &dir,
+        &Seq2SeqExportOptions::default(),
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("already exists"), "{err:#}");
+    let mut bundle = Seq2SeqBundle::open(&dir, rt, &cfg()).unwrap();
+    let err = bundle
+        .generate(&[vec![5, 100, 1]], &Default::default())
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("outside the vocabulary"),
+        "{err:#}"
+    );
+    drop(bundle);
+    let dec = dir.join("decoder_model.onnx");
+    let mut bytes = std::fs::read(&dec).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&dec, bytes).unwrap();
+    let err = Seq2SeqBundle::open(&dir, rt, &cfg()).err().unwrap();
+    assert!(format!("{err:#}").contains("sha256"), "{err:#}");
+}

@@ -15,6 +15,12 @@
 //! `sum logp / len^length_penalty`, and stops a row by HF's `early_stopping=False` heuristic.
 //! [`DecodeMode::Uncached`] runs the whole decoder prefix every step (empty pasts), for
 //! checking and benchmarking the cache.
+//!
+//! Per-token decode time on tiny-t5-v11 (batch 1, one ONNX Runtime CPU thread, shared 2-core
+//! machine; `bench_t5_decode_per_token` in adept-e2e), 8 / 32 / 128 new tokens: cached 119 /
+//! 121 / 149 µs, uncached 142 / 166 / 477 µs. The cached cost stays nearly flat (what grows is
+//! the attention over the past and the host copies of the cache, which this runtime makes
+//! every step: outputs are copied out and fed back, and reordered on the host for beams).
 
 use crate::ortlib::OrtRuntime;
 use crate::session::{build_session, SessionConfig};
@@ -268,7 +274,7 @@ impl Seq2SeqBundle {
     ) -> Result<StepOutput> {
         let n = enc.batch;
         ensure!(
-            n > 0 && ids.len() % n == 0,
+            n > 0 && ids.len().is_multiple_of(n),
             "{} decoder ids for {n} rows",
             ids.len()
         );
