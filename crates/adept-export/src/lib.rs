@@ -34,6 +34,7 @@ pub mod bundle;
 pub mod cli;
 pub mod decoder;
 pub mod emit;
+pub mod seq2seq;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 pub mod variants;

@@ -25,6 +25,7 @@ pub mod bundle;
 pub mod cli;
 pub mod generate;
 pub mod ortlib;
+pub mod seq2seq;
 pub mod session;
 
 pub use bench::{

@@ -25,6 +25,8 @@
 //! input embeddings. [`generate`] holds greedy and beam search over the [`Seq2SeqCache`].
 
 pub mod generate;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 
 use crate::{Backbone, Seq2SeqCache, Seq2SeqCacheShape, Seq2SeqLm, Weights};
 use adept_nn::{attention_probs, FrozenLinear};

@@ -8,6 +8,8 @@
 //! | `hidden.narrow(1, l, s)` + pooling + `Head::forward`| [`head::pool_and_classify`]             |
 //! | `CausalLmModel::embed_tokens` (`[E+f(E); P]` rows)  | [`crate::decoder::decoder_graph`] (`Gather` on the input table; token MLP when unfolded) |
 //! | `CausalLm::forward_embeds` with a `KvCache` + `CausalLm::logits` | `CausalLm::emit_decoder` (e.g. `adept_backbones::llama::onnx::emit_decoder`) |
+//! | `Adapter::apply` + `T5Model::encode` (seq2seq encoder)  | [`crate::seq2seq::encoder_graph`] (adapter stage as above, then `adept_backbones::t5::onnx::emit_encoder`) |
+//! | `T5Model::decode` with a `Seq2SeqCache` + `T5Model::logits` | [`crate::seq2seq::decoder_graph`] (`adept_backbones::t5::onnx::emit_decoder`) |
 //!
 //! [`classifier_graph`] strings them together exactly as `Classifier::forward` does; the
 //! parity tests hold the two executions together.
