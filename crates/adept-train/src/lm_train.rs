@@ -259,7 +259,10 @@ impl LmData {
                 (t, v)
             }
         };
-        ensure!(!validation.is_empty(), "{name}: the validation set is empty");
+        ensure!(
+            !validation.is_empty(),
+            "{name}: the validation set is empty"
+        );
         Ok(Self {
             name: name.to_string(),
             references: validation.iter().map(|e| e.completion.clone()).collect(),
@@ -292,9 +295,7 @@ impl LmData {
 
     /// Classification (label-word scoring) rather than generation.
     pub fn is_classification(&self) -> bool {
-        self.verbalizer
-            .as_ref()
-            .is_some_and(|v| !v.is_regression())
+        self.verbalizer.as_ref().is_some_and(|v| !v.is_regression())
     }
 }
 
@@ -388,10 +389,7 @@ pub fn evaluate(
             score,
         } => {
             let sums = row_logprob_sums(model, rows, batch_size * num_labels, pad_id)?;
-            let preds = sums
-                .chunks(*num_labels)
-                .map(adept_bundle::argmax)
-                .collect();
+            let preds = sums.chunks(*num_labels).map(adept_bundle::argmax).collect();
             score(&Predictions::Classes(preds))
         }
         LmEval::Generation {
@@ -465,7 +463,7 @@ impl<'a> LmJob<'a> {
         manifest.chat_template = data.chat_template.clone();
         manifest.regression = data.verbalizer.as_ref().is_some_and(|v| v.is_regression());
         manifest.template = data.verbalizer.as_ref().map(|v| v.template.clone());
-        let (eval, primary) = build_eval(enc, data)?;
+        let (eval, primary) = build_eval(enc, data, false)?;
         Ok(Self {
             model,
             train,
@@ -499,11 +497,14 @@ impl<'a> LmJob<'a> {
     }
 }
 
-/// Validation of `data` (see [`LmEval`]) and its primary metric's name.
-pub fn build_eval(enc: &LmEncoder, data: LmData) -> Result<(LmEval, String)> {
+/// Validation of `data` (see [`LmEval`]) and its primary metric's name: label-word scoring for
+/// classification unless `generation`, greedy generation otherwise.
+pub fn build_eval(enc: &LmEncoder, data: LmData, generation: bool) -> Result<(LmEval, String)> {
     let name = data.name.clone();
-    if data.is_classification() {
-        let (_, task) = data.task.expect("classification comes from a built-in task");
+    if data.is_classification() && !generation {
+        let (_, task) = data
+            .task
+            .expect("classification comes from a built-in task");
         let label_ids = enc.label_word_ids(&data.label_words)?;
         let mut rows = Vec::with_capacity(data.validation.len() * label_ids.len());
         for (i, e) in data.validation.iter().enumerate() {
@@ -649,7 +650,10 @@ impl TrainJob for LmJob<'_> {
     fn train_log_extra(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
         let mb = peak_rss_mb()?;
         let mut m = serde_json::Map::new();
-        m.insert("peak_rss_mb".into(), serde_json::json!((mb * 10.0).round() / 10.0));
+        m.insert(
+            "peak_rss_mb".into(),
+            serde_json::json!((mb * 10.0).round() / 10.0),
+        );
         Some(m)
     }
     fn save_best(

@@ -348,7 +348,13 @@ pub fn train(
     resume: bool,
     stop_after: Option<usize>,
 ) -> Result<TrainReport> {
-    run_loop(&ClassifierJob::new(model, enc, task)?, cfg, run, resume, stop_after)
+    run_loop(
+        &ClassifierJob::new(model, enc, task)?,
+        cfg,
+        run,
+        resume,
+        stop_after,
+    )
 }
 
 /// Backward and one AdamW step on `loss`; returns its value (an error if it is not finite).

@@ -95,9 +95,20 @@ fn scoring_eval(gold: Vec<usize>) -> LmEval {
 fn job<'a>(m: &'a CausalLmModel, c: &TrainConfig) -> LmJob<'a> {
     let (train, gold) = pairs();
     let special = SpecialTokens::from_model_dir(&fixture()).unwrap();
-    assert_eq!((special.bos, special.eos.clone(), special.pad), (Some(1), vec![2], Some(0)));
+    assert_eq!(
+        (special.bos, special.eos.clone(), special.pad),
+        (Some(1), vec![2], Some(0))
+    );
     let manifest = manifest_skeleton(m, "synthetic", c.max_len(), &special, c);
-    LmJob::from_features(m, train, scoring_eval(gold), 0, vec![2], "accuracy", manifest)
+    LmJob::from_features(
+        m,
+        train,
+        scoring_eval(gold),
+        0,
+        vec![2],
+        "accuracy",
+        manifest,
+    )
 }
 
 #[test]
@@ -125,11 +136,20 @@ fn every_trainable_tensor_gets_a_gradient_and_no_frozen_weight() {
                     let g = grads
                         .get(var.as_tensor())
                         .unwrap_or_else(|| panic!("{method}: no gradient for {name}"));
-                    let n = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                    let n = g
+                        .abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
                     assert!(n > 0.0 && n.is_finite(), "{method}: |grad {name}| = {n}");
                 }
                 let table = m.backbone.word_embedding_table();
-                assert!(grads.get(table).is_none(), "the frozen table got a gradient");
+                assert!(
+                    grads.get(table).is_none(),
+                    "the frozen table got a gradient"
+                );
                 assert!(grads.get(m.backbone.lm_head_table()).is_none());
             }
             opt.step(&grads, 1.0).unwrap();
@@ -146,16 +166,27 @@ fn a_short_run_lowers_the_loss_and_raises_label_word_accuracy() {
     let j = job(&m, &c);
     let before = j.validate(&c).unwrap().primary;
     let mut rng = dropout_rng(0, 0);
-    let loss0 = j.loss(&[0, 1, 2, 3, 4, 5, 6, 7], &mut rng).unwrap().to_scalar::<f32>().unwrap();
+    let loss0 = j
+        .loss(&[0, 1, 2, 3, 4, 5, 6, 7], &mut rng)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     let mdir = model_dir();
     let out = tempfile::tempdir().unwrap();
     let run = RunDir::create(out.path(), mdir.path(), &c, false, false).unwrap();
     let report = train_lm(&j, &c, &run, false, None).unwrap();
-    let loss1 = j.loss(&[0, 1, 2, 3, 4, 5, 6, 7], &mut rng).unwrap().to_scalar::<f32>().unwrap();
+    let loss1 = j
+        .loss(&[0, 1, 2, 3, 4, 5, 6, 7], &mut rng)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     let after = report.best_metric.unwrap();
     eprintln!("loss {loss0:.4} -> {loss1:.4}; label-word accuracy {before:.3} -> {after:.3}");
     assert!(loss1 < 0.5 * loss0, "loss {loss0} -> {loss1}");
-    assert!(after > before && after >= 0.99, "accuracy {before} -> {after}");
+    assert!(
+        after > before && after >= 0.99,
+        "accuracy {before} -> {after}"
+    );
     // best/ holds the PEFT adapter and a causal-LM manifest; train lines carry peak memory.
     let best = out.path().join("best");
     assert!(best.join("adapter_model.safetensors").exists());
@@ -165,7 +196,10 @@ fn a_short_run_lowers_the_loss_and_raises_label_word_accuracy() {
     assert_eq!(man.eos_token_ids, vec![2]);
     assert_eq!(adept_train::run::run_task_kind(&best).unwrap(), "causal-lm");
     let metrics = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
-    assert!(metrics.lines().next().unwrap().contains("peak_rss_mb"), "{metrics}");
+    assert!(
+        metrics.lines().next().unwrap().contains("peak_rss_mb"),
+        "{metrics}"
+    );
 }
 
 #[test]
