@@ -264,15 +264,17 @@ pub struct BenchArgs {
     /// Methods to time.
     #[arg(long, value_delimiter = ',', default_value = "adept")]
     pub methods: Vec<MethodKind>,
-    #[arg(long, default_value_t = 32, value_parser = adept_runtime::cli::positive_usize)]
-    pub batch_size: usize,
+    /// Batch size [default: 32 for encoders, 8 for causal LMs].
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
+    pub batch_size: Option<usize>,
     /// Timed steps per method (after warm-up steps).
     #[arg(long, default_value_t = 10, value_parser = adept_runtime::cli::positive_usize)]
     pub iters: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup_iters: usize,
-    /// Also time the reference PyTorch step (tests/reference/pytorch_train_step.py) in the same
-    /// run, when python3 with torch and transformers is available.
+    /// Also time the reference PyTorch step (tests/reference/pytorch_train_step.py; for a causal
+    /// LM tests/reference/pytorch_lm_step.py) in the same run, with `$ADEPT_PYTHON` (default
+    /// python3) when it has torch and transformers.
     #[arg(long)]
     pub pytorch: bool,
     /// Also time the encoder layers built from composite candle ops with candle's plain matmul
