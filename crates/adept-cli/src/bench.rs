@@ -422,7 +422,10 @@ fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Devic
     let mut task = load_task(&data, 42)?;
     let need = batch_size * (a.warmup_iters + a.iters);
     if task.train.len() < need {
-        bail!("SST-2 has {} training examples; the bench needs {need}", task.train.len());
+        bail!(
+            "SST-2 has {} training examples; the bench needs {need}",
+            task.train.len()
+        );
     }
     task.train.truncate(need);
     let verb = adept_data::causal::Verbalizer::new(
@@ -439,8 +442,11 @@ fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Devic
         .chunks(batch_size)
         .map(|c| LmBatch::collate(&c.iter().collect::<Vec<_>>(), enc.pad_id, dev))
         .collect::<Result<_>>()?;
-    let mean_len = batches.iter().map(|b| b.ids.dims()[1] as f64).sum::<f64>() / batches.len() as f64;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mean_len =
+        batches.iter().map(|b| b.ids.dims()[1] as f64).sum::<f64>() / batches.len() as f64;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut rows = Vec::new();
     eprintln!("matrix products: {}", adept_nn::blas::backend());
     for &m in &a.methods {
@@ -467,7 +473,11 @@ fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Devic
         }
         let (mean, median) = stats(times);
         let row = LmRow {
-            name: format!("candle {m} (l={}, r={})", cfg.prompt_len(), cfg.adapter.rank),
+            name: format!(
+                "candle {m} (l={}, r={})",
+                cfg.prompt_len(),
+                cfg.adapter.rank
+            ),
             method: m.to_string(),
             step_s_mean: mean,
             step_s_median: median,
@@ -490,7 +500,10 @@ fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Devic
         "causal-LM training step, batch {batch_size} of SST-2 verbalised (mean padded length {mean_len:.1} tokens + prompt), {threads} threads, {} timed steps after {} warm-up",
         a.iters, a.warmup_iters
     );
-    eprintln!("{:<45} {:>10} {:>10} {:>12}", "variant", "median s", "mean s", "peak RSS MB");
+    eprintln!(
+        "{:<45} {:>10} {:>10} {:>12}",
+        "variant", "median s", "mean s", "peak RSS MB"
+    );
     for r in &rows {
         eprintln!(
             "{:<45} {:>10.3} {:>10.3} {:>12.0}",
@@ -501,7 +514,10 @@ fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Devic
         );
     }
     for r in rows.iter().filter(|r| r.name.starts_with("candle")) {
-        if let Some(t) = rows.iter().find(|t| t.name.starts_with("pytorch") && t.method == r.method) {
+        if let Some(t) = rows
+            .iter()
+            .find(|t| t.name.starts_with("pytorch") && t.method == r.method)
+        {
             let ratio = r.step_s_median / t.step_s_median;
             eprintln!("ratio {} / pytorch: {ratio:.2}", r.name);
             println!(
@@ -535,10 +551,23 @@ fn pytorch_lm_step(
     let out = std::process::Command::new(&python)
         .arg(&script)
         .args(["--model", &mdir.display().to_string()])
-        .args(["--data", &data_dir.join("SST-2/train.tsv").display().to_string()])
+        .args([
+            "--data",
+            &data_dir.join("SST-2/train.tsv").display().to_string(),
+        ])
         .args(["--method", &method])
-        .args(["--steps", &a.iters.to_string(), "--warmup", &a.warmup_iters.to_string()])
-        .args(["--batch", &batch_size.to_string(), "--max-len", &cfg.max_len().to_string()])
+        .args([
+            "--steps",
+            &a.iters.to_string(),
+            "--warmup",
+            &a.warmup_iters.to_string(),
+        ])
+        .args([
+            "--batch",
+            &batch_size.to_string(),
+            "--max-len",
+            &cfg.max_len().to_string(),
+        ])
         .args(["--prompt-len", &cfg.prompt_len().to_string()])
         .args(["--rank", &cfg.adapter.rank.max(1).to_string()])
         .args(["--threads", &threads.to_string()])
@@ -548,7 +577,10 @@ fn pytorch_lm_step(
         bail!(
             "{} failed: {}",
             script.display(),
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         );
     }
     let text = String::from_utf8_lossy(&out.stdout);

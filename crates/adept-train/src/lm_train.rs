@@ -299,6 +299,13 @@ impl LmData {
     }
 }
 
+/// Predicted classes → metrics.
+pub type ClassScorer = Box<dyn Fn(&Predictions) -> Result<Scores> + Send + Sync>;
+/// Generated token ids (EOS dropped) → text.
+pub type Decoder = Box<dyn Fn(&[u32]) -> Result<String> + Send + Sync>;
+/// Generated texts → metrics.
+pub type TextScorer = Box<dyn Fn(&[String]) -> Result<Scores> + Send + Sync>;
+
 /// How validation is scored.
 pub enum LmEval {
     /// Label-word scoring: `num_labels` rows per example (prompt ‖ label word, the word as the
@@ -306,15 +313,15 @@ pub enum LmEval {
     Scoring {
         rows: Vec<LmFeatures>,
         num_labels: usize,
-        score: Box<dyn Fn(&Predictions) -> Result<Scores> + Send + Sync>,
+        score: ClassScorer,
     },
     /// Greedy generation from each prompt; `decode` turns new tokens (EOS dropped) into text,
     /// `score` the texts into metrics.
     Generation {
         prompts: Vec<Vec<u32>>,
         max_new_tokens: usize,
-        decode: Box<dyn Fn(&[u32]) -> Result<String> + Send + Sync>,
-        score: Box<dyn Fn(&[String]) -> Result<Scores> + Send + Sync>,
+        decode: Decoder,
+        score: TextScorer,
     },
 }
 
