@@ -341,7 +341,14 @@ pub fn row_logprob_sums(
         let batch = LmBatch::collate(&refs, pad_id, device)?;
         let (b, s) = batch.ids.dims2()?;
         let (flat, targets) = target_rows(&batch.ids, &batch.target_mask)?;
-        let h = model.hidden(&batch.ids, &batch.mask, None)?.detach();
+        // Detached input: no backward graph is recorded, so each layer's activations are freed
+        // as the forward moves on (eval peak memory stays that of one layer, not thirty).
+        let (embeds, mask) = model.embed_with_prompt(&batch.ids, &batch.mask, None)?;
+        let l = model.adapter.prompt_len();
+        let h = model
+            .backbone
+            .forward_embeds(&embeds.detach(), &mask, None)?
+            .narrow(1, l, s)?;
         let d = h.dim(2)?;
         let picked = h.reshape((b * s, d))?.index_select(&flat, 0)?;
         let lp = token_log_probs(&model.backbone.logits(&picked)?, &targets)?.to_vec1::<f32>()?;
