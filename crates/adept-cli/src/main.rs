@@ -10,6 +10,7 @@
 mod args;
 mod bench;
 mod commands;
+mod lm_commands;
 mod quickstart;
 
 use clap::Parser;

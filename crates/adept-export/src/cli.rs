@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ExportArgs {
-    /// A trained run's `best/` folder, or a run folder that contains `best/`.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
+    /// A trained run's `best/` folder, or a run folder that contains `best/` (alias `--run`).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR", alias = "run"))]
     pub adapter: PathBuf,
     /// Model folder (default: the folder recorded in the run's run.json).
     #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
@@ -104,5 +104,44 @@ pub fn run_export(args: &ExportArgs) -> Result<ExportReport> {
         .unwrap_or_else(|| PathBuf::from("exports").join(&run_name));
     let info = TaskInfo::from_run(&run, &adapter_dir);
     export_classifier(&model, &enc, &tokenizer, &info, &opts, &out)
+        .with_context(|| format!("exporting {} to {}", adapter_dir.display(), out.display()))
+}
+
+/// Runs `adept export` for a causal-LM run (`run.json` with `"task_kind": "causal-lm"`): loads
+/// the adapter on its decoder (checking the checksum) and writes a decoder bundle with
+/// [`crate::decoder::export_causal_lm`] (f32/f16, `--no-fold` keeps ADePT's MLP in the graph;
+/// DePT is refused there). Returns `None` when the run is not a causal-LM run.
+pub fn run_export_causal_lm(
+    args: &ExportArgs,
+) -> Result<Option<crate::decoder::DecoderExportReport>> {
+    let (adapter_dir, run_name) = resolve_adapter_dir(&args.adapter)?;
+    if adept_train::run::run_task_kind(&adapter_dir)? != adept_train::run::CAUSAL_LM_TASK_KIND {
+        return Ok(None);
+    }
+    let (model, run) =
+        adept_train::lm_train::load_trained_lm(&adapter_dir, args.model.as_deref(), &Device::Cpu)
+            .with_context(|| format!("cannot load the trained adapter {}", adapter_dir.display()))?;
+    let model_dir = args
+        .model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&run.model_dir));
+    let opts = crate::decoder::DecoderExportOptions {
+        fold: fold_choice(args, model.adapter.method())?,
+        dtype: args.dtype,
+        opset: args.opset,
+        overwrite: args.overwrite,
+        generation: crate::decoder::GenerationInfo {
+            bos_token_id: run.bos_token_id,
+            eos_token_ids: run.eos_token_ids.clone(),
+            pad_token_id: run.pad_token_id,
+            chat_template: run.chat_template.clone(),
+        },
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("exports").join(&run_name));
+    crate::decoder::export_causal_lm(&model, &model_dir.join("tokenizer.json"), &out, &opts)
+        .map(Some)
         .with_context(|| format!("exporting {} to {}", adapter_dir.display(), out.display()))
 }

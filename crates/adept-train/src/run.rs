@@ -392,6 +392,33 @@ impl RunDir {
             &fresh.join("run.json"),
             &serde_json::to_vec_pretty(&manifest)?,
         )?;
+        self.install_best(&fresh)
+    }
+
+    /// Writes a causal-LM run's adapter (PEFT layout) and `run.json` ([`LmRunManifest`], its
+    /// provenance fields filled from this run folder) as the new `best/`.
+    pub fn save_best_lm(
+        &self,
+        adapter: &adept_adapters::Adapter,
+        manifest: &LmRunManifest,
+    ) -> Result<()> {
+        let fresh = self.path.join(".best.new");
+        if fresh.exists() {
+            std::fs::remove_dir_all(&fresh)?;
+        }
+        adapter.save(&fresh)?;
+        let mut m = manifest.clone();
+        m.adept_version = env!("CARGO_PKG_VERSION").to_string();
+        m.task_kind = CAUSAL_LM_TASK_KIND.to_string();
+        m.model_dir = self.model_dir.display().to_string();
+        m.model_sha256 = self.model_sha256.clone();
+        m.tokenizer_sha256 = self.tokenizer_sha256.clone();
+        write_atomic(&fresh.join("run.json"), &serde_json::to_vec_pretty(&m)?)?;
+        self.install_best(&fresh)
+    }
+
+    /// Replaces `best/` by the complete folder `fresh` (rename; the old one removed after).
+    fn install_best(&self, fresh: &Path) -> Result<()> {
         let best = self.best_dir();
         let old = self.path.join(".best.old");
         if old.exists() {
@@ -400,12 +427,82 @@ impl RunDir {
         if best.exists() {
             std::fs::rename(&best, &old)?;
         }
-        std::fs::rename(&fresh, &best)?;
+        std::fs::rename(fresh, &best)?;
         if old.exists() {
             std::fs::remove_dir_all(&old)?;
         }
         Ok(())
     }
+}
+
+/// `task_kind` of a causal-LM run's `run.json` (encoder runs have no such key).
+pub const CAUSAL_LM_TASK_KIND: &str = "causal-lm";
+
+/// Provenance of a causal-LM adapter (`run.json` with `"task_kind": "causal-lm"`): what
+/// `eval` and the exporter need to rebuild the data, the tokenisation and the generation
+/// settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LmRunManifest {
+    pub adept_version: String,
+    /// Always [`CAUSAL_LM_TASK_KIND`].
+    pub task_kind: String,
+    pub model_dir: String,
+    pub model_family: String,
+    pub model_type: String,
+    pub model_sha256: String,
+    pub tokenizer_sha256: String,
+    /// A built-in task's name, or the stem of the prompt/completion file.
+    pub task: String,
+    /// Custom prompt/completion data (`None` for a built-in task).
+    pub train_file: Option<String>,
+    pub validation_file: Option<String>,
+    pub prompt_field: Option<String>,
+    pub completion_field: Option<String>,
+    /// The verbaliser of a built-in task: prompt template and one label word per class
+    /// (empty for regression and custom pairs).
+    pub template: Option<String>,
+    pub label_words: Vec<String>,
+    pub regression: bool,
+    /// The chat template the prompts were rendered with (its source), if any.
+    pub chat_template: Option<String>,
+    /// Longest sequence in tokens (BOS and EOS included, soft prompt excluded).
+    pub max_len: usize,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+    pub train_config: TrainConfig,
+    pub step: usize,
+    pub validation_metrics: BTreeMap<String, f64>,
+}
+
+/// The `task_kind` of a trained adapter folder's `run.json`: `"causal-lm"`, or `"encoder"`
+/// when the key is absent.
+pub fn run_task_kind(adapter_dir: &Path) -> Result<String> {
+    let p = adapter_dir.join("run.json");
+    let text =
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", p.display()))?;
+    Ok(v.get("task_kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("encoder")
+        .to_string())
+}
+
+/// Reads a causal-LM run's `run.json` ([`LmRunManifest`]).
+pub fn read_lm_manifest(adapter_dir: &Path) -> Result<LmRunManifest> {
+    let p = adapter_dir.join("run.json");
+    let text =
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    let m: LmRunManifest = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a causal-LM run manifest", p.display()))?;
+    anyhow::ensure!(
+        m.task_kind == CAUSAL_LM_TASK_KIND,
+        "{} has task_kind {:?}, expected {CAUSAL_LM_TASK_KIND:?}",
+        p.display(),
+        m.task_kind
+    );
+    Ok(m)
 }
 
 /// Reads `run.json` of a trained adapter folder (a run's `best/`).

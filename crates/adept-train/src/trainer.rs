@@ -237,6 +237,11 @@ pub trait TrainJob {
     fn tensors(&self) -> HashMap<String, Tensor>;
     /// Restores what [`TrainJob::tensors`] gave.
     fn set_values(&self, tensors: &HashMap<String, Tensor>) -> Result<()>;
+    /// Extra fields for the `train` lines of `metrics.jsonl` (e.g. peak memory); none by default,
+    /// so encoder runs log what they always have.
+    fn train_log_extra(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        None
+    }
     /// Writes the run's `best/` (adapter, head if any, `run.json`).
     fn save_best(
         &self,
@@ -343,7 +348,13 @@ pub fn train(
     resume: bool,
     stop_after: Option<usize>,
 ) -> Result<TrainReport> {
-    run_loop(&ClassifierJob::new(model, enc, task)?, cfg, run, resume, stop_after)
+    run_loop(
+        &ClassifierJob::new(model, enc, task)?,
+        cfg,
+        run,
+        resume,
+        stop_after,
+    )
 }
 
 /// Backward and one AdamW step on `loss`; returns its value (an error if it is not finite).
@@ -426,12 +437,12 @@ pub fn run_loop(
         if state.step % cfg.log_every == 0 || state.step == cfg.steps {
             let secs = window.0.elapsed().as_secs_f64();
             let eps = window.1 as f64 / secs.max(1e-9);
-            writeln!(
-                metrics_log,
-                "{}",
-                serde_json::json!({"event": "train", "step": state.step, "loss": last_loss,
-                    "lr_scale": lr_scale, "examples_per_s": eps})
-            )?;
+            let mut line = serde_json::json!({"event": "train", "step": state.step,
+                "loss": last_loss, "lr_scale": lr_scale, "examples_per_s": eps});
+            if let (Some(extra), Some(obj)) = (job.train_log_extra(), line.as_object_mut()) {
+                obj.extend(extra);
+            }
+            writeln!(metrics_log, "{line}")?;
             pb.set_message(format!("loss {last_loss:.4} · {eps:.1} ex/s"));
             window = (Instant::now(), 0);
         }

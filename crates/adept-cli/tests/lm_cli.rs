@@ -1,0 +1,235 @@
+//! The causal-LM path of the command line on the tiny Llama fixture (96-token vocabulary) with a
+//! word-level tokenizer written here: `adept train` on prompt/completion JSONL → `adept eval
+//! --run` → `adept export --run` → a decoder bundle; bad input fails cleanly, leaving no run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WORDS: &[&str] = &[
+    "red", "blue", "green", "sky", "grass", "blood", "is", "the", "colour", "of", "what", "sea",
+    "fire", "leaf", "snow", "white", "coal", "black", "night", "day",
+];
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-llama-gqa-tied")
+}
+
+/// A word-level tokenizer.json: `<pad>` 0, `<s>` 1, `</s>` 2 (the fixture's pad/BOS/EOS),
+/// `<unk>` 3, then [`WORDS`]; whitespace pre-tokenizer.
+fn tokenizer_json() -> String {
+    let mut vocab = serde_json::Map::new();
+    for (i, w) in ["<pad>", "<s>", "</s>", "<unk>"]
+        .iter()
+        .chain(WORDS)
+        .enumerate()
+    {
+        vocab.insert(w.to_string(), serde_json::json!(i));
+    }
+    let added: Vec<_> = ["<pad>", "<s>", "</s>"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    })
+    .to_string()
+}
+
+fn model_dir(root: &Path) -> PathBuf {
+    let d = root.join("tiny-llama");
+    std::fs::create_dir_all(&d).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture().join(f), d.join(f)).unwrap();
+    }
+    std::fs::write(d.join("tokenizer.json"), tokenizer_json()).unwrap();
+    d
+}
+
+fn pairs_jsonl() -> String {
+    let facts = [
+        ("sky", "blue"),
+        ("grass", "green"),
+        ("blood", "red"),
+        ("sea", "blue"),
+        ("fire", "red"),
+        ("leaf", "green"),
+        ("snow", "white"),
+        ("coal", "black"),
+        ("night", "black"),
+        ("day", "white"),
+    ];
+    let mut s = String::new();
+    for _ in 0..2 {
+        for (thing, colour) in facts {
+            s.push_str(
+                &serde_json::json!({"prompt": format!("what is the colour of {thing}"),
+                    "completion": format!(" {colour}")})
+                .to_string(),
+            );
+            s.push('\n');
+        }
+    }
+    s
+}
+
+fn adept() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_adept"));
+    c.env("ADEPT_LOG", "warn").env("ADEPT_PROGRESS_EVERY", "0");
+    c
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap()
+}
+
+#[test]
+fn jsonl_pairs_train_eval_and_export_to_a_decoder_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    let data = tmp.path().join("colours.jsonl");
+    std::fs::write(&data, pairs_jsonl()).unwrap();
+    let run = tmp.path().join("run");
+    let train = last_json(&run_ok(adept().args([
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--train-file",
+        data.to_str().unwrap(),
+        "--steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--max-len",
+        "16",
+        "--out",
+        run.to_str().unwrap(),
+    ])));
+    assert_eq!(train["task_kind"], "causal-lm");
+    assert_eq!(
+        (train["prompt_len"].as_u64(), train["rank"].as_u64()),
+        (Some(7), Some(1))
+    );
+    assert!(train["report"]["final_loss"].as_f64().unwrap().is_finite());
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("best/run.json")).unwrap()).unwrap();
+    assert_eq!(manifest["task_kind"], "causal-lm");
+    assert_eq!(manifest["eos_token_ids"], serde_json::json!([2]));
+    assert_eq!(manifest["max_len"], 16);
+    assert!(run.join("best/adapter_model.safetensors").exists());
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("peak_rss_mb") && metrics.contains("exact_match"));
+
+    let eval = last_json(&run_ok(adept().args([
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+    ])));
+    assert_eq!(eval["task_kind"], "causal-lm");
+    assert_eq!(eval["examples"], 2); // 10% of 20 held out
+    let em = eval["generation"]["metrics"]["exact_match"]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..=1.0).contains(&em), "{eval}");
+    // The evaluation reproduces the best validation score of training.
+    assert_eq!(
+        eval["primary"].as_f64(),
+        manifest["validation_metrics"]["exact_match"].as_f64()
+    );
+
+    let bundle = tmp.path().join("bundle");
+    run_ok(adept().args([
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        bundle.to_str().unwrap(),
+    ]));
+    for f in [
+        "model.onnx",
+        "adept.json",
+        "tokenizer.json",
+        "prompt_cache.safetensors",
+    ] {
+        assert!(bundle.join(f).exists(), "{f} missing from the bundle");
+    }
+    let adept_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("adept.json")).unwrap()).unwrap();
+    assert!(
+        adept_json.to_string().contains("\"causal-lm\""),
+        "{adept_json}"
+    );
+}
+
+#[test]
+fn bad_lm_input_fails_cleanly_without_a_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    let train = |file: &Path, extra: &[&str], out: &Path| {
+        let mut c = adept();
+        c.args([
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--train-file",
+            file.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--max-len",
+            "16",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(extra);
+        c.output().unwrap()
+    };
+
+    // A line without "completion": the error names file:line; no run folder.
+    let bad = tmp.path().join("bad.jsonl");
+    let mut text = pairs_jsonl();
+    text.push_str("{\"prompt\": \"what is the colour of sky\"}\n");
+    std::fs::write(&bad, text).unwrap();
+    let out_dir = tmp.path().join("run-bad");
+    let o = train(&bad, &[], &out_dir);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("bad.jsonl:21"), "{err}");
+    assert!(err.contains("completion"), "{err}");
+    assert!(!out_dir.exists(), "a failed run left {}", out_dir.display());
+
+    // A CSV file is for encoders.
+    let csv = tmp.path().join("data.csv");
+    std::fs::write(&csv, "text,label\nsky,blue\n").unwrap();
+    let o = train(&csv, &[], &out_dir);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("JSONL"), "{err}");
+    assert!(!out_dir.exists());
+
+    // --chat-template without a template in the model folder.
+    let good = tmp.path().join("good.jsonl");
+    std::fs::write(&good, pairs_jsonl()).unwrap();
+    let o = train(&good, &["--chat-template"], &out_dir);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("tokenizer_config.json"),
+        "{err}"
+    );
+    assert!(!out_dir.exists());
+}
