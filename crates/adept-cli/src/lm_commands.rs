@@ -316,11 +316,11 @@ pub fn eval(a: &EvalArgs, dir: &Path, dev: &Device) -> Result<()> {
 pub fn export_summary(r: &adept_export::decoder::DecoderExportReport) -> Result<String> {
     let m = &r.manifest;
     Ok(serde_json::to_string(&serde_json::json!({
-        "task_kind": m.task_kind,
+        "task_kind": "causal-lm",
         "method": m.method,
         "fold": m.fold,
         "dtype": m.dtype,
-        "prompt_len": m.prompt_len,
+        "prompt_len": m.prompt_length,
         "vocab_size": m.vocab_size,
         "nodes": r.nodes,
         "model_bytes": r.model_bytes,

@@ -136,6 +136,15 @@ pub fn run_export_causal_lm(
             pad_token_id: run.pad_token_id,
             chat_template: run.chat_template.clone(),
         },
+        task: run.task.clone(),
+        max_prompt_len: run.max_len,
+        provenance: adept_bundle::Provenance {
+            model_dir: run.model_dir.clone(),
+            model_sha256: run.model_sha256.clone(),
+            adapter_dir: adapter_dir.display().to_string(),
+            step: run.step,
+            validation_metrics: run.validation_metrics.clone(),
+        },
     };
     let out = args
         .out
