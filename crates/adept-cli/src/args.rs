@@ -207,6 +207,19 @@ pub struct LmTrainArgs {
     /// Causal LMs: the completion key of --train-file / --validation-file JSONL.
     #[arg(long, default_value = "completion")]
     pub completion_field: String,
+    /// T5 (text-to-text): the source key/column of --train-file / --validation-file.
+    #[arg(long, default_value = "source")]
+    pub source_field: String,
+    /// T5 (text-to-text): the target key/column of --train-file / --validation-file.
+    #[arg(long, default_value = "target")]
+    pub target_field: String,
+    /// T5: longest target in tokens, EOS included (longer targets are refused, naming the
+    /// example); also the generation limit of validation.
+    #[arg(long, default_value_t = 16, value_parser = adept_runtime::cli::positive_usize)]
+    pub max_target_len: usize,
+    /// T5: beams for validation decoding (1 = greedy, as the authors evaluate).
+    #[arg(long, default_value_t = 1, value_parser = adept_runtime::cli::positive_usize)]
+    pub num_beams: usize,
 }
 
 #[derive(Args, Debug)]

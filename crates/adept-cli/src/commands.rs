@@ -257,10 +257,69 @@ pub(crate) fn train_config_from(a: &TrainArgs, base: TrainConfig) -> TrainConfig
     c
 }
 
+/// Whether `dir` holds an encoder–decoder (T5) model.
+fn is_seq2seq(dir: &std::path::Path) -> Result<bool> {
+    let (family, _) = adept_backbones::registry::family_of(dir)?;
+    Ok(matches!(
+        family.load,
+        adept_backbones::registry::Loader::Seq2Seq(_)
+    ))
+}
+
+/// `adept train` on a T5 folder: the task cast as text-to-text with the authors' templates
+/// (`--task`), or `--train-file` JSONL/CSV/TSV with `--source-field`/`--target-field`; the
+/// prompt and offsets on the encoder inputs only; validation by greedy decoding and string
+/// metrics (`adept_train::seq2seq`).
+fn train_seq2seq(a: &TrainArgs, model_dir: &std::path::Path) -> Result<()> {
+    use adept_train::seq2seq::{Seq2SeqOptions, Seq2SeqTask};
+    let cfg = train_config(a);
+    let dev = device(&a.model.device)?;
+    let task = match &a.data.train_file {
+        Some(train) => {
+            let spec = adept_data::text2text::Text2TextSpec {
+                format: None,
+                source_field: a.lm.source_field.clone(),
+                target_field: a.lm.target_field.clone(),
+            };
+            Seq2SeqTask::custom(train, a.data.validation_file.as_deref(), &spec, cfg.seed)?
+        }
+        None => {
+            let kind = adept_data::TaskKind::parse(a.data.task.as_deref().unwrap_or("sst2"))?;
+            Seq2SeqTask::builtin(kind, &data_dir(&a.data)?, a.data.splits, cfg.seed)?
+        }
+    };
+    let opts = Seq2SeqOptions {
+        max_target_len: a.lm.max_target_len,
+        num_beams: a.lm.num_beams,
+    };
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!(
+            "{}-{}-s{}",
+            task.name.to_lowercase(),
+            a.method,
+            cfg.seed
+        ))
+    });
+    let report = adept_train::seq2seq::train_seq2seq(
+        model_dir, &task, &cfg, &opts, &out, a.resume, a.overwrite, &dev,
+    )?;
+    println!(
+        "{}",
+        serde_json::json!({"run": out, "task": task.name, "task_kind": "seq2seq",
+            "steps": report.steps, "best_step": report.best_step,
+            "best_metric": report.best_metric, "best_metrics": report.best_metrics,
+            "final_loss": report.final_loss, "seconds": report.seconds})
+    );
+    Ok(())
+}
+
 fn train(a: &TrainArgs) -> Result<()> {
     let model_dir = model_dir(&a.model)?;
     if crate::lm_commands::is_causal_lm(&model_dir)? {
         return crate::lm_commands::train(a, &model_dir);
+    }
+    if is_seq2seq(&model_dir)? {
+        return train_seq2seq(a, &model_dir);
     }
     let mut cfg = train_config(a);
     let dev = device(&a.model.device)?;
