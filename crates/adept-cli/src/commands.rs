@@ -27,6 +27,15 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 println!("{}", crate::lm_commands::export_summary(&r)?);
                 return Ok(());
             }
+            if let Some(r) = adept_export::cli::run_export_seq2seq(&a)? {
+                println!(
+                    "{}",
+                    serde_json::json!({"task_kind": "seq2seq", "encoder_nodes": r.encoder_nodes,
+                        "decoder_nodes": r.decoder_nodes, "bytes": r.bytes,
+                        "method": r.manifest.method, "fold": r.manifest.fold})
+                );
+                return Ok(());
+            }
             let report = adept_export::run_export(&a)?;
             println!("{report}");
             Ok(())

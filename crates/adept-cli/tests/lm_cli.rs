@@ -282,6 +282,37 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("exact_match"), "{metrics}");
 
+    // export → encoder + cached decoder, and `adept generate` on it (beam search through ONNX
+    // Runtime; token-level parity with candle is tested in adept-e2e/tests/t5_onnx.rs).
+    let bundle = tmp.path().join("bundle");
+    let out = Command::new(env!("CARGO_BIN_EXE_adept"))
+        .args(["export", "--run"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["encoder_model.onnx", "decoder_model.onnx", "tokenizer.json", "adept.json"] {
+        assert!(bundle.join(f).exists(), "{f}");
+    }
+    if adept_testkit::ort_library("t5_trains_on_source_target_jsonl_from_the_cli").is_some() {
+        let out = Command::new(env!("CARGO_BIN_EXE_adept"))
+            .args(["generate", "--bundle"])
+            .arg(&bundle)
+            .args(["--prompt", "cat dog cat", "--prompt", "dog dog dog", "--json"])
+            .args(["--max-new-tokens", "4", "--num-beams", "2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l["new_tokens"].as_u64().unwrap() >= 1));
+    }
+
     let bad_run = tmp.path().join("bad");
     let out = Command::new(env!("CARGO_BIN_EXE_adept"))
         .args(["train", "--model"])

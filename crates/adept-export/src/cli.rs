@@ -154,3 +154,51 @@ pub fn run_export_causal_lm(
         .map(Some)
         .with_context(|| format!("exporting {} to {}", adapter_dir.display(), out.display()))
 }
+
+/// Runs `adept export` for a T5 (text-to-text) run (`run.json` with `"task_kind": "seq2seq"`):
+/// loads the run's model and adapter (checking the model checksum) and writes the encoder and
+/// cached decoder graphs with [`crate::seq2seq::export_seq2seq`]. Returns `None` when the run is
+/// not a seq2seq run.
+pub fn run_export_seq2seq(
+    args: &ExportArgs,
+) -> Result<Option<crate::seq2seq::Seq2SeqExportReport>> {
+    let (adapter_dir, run_name) = resolve_adapter_dir(&args.adapter)?;
+    if adept_train::run::run_task_kind(&adapter_dir)? != "seq2seq" {
+        return Ok(None);
+    }
+    let run = adept_train::seq2seq::read_seq2seq_manifest(&adapter_dir)?;
+    let model_dir = args
+        .model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&run.model_dir));
+    let sha = adept_bundle::sha256_file(&model_dir.join("model.safetensors"))?;
+    if sha != run.model_sha256 {
+        anyhow::bail!(
+            "{} is not the model {} was trained on (model.safetensors checksum differs); pass \
+             --model with the run's model folder",
+            model_dir.display(),
+            adapter_dir.display()
+        );
+    }
+    let backbone = adept_backbones::load_seq2seq(&model_dir, &Device::Cpu)?;
+    let adapter = adept_adapters::Adapter::load(&adapter_dir, &Device::Cpu)?;
+    let opts = crate::seq2seq::Seq2SeqExportOptions {
+        fold: fold_choice(args, adapter.method())?,
+        dtype: args.dtype,
+        opset: args.opset,
+        overwrite: args.overwrite,
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("exports").join(&run_name));
+    crate::seq2seq::export_seq2seq(
+        backbone.as_ref(),
+        &adapter,
+        &model_dir.join("tokenizer.json"),
+        &out,
+        &opts,
+    )
+    .map(Some)
+    .with_context(|| format!("exporting {} to {}", adapter_dir.display(), out.display()))
+}

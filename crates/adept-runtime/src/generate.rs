@@ -19,6 +19,7 @@ use crate::bundle::RuntimeOptions;
 use crate::ortlib::{self, OrtRuntime};
 use crate::session::{build_session, DeviceKind};
 use adept_bundle::generate::{
+    FinishReason,
     check_fits, generate, DecoderStep, Detokenizer, Generation, GenerationConfig,
 };
 use adept_bundle::tokenize::load_tokenizer;
@@ -616,6 +617,9 @@ pub struct GenerateArgs {
     /// One JSON line per prompt (text, finish reason, token counts, timing) instead of streaming.
     #[cfg_attr(feature = "cli", arg(long))]
     pub json: bool,
+    /// T5 bundles: beams of the search (1 = greedy).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1, value_parser = crate::cli::positive_usize))]
+    pub num_beams: usize,
 }
 
 impl GenerateArgs {
@@ -678,6 +682,9 @@ pub fn run_generate(args: &GenerateArgs) -> Result<(Vec<Generation>, GenerationS
         None if !args.prompt.is_empty() => args.prompt.clone(),
         None => bail!("pass --prompt TEXT or --input FILE"),
     };
+    if is_seq2seq_bundle(&args.runtime.bundle) {
+        return run_generate_seq2seq(args, &prompts);
+    }
     let mut generator = Generator::open(&args.runtime.bundle, &args.runtime.options())?;
     if let Some(why) = &generator.device_fallback {
         tracing::warn!("{why}");
@@ -740,3 +747,77 @@ pub fn run_generate(args: &GenerateArgs) -> Result<(Vec<Generation>, GenerationS
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `dir/adept.json` describes a T5 (encoder–decoder) bundle.
+fn is_seq2seq_bundle(dir: &Path) -> bool {
+    std::fs::read(dir.join(adept_bundle::MANIFEST_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|m| m["task_kind"] == "seq2seq")
+}
+
+/// `adept generate` on a T5 bundle: the encoder once, then the cached decoder, greedy or (with
+/// `--num-beams`) beam search; sampling options do not apply and are refused.
+fn run_generate_seq2seq(
+    args: &GenerateArgs,
+    prompts: &[String],
+) -> Result<(Vec<Generation>, GenerationStats)> {
+    use crate::seq2seq::{DecodeMode, Seq2SeqBundle, Seq2SeqGenerateOptions};
+    use std::io::Write;
+    ensure!(
+        args.temperature.is_none() && args.top_k.is_none() && args.top_p.is_none(),
+        "T5 bundles decode greedily or with beam search (--num-beams); --temperature, --top-k \
+         and --top-p apply to causal-LM bundles"
+    );
+    let opts = args.runtime.options();
+    let runtime = ortlib::find_and_load(opts.cache.as_deref(), opts.ort_library.as_deref())?;
+    let mut bundle = Seq2SeqBundle::open(&args.runtime.bundle, runtime, &opts.session)?;
+    let gen_opts = Seq2SeqGenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        num_beams: args.num_beams,
+        length_penalty: 1.0,
+        mode: DecodeMode::Cached,
+    };
+    let started = std::time::Instant::now();
+    let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let mut gens = Vec::new();
+    for chunk in texts.chunks(opts.batch_size.max(1)) {
+        gens.extend(bundle.generate_text(chunk, &gen_opts)?);
+    }
+    let total_s = started.elapsed().as_secs_f64();
+    let new_tokens: usize = gens.iter().map(|(g, _)| g.tokens.len()).sum();
+    let mut out = std::io::stdout().lock();
+    let mut results = Vec::new();
+    for (i, (g, text)) in gens.into_iter().enumerate() {
+        if args.json {
+            let rec = serde_json::json!({"prompt": prompts[i], "text": text,
+                "new_tokens": g.tokens.len(), "score": g.score});
+            writeln!(out, "{rec}")?;
+        } else if prompts.len() == 1 {
+            writeln!(out, "{text}")?;
+        } else {
+            writeln!(out, "### prompt {i}\n{text}")?;
+        }
+        results.push(Generation {
+            text,
+            prompt_tokens: 0,
+            finish_reason: if g.tokens.len() >= args.max_new_tokens {
+                FinishReason::Length
+            } else {
+                FinishReason::Eos
+            },
+            token_ids: g.tokens,
+        });
+    }
+    let stats = GenerationStats {
+        prompts: prompts.len(),
+        batches: prompts.len().div_ceil(opts.batch_size.max(1)),
+        prompt_tokens: 0,
+        new_tokens,
+        time_to_first_token_s: f64::NAN,
+        total_s,
+        tokens_per_s: new_tokens as f64 / total_s.max(1e-9),
+        decode_tokens_per_s: f64::NAN,
+    };
+    Ok((results, stats))
+}
