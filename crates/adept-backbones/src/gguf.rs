@@ -31,7 +31,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
@@ -1041,25 +1040,6 @@ pub struct ConversionSummary {
     pub bytes: u64,
 }
 
-fn unique_suffix() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}-{nanos}", std::process::id())
-}
-
-/// Removes a folder on drop unless disarmed.
-struct TempDir(Option<PathBuf>);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_dir_all(p);
-        }
-    }
-}
-
 fn write_json(dir: &Path, name: &str, v: &Json) -> Result<()> {
     let p = dir.join(name);
     fs::write(&p, serde_json::to_string_pretty(v)? + "\n")
@@ -1091,14 +1071,8 @@ pub fn convert_to_hf_folder(gguf: &Path, out: &Path) -> Result<ConversionSummary
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let leaf = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let tmp = parent.join(format!(".{leaf}.tmp-{}", unique_suffix()));
-    fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let mut guard = TempDir(Some(tmp.clone()));
+    let leaf = adept_cache::leaf_name(out, "model");
+    let (tmp, mut guard) = adept_cache::staging_dir(&parent, &leaf)?;
 
     write_json(&tmp, "config.json", &config)?;
     let st = tmp.join("model.safetensors");

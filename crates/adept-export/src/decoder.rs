@@ -34,14 +34,14 @@ use adept_backbones::onnx::{values, DecoderInputs, DecoderOutputs, EmitOptions};
 use adept_backbones::CacheShape;
 pub use adept_bundle::PROMPT_CACHE_FILE;
 use adept_bundle::{
-    BundleManifest, DecoderSpec, DecoderTask, FileEntry, FoldMode, InputTemplate, OverLength,
-    Pooling, Provenance, WeightDtype, FORMAT, FORMAT_VERSION, MODEL_FILE, TOKENIZER_FILE,
+    BundleManifest, DecoderSpec, DecoderTask, FoldMode, InputTemplate, OverLength, Pooling,
+    Provenance, WeightDtype, FORMAT, FORMAT_VERSION, MODEL_FILE, TOKENIZER_FILE,
 };
 use adept_onnx::{DataType, Dim, GraphBuilder, ModelBuilder, MS_DOMAIN};
 use adept_train::CausalLmModel;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::Tensor;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// The input table's initializer (`.weight` is appended): `[vocab + l, d]`.
@@ -269,12 +269,7 @@ pub fn export_causal_lm(
     out_dir: &Path,
     opts: &DecoderExportOptions,
 ) -> Result<DecoderExportReport> {
-    if out_dir.exists() && !opts.overwrite {
-        bail!(
-            "{} already exists; pass --overwrite to replace it",
-            out_dir.display()
-        );
-    }
+    crate::bundle::refuse_existing(out_dir, opts.overwrite)?;
     let method = model.adapter.method();
     let fold = resolve_decoder_fold(method, opts.fold)?;
     let bb = &model.backbone;
@@ -311,15 +306,7 @@ pub fn export_causal_lm(
     let staging = crate::bundle::Staging::beside(out_dir)?;
     adept_bundle::write_atomic(&staging.dir.join(MODEL_FILE), &bytes)?;
     drop(bytes);
-    let tok = staging.dir.join(TOKENIZER_FILE);
-    std::fs::copy(tokenizer_json, &tok)
-        .and_then(|_| std::fs::File::open(&tok)?.sync_all())
-        .with_context(|| {
-            format!(
-                "cannot copy the tokenizer {} into the bundle",
-                tokenizer_json.display()
-            )
-        })?;
+    crate::bundle::copy_tokenizer(&staging.dir, tokenizer_json)?;
     // The prompt's keys/values, computed by the candle model (what training saw).
     let mut tensors = HashMap::new();
     let pc = model.prompt_cache()?;
@@ -363,10 +350,10 @@ pub fn export_causal_lm(
         .with_context(|| format!("cannot write {}", pc_path.display()))?;
     std::fs::File::open(&pc_path)?.sync_all()?;
 
-    let mut files = BTreeMap::new();
-    for f in [MODEL_FILE, TOKENIZER_FILE, PROMPT_CACHE_FILE] {
-        files.insert(f.to_string(), FileEntry::of(&staging.dir.join(f))?);
-    }
+    let files = crate::bundle::file_entries(
+        &staging.dir,
+        &[MODEL_FILE, TOKENIZER_FILE, PROMPT_CACHE_FILE],
+    )?;
     let mut inputs = vec![INPUT_IDS.into(), ATTENTION_MASK.into(), POSITION_IDS.into()];
     let mut outputs = vec![LOGITS.to_string()];
     for i in 0..cache.layers {

@@ -338,12 +338,7 @@ pub fn export_seq2seq(
     out_dir: &Path,
     opts: &Seq2SeqExportOptions,
 ) -> Result<Seq2SeqExportReport> {
-    if out_dir.exists() && !opts.overwrite {
-        bail!(
-            "{} already exists; pass --overwrite to replace it",
-            out_dir.display()
-        );
-    }
+    crate::bundle::refuse_existing(out_dir, opts.overwrite)?;
     let model = as_t5(backbone)?;
     let method = adapter.method();
     let fold = opts.fold.unwrap_or_else(|| default_fold(method));
@@ -376,19 +371,9 @@ pub fn export_seq2seq(
     adept_bundle::write_atomic(&staging.dir.join(ENCODER_FILE), &enc_bytes)?;
     adept_bundle::write_atomic(&staging.dir.join(DECODER_FILE), &dec_bytes)?;
     drop((enc_bytes, dec_bytes));
-    let tok = staging.dir.join(TOKENIZER_FILE);
-    std::fs::copy(tokenizer_json, &tok)
-        .and_then(|_| std::fs::File::open(&tok)?.sync_all())
-        .with_context(|| {
-            format!(
-                "cannot copy the tokenizer {} into the bundle",
-                tokenizer_json.display()
-            )
-        })?;
-    let mut files = BTreeMap::new();
-    for f in [ENCODER_FILE, DECODER_FILE, TOKENIZER_FILE] {
-        files.insert(f.to_string(), FileEntry::of(&staging.dir.join(f))?);
-    }
+    crate::bundle::copy_tokenizer(&staging.dir, tokenizer_json)?;
+    let files =
+        crate::bundle::file_entries(&staging.dir, &[ENCODER_FILE, DECODER_FILE, TOKENIZER_FILE])?;
     let c = &model.config;
     let manifest = Seq2SeqManifest {
         format: FORMAT.into(),

@@ -69,8 +69,21 @@ unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-fn use_fused(x: &Tensor) -> bool {
+/// Whether the fused kernels apply to `x`: an f32 tensor on the CPU (otherwise callers fall back
+/// to candle's composite ops, which compute the same values).
+pub fn use_fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// The backward of a one-input fused op whose gradient kernel `op` reads a saved tensor `saved`
+/// (the input or the result) and the output gradient `grad`: `op(saved, grad)`, made contiguous,
+/// itself not differentiated.
+pub fn grad_op2(saved: &Tensor, grad: &Tensor, op: &impl CustomOp2) -> Result<Option<Tensor>> {
+    Ok(Some(
+        saved
+            .contiguous()?
+            .apply_op2_no_bwd(&grad.contiguous()?, op)?,
+    ))
 }
 
 /// `Σ coeffs[i]·x^(n-1-i)` (highest degree first) by Horner's rule. Plain `a·b + c`, not
@@ -186,14 +199,14 @@ impl CustomOp1 for AttentionProbs {
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let g = res.contiguous()?.apply_op2_no_bwd(
-            &grad.contiguous()?,
+        grad_op2(
+            res,
+            grad,
             &SoftmaxGrad {
                 k: self.k,
                 scale: self.scale,
             },
-        )?;
-        Ok(Some(g))
+        )
     }
 }
 
@@ -326,14 +339,14 @@ impl CustomOp1 for FrozenLayerNorm {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let g = arg.contiguous()?.apply_op2_no_bwd(
-            &grad.contiguous()?,
+        grad_op2(
+            arg,
+            grad,
             &LayerNormGrad {
                 gamma: self.gamma.clone(),
                 eps: self.eps,
             },
-        )?;
-        Ok(Some(g))
+        )
     }
 }
 
@@ -412,7 +425,7 @@ fn layer_norm_grad_row(x: &[f32], g: &[f32], gamma: &[f32], eps: f32, out: &mut 
 // GELU (erf form).
 
 /// Element-wise work in blocks: `kernel(start, out[start..start + len])`.
-fn for_chunks(out: &mut [f32], kernel: impl Fn(usize, &mut [f32]) + Sync) {
+pub fn for_chunks(out: &mut [f32], kernel: impl Fn(usize, &mut [f32]) + Sync) {
     const BLOCK: usize = 4096;
     let n = out.len();
     let full = n / BLOCK * BLOCK;
@@ -499,10 +512,7 @@ impl CustomOp1 for GeluErf {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            arg.contiguous()?
-                .apply_op2_no_bwd(&grad.contiguous()?, &GeluErfGrad)?,
-        ))
+        grad_op2(arg, grad, &GeluErfGrad)
     }
 }
 

@@ -24,6 +24,7 @@
 
 use crate::ortlib::OrtRuntime;
 use crate::session::{build_session, SessionConfig};
+use adept_bundle::search::{BeamSearch, Greedy, Scored};
 use adept_bundle::tokenizers::Tokenizer;
 use anyhow::{bail, ensure, Context, Result};
 use ort::session::Session;
@@ -436,43 +437,17 @@ impl Seq2SeqBundle {
         enc: &EncoderOutput,
         opts: &Seq2SeqGenerateOptions,
     ) -> Result<Vec<Generated>> {
-        let b = enc.batch;
-        let eos = self.info.eos_token_id;
-        let pad = self.info.pad_token_id;
-        let mut out = vec![
-            Generated {
-                tokens: Vec::new(),
-                score: 0.0
-            };
-            b
-        ];
-        let mut done = vec![false; b];
-        let mut next = vec![self.info.decoder_start_token_id; b];
-        let mut state = SearchState::new(opts.mode, b);
+        let info = &self.info;
+        let start = info.decoder_start_token_id;
+        let mut search = Greedy::new(enc.batch, start, info.eos_token_id, info.pad_token_id);
+        let mut state = SearchState::new(opts.mode, enc.batch);
         for _ in 0..opts.max_new_tokens {
-            let logp = self.step(enc, &next, &mut state)?;
-            for (r, row) in logp.iter().enumerate() {
-                if done[r] {
-                    next[r] = pad;
-                    continue;
-                }
-                let mut best = 0usize;
-                for (i, &x) in row.iter().enumerate() {
-                    if x > row[best] {
-                        best = i;
-                    }
-                }
-                let tok = best as u32;
-                out[r].tokens.push(tok);
-                out[r].score += row[best];
-                next[r] = tok;
-                done[r] = tok == eos;
-            }
-            if done.iter().all(|&d| d) {
+            let logp = self.step(enc, search.next_tokens(), &mut state)?;
+            if search.step(&logp) {
                 break;
             }
         }
-        Ok(out)
+        Ok(generated(search.finish()))
     }
 
     fn beam_search(
@@ -492,90 +467,28 @@ impl Seq2SeqBundle {
                 b
             ]);
         }
-        let eos = self.info.eos_token_id;
         let rows: Vec<usize> = (0..b * k).map(|i| i / k).collect();
         let enc = enc.select(&rows);
-        const NEG: f32 = -1.0e9;
-        let mut running: Vec<Vec<Vec<u32>>> = vec![vec![Vec::new(); k]; b];
-        let mut running_scores: Vec<Vec<f32>> = (0..b)
-            .map(|_| (0..k).map(|j| if j == 0 { 0.0 } else { NEG }).collect())
-            .collect();
-        let mut finished: Vec<Vec<(Vec<u32>, f32)>> = vec![Vec::new(); b];
-        let mut open = vec![true; b];
+        let start = self.info.decoder_start_token_id;
+        let eos = self.info.eos_token_id;
+        let mut search = BeamSearch::new(b, k, start, eos, opts.max_new_tokens, lp);
         let mut state = SearchState::new(opts.mode, b * k);
-        let mut next = vec![self.info.decoder_start_token_id; b * k];
-        for step in 0..opts.max_new_tokens {
-            let generated = step + 1;
-            let last_step = generated >= opts.max_new_tokens;
-            let logp = self.step(&enc, &next, &mut state)?;
-            let vocab = logp[0].len();
-            let mut reorder = Vec::with_capacity(b * k);
-            let mut all_hit = true;
-            for r in 0..b {
-                let mut flat = Vec::with_capacity(k * vocab);
-                for j in 0..k {
-                    let base = running_scores[r][j];
-                    flat.extend(logp[r * k + j].iter().map(|x| x + base));
-                }
-                let cands: Vec<(usize, u32, f32, bool)> = top_k(&flat, 2 * k)
-                    .into_iter()
-                    .map(|i| {
-                        let tok = (i % vocab) as u32;
-                        (i / vocab, tok, flat[i], tok == eos || last_step)
-                    })
-                    .collect();
-                all_hit &= cands.iter().all(|c| c.3);
-                if open[r] {
-                    let denom = (generated as f32).powf(lp);
-                    for &(beam, tok, score, hit) in cands.iter().take(k) {
-                        if hit {
-                            let mut tokens = running[r][beam].clone();
-                            tokens.push(tok);
-                            finished[r].push((tokens, score / denom));
-                        }
-                    }
-                    finished[r].sort_by(|a, b| b.1.total_cmp(&a.1));
-                    finished[r].truncate(k);
-                }
-                let penalised: Vec<f32> = cands
-                    .iter()
-                    .map(|c| c.2 + if c.3 { NEG } else { 0.0 })
-                    .collect();
-                let mut new_running = Vec::with_capacity(k);
-                let mut new_scores = Vec::with_capacity(k);
-                for c in top_k(&penalised, k) {
-                    let (beam, tok, _, _) = cands[c];
-                    let mut tokens = running[r][beam].clone();
-                    tokens.push(tok);
-                    new_running.push(tokens);
-                    new_scores.push(penalised[c]);
-                    reorder.push(r * k + beam);
-                    next[r * k + new_running.len() - 1] = tok;
-                }
-                running[r] = new_running;
-                running_scores[r] = new_scores;
-                let best_possible = running_scores[r][0] / (generated as f32).powf(lp);
-                let full = finished[r].len() >= k;
-                let worst = finished[r].iter().map(|f| f.1).fold(f32::MAX, f32::min);
-                open[r] = open[r] && (!full || best_possible > worst);
-            }
-            if all_hit || !open.iter().any(|&o| o) {
+        for _ in 0..opts.max_new_tokens {
+            let logp = self.step(&enc, search.next_tokens(), &mut state)?;
+            let Some(reorder) = search.step(&logp) else {
                 break;
-            }
+            };
             state.reorder(&reorder, self.info.num_heads * self.info.d_kv);
         }
-        Ok(finished
-            .into_iter()
-            .zip(running.into_iter().zip(running_scores))
-            .map(|(f, (run, scores))| match f.into_iter().next() {
-                Some((tokens, score)) => Generated { tokens, score },
-                None => Generated {
-                    score: scores[0] / (run[0].len().max(1) as f32).powf(lp),
-                    tokens: run.into_iter().next().unwrap_or_default(),
-                },
-            })
-            .collect())
+        Ok(generated(search.finish()))
     }
+}
+
+fn generated(found: Vec<Scored>) -> Vec<Generated> {
+    found
+        .into_iter()
+        .map(|(tokens, score)| Generated { tokens, score })
+        .collect()
 }
 
 /// The decoder side of a search: the cache (cached mode) and every row's decoder inputs so far.
@@ -617,14 +530,6 @@ fn log_softmax(row: &[f32]) -> Vec<f32> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
     row.iter().map(|x| x - max - lse).collect()
-}
-
-/// Indices of the `k` largest values, largest first (the earlier index first among equals).
-fn top_k(values: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
-    idx.truncate(k);
-    idx
 }
 
 /// Fails unless `dir` holds a seq2seq bundle (`task_kind: "seq2seq"`).

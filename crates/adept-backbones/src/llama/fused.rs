@@ -8,15 +8,9 @@
 //! falls back to the composite ops in [`super`], which compute the same values; tests compare
 //! both, values and gradients.
 
-use adept_nn::kernels::{exp_f32, f32_slice, lane_sum, par_rows};
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
-};
+use adept_nn::kernels::{exp_f32, f32_slice, for_chunks, grad_op2, lane_sum, par_rows, use_fused};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use std::sync::Arc;
-
-fn use_fused(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
-}
 
 // ---------------------------------------------------------------------------------------------
 // RMSNorm with a frozen weight.
@@ -71,14 +65,14 @@ impl CustomOp1 for RmsNorm {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let g = arg.contiguous()?.apply_op2_no_bwd(
-            &grad.contiguous()?,
+        grad_op2(
+            arg,
+            grad,
             &RmsNormGrad {
                 weight: self.weight.clone(),
                 eps: self.eps,
             },
-        )?;
-        Ok(Some(g))
+        )
     }
 }
 
@@ -136,20 +130,6 @@ fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + exp_f32(-v))
 }
 
-/// Element-wise over rows of 1024 (the last chunk shorter).
-fn par_elems(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
-    const ROW: usize = 1024;
-    let n = out.len();
-    let full = n / ROW * ROW;
-    let (head, tail) = out.split_at_mut(full);
-    if full > 0 {
-        par_rows(head, ROW, |r, o| f(r * ROW, o));
-    }
-    if !tail.is_empty() {
-        f(full, tail);
-    }
-}
-
 impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
         "adept-swiglu"
@@ -165,7 +145,7 @@ impl CustomOp2 for SwiGlu {
         let g = f32_slice(s1, l1, self.name())?;
         let u = f32_slice(s2, l2, self.name())?;
         let mut out = vec![0f32; g.len()];
-        par_elems(&mut out, |start, o| {
+        for_chunks(&mut out, |start, o| {
             let (g, u) = (&g[start..start + o.len()], &u[start..start + o.len()]);
             for j in 0..o.len() {
                 o[j] = g[j] * sigmoid(g[j]) * u[j];
@@ -211,7 +191,7 @@ impl CustomOp3 for SwiGluGrad {
         let u = f32_slice(s2, l2, self.name())?;
         let go = f32_slice(s3, l3, self.name())?;
         let mut out = vec![0f32; g.len()];
-        par_elems(&mut out, |start, o| {
+        for_chunks(&mut out, |start, o| {
             let n = o.len();
             let (g, u, go) = (
                 &g[start..start + n],
@@ -274,84 +254,77 @@ pub fn rope_heads(x: &Tensor, t: &RopeTables) -> Result<Tensor> {
         cos: t.host_cos.clone(),
         sin: t.host_sin.clone(),
         dims: (b, s, h, hd),
+        forward: true,
     })
 }
 
+/// The rotation with its head transpose, either way: forward from `[b, s, heads, hd]` to
+/// `[b, heads, s, hd]`, or (`forward == false`, the backward pass) the transposed map back.
 struct Rope {
     cos: Arc<Vec<f32>>,
     sin: Arc<Vec<f32>>,
-    /// `(b, s, heads, hd)` of the input.
+    /// `(b, s, heads, hd)` of the forward input.
     dims: (usize, usize, usize, usize),
+    forward: bool,
+}
+
+impl Rope {
+    /// Forward `x·cos + rotate_half(x)·sin` (output row r = ((bi·h + hi)·s + si)); backward
+    /// `dx = cos⊙g + swap(sin⊙g)` (swap exchanges the halves; output row r = ((bi·s + si)·h + hi)).
+    fn rows(&self, x: &[f32]) -> Vec<f32> {
+        let (_, s, h, hd) = self.dims;
+        let half = hd / 2;
+        let (cos, sin) = (&self.cos[..], &self.sin[..]);
+        // Which half of the sin row multiplies the swapped half into each output half.
+        let (sin_lo, sin_hi) = if self.forward { (0, half) } else { (half, 0) };
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, hd, |r, o| {
+            let (bi, si, src) = if self.forward {
+                let (si, hi, bi) = (r % s, (r / s) % h, r / (s * h));
+                (bi, si, (bi * s + si) * h + hi)
+            } else {
+                let (hi, si, bi) = (r % h, (r / h) % s, r / (s * h));
+                (bi, si, (bi * h + hi) * s + si)
+            };
+            let xr = &x[src * hd..][..hd];
+            let c = &cos[(bi * s + si) * hd..][..hd];
+            let sn = &sin[(bi * s + si) * hd..][..hd];
+            for j in 0..half {
+                o[j] = xr[j] * c[j] + xr[j + half] * sn[j + sin_lo];
+                o[j + half] = xr[j + half] * c[j + half] + xr[j] * sn[j + sin_hi];
+            }
+        });
+        out
+    }
 }
 
 impl CustomOp1 for Rope {
     fn name(&self) -> &'static str {
-        "adept-rope"
+        if self.forward {
+            "adept-rope"
+        } else {
+            "adept-rope-grad"
+        }
     }
 
     fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(st, l, self.name())?;
         let (b, s, h, hd) = self.dims;
-        let half = hd / 2;
-        let (cos, sin) = (&self.cos[..], &self.sin[..]);
-        let mut out = vec![0f32; x.len()];
-        // output row r = ((bi·h + hi)·s + si)
-        par_rows(&mut out, hd, |r, o| {
-            let si = r % s;
-            let hi = (r / s) % h;
-            let bi = r / (s * h);
-            let xr = &x[((bi * s + si) * h + hi) * hd..][..hd];
-            let c = &cos[(bi * s + si) * hd..][..hd];
-            let sn = &sin[(bi * s + si) * hd..][..hd];
-            for j in 0..half {
-                o[j] = xr[j] * c[j] + xr[j + half] * sn[j];
-                o[j + half] = xr[j + half] * c[j + half] + xr[j] * sn[j + half];
-            }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((b, h, s, hd))))
+        let shape = if self.forward {
+            Shape::from((b, h, s, hd))
+        } else {
+            Shape::from((b, s, h, hd))
+        };
+        Ok((CpuStorage::F32(self.rows(x)), shape))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let g = grad.contiguous()?.apply_op1_no_bwd(&RopeGrad {
+        let g = grad.contiguous()?.apply_op1_no_bwd(&Rope {
             cos: self.cos.clone(),
             sin: self.sin.clone(),
             dims: self.dims,
+            forward: !self.forward,
         })?;
         Ok(Some(g))
-    }
-}
-
-/// `dx = cos⊙g + swap(sin⊙g)` (swap exchanges the halves), back in `[b, s, heads, hd]`.
-struct RopeGrad {
-    cos: Arc<Vec<f32>>,
-    sin: Arc<Vec<f32>>,
-    dims: (usize, usize, usize, usize),
-}
-
-impl CustomOp1 for RopeGrad {
-    fn name(&self) -> &'static str {
-        "adept-rope-grad"
-    }
-
-    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = f32_slice(st, l, self.name())?;
-        let (b, s, h, hd) = self.dims;
-        let half = hd / 2;
-        let (cos, sin) = (&self.cos[..], &self.sin[..]);
-        let mut out = vec![0f32; g.len()];
-        // output row r = ((bi·s + si)·h + hi)
-        par_rows(&mut out, hd, |r, o| {
-            let hi = r % h;
-            let si = (r / h) % s;
-            let bi = r / (s * h);
-            let gr = &g[((bi * h + hi) * s + si) * hd..][..hd];
-            let c = &cos[(bi * s + si) * hd..][..hd];
-            let sn = &sin[(bi * s + si) * hd..][..hd];
-            for j in 0..half {
-                o[j] = gr[j] * c[j] + gr[j + half] * sn[j + half];
-                o[j + half] = gr[j + half] * c[j + half] + gr[j] * sn[j];
-            }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((b, s, h, hd))))
     }
 }

@@ -10,6 +10,7 @@
 //! ending with EOS when the row stopped there, without padding.
 
 use crate::{Seq2SeqCache, Seq2SeqLm};
+use adept_bundle::search::{BeamSearch, Greedy, Scored};
 use candle_core::{DType, Result, Tensor, D};
 
 /// How to generate.
@@ -103,62 +104,24 @@ pub fn greedy(
     max_new_tokens: usize,
 ) -> Result<Vec<Hypothesis>> {
     let b = encoder_out.dims3()?.0;
-    let eos = model.eos_token_id();
-    let pad = model.pad_token_id();
-    let mut out = vec![
-        Hypothesis {
-            tokens: Vec::new(),
-            score: 0.0
-        };
-        b
-    ];
-    let mut done = vec![false; b];
-    let mut next = vec![model.decoder_start_token_id(); b];
+    let start = model.decoder_start_token_id();
+    let mut search = Greedy::new(b, start, model.eos_token_id(), model.pad_token_id());
     let mut cache = Seq2SeqCache::new();
     for _ in 0..max_new_tokens {
-        let logits = step_logits(model, &next, encoder_out, encoder_mask, &mut cache)?;
-        let logp = log_softmax_rows(&logits)?;
-        for (r, row) in logp.iter().enumerate() {
-            if done[r] {
-                next[r] = pad;
-                continue;
-            }
-            let mut best = 0usize;
-            for (v, &x) in row.iter().enumerate() {
-                if x > row[best] {
-                    best = v;
-                }
-            }
-            let tok = best as u32;
-            out[r].tokens.push(tok);
-            out[r].score += row[best];
-            next[r] = tok;
-            if tok == eos {
-                done[r] = true;
-            }
-        }
-        if done.iter().all(|&d| d) {
+        let next = search.next_tokens();
+        let logits = step_logits(model, next, encoder_out, encoder_mask, &mut cache)?;
+        if search.step(&log_softmax_rows(&logits)?) {
             break;
         }
     }
-    Ok(out)
+    Ok(hypotheses(search.finish()))
 }
 
-/// Indices of the `k` largest values, largest first (the earlier index first among equals).
-fn top_k(values: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    let k = k.min(idx.len());
-    idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| {
-        values[b].total_cmp(&values[a]).then(a.cmp(&b))
-    });
-    idx.truncate(k);
-    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
-    idx
-}
-
-struct Finished {
-    tokens: Vec<u32>,
-    score: f32,
+fn hypotheses(found: Vec<Scored>) -> Vec<Hypothesis> {
+    found
+        .into_iter()
+        .map(|(tokens, score)| Hypothesis { tokens, score })
+        .collect()
 }
 
 /// Beam search with `num_beams` beams per row, up to `max_new_tokens` per hypothesis, from
@@ -185,91 +148,22 @@ pub fn beam_search(
         ]);
     }
     let dev = encoder_out.device();
-    let eos = model.eos_token_id();
     // Each row repeated num_beams times: rows r·k .. r·k + k.
     let expand: Vec<u32> = (0..b * k).map(|i| (i / k) as u32).collect();
     let expand = Tensor::from_vec(expand, b * k, dev)?;
     let enc = encoder_out.index_select(&expand, 0)?;
     let enc_mask = encoder_mask.index_select(&expand, 0)?;
 
-    const NEG: f32 = -1.0e9;
-    let mut running: Vec<Vec<Vec<u32>>> = vec![vec![Vec::new(); k]; b];
-    let mut running_scores: Vec<Vec<f32>> = (0..b)
-        .map(|_| (0..k).map(|j| if j == 0 { 0.0 } else { NEG }).collect())
-        .collect();
-    let mut finished: Vec<Vec<Finished>> = (0..b).map(|_| Vec::new()).collect();
-    let mut open = vec![true; b]; // HF's is_early_stop_heuristic_unsatisfied
+    let start = model.decoder_start_token_id();
+    let eos = model.eos_token_id();
+    let mut search = BeamSearch::new(b, k, start, eos, max_new_tokens, length_penalty);
     let mut cache = Seq2SeqCache::new();
-    let mut next = vec![model.decoder_start_token_id(); b * k];
-    let candidates = 2 * k;
-
-    for step in 0..max_new_tokens {
-        let generated = step + 1; // tokens in a candidate
-        let last_step = generated >= max_new_tokens;
-        let logits = step_logits(model, &next, &enc, &enc_mask, &mut cache)?;
-        let logp = log_softmax_rows(&logits)?;
-        let vocab = logp[0].len();
-        let mut reorder = Vec::with_capacity(b * k);
-        let mut all_hit = true;
-        for r in 0..b {
-            let mut flat = Vec::with_capacity(k * vocab);
-            for j in 0..k {
-                let base = running_scores[r][j];
-                flat.extend(logp[r * k + j].iter().map(|x| x + base));
-            }
-            let top = top_k(&flat, candidates);
-            let cands: Vec<(usize, u32, f32, bool)> = top
-                .iter()
-                .map(|&i| {
-                    let tok = (i % vocab) as u32;
-                    (i / vocab, tok, flat[i], tok == eos || last_step)
-                })
-                .collect();
-            all_hit &= cands.iter().all(|c| c.3);
-            // Finished hypotheses: candidates in the top num_beams that hit EOS / the limit.
-            if open[r] {
-                let denom = (generated as f32).powf(length_penalty);
-                for &(beam, tok, score, hit) in cands.iter().take(k) {
-                    if hit {
-                        let mut tokens = running[r][beam].clone();
-                        tokens.push(tok);
-                        finished[r].push(Finished {
-                            tokens,
-                            score: score / denom,
-                        });
-                    }
-                }
-                finished[r].sort_by(|a, b| b.score.total_cmp(&a.score));
-                finished[r].truncate(k);
-            }
-            // Next running beams: the best candidates that did not finish.
-            let penalised: Vec<f32> = cands
-                .iter()
-                .map(|c| c.2 + if c.3 { NEG } else { 0.0 })
-                .collect();
-            let keep = top_k(&penalised, k);
-            let mut new_running = Vec::with_capacity(k);
-            let mut new_scores = Vec::with_capacity(k);
-            for &c in &keep {
-                let (beam, tok, _, _) = cands[c];
-                let mut tokens = running[r][beam].clone();
-                tokens.push(tok);
-                new_running.push(tokens);
-                new_scores.push(penalised[c]);
-                reorder.push((r * k + beam) as u32);
-                next[r * k + new_running.len() - 1] = tok;
-            }
-            running[r] = new_running;
-            running_scores[r] = new_scores;
-            // Early-stop heuristic: can the best running beam still beat the worst finished?
-            let best_possible = running_scores[r][0] / (generated as f32).powf(length_penalty);
-            let full = finished[r].len() >= k;
-            let worst = finished[r].iter().map(|f| f.score).fold(f32::MAX, f32::min);
-            open[r] = open[r] && (!full || best_possible > worst);
-        }
-        if all_hit || !open.iter().any(|&o| o) {
+    for _ in 0..max_new_tokens {
+        let logits = step_logits(model, search.next_tokens(), &enc, &enc_mask, &mut cache)?;
+        let Some(reorder) = search.step(&log_softmax_rows(&logits)?) else {
             break;
-        }
+        };
+        let reorder: Vec<u32> = reorder.into_iter().map(|r| r as u32).collect();
         let rows = Tensor::from_vec(reorder, b * k, dev)?;
         // Beams never leave their row: cross-attention keys/values stay as they are.
         cache.self_attn = cache
@@ -278,20 +172,7 @@ pub fn beam_search(
             .map(|(k, v)| Ok((k.index_select(&rows, 0)?, v.index_select(&rows, 0)?)))
             .collect::<Result<Vec<_>>>()?;
     }
-    Ok(finished
-        .into_iter()
-        .zip(running.into_iter().zip(running_scores))
-        .map(|(f, (run, scores))| match f.into_iter().next() {
-            Some(best) => Hypothesis {
-                tokens: best.tokens,
-                score: best.score,
-            },
-            None => Hypothesis {
-                score: scores[0] / (run[0].len().max(1) as f32).powf(length_penalty),
-                tokens: run.into_iter().next().unwrap_or_default(),
-            },
-        })
-        .collect())
+    Ok(hypotheses(search.finish()))
 }
 
 /// The log probability of each target token under `logits [.., vocab]`: `log_softmax(logits)`

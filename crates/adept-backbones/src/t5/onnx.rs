@@ -193,6 +193,38 @@ fn split_heads(g: &mut GraphBuilder, x: &str, heads: usize, d_kv: usize) -> Stri
     g.transpose(&x, &[0, 2, 1, 3])
 }
 
+/// One T5 attention sub-layer under the weight prefix `prefix` (`…SelfAttention` or
+/// `…EncDecAttention`): queries from `x [b, t, d]`, keys and values from `kv [b, s, d]` (`x`
+/// itself for self-attention, the encoder rows for cross-attention), appended after `past`
+/// (`[b, h, p, dk]` each) when given, attended with `bias` and projected back. `heads` is
+/// `(h, dk, inner)`. Returns the output `[b, t, d]` and the keys/values attended over
+/// (`[b, h, p + s, dk]`, the presents).
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    g: &mut GraphBuilder,
+    prefix: &str,
+    a: &T5Attention,
+    x: &str,
+    kv: &str,
+    past: Option<&(String, String)>,
+    bias: &str,
+    (h, dk, inner): (usize, usize, usize),
+) -> Result<(String, (String, String))> {
+    let q = linear(g, &format!("{prefix}.q"), &a.q, x)?;
+    let k = linear(g, &format!("{prefix}.k"), &a.k, kv)?;
+    let v = linear(g, &format!("{prefix}.v"), &a.v, kv)?;
+    let q = split_heads(g, &q, h, dk);
+    let k = split_heads(g, &k, h, dk);
+    let v = split_heads(g, &v, h, dk);
+    let (keys, vals) = match past {
+        Some((pk, pv)) => (g.concat(&[pk, &k], 2), g.concat(&[pv, &v], 2)),
+        None => (k, v),
+    };
+    let ctx = attend(g, &q, &keys, &vals, bias, inner);
+    let o = linear(g, &format!("{prefix}.o"), &a.o, &ctx)?;
+    Ok((o, (keys, vals)))
+}
+
 /// Unscaled attention of `q [b, h, lq, dk]` over `k, v [b, h, lk, dk]` plus `bias`
 /// (broadcast to `[b, h, lq, lk]`), merged back to `[b, lq, h·dk]`.
 fn attend(g: &mut GraphBuilder, q: &str, k: &str, v: &str, bias: &str, inner: usize) -> String {
@@ -307,16 +339,9 @@ pub fn emit_encoder(
             &x,
             eps,
         )?;
-        let a = &blk.attention;
         let sa = format!("{p}.0.SelfAttention");
-        let q = linear(g, &format!("{sa}.q"), &a.q, &n)?;
-        let k = linear(g, &format!("{sa}.k"), &a.k, &n)?;
-        let v = linear(g, &format!("{sa}.v"), &a.v, &n)?;
-        let q = split_heads(g, &q, h, dk);
-        let k = split_heads(g, &k, h, dk);
-        let v = split_heads(g, &v, h, dk);
-        let ctx = attend(g, &q, &k, &v, &bias, inner);
-        let o = linear(g, &format!("{sa}.o"), &a.o, &ctx)?;
+        let heads = (h, dk, inner);
+        let (o, _) = attention(g, &sa, &blk.attention, &n, &n, None, &bias, heads)?;
         x = g.add(&x, &o);
         let n = rms_norm(
             g,
@@ -394,6 +419,7 @@ pub fn emit_decoder(
     let shared = g.weight("shared.weight", &[vocab, d], &values(&model.shared)?)?;
     let mut x = g.gather(&shared, &inputs.input_ids, 0);
     let act = model.feed_forward_kind().activation;
+    let heads = (h, dk, inner);
     let mut present_self = Vec::with_capacity(n_layers);
     let mut present_cross = Vec::with_capacity(n_layers);
     for (i, blk) in model.decoder.iter().enumerate() {
@@ -406,21 +432,12 @@ pub fn emit_decoder(
             &x,
             eps,
         )?;
-        let a = &blk.self_attention;
         let sa = format!("{p}.0.SelfAttention");
-        let q = linear(g, &format!("{sa}.q"), &a.q, &n)?;
-        let k = linear(g, &format!("{sa}.k"), &a.k, &n)?;
-        let v = linear(g, &format!("{sa}.v"), &a.v, &n)?;
-        let q = split_heads(g, &q, h, dk);
-        let k = split_heads(g, &k, h, dk);
-        let v = split_heads(g, &v, h, dk);
-        let (pk, pv) = &inputs.past_self[i];
-        let keys = g.concat(&[pk, &k], 2);
-        let vals = g.concat(&[pv, &v], 2);
-        let ctx = attend(g, &q, &keys, &vals, &self_bias, inner);
-        let o = linear(g, &format!("{sa}.o"), &a.o, &ctx)?;
+        let past = Some(&inputs.past_self[i]);
+        let a = &blk.self_attention;
+        let (o, present) = attention(g, &sa, a, &n, &n, past, &self_bias, heads)?;
         x = g.add(&x, &o);
-        present_self.push((keys, vals));
+        present_self.push(present);
         // cross-attention over the encoder output
         let n = rms_norm(
             g,
@@ -429,21 +446,12 @@ pub fn emit_decoder(
             &x,
             eps,
         )?;
-        let a = &blk.cross_attention;
         let ca = format!("{p}.1.EncDecAttention");
-        let q = linear(g, &format!("{ca}.q"), &a.q, &n)?;
-        let q = split_heads(g, &q, h, dk);
-        let k = linear(g, &format!("{ca}.k"), &a.k, &enc_new)?;
-        let v = linear(g, &format!("{ca}.v"), &a.v, &enc_new)?;
-        let k = split_heads(g, &k, h, dk);
-        let v = split_heads(g, &v, h, dk);
-        let (pk, pv) = &inputs.past_cross[i];
-        let keys = g.concat(&[pk, &k], 2);
-        let vals = g.concat(&[pv, &v], 2);
-        let ctx = attend(g, &q, &keys, &vals, &cross_bias, inner);
-        let o = linear(g, &format!("{ca}.o"), &a.o, &ctx)?;
+        let past = Some(&inputs.past_cross[i]);
+        let a = &blk.cross_attention;
+        let (o, present) = attention(g, &ca, a, &n, &enc_new, past, &cross_bias, heads)?;
         x = g.add(&x, &o);
-        present_cross.push((keys, vals));
+        present_cross.push(present);
         // feed-forward
         let n = rms_norm(
             g,
