@@ -310,7 +310,14 @@ fn train_seq2seq(a: &TrainArgs, model_dir: &std::path::Path) -> Result<()> {
         ))
     });
     let report = adept_train::seq2seq::train_seq2seq(
-        model_dir, &task, &cfg, &opts, &out, a.resume, a.overwrite, &dev,
+        model_dir,
+        &task,
+        &cfg,
+        &opts,
+        &out,
+        a.resume,
+        a.overwrite,
+        &dev,
     )?;
     println!(
         "{}",

@@ -259,7 +259,16 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
         .arg(&t5)
         .arg("--train-file")
         .arg(&train)
-        .args(["--prompt-len", "4", "--rank", "2", "--steps", "6", "--batch-size", "8"])
+        .args([
+            "--prompt-len",
+            "4",
+            "--rank",
+            "2",
+            "--steps",
+            "6",
+            "--batch-size",
+            "8",
+        ])
         .args(["--eval-every", "3", "--out"])
         .arg(&run)
         .output()
@@ -273,7 +282,11 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
     assert_eq!(summary["task_kind"], "seq2seq");
     assert_eq!(summary["steps"], 6);
-    for f in ["adapter_config.json", "adapter_model.safetensors", "run.json"] {
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "run.json",
+    ] {
         assert!(run.join("best").join(f).exists(), "{f}");
     }
     let manifest: serde_json::Value =
@@ -292,19 +305,38 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
         .arg(&bundle)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for f in ["encoder_model.onnx", "decoder_model.onnx", "tokenizer.json", "adept.json"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "encoder_model.onnx",
+        "decoder_model.onnx",
+        "tokenizer.json",
+        "adept.json",
+    ] {
         assert!(bundle.join(f).exists(), "{f}");
     }
     if adept_testkit::ort_library("t5_trains_on_source_target_jsonl_from_the_cli").is_some() {
         let out = Command::new(env!("CARGO_BIN_EXE_adept"))
             .args(["generate", "--bundle"])
             .arg(&bundle)
-            .args(["--prompt", "cat dog cat", "--prompt", "dog dog dog", "--json"])
+            .args([
+                "--prompt",
+                "cat dog cat",
+                "--prompt",
+                "dog dog dog",
+                "--json",
+            ])
             .args(["--max-new-tokens", "4", "--num-beams", "2"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -325,6 +357,9 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("copy.jsonl:1") && err.contains("label"), "{err}");
+    assert!(
+        err.contains("copy.jsonl:1") && err.contains("label"),
+        "{err}"
+    );
     assert!(!bad_run.exists(), "no run folder after bad input");
 }

@@ -128,7 +128,11 @@ fn main() -> Result<()> {
             ..Default::default()
         },
     )?;
-    eprintln!("exported {} in {:.1}s", bundle.display(), t0.elapsed().as_secs_f64());
+    eprintln!(
+        "exported {} in {:.1}s",
+        bundle.display(),
+        t0.elapsed().as_secs_f64()
+    );
 
     let mut rows = Vec::new();
     let gcfg = GenerationConfig {
@@ -150,9 +154,11 @@ fn main() -> Result<()> {
             let mut g = Generator::open(&bundle, &opts)?;
             g.generate(&prompts, &gcfg, use_cache, &mut |_, _| {})?; // warm-up
             let (_, st) = g.generate(&prompts, &gcfg, use_cache, &mut |_, _| {})?;
-            rows.push(serde_json::json!({"impl": "ort", "prompt_cache": use_cache, "batch": batch,
+            rows.push(
+                serde_json::json!({"impl": "ort", "prompt_cache": use_cache, "batch": batch,
                 "ttft_ms": st.time_to_first_token_s * 1e3, "tokens_per_s": st.tokens_per_s,
-                "decode_tokens_per_s": st.decode_tokens_per_s}));
+                "decode_tokens_per_s": st.decode_tokens_per_s}),
+            );
         }
         // candle: greedy with the KV cache, offsets on every token, soft prompt as prefix.
         let tok = tokenizers::Tokenizer::from_file(o.model.join("tokenizer.json"))
@@ -171,25 +177,37 @@ fn main() -> Result<()> {
         adept_backbones::generate::greedy(model.backbone.as_ref(), &embed, prefix, &ids, &one)?;
         let ttft = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let out =
-            adept_backbones::generate::greedy(model.backbone.as_ref(), &embed, prefix, &ids, &gopts)?;
+        let out = adept_backbones::generate::greedy(
+            model.backbone.as_ref(),
+            &embed,
+            prefix,
+            &ids,
+            &gopts,
+        )?;
         let secs = t.elapsed().as_secs_f64();
         let n: usize = out.iter().map(Vec::len).sum();
-        rows.push(serde_json::json!({"impl": "candle", "batch": batch, "ttft_ms": ttft * 1e3,
-            "tokens_per_s": n as f64 / secs}));
+        rows.push(
+            serde_json::json!({"impl": "candle", "batch": batch, "ttft_ms": ttft * 1e3,
+            "tokens_per_s": n as f64 / secs}),
+        );
         if o.torch {
             if let Some(r) = torch_row(&o, batch)? {
                 rows.push(r);
             }
         }
     }
-    println!("{:<8} {:>6} {:>13} {:>10} {:>12}", "impl", "batch", "prompt cache", "TTFT ms", "tokens/s");
+    println!(
+        "{:<8} {:>6} {:>13} {:>10} {:>12}",
+        "impl", "batch", "prompt cache", "TTFT ms", "tokens/s"
+    );
     for r in &rows {
         println!(
             "{:<8} {:>6} {:>13} {:>10.1} {:>12.1}",
             r["impl"].as_str().unwrap_or(""),
             r["batch"],
-            r.get("prompt_cache").map(|v| v.to_string()).unwrap_or("-".into()),
+            r.get("prompt_cache")
+                .map(|v| v.to_string())
+                .unwrap_or("-".into()),
             r["ttft_ms"].as_f64().unwrap_or(f64::NAN),
             r["tokens_per_s"].as_f64().unwrap_or(f64::NAN)
         );
@@ -197,7 +215,10 @@ fn main() -> Result<()> {
     let report = serde_json::json!({"model": o.model, "threads": o.threads,
         "new_tokens": o.new_tokens, "prompt_len": o.prompt_len, "rank": o.rank,
         "dtype": o.dtype.to_string(), "rows": rows});
-    std::fs::write(o.out.join("results.json"), serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(
+        o.out.join("results.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
     std::fs::remove_dir_all(&bundle).ok();
     Ok(())
 }
@@ -222,7 +243,10 @@ fn torch_row(o: &Opts, batch: usize) -> Result<Option<serde_json::Value>> {
         Ok(o) => {
             eprintln!(
                 "transformers column skipped: {}",
-                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
             );
             return Ok(None);
         }

@@ -925,7 +925,11 @@ fn adept_bundle_matches_candle_logits_and_greedy_tokens() {
             .chain(std::iter::repeat_n(0, pad))
             .chain(std::iter::repeat_n(1, p.len()))
             .collect();
-        pos.extend((0..pad).map(|_| 1i64).chain((0..p.len() as i64).map(|i| l as i64 + i)));
+        pos.extend(
+            (0..pad)
+                .map(|_| 1i64)
+                .chain((0..p.len() as i64).map(|i| l as i64 + i)),
+        );
         m.push(row);
     }
     let mut ort_out = vec![Vec::new(); 2];
@@ -963,8 +967,8 @@ fn adept_bundle_matches_candle_logits_and_greedy_tokens() {
     }
     let manifest = adept_bundle::BundleManifest::read(&bundle).unwrap();
     let spec = manifest.decoder.clone().unwrap();
-    let cache = adept_runtime::PromptCache::read(&bundle.join(&spec.prompt_cache_file), &spec)
-        .unwrap();
+    let cache =
+        adept_runtime::PromptCache::read(&bundle.join(&spec.prompt_cache_file), &spec).unwrap();
     let cfg = adept_bundle::generate::GenerationConfig {
         max_new_tokens: 10,
         ..Default::default()
@@ -977,16 +981,13 @@ fn adept_bundle_matches_candle_logits_and_greedy_tokens() {
             use_cache.then_some(&cache),
             &bundle.join("model.onnx"),
         );
-        let gens = adept_bundle::generate::generate(
-            &mut step,
-            &prompts,
-            0,
-            &cfg,
-            &Ids,
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let gens =
+            adept_bundle::generate::generate(&mut step, &prompts, 0, &cfg, &Ids, &mut |_, _| {})
+                .unwrap();
         let got: Vec<Vec<u32>> = gens.into_iter().map(|g| g.token_ids).collect();
-        assert_eq!(got, candle_out, "runtime generate (prompt cache {use_cache}) vs candle");
+        assert_eq!(
+            got, candle_out,
+            "runtime generate (prompt cache {use_cache}) vs candle"
+        );
     }
 }

@@ -19,8 +19,7 @@ use crate::bundle::RuntimeOptions;
 use crate::ortlib::{self, OrtRuntime};
 use crate::session::{build_session, DeviceKind};
 use adept_bundle::generate::{
-    FinishReason,
-    check_fits, generate, DecoderStep, Detokenizer, Generation, GenerationConfig,
+    check_fits, generate, DecoderStep, Detokenizer, FinishReason, Generation, GenerationConfig,
 };
 use adept_bundle::tokenize::load_tokenizer;
 use adept_bundle::tokenizers::Tokenizer;

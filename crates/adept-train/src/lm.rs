@@ -33,7 +33,9 @@ impl CausalLmModel {
     /// Position-based offsets (DePT) are taken from position 0 of `ids`.
     pub fn embed_tokens(&self, ids: &Tensor, train_rng: Option<&mut StdRng>) -> Result<Tensor> {
         let word = self.backbone.word_embeddings(ids)?;
-        self.adapter.imp().add_offsets(&self.adapter, &word, train_rng)
+        self.adapter
+            .imp()
+            .add_offsets(&self.adapter, &word, train_rng)
     }
 
     /// `[P, E + f(E)]` and the mask extended with the prompt's ones, for `ids`/`mask [b, s]`.
@@ -43,7 +45,9 @@ impl CausalLmModel {
         mask: &Tensor,
         train_rng: Option<&mut StdRng>,
     ) -> Result<(Tensor, Tensor)> {
-        let embeds = self.adapter.apply(&self.backbone.word_embeddings(ids)?, train_rng)?;
+        let embeds = self
+            .adapter
+            .apply(&self.backbone.word_embeddings(ids)?, train_rng)?;
         Ok((embeds, self.adapter.extend(mask, 1)?))
     }
 

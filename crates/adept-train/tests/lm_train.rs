@@ -293,7 +293,10 @@ fn adept_on_smollm2_lowers_the_sst2_completion_loss() {
         opt.step(&grads, 1.0).unwrap();
     }
     eprintln!("SmolLM2 ADePT SST-2 completion loss by step: {losses:?}");
-    assert!(losses[0].is_finite() && losses[0] < (49152f32).ln(), "{losses:?}");
+    assert!(
+        losses[0].is_finite() && losses[0] < (49152f32).ln(),
+        "{losses:?}"
+    );
     assert!(
         losses[5] < 0.8 * losses[0],
         "the loss did not fall: {losses:?}"
