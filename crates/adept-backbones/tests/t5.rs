@@ -387,6 +387,22 @@ fn loading_errors_name_the_file_and_the_problem() {
     );
     assert!(err.contains("t5 family"), "{err}");
 
+    // A max_distance where the logarithmic buckets would start (16 of 32): refused, not a
+    // negative bucket id at run time.
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "\"relative_attention_max_distance\": 20",
+            "\"relative_attention_max_distance\": 16",
+        ),
+    )
+    .unwrap();
+    let err = format!("{:#}", load_seq2seq(d.path(), &Device::Cpu).err().unwrap());
+    assert!(
+        err.contains("config.json") && err.contains("relative_attention_max_distance 16"),
+        "{err}"
+    );
+
     // An untied config whose checkpoint lacks lm_head.weight.
     std::fs::write(
         &cfg,

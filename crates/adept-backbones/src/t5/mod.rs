@@ -223,6 +223,19 @@ impl T5Config {
                 self.relative_attention_max_distance
             );
         }
+        // The logarithmic buckets start at `buckets / 2` (decoder; `buckets / 4` per direction
+        // in the encoder) and reach the last bucket at `max_distance`: a max_distance at or
+        // below the start leaves the log scale undefined (transformers then produces negative
+        // bucket ids and fails in the embedding lookup).
+        if self.relative_attention_max_distance <= self.relative_attention_num_buckets / 2 {
+            bail!(
+                "relative_attention_max_distance {} must exceed relative_attention_num_buckets / 2 \
+                 = {} (the logarithmic buckets start there); T5 checkpoints use 32 buckets and \
+                 distance 128",
+                self.relative_attention_max_distance,
+                self.relative_attention_num_buckets / 2
+            );
+        }
         Ok(())
     }
 
