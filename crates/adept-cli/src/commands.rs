@@ -397,7 +397,62 @@ pub fn adapter_dir(p: &Path) -> Result<PathBuf> {
     )
 }
 
+/// `adept eval --bundle` on a T5 bundle: the task's validation sources through the exported
+/// encoder and cached decoder (greedy, or `--num-beams`), scored on the decoded strings with the
+/// task's metrics (an output that is not a label string counts as wrong), as training validates.
+fn eval_seq2seq_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
+    use adept_runtime::seq2seq::{DecodeMode, Seq2SeqBundle, Seq2SeqGenerateOptions};
+    let kind = adept_data::TaskKind::parse(a.data.task.as_deref().unwrap_or("sst2"))?;
+    let mut task =
+        adept_train::seq2seq::Seq2SeqTask::builtin(kind, &data_dir(&a.data)?, a.data.splits, 42)?;
+    if let Some(n) = a.data.eval_limit {
+        task.validation.truncate(n);
+    }
+    let opts = adept_runtime::RuntimeArgs {
+        bundle: bundle.to_path_buf(),
+        device: <adept_runtime::DeviceKind as clap::ValueEnum>::from_str(&a.device, true)
+            .map_err(|e| anyhow::anyhow!("--device: {e}"))?,
+        require_device: a.require_device,
+        threads: a.threads,
+        batch_size: a.batch_size,
+        no_length_buckets: a.no_length_buckets,
+        ort_lib: a.ort_lib.clone(),
+        cache: a.cache.clone(),
+    }
+    .options();
+    let rt =
+        adept_runtime::ortlib::find_and_load(opts.cache.as_deref(), opts.ort_library.as_deref())?;
+    let mut b = Seq2SeqBundle::open(bundle, rt, &opts.session)?;
+    let gen = Seq2SeqGenerateOptions {
+        max_new_tokens: 16,
+        num_beams: 1,
+        length_penalty: 1.0,
+        mode: DecodeMode::Cached,
+    };
+    let started = std::time::Instant::now();
+    let mut generated = Vec::with_capacity(task.validation.len());
+    for chunk in task.validation.chunks(opts.batch_size.max(1)) {
+        let texts: Vec<&str> = chunk.iter().map(|e| e.source.as_str()).collect();
+        generated.extend(b.generate_text(&texts, &gen)?.into_iter().map(|(_, t)| t));
+    }
+    let scores = task.score(&generated, &task.validation)?;
+    println!(
+        "{}",
+        serde_json::json!({"task": task.name, "task_kind": "seq2seq", "bundle": bundle,
+            "examples": task.validation.len(), "metrics": scores.metrics,
+            "primary": scores.primary, "seconds": started.elapsed().as_secs_f64()})
+    );
+    Ok(())
+}
+
 fn eval_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
+    let is_t5 = std::fs::read(bundle.join(adept_bundle::MANIFEST_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|m| m["task_kind"] == "seq2seq");
+    if is_t5 {
+        return eval_seq2seq_bundle(a, bundle);
+    }
     let args = adept_runtime::BundleEvalArgs {
         runtime: adept_runtime::RuntimeArgs {
             bundle: bundle.to_path_buf(),

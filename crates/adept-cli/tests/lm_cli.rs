@@ -343,6 +343,30 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
             .collect();
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|l| l["new_tokens"].as_u64().unwrap() >= 1));
+        // `adept eval --bundle` on a built-in task through the exported graphs: the authors'
+        // template, greedy decoding, metrics on the strings (this random model emits no label
+        // string, so accuracy is a well-defined 0 or more, over exactly the examples asked for).
+        if let Some(glue) = adept_testkit::glue_dir("t5_trains_on_source_target_jsonl_from_the_cli")
+        {
+            let out = Command::new(env!("CARGO_BIN_EXE_adept"))
+                .args(["eval", "--bundle"])
+                .arg(&bundle)
+                .args(["--task", "rte", "--eval-limit", "4", "--data"])
+                .arg(&glue)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let r: serde_json::Value =
+                serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+            assert_eq!(r["task_kind"], "seq2seq");
+            assert_eq!(r["examples"], 4);
+            let acc = r["metrics"]["accuracy"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&acc), "{r}");
+        }
     }
 
     let bad_run = tmp.path().join("bad");

@@ -358,12 +358,27 @@ impl Seq2SeqBundle {
         texts: &[&str],
         opts: &Seq2SeqGenerateOptions,
     ) -> Result<Vec<(Generated, String)>> {
+        // Sources longer than the model takes (prompt rows included) are cut from the right,
+        // keeping their last token (the tokenizer's `</s>`), as training truncates them.
+        let limit = self
+            .info
+            .max_sequence_len
+            .saturating_sub(self.info.prompt_len)
+            .max(1);
         let ids = texts
             .iter()
             .map(|t| {
                 self.tokenizer
                     .encode(*t, true)
-                    .map(|e| e.get_ids().to_vec())
+                    .map(|e| {
+                        let mut ids = e.get_ids().to_vec();
+                        if ids.len() > limit {
+                            let last = ids[ids.len() - 1];
+                            ids.truncate(limit - 1);
+                            ids.push(last);
+                        }
+                        ids
+                    })
                     .map_err(|e| anyhow::anyhow!("cannot tokenize {t:?}: {e}"))
             })
             .collect::<Result<Vec<_>>>()?;
