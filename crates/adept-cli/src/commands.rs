@@ -40,6 +40,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             println!("{report}");
             Ok(())
         }
+        Command::Infer(a) if is_seq2seq_bundle(&a.runtime.bundle) => infer_seq2seq(&a),
         Command::Infer(a) => {
             let r = adept_runtime::run_infer(&a)?;
             if let Some(why) = &r.device_fallback {
@@ -445,12 +446,52 @@ fn eval_seq2seq_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
     Ok(())
 }
 
-fn eval_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
-    let is_t5 = std::fs::read(bundle.join(adept_bundle::MANIFEST_FILE))
+/// Whether `bundle/adept.json` describes a T5 (encoder–decoder) bundle.
+fn is_seq2seq_bundle(bundle: &Path) -> bool {
+    std::fs::read(bundle.join(adept_bundle::MANIFEST_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .is_some_and(|m| m["task_kind"] == "seq2seq");
-    if is_t5 {
+        .is_some_and(|m| m["task_kind"] == "seq2seq")
+}
+
+/// `adept infer` on a T5 bundle: each input text (`--text`, or `--input` with one text per line,
+/// or JSONL with a `"prompt"` field, as `adept generate` reads them) becomes its greedily decoded
+/// output, one JSON line each (`{"text", "output"}`), to stdout or `--output`.
+fn infer_seq2seq(a: &adept_runtime::InferArgs) -> Result<()> {
+    use adept_runtime::seq2seq::{DecodeMode, Seq2SeqBundle, Seq2SeqGenerateOptions};
+    use std::io::Write;
+    let texts = match (&a.text, &a.input) {
+        (Some(t), _) => vec![t.clone()],
+        (None, Some(p)) => adept_runtime::generate::read_prompts(p)?,
+        (None, None) => bail!("pass --text TEXT or --input FILE"),
+    };
+    let opts = a.runtime.options();
+    let rt =
+        adept_runtime::ortlib::find_and_load(opts.cache.as_deref(), opts.ort_library.as_deref())?;
+    let mut b = Seq2SeqBundle::open(&a.runtime.bundle, rt, &opts.session)?;
+    let gen = Seq2SeqGenerateOptions {
+        max_new_tokens: 32,
+        num_beams: 1,
+        length_penalty: 1.0,
+        mode: DecodeMode::Cached,
+    };
+    let mut lines = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(opts.batch_size.max(1)) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        for (t, (_, out)) in refs.iter().zip(b.generate_text(&refs, &gen)?) {
+            lines.push(serde_json::json!({"text": t, "output": out}).to_string());
+        }
+    }
+    let body = lines.join("\n") + "\n";
+    match &a.output {
+        Some(p) => adept_bundle::write_atomic(p, body.as_bytes())?,
+        None => std::io::stdout().lock().write_all(body.as_bytes())?,
+    }
+    Ok(())
+}
+
+fn eval_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
+    if is_seq2seq_bundle(bundle) {
         return eval_seq2seq_bundle(a, bundle);
     }
     let args = adept_runtime::BundleEvalArgs {

@@ -343,6 +343,21 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
             .collect();
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|l| l["new_tokens"].as_u64().unwrap() >= 1));
+        let out = Command::new(env!("CARGO_BIN_EXE_adept"))
+            .args(["infer", "--bundle"])
+            .arg(&bundle)
+            .args(["--text", "cat dog cat"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+        assert_eq!(r["text"], "cat dog cat");
+        assert!(r["output"].is_string(), "{r}");
         // `adept eval --bundle` on a built-in task through the exported graphs: the authors'
         // template, greedy decoding, metrics on the strings (this random model emits no label
         // string, so accuracy is a well-defined 0 or more, over exactly the examples asked for).
