@@ -216,23 +216,7 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
         ])
         .output()
         .with_context(|| format!("cannot run {python}"))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .context("no JSON line from the PyTorch script")?;
-    let v: serde_json::Value = serde_json::from_str(line)?;
+    let v = result_line(&script, &out)?;
     Ok(Row {
         name: "pytorch (tests/reference/pytorch_train_step.py)".into(),
         step_s_mean: v["step_s_mean"].as_f64().context("step_s_mean")?,
@@ -573,6 +557,21 @@ fn pytorch_lm_step(
         .args(["--threads", &threads.to_string()])
         .output()
         .with_context(|| format!("cannot run {python} (set ADEPT_PYTHON)"))?;
+    let v = result_line(&script, &out)?;
+    Ok(LmRow {
+        name: format!("pytorch {method} (pytorch_lm_step.py)"),
+        method,
+        step_s_mean: v["step_s_mean"].as_f64().context("step_s_mean")?,
+        step_s_median: v["step_s_median"].as_f64().context("step_s_median")?,
+        peak_rss_mb: v["peak_rss_mb"].as_f64(),
+        steps: a.iters,
+    })
+}
+
+/// The result of a reference script: its last stdout line holding `"impl"` (both PyTorch step
+/// scripts print one JSON line `{"impl": "pytorch", ...}`), or the script's last stderr line as
+/// the error when it failed.
+fn result_line(script: &std::path::Path, out: &std::process::Output) -> Result<serde_json::Value> {
     if !out.status.success() {
         bail!(
             "{} failed: {}",
@@ -588,14 +587,6 @@ fn pytorch_lm_step(
         .lines()
         .rev()
         .find(|l| l.contains("\"impl\""))
-        .context("no result line from the PyTorch script")?;
-    let v: serde_json::Value = serde_json::from_str(line)?;
-    Ok(LmRow {
-        name: format!("pytorch {method} (pytorch_lm_step.py)"),
-        method,
-        step_s_mean: v["step_s_mean"].as_f64().context("step_s_mean")?,
-        step_s_median: v["step_s_median"].as_f64().context("step_s_median")?,
-        peak_rss_mb: v["peak_rss_mb"].as_f64(),
-        steps: a.iters,
-    })
+        .with_context(|| format!("no result line from {}", script.display()))?;
+    Ok(serde_json::from_str(line)?)
 }

@@ -254,32 +254,26 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
     let train = tmp.path().join("copy.jsonl");
     std::fs::write(&train, lines).unwrap();
     let run = tmp.path().join("run");
-    let out = Command::new(env!("CARGO_BIN_EXE_adept"))
-        .args(["train", "--model"])
-        .arg(&t5)
-        .arg("--train-file")
-        .arg(&train)
-        .args([
-            "--prompt-len",
-            "4",
-            "--rank",
-            "2",
-            "--steps",
-            "6",
-            "--batch-size",
-            "8",
-        ])
-        .args(["--eval-every", "3", "--out"])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        adept()
+            .args(["train", "--model"])
+            .arg(&t5)
+            .arg("--train-file")
+            .arg(&train)
+            .args([
+                "--prompt-len",
+                "4",
+                "--rank",
+                "2",
+                "--steps",
+                "6",
+                "--batch-size",
+                "8",
+            ])
+            .args(["--eval-every", "3", "--out"])
+            .arg(&run),
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(summary["task_kind"], "seq2seq");
     assert_eq!(summary["steps"], 6);
     for f in [
@@ -298,17 +292,12 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
     // export → encoder + cached decoder, and `adept generate` on it (beam search through ONNX
     // Runtime; token-level parity with candle is tested in adept-e2e/tests/t5_onnx.rs).
     let bundle = tmp.path().join("bundle");
-    let out = Command::new(env!("CARGO_BIN_EXE_adept"))
-        .args(["export", "--run"])
-        .arg(&run)
-        .arg("--out")
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        adept()
+            .args(["export", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&bundle),
     );
     for f in [
         "encoder_model.onnx",
@@ -319,43 +308,32 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
         assert!(bundle.join(f).exists(), "{f}");
     }
     if adept_testkit::ort_library("t5_trains_on_source_target_jsonl_from_the_cli").is_some() {
-        let out = Command::new(env!("CARGO_BIN_EXE_adept"))
-            .args(["generate", "--bundle"])
-            .arg(&bundle)
-            .args([
-                "--prompt",
-                "cat dog cat",
-                "--prompt",
-                "dog dog dog",
-                "--json",
-            ])
-            .args(["--max-new-tokens", "4", "--num-beams", "2"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let stdout = run_ok(
+            adept()
+                .args(["generate", "--bundle"])
+                .arg(&bundle)
+                .args([
+                    "--prompt",
+                    "cat dog cat",
+                    "--prompt",
+                    "dog dog dog",
+                    "--json",
+                ])
+                .args(["--max-new-tokens", "4", "--num-beams", "2"]),
         );
-        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        let lines: Vec<serde_json::Value> = stdout
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|l| l["new_tokens"].as_u64().unwrap() >= 1));
-        let out = Command::new(env!("CARGO_BIN_EXE_adept"))
-            .args(["infer", "--bundle"])
-            .arg(&bundle)
-            .args(["--text", "cat dog cat"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let stdout = run_ok(
+            adept()
+                .args(["infer", "--bundle"])
+                .arg(&bundle)
+                .args(["--text", "cat dog cat"]),
         );
-        let r: serde_json::Value =
-            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+        let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
         assert_eq!(r["text"], "cat dog cat");
         assert!(r["output"].is_string(), "{r}");
         // `adept eval --bundle` on a built-in task through the exported graphs: the authors'
@@ -363,20 +341,14 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
         // string, so accuracy is a well-defined 0 or more, over exactly the examples asked for).
         if let Some(glue) = adept_testkit::glue_dir("t5_trains_on_source_target_jsonl_from_the_cli")
         {
-            let out = Command::new(env!("CARGO_BIN_EXE_adept"))
-                .args(["eval", "--bundle"])
-                .arg(&bundle)
-                .args(["--task", "rte", "--eval-limit", "4", "--data"])
-                .arg(&glue)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            let stdout = run_ok(
+                adept()
+                    .args(["eval", "--bundle"])
+                    .arg(&bundle)
+                    .args(["--task", "rte", "--eval-limit", "4", "--data"])
+                    .arg(&glue),
             );
-            let r: serde_json::Value =
-                serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+            let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
             assert_eq!(r["task_kind"], "seq2seq");
             assert_eq!(r["examples"], 4);
             let acc = r["metrics"]["accuracy"].as_f64().unwrap();
@@ -385,7 +357,7 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
     }
 
     let bad_run = tmp.path().join("bad");
-    let out = Command::new(env!("CARGO_BIN_EXE_adept"))
+    let out = adept()
         .args(["train", "--model"])
         .arg(&t5)
         .arg("--train-file")
