@@ -84,9 +84,12 @@ SKIP_BUILD=1 ADEPT_WEB_BUNDLE=exports/ci-web-roberta ADEPT_WEB_TEST_OUT=target/w
     web/test/run.sh 2>&1 | tee -a "$LOG"
 echo "screenshots: target/web-test-output-roberta/"
 
-# Skipped tests: #[ignore]d ones (cargo's "N ignored") and those that skipped for a missing asset
-# (adept-testkit and web/test/run.sh append one line each to $ADEPT_SKIP_LOG).
-ignored=$(grep -Eo '[0-9]+ ignored' "$LOG" | awk '{s += $1} END {print s + 0}')
+# Skipped tests: #[ignore]d ones and those that skipped for a missing asset (adept-testkit and
+# web/test/run.sh append one line each to $ADEPT_SKIP_LOG). Benchmarks (`bench_*`, `*timing*`:
+# timings belong in benchmarks, not in timed tests) are #[ignore]d on purpose, listed, not counted.
+benches=$(grep -E '^test .* \.\.\. ignored' "$LOG" | grep -E '^test (bench_|[a-z0-9_]*timing)' | awk '{print $2}' | tr '\n' ' ' || true)
+[ -n "$benches" ] && echo "benchmarks, run with --ignored: $benches"
+ignored=$(grep -E '^test .* \.\.\. ignored' "$LOG" | grep -Evc '^test (bench_|[a-z0-9_]*timing)' || true)
 asset=$(grep -c '^SKIP' "$ADEPT_SKIP_LOG" || true)
 skipped=$((ignored + asset))
 step "done"
