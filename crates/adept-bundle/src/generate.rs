@@ -389,6 +389,87 @@ pub trait DecoderStep {
     fn start(&mut self, _batch: usize) -> Result<()> {
         Ok(())
     }
+
+    /// As [`DecoderStep::step`], but returns the logits of every one of the `s` rows,
+    /// `[b, s, vocab]` row-major (for scoring continuations, [`continuation_logprobs`]).
+    fn step_all(
+        &mut self,
+        _ids: &[i64],
+        _mask: &[i64],
+        _positions: &[i64],
+        _batch: usize,
+        _seq: usize,
+    ) -> Result<Vec<f32>> {
+        bail!("this decoder step returns only the last position's logits; it cannot score continuations")
+    }
+}
+
+/// Per row `(ids, target_start)`, the summed log-probability of `ids[target_start..]` given the
+/// ids before them (and the soft prompt): `Σ_{t ≥ target_start} log_softmax(logits[t − 1])[ids[t]]`,
+/// as training's label-word scoring computes it. The rows run as one batch, laid out exactly as
+/// [`generate`]'s first call (`[prefix | pads | ids]`, left padded with `pad_id`), so the
+/// positions and the attended keys are those generation uses. `target_start ≥ 1`.
+pub fn continuation_logprobs(
+    step: &mut dyn DecoderStep,
+    rows: &[(&[u32], usize)],
+    pad_id: u32,
+) -> Result<Vec<f32>> {
+    ensure!(!rows.is_empty(), "no rows to score");
+    for (i, (ids, start)) in rows.iter().enumerate() {
+        ensure!(
+            *start >= 1 && *start <= ids.len(),
+            "row {i}: target start {start} outside 1..={} (position 0 has no predecessor)",
+            ids.len()
+        );
+    }
+    let b = rows.len();
+    let vocab = step.vocab_size();
+    let cached = step.cached_prefix_len();
+    let prefix = step.prefix_ids();
+    step.start(b)?;
+    let longest = rows.iter().map(|(r, _)| r.len()).max().unwrap_or(0);
+    let seq = prefix.len() + longest;
+    let mut ids = Vec::with_capacity(b * seq);
+    let mut mask = Vec::with_capacity(b * (cached + seq));
+    let mut positions = Vec::with_capacity(b * seq);
+    for (r, _) in rows {
+        let pads = longest - r.len();
+        ids.extend_from_slice(&prefix);
+        ids.extend(std::iter::repeat_n(pad_id as i64, pads));
+        ids.extend(r.iter().map(|&t| t as i64));
+        let mut m = vec![1i64; cached + prefix.len()];
+        m.extend(std::iter::repeat_n(0, pads));
+        m.extend(std::iter::repeat_n(1, r.len()));
+        positions.extend_from_slice(&positions_from_mask(&m)[cached..]);
+        mask.extend(m);
+    }
+    let logits = step
+        .step_all(&ids, &mask, &positions, b, seq)
+        .context("the decoder step failed")?;
+    ensure!(
+        logits.len() == b * seq * vocab,
+        "the decoder step returned {} logits, expected batch {b} × {seq} positions × vocab {vocab}",
+        logits.len()
+    );
+    let mut out = Vec::with_capacity(b);
+    for (row, (r, start)) in rows.iter().enumerate() {
+        // Token t of the row sits at column seq − len + t; its logits come from the column before.
+        let first_col = seq - r.len();
+        let mut sum = 0f32;
+        for (t, &tok) in r.iter().enumerate().skip(*start) {
+            let col = first_col + t - 1;
+            let l = &logits[(row * seq + col) * vocab..(row * seq + col + 1) * vocab];
+            ensure!(
+                (tok as usize) < vocab,
+                "row {row}: token id {tok} is outside the {vocab}-token vocabulary"
+            );
+            let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max + l.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
+            sum += l[tok as usize] - lse;
+        }
+        out.push(sum);
+    }
+    Ok(out)
 }
 
 /// One completed prompt.

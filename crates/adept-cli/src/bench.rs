@@ -396,7 +396,7 @@ fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Devic
     use adept_train::{LmBatch, LmFeatures};
     let batch_size = a.batch_size.unwrap_or(8);
     let max_len = 128;
-    let special = SpecialTokens::from_model_dir(mdir)?;
+    let special = SpecialTokens::for_prompts(mdir)?;
     let enc = crate::lm_commands::lm_encoder(mdir, max_len, &special)?.with_append_eos(false);
     let mut data = a.data.clone();
     data.task = Some("sst2".into());

@@ -409,18 +409,7 @@ fn eval_seq2seq_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
     if let Some(n) = a.data.eval_limit {
         task.validation.truncate(n);
     }
-    let opts = adept_runtime::RuntimeArgs {
-        bundle: bundle.to_path_buf(),
-        device: <adept_runtime::DeviceKind as clap::ValueEnum>::from_str(&a.device, true)
-            .map_err(|e| anyhow::anyhow!("--device: {e}"))?,
-        require_device: a.require_device,
-        threads: a.threads,
-        batch_size: a.batch_size,
-        no_length_buckets: a.no_length_buckets,
-        ort_lib: a.ort_lib.clone(),
-        cache: a.cache.clone(),
-    }
-    .options();
+    let opts = eval_runtime_args(a, bundle)?.options();
     let rt =
         adept_runtime::ortlib::find_and_load(opts.cache.as_deref(), opts.ort_library.as_deref())?;
     let mut b = Seq2SeqBundle::open(bundle, rt, &opts.session)?;
@@ -490,22 +479,36 @@ fn infer_seq2seq(a: &adept_runtime::InferArgs) -> Result<()> {
     Ok(())
 }
 
+/// The runtime settings of `adept eval --bundle`.
+fn eval_runtime_args(a: &EvalArgs, bundle: &Path) -> Result<adept_runtime::RuntimeArgs> {
+    Ok(adept_runtime::RuntimeArgs {
+        bundle: bundle.to_path_buf(),
+        device: <adept_runtime::DeviceKind as clap::ValueEnum>::from_str(&a.device, true)
+            .map_err(|e| anyhow::anyhow!("--device: {e}"))?,
+        require_device: a.require_device,
+        threads: a.threads,
+        batch_size: a.batch_size,
+        no_length_buckets: a.no_length_buckets,
+        ort_lib: a.ort_lib.clone(),
+        cache: a.cache.clone(),
+    })
+}
+
+/// Whether `bundle/adept.json` describes a decoder (causal LM) bundle.
+fn is_decoder_bundle(bundle: &Path) -> bool {
+    adept_bundle::BundleManifest::read(bundle).is_ok_and(|m| m.decoder.is_some())
+}
+
 fn eval_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
     if is_seq2seq_bundle(bundle) {
         return eval_seq2seq_bundle(a, bundle);
     }
+    if is_decoder_bundle(bundle) {
+        let opts = eval_runtime_args(a, bundle)?.options();
+        return crate::lm_commands::eval_bundle(a, bundle, &opts);
+    }
     let args = adept_runtime::BundleEvalArgs {
-        runtime: adept_runtime::RuntimeArgs {
-            bundle: bundle.to_path_buf(),
-            device: <adept_runtime::DeviceKind as clap::ValueEnum>::from_str(&a.device, true)
-                .map_err(|e| anyhow::anyhow!("--device: {e}"))?,
-            require_device: a.require_device,
-            threads: a.threads,
-            batch_size: a.batch_size,
-            no_length_buckets: a.no_length_buckets,
-            ort_lib: a.ort_lib.clone(),
-            cache: a.cache.clone(),
-        },
+        runtime: eval_runtime_args(a, bundle)?,
         task: a.data.task.clone(),
         data: a.data.data.clone(),
         splits: a.data.splits,

@@ -17,10 +17,10 @@ use crate::commands::{device, load_task};
 use adept_adapters::PromptInit;
 use adept_data::causal::{load_prompt_completion, ChatTemplate, LmExample, PromptCompletionSpec};
 use adept_train::lm_train::{
-    build_causal_lm, build_eval, evaluate, lm_defaults, manifest_skeleton, LmData, LmJob,
-    SpecialTokens,
+    build_causal_lm, build_eval, evaluate_with, lm_defaults, manifest_skeleton, LmData, LmJob,
+    LmScorer, SpecialTokens,
 };
-use adept_train::{LmEncoder, LmRunManifest};
+use adept_train::{LmEncoder, LmFeatures, LmRunManifest};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use rand::seq::SliceRandom;
@@ -36,24 +36,13 @@ pub fn is_causal_lm(dir: &Path) -> Result<bool> {
     ))
 }
 
-/// Whether the tokenizer of `dir` asks for a BOS (`tokenizer_config.json` `add_bos_token`).
-fn adds_bos(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("tokenizer_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("add_bos_token").and_then(|b| b.as_bool()))
-        .unwrap_or(false)
-}
-
 /// The model folder's tokenizer as an [`LmEncoder`] of `max_len` tokens.
 pub fn lm_encoder(dir: &Path, max_len: usize, special: &SpecialTokens) -> Result<LmEncoder> {
     let tok = adept_train::tokenize::load_tokenizer(&dir.join("tokenizer.json"))?;
     let vocab = tok.get_vocab_size(true);
     let mut enc = LmEncoder::new(tok, max_len, special.eos.first().copied())
         .with_context(|| format!("tokenizer of {}", dir.display()))?;
-    if adds_bos(dir) {
-        enc = enc.with_bos(special.bos);
-    }
+    enc = enc.with_bos(special.bos);
     if let Some(p) = special.pad.filter(|&p| (p as usize) < vocab) {
         enc.pad_id = p;
     }
@@ -144,7 +133,7 @@ pub fn train(a: &TrainArgs, model_dir: &Path) -> Result<()> {
         cfg.adapter.rank = 0; // solved from the budget
     }
     let dev = device(&a.model.device)?;
-    let special = SpecialTokens::from_model_dir(model_dir)?;
+    let special = SpecialTokens::for_prompts(model_dir)?;
     let enc = lm_encoder(model_dir, cfg.max_len(), &special)?;
     let chat =
         a.lm.chat_template
@@ -239,7 +228,10 @@ pub fn eval(a: &EvalArgs, dir: &Path, dev: &Device) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(&m.model_dir));
     let special = SpecialTokens {
-        bos: m.bos_token_id,
+        // Runs written before the BOS followed `add_bos_token` recorded the id regardless.
+        bos: m
+            .bos_token_id
+            .filter(|_| adept_train::lm_train::adds_bos(&model_dir)),
         eos: m.eos_token_ids.clone(),
         pad: m.pad_token_id,
     };
@@ -279,35 +271,188 @@ pub fn eval(a: &EvalArgs, dir: &Path, dev: &Device) -> Result<()> {
                 .unwrap_or_else(|| "completion".into()),
         },
     };
-    let seed = m.train_config.seed;
-    let load = || load_lm_data(&a.data, &choice, seed, chat.as_ref());
+    let head = serde_json::json!({"adapter": dir.display().to_string()});
+    let setup = EvalSetup {
+        enc: &enc,
+        eos: &special.eos,
+        chat: chat.as_ref(),
+        choice: &choice,
+        seed: m.train_config.seed,
+    };
+    let out = score_lm(a, &mut &model, &setup, head)?;
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+/// What [`score_lm`] needs besides the scorer: the tokenisation rules, the EOS ids, the chat
+/// template the model was tuned with, where the data come from and the split seed.
+struct EvalSetup<'a> {
+    enc: &'a LmEncoder,
+    eos: &'a [u32],
+    chat: Option<&'a ChatTemplate>,
+    choice: &'a DataChoice<'a>,
+    seed: u64,
+}
+
+/// The validation split scored by `scorer` (candle or a bundle): label-word scoring for
+/// classification tasks, greedy generation always; `head` gets the task, counts and metrics.
+fn score_lm(
+    a: &EvalArgs,
+    scorer: &mut dyn LmScorer,
+    s: &EvalSetup<'_>,
+    mut out: serde_json::Value,
+) -> Result<serde_json::Value> {
+    let load = || load_lm_data(&a.data, s.choice, s.seed, s.chat);
     let data = load()?;
     let (name, n) = (data.name.clone(), data.validation.len());
     let classification = data.is_classification();
-    let mut out = serde_json::json!({
-        "adapter": dir.display().to_string(),
-        "task": name,
-        "task_kind": "causal-lm",
-        "split": "validation",
-        "examples": n,
-    });
+    out["task"] = serde_json::json!(name);
+    out["task_kind"] = serde_json::json!("causal-lm");
+    out["split"] = serde_json::json!("validation");
+    out["examples"] = serde_json::json!(n);
+    let started = std::time::Instant::now();
     let data = if classification {
-        let (ev, _) = build_eval(&enc, data, false)?;
-        let s = evaluate(&model, &ev, a.batch_size, enc.pad_id, &special.eos)?;
-        out["label_word_scoring"] = serde_json::json!({"metrics": s.metrics, "primary": s.primary});
-        out["metrics"] = serde_json::json!(s.metrics);
-        out["primary"] = serde_json::json!(s.primary);
+        let (ev, _) = build_eval(s.enc, data, false)?;
+        let r = evaluate_with(scorer, &ev, a.batch_size, s.enc.pad_id, s.eos)?;
+        out["label_word_scoring"] = serde_json::json!({"metrics": r.metrics, "primary": r.primary});
+        out["metrics"] = serde_json::json!(r.metrics);
+        out["primary"] = serde_json::json!(r.primary);
         load()?
     } else {
         data
     };
-    let (ev, _) = build_eval(&enc, data, true)?;
-    let s = evaluate(&model, &ev, a.batch_size, enc.pad_id, &special.eos)?;
-    out["generation"] = serde_json::json!({"metrics": s.metrics, "primary": s.primary});
+    let (ev, _) = build_eval(s.enc, data, true)?;
+    let r = evaluate_with(scorer, &ev, a.batch_size, s.enc.pad_id, s.eos)?;
+    out["generation"] = serde_json::json!({"metrics": r.metrics, "primary": r.primary});
     if !classification {
-        out["metrics"] = serde_json::json!(s.metrics);
-        out["primary"] = serde_json::json!(s.primary);
+        out["metrics"] = serde_json::json!(r.metrics);
+        out["primary"] = serde_json::json!(r.primary);
     }
+    out["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+/// An exported decoder bundle as an [`LmScorer`]: label-word rows through the graph's logits at
+/// every position, greedy generation through the runtime's loop; both start from the bundle's
+/// prompt cache.
+struct BundleScorer<'g>(&'g mut adept_runtime::generate::Generator);
+
+impl LmScorer for BundleScorer<'_> {
+    fn row_logprob_sums(
+        &mut self,
+        rows: &[LmFeatures],
+        batch_size: usize,
+        _pad_id: u32,
+    ) -> Result<Vec<f32>> {
+        self.0.batch_size = batch_size.max(1);
+        let rows: Vec<(&[u32], usize)> =
+            rows.iter().map(|f| (&f.ids[..], f.target_start)).collect();
+        self.0.continuation_logprobs(&rows)
+    }
+
+    fn generate(
+        &mut self,
+        prompts: &[Vec<u32>],
+        max_new_tokens: usize,
+        eos: &[u32],
+        _pad_id: u32,
+        batch_size: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        self.0.batch_size = batch_size.max(1);
+        let cfg = adept_bundle::generate::GenerationConfig {
+            max_new_tokens,
+            eos_token_ids: eos.to_vec(),
+            ..Default::default()
+        };
+        let (gens, _) = self.0.generate_ids(prompts, &cfg, true, &mut |_, _| {})?;
+        Ok(gens.into_iter().map(|g| g.token_ids).collect())
+    }
+}
+
+/// `adept eval --bundle` on a decoder bundle: the same validation as `adept eval --run` (the
+/// task's verbaliser, label-word scoring and greedy generation, the same metrics), with the
+/// model in ONNX Runtime. The task is `--task`, else the bundle's; the prompt length limit, BOS,
+/// EOS and chat template come from the bundle's `adept.json`; custom data (`--train-file`,
+/// `--validation-file`) are JSONL `{"prompt", "completion"}` objects.
+pub fn eval_bundle(
+    a: &EvalArgs,
+    bundle: &Path,
+    opts: &adept_runtime::RuntimeOptions,
+) -> Result<()> {
+    let mut gen = adept_runtime::generate::Generator::open(bundle, opts)?;
+    if let Some(why) = &gen.device_fallback {
+        tracing::warn!("{why}");
+    }
+    let spec = gen.spec.clone();
+    let manifest = gen.manifest.clone();
+    let mut enc = LmEncoder::new(
+        gen.tokenizer.clone(),
+        manifest.max_length,
+        spec.eos_token_ids.first().copied(),
+    )
+    .with_context(|| format!("the tokenizer of {}", bundle.display()))?
+    .with_bos(spec.bos_token_id);
+    enc.pad_id = spec.pad_token_id;
+    let token = |id: Option<u32>| id.and_then(|i| gen.tokenizer.id_to_token(i));
+    let chat = spec
+        .chat_template
+        .as_deref()
+        .map(|src| {
+            ChatTemplate::new(
+                src,
+                token(spec.bos_token_id).as_deref(),
+                token(spec.eos_token_ids.first().copied()).as_deref(),
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: decoder.chat_template does not compile: {e}",
+                    bundle.join(adept_bundle::MANIFEST_FILE).display()
+                )
+            })
+        })
+        .transpose()?;
+    let builtin = adept_data::TaskKind::parse(&manifest.task).is_ok();
+    if a.data.task.is_none() && a.data.train_file.is_none() && !builtin {
+        bail!(
+            "{} was trained on custom data ({:?}); pass the data to score: --train-file TRAIN.jsonl \
+             --validation-file DEV.jsonl (or --train-file alone to score its seeded 10% hold-out), \
+             or --task NAME for a built-in task",
+            bundle.display(),
+            manifest.task
+        );
+    }
+    let task = a
+        .data
+        .task
+        .clone()
+        .or_else(|| builtin.then(|| manifest.task.clone()));
+    let train_file = a
+        .data
+        .train_file
+        .clone()
+        .or_else(|| a.data.validation_file.clone());
+    let choice = DataChoice {
+        task,
+        train_file: train_file.as_deref(),
+        validation_file: a.data.validation_file.as_deref(),
+        spec: PromptCompletionSpec {
+            prompt_field: "prompt".into(),
+            completion_field: "completion".into(),
+        },
+    };
+    let head = serde_json::json!({
+        "bundle": bundle.display().to_string(),
+        "device": gen.device.to_string(),
+    });
+    let eos = spec.eos_token_ids.clone();
+    let setup = EvalSetup {
+        enc: &enc,
+        eos: &eos,
+        chat: chat.as_ref(),
+        choice: &choice,
+        seed: lm_defaults(adept_adapters::MethodKind::Adept).seed,
+    };
+    let out = score_lm(a, &mut BundleScorer(&mut gen), &setup, head)?;
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
 }

@@ -6,8 +6,34 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const WORDS: &[&str] = &[
-    "red", "blue", "green", "sky", "grass", "blood", "is", "the", "colour", "of", "what", "sea",
-    "fire", "leaf", "snow", "white", "coal", "black", "night", "day",
+    "red",
+    "blue",
+    "green",
+    "sky",
+    "grass",
+    "blood",
+    "is",
+    "the",
+    "colour",
+    "of",
+    "what",
+    "sea",
+    "fire",
+    "leaf",
+    "snow",
+    "white",
+    "coal",
+    "black",
+    "night",
+    "day",
+    "positive",
+    "negative",
+    "review",
+    "sentiment",
+    "a",
+    "film",
+    "good",
+    "bad",
 ];
 
 fn fixture() -> PathBuf {
@@ -176,6 +202,106 @@ fn jsonl_pairs_train_eval_and_export_to_a_decoder_bundle() {
         adept_json.to_string().contains("\"causal-lm\""),
         "{adept_json}"
     );
+
+    // `adept eval --bundle` scores the same data as `adept eval --run` through ONNX Runtime and
+    // gets the same greedy generations, hence the same exact match; a custom-data bundle without
+    // data to score is refused with advice.
+    if adept_testkit::ort_library("jsonl_pairs_train_eval_and_export_to_a_decoder_bundle").is_some()
+    {
+        let on = |flag: &str, dir: &Path| {
+            last_json(&run_ok(
+                adept()
+                    .args(["eval", flag])
+                    .arg(dir)
+                    .arg("--train-file")
+                    .arg(&data)
+                    .arg("--validation-file")
+                    .arg(&data),
+            ))
+        };
+        let (candle, ort) = (on("--run", &run), on("--bundle", &bundle));
+        assert_eq!(ort["examples"], 20);
+        assert_eq!(candle["generation"], ort["generation"], "{candle}\n{ort}");
+        let out = adept()
+            .args(["eval", "--bundle"])
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("custom data") && err.contains("--train-file"),
+            "{err}"
+        );
+    }
+}
+
+/// A built-in classification task on a decoder: `adept eval --bundle` scores SST-2's label words
+/// through the exported graph (every position's logits, from the prompt cache) and generates
+/// greedily, and both metrics equal `adept eval --run`'s candle scores on the same examples.
+#[test]
+fn decoder_bundle_eval_equals_candle_eval_on_a_builtin_task() {
+    let test = "decoder_bundle_eval_equals_candle_eval_on_a_builtin_task";
+    let Some(glue) = adept_testkit::glue_dir(test) else {
+        return;
+    };
+    if adept_testkit::ort_library(test).is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    let run = tmp.path().join("run");
+    let common = |c: &mut Command| {
+        c.arg("--data")
+            .arg(&glue)
+            .args(["--task", "sst2", "--eval-limit", "24"]);
+    };
+    let mut train = adept();
+    train.args(["train", "--model"]).arg(&model).args([
+        "--train-limit",
+        "64",
+        "--steps",
+        "3",
+        "--eval-every",
+        "3",
+        "--batch-size",
+        "4",
+        "--max-len",
+        "24",
+        "--out",
+    ]);
+    train.arg(&run);
+    common(&mut train);
+    run_ok(&mut train);
+    let bundle = tmp.path().join("bundle");
+    run_ok(
+        adept()
+            .args(["export", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&bundle),
+    );
+    let mut by_run = adept();
+    by_run.args(["eval", "--run"]).arg(&run);
+    common(&mut by_run);
+    let mut by_bundle = adept();
+    by_bundle.args(["eval", "--bundle"]).arg(&bundle);
+    common(&mut by_bundle);
+    let (candle, ort) = (
+        last_json(&run_ok(&mut by_run)),
+        last_json(&run_ok(&mut by_bundle)),
+    );
+    assert_eq!(ort["task"], "sst2");
+    assert_eq!(ort["examples"], 24);
+    let acc = ort["label_word_scoring"]["metrics"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{ort}");
+    assert_eq!(
+        candle["label_word_scoring"], ort["label_word_scoring"],
+        "{candle}\n{ort}"
+    );
+    assert_eq!(candle["generation"], ort["generation"], "{candle}\n{ort}");
 }
 
 #[test]

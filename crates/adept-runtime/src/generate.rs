@@ -19,7 +19,8 @@ use crate::bundle::RuntimeOptions;
 use crate::ortlib::{self, OrtRuntime};
 use crate::session::{build_session, DeviceKind};
 use adept_bundle::generate::{
-    check_fits, generate, DecoderStep, Detokenizer, FinishReason, Generation, GenerationConfig,
+    check_fits, continuation_logprobs, generate, DecoderStep, Detokenizer, FinishReason,
+    Generation, GenerationConfig,
 };
 use adept_bundle::tokenize::load_tokenizer;
 use adept_bundle::tokenizers::Tokenizer;
@@ -181,6 +182,33 @@ impl DecoderStep for OrtDecoderStep<'_> {
         batch: usize,
         seq: usize,
     ) -> Result<Vec<f32>> {
+        self.run(ids, mask, positions, batch, seq, false)
+    }
+
+    fn step_all(
+        &mut self,
+        ids: &[i64],
+        mask: &[i64],
+        positions: &[i64],
+        batch: usize,
+        seq: usize,
+    ) -> Result<Vec<f32>> {
+        self.run(ids, mask, positions, batch, seq, true)
+    }
+}
+
+impl OrtDecoderStep<'_> {
+    /// One run of the graph; returns the last position's logits `[b, vocab]`, or with `all`
+    /// every position's `[b, seq, vocab]`. Keeps the `present.*` outputs as the next `past`.
+    fn run(
+        &mut self,
+        ids: &[i64],
+        mask: &[i64],
+        positions: &[i64],
+        batch: usize,
+        seq: usize,
+        all: bool,
+    ) -> Result<Vec<f32>> {
         ensure!(
             batch == self.batch && self.past.len() == 2 * self.spec.num_layers,
             "the decoder step was not started for a batch of {batch} (call start first)"
@@ -238,12 +266,16 @@ impl DecoderStep for OrtDecoderStep<'_> {
                 self.model.display(),
                 &shape[..]
             );
-            let mut out = Vec::with_capacity(batch * vocab);
-            for b in 0..batch {
-                let start = (b * seq + seq - 1) * vocab;
-                out.extend_from_slice(&data[start..start + vocab]);
+            if all {
+                data.to_vec()
+            } else {
+                let mut out = Vec::with_capacity(batch * vocab);
+                for b in 0..batch {
+                    let start = (b * seq + seq - 1) * vocab;
+                    out.extend_from_slice(&data[start..start + vocab]);
+                }
+                out
             }
-            out
         };
         let want = [batch, self.spec.kv_heads, total, self.spec.head_dim];
         for name in &self.spec.output_names()[1..] {
@@ -483,6 +515,23 @@ impl Generator {
             .iter()
             .map(|p| self.encode_prompt(p))
             .collect::<Result<Vec<_>>>()?;
+        self.generate_ids(&encoded, &cfg, use_prompt_cache, on_token)
+    }
+
+    /// [`Generator::generate`] for prompts already tokenised (ids as the model takes them, BOS
+    /// included where the bundle wants one).
+    pub fn generate_ids(
+        &mut self,
+        encoded: &[Vec<u32>],
+        cfg: &GenerationConfig,
+        use_prompt_cache: bool,
+        on_token: &mut dyn FnMut(usize, &str),
+    ) -> Result<(Vec<Generation>, GenerationStats)> {
+        let mut cfg = cfg.clone();
+        if cfg.eos_token_ids.is_empty() {
+            cfg.eos_token_ids = self.spec.eos_token_ids.clone();
+        }
+        cfg.validate()?;
         for (i, ids) in encoded.iter().enumerate() {
             check_fits(
                 ids.len(),
@@ -499,14 +548,14 @@ impl Generator {
             None
         };
         let mut stats = GenerationStats {
-            prompts: prompts.len(),
+            prompts: encoded.len(),
             prompt_tokens: encoded.iter().map(Vec::len).sum(),
             ..Default::default()
         };
         let start = Instant::now();
         let mut decode_s = 0.0;
         let mut decode_tokens = 0usize;
-        let mut out = Vec::with_capacity(prompts.len());
+        let mut out = Vec::with_capacity(encoded.len());
         for (chunk_index, chunk) in encoded.chunks(self.batch_size).enumerate() {
             let offset = chunk_index * self.batch_size;
             let mut inner = OrtDecoderStep::new(&mut self.session, &self.spec, cache, &model);
@@ -545,6 +594,37 @@ impl Generator {
             0.0
         };
         Ok((out, stats))
+    }
+
+    /// Per row `(ids, target_start)`, the summed log-probability of `ids[target_start..]` after
+    /// the ids before them (label-word scoring, as training scores validation), `batch_size` rows
+    /// per run of the graph, from the prompt cache (or the virtual prompt tokens without one).
+    pub fn continuation_logprobs(&mut self, rows: &[(&[u32], usize)]) -> Result<Vec<f32>> {
+        for (i, (ids, _)) in rows.iter().enumerate() {
+            check_fits(
+                ids.len(),
+                self.spec.prompt_len,
+                0,
+                self.spec.max_sequence_len,
+                i,
+            )?;
+        }
+        let model = self.dir.join(MODEL_FILE);
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(self.batch_size) {
+            let mut step = OrtDecoderStep::new(
+                &mut self.session,
+                &self.spec,
+                self.prompt_cache.as_ref(),
+                &model,
+            );
+            out.extend(continuation_logprobs(
+                &mut step,
+                chunk,
+                self.spec.pad_token_id,
+            )?);
+        }
+        Ok(out)
     }
 }
 

@@ -80,6 +80,10 @@ pub struct SpecialTokens {
 }
 
 impl SpecialTokens {
+    /// The ids a model folder declares: `bos_token_id`, `eos_token_id` (one or a list) and
+    /// `pad_token_id` from `config.json`, overridden by `generation_config.json`; padding falls
+    /// back to the first EOS. Says nothing about whether prompts start with the BOS: see
+    /// [`SpecialTokens::for_prompts`].
     pub fn from_model_dir(dir: &Path) -> Result<Self> {
         let mut out = Self::default();
         for name in ["config.json", "generation_config.json"] {
@@ -125,6 +129,27 @@ impl SpecialTokens {
         }
         Ok(out)
     }
+
+    /// [`SpecialTokens::from_model_dir`] with `bos` kept only when the tokenizer prepends it:
+    /// `tokenizer_config.json` says `add_bos_token: true` (SmolLM2 declares a BOS id but says
+    /// `false`). Training, the run manifest and the exported bundle all use this, so a bundle
+    /// prepends the BOS exactly when training did.
+    pub fn for_prompts(dir: &Path) -> Result<Self> {
+        let mut out = Self::from_model_dir(dir)?;
+        if !adds_bos(dir) {
+            out.bos = None;
+        }
+        Ok(out)
+    }
+}
+
+/// Whether the tokenizer of `dir` asks for a BOS (`tokenizer_config.json` `add_bos_token`).
+pub fn adds_bos(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("add_bos_token").and_then(|b| b.as_bool()))
+        .unwrap_or(false)
 }
 
 /// A fresh [`CausalLmModel`]: the frozen decoder and a new adapter of `cfg.adapter` (its width
@@ -388,9 +413,65 @@ pub fn generate(
     Ok(out)
 }
 
+/// What runs validation's two primitives: the candle model ([`CausalLmModel`]), or an exported
+/// bundle (`adept eval --bundle` implements it over ONNX Runtime), so both score the same rows
+/// with the same metrics.
+pub trait LmScorer {
+    /// See [`row_logprob_sums`].
+    fn row_logprob_sums(
+        &mut self,
+        rows: &[LmFeatures],
+        batch_size: usize,
+        pad_id: u32,
+    ) -> Result<Vec<f32>>;
+    /// Greedy continuations, each ending at the first of `eos` (included); see [`generate`].
+    fn generate(
+        &mut self,
+        prompts: &[Vec<u32>],
+        max_new_tokens: usize,
+        eos: &[u32],
+        pad_id: u32,
+        batch_size: usize,
+    ) -> Result<Vec<Vec<u32>>>;
+}
+
+impl LmScorer for &CausalLmModel {
+    fn row_logprob_sums(
+        &mut self,
+        rows: &[LmFeatures],
+        batch_size: usize,
+        pad_id: u32,
+    ) -> Result<Vec<f32>> {
+        row_logprob_sums(self, rows, batch_size, pad_id)
+    }
+    fn generate(
+        &mut self,
+        prompts: &[Vec<u32>],
+        max_new_tokens: usize,
+        eos: &[u32],
+        pad_id: u32,
+        batch_size: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        generate(self, prompts, max_new_tokens, eos, pad_id, batch_size)
+    }
+}
+
 /// Scores `model` on `eval` (see [`LmEval`]).
 pub fn evaluate(
     model: &CausalLmModel,
+    eval: &LmEval,
+    batch_size: usize,
+    pad_id: u32,
+    eos: &[u32],
+) -> Result<Scores> {
+    evaluate_with(&mut &*model, eval, batch_size, pad_id, eos)
+}
+
+/// Scores `eval` (see [`LmEval`]) with any [`LmScorer`]: label-word scoring takes the argmax of
+/// each example's summed label-word log-probabilities; generation decodes the greedy
+/// continuations (EOS dropped) and scores the texts.
+pub fn evaluate_with(
+    model: &mut dyn LmScorer,
     eval: &LmEval,
     batch_size: usize,
     pad_id: u32,
@@ -402,7 +483,7 @@ pub fn evaluate(
             num_labels,
             score,
         } => {
-            let sums = row_logprob_sums(model, rows, batch_size * num_labels, pad_id)?;
+            let sums = model.row_logprob_sums(rows, batch_size * num_labels, pad_id)?;
             let preds = sums.chunks(*num_labels).map(adept_bundle::argmax).collect();
             score(&Predictions::Classes(preds))
         }
@@ -412,7 +493,7 @@ pub fn evaluate(
             decode,
             score,
         } => {
-            let out = generate(model, prompts, *max_new_tokens, eos, pad_id, batch_size)?;
+            let out = model.generate(prompts, *max_new_tokens, eos, pad_id, batch_size)?;
             let texts = out
                 .iter()
                 .map(|t| {

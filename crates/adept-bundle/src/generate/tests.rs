@@ -496,3 +496,82 @@ fn bad_inputs_are_errors() {
     );
     assert!(check_fits(50, 10, 64, 128, 0).is_ok());
 }
+
+/// A bigram model for scoring: the logits at a position favour `id + 1` (logit 2, others 0),
+/// and padding/virtual positions must never be read as a predecessor.
+struct Bigram {
+    vocab: usize,
+    prefix: usize,
+    cached: usize,
+    seen: Vec<(Vec<i64>, Vec<i64>, Vec<i64>)>,
+}
+
+impl DecoderStep for Bigram {
+    fn step(&mut self, _: &[i64], _: &[i64], _: &[i64], _: usize, _: usize) -> Result<Vec<f32>> {
+        unreachable!("scoring calls step_all")
+    }
+    fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+    fn cached_prefix_len(&self) -> usize {
+        self.cached
+    }
+    fn prefix_ids(&self) -> Vec<i64> {
+        (0..self.prefix as i64).map(|k| 100 + k).collect()
+    }
+    fn step_all(
+        &mut self,
+        ids: &[i64],
+        mask: &[i64],
+        pos: &[i64],
+        b: usize,
+        s: usize,
+    ) -> Result<Vec<f32>> {
+        self.seen.push((ids.to_vec(), mask.to_vec(), pos.to_vec()));
+        let mut out = Vec::with_capacity(b * s * self.vocab);
+        for &id in ids {
+            let mut l = vec![0f32; self.vocab];
+            if id >= 0 && (id as usize) + 1 < self.vocab {
+                l[id as usize + 1] = 2.0;
+            }
+            out.extend(l);
+        }
+        Ok(out)
+    }
+}
+
+#[test]
+fn continuation_logprobs_sum_the_targets_of_left_padded_rows() {
+    let hit = (2f32.exp() / (2f32.exp() + 4.0)).ln();
+    let miss = (1.0 / (2f32.exp() + 4.0)).ln();
+    for (prefix, cached) in [(0, 0), (2, 0), (0, 3)] {
+        let mut lm = Bigram {
+            vocab: 5,
+            prefix,
+            cached,
+            seen: Vec::new(),
+        };
+        let long: &[u32] = &[0, 1, 2, 3];
+        let short: &[u32] = &[2, 0];
+        let got = continuation_logprobs(&mut lm, &[(long, 2), (short, 1)], 4).unwrap();
+        // long: 1→2 hit, 2→3 hit; short: 2→0 miss.
+        assert!((got[0] - 2.0 * hit).abs() < 1e-6, "{got:?}");
+        assert!((got[1] - miss).abs() < 1e-6, "{got:?}");
+        let (ids, mask, pos) = &lm.seen[0];
+        let seq = prefix + 4;
+        assert_eq!(ids.len(), 2 * seq);
+        assert_eq!(mask.len(), 2 * (cached + seq));
+        // The short row: prefix, two pads, then its ids; positions count attended rows only.
+        assert_eq!(&ids[seq + prefix..2 * seq], &[4, 4, 2, 0]);
+        assert_eq!(pos[2 * seq - 1], (cached + prefix + 1) as i64);
+        assert_eq!(pos[seq - 1], (cached + prefix + 3) as i64);
+    }
+    let mut lm = Bigram {
+        vocab: 5,
+        prefix: 0,
+        cached: 0,
+        seen: Vec::new(),
+    };
+    let err = continuation_logprobs(&mut lm, &[(&[1, 2][..], 0)], 4).unwrap_err();
+    assert!(err.to_string().contains("target start 0"), "{err}");
+}
