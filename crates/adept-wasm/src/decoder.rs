@@ -73,8 +73,7 @@ impl GenerateOptions {
     /// The loop's configuration (`adept generate`'s defaults: 128 new tokens, greedy unless a
     /// sampling option is given, the manifest's EOS ids).
     pub fn config(&self, spec: &DecoderSpec) -> GenerationConfig {
-        let sampling =
-            self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some();
+        let sampling = self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some();
         GenerationConfig {
             max_new_tokens: self.max_new_tokens.unwrap_or(128),
             temperature: self.temperature.unwrap_or(1.0),
@@ -155,7 +154,12 @@ impl DecoderEngine {
         let file = &self.spec.prompt_cache_file;
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| anyhow!("{file} is not a safetensors file ({e}); re-export the bundle"))?;
-        let want = [1, self.spec.kv_heads, self.spec.prompt_len, self.spec.head_dim];
+        let want = [
+            1,
+            self.spec.kv_heads,
+            self.spec.prompt_len,
+            self.spec.head_dim,
+        ];
         let mut out = Vec::with_capacity(2 * self.spec.num_layers);
         for i in 0..self.spec.num_layers {
             for kind in ["key", "value"] {
@@ -196,7 +200,13 @@ impl DecoderEngine {
         cfg.validate()?;
         let ids = self.encode_prompt(prompt)?;
         let l = self.spec.prompt_len;
-        check_fits(ids.len(), l, cfg.max_new_tokens, self.spec.max_sequence_len, 0)?;
+        check_fits(
+            ids.len(),
+            l,
+            cfg.max_new_tokens,
+            self.spec.max_sequence_len,
+            0,
+        )?;
         let cached = opts.use_prompt_cache.unwrap_or(true) && l > 0;
         let prefix: Vec<i64> = if cached {
             Vec::new()
@@ -296,3 +306,6 @@ impl DecoderRun {
         Ok((rest, g))
     }
 }
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests;

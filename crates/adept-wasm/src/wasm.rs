@@ -167,9 +167,9 @@ pub struct Decoder {
 
 impl Decoder {
     fn run_mut(&mut self) -> Result<&mut crate::decoder::DecoderRun, JsError> {
-        self.run
-            .as_mut()
-            .ok_or_else(|| JsError::new("no generation in progress: call start(prompt, options) first"))
+        self.run.as_mut().ok_or_else(|| {
+            JsError::new("no generation in progress: call start(prompt, options) first")
+        })
     }
 
     fn feeds(&self) -> Result<Object, JsError> {
@@ -180,10 +180,22 @@ impl Decoder {
         let x = run.inputs().map_err(js_err)?;
         let obj = Object::new();
         set(&obj, "input_ids", &i64_array(x.ids.iter().copied()).into())?;
-        set(&obj, "attention_mask", &i64_array(x.mask.iter().copied()).into())?;
-        set(&obj, "position_ids", &i64_array(x.positions.iter().copied()).into())?;
+        set(
+            &obj,
+            "attention_mask",
+            &i64_array(x.mask.iter().copied()).into(),
+        )?;
+        set(
+            &obj,
+            "position_ids",
+            &i64_array(x.positions.iter().copied()).into(),
+        )?;
         set(&obj, "seq", &JsValue::from(x.seq as u32))?;
-        set(&obj, "total", &JsValue::from((x.mask.len() / x.batch.max(1)) as u32))?;
+        set(
+            &obj,
+            "total",
+            &JsValue::from((x.mask.len() / x.batch.max(1)) as u32),
+        )?;
         set(&obj, "done", &JsValue::from_bool(run.is_done()))?;
         Ok(obj)
     }
@@ -247,10 +259,9 @@ impl Decoder {
     /// the chosen token, the newly final text, whether generation has ended.
     pub fn push_logits(&mut self, logits: &[f32]) -> Result<Object, JsError> {
         let engine = &self.engine;
-        let run = self
-            .run
-            .as_mut()
-            .ok_or_else(|| JsError::new("no generation in progress: call start(prompt, options) first"))?;
+        let run = self.run.as_mut().ok_or_else(|| {
+            JsError::new("no generation in progress: call start(prompt, options) first")
+        })?;
         let p = run.push_logits(engine, logits).map_err(js_err)?;
         let obj = Object::new();
         set(&obj, "token_id", &JsValue::from(p.token_id))?;
