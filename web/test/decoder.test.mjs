@@ -7,7 +7,7 @@
 //  3. tokens/second: a greedy completion of ADEPT_WEB_BENCH_TOKENS tokens, best of 3 runs after a
 //     warm-up (printed and written to results.json);
 //  4. the UI path (type a prompt, click Generate, read the streamed completion and the stats),
-//     screenshots, no console errors;
+//     screenshots, the bundle picked from disk, no console errors;
 //  5. a decoder bundle with a missing or corrupt prompt cache gives a clear message.
 // Run through ./run.sh, which writes the native references (decoder-ref.mjs).
 //
@@ -139,6 +139,13 @@ try {
   await page.screenshot({ path: path.join(out, 'decoder-mobile.png'), fullPage: true });
   if (await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth)) fail('the decoder page scrolls horizontally at 390 px width');
   console.log(`UI: ${JSON.stringify(ui.completion.slice(0, 80))} | ${ui.stats.slice(0, 120)} | screenshots in ${out}`);
+  // the same bundle picked "from disk" (four files: the prompt cache too), then generating again
+  await page.setViewportSize({ width: 1100, height: 900 });
+  await page.setInputFiles('#pick-files', fs.readdirSync(path.join(root, bundle)).map((f) => path.join(root, bundle, f)));
+  await page.waitForFunction(() => document.getElementById('bundle-info').textContent.includes('disk:') && !document.getElementById('generate').disabled, null, { timeout: 120000 });
+  const picked = await page.evaluate(([p, o]) => window.adept.generate(p, o), [uiPrompt, uiOpts]);
+  if (!same(picked.token_ids, native[uiCase].token_ids)) fail(`bundle picked from disk generates ${JSON.stringify(picked.token_ids)}, native ${JSON.stringify(native[uiCase].token_ids)}`);
+  else console.log('picked from disk: the same completion');
   if (consoleErrors.length) fail(`console errors: ${consoleErrors.join(' | ')}`);
 
   // --- 5. broken prompt caches ----------------------------------------------------------------
