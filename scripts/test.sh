@@ -84,6 +84,16 @@ SKIP_BUILD=1 ADEPT_WEB_BUNDLE=exports/ci-web-roberta ADEPT_WEB_TEST_OUT=target/w
     web/test/run.sh 2>&1 | tee -a "$LOG"
 echo "screenshots: target/web-test-output-roberta/"
 
+step "browser demo, decoder: the tiny random Llama trained on prompt/completion JSONL, streamed vs adept generate"
+node web/test/decoder-fixture.mjs runs/ci-web-decoder-data
+./target/release/adept train --model runs/ci-web-decoder-data/tiny-llama \
+    --train-file runs/ci-web-decoder-data/colours.jsonl --steps 6 --eval-every 3 --max-len 16 \
+    --out runs/ci-web-decoder --overwrite
+./target/release/adept export --run runs/ci-web-decoder --out exports/ci-web-decoder --overwrite
+SKIP_BUILD=1 ADEPT_WEB_BUNDLE=exports/ci-web-decoder ADEPT_WEB_TEST_OUT=target/web-test-output-decoder \
+    web/test/run.sh 2>&1 | tee -a "$LOG"
+echo "screenshots: target/web-test-output-decoder/"
+
 # Skipped tests: #[ignore]d ones and those that skipped for a missing asset (adept-testkit and
 # web/test/run.sh append one line each to $ADEPT_SKIP_LOG). Benchmarks (`bench_*`, `*timing*`:
 # timings belong in benchmarks, not in timed tests) are #[ignore]d on purpose, listed, not counted.

@@ -1,6 +1,9 @@
 // ADePT browser demo: tokenizer + post-processing in Rust/wasm (crates/adept-wasm), model.onnx in
 // onnxruntime-web. `window.adept` exposes the same steps to the browser test (web/test/).
-import init, { Classifier, sha256_hex } from './pkg/adept_wasm.js';
+// Encoder bundles are classified; decoder bundles (adept.json with a `decoder` section) stream a
+// completion: the generation loop (sampling, EOS, stop strings, detokenisation) is the native
+// runtime's, in wasm (`Decoder`), and this page only runs each ONNX step and carries the cache.
+import init, { Classifier, Decoder, is_decoder_manifest, sha256_hex } from './pkg/adept_wasm.js';
 import * as ort from './pkg/ort/ort.wasm.min.mjs';
 
 const DEFAULT_BUNDLE = '../exports/quickstart-sst2-adept/';
@@ -15,6 +18,10 @@ ort.env.wasm.numThreads = self.crossOriginIsolated
 
 const state = {
   classifier: null,
+  decoder: null,
+  /** The prompt cache's tensors `[{name, dims, data}]` (decoder bundles with a soft prompt). */
+  promptCache: null,
+  generations: [],
   session: null,
   manifest: null,
   source: null,
@@ -75,16 +82,29 @@ async function fetchFile(base, name, kind) {
   return kind === 'text' ? res.text() : res.arrayBuffer();
 }
 
-/** Reads a bundle's three files from a URL folder. */
+/** The prompt cache's file name when `manifest` (text) is a decoder bundle with a soft prompt. */
+function promptCacheFile(manifest) {
+  if (!is_decoder_manifest(manifest)) return null;
+  try {
+    const d = JSON.parse(manifest).decoder;
+    return d.prompt_len > 0 ? d.prompt_cache_file : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Reads a bundle's files from a URL folder (three, and the prompt cache of a decoder). */
 async function filesFromUrl(base) {
   const baseUrl = new URL(base.endsWith('/') ? base : base + '/', location.href);
   // The manifest first: a wrong folder is reported as a missing adept.json.
   const manifest = await fetchFile(baseUrl, 'adept.json', 'text');
-  const [tokenizer, model] = await Promise.all([
+  const cacheFile = promptCacheFile(manifest);
+  const [tokenizer, model, promptCache] = await Promise.all([
     fetchFile(baseUrl, 'tokenizer.json', 'text'),
     fetchFile(baseUrl, 'model.onnx', 'bytes'),
+    cacheFile ? fetchFile(baseUrl, cacheFile, 'bytes') : null,
   ]);
-  return { manifest, tokenizer, model, source: baseUrl.href };
+  return { manifest, tokenizer, model, promptCache, cacheFile, source: baseUrl.href };
 }
 
 /** Reads a bundle's three files from a folder / files picked on disk. */
@@ -100,33 +120,50 @@ async function filesFromPicked(fileList) {
   }
   const any = byName.get('adept.json');
   const folder = any.webkitRelativePath ? any.webkitRelativePath.split('/')[0] : 'picked files';
+  const manifest = await byName.get('adept.json').text();
+  const cacheFile = promptCacheFile(manifest);
+  if (cacheFile && !byName.has(cacheFile)) {
+    throw new BundleError(
+      `The selection is a decoder bundle without its prompt cache: ${cacheFile} missing ` +
+        `(a decoder bundle holds model.onnx, tokenizer.json, adept.json and ${cacheFile}).`,
+    );
+  }
   return {
-    manifest: await byName.get('adept.json').text(),
+    manifest,
     tokenizer: await byName.get('tokenizer.json').text(),
     model: await byName.get('model.onnx').arrayBuffer(),
+    promptCache: cacheFile ? await byName.get(cacheFile).arrayBuffer() : null,
+    cacheFile,
     source: `disk: ${folder}`,
   };
 }
 
 async function openBundle(getFiles) {
   $('run').disabled = true;
-  state.classifier = state.session = null;
+  $('generate').disabled = true;
+  state.classifier = state.decoder = state.promptCache = state.session = null;
   const t0 = performance.now();
   status('info', 'Loading bundle…');
   const files = await getFiles();
   const tFetch = performance.now();
 
-  let classifier;
+  const isDecoder = is_decoder_manifest(files.manifest);
+  let engine;
   try {
-    classifier = new Classifier(files.manifest, files.tokenizer);
+    engine = isDecoder ? new Decoder(files.manifest, files.tokenizer) : new Classifier(files.manifest, files.tokenizer);
   } catch (e) {
     throw new BundleError(`Invalid bundle (${files.source}): ${e.message ?? e}`);
   }
-  const manifest = JSON.parse(classifier.manifest_json());
+  const manifest = JSON.parse(engine.manifest_json());
+  let promptCache = null;
   try {
-    classifier.check_file('tokenizer.json', await sha256(new TextEncoder().encode(files.tokenizer)),
+    engine.check_file('tokenizer.json', await sha256(new TextEncoder().encode(files.tokenizer)),
       new TextEncoder().encode(files.tokenizer).length);
-    classifier.check_file('model.onnx', await sha256(files.model), files.model.byteLength);
+    engine.check_file('model.onnx', await sha256(files.model), files.model.byteLength);
+    if (isDecoder && files.promptCache) {
+      engine.check_file(files.cacheFile, await sha256(files.promptCache), files.promptCache.byteLength);
+      promptCache = engine.prompt_cache(new Uint8Array(files.promptCache));
+    }
   } catch (e) {
     throw new BundleError(`Invalid bundle (${files.source}): ${e.message ?? e}`);
   }
@@ -142,17 +179,28 @@ async function openBundle(getFiles) {
   } catch (e) {
     throw new BundleError(`onnxruntime-web cannot load model.onnx (${files.source}): ${e.message ?? e}`);
   }
-  // The manifest lists the graph's inputs: token_type_ids only for backbones that read them.
+  // The manifest lists the graph's inputs: token_type_ids only for backbones that read them;
+  // decoders take position_ids and the key/value cache and return present.* too.
   const want = [...manifest.inputs];
-  if ([...session.inputNames].sort().join() !== [...want].sort().join() || !session.outputNames.includes('logits')) {
+  const wantOut = isDecoder ? [...manifest.outputs] : ['logits'];
+  if ([...session.inputNames].sort().join() !== [...want].sort().join() || !wantOut.every((o) => session.outputNames.includes(o))) {
     throw new BundleError(
       `model.onnx takes ${JSON.stringify(session.inputNames)} → ${JSON.stringify(session.outputNames)}, ` +
-        `the manifest expects ${JSON.stringify(want)} → ["logits"]: model and manifest do not match`,
+        `the manifest expects ${JSON.stringify(want)} → ${JSON.stringify(wantOut)}: model and manifest do not match`,
     );
   }
   const tSession = performance.now();
 
-  Object.assign(state, { classifier, session, manifest, source: files.source, latencies: [] });
+  Object.assign(state, {
+    classifier: isDecoder ? null : engine,
+    decoder: isDecoder ? engine : null,
+    promptCache,
+    session,
+    manifest,
+    source: files.source,
+    latencies: [],
+    generations: [],
+  });
   state.load = {
     total_ms: tSession - t0,
     fetch_ms: tFetch - t0,
@@ -164,11 +212,16 @@ async function openBundle(getFiles) {
   renderBundle();
   status('', '');
   $('run').disabled = false;
+  $('generate').disabled = false;
   return state.load;
 }
 
 function renderBundle() {
   const m = state.manifest;
+  const isDecoder = !!state.decoder;
+  $('input-card').hidden = $('result-card').hidden = isDecoder;
+  $('decoder-card').hidden = !isDecoder;
+  if (isDecoder) return renderDecoderBundle();
   $('bundle-info').innerHTML = '';
   const strong = document.createElement('strong');
   strong.textContent = `${m.task} · ${m.method}${m.fold !== 'none' ? ` (${m.fold})` : ''} · ${m.dtype}`;
@@ -276,7 +329,7 @@ function renderPrediction(p) {
 
 async function onSubmit(ev) {
   ev?.preventDefault();
-  if (!state.session) return;
+  if (!state.session || !state.classifier) return;
   const record = {};
   for (const ta of document.querySelectorAll('#fields textarea')) record[ta.dataset.field] = ta.value;
   $('run').disabled = true;
@@ -299,9 +352,180 @@ async function load(getFiles) {
   }
 }
 
+// --- generation (decoder bundles) ------------------------------------------------------------
+
+function renderDecoderBundle() {
+  const m = state.manifest;
+  const d = m.decoder;
+  const strong = document.createElement('strong');
+  strong.textContent = `${m.task} · ${m.model_family} decoder · ${m.method}${m.fold !== 'none' ? ` (${m.fold})` : ''} · ${m.dtype}`;
+  const src = document.createElement('div');
+  src.className = 'muted small';
+  src.textContent = `${state.source} — ${d.num_layers} layers, vocabulary ${d.vocab_size}, soft prompt ${d.prompt_len}` +
+    `${state.promptCache ? ' (cached)' : ''}, at most ${d.max_sequence_len} positions`;
+  $('bundle-info').replaceChildren(strong, src);
+  const L = state.load;
+  stats($('load-stats'), [
+    ['load time', ms(L.total_ms)],
+    ['fetch', ms(L.fetch_ms)],
+    ['verify (sha256)', ms(L.verify_ms)],
+    ['session', ms(L.session_ms)],
+    ['model.onnx', mb(L.model_bytes)],
+    ['ORT threads', String(L.threads)],
+  ]);
+}
+
+/** The first step's cache: the prompt cache (past length l) or empty tensors (past length 0). */
+function initialPast(pastLen) {
+  const d = state.manifest.decoder;
+  const past = {};
+  if (pastLen > 0) {
+    for (const t of state.promptCache) past[t.name] = new ort.Tensor('float32', t.data, t.dims);
+    return past;
+  }
+  for (let i = 0; i < d.num_layers; i++) {
+    for (const kind of ['key', 'value']) {
+      past[`past_key_values.${i}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [1, d.kv_heads, 0, d.head_dim]);
+    }
+  }
+  return past;
+}
+
+/**
+ * Generates a completion of `prompt` (options: see the wasm `Decoder.start`; greedy unless
+ * temperature/top_k/top_p is given). `onPiece(text)` receives each newly final piece. Returns
+ * `{text, token_ids, finish_reason, prompt_tokens, prompt_ids, pieces, timing}`; timing has
+ * `tokens_per_s` (new tokens over the whole call) and `decode_tokens_per_s` (after the first).
+ */
+async function generate(prompt, options = {}, onPiece = () => {}) {
+  if (!state.decoder) throw new Error('no decoder bundle loaded');
+  const dec = state.decoder;
+  const spec = state.manifest.decoder;
+  const vocab = spec.vocab_size;
+  const t0 = performance.now();
+  let x = dec.start(prompt, JSON.stringify(options));
+  const promptIds = [...x.prompt_ids];
+  let past = initialPast(x.past_len);
+  const pieces = [];
+  let tFirst = null;
+  let runMs = 0;
+  let steps = 0;
+  try {
+    while (!x.done) {
+      const feeds = {
+        input_ids: new ort.Tensor('int64', x.input_ids, [1, x.seq]),
+        attention_mask: new ort.Tensor('int64', x.attention_mask, [1, x.total]),
+        position_ids: new ort.Tensor('int64', x.position_ids, [1, x.seq]),
+        ...past,
+      };
+      const tr = performance.now();
+      const out = await state.session.run(feeds);
+      runMs += performance.now() - tr;
+      steps++;
+      past = {};
+      for (let i = 0; i < spec.num_layers; i++) {
+        past[`past_key_values.${i}.key`] = out[`present.${i}.key`];
+        past[`past_key_values.${i}.value`] = out[`present.${i}.value`];
+      }
+      const logits = out.logits.data;
+      const r = dec.push_logits(logits.subarray(logits.length - vocab));
+      tFirst ??= performance.now();
+      if (r.piece) {
+        pieces.push(r.piece);
+        onPiece(r.piece);
+      }
+      x = r.done ? { done: true } : dec.inputs();
+    }
+  } catch (e) {
+    try {
+      dec.finish();
+    } catch {}
+    throw e;
+  }
+  const g = dec.finish();
+  if (g.rest) {
+    pieces.push(g.rest);
+    onPiece(g.rest);
+  }
+  const t1 = performance.now();
+  const n = g.token_ids.length;
+  const timing = {
+    total_ms: t1 - t0,
+    time_to_first_token_ms: tFirst - t0,
+    run_ms: runMs,
+    steps,
+    new_tokens: n,
+    tokens_per_s: (n / (t1 - t0)) * 1000,
+    decode_tokens_per_s: n > 1 ? ((n - 1) / (t1 - tFirst)) * 1000 : null,
+  };
+  const result = { ...g, prompt_ids: promptIds, pieces, timing };
+  delete result.rest;
+  state.generations.push(timing);
+  return result;
+}
+
+/** The page's generation options (see `generate`). */
+function readOptions() {
+  const num = (id) => ($(id).value.trim() === '' ? undefined : Number($(id).value));
+  const opts = { max_new_tokens: num('max-new-tokens'), seed: num('seed') };
+  const stop = $('stop').value;
+  if (stop) opts.stop_strings = [stop];
+  if ($('mode').value === 'sample') {
+    opts.do_sample = true;
+    opts.temperature = num('temperature');
+    opts.top_k = num('top-k');
+    opts.top_p = num('top-p');
+  }
+  const rp = num('repetition-penalty');
+  if (rp !== undefined && rp !== 1) opts.repetition_penalty = rp;
+  for (const k of Object.keys(opts)) if (opts[k] === undefined) delete opts[k];
+  return opts;
+}
+
+async function onGenerate(ev) {
+  ev?.preventDefault();
+  if (!state.decoder) return;
+  $('generate').disabled = true;
+  const outEl = $('completion');
+  outEl.classList.remove('muted');
+  outEl.textContent = '';
+  const live = $('gen-live');
+  let count = 0;
+  const t0 = performance.now();
+  try {
+    const g = await generate($('prompt').value, readOptions(), (piece) => {
+      outEl.textContent += piece;
+      count++;
+      live.textContent = `${count} pieces · ${((performance.now() - t0) / 1000).toFixed(1)} s`;
+    });
+    const t = g.timing;
+    live.textContent = '';
+    stats($('gen-stats'), [
+      ['tokens/s', t.tokens_per_s.toFixed(1)],
+      ['tokens/s after the first', t.decode_tokens_per_s === null ? '—' : t.decode_tokens_per_s.toFixed(1)],
+      ['time to first token', ms(t.time_to_first_token_ms)],
+      ['new tokens', String(t.new_tokens)],
+      ['prompt tokens', String(g.prompt_tokens)],
+      ['finish', g.finish_reason],
+    ]);
+    $('gen-tokens').textContent = `prompt: ${g.prompt_ids.join(' ')}\ngenerated: ${g.token_ids.join(' ')}`;
+  } catch (e) {
+    status('error', `Generation failed: ${e.message ?? e}`);
+  } finally {
+    $('generate').disabled = false;
+  }
+}
+
 // --- wiring ----------------------------------------------------------------------------------
 
 $('form').addEventListener('submit', onSubmit);
+$('gen-form').addEventListener('submit', onGenerate);
+$('prompt').addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) onGenerate(e);
+});
+$('mode').addEventListener('change', () => {
+  for (const el of document.querySelectorAll('.sampling')) el.disabled = $('mode').value !== 'sample';
+});
 $('fields').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) onSubmit(e);
 });
@@ -339,4 +563,18 @@ window.adept = {
     return [...state.latencies];
   },
   Classifier,
+  /** Decoder bundles: a streamed completion (see `generate`). */
+  generate,
+  /** `classifier` or `decoder`. */
+  get kind() {
+    return state.decoder ? 'decoder' : state.classifier ? 'classifier' : null;
+  },
+  /** Token ids of a prompt with the decoder bundle's rules (BOS added). */
+  encodePrompt(text) {
+    return [...state.decoder.encode_prompt(text)];
+  },
+  get generations() {
+    return [...state.generations];
+  },
+  Decoder,
 };

@@ -42,3 +42,31 @@ export const TRICKY_PAIRS = [
   ['short first', 'long second '.repeat(80)],
   ['', ''],
 ];
+
+/**
+ * Decoder bundles: completions generated in the browser and by `adept generate --json` (the
+ * browser's options; `cliArgs` turns them into the command's flags). Sized for the tiny Llama
+ * bundle of scripts/test.sh (64 positions, a 7-row soft prompt).
+ */
+export const DECODER_CASES = [
+  { prompt: 'what is the colour of sky', options: { max_new_tokens: 24 } },
+  { prompt: 'the sea', options: { max_new_tokens: 24 } },
+  { prompt: 'what is the colour of snow night day fire leaf coal', options: { max_new_tokens: 16 } },
+  { prompt: 'what is the colour of sky', options: { max_new_tokens: 24, stop_strings: [' colour'] } },
+  { prompt: 'what is the colour of grass', options: { max_new_tokens: 16, use_prompt_cache: false } },
+  { prompt: 'what is the colour of fire', options: { max_new_tokens: 20, repetition_penalty: 1.3 } },
+  { prompt: 'what is the colour of blood', options: { max_new_tokens: 20, temperature: 0.8, top_k: 20, top_p: 0.9, seed: 7 } },
+];
+
+/** `adept generate` flags for a case's options. */
+export function cliArgs(o) {
+  const a = ['--max-new-tokens', String(o.max_new_tokens ?? 128)];
+  if (o.temperature !== undefined) a.push('--temperature', String(o.temperature));
+  if (o.top_k !== undefined) a.push('--top-k', String(o.top_k));
+  if (o.top_p !== undefined) a.push('--top-p', String(o.top_p));
+  if (o.repetition_penalty !== undefined) a.push('--repetition-penalty', String(o.repetition_penalty));
+  if (o.seed !== undefined) a.push('--seed', String(o.seed));
+  for (const s of o.stop_strings ?? []) a.push('--stop', s);
+  if (o.use_prompt_cache === false) a.push('--no-prompt-cache');
+  return a;
+}

@@ -3,7 +3,8 @@
 # is not installed it is installed with apt-get; if that fails the test fails under CI=true or
 # ADEPT_REQUIRE_MODEL=1, and otherwise exits 0 with a SKIP line (also appended to $ADEPT_SKIP_LOG).
 #   ADEPT_WEB_BUNDLE   bundle dir relative to the repo root (default: exports/quickstart-sst2-adept,
-#                      else exports/qs-test)
+#                      else exports/qs-test); a decoder bundle runs test/decoder.test.mjs against
+#                      `adept generate --json` (ADEPT_WEB_BENCH_PROMPT/_TOKENS: the tokens/s run)
 #   ADEPT_BIN          native adept binary (default: target/release/adept)
 #   ADEPT_WEB_TEST_OUT output folder (default: web/test-output): screenshots, results.json
 #   ADEPT_WEB_TOL      probability tolerance (default 1e-4)
@@ -59,6 +60,14 @@ export ADEPT_WEB_TEST_OUT=${ADEPT_WEB_TEST_OUT:-$WEB/test-output}
 REF="$ADEPT_WEB_TEST_OUT/native"
 mkdir -p "$REF"
 export ADEPT_WEB_REF=$REF
+# A decoder bundle (adept.json with a `decoder` section): completions vs `adept generate --json`.
+if node -e 'process.exit(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).decoder ? 0 : 1)' \
+     "$ROOT/$ADEPT_WEB_BUNDLE/adept.json"; then
+  echo "==> native references (adept generate --json, $ADEPT_WEB_BUNDLE)"
+  node "$WEB/test/decoder-ref.mjs" "$ROOT/$ADEPT_WEB_BUNDLE" "$REF" "$ADEPT_BIN"
+  echo "==> headless Chromium ($CHROMIUM), decoder bundle"
+  exec node "$WEB/test/decoder.test.mjs"
+fi
 echo "==> native references ($ADEPT_WEB_BUNDLE)"
 node "$WEB/test/native-ref.mjs" "$ROOT/$ADEPT_WEB_BUNDLE" "$REF"
 "$ADEPT_BIN" infer --bundle "$ROOT/$ADEPT_WEB_BUNDLE" --input "$REF/sentences.jsonl" --output "$REF/native.jsonl"

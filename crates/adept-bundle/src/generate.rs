@@ -21,9 +21,11 @@
 //!   back while the decoded completion ends in U+FFFD (a multi-byte character split over
 //!   tokens) or in something that could still grow into a stop string, and cuts the text at
 //!   the first stop string.
-//! * [`generate`]: the loop over a [`DecoderStep`]: left-pads a batch of prompts, keeps a
-//!   finished flag per row (EOS, stop string, `max_new_tokens`), feeds finished rows padding
-//!   until every row is done, and calls `on_token(row, piece)` with each newly complete piece.
+//! * [`GenerationLoop`]: the loop, driven one step at a time from outside: left-pads a batch of
+//!   prompts, keeps a finished flag per row (EOS, stop string, `max_new_tokens`), feeds
+//!   finished rows padding until every row is done, and calls `on_token(row, piece)` with each
+//!   newly complete piece. The browser drives it around onnxruntime-web's asynchronous runs.
+//! * [`generate`]: the same loop over a synchronous [`DecoderStep`] (the native runtime).
 //!
 //! # The decoder step contract (the graph's, in optimum's names)
 //!
@@ -499,10 +501,213 @@ pub fn positions_from_mask(mask: &[i64]) -> Vec<i64> {
         .collect()
 }
 
+/// The inputs of one decoder step (the contract's, see the module docs), row-major.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepInputs {
+    /// `[batch, seq]`.
+    pub ids: Vec<i64>,
+    /// `[batch, past + seq]`: the cached prefix, every earlier step and this one.
+    pub mask: Vec<i64>,
+    /// `[batch, seq]`.
+    pub positions: Vec<i64>,
+    pub batch: usize,
+    pub seq: usize,
+}
+
+/// The generation loop driven from outside, one step at a time: [`inputs`](Self::inputs) gives
+/// the next step's feeds, the caller runs the graph (synchronously as [`generate`] does, or
+/// asynchronously as the browser's onnxruntime-web does) and hands the last row's logits to
+/// [`push_logits`](Self::push_logits), until [`is_done`](Self::is_done); then
+/// [`finish`](Self::finish). All the rules (padding, masks, positions, logits processing,
+/// sampling, EOS, stop strings, streaming) live here, so every engine runs the same loop.
+#[derive(Clone, Debug)]
+pub struct GenerationLoop {
+    cfg: GenerationConfig,
+    pad_id: u32,
+    vocab: usize,
+    prompt_lens: Vec<usize>,
+    /// The next step's input ids, `[b, seq]`.
+    ids: Vec<i64>,
+    seq: usize,
+    masks: Vec<Vec<i64>>,
+    rngs: Vec<StdRng>,
+    seen: Vec<Vec<u32>>,
+    streams: Vec<StreamDecoder>,
+    generated: Vec<Vec<u32>>,
+    finished: Vec<Option<FinishReason>>,
+    steps: usize,
+}
+
+impl GenerationLoop {
+    /// A loop over `prompts` (token ids, BOS already added), left-padded with `pad_id`, for a
+    /// decoder with `vocab` logits whose cache already holds `cached` rows (the prompt cache)
+    /// and that is fed `prefix` ids before the padding on the first step (the soft prompt as
+    /// virtual tokens). Errors on a bad `cfg` or an empty prompt.
+    pub fn new(
+        prompts: &[Vec<u32>],
+        pad_id: u32,
+        cfg: &GenerationConfig,
+        vocab: usize,
+        cached: usize,
+        prefix: &[i64],
+    ) -> Result<Self> {
+        cfg.validate()?;
+        ensure!(!prompts.is_empty(), "no prompts to generate from");
+        for (i, p) in prompts.iter().enumerate() {
+            ensure!(
+                !p.is_empty(),
+                "prompt {i} has no tokens (an empty text with no BOS token); give it some text"
+            );
+        }
+        let b = prompts.len();
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        // First call: [prefix | pads | prompt] per row; mask [cached ones | prefix ones | 0.. | 1..].
+        let s0 = prefix.len() + longest;
+        let mut ids = Vec::with_capacity(b * s0);
+        let mut masks: Vec<Vec<i64>> = Vec::with_capacity(b);
+        for p in prompts {
+            let pads = longest - p.len();
+            ids.extend_from_slice(prefix);
+            ids.extend(std::iter::repeat_n(pad_id as i64, pads));
+            ids.extend(p.iter().map(|&t| t as i64));
+            let mut m = vec![1i64; cached + prefix.len()];
+            m.extend(std::iter::repeat_n(0, pads));
+            m.extend(std::iter::repeat_n(1, p.len()));
+            masks.push(m);
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            pad_id,
+            vocab,
+            prompt_lens: prompts.iter().map(Vec::len).collect(),
+            ids,
+            seq: s0,
+            masks,
+            rngs: (0..b).map(|_| StdRng::seed_from_u64(cfg.seed)).collect(),
+            seen: prompts.to_vec(),
+            streams: (0..b)
+                .map(|_| StreamDecoder::new(&cfg.stop_strings))
+                .collect(),
+            generated: vec![Vec::new(); b],
+            finished: vec![None; b],
+            steps: 0,
+        })
+    }
+
+    /// Rows of the batch.
+    pub fn batch(&self) -> usize {
+        self.prompt_lens.len()
+    }
+
+    /// Whether every row has finished (EOS, stop string) or `max_new_tokens` steps ran.
+    pub fn is_done(&self) -> bool {
+        self.steps >= self.cfg.max_new_tokens || self.finished.iter().all(Option::is_some)
+    }
+
+    /// The next step's inputs: on the first step `[b, prefix + longest prompt]`, then `[b, 1]`
+    /// (finished rows are fed the pad id).
+    pub fn inputs(&self) -> StepInputs {
+        let mask_len = self.masks[0].len();
+        let seq = self.seq;
+        StepInputs {
+            ids: self.ids.clone(),
+            mask: self.masks.iter().flatten().copied().collect(),
+            positions: self
+                .masks
+                .iter()
+                .flat_map(|m| positions_from_mask(m)[mask_len - seq..].to_vec())
+                .collect(),
+            batch: self.batch(),
+            seq,
+        }
+    }
+
+    /// Takes the step's last-row logits (`[b, vocab]`, row-major), chooses each open row's next
+    /// token and calls `on_token(row, piece)` with each newly final piece of text. Returns
+    /// [`is_done`](Self::is_done).
+    pub fn push_logits(
+        &mut self,
+        logits: &[f32],
+        detok: &dyn Detokenizer,
+        on_token: &mut dyn FnMut(usize, &str),
+    ) -> Result<bool> {
+        let (b, vocab) = (self.batch(), self.vocab);
+        ensure!(!self.is_done(), "generation has already finished");
+        ensure!(
+            logits.len() == b * vocab,
+            "the decoder step returned {} logits, expected batch {b} × vocab {vocab}",
+            logits.len()
+        );
+        let mut next = vec![self.pad_id as i64; b];
+        for row in 0..b {
+            if self.finished[row].is_some() {
+                continue;
+            }
+            let mut l = logits[row * vocab..(row + 1) * vocab].to_vec();
+            process_logits(&mut l, &self.seen[row], &self.cfg);
+            let tok = choose_token(&l, self.cfg.do_sample, &mut self.rngs[row])
+                .with_context(|| format!("prompt {row}"))?;
+            next[row] = tok as i64;
+            self.generated[row].push(tok);
+            self.seen[row].push(tok);
+            if self.cfg.eos_token_ids.contains(&tok) {
+                self.finished[row] = Some(FinishReason::Eos);
+                continue;
+            }
+            let (piece, stopped) = self.streams[row].push(tok, detok)?;
+            if !piece.is_empty() {
+                on_token(row, &piece);
+            }
+            if stopped {
+                self.finished[row] = Some(FinishReason::Stop);
+            }
+        }
+        self.steps += 1;
+        if !self.is_done() {
+            self.ids = next;
+            for m in self.masks.iter_mut() {
+                m.push(1);
+            }
+            self.seq = 1;
+        }
+        Ok(self.is_done())
+    }
+
+    /// The ids generated so far in `row` (an EOS that ended it included).
+    pub fn generated(&self, row: usize) -> &[u32] {
+        &self.generated[row]
+    }
+
+    /// Ends generation: emits each row's held-back text through `on_token` and returns the
+    /// generations in prompt order (rows still open finish with [`FinishReason::Length`]).
+    pub fn finish(
+        mut self,
+        detok: &dyn Detokenizer,
+        on_token: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<Generation>> {
+        let b = self.batch();
+        let mut out = Vec::with_capacity(b);
+        for row in 0..b {
+            let reason = self.finished[row].unwrap_or(FinishReason::Length);
+            let rest = self.streams[row].finish(detok)?;
+            if !rest.is_empty() {
+                on_token(row, &rest);
+            }
+            out.push(Generation {
+                text: self.streams[row].text().to_owned(),
+                token_ids: std::mem::take(&mut self.generated[row]),
+                finish_reason: reason,
+                prompt_tokens: self.prompt_lens[row],
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// Generates a completion for every prompt (token ids, BOS already added where the model wants
 /// one) in one batch. `pad_id` pads prompts on the left; `on_token(row, piece)` receives each
 /// newly final piece of text in order (the pieces of a row concatenate to its `text`). Returns
-/// the generations in prompt order.
+/// the generations in prompt order. This is [`GenerationLoop`] driven by a synchronous step.
 pub fn generate(
     step: &mut dyn DecoderStep,
     prompts: &[Vec<u32>],
@@ -511,109 +716,46 @@ pub fn generate(
     detok: &dyn Detokenizer,
     on_token: &mut dyn FnMut(usize, &str),
 ) -> Result<Vec<Generation>> {
-    cfg.validate()?;
-    ensure!(!prompts.is_empty(), "no prompts to generate from");
-    for (i, p) in prompts.iter().enumerate() {
-        ensure!(
-            !p.is_empty(),
-            "prompt {i} has no tokens (an empty text with no BOS token); give it some text"
-        );
-    }
-    let b = prompts.len();
     let vocab = step.vocab_size();
     let cached = step.cached_prefix_len();
     let prefix = step.prefix_ids();
-    step.start(b)?;
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-
-    // First call: [prefix | pads | prompt] per row; mask [cached ones | prefix ones | 0.. | 1..].
-    let s0 = prefix.len() + longest;
-    let mut ids = Vec::with_capacity(b * s0);
-    let mut masks: Vec<Vec<i64>> = Vec::with_capacity(b);
-    for p in prompts {
-        let pads = longest - p.len();
-        ids.extend_from_slice(&prefix);
-        ids.extend(std::iter::repeat_n(pad_id as i64, pads));
-        ids.extend(p.iter().map(|&t| t as i64));
-        let mut m = vec![1i64; cached + prefix.len()];
-        m.extend(std::iter::repeat_n(0, pads));
-        m.extend(std::iter::repeat_n(1, p.len()));
-        masks.push(m);
-    }
-    let mut seq = s0;
-
-    let mut rngs: Vec<StdRng> = (0..b).map(|_| StdRng::seed_from_u64(cfg.seed)).collect();
-    let mut seen: Vec<Vec<u32>> = prompts.to_vec();
-    let mut streams: Vec<StreamDecoder> = (0..b)
-        .map(|_| StreamDecoder::new(&cfg.stop_strings))
-        .collect();
-    let mut generated: Vec<Vec<u32>> = vec![Vec::new(); b];
-    let mut finished: Vec<Option<FinishReason>> = vec![None; b];
-
-    for _ in 0..cfg.max_new_tokens {
-        let mask_len = masks[0].len();
-        let mask: Vec<i64> = masks.iter().flatten().copied().collect();
-        let positions: Vec<i64> = masks
-            .iter()
-            .flat_map(|m| positions_from_mask(m)[mask_len - seq..].to_vec())
-            .collect();
+    let mut lp = GenerationLoop::new(prompts, pad_id, cfg, vocab, cached, &prefix)?;
+    step.start(prompts.len())?;
+    while !lp.is_done() {
+        let x = lp.inputs();
         let logits = step
-            .step(&ids, &mask, &positions, b, seq)
+            .step(&x.ids, &x.mask, &x.positions, x.batch, x.seq)
             .context("the decoder step failed")?;
-        ensure!(
-            logits.len() == b * vocab,
-            "the decoder step returned {} logits, expected batch {b} × vocab {vocab}",
-            logits.len()
-        );
-        let mut next = vec![pad_id as i64; b];
-        for row in 0..b {
-            if finished[row].is_some() {
-                continue;
-            }
-            let mut l = logits[row * vocab..(row + 1) * vocab].to_vec();
-            process_logits(&mut l, &seen[row], cfg);
-            let tok = choose_token(&l, cfg.do_sample, &mut rngs[row])
-                .with_context(|| format!("prompt {row}"))?;
-            next[row] = tok as i64;
-            generated[row].push(tok);
-            seen[row].push(tok);
-            if cfg.eos_token_ids.contains(&tok) {
-                finished[row] = Some(FinishReason::Eos);
-                continue;
-            }
-            let (piece, stopped) = streams[row].push(tok, detok)?;
-            if !piece.is_empty() {
-                on_token(row, &piece);
-            }
-            if stopped {
-                finished[row] = Some(FinishReason::Stop);
-            }
-        }
-        if finished.iter().all(Option::is_some) {
-            break;
-        }
-        ids = next;
-        for m in masks.iter_mut() {
-            m.push(1);
-        }
-        seq = 1;
+        lp.push_logits(&logits, detok, on_token)?;
     }
+    lp.finish(detok, on_token)
+}
 
-    let mut out = Vec::with_capacity(b);
-    for row in 0..b {
-        let reason = finished[row].unwrap_or(FinishReason::Length);
-        let rest = streams[row].finish(detok)?;
-        if !rest.is_empty() {
-            on_token(row, &rest);
+/// A prompt's token ids for a decoder bundle: the tokenizer without its special tokens, then
+/// `bos_token_id` in front unless the text already starts with it; every id must be inside the
+/// `vocab_size`-token table. (The rule of the native runtime's `Generator::encode_prompt`.)
+pub fn encode_prompt(
+    tokenizer: &tokenizers::Tokenizer,
+    bos_token_id: Option<u32>,
+    vocab_size: usize,
+    text: &str,
+) -> Result<Vec<u32>> {
+    let enc = tokenizer
+        .encode(text, false)
+        .map_err(|e| anyhow::anyhow!("cannot tokenize the prompt {text:?}: {e}"))?;
+    let mut ids = enc.get_ids().to_vec();
+    if let Some(bos) = bos_token_id {
+        if ids.first() != Some(&bos) {
+            ids.insert(0, bos);
         }
-        out.push(Generation {
-            text: streams[row].text().to_owned(),
-            token_ids: std::mem::take(&mut generated[row]),
-            finish_reason: reason,
-            prompt_tokens: prompts[row].len(),
-        });
     }
-    Ok(out)
+    for &id in &ids {
+        ensure!(
+            (id as usize) < vocab_size,
+            "token id {id} of the prompt {text:?} is outside the {vocab_size}-token vocabulary"
+        );
+    }
+    Ok(ids)
 }
 
 /// Checks that a prompt fits: `prefix + prompt + max_new_tokens ≤ max_sequence_len`.

@@ -28,6 +28,7 @@ use serde::Serialize;
 
 pub use adept_bundle::{sha256_hex, Encoded, PaddedBatch};
 
+pub mod decoder;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 
