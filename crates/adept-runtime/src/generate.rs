@@ -455,24 +455,12 @@ impl Generator {
     /// The prompt's ids: the tokenizer without its special tokens, then `bos_token_id` in front
     /// (unless the text already starts with it, e.g. from a chat template).
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| anyhow!("cannot tokenize the prompt {text:?}: {e}"))?;
-        let mut ids = enc.get_ids().to_vec();
-        if let Some(bos) = self.spec.bos_token_id {
-            if ids.first() != Some(&bos) {
-                ids.insert(0, bos);
-            }
-        }
-        for &id in &ids {
-            ensure!(
-                (id as usize) < self.spec.vocab_size,
-                "token id {id} of the prompt {text:?} is outside the {}-token vocabulary",
-                self.spec.vocab_size
-            );
-        }
-        Ok(ids)
+        adept_bundle::generate::encode_prompt(
+            &self.tokenizer,
+            self.spec.bos_token_id,
+            self.spec.vocab_size,
+            text,
+        )
     }
 
     /// Renders the bundle's chat template for one user message (`add_generation_prompt` true).
@@ -506,11 +494,6 @@ impl Generator {
         use_prompt_cache: bool,
         on_token: &mut dyn FnMut(usize, &str),
     ) -> Result<(Vec<Generation>, GenerationStats)> {
-        let mut cfg = cfg.clone();
-        if cfg.eos_token_ids.is_empty() {
-            cfg.eos_token_ids = self.spec.eos_token_ids.clone();
-        }
-        cfg.validate()?;
         let encoded = prompts
             .iter()
             .map(|p| self.encode_prompt(p))
