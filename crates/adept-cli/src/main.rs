@@ -20,12 +20,20 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long freed pages stay committed before mimalloc returns them (see `main`).
+const PURGE_DELAY_MS: std::ffi::c_long = 5000;
+
 fn main() {
-    // Keep freed memory committed for reuse instead of returning it to the OS after 10 ms: a
-    // training step frees and reallocates hundreds of megabytes of activations, and every
-    // page handed back must be faulted in and zeroed again (measured: ~20% of a step).
-    // SAFETY: sets a process-wide allocator option (15 = mi_option_purge_delay, v2 and v3).
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    // Keep freed memory committed for reuse for a while instead of returning it to the OS after
+    // mimalloc's 10 ms: a training step frees and reallocates hundreds of megabytes of
+    // activations, and every page handed back must be faulted in and zeroed again (measured:
+    // ~20% of a step). Never purging (-1) made a long run's resident memory grow without bound
+    // (batches of other lengths leave pages of other size classes behind). `MIMALLOC_PURGE_DELAY`
+    // (milliseconds; mimalloc's own variable) overrides the default.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a process-wide allocator option (15 = mi_option_purge_delay, v2 and v3).
+        unsafe { libmimalloc_sys::mi_option_set(15, PURGE_DELAY_MS) };
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
