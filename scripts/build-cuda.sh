@@ -24,7 +24,7 @@
 #
 # Environment: CUDA_COMPUTE_CAP (default 90, or what nvidia-smi reports if present),
 # ADEPT_CUDA_TOOLKIT (venv folder), CARGO_TARGET_DIR (default target/cuda), ADEPT_CUDA_PROFILE
-# (release|dev, default release). Prints the binary's path last. Needs python3 (with venv), a C
+# (release|dev, default release), ADEPT_CUDA_SKIP_CARGO=1 (only the toolkit). Prints the binary's path last. Needs python3 (with venv), a C
 # compiler (cc) and cargo. Downloads ~1.0 GB of wheels (not cached: pip --no-cache-dir); the
 # toolkit takes ~1.2 GB, the release target ~5 GB.
 set -euo pipefail
@@ -86,6 +86,10 @@ EOF
 cc -shared -fPIC -O0 -Wl,-soname,libcuda.so.1 -o "$CU/lib/stubs/libcuda.so" "$CU/lib/stubs/cuda_stub.c"
 ln -sfn libcuda.so "$CU/lib/stubs/libcuda.so.1"
 
+if [ -n "${ADEPT_CUDA_SKIP_CARGO:-}" ]; then
+  step "toolkit ready at $CU (ADEPT_CUDA_SKIP_CARGO: no cargo build)"
+  exit 0
+fi
 step "cargo build --$PROFILE -p adept-cli --features cuda (CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP, target $CARGO_TARGET_DIR)"
 export CUDA_ROOT="$CU" CUDA_PATH="$CU" PATH="$CU/bin:$PATH"
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-rpath,$CU/lib"

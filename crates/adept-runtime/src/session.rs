@@ -147,6 +147,54 @@ fn register_cuda(builder: SessionBuilder) -> (SessionBuilder, Result<(), String>
 
 /// Creates a session for the ONNX file `model` with `cfg`.
 pub fn build_session(rt: &OrtRuntime, model: &Path, cfg: &SessionConfig) -> Result<BuiltSession> {
+    let load_err = |err: ort::Error<()>| {
+        anyhow!(
+            "ONNX Runtime cannot load {} as a model: {err}",
+            model.display()
+        )
+    };
+    let cpu = |fallback_reason: Option<String>| -> Result<BuiltSession> {
+        let session = base_builder(rt, cfg)?
+            .commit_from_file(model)
+            .map_err(load_err)?;
+        Ok(BuiltSession {
+            session,
+            device: DeviceKind::Cpu,
+            fallback_reason,
+        })
+    };
+    if cfg.device == DeviceKind::Cpu {
+        return cpu(None);
+    }
+    let fall_back = |reason: String| -> Result<BuiltSession> {
+        if cfg.require_device {
+            bail!("the CUDA device was required but cannot be used: {reason}");
+        }
+        tracing::warn!("CUDA is not available ({reason}); running on the CPU");
+        cpu(Some(reason))
+    };
+    let (mut builder, registered) = register_cuda(base_builder(rt, cfg)?);
+    if let Err(reason) = registered {
+        return fall_back(reason);
+    }
+    // The CUDA provider starts the device when the session is created: a GPU that cannot be
+    // used (no device, a driver older than the CUDA runtime) fails here, not at registration.
+    match builder.commit_from_file(model) {
+        Ok(session) => Ok(BuiltSession {
+            session,
+            device: DeviceKind::Cuda,
+            fallback_reason: None,
+        }),
+        Err(err) if err.to_string().contains("CUDA") => fall_back(format!(
+            "ONNX Runtime's CUDA provider cannot start a session: {err}"
+        )),
+        Err(err) => Err(load_err(err)),
+    }
+}
+
+/// A session builder with `cfg`'s optimisation level, threads, spinning and optimised-model
+/// path (no execution provider yet).
+fn base_builder(rt: &OrtRuntime, cfg: &SessionConfig) -> Result<SessionBuilder> {
     let e = |what: &str| {
         let what = what.to_owned();
         move |err: ort::Error<SessionBuilder>| anyhow!("{what}: {err}")
@@ -170,31 +218,5 @@ pub fn build_session(rt: &OrtRuntime, model: &Path, cfg: &SessionConfig) -> Resu
             .with_optimized_model_path(p)
             .map_err(e("cannot set the optimised model path"))?;
     }
-    let mut device = DeviceKind::Cpu;
-    let mut fallback_reason = None;
-    if cfg.device == DeviceKind::Cuda {
-        let (b, registered) = register_cuda(builder);
-        builder = b;
-        match registered {
-            Ok(()) => device = DeviceKind::Cuda,
-            Err(reason) if cfg.require_device => {
-                bail!("the CUDA device was required but cannot be used: {reason}")
-            }
-            Err(reason) => {
-                tracing::warn!("CUDA is not available ({reason}); running on the CPU");
-                fallback_reason = Some(reason);
-            }
-        }
-    }
-    let session = builder.commit_from_file(model).map_err(|err| {
-        anyhow!(
-            "ONNX Runtime cannot load {} as a model: {err}",
-            model.display()
-        )
-    })?;
-    Ok(BuiltSession {
-        session,
-        device,
-        fallback_reason,
-    })
+    Ok(builder)
 }
