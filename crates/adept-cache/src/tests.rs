@@ -689,7 +689,9 @@ fn fetch_onnxruntime_gpu_keeps_the_cuda_provider_in_its_own_folder() {
     assert!(dir.join(ORT_CUDA_PROVIDER_LIB).is_file());
     assert!(dir.join(ORT_SHARED_PROVIDER_LIB).is_file());
     assert!(!dir.join("libonnxruntime_providers_tensorrt.so").exists());
-    assert!(!dir.join("onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so").exists());
+    assert!(!dir
+        .join("onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so")
+        .exists());
     let info = read_source_info(&dir).unwrap();
     assert_eq!(
         (info.package.as_str(), info.version.as_str()),
@@ -711,13 +713,19 @@ fn onnxruntime_gpu_wheel_without_the_cuda_provider_is_refused() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let name = format!("onnxruntime_gpu-{ORT_VERSION}-cp311-cp311-{}.whl", host_platform_tag());
+    let name = format!(
+        "onnxruntime_gpu-{ORT_VERSION}-cp311-cp311-{}.whl",
+        host_platform_tag()
+    );
     let lib = format!("onnxruntime/capi/{}", onnxruntime_lib_name());
     write_zip(
         &wheels_dir(root).join(name),
         &[
             (lib.as_str(), b"\x7fELF".as_slice()),
-            ("onnxruntime/capi/libonnxruntime_providers_shared.so", b"\x7fELF".as_slice()),
+            (
+                "onnxruntime/capi/libonnxruntime_providers_shared.so",
+                b"\x7fELF".as_slice(),
+            ),
         ],
     );
     let err = format!("{:#}", fetch_onnxruntime_gpu(root).unwrap_err());

@@ -219,7 +219,10 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
         .with_context(|| format!("cannot run {python}"))?;
     let v = result_line(&script, &out)?;
     Ok(Row {
-        name: format!("pytorch (tests/reference/pytorch_train_step.py, {})", a.model.device),
+        name: format!(
+            "pytorch (tests/reference/pytorch_train_step.py, {})",
+            a.model.device
+        ),
         step_s_mean: v["step_s_mean"].as_f64().context("step_s_mean")?,
         step_s_median: v["step_s_median"].as_f64().context("step_s_median")?,
         steps: a.iters,

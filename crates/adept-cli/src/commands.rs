@@ -444,8 +444,11 @@ fn eval_seq2seq_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
         cache: a.cache.clone(),
     }
     .options();
-    let rt =
-        adept_runtime::ortlib::find_and_load_for(opts.cache.as_deref(), opts.ort_library.as_deref(), opts.session.device)?;
+    let rt = adept_runtime::ortlib::find_and_load_for(
+        opts.cache.as_deref(),
+        opts.ort_library.as_deref(),
+        opts.session.device,
+    )?;
     let mut b = Seq2SeqBundle::open(bundle, rt, &opts.session)?;
     let gen = Seq2SeqGenerateOptions {
         max_new_tokens: 16,
@@ -489,8 +492,11 @@ fn infer_seq2seq(a: &adept_runtime::InferArgs) -> Result<()> {
         (None, None) => bail!("pass --text TEXT or --input FILE"),
     };
     let opts = a.runtime.options();
-    let rt =
-        adept_runtime::ortlib::find_and_load_for(opts.cache.as_deref(), opts.ort_library.as_deref(), opts.session.device)?;
+    let rt = adept_runtime::ortlib::find_and_load_for(
+        opts.cache.as_deref(),
+        opts.ort_library.as_deref(),
+        opts.session.device,
+    )?;
     let mut b = Seq2SeqBundle::open(&a.runtime.bundle, rt, &opts.session)?;
     let gen = Seq2SeqGenerateOptions {
         max_new_tokens: 32,

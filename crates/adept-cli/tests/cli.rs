@@ -183,7 +183,15 @@ fn numeric_flags_are_checked_before_anything_loads() {
 fn device_cuda_is_a_clear_error_without_cuda() {
     for args in [
         &["train", "--model", "/nonexistent-model", "--device", "cuda"][..],
-        &["bench", "--model", "/nonexistent-model", "--device", "cuda", "--iters", "1"][..],
+        &[
+            "bench",
+            "--model",
+            "/nonexistent-model",
+            "--device",
+            "cuda",
+            "--iters",
+            "1",
+        ][..],
         &["eval", "--adapter", "/nonexistent-run", "--device", "cuda"][..],
         &["train", "--model", "/nonexistent-model", "--device", "tpu"][..],
     ] {
@@ -192,7 +200,10 @@ fn device_cuda_is_a_clear_error_without_cuda() {
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
         if args.contains(&"tpu") {
-            assert!(err.contains("unknown device") && err.contains("tpu"), "{args:?}: {err}");
+            assert!(
+                err.contains("unknown device") && err.contains("tpu"),
+                "{args:?}: {err}"
+            );
         } else if cfg!(feature = "cuda") {
             assert!(
                 err.contains("cannot open CUDA device 0") || err.contains("nonexistent"),
@@ -203,7 +214,10 @@ fn device_cuda_is_a_clear_error_without_cuda() {
                 err.contains("no CUDA support") && err.contains("build-cuda.sh"),
                 "{args:?}: {err}"
             );
-            assert!(!err.contains("nonexistent"), "{args:?} read the model first: {err}");
+            assert!(
+                !err.contains("nonexistent"),
+                "{args:?} read the model first: {err}"
+            );
         }
     }
 }
@@ -577,20 +591,33 @@ fn train_export_and_serve_from_the_cli() {
     // onnxruntime-gpu, no GPU) infer and eval fall back to the CPU with a warning saying why,
     // and give the same answers; with --require-device they fail with the reason instead.
     let on_cuda = adept()
-        .args(["infer", "--device", "cuda", "--text", "a gorgeous, witty, seductive movie", "--bundle"])
+        .args([
+            "infer",
+            "--device",
+            "cuda",
+            "--text",
+            "a gorgeous, witty, seductive movie",
+            "--bundle",
+        ])
         .arg(&bundle)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&on_cuda.stderr);
     assert!(on_cuda.status.success(), "{err}");
     let fell_back = err.contains("running on the CPU");
-    assert!(fell_back || !cfg!(not(feature = "cuda")), "a CPU-only build did not say it fell back: {err}");
+    assert!(
+        fell_back || !cfg!(not(feature = "cuda")),
+        "a CPU-only build did not say it fell back: {err}"
+    );
     let line = String::from_utf8_lossy(&on_cuda.stdout);
     let q: serde_json::Value =
         serde_json::from_str(line.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     let cuda_logits: Vec<f64> = serde_json::from_value(q["logits"].clone()).unwrap();
     for (a, b) in cuda_logits.iter().zip(&logits) {
-        assert!((a - b).abs() < 1e-4, "--device cuda logits {cuda_logits:?} vs cpu {logits:?}");
+        assert!(
+            (a - b).abs() < 1e-4,
+            "--device cuda logits {cuda_logits:?} vs cpu {logits:?}"
+        );
     }
     let eval_cuda = run_ok(
         adept()
@@ -601,17 +628,41 @@ fn train_export_and_serve_from_the_cli() {
     );
     let e: serde_json::Value = serde_json::from_str(eval_cuda.lines().last().unwrap()).unwrap();
     assert_eq!(e["examples"], o["examples"], "{e}");
-    assert!((e["primary"].as_f64().unwrap() - o["primary"].as_f64().unwrap()).abs() < 1e-9, "{e} vs {o}");
+    assert!(
+        (e["primary"].as_f64().unwrap() - o["primary"].as_f64().unwrap()).abs() < 1e-9,
+        "{e} vs {o}"
+    );
     if fell_back {
         let (b, d) = (bundle.to_str().unwrap(), data.to_str().unwrap());
         for args in [
-            &["infer", "--device", "cuda", "--require-device", "--text", "x", "--bundle", b][..],
-            &["eval", "--device", "cuda", "--require-device", "--bundle", b, "--data", d][..],
+            &[
+                "infer",
+                "--device",
+                "cuda",
+                "--require-device",
+                "--text",
+                "x",
+                "--bundle",
+                b,
+            ][..],
+            &[
+                "eval",
+                "--device",
+                "cuda",
+                "--require-device",
+                "--bundle",
+                b,
+                "--data",
+                d,
+            ][..],
         ] {
             let out = adept().args(args).output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{args:?} succeeded without CUDA");
-            assert!(err.contains("CUDA") && err.contains("required") && !err.contains("panicked"), "{args:?}: {err}");
+            assert!(
+                err.contains("CUDA") && err.contains("required") && !err.contains("panicked"),
+                "{args:?}: {err}"
+            );
         }
     }
 

@@ -93,7 +93,10 @@ fn preload_cuda_libs() -> &'static [PathBuf] {
             return Vec::new();
         };
         let mut loaded = Vec::new();
-        for name in ort::ep::cuda::CUDA_DYLIBS.iter().chain(ort::ep::cuda::CUDNN_DYLIBS) {
+        for name in ort::ep::cuda::CUDA_DYLIBS
+            .iter()
+            .chain(ort::ep::cuda::CUDNN_DYLIBS)
+        {
             for dir in std::env::split_paths(&dirs) {
                 let path = dir.join(name);
                 if !path.is_file() {
@@ -101,7 +104,9 @@ fn preload_cuda_libs() -> &'static [PathBuf] {
                 }
                 match ort::util::preload_dylib(&path) {
                     Ok(()) => loaded.push(path),
-                    Err(e) => tracing::warn!("{ENV_CUDA_LIBS}: cannot load {}: {e}", path.display()),
+                    Err(e) => {
+                        tracing::warn!("{ENV_CUDA_LIBS}: cannot load {}: {e}", path.display())
+                    }
                 }
                 break;
             }
