@@ -55,6 +55,8 @@ def main():
         w(p + "output.dense.weight", d, f)
         t[p + "output.dense.bias"] = np.zeros(d, np.float32)
         ln(p + "output.LayerNorm")
+    w("pooler.dense.weight", d, d)
+    t["pooler.dense.bias"] = np.zeros(d, np.float32)
     os.makedirs(a.out, exist_ok=True)
     save_file(t, os.path.join(a.out, "model.safetensors"))
     json.dump(cfg, open(os.path.join(a.out, "config.json"), "w"), indent=2)
