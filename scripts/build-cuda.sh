@@ -92,6 +92,9 @@ if [ -n "${ADEPT_CUDA_SKIP_CARGO:-}" ]; then
 fi
 step "cargo build --$PROFILE -p adept-cli --features cuda (CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP, target $CARGO_TARGET_DIR)"
 export CUDA_ROOT="$CU" CUDA_PATH="$CU" PATH="$CU/bin:$PATH"
+# candle-kernels compiles its 16 quantized-matmul/MoE objects with cudaforge, which uses half the
+# cores by default (one on a 2-core machine, the slowest part of the build): use them all.
+export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-rpath,$CU/lib"
 profile_flag=(--release); profile_dir=release
 [ "$PROFILE" = dev ] && { profile_flag=(); profile_dir=debug; }
