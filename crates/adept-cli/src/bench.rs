@@ -214,11 +214,15 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
             "--threads",
             &threads.to_string(),
         ])
+        .args(["--device", &a.model.device])
         .output()
         .with_context(|| format!("cannot run {python}"))?;
     let v = result_line(&script, &out)?;
     Ok(Row {
-        name: "pytorch (tests/reference/pytorch_train_step.py)".into(),
+        name: format!(
+            "pytorch (tests/reference/pytorch_train_step.py, {})",
+            a.model.device
+        ),
         step_s_mean: v["step_s_mean"].as_f64().context("step_s_mean")?,
         step_s_median: v["step_s_median"].as_f64().context("step_s_median")?,
         steps: a.iters,

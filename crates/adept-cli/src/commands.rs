@@ -90,6 +90,10 @@ fn fetch(a: &FetchArgs) -> Result<()> {
         let lib = adept_cache::fetch_onnxruntime(&root)?;
         println!("onnxruntime: {}", lib.display());
     }
+    if a.gpu {
+        let lib = adept_cache::fetch_onnxruntime_gpu(&root)?;
+        println!("onnxruntime-gpu: {}", lib.display());
+    }
     if !a.model_only && !a.onnxruntime_only {
         let lib = adept_cache::fetch_openblas(&root)?;
         println!("openblas: {}", lib.display());
@@ -129,16 +133,34 @@ pub fn model_dir(a: &ModelArgs) -> Result<PathBuf> {
     Ok(dir)
 }
 
-pub fn device(name: &str) -> Result<Device> {
+/// Checks a `--device` name without opening the device: `cpu`, or `cuda` on a build with the
+/// `cuda` feature. Commands call it before reading a model, so a CPU-only build asked for CUDA
+/// fails at once with the rebuild instructions.
+pub fn check_device_name(name: &str) -> Result<()> {
     match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => {
-            if !candle_core::utils::cuda_is_available() {
-                bail!("--device cuda: this build has no CUDA support; rebuild with `cargo build --release --features cuda`");
-            }
-            Device::new_cuda(0).context("cannot open CUDA device 0")
-        }
+        "cpu" => Ok(()),
+        "cuda" if candle_core::utils::cuda_is_available() => Ok(()),
+        "cuda" => bail!(
+            "--device cuda: this build of adept has no CUDA support; build it with \
+             `scripts/build-cuda.sh` (CUDA toolkit from PyPI, `cargo build --release -p adept-cli --features cuda`), \
+             or use --device cpu"
+        ),
         other => bail!("unknown device {other:?} (cpu, cuda)"),
+    }
+}
+
+/// The candle device for `--device`: the CPU, or CUDA device 0 (an error, not a panic, when
+/// the build or the machine has no CUDA: the driver's message is kept).
+pub fn device(name: &str) -> Result<Device> {
+    check_device_name(name)?;
+    match name {
+        "cuda" => Device::new_cuda(0).map_err(|e| {
+            anyhow::anyhow!(
+                "--device cuda: cannot open CUDA device 0 ({e}); check `nvidia-smi` (an NVIDIA GPU and \
+                 driver are needed), or use --device cpu"
+            )
+        }),
+        _ => Ok(Device::Cpu),
     }
 }
 
@@ -331,6 +353,7 @@ fn train_seq2seq(a: &TrainArgs, model_dir: &std::path::Path) -> Result<()> {
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
+    check_device_name(&a.model.device)?;
     let model_dir = model_dir(&a.model)?;
     if crate::lm_commands::is_causal_lm(&model_dir)? {
         return crate::lm_commands::train(a, &model_dir);
@@ -410,8 +433,11 @@ fn eval_seq2seq_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
         task.validation.truncate(n);
     }
     let opts = eval_runtime_args(a, bundle)?.options();
-    let rt =
-        adept_runtime::ortlib::find_and_load(opts.cache.as_deref(), opts.ort_library.as_deref())?;
+    let rt = adept_runtime::ortlib::find_and_load_for(
+        opts.cache.as_deref(),
+        opts.ort_library.as_deref(),
+        opts.session.device,
+    )?;
     let mut b = Seq2SeqBundle::open(bundle, rt, &opts.session)?;
     let gen = Seq2SeqGenerateOptions {
         max_new_tokens: 16,
@@ -455,8 +481,11 @@ fn infer_seq2seq(a: &adept_runtime::InferArgs) -> Result<()> {
         (None, None) => bail!("pass --text TEXT or --input FILE"),
     };
     let opts = a.runtime.options();
-    let rt =
-        adept_runtime::ortlib::find_and_load(opts.cache.as_deref(), opts.ort_library.as_deref())?;
+    let rt = adept_runtime::ortlib::find_and_load_for(
+        opts.cache.as_deref(),
+        opts.ort_library.as_deref(),
+        opts.session.device,
+    )?;
     let mut b = Seq2SeqBundle::open(&a.runtime.bundle, rt, &opts.session)?;
     let gen = Seq2SeqGenerateOptions {
         max_new_tokens: 32,

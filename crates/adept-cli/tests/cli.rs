@@ -175,6 +175,53 @@ fn numeric_flags_are_checked_before_anything_loads() {
     }
 }
 
+/// `--device cuda` for candle (train, bench, eval of an adapter) on a build without the `cuda`
+/// feature is a clear error naming the rebuild route, before any model is read; on a CUDA build
+/// it either opens the GPU (then the missing model is the error) or says why CUDA device 0
+/// cannot be opened. Never a panic.
+#[test]
+fn device_cuda_is_a_clear_error_without_cuda() {
+    for args in [
+        &["train", "--model", "/nonexistent-model", "--device", "cuda"][..],
+        &[
+            "bench",
+            "--model",
+            "/nonexistent-model",
+            "--device",
+            "cuda",
+            "--iters",
+            "1",
+        ][..],
+        &["eval", "--adapter", "/nonexistent-run", "--device", "cuda"][..],
+        &["train", "--model", "/nonexistent-model", "--device", "tpu"][..],
+    ] {
+        let out = adept().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        if args.contains(&"tpu") {
+            assert!(
+                err.contains("unknown device") && err.contains("tpu"),
+                "{args:?}: {err}"
+            );
+        } else if cfg!(feature = "cuda") {
+            assert!(
+                err.contains("cannot open CUDA device 0") || err.contains("nonexistent"),
+                "{args:?}: {err}"
+            );
+        } else {
+            assert!(
+                err.contains("no CUDA support") && err.contains("build-cuda.sh"),
+                "{args:?}: {err}"
+            );
+            assert!(
+                !err.contains("nonexistent"),
+                "{args:?} read the model first: {err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn short_sst2_run_lowers_the_loss_and_eval_reproduces_the_best_score() {
     let Some((model, data)) =
@@ -539,6 +586,85 @@ fn train_export_and_serve_from_the_cli() {
     let best = if logits[1] > logits[0] { 1 } else { 0 };
     assert_eq!(p["label_id"], best, "{p}");
     assert_eq!(p["label"], names[best], "{p}");
+
+    // `--device cuda` for ONNX Runtime: where CUDA cannot be used (a CPU-only build, no
+    // onnxruntime-gpu, no GPU) infer and eval fall back to the CPU with a warning saying why,
+    // and give the same answers; with --require-device they fail with the reason instead.
+    let on_cuda = adept()
+        .args([
+            "infer",
+            "--device",
+            "cuda",
+            "--text",
+            "a gorgeous, witty, seductive movie",
+            "--bundle",
+        ])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&on_cuda.stderr);
+    assert!(on_cuda.status.success(), "{err}");
+    let fell_back = err.contains("running on the CPU");
+    assert!(
+        fell_back || !cfg!(not(feature = "cuda")),
+        "a CPU-only build did not say it fell back: {err}"
+    );
+    let line = String::from_utf8_lossy(&on_cuda.stdout);
+    let q: serde_json::Value =
+        serde_json::from_str(line.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let cuda_logits: Vec<f64> = serde_json::from_value(q["logits"].clone()).unwrap();
+    for (a, b) in cuda_logits.iter().zip(&logits) {
+        assert!(
+            (a - b).abs() < 1e-4,
+            "--device cuda logits {cuda_logits:?} vs cpu {logits:?}"
+        );
+    }
+    let eval_cuda = run_ok(
+        adept()
+            .args(["eval", "--device", "cuda", "--bundle"])
+            .arg(&bundle)
+            .arg("--data")
+            .arg(&data),
+    );
+    let e: serde_json::Value = serde_json::from_str(eval_cuda.lines().last().unwrap()).unwrap();
+    assert_eq!(e["examples"], o["examples"], "{e}");
+    assert!(
+        (e["primary"].as_f64().unwrap() - o["primary"].as_f64().unwrap()).abs() < 1e-9,
+        "{e} vs {o}"
+    );
+    if fell_back {
+        let (b, d) = (bundle.to_str().unwrap(), data.to_str().unwrap());
+        for args in [
+            &[
+                "infer",
+                "--device",
+                "cuda",
+                "--require-device",
+                "--text",
+                "x",
+                "--bundle",
+                b,
+            ][..],
+            &[
+                "eval",
+                "--device",
+                "cuda",
+                "--require-device",
+                "--bundle",
+                b,
+                "--data",
+                d,
+            ][..],
+        ] {
+            let out = adept().args(args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} succeeded without CUDA");
+            assert!(
+                err.contains("CUDA") && err.contains("required") && !err.contains("panicked"),
+                "{args:?}: {err}"
+            );
+        }
+    }
 
     // A corrupted bundle is refused with the file named.
     std::fs::write(bundle.join("adept.json"), "{ not json").unwrap();

@@ -70,9 +70,34 @@ unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether the fused kernels apply to `x`: an f32 tensor on the CPU (otherwise callers fall back
-/// to candle's composite ops, which compute the same values).
+/// to candle's composite ops, which compute the same values). The fused ops have CPU kernels
+/// only: on a CUDA (or Metal) device the choice of the composite path is automatic and logged
+/// once per process ([`note_composite_path`]).
 pub fn use_fused(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    let fused = x.device().is_cpu() && x.dtype() == DType::F32;
+    if !fused {
+        note_composite_path(x.device(), x.dtype());
+    }
+    fused
+}
+
+/// Logs once per process (a warning when the device is not the CPU, else at debug level) that
+/// the fused CPU kernels do not apply to tensors of `dtype` on `device`, so the layers run from
+/// candle's composite differentiable ops: same values, same gradients, slower than a custom
+/// kernel would be. Backbones call it where they choose their own fused path.
+pub fn note_composite_path(device: &candle_core::Device, dtype: DType) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if device.is_cpu() {
+            tracing::debug!("fused CPU kernels are f32 only: {dtype:?} tensors run candle's composite ops");
+        } else {
+            tracing::warn!(
+                "the fused kernels (layer norm, softmax, GELU, RMSNorm, SwiGLU, RoPE, BERT layers) have no \
+                 kernel for {device:?}: the backbone runs from candle's composite differentiable ops there \
+                 ({dtype:?}; same values, the frozen weights still get no gradient)"
+            );
+        }
+    });
 }
 
 /// The backward of a one-input fused op whose gradient kernel `op` reads a saved tensor `saved`

@@ -142,7 +142,11 @@ impl Bundle {
             })
             .with_context(|| format!("bundle {}", dir.display()))?;
 
-        let runtime = ortlib::find_and_load(opts.cache.as_deref(), opts.ort_library.as_deref())?;
+        let runtime = ortlib::find_and_load_for(
+            opts.cache.as_deref(),
+            opts.ort_library.as_deref(),
+            opts.session.device,
+        )?;
         let built = build_session(runtime, &model_path, &opts.session)?;
         check_model_against_manifest(&built.session, &manifest, &model_path)?;
         Ok(Self {

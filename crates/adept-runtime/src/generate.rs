@@ -404,7 +404,11 @@ impl Generator {
             None
         };
         let model_path = dir.join(MODEL_FILE);
-        let runtime = ortlib::find_and_load(opts.cache.as_deref(), opts.ort_library.as_deref())?;
+        let runtime = ortlib::find_and_load_for(
+            opts.cache.as_deref(),
+            opts.ort_library.as_deref(),
+            opts.session.device,
+        )?;
         let built = build_session(runtime, &model_path, &opts.session)?;
         let inputs: Vec<String> = built
             .session
@@ -832,7 +836,11 @@ fn run_generate_seq2seq(
          and --top-p apply to causal-LM bundles"
     );
     let opts = args.runtime.options();
-    let runtime = ortlib::find_and_load(opts.cache.as_deref(), opts.ort_library.as_deref())?;
+    let runtime = ortlib::find_and_load_for(
+        opts.cache.as_deref(),
+        opts.ort_library.as_deref(),
+        opts.session.device,
+    )?;
     let mut bundle = Seq2SeqBundle::open(&args.runtime.bundle, runtime, &opts.session)?;
     let gen_opts = Seq2SeqGenerateOptions {
         max_new_tokens: args.max_new_tokens,

@@ -10,6 +10,8 @@ use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::session::DeviceKind;
+
 /// The ONNX Runtime release adept is built and tested against (the one `adept fetch` installs).
 pub const TESTED_VERSION: &str = adept_cache::ORT_VERSION;
 
@@ -143,6 +145,45 @@ pub fn load(library: &Path) -> Result<&'static OrtRuntime> {
 /// [`find_library`] then [`load`].
 pub fn find_and_load(cache: Option<&Path>, explicit: Option<&Path>) -> Result<&'static OrtRuntime> {
     load(&find_library(cache, explicit)?)
+}
+
+/// The library to load for `device`. For [`DeviceKind::Cuda`] with no explicit path and no
+/// `$ORT_DYLIB_PATH`, the onnxruntime-gpu library that `adept fetch --gpu` cached (it has the
+/// CUDA execution provider; the CPU wheel's library has not), when present; otherwise, and for
+/// the CPU, [`find_library`].
+pub fn find_library_for(
+    cache: Option<&Path>,
+    explicit: Option<&Path>,
+    device: DeviceKind,
+) -> Result<PathBuf> {
+    let env_set = std::env::var_os(adept_cache::ENV_ORT_DYLIB).is_some_and(|v| !v.is_empty());
+    if device == DeviceKind::Cuda && explicit.is_none() && !env_set {
+        let root = adept_cache::cache_root(cache)?;
+        if let Some(gpu) = adept_cache::find_onnxruntime_gpu(&root) {
+            return Ok(gpu);
+        }
+        tracing::info!(
+            "--device cuda: no onnxruntime-gpu in {} (run `adept fetch --gpu`); using the CPU ONNX Runtime library",
+            adept_cache::onnxruntime_gpu_dir(&root).display()
+        );
+    }
+    find_library(cache, explicit)
+}
+
+/// [`find_library_for`] then [`load`]. A process holds one ONNX Runtime library: when one is
+/// already loaded and no path was given explicitly, CUDA requests reuse it (the CUDA provider's
+/// registration then says whether that library has it) instead of failing.
+pub fn find_and_load_for(
+    cache: Option<&Path>,
+    explicit: Option<&Path>,
+    device: DeviceKind,
+) -> Result<&'static OrtRuntime> {
+    if device == DeviceKind::Cuda && explicit.is_none() {
+        if let Some(rt) = loaded() {
+            return Ok(rt);
+        }
+    }
+    load(&find_library_for(cache, explicit, device)?)
 }
 
 /// The runtime loaded so far in this process, if any.

@@ -76,15 +76,56 @@ pub struct BuiltSession {
     pub fallback_reason: Option<String>,
 }
 
+/// Environment variable: folders (`:`-separated) holding the CUDA 13 libraries ONNX Runtime's
+/// CUDA provider loads (libcudart.so.13, libcublas.so.13, libcublasLt.so.13, libcurand.so.10,
+/// libcufft.so.12, libcudnn*.so.9), e.g. the `nvidia/cu13/lib` and `nvidia/cudnn/lib` folders of
+/// the PyPI wheels. Each library found there is loaded before the provider, so it need not be on
+/// LD_LIBRARY_PATH. (A CUDA build of adept already has cudart, cuBLAS and cuRAND loaded.)
+pub const ENV_CUDA_LIBS: &str = "ADEPT_CUDA_LIBS";
+
+/// Loads, once per process, the CUDA libraries found in the folders of [`ENV_CUDA_LIBS`], in
+/// dependency order; returns the ones loaded.
+#[cfg(feature = "cuda")]
+fn preload_cuda_libs() -> &'static [PathBuf] {
+    static LOADED: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    LOADED.get_or_init(|| {
+        let Some(dirs) = std::env::var_os(ENV_CUDA_LIBS) else {
+            return Vec::new();
+        };
+        let mut loaded = Vec::new();
+        for name in ort::ep::cuda::CUDA_DYLIBS
+            .iter()
+            .chain(ort::ep::cuda::CUDNN_DYLIBS)
+        {
+            for dir in std::env::split_paths(&dirs) {
+                let path = dir.join(name);
+                if !path.is_file() {
+                    continue;
+                }
+                match ort::util::preload_dylib(&path) {
+                    Ok(()) => loaded.push(path),
+                    Err(e) => {
+                        tracing::warn!("{ENV_CUDA_LIBS}: cannot load {}: {e}", path.display())
+                    }
+                }
+                break;
+            }
+        }
+        tracing::debug!(?loaded, "preloaded CUDA libraries");
+        loaded
+    })
+}
+
 #[cfg(feature = "cuda")]
 fn register_cuda(builder: SessionBuilder) -> (SessionBuilder, Result<(), String>) {
     use ort::ep::{ExecutionProvider, CUDA};
+    preload_cuda_libs();
     match CUDA::is_available() {
         Ok(true) => {}
         Ok(false) => {
             return (
                 builder,
-                Err("this ONNX Runtime library has no CUDA execution provider (install the onnxruntime-gpu libraries)".into()),
+                Err("this ONNX Runtime library has no CUDA execution provider (run `adept fetch --gpu` for onnxruntime-gpu, or point --ort-lib at its libonnxruntime)".into()),
             )
         }
         Err(e) => return (builder, Err(e.to_string())),
@@ -92,7 +133,10 @@ fn register_cuda(builder: SessionBuilder) -> (SessionBuilder, Result<(), String>
     match builder.with_execution_providers([CUDA::default().build().error_on_failure()]) {
         Ok(b) => (b, Ok(())),
         Err(e) => {
-            let msg = e.to_string();
+            let msg = format!(
+                "ONNX Runtime's CUDA provider cannot start: {e} (it needs an NVIDIA GPU and driver, and the CUDA 13 \
+                 libraries: a CUDA build of adept, LD_LIBRARY_PATH or {ENV_CUDA_LIBS})"
+            );
             (e.recover(), Err(msg))
         }
     }
@@ -102,12 +146,60 @@ fn register_cuda(builder: SessionBuilder) -> (SessionBuilder, Result<(), String>
 fn register_cuda(builder: SessionBuilder) -> (SessionBuilder, Result<(), String>) {
     (
         builder,
-        Err("this build of adept has no CUDA support (rebuild adept-runtime with `--features cuda`)".into()),
+        Err("this build of adept has no CUDA support (build it with scripts/build-cuda.sh, or `--features cuda`)".into()),
     )
 }
 
 /// Creates a session for the ONNX file `model` with `cfg`.
 pub fn build_session(rt: &OrtRuntime, model: &Path, cfg: &SessionConfig) -> Result<BuiltSession> {
+    let load_err = |err: ort::Error<()>| {
+        anyhow!(
+            "ONNX Runtime cannot load {} as a model: {err}",
+            model.display()
+        )
+    };
+    let cpu = |fallback_reason: Option<String>| -> Result<BuiltSession> {
+        let session = base_builder(rt, cfg)?
+            .commit_from_file(model)
+            .map_err(load_err)?;
+        Ok(BuiltSession {
+            session,
+            device: DeviceKind::Cpu,
+            fallback_reason,
+        })
+    };
+    if cfg.device == DeviceKind::Cpu {
+        return cpu(None);
+    }
+    let fall_back = |reason: String| -> Result<BuiltSession> {
+        if cfg.require_device {
+            bail!("the CUDA device was required but cannot be used: {reason}");
+        }
+        tracing::warn!("CUDA is not available ({reason}); running on the CPU");
+        cpu(Some(reason))
+    };
+    let (mut builder, registered) = register_cuda(base_builder(rt, cfg)?);
+    if let Err(reason) = registered {
+        return fall_back(reason);
+    }
+    // The CUDA provider starts the device when the session is created: a GPU that cannot be
+    // used (no device, a driver older than the CUDA runtime) fails here, not at registration.
+    match builder.commit_from_file(model) {
+        Ok(session) => Ok(BuiltSession {
+            session,
+            device: DeviceKind::Cuda,
+            fallback_reason: None,
+        }),
+        Err(err) if err.to_string().contains("CUDA") => fall_back(format!(
+            "ONNX Runtime's CUDA provider cannot start a session: {err}"
+        )),
+        Err(err) => Err(load_err(err)),
+    }
+}
+
+/// A session builder with `cfg`'s optimisation level, threads, spinning and optimised-model
+/// path (no execution provider yet).
+fn base_builder(rt: &OrtRuntime, cfg: &SessionConfig) -> Result<SessionBuilder> {
     let e = |what: &str| {
         let what = what.to_owned();
         move |err: ort::Error<SessionBuilder>| anyhow!("{what}: {err}")
@@ -131,31 +223,5 @@ pub fn build_session(rt: &OrtRuntime, model: &Path, cfg: &SessionConfig) -> Resu
             .with_optimized_model_path(p)
             .map_err(e("cannot set the optimised model path"))?;
     }
-    let mut device = DeviceKind::Cpu;
-    let mut fallback_reason = None;
-    if cfg.device == DeviceKind::Cuda {
-        let (b, registered) = register_cuda(builder);
-        builder = b;
-        match registered {
-            Ok(()) => device = DeviceKind::Cuda,
-            Err(reason) if cfg.require_device => {
-                bail!("the CUDA device was required but cannot be used: {reason}")
-            }
-            Err(reason) => {
-                tracing::warn!("CUDA is not available ({reason}); running on the CPU");
-                fallback_reason = Some(reason);
-            }
-        }
-    }
-    let session = builder.commit_from_file(model).map_err(|err| {
-        anyhow!(
-            "ONNX Runtime cannot load {} as a model: {err}",
-            model.display()
-        )
-    })?;
-    Ok(BuiltSession {
-        session,
-        device,
-        fallback_reason,
-    })
+    Ok(builder)
 }

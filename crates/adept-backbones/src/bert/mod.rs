@@ -311,6 +311,12 @@ impl BertEncoder {
         let eligible = self.embeddings.word.device().is_cpu()
             && self.embeddings.word.dtype() == DType::F32
             && self.activation == Activation::GeluErf;
+        if on && !self.embeddings.word.device().is_cpu() {
+            adept_nn::kernels::note_composite_path(
+                self.embeddings.word.device(),
+                self.embeddings.word.dtype(),
+            );
+        }
         self.fused = if on && eligible {
             Some(
                 self.layers
