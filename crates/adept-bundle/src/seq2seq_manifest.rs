@@ -100,7 +100,7 @@ pub struct Seq2SeqManifest {
     pub model_type: String,
     /// Always [`SEQ2SEQ_TASK_KIND`].
     pub task_kind: String,
-    /// `adept`, `dept` or `pt`.
+    /// `adept`, `dept` or `pt` (`head-only`: the bare model, no adapter).
     pub method: Method,
     /// `folded` / `unfolded` for ADePT, `none` otherwise.
     pub fold: FoldMode,
@@ -217,8 +217,9 @@ impl Seq2SeqManifest {
         ensure!(self.opset >= 17, "opset {} is below 17", self.opset);
         let method = self.method;
         ensure!(
-            matches!(method, Method::Adept | Method::Dept | Method::Pt),
-            "method {method} has no seq2seq bundle (adept, dept or pt)"
+            method.has_prompt() || self.prompt_len == 0,
+            "method {method} has no prompt, but prompt_len is {}",
+            self.prompt_len
         );
         ensure!(
             method.has_offsets() == (self.fold != FoldMode::None),
