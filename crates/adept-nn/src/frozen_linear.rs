@@ -3,9 +3,7 @@
 //! candle's `matmul` backward always computes the gradients of both operands, so a frozen weight
 //! costs a full extra matrix product per layer in every backward pass (and memory to hold it). Here
 //! the product runs as a custom op over the activation alone: the weight is captured by the op, and
-//! `bwd` returns `grad · W`. On the CPU in f32 both products run on [`crate::blas::sgemm`]: the
-//! run-time-loaded BLAS when there is one (about twice the `gemm` crate's speed on AVX-512), else
-//! the `gemm` crate that candle's own matmul uses; results equal `x.matmul(Wᵀ)` to rounding.
+//! `bwd` returns `grad · W`. Forward results are bit-identical to `x.matmul(W^T)`.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
@@ -91,7 +89,6 @@ impl FrozenLinear {
         let y = x2
             .apply_op1(InputOnlyMatmul {
                 weight: self.weight.clone(),
-                transposed: true,
                 bias,
             })?
             .reshape(out_dims)?;
@@ -102,39 +99,21 @@ impl FrozenLinear {
     }
 }
 
-/// `x [m, k] · Wᵀ` where `W [n, k]` is frozen (`transposed`), or `x [m, k] · W` where
-/// `W [k, n]` (the backward of the former); gradient only for `x`.
+/// `x [m, k] · Wᵀ` where `W [n, k]` is frozen; gradient only for `x`.
 struct InputOnlyMatmul {
     weight: Tensor,
-    /// Multiply by `Wᵀ` (the forward of a linear layer) rather than by `W`.
-    transposed: bool,
     /// Added to every output row in `cpu_fwd` (CPU f32 only).
     bias: Option<Vec<f32>>,
 }
 
 impl InputOnlyMatmul {
-    /// `(m, n, k)`: `x [m, k]`, output `[m, n]`.
     fn dims(&self, layout: &Layout) -> Result<(usize, usize, usize)> {
         let (m, k) = layout.shape().dims2()?;
-        let (n, k2) = if self.transposed {
-            self.weight.dims2()?
-        } else {
-            let (k2, n) = self.weight.dims2()?;
-            (n, k2)
-        };
+        let (n, k2) = self.weight.dims2()?;
         if k != k2 {
             candle_core::bail!("frozen matmul: input has {k} features, weight expects {k2}");
         }
         Ok((m, n, k))
-    }
-
-    /// The weight as the right operand `[k, n]` of the product.
-    fn rhs(&self) -> Result<Tensor> {
-        if self.transposed {
-            self.weight.t()
-        } else {
-            Ok(self.weight.clone())
-        }
     }
 }
 
@@ -145,40 +124,12 @@ impl CustomOp1 for InputOnlyMatmul {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (m, n, k) = self.dims(layout)?;
-        let (w_storage, w_layout) = self.weight.storage_and_layout();
+        let wt = self.weight.t()?;
+        let (w_storage, w_layout) = wt.storage_and_layout();
         let Storage::Cpu(w) = &*w_storage else {
             candle_core::bail!("frozen-linear: weight is not on the CPU")
         };
-        let mut out = match (storage, w, w_layout.contiguous_offsets()) {
-            // f32: on `blas::sgemm` (the loaded BLAS, else the gemm crate as candle's matmul).
-            (CpuStorage::F32(_), CpuStorage::F32(wv), Some((w0, w1))) => {
-                let x = crate::fused::f32_slice(storage, layout, self.name())?;
-                let mut y = vec![0f32; m * n];
-                crate::blas::sgemm(
-                    m,
-                    n,
-                    k,
-                    crate::blas::MatRef::new(x, k, false),
-                    crate::blas::MatRef::new(
-                        &wv[w0..w1],
-                        if self.transposed { k } else { n },
-                        self.transposed,
-                    ),
-                    &mut y,
-                    n,
-                    false,
-                );
-                CpuStorage::F32(y)
-            }
-            _ => {
-                let wt = self.rhs()?;
-                let (w_storage, w_layout) = wt.storage_and_layout();
-                let Storage::Cpu(w) = &*w_storage else {
-                    candle_core::bail!("frozen-linear: weight is not on the CPU")
-                };
-                storage.matmul(w, (1, m, n, k), layout, w_layout)?
-            }
-        };
+        let mut out = storage.matmul(w, (1, m, n, k), layout, w_layout)?;
         if let (Some(bias), CpuStorage::F32(values)) = (&self.bias, &mut out) {
             crate::fused::par_rows(values, n, |_, row| {
                 for (v, b) in row.iter_mut().zip(bias) {
@@ -196,7 +147,7 @@ impl CustomOp1 for InputOnlyMatmul {
         layout: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (m, n, k) = self.dims(layout)?;
-        let wt = self.rhs()?;
+        let wt = self.weight.t()?;
         let (w_storage, w_layout) = wt.storage_and_layout();
         let Storage::Cuda(w) = &*w_storage else {
             candle_core::bail!("frozen-linear: weight is not on the CUDA device")
@@ -206,16 +157,7 @@ impl CustomOp1 for InputOnlyMatmul {
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        // `grad · W` (or `grad · Wᵀ`): on the CPU the same input-only product (BLAS when loaded).
-        let back = InputOnlyMatmul {
-            weight: self.weight.clone(),
-            transposed: !self.transposed,
-            bias: None,
-        };
-        if !grad_res.device().is_cpu() {
-            return Ok(Some(grad_res.matmul(&back.rhs()?)?));
-        }
-        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&back)?))
+        Ok(Some(grad_res.matmul(&self.weight)?))
     }
 }
 
