@@ -16,7 +16,9 @@ Set-up (mirrors adept's seq2seq training):
 * AdamW, prompt lr 3e-1, offsets lr 1e-4, eps 1e-6, betas (0.9, 0.98), weight decay 0.
 
 The timed region is forward + backward + optimizer step + zero_grad, per step, after `--warmup`
-untimed steps. Peak resident memory (ru_maxrss) covers the whole process. Prints one JSON line
+untimed steps. Peak resident memory covers the whole process: VmHWM from /proc/self/status on
+Linux (ru_maxrss survives exec, so under a parent such as adept's timing test it would report the
+parent's peak), ru_maxrss elsewhere. Prints one JSON line
 (and writes it to `--out` when given):
 {"impl":"pytorch","step_s":[..],"step_s_median":..,"peak_rss_mb":..,"steps":N,"threads":T}
 """
@@ -46,6 +48,17 @@ class AdeptOffsets(nn.Module):
     def forward(self, e):
         h = self.dropout(e @ self.lora_embedding_A + self.lora_embedding_a)
         return e + F.relu(h) @ self.lora_embedding_B + self.lora_embedding_b
+
+
+def peak_rss_mb():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main():
@@ -117,7 +130,7 @@ def main():
             times.append(dt)
     line = json.dumps({
         "impl": "pytorch", "step_s": times, "step_s_median": statistics.median(times),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mb": peak_rss_mb(),
         "steps": args.steps, "threads": args.threads,
     })
     print(line)

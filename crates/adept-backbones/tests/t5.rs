@@ -467,3 +467,98 @@ fn the_fixture_tokenizer_encodes_as_the_reference_and_feeds_generation() {
     tok.decode(&out[0].tokens, true)
         .expect("generated ids decode");
 }
+
+/// The fused CPU ops (RMS norm, softmax with position and padding biases, ReLU / gated GELU)
+/// give the composite ops' logits and input-embedding gradients on both fixtures, and no
+/// gradient is computed for any frozen matrix (the shared table under the tied or untied head,
+/// the decoder's embedding lookup, the position-bias table).
+#[test]
+fn fused_layers_match_composite_ops_and_frozen_tensors_get_no_gradient() {
+    use adept_backbones::T5Model;
+    for name in VARIANTS {
+        let fx = expected(name);
+        let boxed = load(name);
+        let fused = boxed
+            .as_any()
+            .downcast_ref::<T5Model>()
+            .expect("a T5 model")
+            .clone();
+        assert!(fused.fused_layers());
+        let mut plain = fused.clone();
+        plain.set_fused_layers(false);
+        let (ids, mask_t, _) = inputs(&fx);
+        let dec = Tensor::new(matrix_u32(&fx["decoder_input_ids"]), &Device::Cpu).unwrap();
+        let emb = boxed.word_embeddings(&ids).unwrap();
+        let run = |m: &T5Model| {
+            let x = Var::from_tensor(&emb).unwrap();
+            let enc = m.encode(x.as_tensor(), &mask_t).unwrap();
+            let logits = m
+                .logits(&m.decode(&dec, &enc, &mask_t, None).unwrap())
+                .unwrap();
+            let loss = logits.sqr().unwrap().mean_all().unwrap();
+            let grads = loss.backward().unwrap();
+            let mut frozen = vec![("shared", m.shared.clone())];
+            if let Some(h) = &m.lm_head {
+                frozen.push(("lm_head", h.clone()));
+            }
+            for (stack, blk) in [
+                ("encoder", &m.encoder[0].attention),
+                ("decoder", &m.decoder[0].self_attention),
+            ] {
+                frozen.push((stack, blk.relative_attention_bias.clone().unwrap()));
+            }
+            for (what, t) in frozen {
+                assert!(
+                    grads.get(&t).is_none(),
+                    "{name}: a gradient was computed for {what}"
+                );
+            }
+            // Nor for any view of the table (candle's matmul backward would leave a [d, vocab]
+            // gradient for `sharedᵀ` in the store).
+            let (v, d) = m.shared.dims2().unwrap();
+            for id in grads.get_ids() {
+                let dims = grads.get_id(*id).unwrap().dims().to_vec();
+                assert!(
+                    !(dims.contains(&v) && dims.contains(&d) && dims.len() == 2),
+                    "{name}: a table-sized gradient {dims:?} was computed"
+                );
+            }
+            (logits, grads.get(x.as_tensor()).unwrap().clone())
+        };
+        let (lf, gf) = run(&fused);
+        let (lp, gp) = run(&plain);
+        let d = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let scale = gp
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        eprintln!(
+            "{name}: fused vs composite logits {:.1e}, input gradient {:.1e} (max {scale:.1e})",
+            d(&lf, &lp),
+            d(&gf, &gp)
+        );
+        assert!(
+            d(&lf, &lp) < TOLERANCE,
+            "{name}: fused logits differ by {}",
+            d(&lf, &lp)
+        );
+        assert!(scale > 0.0, "{name}: zero gradient");
+        assert!(
+            d(&gf, &gp) < 1e-4 * scale,
+            "{name}: fused input gradient differs by {} (max {scale})",
+            d(&gf, &gp)
+        );
+    }
+}

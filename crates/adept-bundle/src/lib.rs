@@ -115,11 +115,13 @@ pub mod generate;
 pub mod manifest;
 pub mod padding;
 pub mod search;
+pub mod seq2seq_manifest;
 pub mod tokenize;
 
 pub use files::{sha256_file, sha256_hex, write_atomic};
 pub use manifest::*;
 pub use padding::PaddedBatch;
+pub use seq2seq_manifest::{GraphEntry, Seq2SeqManifest};
 pub use tokenize::{Encoded, OverLength, TextEncoder};
 /// The tokenizers crate the contract is built on (the native build uses `onig`, the wasm build
 /// the pure-Rust regex backend).

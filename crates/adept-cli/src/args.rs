@@ -269,6 +269,12 @@ pub struct EvalArgs {
     /// Write per-example predictions as JSON lines (--adapter).
     #[arg(long)]
     pub predictions: Option<PathBuf>,
+    /// T5 runs on custom data: the source key/column of --train-file / --validation-file.
+    #[arg(long, default_value = "source")]
+    pub source_field: String,
+    /// T5 runs on custom data: the target key/column of --train-file / --validation-file.
+    #[arg(long, default_value = "target")]
+    pub target_field: String,
 }
 
 #[derive(Args, Debug)]

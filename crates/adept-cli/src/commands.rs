@@ -461,12 +461,69 @@ fn eval_seq2seq_bundle(a: &EvalArgs, bundle: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `adept eval --run` of a T5 (text-to-text) run with candle: the validation sources of the
+/// run's task (or `--task`; custom runs need `--train-file` [`--validation-file`] and the
+/// `--source-field`/`--target-field` they were trained with) decoded as validation during
+/// training decodes them (the run's `--num-beams` and `--max-target-len`), scored on the strings
+/// with the task's metrics. One JSON object; `--predictions` writes one JSON line per example.
+fn eval_seq2seq_run(a: &EvalArgs, dir: &Path, dev: &candle_core::Device) -> Result<()> {
+    use adept_train::seq2seq::{evaluate_seq2seq, load_trained_seq2seq, Seq2SeqTask};
+    let (model, enc, m) = load_trained_seq2seq(dir, a.model.as_deref(), dev)?;
+    let seed = m.train_config.seed;
+    let task = match &a.data.train_file {
+        Some(train) => {
+            let spec = adept_data::text2text::Text2TextSpec {
+                format: None,
+                source_field: a.source_field.clone(),
+                target_field: a.target_field.clone(),
+            };
+            Seq2SeqTask::custom(train, a.data.validation_file.as_deref(), &spec, seed)?
+        }
+        None => {
+            let name = a.data.task.clone().unwrap_or_else(|| m.task.clone());
+            let kind = adept_data::TaskKind::parse(&name).with_context(|| {
+                format!(
+                    "the run in {} was trained on {:?} (source template {:?}); for a custom data \
+                     run pass --train-file (and --validation-file, --source-field, \
+                     --target-field) as in training",
+                    dir.display(),
+                    m.task,
+                    m.template
+                )
+            })?;
+            Seq2SeqTask::builtin(kind, &data_dir(&a.data)?, a.data.splits, seed)?
+        }
+    };
+    let mut examples = task.validation.clone();
+    if let Some(n) = a.data.eval_limit {
+        examples.truncate(n);
+    }
+    let started = std::time::Instant::now();
+    let (generated, scores) =
+        evaluate_seq2seq(&model, &enc, &task, &examples, &m.options, a.batch_size)?;
+    if let Some(p) = &a.predictions {
+        let mut text = String::new();
+        for (i, (ex, out)) in examples.iter().zip(&generated).enumerate() {
+            text.push_str(&serde_json::to_string(&serde_json::json!({
+                "index": i, "source": ex.source, "target": ex.target, "output": out
+            }))?);
+            text.push('\n');
+        }
+        adept_bundle::write_atomic(p, text.as_bytes())?;
+    }
+    println!(
+        "{}",
+        serde_json::json!({"adapter": dir.display().to_string(), "task": task.name,
+            "task_kind": "seq2seq", "split": "validation", "examples": examples.len(),
+            "metrics": scores.metrics, "primary": scores.primary,
+            "seconds": started.elapsed().as_secs_f64()})
+    );
+    Ok(())
+}
+
 /// Whether `bundle/adept.json` describes a T5 (encoder–decoder) bundle.
 fn is_seq2seq_bundle(bundle: &Path) -> bool {
-    std::fs::read(bundle.join(adept_bundle::MANIFEST_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .is_some_and(|m| m["task_kind"] == "seq2seq")
+    adept_bundle::Seq2SeqManifest::is_seq2seq_bundle(bundle)
 }
 
 /// `adept infer` on a T5 bundle: each input text (`--text`, or `--input` with one text per line,
@@ -558,8 +615,12 @@ fn eval(a: &EvalArgs) -> Result<()> {
             .as_deref()
             .context("--adapter or --bundle is required")?,
     )?;
-    if adept_train::run::run_task_kind(&dir)? == adept_train::run::CAUSAL_LM_TASK_KIND {
+    let kind = adept_train::run::run_task_kind(&dir)?;
+    if kind == adept_train::run::CAUSAL_LM_TASK_KIND {
         return crate::lm_commands::eval(a, &dir, &dev);
+    }
+    if kind == "seq2seq" {
+        return eval_seq2seq_run(a, &dir, &dev);
     }
     let (model, enc, manifest) = adept_train::load_trained(&dir, a.model.as_deref(), &dev)?;
     let mut data = a.data.clone();

@@ -415,6 +415,44 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("exact_match"), "{metrics}");
 
+    // `adept eval --run` (candle) reproduces the best validation score: the same held-out 10%
+    // of the custom file (the run's seed), decoded as validation decodes. Without the data
+    // files the custom run cannot be scored, and the error says what to pass.
+    let preds = tmp.path().join("preds.jsonl");
+    let stdout = run_ok(
+        adept()
+            .args(["eval", "--run"])
+            .arg(&run)
+            .arg("--train-file")
+            .arg(&train)
+            .arg("--predictions")
+            .arg(&preds),
+    );
+    let e = last_json(&stdout);
+    assert_eq!(e["task_kind"], "seq2seq", "{e}");
+    assert_eq!(e["examples"], 3, "{e}");
+    let best = summary["best_metric"].as_f64().unwrap();
+    assert!(
+        (e["primary"].as_f64().unwrap() - best).abs() < 1e-9,
+        "eval {e} vs best {best}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines
+        .iter()
+        .all(|l| l["output"].is_string() && l["target"].is_string()));
+    let out = adept().args(["eval", "--run"]).arg(&run).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("copy") && err.contains("--train-file"),
+        "{err}"
+    );
+
     // export → encoder + cached decoder, and `adept generate` on it (beam search through ONNX
     // Runtime; token-level parity with candle is tested in adept-e2e/tests/t5_onnx.rs).
     let bundle = tmp.path().join("bundle");

@@ -14,7 +14,7 @@
 //!                             present.{i}.decoder.key|value [b, h, past + t, d_kv],
 //!                             present.{i}.encoder.key|value [b, h, S, d_kv]
 //! out/tokenizer.json       copied
-//! out/adept.json           the manifest ([`Seq2SeqManifest`])
+//! out/adept.json           the manifest ([`Seq2SeqManifest`], typed in adept-bundle)
 //! ```
 //!
 //! The adapter acts on the encoder's input only: the encoder graph gathers token rows from the
@@ -41,17 +41,12 @@ use adept_adapters::{Adapter, GraphOffset};
 use adept_backbones::onnx::values;
 use adept_backbones::t5::onnx::{emit_decoder, emit_encoder, T5DecoderInputs};
 use adept_backbones::{Seq2SeqLm, T5Model};
-use adept_bundle::{FileEntry, FoldMode, WeightDtype, FORMAT, FORMAT_VERSION, TOKENIZER_FILE};
+use adept_bundle::{FoldMode, WeightDtype, FORMAT, FORMAT_VERSION, TOKENIZER_FILE};
 use adept_onnx::{DataType, Dim, ModelBuilder, MS_DOMAIN};
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::Path;
 
-/// File of the encoder graph (optimum's name).
-pub const ENCODER_FILE: &str = "encoder_model.onnx";
-/// File of the decoder graph (optimum's name; one graph for all steps).
-pub const DECODER_FILE: &str = "decoder_model.onnx";
+pub use adept_bundle::seq2seq_manifest::{GraphEntry, Seq2SeqManifest, DECODER_FILE, ENCODER_FILE};
 /// Encoder graph inputs.
 pub const INPUT_IDS: &str = "input_ids";
 pub const ATTENTION_MASK: &str = "attention_mask";
@@ -262,53 +257,6 @@ impl Default for Seq2SeqExportOptions {
     }
 }
 
-/// One graph of the bundle in the manifest.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct GraphEntry {
-    pub file: String,
-    pub inputs: Vec<String>,
-    pub outputs: Vec<String>,
-}
-
-/// The manifest of a seq2seq bundle (`adept.json`): a local stand-in for a typed seq2seq
-/// section of `adept_bundle::BundleManifest`. Keys:
-/// `format`, `format_version`, `adept_version`, `model_family` (`t5`), `model_type` (`t5`,
-/// `mt5`), `task_kind` (`seq2seq`), `method` (`adept`, `pt`, `dept`, …), `fold`, `dtype`,
-/// `opset`, `hidden_size`, `num_encoder_layers`, `num_decoder_layers`, `num_heads`, `d_kv`,
-/// `vocab_size`, `prompt_len`, `tied_embeddings`, `decoder_start_token_id`, `eos_token_id`,
-/// `pad_token_id`, `max_sequence_len` (encoder input, prompt included), `encoder` /
-/// `decoder` ([`GraphEntry`]: file, input and output names), `tokenizer`, `files` (sha256 and
-/// size of both graphs and the tokenizer).
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct Seq2SeqManifest {
-    pub format: String,
-    pub format_version: u32,
-    pub adept_version: String,
-    pub model_family: String,
-    pub model_type: String,
-    pub task_kind: String,
-    pub method: String,
-    pub fold: FoldMode,
-    pub dtype: WeightDtype,
-    pub opset: i64,
-    pub hidden_size: usize,
-    pub num_encoder_layers: usize,
-    pub num_decoder_layers: usize,
-    pub num_heads: usize,
-    pub d_kv: usize,
-    pub vocab_size: usize,
-    pub prompt_len: usize,
-    pub tied_embeddings: bool,
-    pub decoder_start_token_id: u32,
-    pub eos_token_id: u32,
-    pub pad_token_id: u32,
-    pub max_sequence_len: usize,
-    pub encoder: GraphEntry,
-    pub decoder: GraphEntry,
-    pub tokenizer: String,
-    pub files: BTreeMap<String, FileEntry>,
-}
-
 /// What [`export_seq2seq`] produced.
 #[derive(Clone, Debug)]
 pub struct Seq2SeqExportReport {
@@ -381,8 +329,8 @@ pub fn export_seq2seq(
         adept_version: env!("CARGO_PKG_VERSION").into(),
         model_family: backbone.family().into(),
         model_type: backbone.model_type().into(),
-        task_kind: "seq2seq".into(),
-        method: method.to_string(),
+        task_kind: adept_bundle::seq2seq_manifest::SEQ2SEQ_TASK_KIND.into(),
+        method: method.to_string().parse()?,
         fold,
         dtype: opts.dtype,
         opset: opts.opset,
@@ -411,8 +359,7 @@ pub fn export_seq2seq(
         tokenizer: TOKENIZER_FILE.into(),
         files,
     };
-    let json = serde_json::to_vec_pretty(&manifest)?;
-    adept_bundle::write_atomic(&staging.dir.join(adept_bundle::MANIFEST_FILE), &json)?;
+    manifest.write(&staging.dir)?;
     let bytes = manifest.files.values().map(|f| f.bytes).sum();
     staging.commit(out_dir, opts.overwrite)?;
     Ok(Seq2SeqExportReport {

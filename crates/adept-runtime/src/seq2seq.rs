@@ -5,7 +5,7 @@
 //! `encoder_attention_mask`: the soft prompt is prepended inside the graph),
 //! `decoder_model.onnx` (`input_ids`, `encoder_attention_mask`, `encoder_hidden_states`,
 //! `past_key_values.{i}.decoder|encoder.key|value` → `logits`, `present.*`), `tokenizer.json`
-//! and `adept.json` (read here through [`Seq2SeqInfo`], the keys the runtime needs).
+//! and `adept.json` (the typed [`adept_bundle::Seq2SeqManifest`], validated when opened).
 //!
 //! The first decoder step gets empty pasts (`[n, heads, 0, d_kv]`) and the graph computes the
 //! cross-attention keys/values from the encoder output; later steps feed both presents back.
@@ -29,42 +29,11 @@ use adept_bundle::tokenizers::Tokenizer;
 use anyhow::{bail, ensure, Context, Result};
 use ort::session::Session;
 use ort::value::{DynTensor, Tensor as OrtTensor};
-use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// What the runtime reads of a seq2seq bundle's `adept.json` (written by
-/// `adept_export::seq2seq::Seq2SeqManifest`; other keys are ignored).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct Seq2SeqInfo {
-    pub task_kind: String,
-    pub model_family: String,
-    pub method: String,
-    pub num_decoder_layers: usize,
-    pub num_heads: usize,
-    pub d_kv: usize,
-    pub hidden_size: usize,
-    pub vocab_size: usize,
-    pub prompt_len: usize,
-    pub decoder_start_token_id: u32,
-    pub eos_token_id: u32,
-    pub pad_token_id: u32,
-    pub max_sequence_len: usize,
-    pub encoder: GraphFile,
-    pub decoder: GraphFile,
-    pub tokenizer: String,
-    pub files: BTreeMap<String, FileSum>,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct GraphFile {
-    pub file: String,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct FileSum {
-    pub sha256: String,
-}
+/// A seq2seq bundle's `adept.json`: [`adept_bundle::Seq2SeqManifest`] (typed and validated
+/// there, written by `adept_export::seq2seq`).
+pub type Seq2SeqInfo = adept_bundle::Seq2SeqManifest;
 
 /// How the decoder runs each step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -166,35 +135,11 @@ pub struct Seq2SeqBundle {
 }
 
 impl Seq2SeqBundle {
-    /// Opens the bundle at `dir`: reads `adept.json`, checks it is a seq2seq bundle and the
-    /// files' sha256, loads the tokenizer and creates both sessions with `cfg`.
+    /// Opens the bundle at `dir`: reads and validates `adept.json` (errors name the file and
+    /// the field), checks the files' sha256, loads the tokenizer and creates both sessions with `cfg`.
     pub fn open(dir: &Path, rt: &OrtRuntime, cfg: &SessionConfig) -> Result<Self> {
-        let mpath = dir.join(adept_bundle::MANIFEST_FILE);
-        let text = std::fs::read_to_string(&mpath).with_context(|| {
-            format!(
-                "cannot read {} (is {} a bundle written by `adept export`?)",
-                mpath.display(),
-                dir.display()
-            )
-        })?;
-        let info: Seq2SeqInfo = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a seq2seq bundle manifest", mpath.display()))?;
-        ensure!(
-            info.task_kind == "seq2seq",
-            "{} has task_kind {:?}, not \"seq2seq\": open it with adept_runtime::Bundle",
-            mpath.display(),
-            info.task_kind
-        );
-        for (file, sum) in &info.files {
-            let got = adept_bundle::sha256_file(&dir.join(file))?;
-            ensure!(
-                got == sum.sha256,
-                "{} does not match the sha256 in {} (the bundle was modified or truncated; \
-                 export it again)",
-                dir.join(file).display(),
-                mpath.display()
-            );
-        }
+        let info = Seq2SeqInfo::read(dir)?;
+        info.verify_files(dir)?;
         let tok_path = dir.join(&info.tokenizer);
         let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| {
             anyhow::anyhow!("cannot load the tokenizer {}: {e}", tok_path.display())

@@ -776,3 +776,71 @@ pub fn read_seq2seq_manifest(adapter_dir: &Path) -> Result<Seq2SeqManifest> {
     }
     Ok(m)
 }
+
+/// A trained text-to-text run's `best/` (or the run folder's, via `adapter_dir`) on its frozen
+/// model: the model folder recorded in `run.json` or `model_dir`, refused when its
+/// `model.safetensors` is not the one the run was trained on (checksum); the encoder rebuilt
+/// with the run's source length, over-length rule and target length.
+pub fn load_trained_seq2seq(
+    adapter_dir: &Path,
+    model_dir: Option<&Path>,
+    device: &Device,
+) -> Result<(Seq2SeqModel, Seq2SeqEncoder, Seq2SeqManifest)> {
+    let manifest = read_seq2seq_manifest(adapter_dir)?;
+    let model_dir = model_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from(&manifest.model_dir));
+    let weights = model_dir.join("model.safetensors");
+    let sha = adept_bundle::sha256_file(&weights)?;
+    if sha != manifest.model_sha256 {
+        bail!(
+            "{} is not the model this adapter was trained on (checksum {}, expected {}); pass \
+             --model with the right folder",
+            weights.display(),
+            &sha[..sha.len().min(12)],
+            &manifest.model_sha256[..manifest.model_sha256.len().min(12)]
+        );
+    }
+    let backbone = adept_backbones::load_seq2seq(&model_dir, device)?;
+    let adapter = Adapter::load(adapter_dir, device)?;
+    if adapter.config.token_dim != backbone.hidden_size() {
+        bail!(
+            "adapter width {} in {} does not match the model's {} ({})",
+            adapter.config.token_dim,
+            adapter_dir.display(),
+            backbone.hidden_size(),
+            model_dir.display()
+        );
+    }
+    let tokenizer = load_tokenizer(&model_dir.join("tokenizer.json"))?;
+    let enc = seq2seq_encoder(
+        tokenizer,
+        backbone.as_ref(),
+        &manifest.train_config,
+        &manifest.options,
+    )?;
+    Ok((Seq2SeqModel { backbone, adapter }, enc, manifest))
+}
+
+/// Generated strings for `examples` (sources encoded by `enc`, cut as in training; greedy or
+/// `opts.num_beams` beams, at most `opts.max_target_len` tokens) in batches of `batch_size`,
+/// and their scores under `task`'s metrics: what validation computes during training.
+pub fn evaluate_seq2seq(
+    model: &Seq2SeqModel,
+    enc: &Seq2SeqEncoder,
+    task: &Seq2SeqTask,
+    examples: &[Text2TextExample],
+    opts: &Seq2SeqOptions,
+    batch_size: usize,
+) -> Result<(Vec<String>, Scores)> {
+    if examples.is_empty() {
+        bail!("task {} has no examples to evaluate", task.name);
+    }
+    let mut sources = Vec::with_capacity(examples.len());
+    for ex in examples {
+        sources.push(enc.source(&ex.source, &ex.origin)?.0);
+    }
+    let generated = generate_texts(model, enc, &sources, batch_size, opts)?;
+    let scores = task.score(&generated, examples)?;
+    Ok((generated, scores))
+}

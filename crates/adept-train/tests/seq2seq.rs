@@ -479,10 +479,14 @@ fn peak_rss_mb() -> Option<f64> {
 
 /// Timing of one ADePT training step (forward + backward + AdamW) on a T5-base-sized model with
 /// random weights (d_model 768, 12 + 12 layers, 12 heads, d_ff 3072, vocab 32128, relu), batch 8,
-/// source 64 tokens, target 4, l = 60, r = 19; the counterpart of
-/// `tests/reference/pytorch_t5_step.py`. Prints one JSON line. Run alone:
-/// `cargo test -p adept-train --test seq2seq t5_base_step_timing -- --ignored --nocapture`
-/// (`ADEPT_BENCH_STEPS`, default 3, after one warm-up step).
+/// source 64 tokens, target 4, l = 60, r = 19, side by side with the same step in PyTorch
+/// (`tests/reference/pytorch_t5_step.py`, run by `ADEPT_PYTHON` when set). Two candle variants
+/// run interleaved step by step: `fused` (the fused T5 ops, the default) and `composite`
+/// (composite candle ops, the reference). Rounds (`ADEPT_BENCH_ROUNDS`, default 1)
+/// alternate the candle steps and the PyTorch process. Prints JSON lines and the ratio. Run alone,
+/// in release:
+/// `ADEPT_PYTHON=python cargo test --release -p adept-train --test seq2seq t5_base_step_timing
+/// -- --ignored --nocapture` (`ADEPT_BENCH_STEPS`, default 3, after one warm-up step).
 #[test]
 #[ignore = "benchmark: a T5-base-sized model, about 1 GB and seconds per step"]
 fn t5_base_step_timing() -> anyhow::Result<()> {
@@ -534,25 +538,20 @@ fn t5_base_step_timing() -> anyhow::Result<()> {
         }
         put(format!("{stack}.final_layer_norm.weight"), &[d], 0.0);
     }
-    let t5 = T5Model::from_weights(config, Weights::from_tensors("random-t5-base".into(), w))?;
+    let mut t5 = T5Model::from_weights(config, Weights::from_tensors("random-t5-base".into(), w))?;
     let mut cfg = AdapterConfig::new(MethodKind::Adept, d, 60, 19);
     cfg.max_length = 256;
     cfg.dropout = 0.1;
     let adapter = Adapter::init(cfg, &t5.shared, 0)?;
-    let m = Seq2SeqModel {
+    let fused = Seq2SeqModel {
+        backbone: Box::new(t5.clone()),
+        adapter: adapter.clone(),
+    };
+    t5.set_fused_layers(false);
+    let composite = Seq2SeqModel {
         backbone: Box::new(t5),
         adapter,
     };
-    let mut opt = AdamW::new(AdamWParams::default());
-    let (mut prompt, mut offsets) = (Vec::new(), Vec::new());
-    for (n, role, var) in m.adapter.vars() {
-        match role {
-            adept_adapters::TensorRole::Prompt => prompt.push((n, var)),
-            _ => offsets.push((n, var)),
-        }
-    }
-    opt.add_group("prompt", 0.3, prompt)?;
-    opt.add_group("offsets", 1e-4, offsets)?;
     let mut rng = StdRng::seed_from_u64(0);
     let mut row = |n: usize| -> Vec<u32> {
         let mut r: Vec<u32> = (0..n - 1).map(|_| rng.random_range(2..v as u32)).collect();
@@ -564,32 +563,119 @@ fn t5_base_step_timing() -> anyhow::Result<()> {
     let s: Vec<&[u32]> = src.iter().map(Vec::as_slice).collect();
     let t: Vec<&[u32]> = tgt.iter().map(Vec::as_slice).collect();
     let b = Seq2SeqBatch::collate(&s, &t, 0, &dev)?;
-    let steps: usize = std::env::var("ADEPT_BENCH_STEPS")
-        .ok()
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(3);
-    let mut times = Vec::new();
-    for step in 0..=steps {
+    let env = |k: &str, default: usize| -> usize {
+        std::env::var(k)
+            .ok()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(default)
+    };
+    let (steps, rounds) = (env("ADEPT_BENCH_STEPS", 3), env("ADEPT_BENCH_ROUNDS", 1));
+    let python = std::env::var("ADEPT_PYTHON").ok();
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference/pytorch_t5_step.py");
+    // One step, timed in three parts: forward (loss), backward, AdamW.
+    let step = |m: &Seq2SeqModel, opt: &mut AdamW, seed: u64| -> anyhow::Result<[f64; 3]> {
         let t0 = std::time::Instant::now();
-        let mut drng = StdRng::seed_from_u64(step as u64);
+        let mut drng = StdRng::seed_from_u64(seed);
         let loss = m.loss(&b, Some(&mut drng))?;
         let value = loss.to_scalar::<f32>()?;
         assert!(value.is_finite(), "loss {value}");
+        let t1 = std::time::Instant::now();
         let grads = loss.backward()?;
+        let t2 = std::time::Instant::now();
         opt.step(&grads, 1.0)?;
         drop(grads);
-        let dt = t0.elapsed().as_secs_f64();
-        if step > 0 {
-            times.push(dt);
+        let t3 = std::time::Instant::now();
+        Ok([t1 - t0, t2 - t1, t3 - t2].map(|d| d.as_secs_f64()))
+    };
+    let optimizer = |m: &Seq2SeqModel| -> anyhow::Result<AdamW> {
+        let mut opt = AdamW::new(AdamWParams::default());
+        let (mut prompt, mut offsets) = (Vec::new(), Vec::new());
+        for (n, role, var) in m.adapter.vars() {
+            match role {
+                adept_adapters::TensorRole::Prompt => prompt.push((n, var)),
+                _ => offsets.push((n, var)),
+            }
+        }
+        opt.add_group("prompt", 0.3, prompt)?;
+        opt.add_group("offsets", 1e-4, offsets)?;
+        Ok(opt)
+    };
+    let variants: [(&str, &Seq2SeqModel); 2] = [("fused", &fused), ("composite", &composite)];
+    let mut opts = [optimizer(&fused)?, optimizer(&composite)?];
+    let mut times: Vec<Vec<[f64; 3]>> = vec![Vec::new(); 2];
+    let mut torch_steps = Vec::new();
+    let mut torch_rss = None;
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    for round in 0..rounds {
+        for i in 0..=steps {
+            for (k, (_, m)) in variants.iter().enumerate() {
+                let parts = step(m, &mut opts[k], (round * 100 + i) as u64)?;
+                // The first step of the first round warms up.
+                if round > 0 || i > 0 {
+                    times[k].push(parts);
+                }
+            }
+        }
+        if let Some(py) = &python {
+            let out = std::process::Command::new(py)
+                .arg(&script)
+                .args(["--steps", &steps.to_string(), "--threads"])
+                .arg(candle_core::utils::get_num_threads().to_string())
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{} failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text
+                .lines()
+                .rev()
+                .find(|l| l.starts_with('{'))
+                .ok_or_else(|| anyhow::anyhow!("no JSON line from {}: {text}", script.display()))?;
+            println!("{line}");
+            let j: serde_json::Value = serde_json::from_str(line)?;
+            for x in j["step_s"].as_array().into_iter().flatten() {
+                torch_steps.extend(x.as_f64());
+            }
+            torch_rss = j["peak_rss_mb"].as_f64().or(torch_rss);
         }
     }
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    println!(
-        "{}",
-        serde_json::json!({"impl": "candle", "step_s": times, "step_s_median": sorted[sorted.len() / 2],
-            "peak_rss_mb": peak_rss_mb(), "steps": steps,
-            "threads": std::env::var("RAYON_NUM_THREADS").ok()})
-    );
+    let mut medians = Vec::new();
+    for (k, (name, _)) in variants.iter().enumerate() {
+        let total: Vec<f64> = times[k].iter().map(|p| p.iter().sum()).collect();
+        let part = |j: usize| median(times[k].iter().map(|p| p[j]).collect());
+        let m = median(total.clone());
+        medians.push(m);
+        println!(
+            "{}",
+            serde_json::json!({"impl": format!("candle-{name}"), "step_s": total, "step_s_median": m,
+                "forward_s_median": part(0), "backward_s_median": part(1), "adamw_s_median": part(2),
+                "peak_rss_mb": peak_rss_mb(), "steps": times[k].len(),
+                "threads": candle_core::utils::get_num_threads()})
+        );
+    }
+    if !torch_steps.is_empty() {
+        let tm = median(torch_steps);
+        println!(
+            "pytorch median {tm:.2} s (peak RSS {:?} MB); candle fused {:.2} s = {:.2}× PyTorch; \
+             composite {:.2} s = {:.2}×",
+            torch_rss,
+            medians[0],
+            medians[0] / tm,
+            medians[1],
+            medians[1] / tm
+        );
+    }
     Ok(())
 }

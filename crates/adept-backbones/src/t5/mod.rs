@@ -20,16 +20,22 @@
 //! - LM head: tied (`tie_word_embeddings`, the default) → `(h · d^-0.5) · sharedᵀ`; untied →
 //!   `h · lm_headᵀ` without scaling.
 //!
-//! All weights are plain tensors; linear layers are [`FrozenLinear`] (activation gradients only),
-//! norms and softmax are composite ops with backward passes, so gradients reach the encoder's
-//! input embeddings. [`generate`] holds greedy and beam search over the [`Seq2SeqCache`].
+//! All weights are plain tensors; linear layers, the LM head included, are [`FrozenLinear`]
+//! (activation gradients only: no gradient is ever computed for a frozen matrix, the shared
+//! table included). RMS norm, the attention softmax with its position and padding biases, and the
+//! FFN activation (ReLU, gated GELU) run as the fused CPU ops of [`fused`], each with an
+//! input-only backward; the composite candle ops stay as the reference
+//! ([`T5Model::set_fused_layers`]`(false)`) and as the path off the CPU. Gradients reach the
+//! encoder's input embeddings. [`generate`] holds greedy and beam search over the
+//! [`Seq2SeqCache`].
 
+pub mod fused;
 pub mod generate;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 
 use crate::{Backbone, Seq2SeqCache, Seq2SeqCacheShape, Seq2SeqLm, Weights};
-use adept_nn::{attention_probs, FrozenLinear};
+use adept_nn::FrozenLinear;
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -319,11 +325,24 @@ pub enum T5FeedForward {
 }
 
 impl T5FeedForward {
-    fn forward(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+    /// `x [.., d]` → `[.., d]`; `fused` picks the fused activation ops where one exists.
+    fn forward(&self, x: &Tensor, act: Activation, fused: bool) -> Result<Tensor> {
         match self {
-            Self::Plain { wi, wo } => wo.forward(&act.apply(&wi.forward(x)?)?),
+            Self::Plain { wi, wo } => {
+                let h = wi.forward(x)?;
+                let h = match act {
+                    Activation::Relu if fused => fused::relu(&h)?,
+                    _ => act.apply(&h)?,
+                };
+                wo.forward(&h)
+            }
             Self::Gated { wi_0, wi_1, wo } => {
-                let h = act.apply(&wi_0.forward(x)?)?.mul(&wi_1.forward(x)?)?;
+                let h = match act {
+                    Activation::GeluTanh if fused => {
+                        fused::gated_gelu(&wi_0.forward(x)?, &wi_1.forward(x)?)?
+                    }
+                    _ => act.apply(&wi_0.forward(x)?)?.mul(&wi_1.forward(x)?)?,
+                };
                 wo.forward(&h)
             }
         }
@@ -362,6 +381,12 @@ pub struct T5Model {
     pub decoder: Vec<T5DecoderBlock>,
     pub decoder_final_norm: Tensor,
     ff_kind: FeedForwardKind,
+    /// The LM head as a frozen linear layer over `lm_head` or `shared` (input-only backward:
+    /// no gradient is computed for the frozen table).
+    head: FrozenLinear,
+    /// RMS norm, attention softmax and the FFN activation as the fused ops of [`fused`] (the
+    /// default) or as composite candle ops (the reference).
+    fused: bool,
 }
 
 fn linear(w: &Weights, name: &str, out_f: usize, in_f: usize) -> anyhow::Result<FrozenLinear> {
@@ -487,6 +512,7 @@ impl T5Model {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let head = FrozenLinear::new(lm_head.clone().unwrap_or_else(|| shared.clone()), None)?;
         Ok(Self {
             encoder_final_norm: w.get("encoder.final_layer_norm.weight", &[d])?,
             decoder_final_norm: w.get("decoder.final_layer_norm.weight", &[d])?,
@@ -496,6 +522,8 @@ impl T5Model {
             encoder,
             decoder,
             ff_kind,
+            head,
+            fused: true,
         })
     }
 
@@ -507,8 +535,25 @@ impl T5Model {
         self.ff_kind
     }
 
+    /// Chooses how RMS norm, the attention softmax (with the position and padding biases) and
+    /// the feed-forward activation run: as the fused ops of [`fused`] with input-only backward
+    /// passes (`true`, the default; CPU f32, elsewhere they fall back to composite ops) or as
+    /// composite candle ops (`false`, the reference). Both compute the same values.
+    pub fn set_fused_layers(&mut self, on: bool) {
+        self.fused = on;
+    }
+
+    /// Whether the fused ops are on (see [`Self::set_fused_layers`]).
+    pub fn fused_layers(&self) -> bool {
+        self.fused
+    }
+
     fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        rms_norm(x, w, self.config.layer_norm_epsilon)
+        if self.fused {
+            fused::rms_norm(x, w, self.config.layer_norm_epsilon)
+        } else {
+            rms_norm(x, &w.detach(), self.config.layer_norm_epsilon)
+        }
     }
 
     /// Relative position bias `[1, heads, q, k]` for queries at positions `q_from..q_from + q`
@@ -566,11 +611,12 @@ impl T5Model {
         pad: &Tensor,
     ) -> Result<Tensor> {
         let (b, h, lq, dk) = q.dims4()?;
-        let mut scores = q.matmul(&k.t()?.contiguous()?)?;
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(bias)?;
-        }
-        let probs = attention_probs(&scores, pad, 1.0)?;
+        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let probs = if self.fused {
+            fused::attention_probs(&scores, bias, pad)?
+        } else {
+            fused::attention_probs_composite(&scores, bias, pad)?
+        };
         let ctx = probs
             .matmul(v)?
             .transpose(1, 2)?
@@ -616,7 +662,7 @@ impl T5Model {
             let v = split_heads(&a.v.forward(&n)?, h, dk)?;
             x = (x + self.attend(a, &q, &k, &v, pos.as_ref(), &pad)?)?;
             let n = self.norm(&x, &blk.ff_norm)?;
-            x = (&x + blk.ff.forward(&n, self.ff_kind.activation)?)?;
+            x = (&x + blk.ff.forward(&n, self.ff_kind.activation, self.fused)?)?;
         }
         self.norm(&x, &self.encoder_final_norm)
     }
@@ -715,7 +761,7 @@ impl T5Model {
             x = (x + self.attend(a, &q, ck, cv, None, &enc_pad)?)?;
 
             let n = self.norm(&x, &blk.ff_norm)?;
-            x = (&x + blk.ff.forward(&n, self.ff_kind.activation)?)?;
+            x = (&x + blk.ff.forward(&n, self.ff_kind.activation, self.fused)?)?;
         }
         if let Some(c) = cache {
             c.self_attn = new_self;
@@ -726,22 +772,11 @@ impl T5Model {
     /// Logits `[.., vocab]` of decoder hidden states `[.., d]`: tied → `(h · d^-0.5) · sharedᵀ`,
     /// untied → `h · lm_headᵀ`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let (table, hidden) = match &self.lm_head {
-            Some(t) => (t, hidden.clone()),
-            None => (
-                &self.shared,
-                (hidden * (self.config.d_model as f64).powf(-0.5))?,
-            ),
+        let hidden = match &self.lm_head {
+            Some(_) => hidden.clone(),
+            None => (hidden * (self.config.d_model as f64).powf(-0.5))?,
         };
-        let dims = hidden.dims().to_vec();
-        let d = self.config.d_model;
-        let rows = hidden.elem_count() / d;
-        let out = hidden.reshape((rows, d))?.matmul(&table.t()?)?;
-        let mut out_dims = dims;
-        *out_dims
-            .last_mut()
-            .expect("hidden states have a last dimension") = table.dims()[0];
-        out.reshape(out_dims)
+        self.head.forward(&hidden)
     }
 }
 
