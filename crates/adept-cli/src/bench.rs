@@ -375,7 +375,12 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
 
     // Length buckets at batch 32: the whole dev set in sorted batches vs batches in input order.
     let bucketing = match find("adept-folded") {
-        Some(i) => Some(bucketing_ratio(&variants[i].1, &opts, &texts, a.iters.max(3))?),
+        Some(i) => Some(bucketing_ratio(
+            &variants[i].1,
+            &opts,
+            &texts,
+            a.iters.max(3),
+        )?),
         None => None,
     };
 
@@ -414,7 +419,11 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         }
     };
     let f = find("adept-folded");
-    show(&format!("ADePT folded / frozen+{l}-prompt floor:"), f, floor);
+    show(
+        &format!("ADePT folded / frozen+{l}-prompt floor:"),
+        f,
+        floor,
+    );
     show("ADePT folded / PT-100:", f, find("pt100"));
     show("ADePT folded / unfolded:", f, find("adept-unfolded"));
     show("ADePT folded int8 / f32:", find("adept-folded-int8"), f);
@@ -546,7 +555,10 @@ fn python_route(
             .map(|(_, d)| d.clone())
             .with_context(|| format!("no {name} bundle"))
     };
-    let wrap = |model: &std::path::Path, template: &std::path::Path, name: &str| -> Result<std::path::PathBuf> {
+    let wrap = |model: &std::path::Path,
+                template: &std::path::Path,
+                name: &str|
+     -> Result<std::path::PathBuf> {
         let dir = root.join(name.replace([' ', '+', '.'], "_"));
         std::fs::create_dir_all(&dir)?;
         std::fs::rename(model, dir.join(MODEL_FILE))?;
@@ -561,7 +573,11 @@ fn python_route(
     let mut t = folded.head.tensors();
     t.insert(
         "prompt_embeddings".into(),
-        folded.adapter.prompt().context("the model has no prompt")?.clone(),
+        folded
+            .adapter
+            .prompt()
+            .context("the model has no prompt")?
+            .clone(),
     );
     candle_core::safetensors::save(&t, &params)?;
     let (f32_path, int8_path) = (root.join("torch-f32.onnx"), root.join("torch-int8.onnx"));
@@ -581,8 +597,14 @@ fn python_route(
     let v = result_line_key(&script, &out, "\"out\"")?;
     eprintln!("torch.onnx.export: {v}");
     let mut extra = vec![
-        (PY_TORCH_F32.to_string(), wrap(&f32_path, &prompt_dir, PY_TORCH_F32)?),
-        (PY_TORCH_INT8.to_string(), wrap(&int8_path, &prompt_dir, PY_TORCH_INT8)?),
+        (
+            PY_TORCH_F32.to_string(),
+            wrap(&f32_path, &prompt_dir, PY_TORCH_F32)?,
+        ),
+        (
+            PY_TORCH_INT8.to_string(),
+            wrap(&int8_path, &prompt_dir, PY_TORCH_INT8)?,
+        ),
     ];
     // Same function: adept's prompt bundle and the torch export must agree.
     let a = adept_runtime::Bundle::open(&prompt_dir)?;
@@ -623,7 +645,10 @@ fn python_route(
         .output()
         .with_context(|| format!("cannot run {python}"))?;
     result_line_key(&script, &out, "\"out\"")?;
-    extra.push((PY_ADEPT_INT8.to_string(), wrap(&q_path, &folded_dir, PY_ADEPT_INT8)?));
+    extra.push((
+        PY_ADEPT_INT8.to_string(),
+        wrap(&q_path, &folded_dir, PY_ADEPT_INT8)?,
+    ));
     Ok(extra)
 }
 

@@ -270,6 +270,9 @@ fn int8_bundles_pass_the_checker_and_fuse() {
             "{name}: float products"
         );
         assert_eq!(count(opt, "com.microsoft:MultiHeadAttention"), layers);
-        assert_eq!(count(opt, "com.microsoft:SkipLayerNormalization"), 2 * layers);
+        assert_eq!(
+            count(opt, "com.microsoft:SkipLayerNormalization"),
+            2 * layers
+        );
     }
 }

@@ -658,14 +658,20 @@ fn quantized_linear_stays_within_its_bound_and_fuses() {
         ops.iter().filter(|o| o.op_type() == op).count()
     };
     let nodes = model.graph().nodes().to_vec();
-    assert_eq!(count(&nodes, "DynamicQuantizeLinear"), 1, "x is quantized once");
+    assert_eq!(
+        count(&nodes, "DynamicQuantizeLinear"),
+        1,
+        "x is quantized once"
+    );
     assert_eq!(count(&nodes, "MatMulInteger"), 2);
     assert_eq!(count(&nodes, "MatMul"), 1, "the [80 → 2] head stays float");
 
     let inputs = json!({ "x": tensor_json("float32", &[batch, seq, d], &x) });
     let report = check_and_run(test, &model, inputs);
     let xd: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
-    let (lo, hi) = x.iter().fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+    let (lo, hi) = x
+        .iter()
+        .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
     let s_x = f64::from(hi - lo) / 255.0;
     for (name, w, b) in [("q", &wq, bq.clone()), ("k", &wk, vec![0.0; out])] {
         let (_, got) = output(&report, name);
@@ -679,11 +685,16 @@ fn quantized_linear_stays_within_its_bound_and_fuses() {
                 let bound: f64 = row
                     .iter()
                     .zip(wrow)
-                    .map(|(xi, wi)| xi.abs() * s_w / 2.0 + f64::from(wi.abs()) * s_x / 2.0 + s_x * s_w / 4.0)
+                    .map(|(xi, wi)| {
+                        xi.abs() * s_w / 2.0 + f64::from(wi.abs()) * s_x / 2.0 + s_x * s_w / 4.0
+                    })
                     .sum::<f64>()
                     + 1e-5;
                 let err = (got[r * out + o] - want[r * out + o]).abs();
-                assert!(err <= bound, "{name}[{r}, {o}]: error {err:e} over the bound {bound:e}");
+                assert!(
+                    err <= bound,
+                    "{name}[{r}, {o}]: error {err:e} over the bound {bound:e}"
+                );
                 worst = worst.max(err / bound);
             }
         }
@@ -692,11 +703,15 @@ fn quantized_linear_stays_within_its_bound_and_fuses() {
     // ONNX Runtime turns the pattern into its fused int8 kernels.
     let optimized = strings(&report["optimized_ops"]);
     eprintln!("{test}: optimized: {optimized:?}");
-    assert!(!optimized.iter().any(|o| o == ":MatMulInteger"), "{optimized:?}");
+    assert!(
+        !optimized.iter().any(|o| o == ":MatMulInteger"),
+        "{optimized:?}"
+    );
     assert!(
         optimized
             .iter()
-            .any(|o| o == "com.microsoft:MatMulIntegerToFloat" || o == "com.microsoft:DynamicQuantizeMatMul"),
+            .any(|o| o == "com.microsoft:MatMulIntegerToFloat"
+                || o == "com.microsoft:DynamicQuantizeMatMul"),
         "{optimized:?}"
     );
 }
@@ -714,11 +729,17 @@ fn per_channel_quantization_round_trips_within_half_a_step() {
         if max > 0.0 {
             assert!((scales[o] - max / 127.0).abs() <= 1e-7 * max);
             // the largest entry maps to ±127 exactly
-            assert!(row.iter().enumerate().any(|(i, _)| q[i * out + o].unsigned_abs() == 127));
+            assert!(row
+                .iter()
+                .enumerate()
+                .any(|(i, _)| q[i * out + o].unsigned_abs() == 127));
         }
         for (i, v) in row.iter().enumerate() {
             let back = f32::from(q[i * out + o]) * scales[o];
-            assert!((back - v).abs() <= scales[o] / 2.0 + 1e-6, "[{o}, {i}]: {v} -> {back}");
+            assert!(
+                (back - v).abs() <= scales[o] / 2.0 + 1e-6,
+                "[{o}, {i}]: {v} -> {back}"
+            );
         }
     }
 }

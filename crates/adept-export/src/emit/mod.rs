@@ -40,18 +40,16 @@ pub struct GraphOptions {
 /// What `--dtype int8` quantizes: every encoder product (attention projections, feed-forward)
 /// with per-channel int8 weights; the head (`classifier`), the adapter stage, embeddings and
 /// LayerNorm stay float.
+///
+/// Where the error comes from, measured on a 150-step SST-2 ADePT adapter (l = 60, dev accuracy
+/// f32 76.15): all products int8 75.80 (−0.34); keeping the attention projections float
+/// 76.26, the feed-forward output float 75.80, the intermediate float 75.69. So the attention
+/// projections carry the loss, but all-int8 stays within 0.5 points and is the fastest, so
+/// nothing else is kept float.
 pub fn int8_quantization() -> MatMulQuantization {
-    let mut keep_float = vec![head::HEAD_PREFIX.to_string()];
-    keep_float.extend(
-        std::env::var("ADEPT_INT8_KEEP_FLOAT")
-            .unwrap_or_default()
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
-    );
     MatMulQuantization {
         min_features: 8,
-        keep_float,
+        keep_float: vec![head::HEAD_PREFIX.to_string()],
     }
 }
 
