@@ -9,7 +9,11 @@ counted over prompt + input, mean pooling over the input tokens, linear head. Ex
 checks the ONNX file against PyTorch eager on a few sentences with ONNX Runtime.
 
     python3 tests/reference/torch_onnx_export.py --model DIR --params PARAMS.safetensors \
-        --out model.onnx [--opset 17]
+        --out model.onnx [--opset 17] [--int8-out model-int8.onnx]
+
+With `--int8-out`, the exported file also goes through the usual Python int8 route:
+`onnxruntime.quantization.quantize_dynamic` with its defaults (int8 weights, one scale per
+tensor, activations quantized at run time), written to that path.
 
 PARAMS.safetensors holds `prompt_embeddings [l, d]`, `classifier.weight [n, d]`,
 `classifier.bias [n]` (the adept bench writes it from the Rust model, so both exports compute
@@ -67,6 +71,7 @@ def main():
     ap.add_argument("--params", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--int8-out")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -113,6 +118,22 @@ def main():
     )[0]
     m = onnx.load(args.out)
     ops = collections.Counter((n.domain or "") + ":" + n.op_type for n in m.graph.node)
+    int8 = None
+    if args.int8_out:
+        from onnxruntime.quantization import quantize_dynamic
+
+        start = time.time()
+        quantize_dynamic(args.out, args.int8_out)
+        q = ort.InferenceSession(args.int8_out, providers=["CPUExecutionProvider"])
+        got8 = q.run(
+            ["logits"],
+            {k: v.numpy() for k, v in zip(["input_ids", "attention_mask", "token_type_ids"], feeds)},
+        )[0]
+        int8 = {
+            "out": args.int8_out,
+            "quantize_s": round(time.time() - start, 2),
+            "max_abs_diff_eager_vs_int8": float(np.abs(eager - got8).max()),
+        }
     print(
         json.dumps(
             {
@@ -123,6 +144,7 @@ def main():
                 "ops": dict(ops),
                 "torch": torch.__version__,
                 "onnxruntime": ort.__version__,
+                "int8": int8,
             }
         )
     )

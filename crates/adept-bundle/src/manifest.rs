@@ -117,6 +117,11 @@ pub enum WeightDtype {
     /// Weights stored as IEEE binary16 and cast to f32 inside the graph (ONNX Runtime folds the
     /// casts when the session is created); activations stay f32.
     F16,
+    /// The large matrix products dynamically quantized: per-output-channel symmetric int8
+    /// weights, activations quantized to uint8 per tensor at run time
+    /// (`DynamicQuantizeLinear` + `MatMulInteger`); embeddings, LayerNorm, attention and the
+    /// head stay f32 (encoder classifiers only).
+    Int8,
 }
 
 impl std::str::FromStr for WeightDtype {
@@ -125,7 +130,8 @@ impl std::str::FromStr for WeightDtype {
         match s.to_ascii_lowercase().as_str() {
             "f32" | "fp32" | "float32" | "float" => Ok(Self::F32),
             "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
-            other => bail!("unknown dtype {other:?} (f32, f16)"),
+            "int8" | "i8" | "qint8" => Ok(Self::Int8),
+            other => bail!("unknown dtype {other:?} (f32, f16, int8)"),
         }
     }
 }
@@ -135,6 +141,7 @@ impl std::fmt::Display for WeightDtype {
         f.write_str(match self {
             Self::F32 => "f32",
             Self::F16 => "f16",
+            Self::Int8 => "int8",
         })
     }
 }

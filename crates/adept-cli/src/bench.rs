@@ -231,7 +231,12 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
 
 /// `adept bench --serving`: the serving variants side by side in ONNX Runtime (batch 1 latency,
 /// batch 32 throughput, same SST-2 dev sentences, interleaved so load drifts hit all alike),
-/// plus candle's forward of the ADePT classifier on the same batch-32 inputs.
+/// the ADePT folded bundle also as `--dtype int8`, plus candle's forward of the ADePT classifier
+/// on the same batch-32 inputs. With `--pytorch`, the Python route joins the table: the same
+/// prompt classifier exported by `torch.onnx.export` (tests/reference/torch_onnx_export.py) and
+/// its `quantize_dynamic` int8 graph, and `quantize_dynamic` applied to adept's own folded
+/// bundle (tests/reference/ort_quantize_dynamic.py). Then dev-set accuracy of the folded
+/// bundles (f32, int8, Python-quantized) and the length-bucketing ratio at batch 32.
 pub fn serving(a: &BenchArgs) -> Result<()> {
     let dev = device(&a.model.device)?;
     let mdir = model_dir(&a.model)?;
@@ -261,6 +266,7 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         .iter()
         .map(|e| (e.text_a().to_string(), e.text_b()))
         .collect();
+    let gold: Vec<Option<usize>> = task.validation.iter().map(|e| e.label.class()).collect();
     let info = adept_export::TaskInfo {
         task: task.name.clone(),
         label_names: task.label_names.clone(),
@@ -270,7 +276,7 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     };
     let tmp = tempfile::tempdir()?;
     let t = Instant::now();
-    let variants = adept_export::export_bench_variants(
+    let mut variants: Vec<(String, std::path::PathBuf)> = adept_export::export_bench_variants(
         &model,
         &enc,
         &tok,
@@ -278,12 +284,42 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         tmp.path(),
         l,
         adept_bundle::WeightDtype::F32,
+    )?
+    .into_iter()
+    .map(|v| (v.name, v.dir))
+    .collect();
+    // The folded ADePT classifier again, with the encoder's products in int8.
+    let folded = adept_export::bench_classifiers(&model, l, enc.max_len)?
+        .into_iter()
+        .find(|(n, _, _)| n == "adept-folded")
+        .context("no adept-folded variant")?;
+    let int8_dir = tmp.path().join("adept-folded-int8");
+    let int8 = adept_export::export_classifier(
+        &folded.1,
+        &enc,
+        &tok,
+        &info,
+        &adept_export::ExportOptions {
+            fold: Some(adept_bundle::FoldMode::Folded),
+            dtype: adept_bundle::WeightDtype::Int8,
+            overwrite: true,
+            ..Default::default()
+        },
+        &int8_dir,
     )?;
+    variants.push(("adept-folded-int8".into(), int8_dir));
     eprintln!(
-        "exported {} variants in {:.1} s",
+        "exported {} variants in {:.1} s (int8 model.onnx {:.1} MB)",
         variants.len(),
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        int8.model_bytes as f64 / 1e6
     );
+    if a.pytorch {
+        match python_route(&folded.1, &mdir, tmp.path(), &variants, l) {
+            Ok(extra) => variants.extend(extra),
+            Err(e) => eprintln!("Python route skipped: {e:#}"),
+        }
+    }
     let opts = adept_runtime::RuntimeOptions {
         session: adept_runtime::SessionConfig {
             intra_threads: a.threads,
@@ -298,7 +334,7 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     };
     let bundles: Vec<adept_runtime::Bundle> = variants
         .iter()
-        .map(|v| adept_runtime::Bundle::open_with(&v.dir, &opts))
+        .map(|(_, dir)| adept_runtime::Bundle::open_with(dir, &opts))
         .collect::<Result<_>>()?;
     let refs: Vec<&adept_runtime::Bundle> = bundles.iter().collect();
     let iters1 = (a.iters * 10).max(20);
@@ -315,61 +351,309 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     adept_train::predict(&model, &set, 32, enc.pad_id, false, &dev)?;
     let candle_per_s = set.len() as f64 / t.elapsed().as_secs_f64();
 
+    // Dev accuracy of the folded bundles (the others have other adapters), and label agreement
+    // with the f32 bundle.
+    let find = |n: &str| variants.iter().position(|(v, _)| v == n);
+    let mut accuracy: Vec<(String, f64, f64)> = Vec::new();
+    if gold.iter().all(Option::is_some) {
+        let base = find("adept-folded").context("no adept-folded bundle")?;
+        let labels = |b: &adept_runtime::Bundle| -> Result<Vec<Option<usize>>> {
+            Ok(b.predict(&texts)?.into_iter().map(|p| p.label_id).collect())
+        };
+        let base_labels = labels(&bundles[base])?;
+        for (i, (name, _)) in variants.iter().enumerate() {
+            if !name.starts_with("adept-folded") {
+                continue;
+            }
+            let got = if i == base {
+                base_labels.clone()
+            } else {
+                labels(&bundles[i])?
+            };
+            let n = got.len() as f64;
+            let acc = got.iter().zip(&gold).filter(|(p, g)| p == g).count() as f64 / n;
+            let agree = got.iter().zip(&base_labels).filter(|(p, q)| p == q).count() as f64 / n;
+            accuracy.push((name.clone(), 100.0 * acc, 100.0 * agree));
+        }
+    }
+
+    // Length buckets at batch 32: the whole dev set in sorted batches vs batches in input order.
+    let bucketing = match find("adept-folded") {
+        Some(i) => Some(bucketing_ratio(
+            &variants[i].1,
+            &opts,
+            &texts,
+            a.iters.max(3),
+        )?),
+        None => None,
+    };
+
     println!(
-        "serving, SST-2 dev sentences, l = {l}, ONNX Runtime on CPU ({} intra-op threads)",
+        "serving, SST-2 dev sentences, l = {l}, ONNX Runtime on CPU ({} intra-op threads), all rows timed interleaved in one run",
         a.threads
             .map(|t| t.to_string())
             .unwrap_or_else(|| "default".into())
     );
     println!(
-        "{:<22} {:>14} {:>18}",
-        "variant", "batch 1 p50 ms", "batch 32 sent/s"
+        "{:<34} {:>14} {:>16} {:>18}",
+        "variant", "batch 1 p50 ms", "batch 1 sent/s", "batch 32 sent/s"
     );
-    for (v, (s1, s32)) in variants.iter().zip(b1.iter().zip(&b32)) {
+    for ((name, _), (s1, s32)) in variants.iter().zip(b1.iter().zip(&b32)) {
         println!(
-            "{:<22} {:>14.2} {:>18.1}",
-            v.name, s1.p50_ms, s32.examples_per_s
+            "{:<34} {:>14.2} {:>16.1} {:>18.1}",
+            name, s1.p50_ms, s1.examples_per_s, s32.examples_per_s
         );
     }
     println!(
-        "{:<22} {:>14} {:>18.1}",
-        "candle forward", "-", candle_per_s
+        "{:<34} {:>14} {:>16} {:>18.1}",
+        "candle forward", "-", "-", candle_per_s
     );
-    let find = |n: &str| variants.iter().position(|v| v.name == n);
     let floor = find(&format!("frozen-prompt{l}"));
-    if let (Some(f), Some(fl), Some(un), Some(pt)) = (
-        find("adept-folded"),
+    let ratio = |x: usize, y: usize| {
+        (
+            b1[x].examples_per_s / b1[y].examples_per_s,
+            b32[x].examples_per_s / b32[y].examples_per_s,
+        )
+    };
+    println!("ratios (throughput, higher is better; batch 1 from mean latency):");
+    let show = |label: &str, x: Option<usize>, y: Option<usize>| {
+        if let (Some(x), Some(y)) = (x, y) {
+            let (r1, r32) = ratio(x, y);
+            println!("  {label:<52} batch 1 {r1:.3}, batch 32 {r32:.3}");
+        }
+    };
+    let f = find("adept-folded");
+    show(
+        &format!("ADePT folded / frozen+{l}-prompt floor:"),
+        f,
         floor,
-        find("adept-unfolded"),
-        find("pt100"),
-    ) {
-        println!("ratios (throughput, higher is better):");
+    );
+    show("ADePT folded / PT-100:", f, find("pt100"));
+    show("ADePT folded / unfolded:", f, find("adept-unfolded"));
+    show("ADePT folded int8 / f32:", find("adept-folded-int8"), f);
+    show(
+        "ADePT folded / torch.onnx.export f32:",
+        f,
+        find(PY_TORCH_F32),
+    );
+    show(
+        "ADePT folded int8 / torch.onnx.export + quantize_dynamic:",
+        find("adept-folded-int8"),
+        find(PY_TORCH_INT8),
+    );
+    show(
+        "ADePT folded int8 / ADePT folded + quantize_dynamic:",
+        find("adept-folded-int8"),
+        find(PY_ADEPT_INT8),
+    );
+    if let Some(f) = f {
         println!(
-            "  ADePT folded / frozen+{l}-prompt floor: batch 1 {:.3}, batch 32 {:.3}",
-            b1[fl].p50_ms / b1[f].p50_ms,
-            b32[f].examples_per_s / b32[fl].examples_per_s
-        );
-        println!(
-            "  ADePT folded / PT-100:                 batch 1 {:.2}, batch 32 {:.2}",
-            b1[pt].p50_ms / b1[f].p50_ms,
-            b32[f].examples_per_s / b32[pt].examples_per_s
-        );
-        println!(
-            "  ADePT folded / unfolded:               batch 1 {:.3}, batch 32 {:.3}",
-            b1[un].p50_ms / b1[f].p50_ms,
-            b32[f].examples_per_s / b32[un].examples_per_s
-        );
-        println!(
-            "  ort ADePT folded / candle forward:     batch 32 {:.2}",
+            "  {:<52} batch 32 {:.2}",
+            "ort ADePT folded / candle forward:",
             b32[f].examples_per_s / candle_per_s
         );
     }
+    if !accuracy.is_empty() {
+        println!("SST-2 dev ({} sentences):", texts.len());
+        for (name, acc, agree) in &accuracy {
+            println!("  {name:<34} accuracy {acc:.2}  labels equal to f32: {agree:.2} %");
+        }
+    }
+    if let Some(b) = &bucketing {
+        println!(
+            "length buckets, ADePT folded, batch 32, {} sentences: {:.1} sent/s sorted vs {:.1} in input order ({:.2}x); padding {:.1} % vs {:.1} % of positions",
+            texts.len(),
+            b.bucketed_per_s,
+            b.unsorted_per_s,
+            b.bucketed_per_s / b.unsorted_per_s,
+            100.0 * b.bucketed_padding,
+            100.0 * b.unsorted_padding
+        );
+    }
     if let Some(p) = &a.json {
-        let doc =
-            serde_json::json!({"batch1": b1, "batch32": b32, "candle_forward_per_s": candle_per_s});
+        let names: Vec<&str> = variants.iter().map(|(n, _)| n.as_str()).collect();
+        let acc: Vec<_> = accuracy
+            .iter()
+            .map(|(n, acc, agree)| serde_json::json!({"variant": n, "accuracy": acc, "agreement_with_f32": agree}))
+            .collect();
+        let doc = serde_json::json!({"variants": names, "batch1": b1, "batch32": b32,
+            "candle_forward_per_s": candle_per_s, "accuracy": acc, "bucketing": bucketing});
         adept_bundle::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())
+}
+
+const PY_TORCH_F32: &str = "python torch.onnx.export f32";
+const PY_TORCH_INT8: &str = "python torch.onnx.export int8";
+const PY_ADEPT_INT8: &str = "adept-folded + quantize_dynamic";
+
+#[derive(serde::Serialize)]
+struct Bucketing {
+    bucketed_per_s: f64,
+    unsorted_per_s: f64,
+    bucketed_padding: f64,
+    unsorted_padding: f64,
+}
+
+/// Throughput of `Bundle::logits_with_padding` over all of `texts` at batch 32, with length
+/// buckets and without (input order), alternating `rounds` times; the best round of each.
+fn bucketing_ratio(
+    dir: &std::path::Path,
+    opts: &adept_runtime::RuntimeOptions,
+    texts: &[(String, Option<String>)],
+    rounds: usize,
+) -> Result<Bucketing> {
+    let open = |buckets: bool| {
+        let mut o = opts.clone();
+        o.batch_size = 32;
+        o.length_buckets = buckets;
+        adept_runtime::Bundle::open_with(dir, &o)
+    };
+    let sorted = open(true)?;
+    let plain = open(false)?;
+    let items = texts
+        .iter()
+        .map(|(a, b)| sorted.encode(a, b.as_deref()))
+        .collect::<Result<Vec<_>>>()?;
+    let (mut best_sorted, mut best_plain) = (f64::MAX, f64::MAX);
+    let (mut pad_sorted, mut pad_plain) = (0.0, 0.0);
+    for _ in 0..rounds.min(3) {
+        for (b, best, pad) in [
+            (&sorted, &mut best_sorted, &mut pad_sorted),
+            (&plain, &mut best_plain, &mut pad_plain),
+        ] {
+            let t = Instant::now();
+            let (_, stats) = b.logits_with_padding(&items)?;
+            *best = best.min(t.elapsed().as_secs_f64());
+            *pad = stats.padding_fraction();
+        }
+    }
+    let n = items.len() as f64;
+    Ok(Bucketing {
+        bucketed_per_s: n / best_sorted,
+        unsorted_per_s: n / best_plain,
+        bucketed_padding: pad_sorted,
+        unsorted_padding: pad_plain,
+    })
+}
+
+/// The Python route beside adept's bundles: `torch.onnx.export` of the same prompt classifier as
+/// `frozen-prompt{l}` (same prompt and head; its logits checked against that bundle's to 1e-4)
+/// and its `quantize_dynamic` int8 graph, plus `quantize_dynamic` on adept's folded bundle.
+/// Each wrapped into a bundle folder (the template's manifest and tokenizer) so the same
+/// runtime times them.
+fn python_route(
+    folded: &adept_train::Classifier,
+    mdir: &std::path::Path,
+    root: &std::path::Path,
+    variants: &[(String, std::path::PathBuf)],
+    l: usize,
+) -> Result<Vec<(String, std::path::PathBuf)>> {
+    use adept_bundle::{BundleManifest, MODEL_FILE, TOKENIZER_FILE};
+    let python = std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference");
+    let template = |name: &str| -> Result<std::path::PathBuf> {
+        variants
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| d.clone())
+            .with_context(|| format!("no {name} bundle"))
+    };
+    let wrap = |model: &std::path::Path,
+                template: &std::path::Path,
+                name: &str|
+     -> Result<std::path::PathBuf> {
+        let dir = root.join(name.replace([' ', '+', '.'], "_"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::rename(model, dir.join(MODEL_FILE))?;
+        std::fs::copy(template.join(TOKENIZER_FILE), dir.join(TOKENIZER_FILE))?;
+        let mut m = BundleManifest::read(template)?;
+        m.record_files(&dir)?;
+        m.write(&dir)?;
+        Ok(dir)
+    };
+    let prompt_dir = template(&format!("frozen-prompt{l}"))?;
+    let params = root.join("torch-params.safetensors");
+    let mut t = folded.head.tensors();
+    t.insert(
+        "prompt_embeddings".into(),
+        folded
+            .adapter
+            .prompt()
+            .context("the model has no prompt")?
+            .clone(),
+    );
+    candle_core::safetensors::save(&t, &params)?;
+    let (f32_path, int8_path) = (root.join("torch-f32.onnx"), root.join("torch-int8.onnx"));
+    let script = reference.join("torch_onnx_export.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg("--model")
+        .arg(mdir)
+        .arg("--params")
+        .arg(&params)
+        .arg("--out")
+        .arg(&f32_path)
+        .arg("--int8-out")
+        .arg(&int8_path)
+        .output()
+        .with_context(|| format!("cannot run {python} (set ADEPT_PYTHON)"))?;
+    let v = result_line_key(&script, &out, "\"out\"")?;
+    eprintln!("torch.onnx.export: {v}");
+    let mut extra = vec![
+        (
+            PY_TORCH_F32.to_string(),
+            wrap(&f32_path, &prompt_dir, PY_TORCH_F32)?,
+        ),
+        (
+            PY_TORCH_INT8.to_string(),
+            wrap(&int8_path, &prompt_dir, PY_TORCH_INT8)?,
+        ),
+    ];
+    // Same function: adept's prompt bundle and the torch export must agree.
+    let a = adept_runtime::Bundle::open(&prompt_dir)?;
+    let b = adept_runtime::Bundle::open(&extra[0].1)?;
+    let sample: Vec<(String, Option<String>)> = [
+        "a gorgeous , witty , seductive movie .",
+        "the story is too long and the acting is flat",
+        "it 's a charming and often affecting journey .",
+    ]
+    .iter()
+    .map(|s| (s.to_string(), None))
+    .collect();
+    let diff = a
+        .predict(&sample)?
+        .iter()
+        .zip(b.predict(&sample)?)
+        .flat_map(|(x, y)| {
+            x.logits
+                .iter()
+                .zip(&y.logits)
+                .map(|(p, q)| (p - q).abs())
+                .collect::<Vec<_>>()
+        })
+        .fold(0.0f32, f32::max);
+    eprintln!("adept frozen-prompt{l} vs torch.onnx.export: max |logit diff| = {diff:e}");
+    anyhow::ensure!(
+        diff <= 1e-4,
+        "the torch export does not compute the same function as frozen-prompt{l} ({diff:e})"
+    );
+    // quantize_dynamic on adept's own folded f32 bundle.
+    let folded_dir = template("adept-folded")?;
+    let q_path = root.join("adept-folded-qd.onnx");
+    let script = reference.join("ort_quantize_dynamic.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(folded_dir.join(MODEL_FILE))
+        .arg(&q_path)
+        .output()
+        .with_context(|| format!("cannot run {python}"))?;
+    result_line_key(&script, &out, "\"out\"")?;
+    extra.push((
+        PY_ADEPT_INT8.to_string(),
+        wrap(&q_path, &folded_dir, PY_ADEPT_INT8)?,
+    ));
+    Ok(extra)
 }
 
 /// Sets this process's peak resident set (`VmHWM`) back to the current one (Linux: writes `5` to
@@ -576,6 +860,15 @@ fn pytorch_lm_step(
 /// scripts print one JSON line `{"impl": "pytorch", ...}`), or the script's last stderr line as
 /// the error when it failed.
 fn result_line(script: &std::path::Path, out: &std::process::Output) -> Result<serde_json::Value> {
+    result_line_key(script, out, "\"impl\"")
+}
+
+/// [`result_line`] for the last stdout line holding `key`.
+fn result_line_key(
+    script: &std::path::Path,
+    out: &std::process::Output,
+    key: &str,
+) -> Result<serde_json::Value> {
     if !out.status.success() {
         bail!(
             "{} failed: {}",
@@ -590,7 +883,7 @@ fn result_line(script: &std::path::Path, out: &std::process::Output) -> Result<s
     let line = text
         .lines()
         .rev()
-        .find(|l| l.contains("\"impl\""))
+        .find(|l| l.contains(key))
         .with_context(|| format!("no result line from {}", script.display()))?;
     Ok(serde_json::from_str(line)?)
 }

@@ -210,3 +210,69 @@ fn a_graph_without_token_types_passes_the_checker_and_fuses() {
         assert_eq!(count(opt, "com.microsoft:BiasGelu"), 2, "{name}");
     }
 }
+
+/// `--dtype int8`: the checker passes, shape inference types every value, and ONNX Runtime
+/// fuses every encoder product into its int8 kernels; the head and embeddings stay float.
+#[test]
+fn int8_bundles_pass_the_checker_and_fuse() {
+    let test = "int8_bundles_pass_the_checker_and_fuse";
+    if !python_available(test) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
+    let enc = testing::text_encoder(&tok, 16).unwrap();
+    let info = testing::task_info("tiny", &["a", "b"], &["sentence1", "sentence2"]);
+    for (i, (method, fold)) in [
+        (MethodKind::Adept, Some(FoldMode::Folded)),
+        (MethodKind::Adept, Some(FoldMode::Unfolded)),
+        (MethodKind::Pt, None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let model = tiny_classifier(method, Pooling::Mean, 2, 11).unwrap();
+        let dir = common::export(
+            &model,
+            &enc,
+            &tok,
+            &info,
+            fold,
+            WeightDtype::Int8,
+            tmp.path(),
+            &format!("q{i}"),
+        );
+        let manifest = adept_bundle::BundleManifest::read(&dir).unwrap();
+        assert_eq!(manifest.dtype, WeightDtype::Int8);
+        let report = inspect(&dir.join("model.onnx"));
+        let name = format!("int8 {method} {fold:?}");
+        eprintln!("{name}: written {}", report["ops"]);
+        eprintln!("{name}: optimized (all) {}", report["optimized"]["all"]);
+        assert_eq!(report["untyped"], serde_json::json!([]), "{name}");
+        let (ops, opt) = (&report["ops"], &report["optimized"]["all"]);
+        let layers = 2;
+        // q, k, v, attention output, intermediate, output per layer; q/k/v share one
+        // quantized input (two in the last layer: its queries read the input rows only).
+        assert_eq!(count(ops, ":MatMulInteger"), 6 * layers, "{name}");
+        assert_eq!(
+            count(ops, ":DynamicQuantizeLinear"),
+            4 * layers + u64::from(method != MethodKind::HeadOnly),
+            "{name}"
+        );
+        let fused = count(opt, "com.microsoft:MatMulIntegerToFloat")
+            + count(opt, "com.microsoft:DynamicQuantizeMatMul");
+        assert_eq!(fused, 6 * layers, "{name}: fused int8 products");
+        assert_eq!(count(opt, ":MatMulInteger"), 0, "{name}");
+        // Float products left: the head, and the unfolded MLP's two.
+        assert_eq!(
+            count(opt, ":MatMul") + count(opt, ":Gemm"),
+            1 + 2 * u64::from(fold == Some(FoldMode::Unfolded)),
+            "{name}: float products"
+        );
+        assert_eq!(count(opt, "com.microsoft:MultiHeadAttention"), layers);
+        assert_eq!(
+            count(opt, "com.microsoft:SkipLayerNormalization"),
+            2 * layers
+        );
+    }
+}

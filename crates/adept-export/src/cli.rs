@@ -26,10 +26,11 @@ pub struct ExportArgs {
     /// Keep ADePT's MLP in the graph instead of folding it.
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_fold: bool,
-    /// Weight storage: f32, or f16 (half the file; computation stays f32).
+    /// Weight storage: f32; f16 (half the file; computation stays f32); int8 (encoder
+    /// classifiers: the encoder's products dynamically quantized, per-channel int8 weights).
     #[cfg_attr(
         feature = "cli",
-        arg(long, default_value = "f32", value_name = "f32|f16")
+        arg(long, default_value = "f32", value_name = "f32|f16|int8")
     )]
     pub dtype: WeightDtype,
     /// Default-domain ONNX opset (17 or later).

@@ -88,6 +88,10 @@ pub fn decoder_graph(
     opset: i64,
     emit: &mut dyn FnMut(&mut GraphBuilder, &DecoderInputs) -> Result<DecoderOutputs>,
 ) -> Result<ModelBuilder> {
+    ensure!(
+        dtype != WeightDtype::Int8,
+        "--dtype int8 is for encoder classifier bundles; a decoder bundle is exported as f32 or f16"
+    );
     let mut builder = ModelBuilder::new("adept_decoder", opset).add_opset(MS_DOMAIN, 1);
     let g = builder.graph();
     if dtype == WeightDtype::F16 {

@@ -91,6 +91,11 @@ fn new_builder(name: &str, dtype: WeightDtype, opset: i64) -> Result<ModelBuilde
     if opset < 17 {
         bail!("opset {opset} is too old: the graphs need opset 17 or later");
     }
+    if dtype == WeightDtype::Int8 {
+        bail!(
+            "--dtype int8 is for encoder classifier bundles; a T5 bundle is exported as f32 or f16"
+        );
+    }
     let mut b = ModelBuilder::new(name, opset).add_opset(MS_DOMAIN, 1);
     if dtype == WeightDtype::F16 {
         b.graph().set_weight_dtype(DataType::Float16)?;

@@ -34,6 +34,62 @@ pub struct GraphBuilder {
     domains: HashSet<String>,
     /// Storage type of module weights ([`weight`](GraphBuilder::weight)): `Float` or `Float16`.
     weight_dtype: DataType,
+    /// Dynamic int8 quantization of [`linear`](GraphBuilder::linear)'s products, when set.
+    quantization: Option<MatMulQuantization>,
+    /// `DynamicQuantizeLinear` outputs `[q, scale, zero_point]` per quantized float value, so
+    /// products reading the same value (a layer's query, key and value) quantize it once.
+    quantized_inputs: HashMap<String, [String; 3]>,
+}
+
+/// Which module products [`GraphBuilder::linear`] emits dynamically quantized (see
+/// [`GraphBuilder::set_matmul_quantization`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatMulQuantization {
+    /// A weight with fewer input or output features than this stays float (a classifier head
+    /// `[d, 2]` costs nothing and would only lose accuracy).
+    pub min_features: usize,
+    /// A weight whose full initializer name contains one of these strings stays float
+    /// (e.g. `"intermediate.dense"`).
+    pub keep_float: Vec<String>,
+}
+
+impl Default for MatMulQuantization {
+    fn default() -> Self {
+        Self {
+            min_features: 64,
+            keep_float: Vec::new(),
+        }
+    }
+}
+
+impl MatMulQuantization {
+    /// Whether a linear layer `prefix` (full name) with `[out, in]` features is quantized.
+    pub fn applies(&self, prefix: &str, out_features: usize, in_features: usize) -> bool {
+        out_features >= self.min_features
+            && in_features >= self.min_features
+            && !self.keep_float.iter().any(|k| prefix.contains(k.as_str()))
+    }
+}
+
+/// Per-output-channel symmetric int8 quantization of a row-major `[out, in]` weight (a PyTorch
+/// `Linear.weight`): `scale[o] = max_i |w[o, i]| / 127` (1 for an all-zero row) and
+/// `q[i, o] = round(w[o, i] / scale[o])` in `[-127, 127]`, returned transposed `[in, out]`,
+/// ready to be `MatMulInteger`'s right operand. `w ≈ q · scale` within `scale / 2` per entry.
+pub fn quantize_per_channel(weight: &[f32], [out, inp]: [usize; 2]) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(weight.len(), out * inp, "weight is not [{out}, {inp}]");
+    let mut scales = vec![1.0f32; out];
+    let mut q = vec![0i8; out * inp];
+    for o in 0..out {
+        let row = &weight[o * inp..(o + 1) * inp];
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        if max > 0.0 {
+            scales[o] = max / 127.0;
+        }
+        for (i, v) in row.iter().enumerate() {
+            q[i * out + o] = (v / scales[o]).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    (q, scales)
 }
 
 /// Options of a `com.microsoft:MultiHeadAttention` node; see
@@ -146,6 +202,8 @@ impl GraphBuilder {
             constants: HashMap::new(),
             domains: HashSet::new(),
             weight_dtype: DataType::Float,
+            quantization: None,
+            quantized_inputs: HashMap::new(),
         }
     }
 
@@ -168,6 +226,18 @@ impl GraphBuilder {
     /// The storage type of module weights (see [`set_weight_dtype`](Self::set_weight_dtype)).
     pub fn weight_dtype(&self) -> DataType {
         self.weight_dtype
+    }
+
+    /// Emits [`linear`](Self::linear) layers that `quantization` selects as dynamically
+    /// quantized products ([`quantized_linear`](Self::quantized_linear)); `None` (the default)
+    /// keeps them float. Other weights (embeddings, LayerNorm, biases) are not affected.
+    pub fn set_matmul_quantization(&mut self, quantization: Option<MatMulQuantization>) {
+        self.quantization = quantization;
+    }
+
+    /// The quantization [`linear`](Self::linear) applies, if any.
+    pub fn matmul_quantization(&self) -> Option<&MatMulQuantization> {
+        self.quantization.as_ref()
     }
 
     /// The default-domain opset this graph targets.
@@ -873,12 +943,88 @@ impl GraphBuilder {
         [out_features, in_features]: [usize; 2],
         bias: Option<&[f32]>,
     ) -> Result<String> {
+        let quantize = self
+            .quantization
+            .as_ref()
+            .is_some_and(|q| q.applies(&self.qualify(prefix), out_features, in_features));
+        if quantize {
+            return self.quantized_linear(prefix, x, weight, [out_features, in_features], bias);
+        }
         self.scope(prefix, |g| {
             let w = g.weight_transposed("weight", [out_features, in_features], weight)?;
             let b = bias
                 .map(|b| g.weight("bias", &[out_features], b))
                 .transpose()?;
             Ok(g.linear_from(x, &w, b.as_deref()))
+        })
+    }
+
+    /// `DynamicQuantizeLinear(x)`: `x` as `uint8` with a per-tensor scale and zero point
+    /// computed at run time from its range; `[q, scale, zero_point]`. Done once per value: a
+    /// second call with the same `x` returns the first call's outputs.
+    pub fn dynamic_quantize(&mut self, x: &str) -> [String; 3] {
+        if let Some(q) = self.quantized_inputs.get(x) {
+            return q.clone();
+        }
+        let outputs = self.node("", "DynamicQuantizeLinear", &[x], 3, vec![]);
+        let q: [String; 3] = outputs.try_into().expect("three outputs");
+        self.quantized_inputs.insert(x.to_owned(), q.clone());
+        q
+    }
+
+    /// A PyTorch `nn.Linear` called `prefix` as a dynamically quantized product, the form
+    /// ONNX Runtime's `quantize_dynamic` writes with per-channel weights:
+    /// `DynamicQuantizeLinear(x)` (shared by products of the same `x`), `MatMulInteger` with the
+    /// `int8 [in, out]` weight `"<prefix>.weight_quantized"` (see [`quantize_per_channel`]) and
+    /// zero points `"<prefix>.weight_zero_point"`, `Cast` to float, `Mul` by
+    /// `x_scale · "<prefix>.weight_scale" [out]`, `Add` of `"<prefix>.bias"`. ONNX Runtime's CPU
+    /// optimizer fuses this into `DynamicQuantizeMatMul` / `MatMulIntegerToFloat` (u8·s8 kernels,
+    /// VNNI where the CPU has it). All standard operators, so ONNX tools type every value.
+    pub fn quantized_linear(
+        &mut self,
+        prefix: &str,
+        x: &str,
+        weight: &[f32],
+        [out_features, in_features]: [usize; 2],
+        bias: Option<&[f32]>,
+    ) -> Result<String> {
+        let full = self.qualify(prefix);
+        checked_dims(&[out_features, in_features], weight.len(), &full)?;
+        let (q, scales) = quantize_per_channel(weight, [out_features, in_features]);
+        let [xq, x_scale, x_zero] = self.dynamic_quantize(x);
+        self.scope(prefix, |g| {
+            let name = g.qualify("weight_quantized");
+            let bytes = q.iter().map(|&v| v as u8).collect();
+            let mut tensor = TensorProto::from_raw(
+                &name,
+                DataType::Int8,
+                &[in_features as i64, out_features as i64],
+                bytes,
+            );
+            tensor.doc_string = Some(format!(
+                "int8 transpose of the [{out_features}, {in_features}] parameter {full}.weight, \
+                 per output channel: weight ≈ weight_quantized · weight_scale"
+            ));
+            let wq = g.initializer(tensor)?;
+            let name = g.qualify("weight_zero_point");
+            let wz = g.initializer(TensorProto::from_raw(
+                &name,
+                DataType::Int8,
+                &[out_features as i64],
+                vec![0u8; out_features],
+            ))?;
+            let ws = g.initializer_f32("weight_scale", &[out_features], &scales)?;
+            let acc = g.op("MatMulInteger", &[&xq, &wq, &x_zero, &wz], vec![]);
+            let acc = g.cast(&acc, DataType::Float);
+            let scale = g.mul(&x_scale, &ws);
+            let y = g.mul(&acc, &scale);
+            match bias {
+                Some(b) => {
+                    let b = g.initializer_f32("bias", &[out_features], b)?;
+                    Ok(g.add(&y, &b))
+                }
+                None => Ok(y),
+            }
         })
     }
 

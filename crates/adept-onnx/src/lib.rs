@@ -94,7 +94,10 @@ pub mod graph;
 pub mod model;
 pub mod proto;
 
-pub use graph::{GraphBuilder, MultiHeadAttention, MIN_OPSET, MS_DOMAIN};
+pub use graph::{
+    quantize_per_channel, GraphBuilder, MatMulQuantization, MultiHeadAttention, MIN_OPSET,
+    MS_DOMAIN,
+};
 pub use model::{ir_version_for_opset, write_atomic, ModelBuilder};
 pub use proto::{AttributeProto, DataType, Dim, ModelProto, TensorProto};
 

@@ -619,3 +619,127 @@ fn fused_helpers_and_f16_weights_match_reference() {
         &pooled,
     );
 }
+
+/// `linear` under [`adept_onnx::MatMulQuantization`]: two products of the same input share one
+/// `DynamicQuantizeLinear`, a small head stays float, and ONNX Runtime's result stays within
+/// the error bound of the quantization itself: with `s_x = (max(x,0) − min(x,0)) / 255` (the
+/// uint8 step of the input) and `s_w[o]` the int8 step of output channel `o`, each input and
+/// weight entry is off by at most half a step, so
+/// `|y − y_ref| ≤ Σ_i (|x_i|·s_w/2 + |w_oi|·s_x/2 + s_x·s_w/4)` (plus f32 rounding).
+#[test]
+fn quantized_linear_stays_within_its_bound_and_fuses() {
+    let test = "quantized_linear";
+    if !python_available(test) {
+        return;
+    }
+    let (batch, seq, d, out, n) = (2usize, 5usize, 96usize, 80usize, 2usize);
+    let mut rng = Lcg(11);
+    let wq = rng.vec(out * d, 0.2);
+    let bq = rng.vec(out, 0.1);
+    let wk = rng.vec(out * d, 0.05);
+    let wh = rng.vec(n * out, 0.5);
+    let bh = rng.vec(n, 0.1);
+    let x = rng.vec(batch * seq * d, 1.5);
+
+    let bsd: Vec<Dim> = vec!["batch".into(), "sequence".into(), d.into()];
+    let mut model = ModelBuilder::new(test, 17);
+    let g = model.graph();
+    g.set_matmul_quantization(Some(adept_onnx::MatMulQuantization::default()));
+    let xs = g.input("x", DataType::Float, &bsd).unwrap();
+    let q = g.linear("query", &xs, &wq, [out, d], Some(&bq)).unwrap();
+    let k = g.linear("key", &xs, &wk, [out, d], None).unwrap();
+    let head = g.linear("head", &q, &wh, [n, out], Some(&bh)).unwrap();
+    let dims = |last: usize| -> Vec<Dim> { vec!["batch".into(), "sequence".into(), last.into()] };
+    g.output_as(&q, "q", DataType::Float, &dims(out)).unwrap();
+    g.output_as(&k, "k", DataType::Float, &dims(out)).unwrap();
+    g.output_as(&head, "head", DataType::Float, &dims(n))
+        .unwrap();
+    let count = |ops: &[adept_onnx::proto::NodeProto], op: &str| {
+        ops.iter().filter(|o| o.op_type() == op).count()
+    };
+    let nodes = model.graph().nodes().to_vec();
+    assert_eq!(
+        count(&nodes, "DynamicQuantizeLinear"),
+        1,
+        "x is quantized once"
+    );
+    assert_eq!(count(&nodes, "MatMulInteger"), 2);
+    assert_eq!(count(&nodes, "MatMul"), 1, "the [80 → 2] head stays float");
+
+    let inputs = json!({ "x": tensor_json("float32", &[batch, seq, d], &x) });
+    let report = check_and_run(test, &model, inputs);
+    let xd: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let (lo, hi) = x
+        .iter()
+        .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+    let s_x = f64::from(hi - lo) / 255.0;
+    for (name, w, b) in [("q", &wq, bq.clone()), ("k", &wk, vec![0.0; out])] {
+        let (_, got) = output(&report, name);
+        let want = ref_linear(&xd, w, &b, d, out);
+        let mut worst = 0.0f64;
+        for r in 0..batch * seq {
+            let row = &xd[r * d..(r + 1) * d];
+            for o in 0..out {
+                let wrow = &w[o * d..(o + 1) * d];
+                let s_w = f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / 127.0;
+                let bound: f64 = row
+                    .iter()
+                    .zip(wrow)
+                    .map(|(xi, wi)| {
+                        xi.abs() * s_w / 2.0 + f64::from(wi.abs()) * s_x / 2.0 + s_x * s_w / 4.0
+                    })
+                    .sum::<f64>()
+                    + 1e-5;
+                let err = (got[r * out + o] - want[r * out + o]).abs();
+                assert!(
+                    err <= bound,
+                    "{name}[{r}, {o}]: error {err:e} over the bound {bound:e}"
+                );
+                worst = worst.max(err / bound);
+            }
+        }
+        eprintln!("{test}: {name}: largest error / bound = {worst:.3}");
+    }
+    // ONNX Runtime turns the pattern into its fused int8 kernels.
+    let optimized = strings(&report["optimized_ops"]);
+    eprintln!("{test}: optimized: {optimized:?}");
+    assert!(
+        !optimized.iter().any(|o| o == ":MatMulInteger"),
+        "{optimized:?}"
+    );
+    assert!(
+        optimized
+            .iter()
+            .any(|o| o == "com.microsoft:MatMulIntegerToFloat"
+                || o == "com.microsoft:DynamicQuantizeMatMul"),
+        "{optimized:?}"
+    );
+}
+
+#[test]
+fn per_channel_quantization_round_trips_within_half_a_step() {
+    let (out, inp) = (7usize, 13usize);
+    let mut w = Lcg(3).vec(out * inp, 2.0);
+    w[inp..2 * inp].iter_mut().for_each(|v| *v = 0.0); // an all-zero channel
+    let (q, scales) = adept_onnx::quantize_per_channel(&w, [out, inp]);
+    assert_eq!(scales[1], 1.0, "a zero channel keeps scale 1");
+    for o in 0..out {
+        let row = &w[o * inp..(o + 1) * inp];
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        if max > 0.0 {
+            assert!((scales[o] - max / 127.0).abs() <= 1e-7 * max);
+            // the largest entry maps to ±127 exactly
+            assert!(row
+                .iter()
+                .enumerate()
+                .any(|(i, _)| q[i * out + o].unsigned_abs() == 127));
+        }
+        for (i, v) in row.iter().enumerate() {
+            let back = f32::from(q[i * out + o]) * scales[o];
+            assert!(
+                (back - v).abs() <= scales[o] / 2.0 + 1e-6,
+                "[{o}, {i}]: {v} -> {back}"
+            );
+        }
+    }
+}

@@ -8,6 +8,9 @@ use adept_onnx::{DataType, GraphBuilder};
 use adept_train::{Classifier, Pooling};
 use anyhow::Result;
 
+/// The head's scope: its weights are `classifier.weight` / `classifier.bias`.
+pub const HEAD_PREFIX: &str = "classifier";
+
 /// Masked mean of `x [batch, s, d]` over the positions where `mask [batch, s]` (int64) is 1;
 /// `adept_nn::masked_mean`: `sum(x·m) / max(sum(m), 1e-9)`.
 pub fn masked_mean(g: &mut GraphBuilder, x: &str, mask: &str) -> String {
@@ -42,5 +45,5 @@ pub fn pool_and_classify(
     let w = values(model.head.weight.as_tensor())?;
     let b = values(model.head.bias.as_tensor())?;
     let (n, d) = model.head.weight.as_tensor().dims2()?;
-    g.linear("classifier", &pooled, &w, [n, d], Some(&b))
+    g.linear(HEAD_PREFIX, &pooled, &w, [n, d], Some(&b))
 }
