@@ -95,8 +95,26 @@ pub struct Classifier {
 impl Classifier {
     /// Logits `[b, n]` for a batch. `train_rng` enables dropout in the adapter.
     pub fn forward(&self, batch: &Batch, train_rng: Option<&mut StdRng>) -> Result<Tensor> {
+        self.forward_with(batch, train_rng, false)
+    }
+
+    /// [`Classifier::forward`] for evaluation: no dropout, and the input embeddings are detached
+    /// so that no backward graph is recorded through the frozen backbone; each layer's
+    /// activations are freed as the forward moves on (an evaluation batch then peaks at one
+    /// layer's activations, not all of them).
+    pub fn forward_eval(&self, batch: &Batch) -> Result<Tensor> {
+        self.forward_with(batch, None, true)
+    }
+
+    fn forward_with(
+        &self,
+        batch: &Batch,
+        train_rng: Option<&mut StdRng>,
+        detach: bool,
+    ) -> Result<Tensor> {
         let word = self.backbone.word_embeddings(&batch.ids)?; // tokens → embeddings
         let embeds = self.adapter.apply(&word, train_rng)?; // [P, E + f(E)]
+        let embeds = if detach { embeds.detach() } else { embeds };
         let mask = self.adapter.extend(&batch.mask, 1)?;
         let types = if self.backbone.uses_token_types() {
             Some(self.adapter.extend(&batch.type_ids, 0)?)

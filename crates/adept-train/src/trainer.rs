@@ -98,12 +98,17 @@ pub fn predict(
     regression: bool,
     device: &Device,
 ) -> Result<(Predictions, Vec<Vec<f32>>)> {
-    let mut logits_all = Vec::with_capacity(set.len());
-    for chunk in set.chunks(batch_size.max(1)) {
-        let refs: Vec<&Encoded> = chunk.iter().collect();
+    // Batches of similar lengths (less padding), outputs put back in input order.
+    let mut order: Vec<usize> = (0..set.len()).collect();
+    order.sort_by_key(|&i| set[i].ids.len());
+    let mut logits_all = vec![Vec::new(); set.len()];
+    for chunk in order.chunks(batch_size.max(1)) {
+        let refs: Vec<&Encoded> = chunk.iter().map(|&i| &set[i]).collect();
         let batch = Batch::collate(&refs, pad_id, device)?;
-        let logits = model.forward(&batch, None)?.detach();
-        logits_all.extend(logits.to_vec2::<f32>()?);
+        let logits = model.forward_eval(&batch)?;
+        for (&i, row) in chunk.iter().zip(logits.to_vec2::<f32>()?) {
+            logits_all[i] = row;
+        }
     }
     let preds = if regression {
         Predictions::Scores(logits_all.iter().map(|r| r[0]).collect())
