@@ -502,7 +502,7 @@ impl Generator {
             .iter()
             .map(|p| self.encode_prompt(p))
             .collect::<Result<Vec<_>>>()?;
-        self.generate_ids(&encoded, &cfg, use_prompt_cache, on_token)
+        self.generate_ids(&encoded, cfg, use_prompt_cache, on_token)
     }
 
     /// [`Generator::generate`] for prompts already tokenised (ids as the model takes them, BOS
