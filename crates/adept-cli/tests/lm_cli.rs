@@ -122,6 +122,13 @@ fn run_ok(c: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs `c`, which must fail; returns its stderr.
+fn run_err(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(!out.status.success(), "{c:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn last_json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap()
 }
@@ -222,13 +229,7 @@ fn jsonl_pairs_train_eval_and_export_to_a_decoder_bundle() {
         let (candle, ort) = (on("--run", &run), on("--bundle", &bundle));
         assert_eq!(ort["examples"], 20);
         assert_eq!(candle["generation"], ort["generation"], "{candle}\n{ort}");
-        let out = adept()
-            .args(["eval", "--bundle"])
-            .arg(&bundle)
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = run_err(adept().args(["eval", "--bundle"]).arg(&bundle));
         assert!(
             err.contains("custom data") && err.contains("--train-file"),
             "{err}"
@@ -445,9 +446,7 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
     assert!(lines
         .iter()
         .all(|l| l["output"].is_string() && l["target"].is_string()));
-    let out = adept().args(["eval", "--run"]).arg(&run).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_err(adept().args(["eval", "--run"]).arg(&run));
     assert!(
         err.contains("copy") && err.contains("--train-file"),
         "{err}"
@@ -521,17 +520,15 @@ fn t5_trains_on_source_target_jsonl_from_the_cli() {
     }
 
     let bad_run = tmp.path().join("bad");
-    let out = adept()
-        .args(["train", "--model"])
-        .arg(&t5)
-        .arg("--train-file")
-        .arg(&train)
-        .args(["--target-field", "label", "--steps", "2", "--out"])
-        .arg(&bad_run)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_err(
+        adept()
+            .args(["train", "--model"])
+            .arg(&t5)
+            .arg("--train-file")
+            .arg(&train)
+            .args(["--target-field", "label", "--steps", "2", "--out"])
+            .arg(&bad_run),
+    );
     assert!(
         err.contains("copy.jsonl:1") && err.contains("label"),
         "{err}"
