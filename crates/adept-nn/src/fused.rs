@@ -235,10 +235,12 @@ impl CustomOp1 for AttentionProbs {
     }
 }
 
-/// `scale · p ⊙ (g − Σ g⊙p)` per row, from the probabilities `p` and their gradient `g`.
-struct SoftmaxGrad {
-    k: usize,
-    scale: f32,
+/// `scale · p ⊙ (g − Σ g⊙p)` per row of `k` values, from the probabilities `p` and their
+/// gradient `g`: the input gradient of any softmax whose input was scaled by `scale` and shifted
+/// by frozen biases (BERT's attention, T5's with the position bias).
+pub struct SoftmaxGrad {
+    pub k: usize,
+    pub scale: f32,
 }
 
 impl CustomOp2 for SoftmaxGrad {
@@ -515,14 +517,54 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if !use_fused(x) {
         return x.gelu_erf();
     }
-    x.contiguous()?.apply_op1(GeluErf)
+    pointwise(x, GeluErf)
 }
 
+/// BERT's GELU as a [`Pointwise`] function; its slope `Φ(x) + x φ(x)` reads the input.
+#[derive(Clone, Copy)]
 struct GeluErf;
 
-impl CustomOp1 for GeluErf {
+impl Pointwise for GeluErf {
+    const NAME: &'static str = "adept-gelu-erf";
+    const GRAD_NAME: &'static str = "adept-gelu-erf-grad";
+    const SLOPE_FROM_OUTPUT: bool = false;
+    fn value(x: f32) -> f32 {
+        gelu_erf_scalar(x)
+    }
+    fn slope(x: f32) -> f32 {
+        gelu_erf_slope(x)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise functions with an input-only backward.
+
+/// An element-wise activation `y = value(x)` whose backward is `g · slope(·)`, where the slope is
+/// read from the input `x` or, when `SLOPE_FROM_OUTPUT`, from the output `y` (ReLU's `[y > 0]`):
+/// one pass each way, where candle's composite backward takes several ops. Run through
+/// [`pointwise`].
+pub trait Pointwise: Copy + Send + Sync + 'static {
+    /// Op names as candle reports them.
+    const NAME: &'static str;
+    const GRAD_NAME: &'static str;
+    /// Whether [`Pointwise::slope`] takes the output rather than the input.
+    const SLOPE_FROM_OUTPUT: bool;
+    fn value(x: f32) -> f32;
+    /// `dy/dx`, as a function of `x` (or of `y` when `SLOPE_FROM_OUTPUT`).
+    fn slope(v: f32) -> f32;
+}
+
+/// `P::value` applied to every element of the f32 CPU tensor `x` (callers check [`use_fused`] and
+/// keep a composite path for other devices and dtypes), differentiable with respect to `x`.
+pub fn pointwise<P: Pointwise>(x: &Tensor, p: P) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(PointwiseOp(p))
+}
+
+struct PointwiseOp<P>(P);
+
+impl<P: Pointwise> CustomOp1 for PointwiseOp<P> {
     fn name(&self) -> &'static str {
-        "adept-gelu-erf"
+        P::NAME
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -530,23 +572,24 @@ impl CustomOp1 for GeluErf {
         let mut out = vec![0f32; x.len()];
         for_chunks(&mut out, |start, o| {
             for (o, &v) in o.iter_mut().zip(&x[start..]) {
-                *o = gelu_erf_scalar(v);
+                *o = P::value(v);
             }
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        grad_op2(arg, grad, &GeluErfGrad)
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let saved = if P::SLOPE_FROM_OUTPUT { res } else { arg };
+        grad_op2(saved, grad, &PointwiseGrad(self.0))
     }
 }
 
-/// `g · (Φ(x) + x φ(x))`.
-struct GeluErfGrad;
+/// `g · P::slope(saved)`.
+struct PointwiseGrad<P>(P);
 
-impl CustomOp2 for GeluErfGrad {
+impl<P: Pointwise> CustomOp2 for PointwiseGrad<P> {
     fn name(&self) -> &'static str {
-        "adept-gelu-erf-grad"
+        P::GRAD_NAME
     }
 
     fn cpu_fwd(
@@ -556,12 +599,12 @@ impl CustomOp2 for GeluErfGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, self.name())?;
+        let v = f32_slice(s1, l1, self.name())?;
         let g = f32_slice(s2, l2, self.name())?;
-        let mut out = vec![0f32; x.len()];
+        let mut out = vec![0f32; v.len()];
         for_chunks(&mut out, |start, o| {
-            for ((o, &v), &gv) in o.iter_mut().zip(&x[start..]).zip(&g[start..]) {
-                *o = gv * gelu_erf_slope(v);
+            for ((o, &v), &gv) in o.iter_mut().zip(&v[start..]).zip(&g[start..]) {
+                *o = gv * P::slope(v);
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))

@@ -13,7 +13,10 @@
 //! Off the CPU or for other dtypes each function falls back to the composite ops, which compute
 //! the same values; the tests in `tests/t5.rs` compare both, values and input gradients.
 
-use adept_nn::kernels::{exp_f32, f32_slice, for_chunks, grad_op2, lane_sum, par_rows, use_fused};
+use adept_nn::kernels::{
+    exp_f32, f32_slice, for_chunks, grad_op2, par_rows, pointwise, use_fused, Pointwise,
+    SoftmaxGrad,
+};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
 
@@ -121,39 +124,14 @@ impl CustomOp1 for BiasedSoftmax {
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        grad_op2(res, grad, &SoftmaxGrad { k: self.k })
-    }
-}
-
-/// `dx = p ⊙ (g − Σ g⊙p)` per row of the softmax output `p`.
-struct SoftmaxGrad {
-    k: usize,
-}
-
-impl CustomOp2 for SoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "adept-t5-attention-probs-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let p = f32_slice(s1, l1, self.name())?;
-        let g = f32_slice(s2, l2, self.name())?;
-        let k = self.k;
-        let mut out = vec![0f32; p.len()];
-        par_rows(&mut out, k, |r, o| {
-            let (pr, gr) = (&p[r * k..(r + 1) * k], &g[r * k..(r + 1) * k]);
-            let dot = lane_sum(k, |j| pr[j] * gr[j]);
-            for j in 0..k {
-                o[j] = pr[j] * (gr[j] - dot);
-            }
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        grad_op2(
+            res,
+            grad,
+            &SoftmaxGrad {
+                k: self.k,
+                scale: 1.0,
+            },
+        )
     }
 }
 
@@ -279,58 +257,26 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     if !use_fused(x) {
         return x.relu();
     }
-    x.contiguous()?.apply_op1(Relu)
+    pointwise(x, Relu)
 }
 
+/// ReLU as a [`Pointwise`] function; its slope `[y > 0]` reads the output.
+#[derive(Clone, Copy)]
 struct Relu;
 
-impl CustomOp1 for Relu {
-    fn name(&self) -> &'static str {
-        "adept-t5-relu"
+impl Pointwise for Relu {
+    const NAME: &'static str = "adept-t5-relu";
+    const GRAD_NAME: &'static str = "adept-t5-relu-grad";
+    const SLOPE_FROM_OUTPUT: bool = true;
+    fn value(x: f32) -> f32 {
+        x.max(0.0)
     }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, self.name())?;
-        let mut out = vec![0f32; x.len()];
-        for_chunks(&mut out, |start, o| {
-            let x = &x[start..start + o.len()];
-            for j in 0..o.len() {
-                o[j] = x[j].max(0.0);
-            }
-        });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
-    }
-
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        grad_op2(res, grad, &ReluGrad)
-    }
-}
-
-/// `g · [y > 0]` from the ReLU output `y`.
-struct ReluGrad;
-
-impl CustomOp2 for ReluGrad {
-    fn name(&self) -> &'static str {
-        "adept-t5-relu-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let y = f32_slice(s1, l1, self.name())?;
-        let g = f32_slice(s2, l2, self.name())?;
-        let mut out = vec![0f32; y.len()];
-        for_chunks(&mut out, |start, o| {
-            let (y, g) = (&y[start..start + o.len()], &g[start..start + o.len()]);
-            for j in 0..o.len() {
-                o[j] = if y[j] > 0.0 { g[j] } else { 0.0 };
-            }
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    fn slope(y: f32) -> f32 {
+        if y > 0.0 {
+            1.0
+        } else {
+            0.0
+        }
     }
 }
 
