@@ -9,7 +9,9 @@
 //! [`crate::ops`], which computes the same values; tests check both agree, values and gradients.
 
 use crate::ops::{layer_norm, softmax_last_dim};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Error, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Error, Layout, Result, Shape, Tensor,
+};
 
 pub fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
@@ -605,6 +607,105 @@ impl<P: Pointwise> CustomOp2 for PointwiseGrad<P> {
         for_chunks(&mut out, |start, o| {
             for ((o, &v), &gv) in o.iter_mut().zip(&v[start..]).zip(&g[start..]) {
                 *o = gv * P::slope(v);
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `P::value(a) ⊙ b` for two f32 CPU tensors of one shape (a gated feed-forward: SwiGLU's
+/// `silu(gate) ⊙ up`, T5 v1.1's `gelu(a) ⊙ b`), gradients for both inputs in one pass each:
+/// `d/da = g · b · P::slope(a)`, `d/db = g · P::value(a)`. `P::SLOPE_FROM_OUTPUT` must be false.
+pub fn gated<P: Pointwise>(a: &Tensor, b: &Tensor, p: P) -> Result<Tensor> {
+    if P::SLOPE_FROM_OUTPUT {
+        candle_core::bail!(
+            "{}: a gated op needs the slope as a function of the input",
+            P::NAME
+        );
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, GatedOp(p))
+}
+
+struct GatedOp<P>(P);
+
+impl<P: Pointwise> CustomOp2 for GatedOp<P> {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let a = f32_slice(s1, l1, self.name())?;
+        let b = f32_slice(s2, l2, self.name())?;
+        if a.len() != b.len() {
+            candle_core::bail!("{}: inputs of {} and {} values", P::NAME, a.len(), b.len());
+        }
+        let mut out = vec![0f32; a.len()];
+        for_chunks(&mut out, |start, o| {
+            let (a, b) = (&a[start..start + o.len()], &b[start..start + o.len()]);
+            for j in 0..o.len() {
+                o[j] = P::value(a[j]) * b[j];
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (a, b) = (a.contiguous()?, b.contiguous()?);
+        let da = a.apply_op3_no_bwd(&b, &grad, &GatedGrad(self.0, true))?;
+        let db = a.apply_op3_no_bwd(&b, &grad, &GatedGrad(self.0, false))?;
+        Ok((Some(da), Some(db)))
+    }
+}
+
+/// `g · b · P::slope(a)` (with respect to `a`) or `g · P::value(a)` (to `b`).
+struct GatedGrad<P>(P, bool);
+
+impl<P: Pointwise> CustomOp3 for GatedGrad<P> {
+    fn name(&self) -> &'static str {
+        P::GRAD_NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let a = f32_slice(s1, l1, self.name())?;
+        let b = f32_slice(s2, l2, self.name())?;
+        let g = f32_slice(s3, l3, self.name())?;
+        let mut out = vec![0f32; a.len()];
+        for_chunks(&mut out, |start, o| {
+            let n = o.len();
+            let (a, b, g) = (
+                &a[start..start + n],
+                &b[start..start + n],
+                &g[start..start + n],
+            );
+            if self.1 {
+                for j in 0..n {
+                    o[j] = g[j] * b[j] * P::slope(a[j]);
+                }
+            } else {
+                for j in 0..n {
+                    o[j] = g[j] * P::value(a[j]);
+                }
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))

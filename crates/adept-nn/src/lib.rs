@@ -28,8 +28,8 @@ pub use ops::{dropout_mask, layer_norm, masked_mean, softmax_last_dim};
 /// inlined into a loop run under [`kernels::simd`].
 pub mod kernels {
     pub use crate::fused::{
-        dot, exp_f32, f32_slice, for_chunks, gelu_erf_scalar, gelu_erf_slope, grad_op2, lane_max,
-        lane_sum, layer_norm_grad_rows, layer_norm_rows, note_composite_path, par_rows, pointwise,
-        simd, softmax_in_place, use_fused, Pointwise, RowsPtr, SoftmaxGrad,
+        dot, exp_f32, f32_slice, for_chunks, gated, gelu_erf_scalar, gelu_erf_slope, grad_op2,
+        lane_max, lane_sum, layer_norm_grad_rows, layer_norm_rows, note_composite_path, par_rows,
+        pointwise, simd, softmax_in_place, use_fused, Pointwise, RowsPtr, SoftmaxGrad,
     };
 }

@@ -8,8 +8,10 @@
 //! falls back to the composite ops in [`super`], which compute the same values; tests compare
 //! both, values and gradients.
 
-use adept_nn::kernels::{exp_f32, f32_slice, for_chunks, grad_op2, lane_sum, par_rows, use_fused};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
+use adept_nn::kernels::{
+    exp_f32, f32_slice, gated, grad_op2, lane_sum, par_rows, use_fused, Pointwise,
+};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
 use std::sync::Arc;
 
 // ---------------------------------------------------------------------------------------------
@@ -115,101 +117,34 @@ impl CustomOp2 for RmsNormGrad {
 // ---------------------------------------------------------------------------------------------
 // SwiGLU: silu(gate) ⊙ up.
 
-/// `silu(gate) ⊙ up` for two tensors of one shape, gradients for both.
+/// `silu(gate) ⊙ up` for two tensors of one shape, gradients for both
+/// (`d/dgate = g_out·u·σ(g)(1 + g(1 − σ(g)))`, `d/dup = g_out·g·σ(g)`).
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if !use_fused(gate) || gate.dims() != up.dims() {
         return gate.silu()?.mul(up);
     }
-    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+    gated(gate, up, Silu)
 }
-
-struct SwiGlu;
 
 #[inline(always)]
 fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + exp_f32(-v))
 }
 
-impl CustomOp2 for SwiGlu {
-    fn name(&self) -> &'static str {
-        "adept-swiglu"
+/// `x·σ(x)` as a [`Pointwise`] function, slope `σ(x)(1 + x(1 − σ(x)))`.
+#[derive(Clone, Copy)]
+struct Silu;
+
+impl Pointwise for Silu {
+    const NAME: &'static str = "adept-swiglu";
+    const GRAD_NAME: &'static str = "adept-swiglu-grad";
+    const SLOPE_FROM_OUTPUT: bool = false;
+    fn value(x: f32) -> f32 {
+        x * sigmoid(x)
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = f32_slice(s1, l1, self.name())?;
-        let u = f32_slice(s2, l2, self.name())?;
-        let mut out = vec![0f32; g.len()];
-        for_chunks(&mut out, |start, o| {
-            let (g, u) = (&g[start..start + o.len()], &u[start..start + o.len()]);
-            for j in 0..o.len() {
-                o[j] = g[j] * sigmoid(g[j]) * u[j];
-            }
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        gate: &Tensor,
-        up: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let dg = gate.apply_op3_no_bwd(up, &grad, &SwiGluGrad { wrt_gate: true })?;
-        let du = gate.apply_op3_no_bwd(up, &grad, &SwiGluGrad { wrt_gate: false })?;
-        Ok((Some(dg), Some(du)))
-    }
-}
-
-/// `d/dgate = g_out·u·σ(g)(1 + g(1 − σ(g)))`, `d/dup = g_out·g·σ(g)`.
-struct SwiGluGrad {
-    wrt_gate: bool,
-}
-
-impl CustomOp3 for SwiGluGrad {
-    fn name(&self) -> &'static str {
-        "adept-swiglu-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = f32_slice(s1, l1, self.name())?;
-        let u = f32_slice(s2, l2, self.name())?;
-        let go = f32_slice(s3, l3, self.name())?;
-        let mut out = vec![0f32; g.len()];
-        for_chunks(&mut out, |start, o| {
-            let n = o.len();
-            let (g, u, go) = (
-                &g[start..start + n],
-                &u[start..start + n],
-                &go[start..start + n],
-            );
-            if self.wrt_gate {
-                for j in 0..n {
-                    let s = sigmoid(g[j]);
-                    o[j] = go[j] * u[j] * s * (1.0 + g[j] * (1.0 - s));
-                }
-            } else {
-                for j in 0..n {
-                    o[j] = go[j] * g[j] * sigmoid(g[j]);
-                }
-            }
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    fn slope(x: f32) -> f32 {
+        let s = sigmoid(x);
+        s * (1.0 + x * (1.0 - s))
     }
 }
 

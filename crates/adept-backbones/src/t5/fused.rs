@@ -14,10 +14,9 @@
 //! the same values; the tests in `tests/t5.rs` compare both, values and input gradients.
 
 use adept_nn::kernels::{
-    exp_f32, f32_slice, for_chunks, grad_op2, par_rows, pointwise, use_fused, Pointwise,
-    SoftmaxGrad,
+    exp_f32, f32_slice, gated, grad_op2, par_rows, pointwise, use_fused, Pointwise, SoftmaxGrad,
 };
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
 
 /// T5's RMS layer norm `w · x / sqrt(mean(x²) + eps)` over the last dimension of `x [.., d]`,
@@ -158,96 +157,28 @@ fn gelu_tanh_and_slope(x: f32) -> (f32, f32) {
 }
 
 /// `gelu_tanh(a) ⊙ b` for two tensors of one shape (T5 v1.1's gated feed-forward), gradients
-/// for both; the composite reference is `a.gelu()? * b`.
+/// for both (`d/da = g·b·gelu'(a)`, `d/db = g·gelu(a)`); the composite reference is
+/// `a.gelu()? * b`.
 pub fn gated_gelu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !use_fused(a) || a.dims() != b.dims() || b.dtype() != a.dtype() {
         return a.gelu()?.mul(b);
     }
-    a.contiguous()?.apply_op2(&b.contiguous()?, GatedGelu)
+    gated(a, b, GeluTanh)
 }
 
-struct GatedGelu;
+/// GELU (tanh approximation) as a [`Pointwise`] function.
+#[derive(Clone, Copy)]
+struct GeluTanh;
 
-impl CustomOp2 for GatedGelu {
-    fn name(&self) -> &'static str {
-        "adept-t5-gated-gelu"
+impl Pointwise for GeluTanh {
+    const NAME: &'static str = "adept-t5-gated-gelu";
+    const GRAD_NAME: &'static str = "adept-t5-gated-gelu-grad";
+    const SLOPE_FROM_OUTPUT: bool = false;
+    fn value(x: f32) -> f32 {
+        gelu_tanh_and_slope(x).0
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let a = f32_slice(s1, l1, self.name())?;
-        let b = f32_slice(s2, l2, self.name())?;
-        let mut out = vec![0f32; a.len()];
-        for_chunks(&mut out, |start, o| {
-            let (a, b) = (&a[start..start + o.len()], &b[start..start + o.len()]);
-            for j in 0..o.len() {
-                o[j] = gelu_tanh_and_slope(a[j]).0 * b[j];
-            }
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let (a, b) = (a.contiguous()?, b.contiguous()?);
-        let da = a.apply_op3_no_bwd(&b, &grad, &GatedGeluGrad { wrt_a: true })?;
-        let db = a.apply_op3_no_bwd(&b, &grad, &GatedGeluGrad { wrt_a: false })?;
-        Ok((Some(da), Some(db)))
-    }
-}
-
-/// `d/da = g·b·gelu'(a)`, `d/db = g·gelu(a)` for the output gradient `g`.
-struct GatedGeluGrad {
-    wrt_a: bool,
-}
-
-impl CustomOp3 for GatedGeluGrad {
-    fn name(&self) -> &'static str {
-        "adept-t5-gated-gelu-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let a = f32_slice(s1, l1, self.name())?;
-        let b = f32_slice(s2, l2, self.name())?;
-        let g = f32_slice(s3, l3, self.name())?;
-        let mut out = vec![0f32; a.len()];
-        for_chunks(&mut out, |start, o| {
-            let n = o.len();
-            let (a, b, g) = (
-                &a[start..start + n],
-                &b[start..start + n],
-                &g[start..start + n],
-            );
-            if self.wrt_a {
-                for j in 0..n {
-                    o[j] = g[j] * b[j] * gelu_tanh_and_slope(a[j]).1;
-                }
-            } else {
-                for j in 0..n {
-                    o[j] = g[j] * gelu_tanh_and_slope(a[j]).0;
-                }
-            }
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    fn slope(x: f32) -> f32 {
+        gelu_tanh_and_slope(x).1
     }
 }
 
