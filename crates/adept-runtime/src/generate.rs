@@ -339,6 +339,10 @@ pub struct GenerationStats {
     pub decode_tokens_per_s: f64,
 }
 
+/// The most bytes of logits one scoring run of [`Generator::continuation_logprobs`] returns
+/// (SmolLM2's 49k-token vocabulary: ~16 rows of 80 tokens).
+const SCORE_LOGITS_BYTES: usize = 256 << 20;
+
 /// A decoder bundle ready to generate.
 pub struct Generator {
     pub dir: PathBuf,
@@ -597,8 +601,13 @@ impl Generator {
             )?;
         }
         let model = self.dir.join(MODEL_FILE);
+        // Every position's logits come back ([rows, seq, vocab] f32, and a copy): at most
+        // `SCORE_LOGITS_BYTES` of them per run, however large the batch asked for.
+        let longest = rows.iter().map(|(r, _)| r.len()).max().unwrap_or(1).max(1);
+        let per_row = 4 * (longest + self.spec.prompt_len) * self.spec.vocab_size;
+        let chunk_rows = self.batch_size.min(SCORE_LOGITS_BYTES / per_row).max(1);
         let mut out = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(self.batch_size) {
+        for chunk in rows.chunks(chunk_rows) {
             let mut step = OrtDecoderStep::new(
                 &mut self.session,
                 &self.spec,
