@@ -664,18 +664,7 @@ impl BundleManifest {
 
     /// Checks that `model.onnx` and `tokenizer.json` in `dir` exist and match their checksums.
     pub fn verify_files(&self, dir: &Path) -> Result<()> {
-        let manifest_path = dir.join(MANIFEST_FILE).display().to_string();
-        for name in self.files.keys() {
-            let path = dir.join(name);
-            ensure!(
-                path.is_file(),
-                "bundle file {} is missing (listed in {manifest_path})",
-                path.display(),
-            );
-            let got = FileEntry::of(&path)?;
-            self.check_file(name, &got, &path.display().to_string(), &manifest_path)?;
-        }
-        Ok(())
+        verify_listed_files(&self.files, dir)
     }
 
     /// Checks a bundle file's checksum and size (`got`, e.g. computed by the browser) against
@@ -688,24 +677,7 @@ impl BundleManifest {
         shown: &str,
         manifest_name: &str,
     ) -> Result<()> {
-        let want = self
-            .files
-            .get(name)
-            .with_context(|| format!("{manifest_name} lists no file {name}"))?;
-        ensure!(
-            want.sha256.eq_ignore_ascii_case(&got.sha256),
-            "checksum mismatch for {shown}: sha256 {}…, but {manifest_name} records {}… (the file changed \
-             after export, or the bundle is corrupt; re-export it)",
-            &got.sha256[..12.min(got.sha256.len())],
-            &want.sha256[..12.min(want.sha256.len())]
-        );
-        ensure!(
-            got.bytes == want.bytes,
-            "{shown} is {} bytes, {manifest_name} records {}",
-            got.bytes,
-            want.bytes
-        );
-        Ok(())
+        check_listed_file(&self.files, name, got, shown, manifest_name)
     }
 
     /// Records the checksums of `model.onnx` and `tokenizer.json` in `dir` (and of a decoder
@@ -738,6 +710,57 @@ impl BundleManifest {
     pub fn label(&self, id: usize) -> Option<&str> {
         self.label_names.get(id).map(String::as_str)
     }
+}
+
+/// Checks that every file of a manifest's `files` exists in `dir` and matches its sha256 and
+/// size (every bundle kind lists its files this way).
+pub fn verify_listed_files(files: &BTreeMap<String, FileEntry>, dir: &Path) -> Result<()> {
+    let manifest_path = dir.join(MANIFEST_FILE).display().to_string();
+    for name in files.keys() {
+        let path = dir.join(name);
+        ensure!(
+            path.is_file(),
+            "bundle file {} is missing (listed in {manifest_path})",
+            path.display(),
+        );
+        let got = FileEntry::of(&path)?;
+        check_listed_file(
+            files,
+            name,
+            &got,
+            &path.display().to_string(),
+            &manifest_path,
+        )?;
+    }
+    Ok(())
+}
+
+/// Checks `got` (a file's checksum and size) against the entry for `name` in `files`; `shown`
+/// and `manifest_name` name the file and the manifest in errors.
+pub fn check_listed_file(
+    files: &BTreeMap<String, FileEntry>,
+    name: &str,
+    got: &FileEntry,
+    shown: &str,
+    manifest_name: &str,
+) -> Result<()> {
+    let want = files
+        .get(name)
+        .with_context(|| format!("{manifest_name} lists no file {name}"))?;
+    ensure!(
+        want.sha256.eq_ignore_ascii_case(&got.sha256),
+        "checksum mismatch for {shown}: sha256 {}…, but {manifest_name} records {}… (the file changed \
+         after export, or the bundle is corrupt; re-export it)",
+        &got.sha256[..12.min(got.sha256.len())],
+        &want.sha256[..12.min(want.sha256.len())]
+    );
+    ensure!(
+        got.bytes == want.bytes,
+        "{shown} is {} bytes, {manifest_name} records {}",
+        got.bytes,
+        want.bytes
+    );
+    Ok(())
 }
 
 #[cfg(test)]

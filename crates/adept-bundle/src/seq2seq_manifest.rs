@@ -19,7 +19,7 @@
 //! unchanged; encoder and decoder bundles keep [`crate::BundleManifest`].
 
 use crate::manifest::{FileEntry, FoldMode, Method, WeightDtype, FORMAT, FORMAT_VERSION};
-use crate::{sha256_file, write_atomic, MANIFEST_FILE, OUTPUT_NAME};
+use crate::{write_atomic, MANIFEST_FILE, OUTPUT_NAME};
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -286,33 +286,7 @@ impl Seq2SeqManifest {
 
     /// Checks that every listed file exists in `dir` and matches its sha256 and size.
     pub fn verify_files(&self, dir: &Path) -> Result<()> {
-        let manifest_path = dir.join(MANIFEST_FILE);
-        for (name, want) in &self.files {
-            let path = dir.join(name);
-            ensure!(
-                path.is_file(),
-                "bundle file {} is missing (listed in {})",
-                path.display(),
-                manifest_path.display()
-            );
-            let got = sha256_file(&path)?;
-            ensure!(
-                want.sha256.eq_ignore_ascii_case(&got),
-                "{} does not match the sha256 in {} (the bundle was modified or truncated; \
-                 export it again)",
-                path.display(),
-                manifest_path.display()
-            );
-            let bytes = std::fs::metadata(&path)?.len();
-            ensure!(
-                bytes == want.bytes,
-                "{} is {bytes} bytes, {} records {}",
-                path.display(),
-                manifest_path.display(),
-                want.bytes
-            );
-        }
-        Ok(())
+        crate::manifest::verify_listed_files(&self.files, dir)
     }
 
     /// Writes `<dir>/adept.json` (pretty JSON) atomically after validating.
