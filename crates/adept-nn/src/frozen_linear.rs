@@ -3,7 +3,10 @@
 //! candle's `matmul` backward always computes the gradients of both operands, so a frozen weight
 //! costs a full extra matrix product per layer in every backward pass (and memory to hold it). Here
 //! the product runs as a custom op over the activation alone: the weight is captured by the op, and
-//! `bwd` returns `grad · W`. Forward results are bit-identical to `x.matmul(W^T)`.
+//! `bwd` returns `grad · W`. On the CPU (f32) both products run on [`crate::blas::sgemm`]: the
+//! loaded BLAS when there is one (OpenBLAS's AVX-512 kernels; candle's `gemm` crate has AVX2
+//! only on stable Rust), else the `gemm` crate, so the results equal `x.matmul(W^T)` within
+//! float rounding. Elsewhere (CUDA, other dtypes) candle's own matmul runs.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
@@ -129,7 +132,26 @@ impl CustomOp1 for InputOnlyMatmul {
         let Storage::Cpu(w) = &*w_storage else {
             candle_core::bail!("frozen-linear: weight is not on the CPU")
         };
-        let mut out = storage.matmul(w, (1, m, n, k), layout, w_layout)?;
+        let mut out = match (storage, w, layout.contiguous_offsets()) {
+            (CpuStorage::F32(x), CpuStorage::F32(wv), Some((start, end)))
+                if w_layout.start_offset() == 0 =>
+            {
+                // y [m, n] = x [m, k] · Wᵀ, W [n, k] row-major (so Wᵀ is W read transposed).
+                let mut y = vec![0f32; m * n];
+                crate::blas::sgemm(
+                    m,
+                    n,
+                    k,
+                    crate::blas::MatRef::new(&x[start..end], k, false),
+                    crate::blas::MatRef::new(wv, k, true),
+                    &mut y,
+                    n,
+                    false,
+                );
+                CpuStorage::F32(y)
+            }
+            _ => storage.matmul(w, (1, m, n, k), layout, w_layout)?,
+        };
         if let (Some(bias), CpuStorage::F32(values)) = (&self.bias, &mut out) {
             crate::fused::par_rows(values, n, |_, row| {
                 for (v, b) in row.iter_mut().zip(bias) {
@@ -157,6 +179,37 @@ impl CustomOp1 for InputOnlyMatmul {
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        if grad_res.device().is_cpu()
+            && grad_res.dtype() == candle_core::DType::F32
+            && self.weight.dtype() == candle_core::DType::F32
+        {
+            // dx [m, k] = dy [m, n] · W [n, k]
+            let (m, n) = grad_res.dims2()?;
+            let k = self.weight.dims()[1];
+            let dy = grad_res.contiguous()?;
+            let (dy_s, dy_l) = dy.storage_and_layout();
+            let (w_s, w_l) = self.weight.storage_and_layout();
+            if let (Storage::Cpu(CpuStorage::F32(dyv)), Storage::Cpu(CpuStorage::F32(wv))) =
+                (&*dy_s, &*w_s)
+            {
+                if let (Some((a0, a1)), Some((b0, b1))) =
+                    (dy_l.contiguous_offsets(), w_l.contiguous_offsets())
+                {
+                    let mut dx = vec![0f32; m * k];
+                    crate::blas::sgemm(
+                        m,
+                        k,
+                        n,
+                        crate::blas::MatRef::new(&dyv[a0..a1], n, false),
+                        crate::blas::MatRef::new(&wv[b0..b1], k, false),
+                        &mut dx,
+                        k,
+                        false,
+                    );
+                    return Ok(Some(Tensor::from_vec(dx, (m, k), grad_res.device())?));
+                }
+            }
+        }
         Ok(Some(grad_res.matmul(&self.weight)?))
     }
 }
