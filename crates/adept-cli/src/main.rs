@@ -25,7 +25,7 @@ const PURGE_DELAY_MS: std::ffi::c_long = 5000;
 
 /// candle's variable for how long its idle pool workers spin before parking, and our default.
 const CANDLE_SPIN_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
-const CANDLE_SPIN_LIMIT: &str = "100";
+const CANDLE_SPIN_LIMIT: &str = "1000";
 
 fn main() {
     // Keep freed memory committed for reuse for a while instead of returning it to the OS after
@@ -39,9 +39,11 @@ fn main() {
         unsafe { libmimalloc_sys::mi_option_set(15, PURGE_DELAY_MS) };
     }
     // candle's element-wise thread pool spins 25,000 rounds before parking; on a small CPU its
-    // spinning worker takes a core from the BLAS threads of the next product (measured on 2
-    // cores: SmolLM2 training step 1.40 s with candle's default, 1.12 s with 100).
-    // `CANDLE_BARRIER_POOL_SPIN_LIMIT` (candle's own variable) overrides it.
+    // spinning worker takes a core from the BLAS threads of the next product. Measured on 2
+    // cores (`adept bench`, median step, one quiet window; runs vary by ~15%): SmolLM2 ADePT
+    // 1.44 s with candle's 25,000, 1.26 s with 100, 1.13 s with 1,000; MiniLM ADePT 0.74-0.76 s,
+    // 0.68-0.85 s, 0.66-0.68 s. `CANDLE_BARRIER_POOL_SPIN_LIMIT` (candle's own variable)
+    // overrides it.
     if std::env::var_os(CANDLE_SPIN_VAR).is_none() {
         // Set before any thread starts (candle reads it when its pool is first built).
         std::env::set_var(CANDLE_SPIN_VAR, CANDLE_SPIN_LIMIT);
