@@ -20,13 +20,15 @@ The timed region is forward + backward + optimizer step + scheduler step + zero_
 after `--warmup` untimed steps. The frozen backbone runs in eval mode (no dropout inside BERT; the
 only dropout is the ADePT one); --backbone-dropout puts it in train mode as PEFT does (about +0.6 s
 per step on 2 threads). Prints one JSON line:
-{"impl":"pytorch","step_s_mean":..,"step_s_median":..,"steps":N,"threads":T}
+{"impl":"pytorch","step_s_mean":..,"step_s_median":..,"steps":N,"peak_rss_mb":..,"threads":T}
+(peak_rss_mb: ru_maxrss of the whole process)
 """
 import argparse
 import csv
 import json
 import math
 import os
+import resource
 import statistics
 import sys
 import time
@@ -183,6 +185,7 @@ def main():
                       "torch": torch.__version__}), file=sys.stderr)
     print(json.dumps({"impl": "pytorch", "step_s_mean": round(statistics.mean(times), 4),
                       "step_s_median": round(statistics.median(times), 4), "steps": args.steps,
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
                       "threads": args.threads, "device": args.device}))
 
 

@@ -18,6 +18,9 @@ struct Row {
     name: String,
     step_s_mean: f64,
     step_s_median: f64,
+    /// Peak resident memory while this variant ran (this process's `VmHWM`, reset before it;
+    /// for PyTorch its whole process).
+    peak_rss_mb: Option<f64>,
     steps: usize,
 }
 
@@ -129,6 +132,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let mut opt = build_optimizer(&model, &cfg)?;
         adept_nn::use_plain_matmul_backward(var.plain);
         adept_nn::blas::bypass_blas(!var.blas);
+        reset_peak_rss();
         let mut times = Vec::new();
         for (step, (batch, targets)) in batches.iter().enumerate() {
             let t = Instant::now();
@@ -146,6 +150,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             name: format!("{name} (l={}, r={})", cfg.prompt_len(), cfg.adapter.rank),
             step_s_mean: mean,
             step_s_median: median,
+            peak_rss_mb: adept_train::lm_train::peak_rss_mb(),
             steps: a.iters,
         });
     }
@@ -164,11 +169,17 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         "training step, batch {} of SST-2 (mean padded length {:.1} tokens + prompt), {} threads, {} timed steps after {} warm-up",
         batch_size, mean_len, threads, a.iters, a.warmup_iters
     );
-    println!("{:<55} {:>10} {:>10}", "variant", "median s", "mean s");
+    println!(
+        "{:<55} {:>10} {:>10} {:>12}",
+        "variant", "median s", "mean s", "peak RSS MB"
+    );
     for r in &rows {
         println!(
-            "{:<55} {:>10.3} {:>10.3}",
-            r.name, r.step_s_median, r.step_s_mean
+            "{:<55} {:>10.3} {:>10.3} {:>12.0}",
+            r.name,
+            r.step_s_median,
+            r.step_s_mean,
+            r.peak_rss_mb.unwrap_or(f64::NAN)
         );
     }
     if let Some(torch) = rows.iter().find(|r| r.name.starts_with("pytorch")) {
@@ -225,6 +236,7 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
         ),
         step_s_mean: v["step_s_mean"].as_f64().context("step_s_mean")?,
         step_s_median: v["step_s_median"].as_f64().context("step_s_median")?,
+        peak_rss_mb: v["peak_rss_mb"].as_f64(),
         steps: a.iters,
     })
 }
