@@ -23,6 +23,7 @@ fn initializers(model: &Classifier, fold: FoldMode) -> Vec<TensorProto> {
         dtype: WeightDtype::F32,
         opset: 17,
         attention: Default::default(),
+        lean: true,
     };
     let bytes = classifier_graph(model, &opts).unwrap().to_bytes().unwrap();
     decode_model(&bytes).unwrap().graph.unwrap().initializer
