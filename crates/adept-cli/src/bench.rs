@@ -449,11 +449,7 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     show("ADePT folded / PT-100:", f, find("pt100"));
     show("ADePT folded / unfolded:", f, find("adept-unfolded"));
     show("ADePT folded int8 / f32:", find("adept-folded-int8"), f);
-    show(
-        "ADePT folded lean / full graph:",
-        f,
-        find(FOLDED_FULL),
-    );
+    show("ADePT folded lean / full graph:", f, find(FOLDED_FULL));
     show(
         "ADePT folded / torch.onnx.export f32:",
         f,
