@@ -96,7 +96,8 @@ pub trait Encoder: Backbone + Send + Sync {
     /// A copy sharing the weights (candle tensors are reference-counted).
     fn clone_box(&self) -> Box<dyn Encoder>;
     /// Emits the encoder into `g` from the adapter stage's outputs; returns the last hidden
-    /// states from row `inputs.keep_from` on, `float [batch, l + s - keep_from, d]`.
+    /// states from row `inputs.keep_from` on, `float [batch, l + s - keep_from, d]`. Both forms
+    /// of [`onnx::EncoderInputs`] (full, and lean with `constant_prompt`) must be handled.
     #[cfg(feature = "onnx")]
     fn emit_from_embeds(
         &self,

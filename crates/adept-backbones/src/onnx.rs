@@ -7,20 +7,42 @@ use adept_onnx::{DataType, GraphBuilder};
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
-/// Values the encoder receives: `[batch, l + s]` inputs after the adapter stage.
+/// Values the encoder receives: `[batch, l + s]` positions after the adapter stage, the soft
+/// prompt's `l` rows first.
+///
+/// Two forms. **Full** (`constant_prompt: None`): the prompt is a graph value, concatenated
+/// in front of the input rows (`embeds [batch, l + s, d]`, `token_type_ids [batch, l + s]`).
+/// **Lean** (`constant_prompt: Some(P)`): the graph values hold the input rows alone (`embeds
+/// [batch, s, d]`, `token_type_ids [batch, s]`) and the prompt comes as the constant `P [l, d]`
+/// at positions `0..l` with token type 0, so the family computes what of the prompt rows does
+/// not depend on the input once, at export, and stores it as initializers (BERT family: the
+/// embedding output and the first layer's query/key/value projections of the prompt rows, see
+/// `bert::onnx`). `attention_mask` and `keep_from` count all `l + s` positions in both forms,
+/// and the emission returns the same rows.
 #[derive(Clone, Debug)]
 pub struct EncoderInputs {
-    /// `float [batch, l + s, d]`: `[P; E + f(E)]`.
+    /// `float [batch, l + s, d]`: `[P; E + f(E)]`; lean form: `float [batch, s, d]`, `E + f(E)`.
     pub embeds: String,
-    /// `int64 [batch, l + s]`: 1 for the prompt and real tokens, 0 for padding.
+    /// `int64 [batch, l + s]`: 1 for the prompt and real tokens, 0 for padding (both forms).
     pub attention_mask: String,
-    /// `int64 [batch, l + s]`: 0 for the prompt, the tokenizer's types after it; `None` for a
-    /// family that takes no token types ([`crate::Encoder::uses_token_types`]).
+    /// `int64 [batch, l + s]`: 0 for the prompt, the tokenizer's types after it (lean form:
+    /// `[batch, s]`, the input rows' types); `None` for a family that takes no token types
+    /// ([`crate::Encoder::uses_token_types`]).
     pub token_type_ids: Option<String>,
     /// Only rows from this position on are needed (the prompt length, for a head that reads the
     /// input tokens): the emission returns `[batch, l + s - keep_from, d]`, and a family may
     /// skip work for the other rows, as `Encoder::forward_embeds_from` does.
     pub keep_from: usize,
+    /// The lean form's soft prompt `P [l, d]` (candle, as the adapter holds it), not in the
+    /// graph values; `None`: the full form (or no prompt).
+    pub constant_prompt: Option<Tensor>,
+}
+
+impl EncoderInputs {
+    /// Rows of the prompt that are not in the graph values (0 in the full form).
+    pub fn constant_prompt_len(&self) -> usize {
+        self.constant_prompt.as_ref().map_or(0, |p| p.dims()[0])
+    }
 }
 
 /// Values a decoder family's emission receives for one step over `s` new tokens with `past`

@@ -243,7 +243,8 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
 
 /// `adept bench --serving`: the serving variants side by side in ONNX Runtime (batch 1 latency,
 /// batch 32 throughput, same SST-2 dev sentences, interleaved so load drifts hit all alike),
-/// the ADePT folded bundle also as `--dtype int8`, plus candle's forward of the ADePT classifier
+/// the ADePT folded bundle also as `--dtype int8` and as the full graph (`--no-lean`: the
+/// prompt rows not precomputed; the lean/full ratio), plus candle's forward of the ADePT classifier
 /// on the same batch-32 inputs. With `--pytorch`, the Python route joins the table: the same
 /// prompt classifier exported by `torch.onnx.export` (tests/reference/torch_onnx_export.py) and
 /// its `quantize_dynamic` int8 graph, and `quantize_dynamic` applied to adept's own folded
@@ -320,6 +321,23 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         &int8_dir,
     )?;
     variants.push(("adept-folded-int8".into(), int8_dir));
+    // The same folded classifier as the full graph (no precomputed prompt rows), for the
+    // lean/full ratio.
+    let full_dir = tmp.path().join(FOLDED_FULL);
+    adept_export::export_classifier(
+        &folded.1,
+        &enc,
+        &tok,
+        &info,
+        &adept_export::ExportOptions {
+            fold: Some(adept_bundle::FoldMode::Folded),
+            lean: false,
+            overwrite: true,
+            ..Default::default()
+        },
+        &full_dir,
+    )?;
+    variants.push((FOLDED_FULL.into(), full_dir));
     eprintln!(
         "exported {} variants in {:.1} s (int8 model.onnx {:.1} MB)",
         variants.len(),
@@ -443,6 +461,7 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     show("ADePT folded / PT-100:", f, find("pt100"));
     show("ADePT folded / unfolded:", f, find("adept-unfolded"));
     show("ADePT folded int8 / f32:", find("adept-folded-int8"), f);
+    show("ADePT folded lean / full graph:", f, find(FOLDED_FULL));
     show(
         "ADePT folded / torch.onnx.export f32:",
         f,
@@ -495,6 +514,8 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The folded ADePT bundle with `--no-lean` (every other adept variant is lean).
+const FOLDED_FULL: &str = "adept-folded-full";
 const PY_TORCH_F32: &str = "python torch.onnx.export f32";
 const PY_TORCH_INT8: &str = "python torch.onnx.export int8";
 const PY_ADEPT_INT8: &str = "adept-folded + quantize_dynamic";

@@ -70,6 +70,7 @@ pub fn run(a: &QuickstartArgs) -> Result<()> {
         no_fold: false,
         dtype: adept_bundle::WeightDtype::F32,
         opset: 17,
+        no_lean: false,
         overwrite: true,
     };
     let export = adept_export::run_export(&export_args)?;

@@ -23,6 +23,7 @@ fn initializers(model: &Classifier, fold: FoldMode) -> Vec<TensorProto> {
         dtype: WeightDtype::F32,
         opset: 17,
         attention: Default::default(),
+        lean: true,
     };
     let bytes = classifier_graph(model, &opts).unwrap().to_bytes().unwrap();
     decode_model(&bytes).unwrap().graph.unwrap().initializer
@@ -203,7 +204,9 @@ fn tiny_folded_table_is_e_plus_f_of_e() {
         B1,
         W_UP,
         B2,
-        "prompt_embeddings",
+        // The lean graph (default) holds the prompt rows' precomputed embedding output, not
+        // the prompt itself (tests/lean.rs).
+        adept_backbones::bert::onnx::PROMPT_OUTPUT,
     ] {
         assert!(
             find(&inits, name).is_some(),

@@ -52,6 +52,8 @@ pub struct ExportOptions {
     pub opset: i64,
     /// How self-attention is emitted (both run the same kernels' math; see `AttentionKind`).
     pub attention: AttentionKind,
+    /// The lean graph (default; see `GraphOptions::lean`); `false` emits the full graph.
+    pub lean: bool,
     /// Replace an existing bundle at the target.
     pub overwrite: bool,
 }
@@ -63,6 +65,7 @@ impl Default for ExportOptions {
             dtype: WeightDtype::F32,
             opset: 17,
             attention: AttentionKind::default(),
+            lean: true,
             overwrite: false,
         }
     }
@@ -260,6 +263,7 @@ pub fn model_bytes(
             dtype: opts.dtype,
             opset: opts.opset,
             attention: opts.attention,
+            lean: opts.lean,
         },
     )?;
     let nodes = builder.graph().nodes().len();

@@ -36,6 +36,10 @@ pub struct ExportArgs {
     /// Default-domain ONNX opset (17 or later).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 17))]
     pub opset: i64,
+    /// Emit the full graph: the soft prompt runs through the embeddings and the first layer's
+    /// projections at serving time instead of being precomputed at export (same logits).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub no_lean: bool,
     /// Replace an existing bundle directory.
     #[cfg_attr(feature = "cli", arg(long))]
     pub overwrite: bool,
@@ -97,6 +101,7 @@ pub fn run_export(args: &ExportArgs) -> Result<ExportReport> {
         dtype: args.dtype,
         opset: args.opset,
         overwrite: args.overwrite,
+        lean: !args.no_lean,
         ..Default::default()
     };
     let out = args

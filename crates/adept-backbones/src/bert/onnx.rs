@@ -9,12 +9,29 @@
 //! Runtime would not fuse `Add` + `LayerNormalization` itself because the sequence length is
 //! dynamic), and the feed-forward `MatMul` + bias `Add` + erf-GELU is left in the pattern ONNX
 //! Runtime rewrites to `MatMul` + `BiasGelu` (tanh-GELU: `FastGelu`).
+//!
+//! **Lean form** ([`EncoderInputs::constant_prompt`]). The soft prompt sits at positions
+//! `0..l` with token type 0 in every BERT-family model (RoBERTa-style ones included: positions
+//! here are `offset + i` for every row, never derived from the mask, in candle as in the graph,
+//! so neither padding side nor the input moves them). So everything about the prompt rows up to
+//! the first attention is input-independent, and [`prompt_rows`] computes it once at export with
+//! the candle modules `forward_embeds_from` runs (an exact f32 evaluation of the same
+//! functions, and no ONNX evaluator needed at export): the embedding output of the prompt rows
+//! (`embeddings.prompt_output [l, d]`) and their first-layer query/key/value projections
+//! (`encoder.layer.0.attention.self.prompt_{query,key,value} [l, d]`, heads side by side as
+//! `MultiHeadAttention` splits them, without the biases, which the kernel adds to all rows).
+//! The graph then runs the embeddings and the first layer's three projections on the input
+//! rows only and concatenates the constants in front; the prompt rows' attention (their queries
+//! attend to input keys), output projection and feed-forward still run, as in every later
+//! layer, whose prompt rows depend on the input. With `AttentionKind::Packed` (one fused
+//! projection over all rows) only the embedding output is constant.
 
 use super::{Activation, BertEncoder, BertLayer, Norm};
 use crate::onnx::{mask_i32, values, AttentionKind, EmitOptions, EncoderInputs};
 use adept_nn::FrozenLinear;
 use adept_onnx::{GraphBuilder, MultiHeadAttention};
-use anyhow::Result;
+use anyhow::{ensure, Context, Result};
+use candle_core::{DType, Tensor};
 
 /// A frozen `nn.Linear` called `prefix` (scoped).
 pub fn linear(g: &mut GraphBuilder, prefix: &str, x: &str, l: &FrozenLinear) -> Result<String> {
@@ -64,22 +81,25 @@ pub fn activation(g: &mut GraphBuilder, act: Activation, x: &str) -> String {
     }
 }
 
-/// `LayerNorm(inputs_embeds + position_embeddings[offset .. offset + L] + token_type_embeddings[types])`.
+/// `LayerNorm(inputs_embeds + position_embeddings[offset .. offset + L] + token_type_embeddings[types])`
+/// for the rows in `x.embeds`: `[batch, l + s, d]`, or in the lean form `[batch, s, d]` (the
+/// input rows, positions from `offset + l` on).
 ///
-/// The position rows are a `Slice` of the table with bounds computed from `L` (the prompt
-/// included), the graph form of `position.narrow(0, offset, L)`.
+/// The position rows are a `Slice` of the table with bounds computed from the rows' count, the
+/// graph form of `position.narrow(0, offset, L)`.
 pub fn embeddings(g: &mut GraphBuilder, enc: &BertEncoder, x: &EncoderInputs) -> Result<String> {
     let e = &enc.embeddings;
     let cfg = &enc.config;
     let d = cfg.hidden_size;
     g.scope("embeddings", |g| {
-        let offset = cfg.position_offset() as i64;
+        // The lean form's rows start after the constant prompt rows.
+        let offset = (cfg.position_offset() + x.constant_prompt_len()) as i64;
         let pos_table = g.weight(
             "position_embeddings.weight",
             &[cfg.max_position_embeddings, d],
             &values(&e.position)?,
         )?;
-        let len = g.dim(&x.attention_mask, 1);
+        let len = g.dim(&x.embeds, 1);
         let start = g.const_i64(&[offset]);
         let end = g.add(&len, &start);
         let positions = g.slice_dynamic(&pos_table, &start, &end, &[0]); // [L, d]
@@ -166,31 +186,46 @@ pub fn self_attention(
         let q = matmul_only(g, "self.query", xq, &layer.query)?;
         let k = matmul_only(g, "self.key", x, &layer.key)?;
         let v = matmul_only(g, "self.value", x, &layer.value)?;
-        let mut qkv_bias = Vec::new();
-        for l in [&layer.query, &layer.key, &layer.value] {
-            match l.bias() {
-                Some(b) => qkv_bias.extend(values(b)?),
-                None => qkv_bias.extend(std::iter::repeat_n(0.0, l.out_features())),
-            }
-        }
-        let context = g.scope("self", |g| -> Result<String> {
-            let bias = g.weight("qkv_bias", &[qkv_bias.len()], &qkv_bias)?;
-            let spec = MultiHeadAttention::new(&q, &k, &v, heads)
-                .bias(&bias)
-                .key_padding_mask(mask);
-            Ok(g.attention(spec))
-        })?;
-        let out = matmul_only(g, "output.dense", &context, &layer.attention_output)?;
-        let bias = bias_of(g, "output.dense", &layer.attention_output)?;
-        residual_norm(
-            g,
-            "output.LayerNorm",
-            &out,
-            bias.as_deref(),
-            xq,
-            &layer.attention_norm,
-        )
+        attention_from_projections(g, layer, [&q, &k, &v], xq, mask, heads)
     })
+}
+
+/// The self-attention block from its bare projections `q [batch, rows, d]`, `k`, `v [batch, L,
+/// d]` (no biases yet): `MultiHeadAttention` (with `self.qkv_bias`), the output projection and
+/// `SkipLayerNormalization` with `residual [batch, rows, d]` (the rows the queries came from).
+/// Call inside the `attention` scope.
+fn attention_from_projections(
+    g: &mut GraphBuilder,
+    layer: &BertLayer,
+    [q, k, v]: [&str; 3],
+    residual: &str,
+    mask: &str,
+    heads: usize,
+) -> Result<String> {
+    let mut qkv_bias = Vec::new();
+    for l in [&layer.query, &layer.key, &layer.value] {
+        match l.bias() {
+            Some(b) => qkv_bias.extend(values(b)?),
+            None => qkv_bias.extend(std::iter::repeat_n(0.0, l.out_features())),
+        }
+    }
+    let context = g.scope("self", |g| -> Result<String> {
+        let bias = g.weight("qkv_bias", &[qkv_bias.len()], &qkv_bias)?;
+        let spec = MultiHeadAttention::new(q, k, v, heads)
+            .bias(&bias)
+            .key_padding_mask(mask);
+        Ok(g.attention(spec))
+    })?;
+    let out = matmul_only(g, "output.dense", &context, &layer.attention_output)?;
+    let bias = bias_of(g, "output.dense", &layer.attention_output)?;
+    residual_norm(
+        g,
+        "output.LayerNorm",
+        &out,
+        bias.as_deref(),
+        residual,
+        &layer.attention_norm,
+    )
 }
 
 /// The same block with one `com.microsoft:Attention` node: the q/k/v weights packed into
@@ -265,7 +300,6 @@ pub fn feed_forward(
     )
 }
 
-/// One encoder layer (`encoder.layer.{i}`).
 /// One encoder layer (`encoder.layer.{i}`); with `query_from > 0` (multi-head attention only)
 /// its output holds the rows from `query_from` on: queries, attention output and feed-forward
 /// for those rows alone, as `BertEncoder::forward_embeds_from` computes the last layer.
@@ -303,7 +337,8 @@ pub fn layer(
     })
 }
 
-/// The whole encoder from input embeddings (the graph form of `forward_embeds`).
+/// The whole encoder from input embeddings (the graph form of `forward_embeds`); in the lean
+/// form (see the module docs) with the prompt rows' input-independent values as constants.
 pub fn encoder_from_embeds(
     g: &mut GraphBuilder,
     enc: &BertEncoder,
@@ -312,13 +347,169 @@ pub fn encoder_from_embeds(
 ) -> Result<String> {
     let mut hidden = embeddings(g, enc, x)?;
     let mask = g.scope("encoder", |g| mask_i32(g, &x.attention_mask));
-    let last = enc.layers.len().saturating_sub(1);
-    for i in 0..enc.layers.len() {
+    let n = enc.layers.len();
+    let last = n.saturating_sub(1);
+    let mut first = 0;
+    if let Some(prompt) = &x.constant_prompt {
+        let rows = prompt_rows(enc, prompt)?;
+        let batch = g.dim(&x.embeds, 0);
+        let lean_layer = n > 0 && opts.attention == AttentionKind::MultiHead;
+        if lean_layer {
+            let from = if last == 0 { x.keep_from } else { 0 };
+            hidden = first_layer_lean(g, enc, &rows, &hidden, &mask, &batch, from)?;
+            first = 1;
+        } else {
+            // Packed attention projects all rows in one node: only the embedding output is
+            // constant.
+            hidden = prepend_rows(g, PROMPT_OUTPUT, &rows.hidden, &hidden, &batch)?;
+        }
+    }
+    for i in first..n {
         let from = if i == last { x.keep_from } else { 0 };
         hidden = layer(g, enc, i, &hidden, &mask, opts.attention, from)?;
     }
-    if enc.layers.is_empty() && x.keep_from > 0 {
+    if n == 0 && x.keep_from > 0 {
         hidden = g.slice(&hidden, &[x.keep_from as i64], &[i64::MAX], &[1]);
     }
     Ok(hidden)
+}
+
+/// The initializer of the prompt rows' embedding output in the lean form.
+pub const PROMPT_OUTPUT: &str = "embeddings.prompt_output";
+/// The first layer's prompt-row projections in the lean form, in the layer's
+/// `attention.self` scope (`encoder.layer.0.attention.self.prompt_key`, …).
+pub const PROMPT_PROJECTIONS: [&str; 3] = ["prompt_query", "prompt_key", "prompt_value"];
+
+/// What of the soft prompt's rows does not depend on the input (positions `offset..offset + l`,
+/// token type 0), computed with the encoder's candle modules as `forward_embeds_from` runs
+/// them, in f32.
+#[derive(Clone, Debug)]
+pub struct PromptRows {
+    /// `[l, d]`: `LayerNorm(P + position_embeddings[offset .. offset + l] +
+    /// token_type_embeddings[0])`, the embedding output of the prompt rows.
+    pub hidden: Tensor,
+    /// `[l, d]` each: the first layer's query, key and value projections of `hidden`, without
+    /// their biases (`hidden · Wᵀ`); `None` for an encoder without layers.
+    pub first_layer: Option<[Tensor; 3]>,
+}
+
+/// [`PromptRows`] for the soft prompt `prompt [l, d]`.
+pub fn prompt_rows(enc: &BertEncoder, prompt: &Tensor) -> Result<PromptRows> {
+    let cfg = &enc.config;
+    let d = cfg.hidden_size;
+    let (l, pd) = prompt
+        .dims2()
+        .context("the soft prompt must be a [l, d] matrix")?;
+    ensure!(
+        pd == d,
+        "the soft prompt is [{l}, {pd}] but the encoder's hidden size is {d}: the adapter was \
+         trained on another model; export it with the model it was trained on"
+    );
+    ensure!(
+        l < cfg.max_sequence_len(),
+        "a {l}-row soft prompt leaves no position for input tokens in a model of {} positions",
+        cfg.max_sequence_len()
+    );
+    let e = &enc.embeddings;
+    let f32 = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?) };
+    let p = f32(&prompt.to_device(e.position.device())?)?;
+    let positions = f32(&e.position.narrow(0, cfg.position_offset(), l)?)?;
+    let type0 = f32(&e.token_type.narrow(0, 0, 1)?)?;
+    let x = p.add(&positions)?.broadcast_add(&type0)?;
+    let norm = Norm {
+        weight: f32(&e.norm.weight)?,
+        bias: f32(&e.norm.bias)?,
+        eps: e.norm.eps,
+    };
+    let hidden = norm.forward(&x)?;
+    let first_layer = match enc.layers.first() {
+        Some(layer) => {
+            let project = |lin: &FrozenLinear| -> Result<Tensor> {
+                let bare = FrozenLinear::new(f32(lin.weight())?, None)?;
+                Ok(bare.forward(&hidden)?)
+            };
+            Some([
+                project(&layer.query)?,
+                project(&layer.key)?,
+                project(&layer.value)?,
+            ])
+        }
+        None => None,
+    };
+    Ok(PromptRows {
+        hidden,
+        first_layer,
+    })
+}
+
+/// `rows [r, d]` stored as the initializer `name` (scoped) and broadcast over the batch, then
+/// put in front of `x [batch, s, d]`: `[batch, r + s, d]` (`x` itself when `r` is 0).
+fn prepend_rows(
+    g: &mut GraphBuilder,
+    name: &str,
+    rows: &Tensor,
+    x: &str,
+    batch: &str,
+) -> Result<String> {
+    let (r, d) = rows.dims2()?;
+    if r == 0 {
+        return Ok(x.to_owned());
+    }
+    let c = g.weight(name, &[r, d], &values(rows)?)?;
+    let c = g.unsqueeze(&c, &[0]);
+    let rest = g.const_i64(&[r as i64, d as i64]);
+    let shape = g.concat(&[batch, &rest], 0);
+    let c = g.expand(&c, &shape);
+    Ok(g.concat(&[&c, x], 1))
+}
+
+/// The first layer (`encoder.layer.0`) in the lean form: `x [batch, s, d]` holds the input rows'
+/// embedding output; the prompt rows' embedding output and projections come from `rows`. Keys
+/// and values: `[prompt_key; x · W_kᵀ]` (all `l + s` rows); queries and the block's output
+/// rows from row `query_from` of the `l + s` on, as in [`layer`].
+fn first_layer_lean(
+    g: &mut GraphBuilder,
+    enc: &BertEncoder,
+    rows: &PromptRows,
+    x: &str,
+    mask: &str,
+    batch: &str,
+    query_from: usize,
+) -> Result<String> {
+    let layer = &enc.layers[0];
+    let heads = enc.config.num_attention_heads;
+    let [pq, pk, pv] = rows
+        .first_layer
+        .as_ref()
+        .context("the encoder has no first layer")?;
+    let l = rows.hidden.dims()[0];
+    // Rows from `query_from`: the prompt's (constant) from min(query_from, l), the input's from
+    // query_from - l when that is positive.
+    let p_from = query_from.min(l);
+    let xq = if query_from > l {
+        g.slice(x, &[(query_from - l) as i64], &[i64::MAX], &[1])
+    } else {
+        x.to_owned()
+    };
+    // The residual rows (unscoped: the initializer is `embeddings.prompt_output`).
+    let residual = prepend_rows(
+        g,
+        PROMPT_OUTPUT,
+        &rows.hidden.narrow(0, p_from, l - p_from)?,
+        &xq,
+        batch,
+    )?;
+    g.scope("encoder.layer.0", |g| {
+        let h = g.scope("attention", |g| -> Result<String> {
+            let q = matmul_only(g, "self.query", &xq, &layer.query)?;
+            let k = matmul_only(g, "self.key", x, &layer.key)?;
+            let v = matmul_only(g, "self.value", x, &layer.value)?;
+            let [nq, nk, nv] = PROMPT_PROJECTIONS.map(|n| format!("self.{n}"));
+            let q = prepend_rows(g, &nq, &pq.narrow(0, p_from, l - p_from)?, &q, batch)?;
+            let k = prepend_rows(g, &nk, pk, &k, batch)?;
+            let v = prepend_rows(g, &nv, pv, &v, batch)?;
+            attention_from_projections(g, layer, [&q, &k, &v], &residual, mask, heads)
+        })?;
+        feed_forward(g, layer, enc.activation(), &h)
+    })
 }

@@ -148,6 +148,7 @@ pub fn extend_with_prompt(
             attention_mask: mask.to_owned(),
             token_type_ids: types.map(str::to_owned),
             keep_from: 0,
+            constant_prompt: None,
         });
     };
     let (l, d) = prompt.dims2()?;
@@ -170,6 +171,42 @@ pub fn extend_with_prompt(
             attention_mask: mask,
             token_type_ids: types,
             keep_from: 0,
+            constant_prompt: None,
         })
+    })
+}
+
+/// The lean form of [`extend_with_prompt`] (see `EncoderInputs::constant_prompt`): the
+/// embeddings `[batch, s, d]` and token types stay the input rows', the mask is extended with
+/// ones over the prompt (`[batch, l + s]`), and the prompt `P [l, d]` goes to the encoder's
+/// emission as a constant, which computes the prompt rows' input-independent values at export
+/// instead of concatenating `P` in the graph. The prompt rows are the same whatever the method
+/// (PT, DePT, ADePT folded or unfolded): their offsets act on the input rows only. Without a
+/// prompt the inputs pass through.
+pub fn constant_prompt_inputs(
+    g: &mut GraphBuilder,
+    adapter: &Adapter,
+    ids: &str,
+    embeds: &str,
+    mask: &str,
+    types: Option<&str>,
+) -> Result<EncoderInputs> {
+    let prompt = adapter.prompt();
+    let mask = match prompt {
+        Some(p) => {
+            let (l, _) = p.dims2()?;
+            g.scope("prompt", |g| {
+                let ones = prompt_fill(g, ids, l, 1);
+                g.concat(&[&ones, mask], 1)
+            })
+        }
+        None => mask.to_owned(),
+    };
+    Ok(EncoderInputs {
+        embeds: embeds.to_owned(),
+        attention_mask: mask,
+        token_type_ids: types.map(str::to_owned),
+        keep_from: 0,
+        constant_prompt: prompt.cloned(),
     })
 }

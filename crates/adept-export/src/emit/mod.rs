@@ -3,8 +3,9 @@
 //! | candle (`forward`)                                  | graph (`emit`)                          |
 //! |-----------------------------------------------------|-----------------------------------------|
 //! | `Backbone::word_embeddings` + `Adapter::apply`      | [`adapter::input_embeddings`]           |
-//! | `Adapter::extend(mask, 1)` / `extend(types, 0)`     | [`adapter::extend_with_prompt`]         |
+//! | `Adapter::extend(mask, 1)` / `extend(types, 0)`     | [`adapter::extend_with_prompt`] (full graph); lean graph (default): [`adapter::constant_prompt_inputs`] extends the mask only and hands `P` to the encoder as a constant |
 //! | `Encoder::forward_embeds_from`                      | `Encoder::emit_from_embeds` (each family's `onnx.rs` in adept-backbones, e.g. `bert::onnx::encoder_from_embeds`) |
+//! | the prompt rows of `forward_embeds_from`'s embeddings and first-layer q/k/v projections (input-independent) | lean graph: computed at export by `bert::onnx::prompt_rows` (candle), stored as `embeddings.prompt_output`, `encoder.layer.0.attention.self.prompt_{query,key,value}` |
 //! | `hidden.narrow(1, l, s)` + pooling + `Head::forward`| [`head::pool_and_classify`]             |
 //! | `CausalLmModel::embed_tokens` (`[E+f(E); P]` rows)  | [`crate::decoder::decoder_graph`] (`Gather` on the input table; token MLP when unfolded) |
 //! | `CausalLm::forward_embeds` with a `KvCache` + `CausalLm::logits` | `CausalLm::emit_decoder` (e.g. `adept_backbones::llama::onnx::emit_decoder`) |
@@ -35,6 +36,25 @@ pub struct GraphOptions {
     /// Default-domain opset (17 or later).
     pub opset: i64,
     pub attention: AttentionKind,
+    /// The lean graph: what of the soft prompt's rows does not depend on the input (their
+    /// embedding output and first-layer query/key/value projections) is computed at export and
+    /// stored as initializers, so the graph runs the embeddings and the first layer's
+    /// projections on the input rows only. `false`: the full graph, the prompt concatenated in
+    /// front of the input rows and run through everything (the reference the lean graph is
+    /// tested against). Same logits either way (to f32 rounding).
+    pub lean: bool,
+}
+
+impl Default for GraphOptions {
+    fn default() -> Self {
+        Self {
+            fold: FoldMode::None,
+            dtype: WeightDtype::F32,
+            opset: 17,
+            attention: AttentionKind::default(),
+            lean: true,
+        }
+    }
 }
 
 /// What `--dtype int8` quantizes: every encoder product (attention projections, feed-forward)
@@ -78,8 +98,12 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
 
     // tokens → word embeddings → adapter: [P; E + f(E)], mask and types extended.
     let embeds = adapter::input_embeddings(g, model, &ids, opts.fold)?;
-    let mut encoder_inputs =
-        adapter::extend_with_prompt(g, &model.adapter, &ids, &embeds, &mask, types.as_deref())?;
+    let stage = if opts.lean {
+        adapter::constant_prompt_inputs
+    } else {
+        adapter::extend_with_prompt
+    };
+    let mut encoder_inputs = stage(g, &model.adapter, &ids, &embeds, &mask, types.as_deref())?;
     // Only the input rows come out (the head never reads the prompt rows), so the last layer
     // computes those alone, as `Classifier::forward` does.
     encoder_inputs.keep_from = model.adapter.prompt_len();
@@ -99,13 +123,14 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
         &["batch".into(), n.into()],
     )?;
     g.set_doc_string(format!(
-        "adept classifier: {} backbone, method {}, {}-token prompt, offsets {}, pooling {:?}, {} outputs",
+        "adept classifier: {} backbone, method {}, {}-token prompt, offsets {}, pooling {:?}, {} outputs, {} graph",
         model.backbone.family(),
         model.adapter.method(),
         model.adapter.prompt_len(),
         opts.fold,
         model.pooling,
-        n
+        n,
+        if opts.lean { "lean" } else { "full" }
     ));
     Ok(builder)
 }
