@@ -33,6 +33,32 @@ const runtimeInfo = () => ({
   hardware_concurrency: navigator.hardwareConcurrency || null,
 });
 
+/**
+ * A one-node ONNX model (y = Identity(x), x: float[1]), encoded here as protobuf: creating a session
+ * from it starts onnxruntime-web (fetch + compile its 14 MB wasm, start the thread pool) while
+ * the bundle's model.onnx is still downloading, instead of after it.
+ */
+function warmupModel() {
+  const varint = (n) => {
+    const b = [];
+    for (; n > 0x7f; n >>>= 7) b.push((n & 0x7f) | 0x80);
+    b.push(n);
+    return b;
+  };
+  const field = (no, bytes) => [...varint((no << 3) | 2), ...varint(bytes.length), ...bytes];
+  const num = (no, n) => [...varint(no << 3), ...varint(n)];
+  const str = (no, text) => field(no, [...new TextEncoder().encode(text)]);
+  // ValueInfoProto{name, type: TypeProto{tensor_type: {elem_type: FLOAT, shape: {dim: {dim_value: 1}}}}}
+  const value = (name) => [...str(1, name), ...field(2, field(1, [...num(1, 1), ...field(2, field(1, num(1, 1)))]))];
+  const node = [...str(1, 'x'), ...str(2, 'y'), ...str(4, 'Identity')];
+  const graph = [...field(1, node), ...str(2, 'warmup'), ...field(11, value('x')), ...field(12, value('y'))];
+  // ModelProto{ir_version: 8, graph, opset_import: {domain: "", version: 17}}
+  return new Uint8Array([...num(1, 8), ...field(7, graph), ...field(8, [...str(1, ''), ...num(2, 17)])]);
+}
+const ortReady = ort.InferenceSession.create(warmupModel(), { executionProviders: ['wasm'] })
+  .then((s) => s.release())
+  .catch(() => {}); // a real error surfaces again when the bundle's session is created
+
 const state = {
   classifier: null,
   decoder: null,
@@ -193,10 +219,10 @@ async function openBundle(getFiles) {
     isDecoder && files.promptCache ? sha256(files.promptCache) : null,
   ]).then((d) => ({ d, t: performance.now() }));
   status('info', 'Creating the ONNX Runtime session…');
-  const sessionP = ort.InferenceSession.create(new Uint8Array(files.model), {
+  const sessionP = ortReady.then(() => ort.InferenceSession.create(new Uint8Array(files.model), {
     executionProviders: ['wasm'],
     graphOptimizationLevel: 'all',
-  }).then((session) => ({ session, t: performance.now() }));
+  })).then((session) => ({ session, t: performance.now() }));
   sessionP.catch(() => {});
   let promptCache = null;
   let tVerify;
