@@ -130,6 +130,8 @@ try {
         mean_ms: mean(ms),
         p50_ms: quantile(ms, 0.5),
         p90_ms: quantile(ms, 0.9),
+        max_ms: Math.max(...ms),
+        slowest: { sentence: ms.indexOf(Math.max(...ms)), tokens: r.steady[ms.indexOf(Math.max(...ms))].tokens },
         mean_run_ms: mean(r.steady.map((x) => x.run_ms)),
         at_max_length_tokens: r.longRuns[0].tokens,
         at_max_length_ms: quantile(longMs, 0.5),
@@ -158,7 +160,7 @@ const loadAfter = os.loadavg();
 // --- table ---------------------------------------------------------------------------------------
 const f = (x, d = 1) => (x === undefined || x === null ? '—' : x.toFixed(d));
 const ok = (b) => (b ? ' ' : '*');
-const head = ['bundle', 'dtype', 'thr', 'MB', 'ready ms', '1st result', 'reload', 'ms/sent mean', 'p50', 'p90', 'tok', `ms @max_len`];
+const head = ['bundle', 'dtype', 'thr', 'MB', 'ready ms', '1st result', 'reload', 'ms/sent mean', 'p50', 'p90', 'max', 'tok', `ms @max_len`];
 const lines = rows.map((r) => [
   path.basename(r.bundle),
   r.dtype,
@@ -170,6 +172,7 @@ const lines = rows.map((r) => [
   f(r.mean_ms) + ok(r.goals_met.mean_ms),
   f(r.p50_ms),
   f(r.p90_ms),
+  f(r.max_ms),
   f(r.mean_tokens, 1),
   `${f(r.at_max_length_ms)}${ok(r.goals_met.at_max_length_ms)} (${r.at_max_length_tokens})`,
 ]);
