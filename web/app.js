@@ -299,7 +299,7 @@ function loadStats() {
     ['model.onnx', mb(L.model_bytes)],
     ['dtype', L.dtype],
     ['ORT threads', `${L.threads}${L.cross_origin_isolated ? '' : ' (not cross-origin isolated)'}`],
-    ['ORT wasm', `SIMD128${L.threads > 1 ? ' + threads' : ''} · onnxruntime-web ${L.ort_version ?? '?'}`],
+    ['onnxruntime-web', `${L.ort_version ?? '?'} · SIMD128`],
   ];
 }
 
