@@ -68,9 +68,14 @@ step "browser demo (wasm + onnxruntime-web in headless Chromium)"
 # A small bundle for the page: a short real SST-2 run, exported folded.
 ./target/release/adept train --task sst2 --method adept --steps 20 --eval-every 20 --train-limit 2000 \
     --eval-limit 200 --out runs/ci-web --overwrite
+# The same run exported twice: f32 and int8 (dynamically quantized products); both are checked
+# against `adept infer` on the same bundle, then the figures table (64 SST-2 dev sentences, 1 and N
+# threads, both dtypes) is printed and written to target/web-test-output/results.json.
 ./target/release/adept export --adapter runs/ci-web --out exports/ci-web --overwrite
-ADEPT_WEB_BUNDLE=exports/ci-web ADEPT_WEB_TEST_OUT=target/web-test-output web/test/run.sh 2>&1 | tee -a "$LOG"
-echo "screenshots: target/web-test-output/"
+./target/release/adept export --adapter runs/ci-web --dtype int8 --out exports/ci-web-int8 --overwrite
+ADEPT_WEB_BUNDLE="exports/ci-web exports/ci-web-int8" ADEPT_WEB_BENCH_N=64 ADEPT_WEB_TEST_OUT=target/web-test-output \
+    web/test/run.sh 2>&1 | tee -a "$LOG"
+echo "screenshots: target/web-test-output/{ci-web,ci-web-int8}/"
 
 step "browser demo, second family: the tiny random RoBERTa (byte-level BPE, no token types)"
 mkdir -p runs
@@ -81,7 +86,7 @@ mkdir -p runs
     --label-field mood --prompt-len 4 --rank 2 --max-len 24 --steps 8 --batch-size 8 --eval-every 4 \
     --out runs/ci-web-roberta --overwrite
 ./target/release/adept export --adapter runs/ci-web-roberta --out exports/ci-web-roberta --overwrite
-SKIP_BUILD=1 ADEPT_WEB_BUNDLE=exports/ci-web-roberta ADEPT_WEB_TEST_OUT=target/web-test-output-roberta \
+SKIP_BUILD=1 ADEPT_WEB_BENCH=0 ADEPT_WEB_BUNDLE=exports/ci-web-roberta ADEPT_WEB_TEST_OUT=target/web-test-output-roberta \
     web/test/run.sh 2>&1 | tee -a "$LOG"
 echo "screenshots: target/web-test-output-roberta/"
 

@@ -11,10 +11,53 @@ const $ = (id) => document.getElementById(id);
 
 ort.env.wasm.wasmPaths = new URL('./pkg/ort/', import.meta.url).href;
 const params = new URLSearchParams(location.search);
-// ?threads=N overrides; threads need cross-origin isolation (COOP/COEP headers, see serve.mjs).
+/** Most threads the page asks for by default: ORT's own default cap; a batch-1 encoder of ~70-190
+ *  positions gains little past 4 threads, and each thread is a Web Worker with its own stack. */
+const MAX_DEFAULT_THREADS = 4;
+// Threads need SharedArrayBuffer, i.e. a cross-origin isolated page (COOP/COEP headers, see
+// serve.mjs); without them onnxruntime-web runs on one thread. ?threads=N overrides the default
+// min(hardware concurrency, 4).
 ort.env.wasm.numThreads = self.crossOriginIsolated
-  ? Number(params.get('threads')) || Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1))
+  ? Math.max(1, Math.floor(Number(params.get('threads'))) || Math.min(MAX_DEFAULT_THREADS, navigator.hardwareConcurrency || 1))
   : 1;
+/** The onnxruntime-web wasm artefact: from 1.19 on npm ships only SIMD128 + threads builds
+ *  (`ort-wasm-simd-threaded.wasm`, the one build.sh copies); it runs single-threaded when the page is
+ *  not isolated. No relaxed-SIMD instructions (it compiles where relaxed SIMD is off). */
+const ORT_WASM = 'ort-wasm-simd-threaded.wasm';
+const runtimeInfo = () => ({
+  ort_version: ort.env.versions?.web ?? ort.env.versions?.common ?? null,
+  wasm: ORT_WASM,
+  simd: true,
+  threads: ort.env.wasm.numThreads,
+  cross_origin_isolated: !!self.crossOriginIsolated,
+  hardware_concurrency: navigator.hardwareConcurrency || null,
+});
+
+/**
+ * A one-node ONNX model (y = Identity(x), x: float[1]), encoded here as protobuf: creating a session
+ * from it starts onnxruntime-web (fetch + compile its 14 MB wasm, start the thread pool) while
+ * the bundle's model.onnx is still downloading, instead of after it.
+ */
+function warmupModel() {
+  const varint = (n) => {
+    const b = [];
+    for (; n > 0x7f; n >>>= 7) b.push((n & 0x7f) | 0x80);
+    b.push(n);
+    return b;
+  };
+  const field = (no, bytes) => [...varint((no << 3) | 2), ...varint(bytes.length), ...bytes];
+  const num = (no, n) => [...varint(no << 3), ...varint(n)];
+  const str = (no, text) => field(no, [...new TextEncoder().encode(text)]);
+  // ValueInfoProto{name, type: TypeProto{tensor_type: {elem_type: FLOAT, shape: {dim: {dim_value: 1}}}}}
+  const value = (name) => [...str(1, name), ...field(2, field(1, [...num(1, 1), ...field(2, field(1, num(1, 1)))]))];
+  const node = [...str(1, 'x'), ...str(2, 'y'), ...str(4, 'Identity')];
+  const graph = [...field(1, node), ...str(2, 'warmup'), ...field(11, value('x')), ...field(12, value('y'))];
+  // ModelProto{ir_version: 8, graph, opset_import: {domain: "", version: 17}}
+  return new Uint8Array([...num(1, 8), ...field(7, graph), ...field(8, [...str(1, ''), ...num(2, 17)])]);
+}
+const ortReady = ort.InferenceSession.create(warmupModel(), { executionProviders: ['wasm'] })
+  .then((s) => s.release())
+  .catch(() => {}); // a real error surfaces again when the bundle's session is created
 
 const state = {
   classifier: null,
@@ -93,15 +136,25 @@ function promptCacheFile(manifest) {
   }
 }
 
-/** Reads a bundle's files from a URL folder (three, and the prompt cache of a decoder). */
-async function filesFromUrl(base) {
+/**
+ * Reads a bundle's files from a URL folder (three, and the prompt cache of a decoder). The three
+ * downloads start at once, while the tokenizer's wasm is still compiling (`wasmReady`); the
+ * manifest is awaited first, so a wrong folder is reported as a missing adept.json.
+ */
+async function filesFromUrl(base, wasmReady) {
   const baseUrl = new URL(base.endsWith('/') ? base : base + '/', location.href);
-  // The manifest first: a wrong folder is reported as a missing adept.json.
-  const manifest = await fetchFile(baseUrl, 'adept.json', 'text');
+  const manifestP = fetchFile(baseUrl, 'adept.json', 'text');
+  const tokenizerP = fetchFile(baseUrl, 'tokenizer.json', 'text');
+  const modelP = fetchFile(baseUrl, 'model.onnx', 'bytes');
+  // the others' errors are reported after the manifest's (no unhandled rejections meanwhile)
+  tokenizerP.catch(() => {});
+  modelP.catch(() => {});
+  const manifest = await manifestP;
+  await wasmReady;
   const cacheFile = promptCacheFile(manifest);
   const [tokenizer, model, promptCache] = await Promise.all([
-    fetchFile(baseUrl, 'tokenizer.json', 'text'),
-    fetchFile(baseUrl, 'model.onnx', 'bytes'),
+    tokenizerP,
+    modelP,
     cacheFile ? fetchFile(baseUrl, cacheFile, 'bytes') : null,
   ]);
   return { manifest, tokenizer, model, promptCache, cacheFile, source: baseUrl.href };
@@ -141,6 +194,7 @@ async function filesFromPicked(fileList) {
 async function openBundle(getFiles) {
   $('run').disabled = true;
   $('generate').disabled = true;
+  if (state.session) state.session.release?.().catch(() => {});
   state.classifier = state.decoder = state.promptCache = state.session = null;
   const t0 = performance.now();
   status('info', 'Loading bundle…');
@@ -155,27 +209,41 @@ async function openBundle(getFiles) {
     throw new BundleError(`Invalid bundle (${files.source}): ${e.message ?? e}`);
   }
   const manifest = JSON.parse(engine.manifest_json());
+  // The checksums (crypto.subtle hashes off the main thread) and the ONNX Runtime session (wasm
+  // start-up and graph optimisation) are computed at the same time; the checksums are checked
+  // first, so a corrupt model.onnx is reported as a checksum mismatch, not as an ORT error.
+  const tokBytes = new TextEncoder().encode(files.tokenizer);
+  const digests = Promise.all([
+    sha256(tokBytes),
+    sha256(files.model),
+    isDecoder && files.promptCache ? sha256(files.promptCache) : null,
+  ]).then((d) => ({ d, t: performance.now() }));
+  status('info', 'Creating the ONNX Runtime session…');
+  const sessionP = ortReady.then(() => ort.InferenceSession.create(new Uint8Array(files.model), {
+    executionProviders: ['wasm'],
+    graphOptimizationLevel: 'all',
+  })).then((session) => ({ session, t: performance.now() }));
+  sessionP.catch(() => {});
   let promptCache = null;
+  let tVerify;
   try {
-    engine.check_file('tokenizer.json', await sha256(new TextEncoder().encode(files.tokenizer)),
-      new TextEncoder().encode(files.tokenizer).length);
-    engine.check_file('model.onnx', await sha256(files.model), files.model.byteLength);
+    const { d: [hTok, hModel, hCache], t } = await digests;
+    tVerify = t;
+    engine.check_file('tokenizer.json', hTok, tokBytes.length);
+    engine.check_file('model.onnx', hModel, files.model.byteLength);
     if (isDecoder && files.promptCache) {
-      engine.check_file(files.cacheFile, await sha256(files.promptCache), files.promptCache.byteLength);
+      engine.check_file(files.cacheFile, hCache, files.promptCache.byteLength);
       promptCache = engine.prompt_cache(new Uint8Array(files.promptCache));
     }
   } catch (e) {
+    sessionP.then(({ session }) => session.release?.()).catch(() => {});
     throw new BundleError(`Invalid bundle (${files.source}): ${e.message ?? e}`);
   }
-  const tVerify = performance.now();
 
-  status('info', 'Creating the ONNX Runtime session…');
   let session;
+  let tSession;
   try {
-    session = await ort.InferenceSession.create(new Uint8Array(files.model), {
-      executionProviders: ['wasm'],
-      graphOptimizationLevel: 'all',
-    });
+    ({ session, t: tSession } = await sessionP);
   } catch (e) {
     throw new BundleError(`onnxruntime-web cannot load model.onnx (${files.source}): ${e.message ?? e}`);
   }
@@ -189,7 +257,7 @@ async function openBundle(getFiles) {
         `the manifest expects ${JSON.stringify(want)} → ${JSON.stringify(wantOut)}: model and manifest do not match`,
     );
   }
-  const tSession = performance.now();
+  const tReady = performance.now();
 
   Object.assign(state, {
     classifier: isDecoder ? null : engine,
@@ -201,19 +269,38 @@ async function openBundle(getFiles) {
     latencies: [],
     generations: [],
   });
+  // *_ms: phases of this load (fetch, then checksums and session side by side);
+  // since_navigation_ms: navigation start → model ready (performance.now()'s origin).
   state.load = {
-    total_ms: tSession - t0,
+    total_ms: tReady - t0,
     fetch_ms: tFetch - t0,
     verify_ms: tVerify - tFetch,
-    session_ms: tSession - tVerify,
+    session_ms: tSession - tFetch,
+    since_navigation_ms: tReady,
     model_bytes: files.model.byteLength,
-    threads: ort.env.wasm.numThreads,
+    dtype: manifest.dtype,
+    ...runtimeInfo(),
   };
   renderBundle();
   status('', '');
   $('run').disabled = false;
   $('generate').disabled = false;
   return state.load;
+}
+
+/** The load figures and runtime shown for any bundle: dtype, threads, SIMD. */
+function loadStats() {
+  const L = state.load;
+  return [
+    ['load time', ms(L.total_ms)],
+    ['fetch', ms(L.fetch_ms)],
+    ['verify (sha256)', ms(L.verify_ms)],
+    ['session', ms(L.session_ms)],
+    ['model.onnx', mb(L.model_bytes)],
+    ['dtype', L.dtype],
+    ['ORT threads', `${L.threads}${L.cross_origin_isolated ? '' : ' (not cross-origin isolated)'}`],
+    ['onnxruntime-web', `${L.ort_version ?? '?'} · SIMD128`],
+  ];
 }
 
 function renderBundle() {
@@ -229,15 +316,7 @@ function renderBundle() {
   src.className = 'muted small';
   src.textContent = `${state.source} — ${m.regression ? 'regression' : `${m.label_names.length} classes`}, max ${m.max_length} tokens, prompt ${m.prompt_length}`;
   $('bundle-info').append(strong, src);
-  const L = state.load;
-  stats($('load-stats'), [
-    ['load time', ms(L.total_ms)],
-    ['fetch', ms(L.fetch_ms)],
-    ['verify (sha256)', ms(L.verify_ms)],
-    ['session', ms(L.session_ms)],
-    ['model.onnx', mb(L.model_bytes)],
-    ['ORT threads', String(L.threads)],
-  ]);
+  stats($('load-stats'), loadStats());
   const fields = $('fields');
   // keep what the user typed when another bundle with the same fields is loaded
   const previous = Object.fromEntries(
@@ -280,6 +359,11 @@ async function classify(record) {
   const t1 = performance.now();
   const out = await state.session.run(feeds);
   const t2 = performance.now();
+  // Every dtype's graph (f32, f16 storage, int8) returns float32 logits; anything else is a
+  // bundle this page does not know.
+  if (out.logits.type !== 'float32' && out.logits.type !== 'float64') {
+    throw new Error(`model.onnx returns ${out.logits.type} logits; the page reads float32 (bundle dtype ${state.manifest.dtype})`);
+  }
   const logits = out.logits.data;
   const pred = state.classifier.postprocess(logits instanceof Float32Array ? logits : Float32Array.from(logits));
   const t3 = performance.now();
@@ -364,15 +448,7 @@ function renderDecoderBundle() {
   src.textContent = `${state.source} — ${d.num_layers} layers, vocabulary ${d.vocab_size}, soft prompt ${d.prompt_len}` +
     `${state.promptCache ? ' (cached)' : ''}, at most ${d.max_sequence_len} positions`;
   $('bundle-info').replaceChildren(strong, src);
-  const L = state.load;
-  stats($('load-stats'), [
-    ['load time', ms(L.total_ms)],
-    ['fetch', ms(L.fetch_ms)],
-    ['verify (sha256)', ms(L.verify_ms)],
-    ['session', ms(L.session_ms)],
-    ['model.onnx', mb(L.model_bytes)],
-    ['ORT threads', String(L.threads)],
-  ]);
+  stats($('load-stats'), loadStats());
 }
 
 /** The first step's cache: the prompt cache (past length l) or empty tensors (past length 0). */
@@ -539,12 +615,13 @@ for (const id of ['pick-dir', 'pick-files']) {
 
 const wasmReady = init();
 const bundleUrl = params.get('bundle') ?? DEFAULT_BUNDLE;
-const ready = wasmReady
-  .then(() => load(() => filesFromUrl(bundleUrl)))
-  .then(async (l) => {
-    await onSubmit();
-    return l;
-  });
+// The bundle downloads while the tokenizer's wasm compiles; the page then classifies the text box
+// once (`first_result_ms`: navigation start → first prediction shown).
+const ready = load(() => filesFromUrl(bundleUrl, wasmReady)).then(async (l) => {
+  await onSubmit();
+  l.first_result_ms = performance.now();
+  return l;
+});
 ready.catch(() => {});
 
 window.adept = {
@@ -558,6 +635,10 @@ window.adept = {
   },
   get load() {
     return state.load;
+  },
+  /** dtype of the loaded bundle, ORT threads, SIMD, cross-origin isolation, ORT version. */
+  get runtime() {
+    return { dtype: state.manifest?.dtype ?? null, ...runtimeInfo() };
   },
   get latencies() {
     return [...state.latencies];

@@ -39,12 +39,25 @@ export function startServer({ root, port = 8080, host = '127.0.0.1', quiet = fal
     try {
       if (fs.statSync(target).isDirectory()) target = path.join(target, 'index.html');
       const st = fs.statSync(target);
-      res.writeHead(200, {
-        'Content-Type': TYPES[path.extname(target)] ?? 'application/octet-stream',
-        'Content-Length': st.size,
+      // COOP + COEP make the page cross-origin isolated (SharedArrayBuffer, so ORT's threads).
+      // no-cache + ETag: the browser revalidates every file (a bundle re-exported in place is
+      // seen at once) and an unchanged one comes back as a 304 from its cache, which also lets
+      // Chromium reuse its compiled code for the wasm files on the next visit.
+      const etag = `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
+      const headers = {
         'Cross-Origin-Opener-Policy': 'same-origin',
         'Cross-Origin-Embedder-Policy': 'require-corp',
         'Cache-Control': 'no-cache',
+        ETag: etag,
+      };
+      if (req.headers['if-none-match'] === etag) {
+        res.writeHead(304, headers);
+        return res.end();
+      }
+      res.writeHead(200, {
+        ...headers,
+        'Content-Type': TYPES[path.extname(target)] ?? 'application/octet-stream',
+        'Content-Length': st.size,
       });
       if (req.method === 'HEAD') return res.end();
       fs.createReadStream(target).pipe(res);

@@ -1,14 +1,27 @@
 // Headless Chromium (playwright-core) against the demo page served on 127.0.0.1:
-//  1. the page loads the bundle; predictions for SENTENCES equal `adept infer` (label exactly,
-//     probabilities within TOL);
+//  1. the page loads the bundle and runs it with the manifest's dtype (and more than one ORT thread
+//     when cross-origin isolated on a multi-core machine); predictions for SENTENCES equal
+//     `adept infer` on the same bundle (label exactly, probabilities within TOL; see below for int8);
 //  2. the wasm tokenizer gives the native ids / token types / truncation flags on TRICKY strings;
 //  3. the UI path (type, click, read the label and bars) and a screenshot;
 //  4. missing / invalid / corrupt bundles give clear messages.
 // Run through ./run.sh, which builds the native references. Exits non-zero on any mismatch.
 //
 // Env: ADEPT_WEB_BUNDLE (bundle dir relative to the repo root), ADEPT_WEB_REF (dir with
-// native.jsonl and native_ids.jsonl), ADEPT_WEB_TEST_OUT (output dir), ADEPT_WEB_TOL,
-// CHROMIUM (executable).
+// native.jsonl and native_ids.jsonl), ADEPT_WEB_TEST_OUT (output dir), ADEPT_WEB_TOL (float
+// bundles, default 1e-4), ADEPT_WEB_TOL_INT8 (int8 bundles, default 2e-2), CHROMIUM (executable).
+//
+// The int8 tolerance: every quantized product starts with DynamicQuantizeLinear, a rounding to
+// 1/255 of the activation range, so a float difference of one ulp upstream (a different summation
+// order in onnxruntime-web's wasm kernels vs native MLAS with AVX-512) can move a value across a
+// rounding boundary, and that quantum (not the ulp) travels on. The integer products themselves
+// agree exactly (one MatMulInteger on the same uint8 inputs: wasm == native == exact, checked by
+// hand). Measured on a 20-step SST-2 bundle (all-MiniLM-L6-v2, l = 60): onnxruntime-web's wasm (in
+// Node 20) vs native int8 max |Δp| 3.7e-3 over 200 SST-2 dev sentences; in Chromium 9.1e-3 on
+// cases.mjs (the empty sentence); native
+// ORT alone differs by 2.2e-3 between graph optimisation levels; int8 vs f32 differs by 1.1e-2.
+// The bound, 2e-2, is twice the largest measured difference; a label may differ only where the
+// native probabilities of the two top classes are within 2·TOL of each other (a near tie).
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +34,6 @@ const root = path.resolve(here, '../..');
 const bundle = process.env.ADEPT_WEB_BUNDLE ?? 'exports/qs-test';
 const ref = process.env.ADEPT_WEB_REF;
 const out = path.resolve(process.env.ADEPT_WEB_TEST_OUT ?? path.join(here, '../test-output'));
-const tol = Number(process.env.ADEPT_WEB_TOL ?? 1e-4);
 const exe = process.env.CHROMIUM ?? '/usr/bin/chromium';
 fs.mkdirSync(out, { recursive: true });
 
@@ -31,6 +43,8 @@ const native = readJsonl(path.join(ref, 'native.jsonl'));
 const nativeIds = readJsonl(path.join(ref, 'native_ids.jsonl'));
 const manifest = JSON.parse(fs.readFileSync(path.join(root, bundle, 'adept.json'), 'utf8'));
 const fields = manifest.text_fields;
+const isInt8 = manifest.dtype === 'int8';
+const tol = isInt8 ? Number(process.env.ADEPT_WEB_TOL_INT8 ?? 2e-2) : Number(process.env.ADEPT_WEB_TOL ?? 1e-4);
 
 const failures = [];
 const fail = (msg) => {
@@ -48,7 +62,7 @@ const browser = await chromium.launch({
   executablePath: exe,
   args: ['--no-sandbox', '--disable-dev-shm-usage'],
 });
-const results = { bundle, tol, base };
+const results = { bundle, dtype: manifest.dtype, tol, base };
 
 try {
   const ctx = await browser.newContext({ viewport: { width: 1100, height: 900 } });
@@ -64,11 +78,18 @@ try {
   const load = await page.evaluate(() => window.adept.ready);
   const pageReadyMs = Date.now() - t0;
   const isolated = await page.evaluate(() => self.crossOriginIsolated);
+  const rt = await page.evaluate(() => window.adept.runtime);
   results.load = { ...load, page_to_ready_ms: pageReadyMs, cross_origin_isolated: isolated };
-  console.log(`loaded ${bundle} in ${pageReadyMs} ms (in-page ${load.total_ms.toFixed(0)} ms: fetch ${load.fetch_ms.toFixed(0)}, sha256 ${load.verify_ms.toFixed(0)}, session ${load.session_ms.toFixed(0)}; ${load.threads} ORT thread(s))`);
+  results.runtime = rt;
+  console.log(`loaded ${bundle} (${rt.dtype}) in ${pageReadyMs} ms (in-page ${load.total_ms.toFixed(0)} ms: fetch ${load.fetch_ms.toFixed(0)}, then sha256 ${load.verify_ms.toFixed(0)} beside the session ${load.session_ms.toFixed(0)}; ${rt.threads} ORT thread(s), cross-origin isolated ${isolated}, onnxruntime-web ${rt.ort_version} ${rt.wasm})`);
+  if (rt.dtype !== manifest.dtype) fail(`the page reports dtype ${rt.dtype}, the manifest says ${manifest.dtype}`);
+  if (!isolated) fail('the page is not cross-origin isolated (serve.mjs sends COOP/COEP): onnxruntime-web cannot use threads');
+  const cores = rt.hardware_concurrency ?? 1;
+  if (isolated && cores > 1 && rt.threads !== Math.min(4, cores)) fail(`${rt.threads} ORT thread(s) on ${cores} cores; the page's default is min(cores, 4)`);
 
   if (native.length !== SENTENCES.length) fail(`native.jsonl has ${native.length} rows, expected ${SENTENCES.length}`);
   let maxDiff = 0;
+  let nearTies = 0;
   const preds = [];
   for (let i = 0; i < SENTENCES.length; i++) {
     const rec = { [fields[0]]: SENTENCES[i] };
@@ -82,8 +103,13 @@ try {
       if (!(d <= tol)) fail(`sentence ${i}: score ${got.score} vs native ${want.score}`);
       continue;
     }
-    if (got.label !== want.label || got.label_id !== want.label_id)
-      fail(`sentence ${i}: label ${got.label} (${got.label_id}) vs native ${want.label} (${want.label_id})`);
+    if (got.label !== want.label || got.label_id !== want.label_id) {
+      const ps = Object.values(want.probabilities).sort((x, y) => y - x);
+      if (isInt8 && ps[0] - ps[1] <= 2 * tol) {
+        nearTies++;
+        console.log(`note: sentence ${i}: label ${got.label} vs native ${want.label} on a near tie (native top-2 margin ${(ps[0] - ps[1]).toExponential(2)} ≤ 2·tol)`);
+      } else fail(`sentence ${i}: label ${got.label} (${got.label_id}) vs native ${want.label} (${want.label_id})`);
+    }
     for (const [name, p] of Object.entries(want.probabilities)) {
       const d = Math.abs(got.probabilities[name] - p);
       maxDiff = Math.max(maxDiff, d);
@@ -92,7 +118,8 @@ try {
   }
   results.predictions = preds;
   results.max_abs_prob_diff = maxDiff;
-  console.log(`${SENTENCES.length} sentences: max |Δp| vs adept infer = ${maxDiff.toExponential(2)} (tolerance ${tol})`);
+  results.near_tie_label_flips = nearTies;
+  console.log(`${SENTENCES.length} sentences (${manifest.dtype}): max |Δp| vs adept infer on the same bundle = ${maxDiff.toExponential(2)} (tolerance ${tol}${isInt8 ? ', int8: see the header of this file' : ''})`);
 
   // latency: first = the page's first inference (after load); steady = median of 30 more runs
   const steadyRec = { [fields[0]]: SENTENCES[0] };
@@ -152,10 +179,13 @@ try {
     if (ui.bars.length !== manifest.label_names.length) fail(`UI shows ${ui.bars.length} bars for ${manifest.label_names.length} labels`);
     for (const b of ui.bars) {
       const p = native[1].probabilities[b.name];
-      if (!(Math.abs(Number(b.value) - p) <= 1e-4)) fail(`bar ${b.name} shows ${b.value}, native ${p}`);
+      // the bars show 4 decimals
+      if (!(Math.abs(Number(b.value) - p) <= tol + 5e-5)) fail(`bar ${b.name} shows ${b.value}, native ${p}`);
     }
   }
   if (!/load time/.test(ui.loadStats) || !/latency/.test(ui.runStats)) fail('load time / latency not shown');
+  if (!ui.loadStats.includes(`dtype${manifest.dtype}`) || !ui.loadStats.includes(`ORT threads${rt.threads}`) || !/SIMD128/.test(ui.loadStats))
+    fail(`the page does not show the dtype (${manifest.dtype}), the ORT thread count (${rt.threads}) and SIMD: ${JSON.stringify(ui.loadStats)}`);
   const shot = path.join(out, 'page.png');
   await page.screenshot({ path: shot, fullPage: true });
   await page.setViewportSize({ width: 390, height: 844 });
