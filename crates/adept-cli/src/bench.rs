@@ -19,6 +19,22 @@ struct Row {
     step_s_mean: f64,
     step_s_median: f64,
     steps: usize,
+    /// The frozen backbone's precision (`f32`, `bf16`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    autocast: Option<String>,
+    /// Peak resident memory while this variant loaded and stepped (Linux; the counter is reset
+    /// before each variant).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_rss_mb: Option<f64>,
+}
+
+/// The precisions `--autocast` asks the bench to time: f32, and the given one beside it.
+fn precisions(a: &BenchArgs) -> Vec<adept_nn::Autocast> {
+    let mut v = vec![adept_nn::Autocast::F32];
+    if a.autocast.is_on() {
+        v.push(a.autocast);
+    }
+    v
 }
 
 /// One way of running the training step.
@@ -31,6 +47,8 @@ struct Variant {
     blas: bool,
     /// candle's plain matmul backward in the composite layers.
     plain: bool,
+    /// The frozen backbone's precision.
+    autocast: adept_nn::Autocast,
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
@@ -104,8 +122,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             fused,
             blas,
             plain,
+            autocast: adept_nn::Autocast::F32,
         };
         variants.push(v("", true, true, false));
+        for p in precisions(a).into_iter().filter(|p| p.is_on()) {
+            variants.push(Variant {
+                autocast: p,
+                ..v(&format!(", {p} autocast"), true, true, false)
+            });
+        }
         if a.ablation && adept_nn::blas::blas_loaded() {
             variants.push(v(", gemm crate", true, false, false));
         }
@@ -122,11 +147,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let mut cfg = TrainConfig::defaults(var.method);
         cfg.batch_size = batch_size;
         cfg.adapter.max_length = max_len;
+        cfg.autocast = var.autocast;
         let mut backbone = adept_backbones::load_encoder(&mdir, &dev)?;
         backbone.set_fused_layers(var.fused)?;
         adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
         let model = adept_train::build_classifier(backbone, &enc, &cfg, task.num_outputs())?;
         let mut opt = build_optimizer(&model, &cfg)?;
+        let rss = reset_peak_rss();
         adept_nn::use_plain_matmul_backward(var.plain);
         adept_nn::blas::bypass_blas(!var.blas);
         let mut times = Vec::new();
@@ -147,6 +174,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             step_s_mean: mean,
             step_s_median: median,
             steps: a.iters,
+            autocast: Some(var.autocast.to_string()),
+            peak_rss_mb: if rss {
+                adept_train::lm_train::peak_rss_mb()
+            } else {
+                None
+            },
         });
     }
 
@@ -164,11 +197,17 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         "training step, batch {} of SST-2 (mean padded length {:.1} tokens + prompt), {} threads, {} timed steps after {} warm-up",
         batch_size, mean_len, threads, a.iters, a.warmup_iters
     );
-    println!("{:<55} {:>10} {:>10}", "variant", "median s", "mean s");
+    println!(
+        "{:<55} {:>10} {:>10} {:>12}",
+        "variant", "median s", "mean s", "peak RSS MB"
+    );
     for r in &rows {
         println!(
-            "{:<55} {:>10.3} {:>10.3}",
-            r.name, r.step_s_median, r.step_s_mean
+            "{:<55} {:>10.3} {:>10.3} {:>12.0}",
+            r.name,
+            r.step_s_median,
+            r.step_s_mean,
+            r.peak_rss_mb.unwrap_or(f64::NAN)
         );
     }
     if let Some(torch) = rows.iter().find(|r| r.name.starts_with("pytorch")) {
@@ -226,6 +265,8 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
         step_s_mean: v["step_s_mean"].as_f64().context("step_s_mean")?,
         step_s_median: v["step_s_median"].as_f64().context("step_s_median")?,
         steps: a.iters,
+        autocast: None,
+        peak_rss_mb: None,
     })
 }
 
@@ -721,10 +762,15 @@ fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Devic
         .unwrap_or(1);
     let mut rows = Vec::new();
     eprintln!("matrix products: {}", adept_nn::blas::backend());
-    for &m in &a.methods {
+    for (m, precision) in a
+        .methods
+        .iter()
+        .flat_map(|&m| precisions(a).into_iter().map(move |p| (m, p)))
+    {
         let mut cfg = lm_defaults(m);
         cfg.batch_size = batch_size;
         cfg.adapter.max_length = max_len;
+        cfg.autocast = precision;
         let backbone = adept_backbones::load_causal_lm(mdir, dev)?;
         adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
         let model = build_causal_lm(backbone, &cfg, None)?;
@@ -746,7 +792,12 @@ fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Devic
         let (mean, median) = stats(times);
         let row = LmRow {
             name: format!(
-                "candle {m} (l={}, r={})",
+                "candle {m}{} (l={}, r={})",
+                if precision.is_on() {
+                    format!(", {precision} autocast")
+                } else {
+                    String::new()
+                },
                 cfg.prompt_len(),
                 cfg.adapter.rank
             ),
@@ -758,7 +809,7 @@ fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Devic
         };
         println!("{}", serde_json::to_string(&row)?);
         rows.push(row);
-        if a.pytorch {
+        if a.pytorch && !precision.is_on() {
             match pytorch_lm_step(a, mdir, &cfg, batch_size, threads) {
                 Ok(r) => {
                     println!("{}", serde_json::to_string(&r)?);

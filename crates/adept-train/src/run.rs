@@ -323,6 +323,16 @@ impl RunDir {
             if cfg_path.exists() {
                 let saved: TrainConfig = serde_json::from_str(&std::fs::read_to_string(&cfg_path)?)
                     .with_context(|| format!("{} is not a training config", cfg_path.display()))?;
+                if saved.autocast != cfg.autocast {
+                    anyhow::bail!(
+                        "cannot resume {}: it was trained with --autocast {}, and {} was given now; \
+                         resume it with --autocast {}",
+                        path.display(),
+                        saved.autocast,
+                        cfg.autocast,
+                        saved.autocast
+                    );
+                }
                 if saved.hash() != cfg.hash() {
                     anyhow::bail!(
                         "cannot resume {}: its training config differs from the one given now (compare {})",
