@@ -9,7 +9,7 @@
 #   3. trains a few ADePT steps on the CPU and on CUDA with the same seed and compares the
 #      training losses and the adapter tensors (checkpoint.safetensors); then the same steps with
 #      the frozen backbone under bf16 autocast (`--autocast bf16`) on CUDA, and on the CPU (which
-#      runs without a GPU too), each compared with the f32 CPU run under bf16's looser tolerance;
+#      runs without a GPU too), each compared with the f32 CPU run under bf16's tolerances;
 #   4. `adept bench` on CUDA (ADePT step time, batch 32) for MiniLM and for a BERT-base-sized
 #      encoder with random weights (12 layers, d=768; written by scripts/random-bert.py), MiniLM
 #      also on the CPU, and the PyTorch reference step on CUDA when torch installs in the time left;
@@ -208,8 +208,10 @@ step train_cuda train_cuda
 step train_cuda_bf16 train_cuda_bf16
 step train_cpu_bf16 train_cpu_bf16
 
-# compare_runs REFERENCE OTHER LOSS_ABS TENSOR_REL AUTOCAST: the training loss of every step and
-# the checkpointed tensors (max |Δ| / max |reference|) within the tolerances; prints the figures.
+# compare_runs REFERENCE OTHER LOSS_ABS TENSOR_TOL AUTOCAST: the training loss of every step within
+# LOSS_ABS, and the checkpointed tensors: for f32, every tensor (optimiser moments too) within
+# TENSOR_TOL of max |Δ| / max |reference|; for bf16, each trained parameter (adapter, head) with a
+# cosine to the reference of at least TENSOR_TOL (see below why not max |Δ|). Prints the figures.
 compare_runs() {
   "$PY" - "$@" <<'EOF'
 import json, sys
@@ -220,17 +222,23 @@ def losses(run):
 a, b, tol_loss, tol_tensor, autocast = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 la, lb = losses(a), losses(b)
 ta, tb = load_file(a + "/checkpoint.safetensors"), load_file(b + "/checkpoint.safetensors")
-diffs = {k: float(np.max(np.abs(ta[k].astype(np.float64) - tb[k].astype(np.float64))) /
-                  max(1e-12, float(np.max(np.abs(ta[k].astype(np.float64))))))
-         for k in sorted(set(ta) & set(tb)) if ta[k].size}
+keys = [k for k in sorted(set(ta) & set(tb)) if ta[k].size and ta[k].dtype.kind == "f"]
+f64 = lambda t: t.astype(np.float64).ravel()
+diffs = {k: float(np.max(np.abs(f64(ta[k]) - f64(tb[k]))) / max(1e-12, float(np.max(np.abs(f64(ta[k])))))) for k in keys}
+params = [k for k in keys if not k.startswith("adam.")]
+cos = {k: float(np.dot(f64(ta[k]), f64(tb[k])) / max(1e-30, np.linalg.norm(f64(ta[k])) * np.linalg.norm(f64(tb[k])))) for k in params}
+frob = {k: float(np.linalg.norm(f64(ta[k]) - f64(tb[k])) / max(1e-12, np.linalg.norm(f64(ta[k])))) for k in params}
 loss_diff = max(abs(x - y) for x, y in zip(la, lb))
-# f32 vs f32 holds every tensor (optimiser moments too) to the tolerance; under bf16 the
-# trained parameters (adapter, head), the moments are recorded only.
-held = {k: v for k, v in diffs.items() if autocast == "f32" or not k.startswith("adam.")}
 out = {"reference": a, "run": b, "autocast": autocast, "losses_reference": la, "losses_run": lb,
-       "max_loss_abs_diff": loss_diff, "max_tensor_rel_diff": max(held.values()),
-       "tensor_rel_diff": diffs, "tolerance": {"loss_abs": tol_loss, "tensor_rel": tol_tensor}}
-out["pass"] = bool(len(la) == len(lb) and loss_diff < tol_loss and out["max_tensor_rel_diff"] < tol_tensor)
+       "max_loss_abs_diff": loss_diff, "max_tensor_rel_diff": max(diffs.values()), "tensor_rel_diff": diffs,
+       "param_cosine": cos, "param_rel_frobenius": frob, "min_param_cosine": min(cos.values())}
+if autocast == "f32":
+    out["tolerance"] = {"loss_abs": tol_loss, "tensor_rel": tol_tensor}
+    ok = out["max_tensor_rel_diff"] < tol_tensor
+else:
+    out["tolerance"] = {"loss_abs": tol_loss, "min_param_cosine": tol_tensor}
+    ok = out["min_param_cosine"] >= tol_tensor
+out["pass"] = bool(len(la) == len(lb) and loss_diff < tol_loss and ok)
 print(json.dumps(out))
 sys.exit(0 if out["pass"] else 1)
 EOF
@@ -242,19 +250,21 @@ train_parity() {
 step train_parity train_parity
 # bf16 autocast vs the f32 CPU run, same seed and batches. bf16 rounds each product's operands and
 # result to 8 significant bits (u = 2^-8 = 3.9e-3 relative); the per-layer norms keep the network's
-# error at a few u, so the first step's loss moves by ~u x loss (~3e-3 at ln 2), and the adapter,
-# trained on slightly different gradients, drifts a little each step: losses within 2e-2 (absolute,
-# ~3% of ln 2), adapter/head tensors within 5e-2 of their largest value (Adam moves each
-# coordinate by ~lr whatever its gradient's size, so near-zero-gradient coordinates part ways;
-# the optimiser moments are recorded, not held).
-# crates/adept-train/tests/autocast.rs holds the per-step and per-gradient bounds.
+# error at a few u, so a step's loss moves by ~u x loss (~3e-3 at ln 2), and the adapter, trained on
+# slightly different gradients, drifts a little each step: losses within 2e-2 (absolute, ~3% of
+# ln 2). The tensors are not held to max |Δ|: Adam moves every coordinate by ~lr (0.3 for the
+# prompt) whatever its gradient's size, so a coordinate whose gradient is near zero can step the
+# other way under bf16 (3 quick steps on the CPU: prompt max |Δ| / max |ref| 0.85, from 0.9% of its
+# coordinates, yet cosine 0.997, relative Frobenius error 7e-2). Each trained parameter's cosine to
+# f32 must be >= 0.98; max |Δ| and the Frobenius error are recorded. crates/adept-train/tests/
+# autocast.rs holds the per-step bounds and the gradients at equal parameters (cosine >= 0.99).
 train_parity_bf16() { # CUDA bf16 (the GPU route) vs f32 on the CPU
   [ -f "$WORK/run-cuda-bf16/checkpoint.safetensors" ] || return 3
-  compare_runs "$WORK/run-cpu" "$WORK/run-cuda-bf16" 2e-2 5e-2 bf16 > "$WORK/train_parity_bf16.json"
+  compare_runs "$WORK/run-cpu" "$WORK/run-cuda-bf16" 2e-2 0.98 bf16 > "$WORK/train_parity_bf16.json"
 }
 train_parity_bf16_cpu() { # the same on the CPU (runs without a GPU too)
   [ -f "$WORK/run-cpu-bf16/checkpoint.safetensors" ] || return 1
-  compare_runs "$WORK/run-cpu" "$WORK/run-cpu-bf16" 2e-2 5e-2 bf16 > "$WORK/train_parity_bf16_cpu.json"
+  compare_runs "$WORK/run-cpu" "$WORK/run-cpu-bf16" 2e-2 0.98 bf16 > "$WORK/train_parity_bf16_cpu.json"
 }
 step train_parity_bf16 train_parity_bf16
 step train_parity_bf16_cpu train_parity_bf16_cpu
