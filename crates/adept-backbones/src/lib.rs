@@ -24,6 +24,13 @@
 //!
 //! A third kind, [`Seq2SeqLm`] (encoder–decoder with a decoder cache), holds [`t5`].
 //!
+//! ## Mixed precision
+//! Every family takes [`Encoder::set_autocast`] (and the same on [`CausalLm`], [`Seq2SeqLm`]):
+//! with [`adept_nn::Autocast::Bf16`] its [`adept_nn::FrozenLinear`] weights (the LM head included)
+//! are held in bf16 and its matrix products, attention's included, run in bf16; embedding
+//! tables, norms, softmax, activations and the residual stream stay f32. BERT's fused f32
+//! layer ops do not apply then: its layers run from composite ops (logged once).
+//!
 //! Families: [`bert`] (BERT, MiniLM, RoBERTa, XLM-RoBERTa, CamemBERT), [`llama`] (causal LM;
 //! [`generate::greedy`] decodes with it), [`t5`] (T5, T5 v1.1, mT5).
 
@@ -44,7 +51,35 @@ pub use registry::{load_causal_lm, load_encoder, model_type_of, Family, Loader, 
 pub use t5::{T5Config, T5Model};
 pub use weights::Weights;
 
+use adept_nn::Autocast;
 use candle_core::{Device, Result, Tensor};
+
+/// The error a family without mixed precision gives for `autocast` (the trait methods'
+/// default): names the family and what to do.
+pub fn autocast_unsupported(family: &str, autocast: Autocast) -> anyhow::Result<()> {
+    if autocast.is_on() {
+        anyhow::bail!(
+            "{autocast} autocast is not implemented for the {family} family: train it in f32 \
+             (leave out --autocast or pass --autocast f32)"
+        );
+    }
+    Ok(())
+}
+
+/// The error for going back from bf16 to f32 on a loaded model (its weights were rounded).
+pub(crate) fn check_autocast_change(
+    family: &str,
+    from: Autocast,
+    to: Autocast,
+) -> anyhow::Result<()> {
+    if from.is_on() && from != to {
+        anyhow::bail!(
+            "the {family} model's weights are already held in {from}: load it again for {to} \
+             (autocast is chosen once, after loading)"
+        );
+    }
+    Ok(())
+}
 
 /// What the adapter and training code need from any backbone: its width and the word-embedding
 /// table the adapter reads (and ADePT folds into).
@@ -91,6 +126,17 @@ pub trait Encoder: Backbone + Send + Sync {
     /// ops: the reference, and what other devices run). Values are the same either way.
     fn set_fused_layers(&mut self, on: bool) -> anyhow::Result<()>;
     fn fused_layers(&self) -> bool;
+    /// Holds the frozen linear weights in `autocast`'s dtype and runs the backbone's matrix
+    /// products in it, norms, softmax and activations staying f32 ([`adept_nn::autocast`]).
+    /// Chosen once, after loading. Families without it refuse [`Autocast::Bf16`] with an error
+    /// that names them.
+    fn set_autocast(&mut self, autocast: Autocast) -> anyhow::Result<()> {
+        autocast_unsupported(self.family(), autocast)
+    }
+    /// The precision chosen with [`Self::set_autocast`] (f32 when never set).
+    fn autocast(&self) -> Autocast {
+        Autocast::F32
+    }
     /// For tests and tools that need the concrete family (`downcast_ref::<BertEncoder>()`).
     fn as_any(&self) -> &dyn std::any::Any;
     /// A copy sharing the weights (candle tensors are reference-counted).
@@ -178,6 +224,17 @@ pub trait CausalLm: Backbone + Send + Sync {
     fn lm_head_table(&self) -> &Tensor;
     /// Whether the checkpoint ties the head to the input embeddings.
     fn tied_embeddings(&self) -> bool;
+    /// Holds the frozen linear weights in `autocast`'s dtype and runs the backbone's matrix
+    /// products in it, norms, softmax and activations staying f32 ([`adept_nn::autocast`]).
+    /// Chosen once, after loading. Families without it refuse [`Autocast::Bf16`] with an error
+    /// that names them.
+    fn set_autocast(&mut self, autocast: Autocast) -> anyhow::Result<()> {
+        autocast_unsupported(self.family(), autocast)
+    }
+    /// The precision chosen with [`Self::set_autocast`] (f32 when never set).
+    fn autocast(&self) -> Autocast {
+        Autocast::F32
+    }
     fn as_any(&self) -> &dyn std::any::Any;
     fn clone_box(&self) -> Box<dyn CausalLm>;
     /// Emits one decoder step into `g` from the adapter stage's output for the new tokens:
@@ -282,6 +339,17 @@ pub trait Seq2SeqLm: Backbone + Send + Sync {
     fn decoder_start_token_id(&self) -> u32;
     fn eos_token_id(&self) -> u32;
     fn pad_token_id(&self) -> u32;
+    /// Holds the frozen linear weights in `autocast`'s dtype and runs the backbone's matrix
+    /// products in it, norms, softmax and activations staying f32 ([`adept_nn::autocast`]).
+    /// Chosen once, after loading. Families without it refuse [`Autocast::Bf16`] with an error
+    /// that names them.
+    fn set_autocast(&mut self, autocast: Autocast) -> anyhow::Result<()> {
+        autocast_unsupported(self.family(), autocast)
+    }
+    /// The precision chosen with [`Self::set_autocast`] (f32 when never set).
+    fn autocast(&self) -> Autocast {
+        Autocast::F32
+    }
     fn as_any(&self) -> &dyn std::any::Any;
     fn clone_box(&self) -> Box<dyn Seq2SeqLm>;
 }

@@ -189,6 +189,12 @@ pub struct TrainArgs {
     /// Start again in a folder that already holds a run.
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
+    /// Precision of the frozen backbone: f32, or bf16 (its linear weights held in bf16, half
+    /// the memory, and its matrix products run in bf16; norms, softmax, the adapter, head,
+    /// optimizer and loss stay f32). Recorded in the run's train_config (a resume must use the
+    /// same); `adept export` writes f32 weights from the original checkpoint either way.
+    #[arg(long, default_value = "f32")]
+    pub autocast: adept_nn::Autocast,
     /// Stop after N steps of this invocation without finishing (the run can be resumed).
     #[arg(long, hide = true, value_parser = adept_runtime::cli::positive_usize)]
     pub stop_after: Option<usize>,
@@ -326,6 +332,10 @@ pub struct BenchArgs {
     /// plain-matmul baseline.
     #[arg(long)]
     pub ablation: bool,
+    /// Also time each method with the frozen backbone in this precision (bf16: weights and
+    /// products in bf16, see `adept train --autocast`), beside f32, with each variant's peak RSS.
+    #[arg(long, default_value = "f32")]
+    pub autocast: adept_nn::Autocast,
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -22,6 +22,22 @@ struct Row {
     /// for PyTorch its whole process).
     peak_rss_mb: Option<f64>,
     steps: usize,
+    /// The frozen backbone's precision (`f32`, `bf16`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    autocast: Option<String>,
+    /// Peak resident memory while this variant loaded and stepped (Linux; the counter is reset
+    /// before each variant).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_rss_mb: Option<f64>,
+}
+
+/// The precisions `--autocast` asks the bench to time: f32, and the given one beside it.
+fn precisions(a: &BenchArgs) -> Vec<adept_nn::Autocast> {
+    let mut v = vec![adept_nn::Autocast::F32];
+    if a.autocast.is_on() {
+        v.push(a.autocast);
+    }
+    v
 }
 
 /// One way of running the training step.
@@ -34,6 +50,8 @@ struct Variant {
     blas: bool,
     /// candle's plain matmul backward in the composite layers.
     plain: bool,
+    /// The frozen backbone's precision.
+    autocast: adept_nn::Autocast,
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
@@ -107,8 +125,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             fused,
             blas,
             plain,
+            autocast: adept_nn::Autocast::F32,
         };
         variants.push(v("", true, true, false));
+        for p in precisions(a).into_iter().filter(|p| p.is_on()) {
+            variants.push(Variant {
+                autocast: p,
+                ..v(&format!(", {p} autocast"), true, true, false)
+            });
+        }
         if a.ablation && adept_nn::blas::blas_loaded() {
             variants.push(v(", gemm crate", true, false, false));
         }
@@ -125,11 +150,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let mut cfg = TrainConfig::defaults(var.method);
         cfg.batch_size = batch_size;
         cfg.adapter.max_length = max_len;
+        cfg.autocast = var.autocast;
         let mut backbone = adept_backbones::load_encoder(&mdir, &dev)?;
         backbone.set_fused_layers(var.fused)?;
         adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
         let model = adept_train::build_classifier(backbone, &enc, &cfg, task.num_outputs())?;
         let mut opt = build_optimizer(&model, &cfg)?;
+        let rss = reset_peak_rss();
         adept_nn::use_plain_matmul_backward(var.plain);
         adept_nn::blas::bypass_blas(!var.blas);
         reset_peak_rss();
@@ -152,6 +179,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             step_s_median: median,
             peak_rss_mb: adept_train::lm_train::peak_rss_mb(),
             steps: a.iters,
+            autocast: Some(var.autocast.to_string()),
+            peak_rss_mb: if rss {
+                adept_train::lm_train::peak_rss_mb()
+            } else {
+                None
+            },
         });
     }
 
@@ -238,6 +271,8 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
         step_s_median: v["step_s_median"].as_f64().context("step_s_median")?,
         peak_rss_mb: v["peak_rss_mb"].as_f64(),
         steps: a.iters,
+        autocast: None,
+        peak_rss_mb: None,
     })
 }
 
@@ -754,10 +789,15 @@ fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Devic
         .unwrap_or(1);
     let mut rows = Vec::new();
     eprintln!("matrix products: {}", adept_nn::blas::backend());
-    for &m in &a.methods {
+    for (m, precision) in a
+        .methods
+        .iter()
+        .flat_map(|&m| precisions(a).into_iter().map(move |p| (m, p)))
+    {
         let mut cfg = lm_defaults(m);
         cfg.batch_size = batch_size;
         cfg.adapter.max_length = max_len;
+        cfg.autocast = precision;
         let backbone = adept_backbones::load_causal_lm(mdir, dev)?;
         adept_train::resolve_budget(&mut cfg, backbone.hidden_size())?;
         let model = build_causal_lm(backbone, &cfg, None)?;
@@ -779,7 +819,12 @@ fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Devic
         let (mean, median) = stats(times);
         let row = LmRow {
             name: format!(
-                "candle {m} (l={}, r={})",
+                "candle {m}{} (l={}, r={})",
+                if precision.is_on() {
+                    format!(", {precision} autocast")
+                } else {
+                    String::new()
+                },
                 cfg.prompt_len(),
                 cfg.adapter.rank
             ),
@@ -791,7 +836,7 @@ fn run_causal_lm(a: &BenchArgs, mdir: &std::path::Path, dev: &candle_core::Devic
         };
         println!("{}", serde_json::to_string(&row)?);
         rows.push(row);
-        if a.pytorch {
+        if a.pytorch && !precision.is_on() {
             match pytorch_lm_step(a, mdir, &cfg, batch_size, threads) {
                 Ok(r) => {
                     println!("{}", serde_json::to_string(&r)?);

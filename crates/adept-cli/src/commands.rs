@@ -279,6 +279,7 @@ pub(crate) fn train_config_from(a: &TrainArgs, base: TrainConfig) -> TrainConfig
     if let Some(seed) = a.seed {
         c.set_seed(seed);
     }
+    c.autocast = a.autocast;
     c.early_stop = a.early_stop;
     if a.error_on_overlength {
         c.over_length = OverLength::Error;

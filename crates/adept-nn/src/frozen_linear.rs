@@ -7,9 +7,14 @@
 //! loaded BLAS when there is one (OpenBLAS's AVX-512 kernels; candle's `gemm` crate has AVX2
 //! only on stable Rust), else the `gemm` crate, so the results equal `x.matmul(W^T)` within
 //! float rounding. Elsewhere (CUDA, other dtypes) candle's own matmul runs.
+//!
+//! Under bf16 autocast ([`FrozenLinear::with_autocast`], see [`crate::autocast`]) the weight is
+//! held in bf16; `forward` casts an f32 input to bf16, runs the same op in bf16 and casts the
+//! product back to f32 before adding the f32 bias, so callers see f32 in and out.
 
+use crate::Autocast;
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static PLAIN_MATMUL: AtomicBool = AtomicBool::new(false);
@@ -48,6 +53,20 @@ impl FrozenLinear {
         })
     }
 
+    /// The same layer with its weight held in `autocast`'s dtype (bf16: half the memory; the
+    /// bias stays f32). [`Autocast::F32`] gives the weight back in f32.
+    pub fn with_autocast(&self, autocast: Autocast) -> Result<Self> {
+        Ok(Self {
+            weight: self.weight.to_dtype(autocast.dtype())?,
+            bias: self.bias.clone(),
+        })
+    }
+
+    /// The dtype the weight is held in (f32, or bf16 under autocast).
+    pub fn weight_dtype(&self) -> DType {
+        self.weight.dtype()
+    }
+
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
@@ -73,28 +92,35 @@ impl FrozenLinear {
             candle_core::bail!("linear layer expects {in_f} input features, got shape {dims:?}");
         }
         let rows = x.elem_count() / in_f.max(1);
-        let x2 = x.reshape((rows, in_f))?.contiguous()?;
+        let x2 = x.reshape((rows, in_f))?;
+        // Autocast: the product runs in the weight's dtype, the result comes back in x's.
+        let cast = x.dtype() != self.weight.dtype();
+        let x2 = if cast {
+            x2.to_dtype(self.weight.dtype())?
+        } else {
+            x2.contiguous()?
+        };
+        let back = |y: Tensor| if cast { y.to_dtype(x.dtype()) } else { Ok(y) };
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-scalar input") = self.out_features();
         if PLAIN_MATMUL.load(Ordering::Relaxed) || !x2.track_op() && !x2.device().is_cpu() {
-            let y = x2.matmul(&self.weight.t()?)?.reshape(out_dims)?;
+            let y = back(x2.matmul(&self.weight.t()?)?)?.reshape(out_dims)?;
             return match &self.bias {
                 Some(b) => y.broadcast_add(b),
                 None => Ok(y),
             };
         }
         // On the CPU the bias is added inside the op, in the same pass over the output.
-        let fuse_bias = x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32;
+        let fuse_bias = x2.device().is_cpu() && x2.dtype() == DType::F32;
         let bias = match (&self.bias, fuse_bias) {
             (Some(b), true) => Some(b.to_vec1::<f32>()?),
             _ => None,
         };
-        let y = x2
-            .apply_op1(InputOnlyMatmul {
-                weight: self.weight.clone(),
-                bias,
-            })?
-            .reshape(out_dims)?;
+        let y = back(x2.apply_op1(InputOnlyMatmul {
+            weight: self.weight.clone(),
+            bias,
+        })?)?
+        .reshape(out_dims)?;
         match (&self.bias, fuse_bias) {
             (Some(b), false) => y.broadcast_add(b),
             _ => Ok(y),
@@ -239,6 +265,46 @@ mod tests {
         assert!(diff < 1e-4, "input gradient differs by {diff}");
         // The frozen weight gets no gradient at all.
         assert!(grads.get(lin.weight()).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn bf16_autocast_holds_a_bf16_weight_and_stays_close_to_f32() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.2, (24, 32), &dev)?;
+        let b = Tensor::randn(0f32, 1., 24, &dev)?;
+        let x = Var::randn(0f32, 1., (2, 3, 32), &dev)?;
+        let f32_lin = FrozenLinear::new(w, Some(b))?;
+        let lin = f32_lin.with_autocast(Autocast::Bf16)?;
+        assert_eq!(lin.weight_dtype(), DType::BF16);
+        assert_eq!(lin.bias().unwrap().dtype(), DType::F32);
+        for plain in [false, true] {
+            use_plain_matmul_backward(plain);
+            let y = lin.forward(x.as_tensor())?;
+            use_plain_matmul_backward(false);
+            assert_eq!(y.dtype(), DType::F32);
+            let reference = f32_lin.forward(x.as_tensor())?;
+            // Outputs are ~N(0, 1.3); bf16 rounding (u = 2^-8) of x, W and the product, the errors
+            // of 32 terms adding in quadrature: well under 6e-3 of the largest output.
+            let diff = (&y - &reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let scale = reference.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                diff < 6e-3 * scale,
+                "bf16 forward differs by {diff} (scale {scale})"
+            );
+            let grads = y.sqr()?.sum_all()?.backward()?;
+            let g = grads.get(x.as_tensor()).expect("input gradient");
+            assert_eq!(g.dtype(), DType::F32);
+            let ref_grads = reference.sqr()?.sum_all()?.backward()?;
+            let g_ref = ref_grads.get(x.as_tensor()).unwrap();
+            let rel = ((g - g_ref)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?)
+                / g_ref.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
+            assert!(rel < 1e-2, "bf16 input gradient relative error {rel}");
+            if !plain {
+                // The frozen weight gets no gradient in either dtype.
+                assert!(grads.get(lin.weight()).is_none());
+            }
+        }
         Ok(())
     }
 

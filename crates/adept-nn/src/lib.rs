@@ -12,13 +12,18 @@
 //! (`adept_backbones::bert::fused`) are written from; [`blas`] runs large products on an
 //! optional run-time-loaded BLAS or the `gemm` crate.
 //!
+//! [`autocast`] holds the bf16 mixed-precision setting ([`Autocast`]): a frozen backbone's
+//! linear weights in bf16 and its products in bf16, the rest in f32.
+//!
 //! The crate has one job: numerics that both the backbones and the adapters share.
 
+pub mod autocast;
 pub mod blas;
 mod frozen_linear;
 mod fused;
 mod ops;
 
+pub use autocast::Autocast;
 pub use frozen_linear::{use_plain_matmul_backward, FrozenLinear};
 pub use fused::{attention_probs, erf_f32, frozen_layer_norm, gelu_erf};
 pub use ops::{dropout_mask, layer_norm, masked_mean, softmax_last_dim};

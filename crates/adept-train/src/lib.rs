@@ -47,7 +47,9 @@ pub fn resolve_budget(cfg: &mut TrainConfig, d: usize) -> Result<()> {
 }
 
 /// Builds a fresh classifier: a frozen encoder (`adept_backbones::load_encoder`), a new adapter
-/// (`cfg.adapter`, its text prompt init tokenized by `enc`) and head.
+/// (`cfg.adapter`, its text prompt init tokenized by `enc`) and head. The encoder is put in
+/// `cfg.autocast`'s precision after the adapter has read its (f32) embedding table; a family
+/// without that precision is an error naming it.
 pub fn build_classifier(
     backbone: Box<dyn Encoder>,
     enc: &TextEncoder,
@@ -77,6 +79,8 @@ pub fn build_classifier(
         *token_ids = enc.ids_without_special(text)?;
     }
     let adapter = Adapter::init(acfg, backbone.word_embedding_table(), cfg.seed)?;
+    let mut backbone = backbone;
+    backbone.set_autocast(cfg.autocast)?;
     let head = Head::init(d, num_outputs, cfg.seed.wrapping_add(1), backbone.device())?;
     Ok(Classifier {
         backbone,

@@ -154,7 +154,8 @@ pub fn adds_bos(dir: &Path) -> bool {
 
 /// A fresh [`CausalLmModel`]: the frozen decoder and a new adapter of `cfg.adapter` (its width
 /// from the model; a text prompt init takes `prompt_init_ids`). Errors when the soft prompt
-/// plus `cfg.max_len()` exceeds the model's positions.
+/// plus `cfg.max_len()` exceeds the model's positions. The decoder is put in `cfg.autocast`'s
+/// precision after the adapter has read its (f32) embedding table.
 pub fn build_causal_lm(
     backbone: Box<dyn CausalLm>,
     cfg: &TrainConfig,
@@ -176,6 +177,8 @@ pub fn build_causal_lm(
             .with_context(|| format!("the prompt init text {text:?} was not tokenized"))?;
     }
     let adapter = Adapter::init(acfg, backbone.word_embedding_table(), cfg.seed)?;
+    let mut backbone = backbone;
+    backbone.set_autocast(cfg.autocast)?;
     Ok(CausalLmModel { backbone, adapter })
 }
 

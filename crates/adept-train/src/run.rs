@@ -15,6 +15,7 @@ use crate::task::TaskData;
 use crate::tokenize::{OverLength, TextEncoder};
 use adept_adapters::{AdapterConfig, MethodKind, PromptInit};
 use adept_bundle::{sha256_file, sha256_hex, write_atomic};
+use adept_nn::Autocast;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -53,6 +54,10 @@ pub struct TrainConfig {
     /// Seeds the batch order, dropout, the adapter's and head's init and, unless a text init is
     /// given, the sampled prompt rows: change it with [`TrainConfig::set_seed`].
     pub seed: u64,
+    /// Precision of the frozen backbone while training (`--autocast`): f32, or bf16 weights and
+    /// products ([`adept_nn::autocast`]). The adapter, head, optimizer state and loss are f32
+    /// either way, and an export reads the original (f32) checkpoint.
+    pub autocast: Autocast,
 }
 
 impl TrainConfig {
@@ -87,6 +92,7 @@ impl TrainConfig {
             over_length: OverLength::Truncate,
             pooling: Pooling::Mean,
             seed,
+            autocast: Autocast::F32,
         }
     }
 
@@ -157,6 +163,43 @@ pub struct TrainConfigFile {
     pub seed: u64,
     pub dropout: f64,
     pub dept_alpha: f64,
+    /// The frozen backbone's precision; written only when not f32, so f32 runs keep the bytes
+    /// (and [`TrainConfig::hash`]) they always had, and older files read as f32.
+    #[serde(default, skip_serializing_if = "AutocastName::is_f32")]
+    pub autocast: AutocastName,
+}
+
+/// [`Autocast`] as `train_config.json` spells it (`"f32"`, `"bf16"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutocastName {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl AutocastName {
+    fn is_f32(&self) -> bool {
+        *self == AutocastName::F32
+    }
+}
+
+impl From<Autocast> for AutocastName {
+    fn from(a: Autocast) -> Self {
+        match a {
+            Autocast::F32 => AutocastName::F32,
+            Autocast::Bf16 => AutocastName::Bf16,
+        }
+    }
+}
+
+impl From<AutocastName> for Autocast {
+    fn from(a: AutocastName) -> Self {
+        match a {
+            AutocastName::F32 => Autocast::F32,
+            AutocastName::Bf16 => Autocast::Bf16,
+        }
+    }
 }
 
 impl From<TrainConfig> for TrainConfigFile {
@@ -190,6 +233,7 @@ impl From<TrainConfig> for TrainConfigFile {
             seed: c.seed,
             dropout: a.dropout,
             dept_alpha: a.alpha,
+            autocast: c.autocast.into(),
         }
     }
 }
@@ -224,6 +268,7 @@ impl From<TrainConfigFile> for TrainConfig {
             over_length: f.over_length,
             pooling: f.pooling,
             seed: f.seed,
+            autocast: f.autocast.into(),
         }
     }
 }
@@ -278,6 +323,16 @@ impl RunDir {
             if cfg_path.exists() {
                 let saved: TrainConfig = serde_json::from_str(&std::fs::read_to_string(&cfg_path)?)
                     .with_context(|| format!("{} is not a training config", cfg_path.display()))?;
+                if saved.autocast != cfg.autocast {
+                    anyhow::bail!(
+                        "cannot resume {}: it was trained with --autocast {}, and {} was given now; \
+                         resume it with --autocast {}",
+                        path.display(),
+                        saved.autocast,
+                        cfg.autocast,
+                        saved.autocast
+                    );
+                }
                 if saved.hash() != cfg.hash() {
                     anyhow::bail!(
                         "cannot resume {}: its training config differs from the one given now (compare {})",

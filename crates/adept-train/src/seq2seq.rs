@@ -673,7 +673,8 @@ impl TrainJob for Seq2SeqJob<'_> {
 
 /// A fresh model: the frozen `backbone` and a new adapter from `cfg.adapter` (its width set to
 /// the model's, its text prompt init tokenized by `tokenizer`), seeded by `cfg.seed`. `cfg`'s
-/// rank and budget must be resolved ([`crate::resolve_budget`]).
+/// rank and budget must be resolved ([`crate::resolve_budget`]). The model is put in
+/// `cfg.autocast`'s precision after the adapter has read its (f32) embedding table.
 pub fn build_seq2seq(
     backbone: Box<dyn Seq2SeqLm>,
     tokenizer: &Tokenizer,
@@ -706,6 +707,8 @@ pub fn build_seq2seq(
             .to_vec();
     }
     let adapter = Adapter::init(acfg, backbone.word_embedding_table(), cfg.seed)?;
+    let mut backbone = backbone;
+    backbone.set_autocast(cfg.autocast)?;
     Ok(Seq2SeqModel { backbone, adapter })
 }
 

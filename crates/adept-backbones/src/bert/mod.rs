@@ -17,7 +17,7 @@ pub mod onnx;
 pub use fused::{encoder_layer, EncoderLayerWeights};
 
 use crate::{Backbone, Encoder, Weights};
-use adept_nn::{attention_probs, frozen_layer_norm, FrozenLinear};
+use adept_nn::{attention_probs, frozen_layer_norm, Autocast, FrozenLinear};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,24 @@ pub struct BertEncoder {
     /// Host copies of each layer's weights for [`fused::encoder_layer`], the one-op layer
     /// with a hand-written backward; present for CPU f32 models with the erf GELU.
     fused: Option<Vec<Arc<EncoderLayerWeights>>>,
+    /// Precision of the linear weights and products ([`Self::set_autocast`]).
+    autocast: Autocast,
+}
+
+impl BertLayer {
+    /// The layer with its linear weights held in `autocast`'s dtype (norms stay f32).
+    fn with_autocast(&self, a: Autocast) -> Result<Self> {
+        Ok(Self {
+            query: self.query.with_autocast(a)?,
+            key: self.key.with_autocast(a)?,
+            value: self.value.with_autocast(a)?,
+            attention_output: self.attention_output.with_autocast(a)?,
+            attention_norm: self.attention_norm.clone(),
+            intermediate: self.intermediate.with_autocast(a)?,
+            output: self.output.with_autocast(a)?,
+            output_norm: self.output_norm.clone(),
+        })
+    }
 }
 
 impl BertLayer {
@@ -298,6 +316,7 @@ impl BertEncoder {
             layers,
             activation,
             fused: None,
+            autocast: Autocast::F32,
         };
         encoder.set_fused_layers(true)?;
         Ok(encoder)
@@ -306,11 +325,20 @@ impl BertEncoder {
     /// Chooses how the encoder layers run: as one fused op each with a hand-written backward
     /// (`true`, the default; CPU f32 models with the erf GELU only, others keep the composite
     /// path), or from composite candle ops (`false`; the reference, and what CUDA runs).
-    /// Both compute the same values; tests and `adept bench` compare them.
+    /// Both compute the same values; tests and `adept bench` compare them. Under bf16
+    /// autocast the fused layers (f32 kernels over f32 host weights) do not apply: the
+    /// composite path runs, and this is logged once.
     pub fn set_fused_layers(&mut self, on: bool) -> anyhow::Result<()> {
         let eligible = self.embeddings.word.device().is_cpu()
             && self.embeddings.word.dtype() == DType::F32
-            && self.activation == Activation::GeluErf;
+            && self.activation == Activation::GeluErf
+            && !self.autocast.is_on();
+        if on && self.autocast.is_on() {
+            adept_nn::autocast::note_composite_layers(
+                self.autocast,
+                "BERT's fused f32 encoder-layer ops",
+            );
+        }
         if on && !self.embeddings.word.device().is_cpu() {
             adept_nn::kernels::note_composite_path(
                 self.embeddings.word.device(),
@@ -333,6 +361,30 @@ impl BertEncoder {
     /// Whether the layers run as fused ops (see [`Self::set_fused_layers`]).
     pub fn fused_layers(&self) -> bool {
         self.fused.is_some()
+    }
+
+    /// Holds the linear weights of every layer in `autocast`'s dtype and runs the layers'
+    /// products (the attention's included) in it; embeddings, LayerNorms, softmax and GELU stay
+    /// f32 (see [`adept_nn::autocast`]). With bf16 the fused layers are turned off (their host
+    /// f32 copies are dropped). Chosen once after loading: going back to f32 is refused.
+    pub fn set_autocast(&mut self, autocast: Autocast) -> anyhow::Result<()> {
+        crate::check_autocast_change("bert", self.autocast, autocast)?;
+        if autocast == self.autocast {
+            return Ok(());
+        }
+        let fused = self.fused.is_some();
+        self.layers = self
+            .layers
+            .iter()
+            .map(|l| l.with_autocast(autocast))
+            .collect::<Result<Vec<_>>>()?;
+        self.autocast = autocast;
+        self.set_fused_layers(fused)
+    }
+
+    /// The precision chosen with [`Self::set_autocast`].
+    pub fn autocast(&self) -> Autocast {
+        self.autocast
     }
 
     pub fn activation(&self) -> Activation {
@@ -435,10 +487,11 @@ impl BertEncoder {
         let q = heads(layer.query.forward(&xq)?, lq)?;
         let k = heads(layer.key.forward(x)?, l)?;
         let v = heads(layer.value.forward(x)?, l)?;
-        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let scores = self.autocast.matmul(&q, &k.t()?.contiguous()?)?;
         let probs = attention_probs(&scores, mask_bias, 1.0 / (dh as f64).sqrt())?;
-        let context = probs
-            .matmul(&v)?
+        let context = self
+            .autocast
+            .matmul(&probs, &v)?
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, lq, d))?;
@@ -498,6 +551,12 @@ impl Encoder for BertEncoder {
     }
     fn fused_layers(&self) -> bool {
         BertEncoder::fused_layers(self)
+    }
+    fn set_autocast(&mut self, autocast: Autocast) -> anyhow::Result<()> {
+        BertEncoder::set_autocast(self, autocast)
+    }
+    fn autocast(&self) -> Autocast {
+        BertEncoder::autocast(self)
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self

@@ -31,7 +31,7 @@ pub mod fused;
 pub mod onnx;
 
 use crate::{Backbone, CacheShape, CausalLm, KvCache, Weights};
-use adept_nn::{attention_probs, FrozenLinear};
+use adept_nn::{attention_probs, Autocast, FrozenLinear};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Result, Tensor, D};
 use fused::RopeTables;
@@ -325,6 +325,25 @@ pub struct LlamaModel {
     inv_freq: Vec<f32>,
     source: PathBuf,
     fused: bool,
+    /// Precision of the linear weights and products ([`Self::set_autocast`]).
+    autocast: Autocast,
+}
+
+impl LlamaLayer {
+    /// The layer with its projections held in `autocast`'s dtype (norm weights stay f32).
+    fn with_autocast(&self, a: Autocast) -> Result<Self> {
+        Ok(Self {
+            q_proj: self.q_proj.with_autocast(a)?,
+            k_proj: self.k_proj.with_autocast(a)?,
+            v_proj: self.v_proj.with_autocast(a)?,
+            o_proj: self.o_proj.with_autocast(a)?,
+            gate_proj: self.gate_proj.with_autocast(a)?,
+            up_proj: self.up_proj.with_autocast(a)?,
+            down_proj: self.down_proj.with_autocast(a)?,
+            input_norm: self.input_norm.clone(),
+            post_attention_norm: self.post_attention_norm.clone(),
+        })
+    }
 }
 
 /// Root-mean-square normalisation over the last dimension with a frozen weight, from
@@ -551,7 +570,33 @@ impl LlamaModel {
             lm_head: FrozenLinear::new(head, None)?,
             source: source.to_path_buf(),
             fused: true,
+            autocast: Autocast::F32,
         })
+    }
+
+    /// Holds every projection and the LM head in `autocast`'s dtype and runs the products (the
+    /// attention's included) in it; the embedding table, RMSNorm, RoPE, SwiGLU and softmax stay
+    /// f32 (see [`adept_nn::autocast`]; the fused f32 ops keep running on the f32 activations).
+    /// A tied head gets its own bf16 copy of the table (the f32 table stays for the adapter).
+    /// Chosen once after loading: going back to f32 is refused.
+    pub fn set_autocast(&mut self, autocast: Autocast) -> anyhow::Result<()> {
+        crate::check_autocast_change("llama", self.autocast, autocast)?;
+        if autocast == self.autocast {
+            return Ok(());
+        }
+        self.layers = self
+            .layers
+            .iter()
+            .map(|l| l.with_autocast(autocast))
+            .collect::<Result<Vec<_>>>()?;
+        self.lm_head = self.lm_head.with_autocast(autocast)?;
+        self.autocast = autocast;
+        Ok(())
+    }
+
+    /// The precision chosen with [`Self::set_autocast`].
+    pub fn autocast(&self) -> Autocast {
+        self.autocast
     }
 
     /// Chooses how RMSNorm, the rotary embedding and SwiGLU run: as fused ops with
@@ -732,15 +777,15 @@ impl LlamaModel {
         let t = k.dim(2)?;
         // Grouped: query heads of one KV head side by side, [b, kvh, rep·s, hd].
         let qg = q.reshape((b, kvh, rep * s, hd))?;
-        let scores = qg.matmul(&k.t()?)?.reshape((b, h, s, t))?;
+        let scores = self.autocast.matmul(&qg, &k.t()?)?.reshape((b, h, s, t))?;
         let scores = match causal {
             Some(m) => scores.broadcast_add(m)?,
             None => scores,
         };
         let probs = attention_probs(&scores, pad_bias, 1.0 / (hd as f64).sqrt())?;
-        let ctx = probs
-            .reshape((b, kvh, rep * s, t))?
-            .matmul(&v)?
+        let ctx = self
+            .autocast
+            .matmul(&probs.reshape((b, kvh, rep * s, t))?, &v)?
             .reshape((b, h, s, hd))?
             .transpose(1, 2)?
             .reshape((b, s, h * hd))?;
@@ -806,6 +851,12 @@ impl CausalLm for LlamaModel {
     }
     fn tied_embeddings(&self) -> bool {
         self.config.tie_word_embeddings
+    }
+    fn set_autocast(&mut self, autocast: Autocast) -> anyhow::Result<()> {
+        LlamaModel::set_autocast(self, autocast)
+    }
+    fn autocast(&self) -> Autocast {
+        LlamaModel::autocast(self)
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self

@@ -35,7 +35,7 @@ pub mod generate;
 pub mod onnx;
 
 use crate::{Backbone, Seq2SeqCache, Seq2SeqCacheShape, Seq2SeqLm, Weights};
-use adept_nn::FrozenLinear;
+use adept_nn::{Autocast, FrozenLinear};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -387,6 +387,36 @@ pub struct T5Model {
     /// RMS norm, attention softmax and the FFN activation as the fused ops of [`fused`] (the
     /// default) or as composite candle ops (the reference).
     fused: bool,
+    /// Precision of the linear weights and products ([`Self::set_autocast`]).
+    autocast: Autocast,
+}
+
+impl T5Attention {
+    fn with_autocast(&self, a: Autocast) -> Result<Self> {
+        Ok(Self {
+            q: self.q.with_autocast(a)?,
+            k: self.k.with_autocast(a)?,
+            v: self.v.with_autocast(a)?,
+            o: self.o.with_autocast(a)?,
+            relative_attention_bias: self.relative_attention_bias.clone(),
+        })
+    }
+}
+
+impl T5FeedForward {
+    fn with_autocast(&self, a: Autocast) -> Result<Self> {
+        Ok(match self {
+            Self::Plain { wi, wo } => Self::Plain {
+                wi: wi.with_autocast(a)?,
+                wo: wo.with_autocast(a)?,
+            },
+            Self::Gated { wi_0, wi_1, wo } => Self::Gated {
+                wi_0: wi_0.with_autocast(a)?,
+                wi_1: wi_1.with_autocast(a)?,
+                wo: wo.with_autocast(a)?,
+            },
+        })
+    }
 }
 
 fn linear(w: &Weights, name: &str, out_f: usize, in_f: usize) -> anyhow::Result<FrozenLinear> {
@@ -524,7 +554,36 @@ impl T5Model {
             ff_kind,
             head,
             fused: true,
+            autocast: Autocast::F32,
         })
+    }
+
+    /// Holds every projection of both stacks and the LM head in `autocast`'s dtype and runs the
+    /// products (the attention's included) in it; the shared table, RMS norms, position bias,
+    /// softmax and activations stay f32 (see [`adept_nn::autocast`]). Chosen once after
+    /// loading: going back to f32 is refused.
+    pub fn set_autocast(&mut self, autocast: Autocast) -> anyhow::Result<()> {
+        crate::check_autocast_change("t5", self.autocast, autocast)?;
+        if autocast == self.autocast {
+            return Ok(());
+        }
+        for blk in &mut self.encoder {
+            blk.attention = blk.attention.with_autocast(autocast)?;
+            blk.ff = blk.ff.with_autocast(autocast)?;
+        }
+        for blk in &mut self.decoder {
+            blk.self_attention = blk.self_attention.with_autocast(autocast)?;
+            blk.cross_attention = blk.cross_attention.with_autocast(autocast)?;
+            blk.ff = blk.ff.with_autocast(autocast)?;
+        }
+        self.head = self.head.with_autocast(autocast)?;
+        self.autocast = autocast;
+        Ok(())
+    }
+
+    /// The precision chosen with [`Self::set_autocast`].
+    pub fn autocast(&self) -> Autocast {
+        self.autocast
     }
 
     pub fn device(&self) -> &Device {
@@ -611,14 +670,15 @@ impl T5Model {
         pad: &Tensor,
     ) -> Result<Tensor> {
         let (b, h, lq, dk) = q.dims4()?;
-        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let scores = self.autocast.matmul(q, &k.t()?.contiguous()?)?;
         let probs = if self.fused {
             fused::attention_probs(&scores, bias, pad)?
         } else {
             fused::attention_probs_composite(&scores, bias, pad)?
         };
-        let ctx = probs
-            .matmul(v)?
+        let ctx = self
+            .autocast
+            .matmul(&probs, v)?
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, lq, h * dk))?;
@@ -845,6 +905,12 @@ impl Seq2SeqLm for T5Model {
     }
     fn pad_token_id(&self) -> u32 {
         self.config.pad_token_id.unwrap_or(0)
+    }
+    fn set_autocast(&mut self, autocast: Autocast) -> anyhow::Result<()> {
+        T5Model::set_autocast(self, autocast)
+    }
+    fn autocast(&self) -> Autocast {
+        T5Model::autocast(self)
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
