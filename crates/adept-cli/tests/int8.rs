@@ -1,13 +1,14 @@
 //! `adept export --dtype int8` on the real all-MiniLM-L6-v2: a short SST-2 run exported as f32
-//! and as int8, both run by `adept infer` on every SST-2 dev sentence. The int8 logits stay
-//! within a stated bound of the f32 ones, so every label whose f32 margin exceeds twice that
-//! bound is unchanged; overall the labels agree on at least 96 % of the sentences and the
-//! accuracy moves by at most 1 point.
+//! and as int8, both run by `adept infer` (batches of 32 in input order) on every SST-2 dev
+//! sentence. The int8 logits stay within a stated bound of the f32 ones, so every label whose
+//! f32 margin exceeds twice that bound is unchanged; overall the labels agree on at least 98 %
+//! of the sentences, the accuracy moves by at most 0.5 points, and a sentence's int8 logits
+//! are the same alone as in a batch (per-row activation scales).
 //!
-//! The issue asks for 99 % agreement. This short run's head has small margins (|logit| < 1):
-//! measured 97.0 % agreement, accuracy 69.95 → 69.27, max logit error 0.107 (mean 0.015); on a
-//! 150-step l = 60 adapter 97.6 % and 76.15 → 76.03 (`adept bench --serving --pytorch`). The
-//! flips are sentences with near-zero margins, from the per-tensor activation scales.
+//! The issue asks for 99 % agreement; not reached. This short run's head has small margins
+//! (|logit| < 0.8). Per row: 98.51 % agreement, accuracy 69.95 → 69.84, max logit error 0.048
+//! (mean 0.009); per tensor it was 97.0 %, 69.27, 0.107 (0.015). On a 150-step l = 60 adapter
+//! see the table at `adept_export::emit::int8_quantization`.
 //!
 //! Needs the model in the adept cache, GLUE and ONNX Runtime; skipped without them (a failure
 //! under `ADEPT_REQUIRE_MODEL=1`).
@@ -16,11 +17,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Largest |int8 − f32| logit allowed. The int8 error comes from rounding each weight to
-/// 1/254 of its output channel's range and each activation to 1/255 of its tensor's range; on
-/// this model it is a few hundredths of a logit (the test prints it) against logits of about
-/// ±1–3, so 0.15 leaves room without letting a broken quantization (wrong scale or transposed
+/// 1/254 of its output channel's range and each activation to 1/254 of its row's range; on
+/// this model it is a few hundredths of a logit (the test prints it; 0.048 measured, per
+/// tensor 0.107), so 0.1 leaves room without letting a broken quantization (wrong scale or transposed
 /// weights: errors of the size of the logits) through.
-const MAX_LOGIT_DIFF: f32 = 0.15;
+const MAX_LOGIT_DIFF: f32 = 0.1;
+
+/// Least fraction of SST-2 dev labels that int8 and f32 share. The issue asks 0.99; with
+/// per-row activations this short run measures 98.51 % (per tensor: 97.0 %), so 0.98 is what
+/// is asserted: the flips are sentences whose f32 margin is below `2 · MAX_LOGIT_DIFF`
+/// (this head's logits stay under 0.8), which the per-sentence check covers.
+const MIN_AGREEMENT: f64 = 0.98;
+
+/// Largest change of a sentence's int8 logits between running it alone and in a batch of 32.
+const MAX_BATCH_EFFECT: f32 = 1e-3;
 
 fn adept() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_adept"));
@@ -38,8 +48,9 @@ fn run_ok(c: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `adept infer` on `input` (JSON lines): each output line's logits.
-fn infer(bundle: &Path, input: &Path, out: &Path) -> Vec<Vec<f32>> {
+/// `adept infer` on `input` (JSON lines) in batches of `batch_size`, in input order (no
+/// length buckets, so a batch mixes short and long sentences): each output line's logits.
+fn infer(bundle: &Path, input: &Path, out: &Path, batch_size: usize) -> Vec<Vec<f32>> {
     run_ok(
         adept()
             .args(["infer", "--bundle"])
@@ -48,7 +59,8 @@ fn infer(bundle: &Path, input: &Path, out: &Path) -> Vec<Vec<f32>> {
             .arg(input)
             .arg("--output")
             .arg(out)
-            .args(["--threads", "2"]),
+            .args(["--threads", "2", "--no-length-buckets", "--batch-size"])
+            .arg(batch_size.to_string()),
     );
     std::fs::read_to_string(out)
         .unwrap()
@@ -142,8 +154,8 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
         .map(|(s, _)| serde_json::json!({ "sentence": s }).to_string())
         .collect();
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let want = infer(&f32_dir, &input, &tmp.path().join("f32.jsonl"));
-    let got = infer(&int8_dir, &input, &tmp.path().join("int8.jsonl"));
+    let want = infer(&f32_dir, &input, &tmp.path().join("f32.jsonl"), 32);
+    let got = infer(&int8_dir, &input, &tmp.path().join("int8.jsonl"), 32);
     assert_eq!(want.len(), rows.len());
     assert_eq!(got.len(), rows.len());
 
@@ -179,12 +191,30 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
         }
     }
     assert!(
-        agree as f64 >= 0.96 * n,
+        agree as f64 >= MIN_AGREEMENT * n,
         "labels agree on only {agree} of {} sentences",
         rows.len()
     );
     assert!(
-        (acc_f32 - acc_int8).abs() <= 1.0,
+        (acc_f32 - acc_int8).abs() <= 0.5,
         "accuracy f32 {acc_f32:.2} vs int8 {acc_int8:.2}"
+    );
+
+    // A sentence's int8 logits do not depend on its batch-mates: the first 64 sentences one
+    // at a time equal their logits from the batches of 32 above, up to f32 rounding (padding
+    // changes the summation order by ~1e-6, which can move a row's rounding by one int8 step
+    // here and there). One scale per batch (DynamicQuantizeLinear) moved them by 1e-2.
+    let first = tmp.path().join("first.jsonl");
+    std::fs::write(&first, lines[..64].join("\n") + "\n").unwrap();
+    let alone = infer(&int8_dir, &first, &tmp.path().join("alone.jsonl"), 1);
+    let moved = alone
+        .iter()
+        .zip(&got)
+        .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+        .fold(0.0f32, f32::max);
+    eprintln!("{test}: int8 logits alone vs in a batch of 32: max difference {moved:.2e}");
+    assert!(
+        moved <= MAX_BATCH_EFFECT,
+        "a sentence's int8 logits moved by {moved} with its batch-mates"
     );
 }

@@ -252,10 +252,11 @@ fn int8_bundles_pass_the_checker_and_fuse() {
         let (ops, opt) = (&report["ops"], &report["optimized"]["all"]);
         let layers = 2;
         // q, k, v, attention output, intermediate, output per layer; q/k/v share one
-        // quantized input (two in the last layer: its queries read the input rows only).
+        // quantized input (two in the last layer: its queries read the input rows only),
+        // quantized per row (QuantizeLinear with one scale per token).
         assert_eq!(count(ops, ":MatMulInteger"), 6 * layers, "{name}");
         assert_eq!(
-            count(ops, ":DynamicQuantizeLinear"),
+            count(ops, ":QuantizeLinear"),
             4 * layers + u64::from(method != MethodKind::HeadOnly),
             "{name}"
         );

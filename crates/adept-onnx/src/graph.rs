@@ -41,8 +41,24 @@ pub struct GraphBuilder {
     quantized_inputs: HashMap<String, [String; 3]>,
 }
 
+/// How [`GraphBuilder::linear`]'s dynamically quantized products quantize their float input
+/// at run time (the weights are always per-output-channel int8, see [`quantize_per_channel`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActivationQuantization {
+    /// One symmetric scale per row (per token): `s[r] = max_k |x[r, k]| / 127`,
+    /// `q = x / s + 128` as `uint8` with zero point 128 (`ReduceMax(Abs)` + per-axis
+    /// `QuantizeLinear`). A row's result depends on that row only, never on the other
+    /// sentences of its batch, and a row of small values keeps its resolution.
+    #[default]
+    PerRow,
+    /// `DynamicQuantizeLinear`: one asymmetric uint8 scale and zero point for the whole
+    /// tensor (every token of every sentence in the batch), as ONNX Runtime's
+    /// `quantize_dynamic` writes it.
+    PerTensor,
+}
+
 /// Which module products [`GraphBuilder::linear`] emits dynamically quantized (see
-/// [`GraphBuilder::set_matmul_quantization`]).
+/// [`GraphBuilder::set_matmul_quantization`]), and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatMulQuantization {
     /// A weight with fewer input or output features than this stays float (a classifier head
@@ -51,6 +67,8 @@ pub struct MatMulQuantization {
     /// A weight whose full initializer name contains one of these strings stays float
     /// (e.g. `"intermediate.dense"`).
     pub keep_float: Vec<String>,
+    /// How the products' float inputs are quantized at run time.
+    pub activations: ActivationQuantization,
 }
 
 impl Default for MatMulQuantization {
@@ -58,6 +76,7 @@ impl Default for MatMulQuantization {
         Self {
             min_features: 64,
             keep_float: Vec::new(),
+            activations: ActivationQuantization::default(),
         }
     }
 }
@@ -959,27 +978,77 @@ impl GraphBuilder {
         })
     }
 
-    /// `DynamicQuantizeLinear(x)`: `x` as `uint8` with a per-tensor scale and zero point
-    /// computed at run time from its range; `[q, scale, zero_point]`. Done once per value: a
-    /// second call with the same `x` returns the first call's outputs.
-    pub fn dynamic_quantize(&mut self, x: &str) -> [String; 3] {
+    /// `x [..., in_features]` quantized to `uint8` at run time, as the configured
+    /// [`ActivationQuantization`] says; returns `[q, scale, zero_point]` with `q` of `x`'s shape
+    /// and `x ≈ (q − zero_point) · scale`:
+    /// - [`PerRow`](ActivationQuantization::PerRow): `scale [..., 1] = max(max_k |x[.., k]| / 127,
+    ///   1e-12)` (`Abs`, `ReduceMax`), `q = QuantizeLinear(x [rows, in], scale [rows], 128,
+    ///   axis 0)` reshaped back, `zero_point` the scalar `uint8` 128;
+    /// - [`PerTensor`](ActivationQuantization::PerTensor): `DynamicQuantizeLinear(x)` (scalar
+    ///   scale and zero point over the whole tensor).
+    ///
+    /// Done once per value: a second call with the same `x` returns the first call's outputs,
+    /// so a layer's query, key and value share one quantization.
+    pub fn dynamic_quantize(&mut self, x: &str, in_features: usize) -> [String; 3] {
         if let Some(q) = self.quantized_inputs.get(x) {
             return q.clone();
         }
-        let outputs = self.node("", "DynamicQuantizeLinear", &[x], 3, vec![]);
-        let q: [String; 3] = outputs.try_into().expect("three outputs");
+        let per_row = self
+            .quantization
+            .as_ref()
+            .is_none_or(|q| q.activations == ActivationQuantization::PerRow);
+        let q: [String; 3] = if per_row {
+            let abs = self.op("Abs", &[x], vec![]);
+            let keepdims = AttributeProto::int("keepdims", 1);
+            let max = if self.opset >= 18 {
+                let axes = self.const_i64(&[-1]);
+                self.op("ReduceMax", &[&abs, &axes], vec![keepdims])
+            } else {
+                self.op(
+                    "ReduceMax",
+                    &[&abs],
+                    vec![AttributeProto::ints("axes", &[-1]), keepdims],
+                )
+            };
+            let step = self.scalar_f32(1.0 / 127.0);
+            let scale = self.mul(&max, &step);
+            // An all-zero row (none in practice: LayerNorm outputs) quantizes to 128 = 0.
+            let tiny = self.scalar_f32(1e-12);
+            let scale = self.max(&scale, &tiny);
+            let rows = self.reshape(x, &[-1, in_features as i64]);
+            let row_scales = self.reshape(&scale, &[-1]);
+            let zero = self.constant(
+                TensorProto::from_raw("", DataType::Uint8, &[], vec![128]),
+                "scalar_u8_128".to_owned(),
+            );
+            let n = self.shape(&row_scales);
+            let zeros = self.expand(&zero, &n);
+            let q_rows = self.op(
+                "QuantizeLinear",
+                &[&rows, &row_scales, &zeros],
+                vec![AttributeProto::int("axis", 0)],
+            );
+            let x_shape = self.shape(x);
+            let q = self.reshape_dynamic(&q_rows, &x_shape);
+            [q, scale, zero]
+        } else {
+            let outputs = self.node("", "DynamicQuantizeLinear", &[x], 3, vec![]);
+            outputs.try_into().expect("three outputs")
+        };
         self.quantized_inputs.insert(x.to_owned(), q.clone());
         q
     }
 
-    /// A PyTorch `nn.Linear` called `prefix` as a dynamically quantized product, the form
-    /// ONNX Runtime's `quantize_dynamic` writes with per-channel weights:
-    /// `DynamicQuantizeLinear(x)` (shared by products of the same `x`), `MatMulInteger` with the
-    /// `int8 [in, out]` weight `"<prefix>.weight_quantized"` (see [`quantize_per_channel`]) and
-    /// zero points `"<prefix>.weight_zero_point"`, `Cast` to float, `Mul` by
-    /// `x_scale · "<prefix>.weight_scale" [out]`, `Add` of `"<prefix>.bias"`. ONNX Runtime's CPU
-    /// optimizer fuses this into `DynamicQuantizeMatMul` / `MatMulIntegerToFloat` (u8·s8 kernels,
-    /// VNNI where the CPU has it). All standard operators, so ONNX tools type every value.
+    /// A PyTorch `nn.Linear` called `prefix` as a dynamically quantized product:
+    /// [`dynamic_quantize`](Self::dynamic_quantize)`(x)` (shared by products of the same `x`),
+    /// `MatMulInteger` with the `int8 [in, out]` weight `"<prefix>.weight_quantized"` (see
+    /// [`quantize_per_channel`]) and zero points `"<prefix>.weight_zero_point"`, `Cast` to
+    /// float, `Mul` by `x_scale · "<prefix>.weight_scale" [out]` (`x_scale` a scalar or
+    /// `[..., 1]` per row), `Add` of `"<prefix>.bias"` (per row `Sub` of `"<prefix>.bias_negated"`, see the code). ONNX
+    /// Runtime's CPU optimizer fuses this
+    /// into `MatMulIntegerToFloat` (per-row and per-column scales; u8·s8 kernels, VNNI where the
+    /// CPU has it) or, per tensor, `DynamicQuantizeMatMul`. All standard operators, so ONNX
+    /// tools type every value; the fused ops are in onnxruntime-web's CPU (wasm) build too.
     pub fn quantized_linear(
         &mut self,
         prefix: &str,
@@ -991,7 +1060,11 @@ impl GraphBuilder {
         let full = self.qualify(prefix);
         checked_dims(&[out_features, in_features], weight.len(), &full)?;
         let (q, scales) = quantize_per_channel(weight, [out_features, in_features]);
-        let [xq, x_scale, x_zero] = self.dynamic_quantize(x);
+        let [xq, x_scale, x_zero] = self.dynamic_quantize(x, in_features);
+        let per_row = self
+            .quantization
+            .as_ref()
+            .is_none_or(|q| q.activations == ActivationQuantization::PerRow);
         self.scope(prefix, |g| {
             let name = g.qualify("weight_quantized");
             let bytes = q.iter().map(|&v| v as u8).collect();
@@ -1019,6 +1092,15 @@ impl GraphBuilder {
             let scale = g.mul(&x_scale, &ws);
             let y = g.mul(&acc, &scale);
             match bias {
+                // Per row as `y − (−bias)`: ONNX Runtime fuses a following `Add` of a
+                // constant (in either order) into MatMulIntegerToFloat, whose kernel (1.31)
+                // adds the bias before it applies a non-scalar activation scale, so the bias
+                // would come out multiplied by each row's scale.
+                Some(b) if per_row => {
+                    let negated: Vec<f32> = b.iter().map(|v| -v).collect();
+                    let b = g.initializer_f32("bias_negated", &[out_features], &negated)?;
+                    Ok(g.sub(&y, &b))
+                }
                 Some(b) => {
                     let b = g.initializer_f32("bias", &[out_features], b)?;
                     Ok(g.add(&y, &b))

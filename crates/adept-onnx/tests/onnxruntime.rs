@@ -620,18 +620,26 @@ fn fused_helpers_and_f16_weights_match_reference() {
     );
 }
 
-/// `linear` under [`adept_onnx::MatMulQuantization`]: two products of the same input share one
-/// `DynamicQuantizeLinear`, a small head stays float, and ONNX Runtime's result stays within
-/// the error bound of the quantization itself: with `s_x = (max(x,0) − min(x,0)) / 255` (the
-/// uint8 step of the input) and `s_w[o]` the int8 step of output channel `o`, each input and
-/// weight entry is off by at most half a step, so
-/// `|y − y_ref| ≤ Σ_i (|x_i|·s_w/2 + |w_oi|·s_x/2 + s_x·s_w/4)` (plus f32 rounding).
+/// `linear` under [`adept_onnx::MatMulQuantization`], per row and per tensor: two products of
+/// the same input share one quantization, a small head stays float, and ONNX Runtime's result
+/// stays within the error bound of the quantization itself: with `s_x` the uint8 step of the
+/// input row (per row: `max_k |x_rk| / 127`; per tensor: `(max(x,0) − min(x,0)) / 255`) and
+/// `s_w[o]` the int8 step of output channel `o`, each input and weight entry is off by at most
+/// half a step, so `|y − y_ref| ≤ Σ_i (|x_i|·s_w/2 + |w_oi|·s_x/2 + s_x·s_w/4)` (plus f32
+/// rounding). The query has a bias: per row it must not be fused into the product (ONNX
+/// Runtime would scale it by the row scale), which the bound catches.
 #[test]
 fn quantized_linear_stays_within_its_bound_and_fuses() {
-    let test = "quantized_linear";
+    quantized_linear_case(adept_onnx::ActivationQuantization::PerRow);
+    quantized_linear_case(adept_onnx::ActivationQuantization::PerTensor);
+}
+
+fn quantized_linear_case(activations: adept_onnx::ActivationQuantization) {
+    let test = &format!("quantized_linear_{activations:?}");
     if !python_available(test) {
         return;
     }
+    let per_row = activations == adept_onnx::ActivationQuantization::PerRow;
     let (batch, seq, d, out, n) = (2usize, 5usize, 96usize, 80usize, 2usize);
     let mut rng = Lcg(11);
     let wq = rng.vec(out * d, 0.2);
@@ -639,12 +647,17 @@ fn quantized_linear_stays_within_its_bound_and_fuses() {
     let wk = rng.vec(out * d, 0.05);
     let wh = rng.vec(n * out, 0.5);
     let bh = rng.vec(n, 0.1);
-    let x = rng.vec(batch * seq * d, 1.5);
+    let mut x = rng.vec(batch * seq * d, 1.5);
+    // One row of small values: per row it keeps its own (finer) step.
+    x[d..2 * d].iter_mut().for_each(|v| *v *= 0.01);
 
     let bsd: Vec<Dim> = vec!["batch".into(), "sequence".into(), d.into()];
     let mut model = ModelBuilder::new(test, 17);
     let g = model.graph();
-    g.set_matmul_quantization(Some(adept_onnx::MatMulQuantization::default()));
+    g.set_matmul_quantization(Some(adept_onnx::MatMulQuantization {
+        activations,
+        ..Default::default()
+    }));
     let xs = g.input("x", DataType::Float, &bsd).unwrap();
     let q = g.linear("query", &xs, &wq, [out, d], Some(&bq)).unwrap();
     let k = g.linear("key", &xs, &wk, [out, d], None).unwrap();
@@ -658,11 +671,12 @@ fn quantized_linear_stays_within_its_bound_and_fuses() {
         ops.iter().filter(|o| o.op_type() == op).count()
     };
     let nodes = model.graph().nodes().to_vec();
-    assert_eq!(
-        count(&nodes, "DynamicQuantizeLinear"),
-        1,
-        "x is quantized once"
-    );
+    let quantizer = if per_row {
+        "QuantizeLinear"
+    } else {
+        "DynamicQuantizeLinear"
+    };
+    assert_eq!(count(&nodes, quantizer), 1, "x is quantized once");
     assert_eq!(count(&nodes, "MatMulInteger"), 2);
     assert_eq!(count(&nodes, "MatMul"), 1, "the [80 → 2] head stays float");
 
@@ -672,13 +686,18 @@ fn quantized_linear_stays_within_its_bound_and_fuses() {
     let (lo, hi) = x
         .iter()
         .fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
-    let s_x = f64::from(hi - lo) / 255.0;
+    let s_tensor = f64::from(hi - lo) / 255.0;
     for (name, w, b) in [("q", &wq, bq.clone()), ("k", &wk, vec![0.0; out])] {
         let (_, got) = output(&report, name);
         let want = ref_linear(&xd, w, &b, d, out);
         let mut worst = 0.0f64;
         for r in 0..batch * seq {
             let row = &xd[r * d..(r + 1) * d];
+            let s_x = if per_row {
+                row.iter().fold(0.0f64, |m, v| m.max(v.abs())) / 127.0
+            } else {
+                s_tensor
+            };
             for o in 0..out {
                 let wrow = &w[o * d..(o + 1) * d];
                 let s_w = f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / 127.0;
