@@ -18,15 +18,12 @@ struct Row {
     name: String,
     step_s_mean: f64,
     step_s_median: f64,
-    /// Peak resident memory while this variant ran (this process's `VmHWM`, reset before it;
-    /// for PyTorch its whole process).
-    peak_rss_mb: Option<f64>,
     steps: usize,
     /// The frozen backbone's precision (`f32`, `bf16`).
     #[serde(skip_serializing_if = "Option::is_none")]
     autocast: Option<String>,
-    /// Peak resident memory while this variant loaded and stepped (Linux; the counter is reset
-    /// before each variant).
+    /// Peak resident memory while this variant stepped (Linux; the counter is reset before
+    /// each variant); for PyTorch its whole process.
     #[serde(skip_serializing_if = "Option::is_none")]
     peak_rss_mb: Option<f64>,
 }
@@ -159,7 +156,6 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let rss = reset_peak_rss();
         adept_nn::use_plain_matmul_backward(var.plain);
         adept_nn::blas::bypass_blas(!var.blas);
-        reset_peak_rss();
         let mut times = Vec::new();
         for (step, (batch, targets)) in batches.iter().enumerate() {
             let t = Instant::now();
@@ -177,7 +173,6 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             name: format!("{name} (l={}, r={})", cfg.prompt_len(), cfg.adapter.rank),
             step_s_mean: mean,
             step_s_median: median,
-            peak_rss_mb: adept_train::lm_train::peak_rss_mb(),
             steps: a.iters,
             autocast: Some(var.autocast.to_string()),
             peak_rss_mb: if rss {
@@ -272,7 +267,6 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
         peak_rss_mb: v["peak_rss_mb"].as_f64(),
         steps: a.iters,
         autocast: None,
-        peak_rss_mb: None,
     })
 }
 
