@@ -39,7 +39,17 @@ pub struct GraphBuilder {
     /// `DynamicQuantizeLinear` outputs `[q, scale, zero_point]` per quantized float value, so
     /// products reading the same value (a layer's query, key and value) quantize it once.
     quantized_inputs: HashMap<String, [String; 3]>,
+    /// Values known to be bounded below (GELU ≥ −0.17, ReLU ≥ 0): per row they are quantized
+    /// as `x − floor` on the full unsigned range (see [`dynamic_quantize`](Self::dynamic_quantize)).
+    lower_bounds: HashMap<String, f32>,
+    /// The `floor` a quantized input was shifted by; the product adds `floor · Σ_k W[o, k]`
+    /// back into its bias.
+    quantized_shift: HashMap<String, f32>,
 }
+
+/// A floor just below exact GELU's minimum (`x·Φ(x)` ≥ −0.16997 at x ≈ −0.75; tanh-GELU's is
+/// the same to four digits), so `GELU(x) − GELU_FLOOR` is never negative.
+pub const GELU_FLOOR: f32 = -0.1701;
 
 /// How [`GraphBuilder::linear`]'s dynamically quantized products quantize their float input
 /// at run time (the weights are always per-output-channel int8, see [`quantize_per_channel`]).
@@ -48,7 +58,9 @@ pub enum ActivationQuantization {
     /// One symmetric scale per row (per token): `s[r] = max_k |x[r, k]| / 127`,
     /// `q = x / s + 128` as `uint8` with zero point 128 (`ReduceMax(Abs)` + per-axis
     /// `QuantizeLinear`). A row's result depends on that row only, never on the other
-    /// sentences of its batch, and a row of small values keeps its resolution.
+    /// sentences of its batch, and a row of small values keeps its resolution. A value the
+    /// graph knows is bounded below ([`GraphBuilder::set_lower_bound`]: GELU, ReLU) is
+    /// quantized as `x − floor` on 0..255 (zero point 0), the floor folded into the bias.
     #[default]
     PerRow,
     /// `DynamicQuantizeLinear`: one asymmetric uint8 scale and zero point for the whole
@@ -223,6 +235,8 @@ impl GraphBuilder {
             weight_dtype: DataType::Float,
             quantization: None,
             quantized_inputs: HashMap::new(),
+            lower_bounds: HashMap::new(),
+            quantized_shift: HashMap::new(),
         }
     }
 
@@ -785,7 +799,16 @@ impl GraphBuilder {
 
     /// `Relu(x)`.
     pub fn relu(&mut self, x: &str) -> String {
-        self.op("Relu", &[x], vec![])
+        let y = self.op("Relu", &[x], vec![]);
+        self.set_lower_bound(&y, 0.0);
+        y
+    }
+
+    /// Declares that every element of `value` is ≥ `floor` (an activation's range), so that a
+    /// per-row int8 product reading it quantizes `value − floor` with all 256 levels instead of
+    /// a symmetric range half of which is unused.
+    pub fn set_lower_bound(&mut self, value: &str, floor: f32) {
+        self.lower_bounds.insert(value.to_owned(), floor);
     }
 
     /// Exact (erf) GELU in the BERT pattern
@@ -804,7 +827,9 @@ impl GraphBuilder {
         let erf = self.erf(&scaled);
         let shifted = self.add(&erf, &one);
         let product = self.mul(x, &shifted);
-        self.mul(&product, &half)
+        let y = self.mul(&product, &half);
+        self.set_lower_bound(&y, GELU_FLOOR);
+        y
     }
 
     /// `Softmax(x, axis)`.
@@ -997,7 +1022,45 @@ impl GraphBuilder {
             .quantization
             .as_ref()
             .is_none_or(|q| q.activations == ActivationQuantization::PerRow);
-        let q: [String; 3] = if per_row {
+        let floor = self.lower_bounds.get(x).copied().filter(|_| per_row);
+        let q: [String; 3] = if let Some(floor) = floor {
+            // One-sided (GELU, ReLU): `x − floor ≥ 0` on 0..255 with zero point 0, one scale
+            // per row `max_k (x − floor) / 255`: twice the levels of the symmetric form.
+            let shift = self.scalar_f32(-floor);
+            let shifted = self.add(x, &shift);
+            let keepdims = AttributeProto::int("keepdims", 1);
+            let max = if self.opset >= 18 {
+                let axes = self.const_i64(&[-1]);
+                self.op("ReduceMax", &[&shifted, &axes], vec![keepdims])
+            } else {
+                self.op(
+                    "ReduceMax",
+                    &[&shifted],
+                    vec![AttributeProto::ints("axes", &[-1]), keepdims],
+                )
+            };
+            let step = self.scalar_f32(1.0 / 255.0);
+            let scale = self.mul(&max, &step);
+            let tiny = self.scalar_f32(1e-12);
+            let scale = self.max(&scale, &tiny);
+            let rows = self.reshape(&shifted, &[-1, in_features as i64]);
+            let row_scales = self.reshape(&scale, &[-1]);
+            let zero = self.constant(
+                TensorProto::from_raw("", DataType::Uint8, &[], vec![0]),
+                "scalar_u8_0".to_owned(),
+            );
+            let n = self.shape(&row_scales);
+            let zeros = self.expand(&zero, &n);
+            let q_rows = self.op(
+                "QuantizeLinear",
+                &[&rows, &row_scales, &zeros],
+                vec![AttributeProto::int("axis", 0)],
+            );
+            let x_shape = self.shape(x);
+            let q = self.reshape_dynamic(&q_rows, &x_shape);
+            self.quantized_shift.insert(x.to_owned(), floor);
+            [q, scale, zero]
+        } else if per_row {
             let abs = self.op("Abs", &[x], vec![]);
             let keepdims = AttributeProto::int("keepdims", 1);
             let max = if self.opset >= 18 {
@@ -1061,6 +1124,22 @@ impl GraphBuilder {
         checked_dims(&[out_features, in_features], weight.len(), &full)?;
         let (q, scales) = quantize_per_channel(weight, [out_features, in_features]);
         let [xq, x_scale, x_zero] = self.dynamic_quantize(x, in_features);
+        // A shifted input (x = x' + floor) adds floor · Σ_k W[o, k] to every output: folded
+        // into the bias, from the dequantized weights the product actually uses.
+        let bias_owned: Option<Vec<f32>> = match self.quantized_shift.get(x).copied() {
+            Some(floor) => {
+                let mut b = bias.map_or_else(|| vec![0f32; out_features], <[f32]>::to_vec);
+                for (o, bo) in b.iter_mut().enumerate() {
+                    let sum: f32 = (0..in_features)
+                        .map(|k| q[k * out_features + o] as f32)
+                        .sum();
+                    *bo += floor * sum * scales[o];
+                }
+                Some(b)
+            }
+            None => None,
+        };
+        let bias = bias_owned.as_deref().or(bias);
         let per_row = self
             .quantization
             .as_ref()

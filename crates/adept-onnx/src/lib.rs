@@ -96,7 +96,7 @@ pub mod proto;
 
 pub use graph::{
     quantize_per_channel, ActivationQuantization, GraphBuilder, MatMulQuantization,
-    MultiHeadAttention, MIN_OPSET, MS_DOMAIN,
+    MultiHeadAttention, GELU_FLOOR, MIN_OPSET, MS_DOMAIN,
 };
 pub use model::{ir_version_for_opset, write_atomic, ModelBuilder};
 pub use proto::{AttributeProto, DataType, Dim, ModelProto, TensorProto};

@@ -735,6 +735,80 @@ fn quantized_linear_case(activations: adept_onnx::ActivationQuantization) {
     );
 }
 
+/// Per row, a GELU output (≥ −0.17) is quantized as `x − floor` on all 256 levels with the
+/// floor folded back into the bias: the product stays within the bound of that finer step
+/// (half the symmetric one), plus the weights' rounding times `|floor|`.
+#[test]
+fn a_one_sided_input_is_quantized_shifted_and_stays_within_its_bound() {
+    let test = "quantized_linear_one_sided";
+    if !python_available(test) {
+        return;
+    }
+    let (rows, d, out) = (6usize, 96usize, 80usize);
+    let mut rng = Lcg(5);
+    let pre = rng.vec(rows * d, 2.0);
+    let w = rng.vec(out * d, 0.3);
+    let b = rng.vec(out, 0.1);
+    let dims = |last: usize| -> Vec<Dim> { vec!["rows".into(), last.into()] };
+    let mut model = ModelBuilder::new(test, 17);
+    let g = model.graph();
+    g.set_matmul_quantization(Some(adept_onnx::MatMulQuantization::default()));
+    let xs = g.input("x", DataType::Float, &dims(d)).unwrap();
+    let act = g.gelu_erf(&xs);
+    let y = g.linear("output", &act, &w, [out, d], Some(&b)).unwrap();
+    g.output_as(&y, "y", DataType::Float, &dims(out)).unwrap();
+    let inputs = json!({ "x": tensor_json("float32", &[rows, d], &pre) });
+    let report = check_and_run(test, &model, inputs);
+    let (_, got) = output(&report, "y");
+    let gelu = |v: f64| 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2));
+    let x: Vec<f64> = pre.iter().map(|&v| gelu(f64::from(v))).collect();
+    let want = ref_linear(&x, &w, &b, d, out);
+    let floor = f64::from(adept_onnx::GELU_FLOOR);
+    let mut worst = 0.0f64;
+    for r in 0..rows {
+        let row = &x[r * d..(r + 1) * d];
+        let s_x = row.iter().fold(0.0f64, |m, v| m.max(v - floor)) / 255.0;
+        for o in 0..out {
+            let wrow = &w[o * d..(o + 1) * d];
+            let s_w = f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / 127.0;
+            let bound: f64 = row
+                .iter()
+                .zip(wrow)
+                .map(|(xi, wi)| {
+                    (xi - floor) * s_w / 2.0 + f64::from(wi.abs()) * s_x / 2.0 + s_x * s_w / 4.0
+                })
+                .sum::<f64>()
+                + floor.abs() * d as f64 * s_w / 2.0
+                + 1e-4;
+            let err = (got[r * out + o] - want[r * out + o]).abs();
+            assert!(
+                err <= bound,
+                "y[{r}, {o}]: error {err:e} over the bound {bound:e}"
+            );
+            worst = worst.max(err / bound);
+        }
+    }
+    eprintln!("{test}: largest error / bound = {worst:.3}");
+    let optimized = strings(&report["optimized_ops"]);
+    assert!(
+        optimized
+            .iter()
+            .any(|o| o == "com.microsoft:MatMulIntegerToFloat"),
+        "{optimized:?}"
+    );
+}
+
+/// erf by Abramowitz–Stegun 7.1.26 (|error| < 1.5e-7), for the GELU reference.
+fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let y = 1.0
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
+            + 0.254_829_592)
+            * t
+            * (-x * x).exp();
+    y.copysign(x)
+}
+
 #[test]
 fn per_channel_quantization_round_trips_within_half_a_step() {
     let (out, inp) = (7usize, 13usize);

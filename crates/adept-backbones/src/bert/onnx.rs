@@ -75,7 +75,9 @@ pub fn activation(g: &mut GraphBuilder, act: Activation, x: &str) -> String {
             let t = g.tanh(&inner);
             let t = g.add(&t, &one);
             let y = g.mul(x, &t);
-            g.mul(&y, &half)
+            let y = g.mul(&y, &half);
+            g.set_lower_bound(&y, adept_onnx::GELU_FLOOR);
+            y
         }
         Activation::Relu => g.relu(x),
     }
