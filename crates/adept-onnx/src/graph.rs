@@ -1028,78 +1028,64 @@ impl GraphBuilder {
             // per row `max_k (x − floor) / 255`: twice the levels of the symmetric form.
             let shift = self.scalar_f32(-floor);
             let shifted = self.add(x, &shift);
-            let keepdims = AttributeProto::int("keepdims", 1);
-            let max = if self.opset >= 18 {
-                let axes = self.const_i64(&[-1]);
-                self.op("ReduceMax", &[&shifted, &axes], vec![keepdims])
-            } else {
-                self.op(
-                    "ReduceMax",
-                    &[&shifted],
-                    vec![AttributeProto::ints("axes", &[-1]), keepdims],
-                )
-            };
-            let step = self.scalar_f32(1.0 / 255.0);
-            let scale = self.mul(&max, &step);
-            let tiny = self.scalar_f32(1e-12);
-            let scale = self.max(&scale, &tiny);
-            let rows = self.reshape(&shifted, &[-1, in_features as i64]);
-            let row_scales = self.reshape(&scale, &[-1]);
-            let zero = self.constant(
-                TensorProto::from_raw("", DataType::Uint8, &[], vec![0]),
-                "scalar_u8_0".to_owned(),
-            );
-            let n = self.shape(&row_scales);
-            let zeros = self.expand(&zero, &n);
-            let q_rows = self.op(
-                "QuantizeLinear",
-                &[&rows, &row_scales, &zeros],
-                vec![AttributeProto::int("axis", 0)],
-            );
-            let x_shape = self.shape(x);
-            let q = self.reshape_dynamic(&q_rows, &x_shape);
             self.quantized_shift.insert(x.to_owned(), floor);
-            [q, scale, zero]
+            self.quantize_rows(&shifted, &shifted, 255.0, 0, x, in_features)
         } else if per_row {
+            // Symmetric: `max_k |x| / 127` per row, zero point 128.
             let abs = self.op("Abs", &[x], vec![]);
-            let keepdims = AttributeProto::int("keepdims", 1);
-            let max = if self.opset >= 18 {
-                let axes = self.const_i64(&[-1]);
-                self.op("ReduceMax", &[&abs, &axes], vec![keepdims])
-            } else {
-                self.op(
-                    "ReduceMax",
-                    &[&abs],
-                    vec![AttributeProto::ints("axes", &[-1]), keepdims],
-                )
-            };
-            let step = self.scalar_f32(1.0 / 127.0);
-            let scale = self.mul(&max, &step);
-            // An all-zero row (none in practice: LayerNorm outputs) quantizes to 128 = 0.
-            let tiny = self.scalar_f32(1e-12);
-            let scale = self.max(&scale, &tiny);
-            let rows = self.reshape(x, &[-1, in_features as i64]);
-            let row_scales = self.reshape(&scale, &[-1]);
-            let zero = self.constant(
-                TensorProto::from_raw("", DataType::Uint8, &[], vec![128]),
-                "scalar_u8_128".to_owned(),
-            );
-            let n = self.shape(&row_scales);
-            let zeros = self.expand(&zero, &n);
-            let q_rows = self.op(
-                "QuantizeLinear",
-                &[&rows, &row_scales, &zeros],
-                vec![AttributeProto::int("axis", 0)],
-            );
-            let x_shape = self.shape(x);
-            let q = self.reshape_dynamic(&q_rows, &x_shape);
-            [q, scale, zero]
+            self.quantize_rows(x, &abs, 127.0, 128, x, in_features)
         } else {
             let outputs = self.node("", "DynamicQuantizeLinear", &[x], 3, vec![]);
             outputs.try_into().expect("three outputs")
         };
         self.quantized_inputs.insert(x.to_owned(), q.clone());
         q
+    }
+
+    /// `v [..., K]` quantized to `uint8` row by row: scale `max_k range[.., k] / levels`
+    /// (at least 1e-12, so an all-zero row stays 0), zero point `zero_point`, per-axis
+    /// `QuantizeLinear` over `v` reshaped to `[rows, K]`, then back to the shape of `like`;
+    /// `[q, scale [..., 1], zero_point]`.
+    fn quantize_rows(
+        &mut self,
+        v: &str,
+        range: &str,
+        levels: f32,
+        zero_point: u8,
+        like: &str,
+        in_features: usize,
+    ) -> [String; 3] {
+        let keepdims = AttributeProto::int("keepdims", 1);
+        let max = if self.opset >= 18 {
+            let axes = self.const_i64(&[-1]);
+            self.op("ReduceMax", &[range, &axes], vec![keepdims])
+        } else {
+            self.op(
+                "ReduceMax",
+                &[range],
+                vec![AttributeProto::ints("axes", &[-1]), keepdims],
+            )
+        };
+        let step = self.scalar_f32(1.0 / levels);
+        let scale = self.mul(&max, &step);
+        let tiny = self.scalar_f32(1e-12);
+        let scale = self.max(&scale, &tiny);
+        let rows = self.reshape(v, &[-1, in_features as i64]);
+        let row_scales = self.reshape(&scale, &[-1]);
+        let zero = self.constant(
+            TensorProto::from_raw("", DataType::Uint8, &[], vec![zero_point]),
+            format!("scalar_u8_{zero_point}"),
+        );
+        let n = self.shape(&row_scales);
+        let zeros = self.expand(&zero, &n);
+        let q_rows = self.op(
+            "QuantizeLinear",
+            &[&rows, &row_scales, &zeros],
+            vec![AttributeProto::int("axis", 0)],
+        );
+        let shape = self.shape(like);
+        let q = self.reshape_dynamic(&q_rows, &shape);
+        [q, scale, zero]
     }
 
     /// A PyTorch `nn.Linear` called `prefix` as a dynamically quantized product:
