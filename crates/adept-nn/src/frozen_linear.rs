@@ -128,6 +128,24 @@ impl FrozenLinear {
     }
 }
 
+/// `a [m, k] · b [k, n]` (with `b_transposed`, `b` holds `[n, k]` row-major) on
+/// [`crate::blas::sgemm`], both operands contiguous row-major.
+fn product(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], b_transposed: bool) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    let b_ld = if b_transposed { k } else { n };
+    crate::blas::sgemm(
+        m,
+        n,
+        k,
+        crate::blas::MatRef::new(a, k, false),
+        crate::blas::MatRef::new(b, b_ld, b_transposed),
+        &mut c,
+        n,
+        false,
+    );
+    c
+}
+
 /// `x [m, k] · Wᵀ` where `W [n, k]` is frozen; gradient only for `x`.
 struct InputOnlyMatmul {
     weight: Tensor,
@@ -158,23 +176,12 @@ impl CustomOp1 for InputOnlyMatmul {
         let Storage::Cpu(w) = &*w_storage else {
             candle_core::bail!("frozen-linear: weight is not on the CPU")
         };
-        let mut out = match (storage, w, layout.contiguous_offsets()) {
-            (CpuStorage::F32(x), CpuStorage::F32(wv), Some((start, end)))
-                if w_layout.start_offset() == 0 =>
-            {
-                // y [m, n] = x [m, k] · Wᵀ, W [n, k] row-major (so Wᵀ is W read transposed).
-                let mut y = vec![0f32; m * n];
-                crate::blas::sgemm(
-                    m,
-                    n,
-                    k,
-                    crate::blas::MatRef::new(&x[start..end], k, false),
-                    crate::blas::MatRef::new(wv, k, true),
-                    &mut y,
-                    n,
-                    false,
-                );
-                CpuStorage::F32(y)
+        let mut out = match (storage, w) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                // y [m, n] = x [m, k] · Wᵀ: W [n, k] row-major read transposed.
+                let x = crate::fused::f32_slice(storage, layout, self.name())?;
+                let w = crate::fused::f32_slice(w, self.weight.layout(), self.name())?;
+                CpuStorage::F32(product(m, n, k, x, w, true))
             }
             _ => storage.matmul(w, (1, m, n, k), layout, w_layout)?,
         };
@@ -205,36 +212,21 @@ impl CustomOp1 for InputOnlyMatmul {
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        if grad_res.device().is_cpu()
-            && grad_res.dtype() == candle_core::DType::F32
-            && self.weight.dtype() == candle_core::DType::F32
+        let dy = grad_res.contiguous()?;
+        let (dy_s, dy_l) = dy.storage_and_layout();
+        let (w_s, w_l) = self.weight.storage_and_layout();
+        if let (
+            Storage::Cpu(dy_cpu @ CpuStorage::F32(_)),
+            Storage::Cpu(w_cpu @ CpuStorage::F32(_)),
+        ) = (&*dy_s, &*w_s)
         {
             // dx [m, k] = dy [m, n] · W [n, k]
-            let (m, n) = grad_res.dims2()?;
+            let (m, n) = dy.dims2()?;
             let k = self.weight.dims()[1];
-            let dy = grad_res.contiguous()?;
-            let (dy_s, dy_l) = dy.storage_and_layout();
-            let (w_s, w_l) = self.weight.storage_and_layout();
-            if let (Storage::Cpu(CpuStorage::F32(dyv)), Storage::Cpu(CpuStorage::F32(wv))) =
-                (&*dy_s, &*w_s)
-            {
-                if let (Some((a0, a1)), Some((b0, b1))) =
-                    (dy_l.contiguous_offsets(), w_l.contiguous_offsets())
-                {
-                    let mut dx = vec![0f32; m * k];
-                    crate::blas::sgemm(
-                        m,
-                        k,
-                        n,
-                        crate::blas::MatRef::new(&dyv[a0..a1], n, false),
-                        crate::blas::MatRef::new(&wv[b0..b1], k, false),
-                        &mut dx,
-                        k,
-                        false,
-                    );
-                    return Ok(Some(Tensor::from_vec(dx, (m, k), grad_res.device())?));
-                }
-            }
+            let dy = crate::fused::f32_slice(dy_cpu, dy_l, self.name())?;
+            let w = crate::fused::f32_slice(w_cpu, w_l, self.name())?;
+            let dx = product(m, k, n, dy, w, false);
+            return Ok(Some(Tensor::from_vec(dx, (m, k), grad_res.device())?));
         }
         Ok(Some(grad_res.matmul(&self.weight)?))
     }
