@@ -99,6 +99,11 @@ impl AdamW {
                 let Some(grad) = grads.get(s.var.as_tensor()) else {
                     continue;
                 };
+                // candle never detaches a variable's accumulated gradient: it still references
+                // the step's activations through its backprop ops. Kept in the moments, every
+                // step's graph would stay alive (resident memory grew ~12 MB a step on RTE).
+                let grad = grad.detach();
+                let grad = &grad;
                 s.m = ((&s.m * p.beta1)? + (grad * (1.0 - p.beta1))?)?;
                 s.v = ((&s.v * p.beta2)? + (grad.sqr()? * (1.0 - p.beta2))?)?;
                 let m_hat = (&s.m / bc1)?;
@@ -193,6 +198,33 @@ mod tests {
         // g = (3, -0.5): x ← x − 0.1·g/(|g|+1e-6)
         assert!((v[0] - (1.0 - 0.1 * 3.0 / (3.0 + 1e-6))).abs() < 1e-6);
         assert!((v[1] - (-2.0 + 0.1 * 0.5 / (0.5 + 1e-6))).abs() < 1e-6);
+        Ok(())
+    }
+    #[test]
+    fn moments_hold_no_backprop_graph() -> Result<()> {
+        // A variable whose gradient depends on a tracked activation (h = relu(w2·x) in
+        // d(w·h)/dw): candle keeps that gradient's ops, so moments built from it would keep
+        // every step's graph alive and a long run's memory would grow step after step.
+        let dev = Device::Cpu;
+        let w = Var::new(&[0.5f32, -1.0], &dev)?;
+        let w2 = Var::new(&[2.0f32, 3.0], &dev)?;
+        let x = Tensor::new(&[1.0f32, 1.5], &dev)?;
+        let mut opt = AdamW::new(AdamWParams::default());
+        opt.add_group("g", 0.1, vec![("w".into(), w.clone()), ("w2".into(), w2.clone())])?;
+        for _ in 0..3 {
+            let h = (w2.as_tensor() * &x)?.relu()?;
+            let loss = (w.as_tensor() * &h)?.sum_all()?;
+            let grads = loss.backward()?;
+            assert!(
+                grads.get(w.as_tensor()).unwrap().track_op(),
+                "premise: candle leaves this gradient attached to the graph"
+            );
+            opt.step(&grads, 1.0)?;
+            for (name, t) in opt.state() {
+                assert!(!t.track_op(), "{name} still references a backprop graph");
+            }
+            assert!(!w.as_tensor().detach().track_op());
+        }
         Ok(())
     }
 }
