@@ -65,7 +65,7 @@ pub fn load_official(task: TaskKind, dir: &Path, split: OfficialSplit) -> Result
             spec.name
         ))
     })?;
-    let path = resolve_task_dir(task, dir).join(name);
+    let path = locate_task_dir(task, dir)?.join(name);
     load_file_as(spec, &path, &format!("{} {split}", spec.dir_name))
 }
 
@@ -80,6 +80,31 @@ pub fn resolve_task_dir(task: TaskKind, root: &Path) -> std::path::PathBuf {
         }
     }
     root.to_path_buf()
+}
+
+/// [`resolve_task_dir`], failing when `root` has neither the task's folder nor any of its files,
+/// so the error names the folders looked for rather than one file in the wrong place.
+pub(crate) fn locate_task_dir(task: TaskKind, root: &Path) -> Result<std::path::PathBuf> {
+    let spec = task.spec();
+    let dir = resolve_task_dir(task, root);
+    let f = &spec.files;
+    let has_files = [f.train, f.dev, f.test]
+        .into_iter()
+        .chain(f.dev_mismatched)
+        .any(|name| dir.join(name).exists());
+    if dir == root && !has_files {
+        return Err(DataError::Invalid(format!(
+            "no {} data in {}: looked for {}/ and {}/ there and for {} in it; pass the folder \
+             that holds {}/ (or the task folder itself)",
+            spec.dir_name,
+            root.display(),
+            spec.dir_name,
+            spec.name,
+            f.train,
+            spec.dir_name
+        )));
+    }
+    Ok(dir)
 }
 
 pub(crate) fn load_file_as(spec: &TaskSpec, path: &Path, role: &str) -> Result<Vec<Example>> {

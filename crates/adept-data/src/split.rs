@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::example::Example;
-use crate::official::{load_file_as, resolve_task_dir};
+use crate::official::{load_file_as, locate_task_dir};
 use crate::task::{OfficialSplit, SplitRule, TaskKind, TaskSpec};
 
 /// How to build the three splits.
@@ -104,7 +104,7 @@ pub struct Splits {
 /// The paper's splits of a built-in task: `load_splits(task, data_dir, SplitMode::Paper { seed })`.
 ///
 /// `data_dir` is the task directory (holding `train.tsv` / `train.jsonl`, …) or a benchmark
-/// root holding it as `SST-2/`, `BoolQ/`, … (see [`resolve_task_dir`]).
+/// root holding it as `SST-2/`, `BoolQ/`, … (see [`crate::official::resolve_task_dir`]).
 pub fn load_task(task: TaskKind, data_dir: &Path, seed: u64) -> Result<Splits> {
     load_splits(task, data_dir, SplitMode::Paper { seed })
 }
@@ -112,7 +112,7 @@ pub fn load_task(task: TaskKind, data_dir: &Path, seed: u64) -> Result<Splits> {
 /// Builds the splits of a built-in task in the given mode (see the module docs).
 pub fn load_splits(task: TaskKind, data_dir: &Path, mode: SplitMode) -> Result<Splits> {
     let spec = task.spec();
-    let dir = resolve_task_dir(task, data_dir);
+    let dir = locate_task_dir(task, data_dir)?;
     let train = load_labelled(spec, &dir, OfficialSplit::Train)?;
     let dev = load_labelled(spec, &dir, OfficialSplit::Dev)?;
     match mode {

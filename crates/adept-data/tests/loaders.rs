@@ -546,3 +546,16 @@ fn unlabelled_file_cannot_be_a_training_split() {
         "{err}"
     );
 }
+
+#[test]
+fn a_root_without_the_task_folder_says_where_it_looked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = load_task(TaskKind::Mrpc, tmp.path(), 0).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("no MRPC data in {}", tmp.path().display()))
+            && msg.contains("MRPC/")
+            && msg.contains("train.tsv"),
+        "{msg}"
+    );
+}

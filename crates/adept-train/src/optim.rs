@@ -210,7 +210,11 @@ mod tests {
         let w2 = Var::new(&[2.0f32, 3.0], &dev)?;
         let x = Tensor::new(&[1.0f32, 1.5], &dev)?;
         let mut opt = AdamW::new(AdamWParams::default());
-        opt.add_group("g", 0.1, vec![("w".into(), w.clone()), ("w2".into(), w2.clone())])?;
+        opt.add_group(
+            "g",
+            0.1,
+            vec![("w".into(), w.clone()), ("w2".into(), w2.clone())],
+        )?;
         for _ in 0..3 {
             let h = (w2.as_tensor() * &x)?.relu()?;
             let loss = (w.as_tensor() * &h)?.sum_all()?;
