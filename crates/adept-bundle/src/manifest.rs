@@ -118,9 +118,10 @@ pub enum WeightDtype {
     /// casts when the session is created); activations stay f32.
     F16,
     /// The large matrix products dynamically quantized: per-output-channel symmetric int8
-    /// weights, activations quantized to uint8 per tensor at run time
-    /// (`DynamicQuantizeLinear` + `MatMulInteger`); embeddings, LayerNorm, attention and the
-    /// head stay f32 (encoder classifiers only).
+    /// weights and activations quantized to uint8 per row at run time (`QuantizeLinear` +
+    /// `MatMulInteger`), or, exported with `--int8-blocks N`, both in blocks of N inputs
+    /// (`com.microsoft:MatMulNBits`, 8 bits); embeddings, LayerNorm, attention and the head
+    /// stay f32 (encoder classifiers only).
     Int8,
 }
 

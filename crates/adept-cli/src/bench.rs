@@ -350,6 +350,23 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         &int8_dir,
     )?;
     variants.push(("adept-folded-int8".into(), int8_dir));
+    // And in blocks of 128 inputs (`--int8-blocks 128`, MatMulNBits): closer to f32, slower.
+    let blocks_dir = tmp.path().join(FOLDED_INT8_BLOCKS);
+    adept_export::export_classifier(
+        &folded.1,
+        &enc,
+        &tok,
+        &info,
+        &adept_export::ExportOptions {
+            fold: Some(adept_bundle::FoldMode::Folded),
+            dtype: adept_bundle::WeightDtype::Int8,
+            int8_blocks: Some(128),
+            overwrite: true,
+            ..Default::default()
+        },
+        &blocks_dir,
+    )?;
+    variants.push((FOLDED_INT8_BLOCKS.into(), blocks_dir));
     // The same folded classifier as the full graph (no precomputed prompt rows), for the
     // lean/full ratio.
     let full_dir = tmp.path().join(FOLDED_FULL);
@@ -490,6 +507,11 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     show("ADePT folded / PT-100:", f, find("pt100"));
     show("ADePT folded / unfolded:", f, find("adept-unfolded"));
     show("ADePT folded int8 / f32:", find("adept-folded-int8"), f);
+    show(
+        "ADePT folded int8 blocks of 128 / f32:",
+        find(FOLDED_INT8_BLOCKS),
+        f,
+    );
     show("ADePT folded lean / full graph:", f, find(FOLDED_FULL));
     show(
         "ADePT folded / torch.onnx.export f32:",
@@ -499,6 +521,11 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     show(
         "ADePT folded int8 / torch.onnx.export + quantize_dynamic:",
         find("adept-folded-int8"),
+        find(PY_TORCH_INT8),
+    );
+    show(
+        "ADePT int8 blocks of 128 / torch.onnx.export + quantize_dynamic:",
+        find(FOLDED_INT8_BLOCKS),
         find(PY_TORCH_INT8),
     );
     show(
@@ -545,6 +572,8 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
 
 /// The folded ADePT bundle with `--no-lean` (every other adept variant is lean).
 const FOLDED_FULL: &str = "adept-folded-full";
+/// The folded ADePT bundle with `--dtype int8 --int8-blocks 128`.
+const FOLDED_INT8_BLOCKS: &str = "adept-folded-int8-blocks128";
 const PY_TORCH_F32: &str = "python torch.onnx.export f32";
 const PY_TORCH_INT8: &str = "python torch.onnx.export int8";
 const PY_ADEPT_INT8: &str = "adept-folded + quantize_dynamic";

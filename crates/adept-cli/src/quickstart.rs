@@ -69,6 +69,7 @@ pub fn run(a: &QuickstartArgs) -> Result<()> {
         fold_offsets: true,
         no_fold: false,
         dtype: adept_bundle::WeightDtype::F32,
+        int8_blocks: None,
         opset: 17,
         no_lean: false,
         overwrite: true,

@@ -20,6 +20,7 @@ fn args(adapter: &Path, out: &Path) -> ExportArgs {
         fold_offsets: false,
         no_fold: false,
         dtype: WeightDtype::F32,
+        int8_blocks: None,
         opset: 17,
         no_lean: false,
         overwrite: false,

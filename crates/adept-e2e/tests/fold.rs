@@ -21,6 +21,7 @@ fn initializers(model: &Classifier, fold: FoldMode) -> Vec<TensorProto> {
     let opts = GraphOptions {
         fold,
         dtype: WeightDtype::F32,
+        int8_blocks: None,
         opset: 17,
         attention: Default::default(),
         lean: true,

@@ -49,6 +49,8 @@ pub struct ExportOptions {
     /// `None`: the method's default (ADePT folded, others none).
     pub fold: Option<FoldMode>,
     pub dtype: WeightDtype,
+    /// int8 only: quantize in blocks of this many inputs (`MatMulNBits`) instead of per row.
+    pub int8_blocks: Option<usize>,
     pub opset: i64,
     /// How self-attention is emitted (both run the same kernels' math; see `AttentionKind`).
     pub attention: AttentionKind,
@@ -63,6 +65,7 @@ impl Default for ExportOptions {
         Self {
             fold: None,
             dtype: WeightDtype::F32,
+            int8_blocks: None,
             opset: 17,
             attention: AttentionKind::default(),
             lean: true,
@@ -261,6 +264,7 @@ pub fn model_bytes(
         &GraphOptions {
             fold,
             dtype: opts.dtype,
+            int8_blocks: opts.int8_blocks,
             opset: opts.opset,
             attention: opts.attention,
             lean: opts.lean,

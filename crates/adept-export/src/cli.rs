@@ -33,6 +33,11 @@ pub struct ExportArgs {
         arg(long, default_value = "f32", value_name = "f32|f16|int8")
     )]
     pub dtype: WeightDtype,
+    /// With `--dtype int8`: quantize each product in blocks of N inputs
+    /// (`com.microsoft:MatMulNBits`, 8 bits; a power of two ≥ 16, e.g. 128) instead of per
+    /// row: logits closer to f32, somewhat slower on CPU (see the README's int8 table).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub int8_blocks: Option<usize>,
     /// Default-domain ONNX opset (17 or later).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 17))]
     pub opset: i64,
@@ -83,6 +88,25 @@ pub fn fold_choice(args: &ExportArgs, method: MethodKind) -> Result<Option<FoldM
     Ok(Some(fold))
 }
 
+/// `--int8-blocks`, checked: only with `--dtype int8`, a power of two of at least 16.
+pub fn int8_blocks(args: &ExportArgs) -> Result<Option<usize>> {
+    let Some(n) = args.int8_blocks else {
+        return Ok(None);
+    };
+    if args.dtype != WeightDtype::Int8 {
+        bail!(
+            "--int8-blocks {n} needs --dtype int8 (the bundle is {})",
+            args.dtype
+        );
+    }
+    if n < 16 || !n.is_power_of_two() {
+        bail!(
+            "--int8-blocks {n}: the block must be a power of two of at least 16 (e.g. 32, 64, 128)"
+        );
+    }
+    Ok(Some(n))
+}
+
 /// Runs `adept export`: loads the trained adapter on its frozen model (checking the model's
 /// checksum), builds the graph and writes the bundle atomically.
 pub fn run_export(args: &ExportArgs) -> Result<ExportReport> {
@@ -99,6 +123,7 @@ pub fn run_export(args: &ExportArgs) -> Result<ExportReport> {
     let opts = ExportOptions {
         fold: fold_choice(args, model.adapter.method())?,
         dtype: args.dtype,
+        int8_blocks: int8_blocks(args)?,
         opset: args.opset,
         overwrite: args.overwrite,
         lean: !args.no_lean,
@@ -207,4 +232,39 @@ pub fn run_export_seq2seq(
     )
     .map(Some)
     .with_context(|| format!("exporting {} to {}", adapter_dir.display(), out.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dtype: WeightDtype, blocks: Option<usize>) -> ExportArgs {
+        ExportArgs {
+            adapter: PathBuf::from("run"),
+            model: None,
+            out: None,
+            fold_offsets: false,
+            no_fold: false,
+            dtype,
+            int8_blocks: blocks,
+            opset: 17,
+            no_lean: false,
+            overwrite: false,
+        }
+    }
+
+    #[test]
+    fn int8_blocks_are_checked() {
+        assert_eq!(int8_blocks(&args(WeightDtype::Int8, None)).unwrap(), None);
+        assert_eq!(
+            int8_blocks(&args(WeightDtype::Int8, Some(128))).unwrap(),
+            Some(128)
+        );
+        let e = int8_blocks(&args(WeightDtype::F32, Some(128))).unwrap_err();
+        assert!(e.to_string().contains("needs --dtype int8"), "{e}");
+        for bad in [8, 48, 100] {
+            let e = int8_blocks(&args(WeightDtype::Int8, Some(bad))).unwrap_err();
+            assert!(e.to_string().contains("power of two of at least 16"), "{e}");
+        }
+    }
 }

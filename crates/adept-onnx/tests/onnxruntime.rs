@@ -735,6 +735,91 @@ fn quantized_linear_case(activations: adept_onnx::ActivationQuantization) {
     );
 }
 
+/// `linear` under [`adept_onnx::ActivationQuantization::Blocks`]: one `MatMulNBits` per
+/// product (the small head stays float), and ONNX Runtime's result within the bound of block
+/// quantization. Both the weight (per output channel and block) and, inside the kernel, the
+/// input (per row and block) are rounded to 1/127 of their block's largest magnitude, so with
+/// `s_x[b]`, `s_w[o, b]` those steps `|y − y_ref| ≤ Σ_b Σ_{i∈b} (|x_i|·s_w/2 + |w_oi|·s_x/2 +
+/// s_x·s_w/4)`. The input has a block of small values and a row with one large outlier, whose
+/// other blocks keep their own steps per block; `in` = 80 is not a multiple of the block (the
+/// padding must not contribute).
+#[test]
+fn block_quantized_linear_stays_within_its_bound() {
+    let test = "block_quantized_linear";
+    if !python_available(test) {
+        return;
+    }
+    let (rows, d, out, n, block) = (7usize, 80usize, 48usize, 2usize, 32usize); // head: 2 < 16
+    let mut rng = Lcg(17);
+    let w = rng.vec(out * d, 0.2);
+    let b = rng.vec(out, 0.1);
+    let wh = rng.vec(n * out, 0.5);
+    let mut x = rng.vec(rows * d, 1.0);
+    x[..block].iter_mut().for_each(|v| *v *= 0.01);
+    x[d + 40] = 25.0;
+    let dims = |last: usize| -> Vec<Dim> { vec!["rows".into(), last.into()] };
+    let mut model = ModelBuilder::new(test, 17).add_opset(adept_onnx::MS_DOMAIN, 1);
+    let g = model.graph();
+    g.set_matmul_quantization(Some(adept_onnx::MatMulQuantization {
+        activations: adept_onnx::ActivationQuantization::Blocks(block),
+        min_features: 16,
+        keep_float: Vec::new(),
+    }));
+    let xs = g.input("x", DataType::Float, &dims(d)).unwrap();
+    let y = g.linear("dense", &xs, &w, [out, d], Some(&b)).unwrap();
+    let head = g.linear("head", &y, &wh, [n, out], None).unwrap();
+    g.output_as(&y, "y", DataType::Float, &dims(out)).unwrap();
+    g.output_as(&head, "head", DataType::Float, &dims(n))
+        .unwrap();
+    let nodes = model.graph().nodes().to_vec();
+    let count = |op: &str| nodes.iter().filter(|o| o.op_type() == op).count();
+    assert_eq!(count("MatMulNBits"), 1);
+    assert_eq!(
+        count("MatMul"),
+        1,
+        "the [48 → 2] head stays float (2 < min_features)"
+    );
+
+    let inputs = json!({ "x": tensor_json("float32", &[rows, d], &x) });
+    let report = check_and_run(test, &model, inputs);
+    let (_, got) = output(&report, "y");
+    let xd: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let want = ref_linear(&xd, &w, &b, d, out);
+    let step = |v: &[f32]| f64::from(v.iter().fold(0.0f32, |m, a| m.max(a.abs()))) / 127.0;
+    let mut worst = 0.0f64;
+    for r in 0..rows {
+        for o in 0..out {
+            let mut bound = 1e-5;
+            for lo in (0..d).step_by(block) {
+                let hi = (lo + block).min(d);
+                let xb = &x[r * d + lo..r * d + hi];
+                let wb = &w[o * d + lo..o * d + hi];
+                let (s_x, s_w) = (step(xb), step(wb));
+                bound += xb
+                    .iter()
+                    .zip(wb)
+                    .map(|(xi, wi)| {
+                        f64::from(xi.abs()) * s_w / 2.0
+                            + f64::from(wi.abs()) * s_x / 2.0
+                            + s_x * s_w / 4.0
+                    })
+                    .sum::<f64>();
+            }
+            let err = (got[r * out + o] - want[r * out + o]).abs();
+            assert!(
+                err <= bound,
+                "y[{r}, {o}]: error {err:e} over the bound {bound:e}"
+            );
+            worst = worst.max(err / bound);
+        }
+    }
+    eprintln!("{test}: largest error / bound = {worst:.3}");
+    assert!(
+        worst > 1e-3,
+        "the product was not quantized at all (error / bound {worst:e})"
+    );
+}
+
 /// Per row, a GELU output (≥ −0.17) is quantized as `x − floor` on all 256 levels with the
 /// floor folded back into the bias: the product stays within the bound of that finer step
 /// (half the symmetric one), plus the weights' rounding times `|floor|`.

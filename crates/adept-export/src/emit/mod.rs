@@ -35,6 +35,9 @@ use anyhow::Result;
 pub struct GraphOptions {
     pub fold: FoldMode,
     pub dtype: WeightDtype,
+    /// With [`WeightDtype::Int8`]: blocks of this many inputs
+    /// ([`ActivationQuantization::Blocks`]) instead of per row; see [`int8_quantization`].
+    pub int8_blocks: Option<usize>,
     /// Default-domain opset (17 or later).
     pub opset: i64,
     pub attention: AttentionKind,
@@ -52,6 +55,7 @@ impl Default for GraphOptions {
         Self {
             fold: FoldMode::None,
             dtype: WeightDtype::F32,
+            int8_blocks: None,
             opset: 17,
             attention: AttentionKind::default(),
             lean: true,
@@ -89,11 +93,14 @@ impl Default for GraphOptions {
 /// folded into the bias: no accuracy lost on this adapter (measured with `adept infer
 /// --batch-size 32` on the f32 and int8 bundles of the same run). A SmoothQuant-style
 /// per-input-channel smoothing (the LayerNorm outputs' outlier channels) was not measured.
-pub fn int8_quantization() -> MatMulQuantization {
+pub fn int8_quantization(blocks: Option<usize>) -> MatMulQuantization {
     MatMulQuantization {
         min_features: 8,
         keep_float: vec![head::HEAD_PREFIX.to_string()],
-        activations: ActivationQuantization::PerRow,
+        activations: blocks.map_or(
+            ActivationQuantization::PerRow,
+            ActivationQuantization::Blocks,
+        ),
     }
 }
 
@@ -107,7 +114,7 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
     match opts.dtype {
         WeightDtype::F32 => {}
         WeightDtype::F16 => g.set_weight_dtype(DataType::Float16)?,
-        WeightDtype::Int8 => g.set_matmul_quantization(Some(int8_quantization())),
+        WeightDtype::Int8 => g.set_matmul_quantization(Some(int8_quantization(opts.int8_blocks))),
     }
     let seq: Vec<Dim> = vec!["batch".into(), "sequence".into()];
     let [ids, mask, types] = INPUT_NAMES;
