@@ -118,9 +118,11 @@ pub enum WeightDtype {
     /// casts when the session is created); activations stay f32.
     F16,
     /// The large matrix products dynamically quantized: per-output-channel symmetric int8
-    /// weights, activations quantized to uint8 per tensor at run time
-    /// (`DynamicQuantizeLinear` + `MatMulInteger`); embeddings, LayerNorm, attention and the
-    /// head stay f32 (encoder classifiers only).
+    /// weights, activations quantized to uint8 at run time (see
+    /// `adept_export::emit::int8_quantization`), and the word-embedding table (folded or plain,
+    /// `[vocab, d]`) stored as int8 with one f32 scale per row, dequantized after the `Gather`;
+    /// position and token-type embeddings, LayerNorm, attention and the head stay f32 (encoder
+    /// classifiers only).
     Int8,
 }
 

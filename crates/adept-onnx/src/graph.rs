@@ -125,48 +125,6 @@ pub fn quantize_per_channel(weight: &[f32], [out, inp]: [usize; 2]) -> (Vec<i8>,
     (q, scales)
 }
 
-/// Which [`GraphBuilder::embedding`] tables are stored as int8 (see
-/// [`GraphBuilder::set_embedding_quantization`]): a `[rows, dim]` table with at least
-/// `min_rows` rows becomes `int8 [rows, dim]` plus `float [rows, 1]` row scales
-/// ([`quantize_per_row`]); smaller ones stay float.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EmbeddingQuantization {
-    /// Tables with fewer rows keep their float storage: a token-type table (2 rows) saves
-    /// nothing worth its rounding; a vocabulary (30522 rows) is most of an int8 file.
-    pub min_rows: usize,
-}
-
-impl Default for EmbeddingQuantization {
-    /// Vocabulary tables only: at least 1024 rows.
-    fn default() -> Self {
-        Self { min_rows: 1024 }
-    }
-}
-
-/// Per-row symmetric int8 quantization of a row-major `[rows, dim]` table (an embedding
-/// table): `scale[r] = max_c |t[r, c]| / 127` (1 for an all-zero row) and
-/// `q[r, c] = round(t[r, c] / scale[r])` in `[-127, 127]`, row-major `[rows, dim]` like the
-/// table. `t ≈ q · scale` within `scale[r] / 2` per entry.
-pub fn quantize_per_row(table: &[f32], [rows, dim]: [usize; 2]) -> (Vec<i8>, Vec<f32>) {
-    assert_eq!(table.len(), rows * dim, "table is not [{rows}, {dim}]");
-    let mut scales = vec![1.0f32; rows];
-    let mut q = vec![0i8; rows * dim];
-    for (r, (row, out)) in table
-        .chunks_exact(dim.max(1))
-        .zip(q.chunks_exact_mut(dim.max(1)))
-        .enumerate()
-    {
-        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        if max > 0.0 {
-            scales[r] = max / 127.0;
-        }
-        for (o, v) in out.iter_mut().zip(row) {
-            *o = (v / scales[r]).round().clamp(-127.0, 127.0) as i8;
-        }
-    }
-    (q, scales)
-}
-
 /// Options of a `com.microsoft:MultiHeadAttention` node; see
 /// [`GraphBuilder::attention`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -239,6 +197,48 @@ impl<'a> MultiHeadAttention<'a> {
         self.unidirectional = true;
         self
     }
+}
+
+/// Which [`GraphBuilder::embedding`] tables are stored as int8 (see
+/// [`GraphBuilder::set_embedding_quantization`]): a `[rows, dim]` table with at least
+/// `min_rows` rows becomes `int8 [rows, dim]` plus `float [rows, 1]` row scales
+/// ([`quantize_per_row`]); smaller ones stay float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddingQuantization {
+    /// Tables with fewer rows keep their float storage: a token-type table (2 rows) saves
+    /// nothing worth its rounding; a vocabulary (30522 rows) is most of an int8 file.
+    pub min_rows: usize,
+}
+
+impl Default for EmbeddingQuantization {
+    /// Vocabulary tables only: at least 1024 rows.
+    fn default() -> Self {
+        Self { min_rows: 1024 }
+    }
+}
+
+/// Per-row symmetric int8 quantization of a row-major `[rows, dim]` table (an embedding
+/// table): `scale[r] = max_c |t[r, c]| / 127` (1 for an all-zero row) and
+/// `q[r, c] = round(t[r, c] / scale[r])` in `[-127, 127]`, row-major `[rows, dim]` like the
+/// table. `t ≈ q · scale` within `scale[r] / 2` per entry.
+pub fn quantize_per_row(table: &[f32], [rows, dim]: [usize; 2]) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(table.len(), rows * dim, "table is not [{rows}, {dim}]");
+    let mut scales = vec![1.0f32; rows];
+    let mut q = vec![0i8; rows * dim];
+    for (r, (row, out)) in table
+        .chunks_exact(dim.max(1))
+        .zip(q.chunks_exact_mut(dim.max(1)))
+        .enumerate()
+    {
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        if max > 0.0 {
+            scales[r] = max / 127.0;
+        }
+        for (o, v) in out.iter_mut().zip(row) {
+            *o = (v / scales[r]).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    (q, scales)
 }
 
 fn checked_dims(shape: &[usize], len: usize, name: &str) -> Result<Vec<i64>> {
