@@ -1364,6 +1364,10 @@ impl GraphBuilder {
     /// `Cast(Gather(weight_quantized, ids)) · Gather(weight_scale, ids)`, each entry within half
     /// its row's step (`max |row| / 254`) of the float table's. The file holds a quarter of the
     /// table's bytes (plus 4 per row); the lookup gathers `dim` bytes and one scale per id.
+    /// `DequantizeLinear` (per axis, on ids flattened to one row each, then reshaped back)
+    /// measured the same in ONNX Runtime 1.31 (both 1.0–1.2 ms per `[32, 64]` ids on a
+    /// `[30522, 384]` table, 2 threads, against 0.4–0.7 ms for the float `Gather`; the whole
+    /// MiniLM batch takes ~700 ms); `Cast`/`Mul` needs no reshape.
     pub fn quantized_embedding(
         &mut self,
         prefix: &str,
