@@ -120,8 +120,10 @@ pub enum WeightDtype {
     /// The large matrix products dynamically quantized: per-output-channel symmetric int8
     /// weights and activations quantized to uint8 per row at run time (`QuantizeLinear` +
     /// `MatMulInteger`), or, exported with `--int8-blocks N`, both in blocks of N inputs
-    /// (`com.microsoft:MatMulNBits`, 8 bits); embeddings, LayerNorm, attention and the head
-    /// stay f32 (encoder classifiers only).
+    /// (`com.microsoft:MatMulNBits`, 8 bits; see `adept_export::emit::int8_quantization`), and
+    /// the word-embedding table (folded or plain, `[vocab, d]`) stored as int8 with one f32
+    /// scale per row, dequantized after the `Gather`; position and token-type embeddings,
+    /// LayerNorm, attention and the head stay f32 (encoder classifiers only).
     Int8,
 }
 

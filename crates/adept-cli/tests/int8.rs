@@ -5,10 +5,14 @@
 //! of the sentences, the accuracy moves by at most 0.5 points, and a sentence's int8 logits
 //! are the same alone as in a batch (per-row activation scales).
 //!
+//! The int8 file is at most 40 % of the f32 one (the vocabulary table is int8 per row too) and
+//! holds no float copy of the table.
+//!
 //! The issue asks for 99 % agreement; not reached. This short run's head has small margins
 //! (|logit| < 0.8). Per row: 98.51 % agreement, accuracy 69.95 → 69.84, max logit error 0.048
-//! (mean 0.009); per tensor it was 97.0 %, 69.27, 0.107 (0.015). On a 150-step l = 60 adapter
-//! see the table at `adept_export::emit::int8_quantization`.
+//! (mean 0.009); per tensor it was 97.0 %, 69.27, 0.107 (0.015). With the int8 table: 98.39 %,
+//! 69.95 → 69.95, 0.058 (mean 0.009). On a 150-step l = 60 adapter see the table at
+//! `adept_export::emit::int8_quantization`.
 //!
 //! Needs the model in the adept cache, GLUE and ONNX Runtime; skipped without them (a failure
 //! under `ADEPT_REQUIRE_MODEL=1`).
@@ -31,6 +35,38 @@ const MIN_AGREEMENT: f64 = 0.98;
 
 /// Largest change of a sentence's int8 logits between running it alone and in a batch of 32.
 const MAX_BATCH_EFFECT: f32 = 1e-3;
+
+/// Largest int8 / f32 `model.onnx` size. The f32 file is 90.4 MB, 46.9 MB of it the folded
+/// vocabulary table `[30522, 384]`; int8 products alone left ~59 MB (65 %), with the table
+/// int8 per row too it is 23.7 MB (26 %). A float table left in the file would be over 0.5.
+const MAX_SIZE_RATIO: f64 = 0.40;
+
+/// The int8 bundle's folded table is `int8 [30522, 384]` with `float [30522, 1]` row scales,
+/// and no float copy of it is left in the file.
+fn check_int8_table(model: &Path) {
+    use adept_onnx::{proto::decode_model, DataType};
+    let graph = decode_model(&std::fs::read(model).unwrap())
+        .unwrap()
+        .graph
+        .unwrap();
+    let find = |name: &str| {
+        graph
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+    };
+    let table = "adapter.folded_word_embeddings";
+    let q = find(&format!("{table}.weight_quantized")).expect("int8 folded table");
+    assert_eq!(q.data_type, Some(DataType::Int8 as i32));
+    assert_eq!(q.dims, [30522, 384]);
+    let s = find(&format!("{table}.weight_scale")).expect("row scales of the folded table");
+    assert_eq!(s.data_type, Some(DataType::Float as i32));
+    assert_eq!(s.dims, [30522, 1]);
+    assert!(
+        find(&format!("{table}.weight")).is_none(),
+        "float folded table left in {model:?}"
+    );
+}
 
 fn adept() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_adept"));
@@ -135,7 +171,13 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
         serde_json::from_str(&std::fs::read_to_string(int8_dir.join("adept.json")).unwrap())
             .unwrap();
     assert_eq!(manifest["dtype"], "int8");
-    assert!(size(&int8_dir) < size(&f32_dir));
+    assert!(
+        (size(&int8_dir) as f64) <= MAX_SIZE_RATIO * size(&f32_dir) as f64,
+        "int8 model.onnx {} B is over {MAX_SIZE_RATIO} of the f32 one ({} B)",
+        size(&int8_dir),
+        size(&f32_dir)
+    );
+    check_int8_table(&int8_dir.join("model.onnx"));
 
     // Every dev sentence, as JSON lines.
     let text = std::fs::read_to_string(sst2.join("dev.tsv")).unwrap();

@@ -212,7 +212,9 @@ fn a_graph_without_token_types_passes_the_checker_and_fuses() {
 }
 
 /// `--dtype int8`: the checker passes, shape inference types every value, and ONNX Runtime
-/// fuses every encoder product into its int8 kernels; the head and embeddings stay float.
+/// fuses every encoder product into its int8 kernels; the head stays float. The word table
+/// (folded or plain) is `int8 [vocab, d]` with `float [vocab, 1]` row scales and no float copy;
+/// the token-type table stays float.
 #[test]
 fn int8_bundles_pass_the_checker_and_fuse() {
     let test = "int8_bundles_pass_the_checker_and_fuse";
@@ -246,6 +248,7 @@ fn int8_bundles_pass_the_checker_and_fuse() {
         assert_eq!(manifest.dtype, WeightDtype::Int8);
         let report = inspect(&dir.join("model.onnx"));
         let name = format!("int8 {method} {fold:?}");
+        check_int8_table(&dir.join("model.onnx"), fold, &name);
         eprintln!("{name}: written {}", report["ops"]);
         eprintln!("{name}: optimized (all) {}", report["optimized"]["all"]);
         assert_eq!(report["untyped"], serde_json::json!([]), "{name}");
@@ -276,4 +279,39 @@ fn int8_bundles_pass_the_checker_and_fuse() {
             2 * layers
         );
     }
+}
+
+/// The int8 bundle's word table (`adapter.folded_word_embeddings` folded, else
+/// `embeddings.word_embeddings`) is `int8 [TINY_VOCAB, 16]` + `float [TINY_VOCAB, 1]` scales, with
+/// no float `.weight`; the 2-row token-type table stays float.
+fn check_int8_table(model: &Path, fold: Option<FoldMode>, name: &str) {
+    use adept_onnx::{proto::decode_model, DataType};
+    let graph = decode_model(&std::fs::read(model).unwrap())
+        .unwrap()
+        .graph
+        .unwrap();
+    let find = |n: &str| {
+        graph
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(n))
+    };
+    let table = if fold == Some(FoldMode::Folded) {
+        adept_export::emit::adapter::FOLDED_TABLE
+    } else {
+        adept_export::emit::adapter::WORD_TABLE
+    };
+    let vocab = testing::TINY_VOCAB as i64;
+    let q = find(&format!("{table}.weight_quantized"))
+        .unwrap_or_else(|| panic!("{name}: no int8 {table}"));
+    assert_eq!(q.data_type, Some(DataType::Int8 as i32), "{name}");
+    assert_eq!(q.dims, [vocab, 16], "{name}");
+    let s = find(&format!("{table}.weight_scale")).unwrap_or_else(|| panic!("{name}: no scales"));
+    assert_eq!(s.dims, [vocab, 1], "{name}");
+    assert!(
+        find(&format!("{table}.weight")).is_none(),
+        "{name}: float {table} left"
+    );
+    let types = find("embeddings.token_type_embeddings.weight").expect("float token types");
+    assert_eq!(types.data_type, Some(DataType::Float as i32), "{name}");
 }

@@ -921,3 +921,150 @@ fn per_channel_quantization_round_trips_within_half_a_step() {
         }
     }
 }
+
+/// `embedding` under [`adept_onnx::EmbeddingQuantization`]: a 50-row table (rows of very
+/// different ranges, one all zero) is stored as `int8 [50, 24]` plus `float [50, 1]` row scales
+/// and no float copy, a 2-row table below `min_rows` stays float, and ONNX Runtime's lookup of
+/// every id (some twice) equals the float table within half a quantization step of its row
+/// (`max |row| / 254`, plus f32 rounding), with each row's largest entry exact.
+#[test]
+fn quantized_embedding_is_within_half_a_step_per_row() {
+    let test = "quantized_embedding";
+    if !python_available(test) {
+        return;
+    }
+    let (vocab, d, types) = (50usize, 24usize, 2usize);
+    let mut rng = Lcg(17);
+    let mut table = rng.vec(vocab * d, 0.5);
+    for (r, row) in table.chunks_exact_mut(d).enumerate() {
+        // Row ranges from 0.5 down to ~1e-4: one scale per row keeps the small rows exact.
+        let f = 0.8f32.powi(r as i32);
+        row.iter_mut().for_each(|v| *v *= f);
+    }
+    table[3 * d..4 * d].iter_mut().for_each(|v| *v = 0.0); // a padding row
+    let type_table = rng.vec(types * d, 0.5);
+    let mut ids: Vec<i64> = (0..vocab as i64).collect();
+    ids.extend([3, 0, 49, 7, 7, 12]);
+    let type_ids: Vec<i64> = (0..ids.len() as i64).map(|i| i % 2).collect();
+    let (batch, seq) = (2usize, ids.len() / 2);
+
+    let mut model = ModelBuilder::new(test, 17);
+    let g = model.graph();
+    g.set_embedding_quantization(Some(adept_onnx::EmbeddingQuantization { min_rows: 16 }));
+    let seq_dims: Vec<Dim> = vec!["batch".into(), "sequence".into()];
+    let ids_in = g.input("input_ids", DataType::Int64, &seq_dims).unwrap();
+    let types_in = g
+        .input("token_type_ids", DataType::Int64, &seq_dims)
+        .unwrap();
+    let e = g
+        .embedding("embeddings.word_embeddings", &ids_in, &table, [vocab, d])
+        .unwrap();
+    let t = g
+        .embedding(
+            "embeddings.token_type_embeddings",
+            &types_in,
+            &type_table,
+            [types, d],
+        )
+        .unwrap();
+    let out_dims: Vec<Dim> = vec!["batch".into(), "sequence".into(), d.into()];
+    g.output_as(&e, "words", DataType::Float, &out_dims)
+        .unwrap();
+    g.output_as(&t, "types", DataType::Float, &out_dims)
+        .unwrap();
+    // A wrong table shape is an error naming the tensor, not a panic.
+    let err = g
+        .embedding("bad", &ids_in, &table[1..], [vocab, d])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.weight") && err.contains("[50, 24]"),
+        "{err}"
+    );
+
+    let inputs = json!({
+        "input_ids": tensor_json("int64", &[batch, seq], &ids),
+        "token_type_ids": tensor_json("int64", &[batch, seq], &type_ids),
+    });
+    let report = check_and_run(test, &model, inputs);
+    let inits = strings(&report["initializers"]);
+    for name in [
+        "embeddings.word_embeddings.weight_quantized",
+        "embeddings.word_embeddings.weight_scale",
+        "embeddings.token_type_embeddings.weight",
+    ] {
+        assert!(inits.iter().any(|i| i == name), "{name} not in {inits:?}");
+    }
+    assert!(
+        !inits
+            .iter()
+            .any(|i| i == "embeddings.word_embeddings.weight"),
+        "no float vocabulary table: {inits:?}"
+    );
+
+    let (shape, got) = output(&report, "words");
+    assert_eq!(shape, [batch, seq, d]);
+    let mut worst = 0.0f64;
+    let mut moved = 0usize;
+    for (pos, &id) in ids.iter().enumerate() {
+        let row = &table[id as usize * d..(id as usize + 1) * d];
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let half_step = f64::from(max) / 254.0;
+        for (c, &want) in row.iter().enumerate() {
+            let err = (got[pos * d + c] - f64::from(want)).abs();
+            assert!(
+                err <= half_step * (1.0 + 1e-5) + 1e-12,
+                "id {id}, column {c}: {} vs {want}: error {err:e} over half a step {half_step:e}",
+                got[pos * d + c]
+            );
+            if want.abs() == max {
+                assert!(
+                    err <= 1e-6 * f64::from(max),
+                    "id {id}: the row's largest entry moved"
+                );
+            }
+            moved += usize::from(err > 0.0);
+            if max > 0.0 {
+                worst = worst.max(err / half_step);
+            }
+        }
+    }
+    eprintln!("{test}: largest error / half step = {worst:.3}; {moved} entries rounded");
+    assert!(moved > 0, "nothing was quantized");
+    // The small table is the float one, exactly.
+    let (_, got_types) = output(&report, "types");
+    for (pos, &t) in type_ids.iter().enumerate() {
+        for c in 0..d {
+            // (as f32: serde_json's f64 parsing may miss the last bit of the report's values)
+            assert_eq!(
+                got_types[pos * d + c] as f32,
+                type_table[t as usize * d + c]
+            );
+        }
+    }
+}
+
+#[test]
+fn per_row_quantization_round_trips_within_half_a_step() {
+    let (rows, dim) = (6usize, 11usize);
+    let mut t = Lcg(9).vec(rows * dim, 3.0);
+    t[2 * dim..3 * dim].iter_mut().for_each(|v| *v = 0.0); // an all-zero row
+    let (q, scales) = adept_onnx::quantize_per_row(&t, [rows, dim]);
+    assert_eq!(scales[2], 1.0, "a zero row keeps scale 1");
+    for r in 0..rows {
+        let row = &t[r * dim..(r + 1) * dim];
+        let qrow = &q[r * dim..(r + 1) * dim];
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        if max > 0.0 {
+            assert!((scales[r] - max / 127.0).abs() <= 1e-7 * max);
+            assert!(qrow.iter().any(|v| v.unsigned_abs() == 127), "row {r}");
+        }
+        for (c, (v, qv)) in row.iter().zip(qrow).enumerate() {
+            let back = f32::from(*qv) * scales[r];
+            assert!(
+                (back - v).abs() <= scales[r] / 2.0 + 1e-6,
+                "[{r}, {c}]: {v} -> {back}"
+            );
+        }
+    }
+}

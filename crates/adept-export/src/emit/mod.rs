@@ -114,7 +114,11 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
     match opts.dtype {
         WeightDtype::F32 => {}
         WeightDtype::F16 => g.set_weight_dtype(DataType::Float16)?,
-        WeightDtype::Int8 => g.set_matmul_quantization(Some(int8_quantization(opts.int8_blocks))),
+        WeightDtype::Int8 => {
+            g.set_matmul_quantization(Some(int8_quantization(opts.int8_blocks)));
+            // The word-embedding table (folded or plain): int8 per row, 1/4 of its bytes.
+            g.set_embedding_quantization(Some(adept_onnx::EmbeddingQuantization::default()));
+        }
     }
     let seq: Vec<Dim> = vec!["batch".into(), "sequence".into()];
     let [ids, mask, types] = INPUT_NAMES;
