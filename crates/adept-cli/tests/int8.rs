@@ -1,18 +1,19 @@
-//! `adept export --dtype int8` on the real all-MiniLM-L6-v2: a short SST-2 run exported as f32
-//! and as int8, both run by `adept infer` (batches of 32 in input order) on every SST-2 dev
-//! sentence. The int8 logits stay within a stated bound of the f32 ones, so every label whose
-//! f32 margin exceeds twice that bound is unchanged; overall the labels agree on at least 98 %
-//! of the sentences, the accuracy moves by at most 0.5 points, and a sentence's int8 logits
-//! are the same alone as in a batch (per-row activation scales).
+//! `adept export --dtype int8` on the real all-MiniLM-L6-v2: a short SST-2 run exported as f32,
+//! as int8 per row (the default) and as int8 in blocks of 32 (`--int8-blocks 32`), each run by
+//! `adept infer` (batches of 32 in input order) on every SST-2 dev sentence. Each int8 bundle's
+//! logits stay within a stated bound of the f32 ones, so every label whose f32 margin exceeds
+//! twice that bound is unchanged; the labels agree on at least 98 % of the sentences per row and
+//! on the issue's 99 % in blocks; the accuracy moves by at most 0.5 points; and a sentence's
+//! int8 logits are the same alone as in a batch (per-row and per-block input scales).
 //!
-//! The int8 file is at most 40 % of the f32 one (the vocabulary table is int8 per row too) and
+//! Each int8 file is at most 40 % of the f32 one (the vocabulary table is int8 per row too) and
 //! holds no float copy of the table.
 //!
-//! The issue asks for 99 % agreement; not reached. This short run's head has small margins
-//! (|logit| < 0.8). Per row: 98.51 % agreement, accuracy 69.95 → 69.84, max logit error 0.048
-//! (mean 0.009); per tensor it was 97.0 %, 69.27, 0.107 (0.015). With the int8 table: 98.39 %,
-//! 69.95 → 69.95, 0.058 (mean 0.009). On a 150-step l = 60 adapter see the table at
-//! `adept_export::emit::int8_quantization`.
+//! This short run's head has small margins (|logit| < 0.8), so a flip needs only a small
+//! error. Per row: 98.51 % agreement, accuracy 69.95 → 69.84, max logit error 0.048 (mean
+//! 0.009); per tensor it was 97.0 %, 69.27, 0.107 (0.015). With the int8 table: 98.39 %,
+//! 69.95 → 69.95, 0.058 (mean 0.009). In blocks of 32: 99.20 %, max error 0.016. On a 150-step
+//! l = 60 adapter see the table at `adept_export::emit::int8_quantization`.
 //!
 //! Needs the model in the adept cache, GLUE and ONNX Runtime; skipped without them (a failure
 //! under `ADEPT_REQUIRE_MODEL=1`).
@@ -33,6 +34,18 @@ const MAX_LOGIT_DIFF: f32 = 0.1;
 /// (this head's logits stay under 0.8), which the per-sentence check covers.
 const MIN_AGREEMENT: f64 = 0.98;
 
+/// `--int8-blocks` of the blocked bundle tested next to the per-row one.
+const BLOCK: usize = 32;
+
+/// Largest |int8 − f32| logit allowed in blocks of [`BLOCK`]: weights and inputs are rounded
+/// per block of 32 on both sides, a third of the per-row error on this run (0.016 measured vs
+/// 0.050 per row; blocks of 128: 0.032), so half the per-row bound still leaves 3× room.
+const MAX_LOGIT_DIFF_BLOCKS: f32 = 0.05;
+
+/// Least fraction of SST-2 dev labels that the blocked int8 bundle and f32 share: the issue's
+/// 99 % (measured 99.20 % on this run; blocks of 128: 98.62 %, per row 98.51 %).
+const MIN_AGREEMENT_BLOCKS: f64 = 0.99;
+
 /// Largest change of a sentence's int8 logits between running it alone and in a batch of 32.
 const MAX_BATCH_EFFECT: f32 = 1e-3;
 
@@ -41,9 +54,10 @@ const MAX_BATCH_EFFECT: f32 = 1e-3;
 /// int8 per row too it is 23.7 MB (26 %). A float table left in the file would be over 0.5.
 const MAX_SIZE_RATIO: f64 = 0.40;
 
-/// The int8 bundle's folded table is `int8 [30522, 384]` with `float [30522, 1]` row scales,
-/// and no float copy of it is left in the file.
-fn check_int8_table(model: &Path) {
+/// The int8 bundle's folded table is `int8 [30522, 384]` with `float [30522, scales_per_row]`
+/// scales (1 per row; `384 / BLOCK` with `--int8-blocks`), and no float copy of it is left in
+/// the file.
+fn check_int8_table(model: &Path, scales_per_row: i64) {
     use adept_onnx::{proto::decode_model, DataType};
     let graph = decode_model(&std::fs::read(model).unwrap())
         .unwrap()
@@ -61,7 +75,7 @@ fn check_int8_table(model: &Path) {
     assert_eq!(q.dims, [30522, 384]);
     let s = find(&format!("{table}.weight_scale")).expect("row scales of the folded table");
     assert_eq!(s.data_type, Some(DataType::Float as i32));
-    assert_eq!(s.dims, [30522, 1]);
+    assert_eq!(s.dims, [30522, scales_per_row]);
     assert!(
         find(&format!("{table}.weight")).is_none(),
         "float folded table left in {model:?}"
@@ -148,19 +162,24 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
             .arg("--out")
             .arg(&run),
     );
-    let export = |dtype: &str| -> PathBuf {
-        let out = tmp.path().join(format!("bundle-{dtype}"));
+    let export = |name: &str, args: &[&str]| -> PathBuf {
+        let out = tmp.path().join(format!("bundle-{name}"));
         run_ok(
             adept()
                 .args(["export", "--adapter"])
                 .arg(&run)
                 .arg("--out")
                 .arg(&out)
-                .args(["--dtype", dtype]),
+                .args(args),
         );
         out
     };
-    let (f32_dir, int8_dir) = (export("f32"), export("int8"));
+    let f32_dir = export("f32", &["--dtype", "f32"]);
+    let int8_dir = export("int8", &["--dtype", "int8"]);
+    let blocks_dir = export(
+        "int8-blocks",
+        &["--dtype", "int8", "--int8-blocks", &BLOCK.to_string()],
+    );
     let size = |d: &Path| std::fs::metadata(d.join("model.onnx")).unwrap().len();
     eprintln!(
         "{test}: model.onnx f32 {:.1} MB, int8 {:.1} MB",
@@ -171,13 +190,16 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
         serde_json::from_str(&std::fs::read_to_string(int8_dir.join("adept.json")).unwrap())
             .unwrap();
     assert_eq!(manifest["dtype"], "int8");
-    assert!(
-        (size(&int8_dir) as f64) <= MAX_SIZE_RATIO * size(&f32_dir) as f64,
-        "int8 model.onnx {} B is over {MAX_SIZE_RATIO} of the f32 one ({} B)",
-        size(&int8_dir),
-        size(&f32_dir)
-    );
-    check_int8_table(&int8_dir.join("model.onnx"));
+    for (dir, scales_per_row) in [(&int8_dir, 1), (&blocks_dir, (384 / BLOCK) as i64)] {
+        assert!(
+            (size(dir) as f64) <= MAX_SIZE_RATIO * size(&f32_dir) as f64,
+            "{}: int8 model.onnx {} B is over {MAX_SIZE_RATIO} of the f32 one ({} B)",
+            dir.display(),
+            size(dir),
+            size(&f32_dir)
+        );
+        check_int8_table(&dir.join("model.onnx"), scales_per_row);
+    }
 
     // Every dev sentence, as JSON lines.
     let text = std::fs::read_to_string(sst2.join("dev.tsv")).unwrap();
@@ -197,49 +219,27 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
         .collect();
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let want = infer(&f32_dir, &input, &tmp.path().join("f32.jsonl"), 32);
-    let got = infer(&int8_dir, &input, &tmp.path().join("int8.jsonl"), 32);
     assert_eq!(want.len(), rows.len());
-    assert_eq!(got.len(), rows.len());
-
-    let mut worst = 0.0f32;
-    let mut sum = 0.0f64;
-    let mut agree = 0usize;
-    let (mut right_f32, mut right_int8) = (0usize, 0usize);
-    for ((w, g), (_, y)) in want.iter().zip(&got).zip(&rows) {
-        for (a, b) in w.iter().zip(g) {
-            worst = worst.max((a - b).abs());
-            sum += f64::from((a - b).abs());
-        }
-        agree += usize::from(argmax(w) == argmax(g));
-        right_f32 += usize::from(argmax(w) == *y);
-        right_int8 += usize::from(argmax(g) == *y);
-    }
-    let n = rows.len() as f64;
-    let largest = want.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
-    let (acc_f32, acc_int8) = (100.0 * right_f32 as f64 / n, 100.0 * right_int8 as f64 / n);
-    eprintln!(
-        "{test}: max |int8 - f32| logit {worst:.4} (mean {:.4}, largest |logit| {largest:.2}); labels agree on {:.2} %; accuracy f32 {acc_f32:.2}, int8 {acc_int8:.2}",
-        sum / (2.0 * n),
-        100.0 * agree as f64 / n
+    let labels: Vec<usize> = rows.iter().map(|(_, y)| *y).collect();
+    let got = infer(&int8_dir, &input, &tmp.path().join("int8.jsonl"), 32);
+    compare(
+        test,
+        "per row",
+        &want,
+        &got,
+        &labels,
+        MAX_LOGIT_DIFF,
+        MIN_AGREEMENT,
     );
-    assert!(
-        worst <= MAX_LOGIT_DIFF,
-        "int8 logits differ from f32 by {worst} > {MAX_LOGIT_DIFF}"
-    );
-    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-        let margin = (w[0] - w[1]).abs();
-        if margin > 2.0 * MAX_LOGIT_DIFF {
-            assert_eq!(argmax(w), argmax(g), "sentence {i}: f32 margin {margin}");
-        }
-    }
-    assert!(
-        agree as f64 >= MIN_AGREEMENT * n,
-        "labels agree on only {agree} of {} sentences",
-        rows.len()
-    );
-    assert!(
-        (acc_f32 - acc_int8).abs() <= 0.5,
-        "accuracy f32 {acc_f32:.2} vs int8 {acc_int8:.2}"
+    let got_blocks = infer(&blocks_dir, &input, &tmp.path().join("blocks.jsonl"), 32);
+    compare(
+        test,
+        "blocks",
+        &want,
+        &got_blocks,
+        &labels,
+        MAX_LOGIT_DIFF_BLOCKS,
+        MIN_AGREEMENT_BLOCKS,
     );
 
     // A sentence's int8 logits do not depend on its batch-mates: the first 64 sentences one
@@ -248,15 +248,81 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
     // here and there). One scale per batch (DynamicQuantizeLinear) moved them by 1e-2.
     let first = tmp.path().join("first.jsonl");
     std::fs::write(&first, lines[..64].join("\n") + "\n").unwrap();
-    let alone = infer(&int8_dir, &first, &tmp.path().join("alone.jsonl"), 1);
-    let moved = alone
-        .iter()
-        .zip(&got)
-        .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-        .fold(0.0f32, f32::max);
-    eprintln!("{test}: int8 logits alone vs in a batch of 32: max difference {moved:.2e}");
+    for (name, dir, batched) in [
+        ("per row", &int8_dir, &got),
+        ("blocks", &blocks_dir, &got_blocks),
+    ] {
+        let alone = infer(dir, &first, &tmp.path().join("alone.jsonl"), 1);
+        let moved = alone
+            .iter()
+            .zip(batched)
+            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0.0f32, f32::max);
+        eprintln!(
+            "{test}: int8 {name}: logits alone vs in a batch of 32: max difference {moved:.2e}"
+        );
+        assert!(
+            moved <= MAX_BATCH_EFFECT,
+            "int8 {name}: a sentence's logits moved by {moved} with its batch-mates"
+        );
+    }
+}
+
+/// Checks int8 logits `got` against the f32 ones `want` on labelled sentences: every logit
+/// within `max_diff`, every label whose f32 margin exceeds `2 · max_diff` unchanged, labels
+/// equal on at least `min_agreement` of the sentences, accuracy within 0.5 points.
+fn compare(
+    test: &str,
+    scheme: &str,
+    want: &[Vec<f32>],
+    got: &[Vec<f32>],
+    labels: &[usize],
+    max_diff: f32,
+    min_agreement: f64,
+) {
+    assert_eq!(got.len(), want.len());
+    let mut worst = 0.0f32;
+    let mut sum = 0.0f64;
+    let mut agree = 0usize;
+    let (mut right_f32, mut right_int8) = (0usize, 0usize);
+    for ((w, g), y) in want.iter().zip(got).zip(labels) {
+        for (a, b) in w.iter().zip(g) {
+            worst = worst.max((a - b).abs());
+            sum += f64::from((a - b).abs());
+        }
+        agree += usize::from(argmax(w) == argmax(g));
+        right_f32 += usize::from(argmax(w) == *y);
+        right_int8 += usize::from(argmax(g) == *y);
+    }
+    let n = labels.len() as f64;
+    let largest = want.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
+    let (acc_f32, acc_int8) = (100.0 * right_f32 as f64 / n, 100.0 * right_int8 as f64 / n);
+    eprintln!(
+        "{test}: int8 {scheme}: max |int8 - f32| logit {worst:.4} (mean {:.4}, largest |logit| {largest:.2}); labels agree on {:.2} %; accuracy f32 {acc_f32:.2}, int8 {acc_int8:.2}",
+        sum / (2.0 * n),
+        100.0 * agree as f64 / n
+    );
     assert!(
-        moved <= MAX_BATCH_EFFECT,
-        "a sentence's int8 logits moved by {moved} with its batch-mates"
+        worst <= max_diff,
+        "int8 {scheme}: logits differ from f32 by {worst} > {max_diff}"
+    );
+    for (i, (w, g)) in want.iter().zip(got).enumerate() {
+        let margin = (w[0] - w[1]).abs();
+        if margin > 2.0 * max_diff {
+            assert_eq!(
+                argmax(w),
+                argmax(g),
+                "int8 {scheme}: sentence {i}: f32 margin {margin}"
+            );
+        }
+    }
+    assert!(
+        agree as f64 >= min_agreement * n,
+        "int8 {scheme}: labels agree on only {agree} of {} sentences",
+        labels.len()
+    );
+    assert!(
+        (acc_f32 - acc_int8).abs() <= 0.5,
+        "int8 {scheme}: accuracy f32 {acc_f32:.2} vs int8 {acc_int8:.2}"
     );
 }

@@ -241,19 +241,27 @@ impl<'a> MultiHeadAttention<'a> {
 
 /// Which [`GraphBuilder::embedding`] tables are stored as int8 (see
 /// [`GraphBuilder::set_embedding_quantization`]): a `[rows, dim]` table with at least
-/// `min_rows` rows becomes `int8 [rows, dim]` plus `float [rows, 1]` row scales
-/// ([`quantize_per_row`]); smaller ones stay float.
+/// `min_rows` rows becomes `int8 [rows, dim]` plus `float [rows, blocks]` scales, one per row
+/// ([`quantize_per_row`]) or per row and block of `block` columns ([`quantize_row_blocks`]);
+/// smaller tables stay float.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmbeddingQuantization {
     /// Tables with fewer rows keep their float storage: a token-type table (1–2 rows) saves
     /// nothing worth its rounding; a vocabulary (30522 rows for MiniLM) is most of an int8 file.
     pub min_rows: usize,
+    /// One scale per this many columns of a row instead of one per row (`--int8-blocks`, so
+    /// the table's rounding matches the products'); `None`: per row.
+    pub block: Option<usize>,
 }
 
 impl Default for EmbeddingQuantization {
-    /// Vocabulary tables (at least 32 rows; the test models' 48-row table too), not token types.
+    /// Vocabulary tables (at least 32 rows; the test models' 48-row table too), not token
+    /// types; one scale per row.
     fn default() -> Self {
-        Self { min_rows: 32 }
+        Self {
+            min_rows: 32,
+            block: None,
+        }
     }
 }
 
@@ -262,20 +270,33 @@ impl Default for EmbeddingQuantization {
 /// `q[r, c] = round(t[r, c] / scale[r])` in `[-127, 127]`, row-major `[rows, dim]` like the
 /// table. `t ≈ q · scale` within `scale[r] / 2` per entry.
 pub fn quantize_per_row(table: &[f32], [rows, dim]: [usize; 2]) -> (Vec<i8>, Vec<f32>) {
+    quantize_row_blocks(table, [rows, dim], dim.max(1))
+}
+
+/// [`quantize_per_row`] with one scale per row and block of `block` columns (the last block
+/// of a row may be shorter): `scale [rows, ceil(dim / block)]` row-major, `q [rows, dim]`;
+/// `t[r, c] ≈ q[r, c] · scale[r, c / block]` within half that step.
+pub fn quantize_row_blocks(
+    table: &[f32],
+    [rows, dim]: [usize; 2],
+    block: usize,
+) -> (Vec<i8>, Vec<f32>) {
     assert_eq!(table.len(), rows * dim, "table is not [{rows}, {dim}]");
-    let mut scales = vec![1.0f32; rows];
+    assert!(block > 0, "block of 0 columns");
+    let blocks = dim.div_ceil(block);
+    let mut scales = vec![1.0f32; rows * blocks];
     let mut q = vec![0i8; rows * dim];
-    for (r, (row, out)) in table
-        .chunks_exact(dim.max(1))
-        .zip(q.chunks_exact_mut(dim.max(1)))
-        .enumerate()
-    {
-        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        if max > 0.0 {
-            scales[r] = max / 127.0;
-        }
-        for (o, v) in out.iter_mut().zip(row) {
-            *o = (v / scales[r]).round().clamp(-127.0, 127.0) as i8;
+    for r in 0..rows {
+        for b in 0..blocks {
+            let (lo, hi) = (r * dim + b * block, r * dim + ((b + 1) * block).min(dim));
+            let max = table[lo..hi].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let s = &mut scales[r * blocks + b];
+            if max > 0.0 {
+                *s = max / 127.0;
+            }
+            for (o, v) in q[lo..hi].iter_mut().zip(&table[lo..hi]) {
+                *o = (v / *s).round().clamp(-127.0, 127.0) as i8;
+            }
         }
     }
     (q, scales)
@@ -1457,7 +1478,8 @@ impl GraphBuilder {
             .embedding_quantization
             .is_some_and(|q| num_embeddings >= q.min_rows);
         if quantize {
-            return self.quantized_embedding(prefix, ids, table, [num_embeddings, dim]);
+            let block = self.embedding_quantization.and_then(|q| q.block);
+            return self.quantized_embedding(prefix, ids, table, [num_embeddings, dim], block);
         }
         self.scope(prefix, |g| {
             let w = g.weight("weight", &[num_embeddings, dim], table)?;
@@ -1475,12 +1497,18 @@ impl GraphBuilder {
     /// measured the same in ONNX Runtime 1.31 (both 1.0–1.2 ms per `[32, 64]` ids on a
     /// `[30522, 384]` table, 2 threads, against 0.4–0.7 ms for the float `Gather`; the whole
     /// MiniLM batch takes ~700 ms); `Cast`/`Mul` needs no reshape.
+    ///
+    /// With `block` (`Some(b)`, `b < dim`): one scale per row and block of `b` columns
+    /// ([`quantize_row_blocks`]), `"<prefix>.weight_scale" [num_embeddings, ceil(dim / b)]`;
+    /// the gathered scales are spread over their columns by a second `Gather` (axis −1, column
+    /// `c` reads block `c / b`).
     pub fn quantized_embedding(
         &mut self,
         prefix: &str,
         ids: &str,
         table: &[f32],
         [num_embeddings, dim]: [usize; 2],
+        block: Option<usize>,
     ) -> Result<String> {
         let full = self.qualify(prefix);
         checked_dims(
@@ -1488,7 +1516,9 @@ impl GraphBuilder {
             table.len(),
             &format!("{full}.weight"),
         )?;
-        let (q, scales) = quantize_per_row(table, [num_embeddings, dim]);
+        let block = block.filter(|&b| b > 0 && b < dim).unwrap_or(dim.max(1));
+        let blocks = dim.div_ceil(block);
+        let (q, scales) = quantize_row_blocks(table, [num_embeddings, dim], block);
         self.scope(prefix, |g| {
             let name = g.qualify("weight_quantized");
             let bytes = q.iter().map(|&v| v as u8).collect();
@@ -1499,14 +1529,20 @@ impl GraphBuilder {
                 bytes,
             );
             tensor.doc_string = Some(format!(
-                "int8 [{num_embeddings}, {dim}] parameter {full}.weight, per row: \
-                 weight ≈ weight_quantized · weight_scale"
+                "int8 [{num_embeddings}, {dim}] parameter {full}.weight, one scale per row and \
+                 block of {block} columns: weight[r, c] ≈ weight_quantized[r, c] · \
+                 weight_scale[r, c / {block}]"
             ));
             let wq = g.initializer(tensor)?;
-            let ws = g.initializer_f32("weight_scale", &[num_embeddings, 1], &scales)?;
+            let ws = g.initializer_f32("weight_scale", &[num_embeddings, blocks], &scales)?;
             let rows = g.gather(&wq, ids, 0);
             let rows = g.cast(&rows, DataType::Float);
-            let row_scales = g.gather(&ws, ids, 0);
+            let mut row_scales = g.gather(&ws, ids, 0);
+            if blocks > 1 {
+                let columns: Vec<i64> = (0..dim).map(|c| (c / block) as i64).collect();
+                let columns = g.const_i64(&columns);
+                row_scales = g.gather(&row_scales, &columns, -1);
+            }
             Ok(g.mul(&rows, &row_scales))
         })
     }

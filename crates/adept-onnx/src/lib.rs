@@ -95,9 +95,9 @@ pub mod model;
 pub mod proto;
 
 pub use graph::{
-    quantize_blocks, quantize_per_channel, quantize_per_row, ActivationQuantization,
-    EmbeddingQuantization, GraphBuilder, MatMulQuantization, MultiHeadAttention, GELU_FLOOR,
-    MIN_OPSET, MS_DOMAIN,
+    quantize_blocks, quantize_per_channel, quantize_per_row, quantize_row_blocks,
+    ActivationQuantization, EmbeddingQuantization, GraphBuilder, MatMulQuantization,
+    MultiHeadAttention, GELU_FLOOR, MIN_OPSET, MS_DOMAIN,
 };
 pub use model::{ir_version_for_opset, write_atomic, ModelBuilder};
 pub use proto::{AttributeProto, DataType, Dim, ModelProto, TensorProto};

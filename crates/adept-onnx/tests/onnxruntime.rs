@@ -927,9 +927,17 @@ fn per_channel_quantization_round_trips_within_half_a_step() {
 /// and no float copy, a 2-row table below `min_rows` stays float, and ONNX Runtime's lookup of
 /// every id (some twice) equals the float table within half a quantization step of its row
 /// (`max |row| / 254`, plus f32 rounding), with each row's largest entry exact.
+///
+/// The same per row and block of 8 columns (`block: Some(8)`, scales `[50, 3]`, each entry
+/// within half its block's step).
 #[test]
 fn quantized_embedding_is_within_half_a_step_per_row() {
-    let test = "quantized_embedding";
+    quantized_embedding_case(None);
+    quantized_embedding_case(Some(8));
+}
+
+fn quantized_embedding_case(block: Option<usize>) {
+    let test = &format!("quantized_embedding_{block:?}");
     if !python_available(test) {
         return;
     }
@@ -942,6 +950,11 @@ fn quantized_embedding_is_within_half_a_step_per_row() {
         row.iter_mut().for_each(|v| *v *= f);
     }
     table[3 * d..4 * d].iter_mut().for_each(|v| *v = 0.0); // a padding row
+                                                           // Row 5's middle 8 columns are 1000× smaller: per block they keep their own step (one
+                                                           // scale per row would round them to 0, far over their block's half step).
+    table[5 * d + 8..5 * d + 16]
+        .iter_mut()
+        .for_each(|v| *v *= 1e-3);
     let type_table = rng.vec(types * d, 0.5);
     let mut ids: Vec<i64> = (0..vocab as i64).collect();
     ids.extend([3, 0, 49, 7, 7, 12]);
@@ -950,7 +963,10 @@ fn quantized_embedding_is_within_half_a_step_per_row() {
 
     let mut model = ModelBuilder::new(test, 17);
     let g = model.graph();
-    g.set_embedding_quantization(Some(adept_onnx::EmbeddingQuantization { min_rows: 16 }));
+    g.set_embedding_quantization(Some(adept_onnx::EmbeddingQuantization {
+        min_rows: 16,
+        block,
+    }));
     let seq_dims: Vec<Dim> = vec!["batch".into(), "sequence".into()];
     let ids_in = g.input("input_ids", DataType::Int64, &seq_dims).unwrap();
     let types_in = g
@@ -1006,11 +1022,15 @@ fn quantized_embedding_is_within_half_a_step_per_row() {
     assert_eq!(shape, [batch, seq, d]);
     let mut worst = 0.0f64;
     let mut moved = 0usize;
+    let width = block.unwrap_or(d);
     for (pos, &id) in ids.iter().enumerate() {
         let row = &table[id as usize * d..(id as usize + 1) * d];
-        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let half_step = f64::from(max) / 254.0;
         for (c, &want) in row.iter().enumerate() {
+            let lo = c / width * width;
+            let max = row[lo..(lo + width).min(d)]
+                .iter()
+                .fold(0.0f32, |m, v| m.max(v.abs()));
+            let half_step = f64::from(max) / 254.0;
             let err = (got[pos * d + c] - f64::from(want)).abs();
             assert!(
                 err <= half_step * (1.0 + 1e-5) + 1e-12,
@@ -1020,7 +1040,7 @@ fn quantized_embedding_is_within_half_a_step_per_row() {
             if want.abs() == max {
                 assert!(
                     err <= 1e-6 * f64::from(max),
-                    "id {id}: the row's largest entry moved"
+                    "id {id}: the block's largest entry moved"
                 );
             }
             moved += usize::from(err > 0.0);

@@ -117,7 +117,11 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
         WeightDtype::Int8 => {
             g.set_matmul_quantization(Some(int8_quantization(opts.int8_blocks)));
             // The word-embedding table (folded or plain): int8 per row, 1/4 of its bytes.
-            g.set_embedding_quantization(Some(adept_onnx::EmbeddingQuantization::default()));
+            // With --int8-blocks, per row and block like the products.
+            g.set_embedding_quantization(Some(adept_onnx::EmbeddingQuantization {
+                block: opts.int8_blocks,
+                ..Default::default()
+            }));
         }
     }
     let seq: Vec<Dim> = vec!["batch".into(), "sequence".into()];
