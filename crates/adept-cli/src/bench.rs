@@ -330,65 +330,54 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     .into_iter()
     .map(|v| (v.name, v.dir))
     .collect();
-    // The folded ADePT classifier again, with the encoder's products in int8.
+    // The folded ADePT classifier, for the variants below.
     let folded = adept_export::bench_classifiers(&model, l, enc.max_len)?
         .into_iter()
         .find(|(n, _, _)| n == "adept-folded")
         .context("no adept-folded variant")?;
-    let int8_dir = tmp.path().join("adept-folded-int8");
-    let int8 = adept_export::export_classifier(
-        &folded.1,
-        &enc,
-        &tok,
-        &info,
-        &adept_export::ExportOptions {
+    // The folded ADePT classifier again under other export options.
+    let mut export_folded = |name: &str, opts: adept_export::ExportOptions| -> Result<u64> {
+        let dir = tmp.path().join(name);
+        let opts = adept_export::ExportOptions {
             fold: Some(adept_bundle::FoldMode::Folded),
-            dtype: adept_bundle::WeightDtype::Int8,
             overwrite: true,
+            ..opts
+        };
+        let report = adept_export::export_classifier(&folded.1, &enc, &tok, &info, &opts, &dir)?;
+        variants.push((name.to_owned(), dir));
+        Ok(report.model_bytes)
+    };
+    let int8 = adept_bundle::WeightDtype::Int8;
+    // The encoder's products in int8, per row.
+    let int8_bytes = export_folded(
+        "adept-folded-int8",
+        adept_export::ExportOptions {
+            dtype: int8,
             ..Default::default()
         },
-        &int8_dir,
     )?;
-    variants.push(("adept-folded-int8".into(), int8_dir));
-    // And in blocks of 128 inputs (`--int8-blocks 128`, MatMulNBits): closer to f32, slower.
-    let blocks_dir = tmp.path().join(FOLDED_INT8_BLOCKS);
-    adept_export::export_classifier(
-        &folded.1,
-        &enc,
-        &tok,
-        &info,
-        &adept_export::ExportOptions {
-            fold: Some(adept_bundle::FoldMode::Folded),
-            dtype: adept_bundle::WeightDtype::Int8,
-            int8_blocks: Some(128),
-            overwrite: true,
+    // And in blocks of 32 inputs (`--int8-blocks 32`, MatMulNBits): closer to f32, slower.
+    export_folded(
+        FOLDED_INT8_BLOCKS,
+        adept_export::ExportOptions {
+            dtype: int8,
+            int8_blocks: Some(32),
             ..Default::default()
         },
-        &blocks_dir,
     )?;
-    variants.push((FOLDED_INT8_BLOCKS.into(), blocks_dir));
-    // The same folded classifier as the full graph (no precomputed prompt rows), for the
-    // lean/full ratio.
-    let full_dir = tmp.path().join(FOLDED_FULL);
-    adept_export::export_classifier(
-        &folded.1,
-        &enc,
-        &tok,
-        &info,
-        &adept_export::ExportOptions {
-            fold: Some(adept_bundle::FoldMode::Folded),
+    // The full graph (no precomputed prompt rows), for the lean/full ratio.
+    export_folded(
+        FOLDED_FULL,
+        adept_export::ExportOptions {
             lean: false,
-            overwrite: true,
             ..Default::default()
         },
-        &full_dir,
     )?;
-    variants.push((FOLDED_FULL.into(), full_dir));
     eprintln!(
         "exported {} variants in {:.1} s (int8 model.onnx {:.1} MB)",
         variants.len(),
         t.elapsed().as_secs_f64(),
-        int8.model_bytes as f64 / 1e6
+        int8_bytes as f64 / 1e6
     );
     if a.pytorch {
         match python_route(&folded.1, &mdir, tmp.path(), &variants, l) {
@@ -508,7 +497,7 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     show("ADePT folded / unfolded:", f, find("adept-unfolded"));
     show("ADePT folded int8 / f32:", find("adept-folded-int8"), f);
     show(
-        "ADePT folded int8 blocks of 128 / f32:",
+        "ADePT folded int8 blocks of 32 / f32:",
         find(FOLDED_INT8_BLOCKS),
         f,
     );
@@ -524,7 +513,7 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         find(PY_TORCH_INT8),
     );
     show(
-        "ADePT int8 blocks of 128 / torch.onnx.export + quantize_dynamic:",
+        "ADePT int8 blocks of 32 / torch.onnx.export + quantize_dynamic:",
         find(FOLDED_INT8_BLOCKS),
         find(PY_TORCH_INT8),
     );
@@ -572,8 +561,8 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
 
 /// The folded ADePT bundle with `--no-lean` (every other adept variant is lean).
 const FOLDED_FULL: &str = "adept-folded-full";
-/// The folded ADePT bundle with `--dtype int8 --int8-blocks 128`.
-const FOLDED_INT8_BLOCKS: &str = "adept-folded-int8-blocks128";
+/// The folded ADePT bundle with `--dtype int8 --int8-blocks 32`.
+const FOLDED_INT8_BLOCKS: &str = "adept-folded-int8-blocks32";
 const PY_TORCH_F32: &str = "python torch.onnx.export f32";
 const PY_TORCH_INT8: &str = "python torch.onnx.export int8";
 const PY_ADEPT_INT8: &str = "adept-folded + quantize_dynamic";

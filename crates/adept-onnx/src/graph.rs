@@ -646,6 +646,23 @@ impl GraphBuilder {
         self.initializer(TensorProto::from_f32(&name, &dims, data))
     }
 
+    /// An `int8` initializer `[rows, cols]` called `name` (qualified with the current scope)
+    /// with a doc string saying how it dequantizes. Returns the full name.
+    pub fn initializer_i8(
+        &mut self,
+        name: &str,
+        [rows, cols]: [usize; 2],
+        data: &[i8],
+        doc: String,
+    ) -> Result<String> {
+        let name = self.qualify(name);
+        let dims = checked_dims(&[rows, cols], data.len(), &name)?;
+        let bytes = data.iter().map(|&v| v as u8).collect();
+        let mut tensor = TensorProto::from_raw(&name, DataType::Int8, &dims, bytes);
+        tensor.doc_string = Some(doc);
+        self.initializer(tensor)
+    }
+
     /// An `f16` initializer from `f32` values (rounded to nearest). Returns the full name.
     pub fn initializer_f16(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<String> {
         let name = self.qualify(name);
@@ -1262,19 +1279,15 @@ impl GraphBuilder {
             .as_ref()
             .is_none_or(|q| q.activations == ActivationQuantization::PerRow);
         self.scope(prefix, |g| {
-            let name = g.qualify("weight_quantized");
-            let bytes = q.iter().map(|&v| v as u8).collect();
-            let mut tensor = TensorProto::from_raw(
-                &name,
-                DataType::Int8,
-                &[in_features as i64, out_features as i64],
-                bytes,
-            );
-            tensor.doc_string = Some(format!(
-                "int8 transpose of the [{out_features}, {in_features}] parameter {full}.weight, \
-                 per output channel: weight ≈ weight_quantized · weight_scale"
-            ));
-            let wq = g.initializer(tensor)?;
+            let wq = g.initializer_i8(
+                "weight_quantized",
+                [in_features, out_features],
+                &q,
+                format!(
+                    "int8 transpose of the [{out_features}, {in_features}] parameter \
+                     {full}.weight, per output channel: weight ≈ weight_quantized · weight_scale"
+                ),
+            )?;
             let name = g.qualify("weight_zero_point");
             let wz = g.initializer(TensorProto::from_raw(
                 &name,
@@ -1520,20 +1533,16 @@ impl GraphBuilder {
         let blocks = dim.div_ceil(block);
         let (q, scales) = quantize_row_blocks(table, [num_embeddings, dim], block);
         self.scope(prefix, |g| {
-            let name = g.qualify("weight_quantized");
-            let bytes = q.iter().map(|&v| v as u8).collect();
-            let mut tensor = TensorProto::from_raw(
-                &name,
-                DataType::Int8,
-                &[num_embeddings as i64, dim as i64],
-                bytes,
-            );
-            tensor.doc_string = Some(format!(
-                "int8 [{num_embeddings}, {dim}] parameter {full}.weight, one scale per row and \
-                 block of {block} columns: weight[r, c] ≈ weight_quantized[r, c] · \
-                 weight_scale[r, c / {block}]"
-            ));
-            let wq = g.initializer(tensor)?;
+            let wq = g.initializer_i8(
+                "weight_quantized",
+                [num_embeddings, dim],
+                &q,
+                format!(
+                    "int8 [{num_embeddings}, {dim}] parameter {full}.weight, one scale per row \
+                     and block of {block} columns: weight[r, c] ≈ weight_quantized[r, c] · \
+                     weight_scale[r, c / {block}]"
+                ),
+            )?;
             let ws = g.initializer_f32("weight_scale", &[num_embeddings, blocks], &scales)?;
             let rows = g.gather(&wq, ids, 0);
             let rows = g.cast(&rows, DataType::Float);
