@@ -435,6 +435,52 @@ pub struct BundleManifest {
     pub decoder: Option<DecoderSpec>,
 }
 
+/// `<dir>/adept.json` as text and its path; errors say whether the folder or the file is
+/// missing.
+pub(crate) fn read_manifest_text(dir: &Path) -> Result<(String, std::path::PathBuf)> {
+    ensure!(
+        dir.is_dir(),
+        "bundle directory {} does not exist (export one with `adept export`)",
+        dir.display()
+    );
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read the bundle manifest {} (missing? is {} a bundle written by `adept export`?)",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    Ok((text, path))
+}
+
+/// Parses a manifest of some `kind` ("bundle", "seq2seq (T5) bundle") from `text` and runs
+/// `validate` on it; errors name the manifest (`name`).
+pub(crate) fn parse_manifest<T: serde::de::DeserializeOwned>(
+    text: &str,
+    name: &str,
+    kind: &str,
+    validate: impl Fn(&T) -> Result<()>,
+) -> Result<T> {
+    let m: T = serde_json::from_str(text)
+        .with_context(|| format!("{name} is not a valid adept {kind} manifest"))?;
+    validate(&m).with_context(|| format!("invalid {kind} manifest {name}"))?;
+    Ok(m)
+}
+
+/// The `format` and `format_version` fields every manifest shares.
+pub(crate) fn check_format(format: &str, format_version: u32) -> Result<()> {
+    ensure!(
+        format == FORMAT,
+        "format is {format:?}, expected {FORMAT:?}"
+    );
+    ensure!(
+        (1..=FORMAT_VERSION).contains(&format_version),
+        "format_version {format_version} is not supported (this adept reads 1..={FORMAT_VERSION}); upgrade adept"
+    );
+    Ok(())
+}
+
 impl BundleManifest {
     /// Whether the graph takes `token_type_ids`.
     pub fn takes_token_types(&self) -> bool {
@@ -443,43 +489,19 @@ impl BundleManifest {
 
     /// Reads and validates `<dir>/adept.json` (fields only; see [`verify_files`](Self::verify_files)).
     pub fn read(dir: &Path) -> Result<Self> {
-        ensure!(
-            dir.is_dir(),
-            "bundle directory {} does not exist (export one with `adept export`)",
-            dir.display()
-        );
-        let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read the bundle manifest {} (missing?)",
-                path.display()
-            )
-        })?;
+        let (text, path) = read_manifest_text(dir)?;
         Self::from_json(&text, &path.display().to_string())
     }
 
     /// Parses and validates the text of an `adept.json` (`name` names it in errors: its path,
     /// or the file name where there is no file system).
     pub fn from_json(text: &str, name: &str) -> Result<Self> {
-        let m: Self = serde_json::from_str(text)
-            .with_context(|| format!("{name} is not a valid adept bundle manifest"))?;
-        m.validate()
-            .with_context(|| format!("invalid bundle manifest {name}"))?;
-        Ok(m)
+        parse_manifest(text, name, "bundle", Self::validate)
     }
 
     /// Checks the fields for consistency.
     pub fn validate(&self) -> Result<()> {
-        ensure!(
-            self.format == FORMAT,
-            "format is {:?}, expected {FORMAT:?}",
-            self.format
-        );
-        ensure!(
-            (1..=FORMAT_VERSION).contains(&self.format_version),
-            "format_version {} is not supported (this adept reads 1..={FORMAT_VERSION}); upgrade adept",
-            self.format_version
-        );
+        check_format(&self.format, self.format_version)?;
         ensure!(
             FAMILIES.contains(&self.model_family.as_str()),
             "unknown model_family {:?} (one of {FAMILIES:?})",

@@ -18,7 +18,7 @@
 //! ones seq2seq bundles have always had, so bundles written before this type existed read
 //! unchanged; encoder and decoder bundles keep [`crate::BundleManifest`].
 
-use crate::manifest::{FileEntry, FoldMode, Method, WeightDtype, FORMAT, FORMAT_VERSION};
+use crate::manifest::{FileEntry, FoldMode, Method, WeightDtype};
 use crate::{write_atomic, MANIFEST_FILE, OUTPUT_NAME};
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -89,7 +89,7 @@ pub struct GraphEntry {
 /// `adept.json` of a seq2seq (T5) bundle.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Seq2SeqManifest {
-    /// Always [`FORMAT`].
+    /// Always [`FORMAT`](crate::manifest::FORMAT).
     pub format: String,
     pub format_version: u32,
     /// Version of adept that wrote the bundle.
@@ -138,44 +138,19 @@ pub struct Seq2SeqManifest {
 impl Seq2SeqManifest {
     /// Reads and validates `<dir>/adept.json`; errors name the file.
     pub fn read(dir: &Path) -> Result<Self> {
-        ensure!(
-            dir.is_dir(),
-            "bundle directory {} does not exist (export one with `adept export`)",
-            dir.display()
-        );
-        let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read {} (is {} a bundle written by `adept export`?)",
-                path.display(),
-                dir.display()
-            )
-        })?;
+        let (text, path) = crate::manifest::read_manifest_text(dir)?;
         Self::from_json(&text, &path.display().to_string())
     }
 
     /// Parses and validates the text of an `adept.json`; `name` (its path) names it in errors.
     pub fn from_json(text: &str, name: &str) -> Result<Self> {
-        let m: Self = serde_json::from_str(text)
-            .with_context(|| format!("{name} is not a valid seq2seq (T5) bundle manifest"))?;
-        m.validate()
-            .with_context(|| format!("invalid seq2seq bundle manifest {name}"))?;
-        Ok(m)
+        crate::manifest::parse_manifest(text, name, "seq2seq (T5) bundle", Self::validate)
     }
 
     /// Checks the fields on their own and against each other; errors say which field and how
     /// to fix it.
     pub fn validate(&self) -> Result<()> {
-        ensure!(
-            self.format == FORMAT,
-            "format is {:?}, expected {FORMAT:?}",
-            self.format
-        );
-        ensure!(
-            (1..=FORMAT_VERSION).contains(&self.format_version),
-            "format_version {} is not supported (this adept reads 1..={FORMAT_VERSION}); upgrade adept",
-            self.format_version
-        );
+        crate::manifest::check_format(&self.format, self.format_version)?;
         ensure!(
             self.task_kind == SEQ2SEQ_TASK_KIND,
             "task_kind is {:?}, not {SEQ2SEQ_TASK_KIND:?}: open encoder and decoder bundles with \
@@ -311,6 +286,7 @@ impl Seq2SeqManifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::{FORMAT, FORMAT_VERSION};
     use crate::TOKENIZER_FILE;
 
     fn sample(dir: &Path) -> Seq2SeqManifest {

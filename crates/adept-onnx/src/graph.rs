@@ -90,21 +90,18 @@ pub fn quantize_blocks(
     [out, inp]: [usize; 2],
     block: usize,
 ) -> (Vec<u8>, Vec<f32>) {
-    assert_eq!(weight.len(), out * inp, "weight is not [{out}, {inp}]");
     assert!(block >= 16 && block.is_power_of_two(), "block {block}");
+    // The same per-(row, block) rounding as a blocked table, laid out as MatMulNBits reads it:
+    // each block padded to `block` codes, offset by the implicit zero point 128.
+    let (q, scales) = quantize_row_blocks(weight, [out, inp], block);
     let k_blocks = inp.div_ceil(block);
     let mut codes = vec![128u8; out * k_blocks * block];
-    let mut scales = vec![1.0f32; out * k_blocks];
     for o in 0..out {
         for b in 0..k_blocks {
-            let lo = b * block;
-            let vals = &weight[o * inp + lo..o * inp + (lo + block).min(inp)];
-            let max = vals.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-            scales[o * k_blocks + b] = scale;
+            let (lo, hi) = (b * block, ((b + 1) * block).min(inp));
             let dst = &mut codes[(o * k_blocks + b) * block..];
-            for (i, v) in vals.iter().enumerate() {
-                dst[i] = ((v / scale).round().clamp(-127.0, 127.0) + 128.0) as u8;
+            for (d, &v) in dst.iter_mut().zip(&q[o * inp + lo..o * inp + hi]) {
+                *d = (i16::from(v) + 128) as u8;
             }
         }
     }
