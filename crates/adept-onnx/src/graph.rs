@@ -377,7 +377,8 @@ impl GraphBuilder {
     }
 
     /// Stores [`embedding`](Self::embedding) tables of at least
-    /// [`min_rows`](EmbeddingQuantization::min_rows) rows as int8 with one scale per row (see
+    /// [`min_rows`](EmbeddingQuantization::min_rows) rows as int8 with one scale per row, or per
+    /// row and [`block`](EmbeddingQuantization::block) of columns (see
     /// [`quantized_embedding`](Self::quantized_embedding)); `None` (the default) keeps them
     /// float (or f16, see [`set_weight_dtype`](Self::set_weight_dtype)).
     pub fn set_embedding_quantization(&mut self, quantization: Option<EmbeddingQuantization>) {
@@ -1497,7 +1498,7 @@ impl GraphBuilder {
         })
     }
 
-    /// An embedding lookup on a table stored as int8 per row ([`quantize_per_row`]):
+    /// An embedding lookup on a table stored as int8, by default per row ([`quantize_per_row`]):
     /// `"<prefix>.weight_quantized"` `int8 [num_embeddings, dim]` and `"<prefix>.weight_scale"`
     /// `float [num_embeddings, 1]`; for `ids [...]` (`int64`) the result `float [..., dim]` is
     /// `Cast(Gather(weight_quantized, ids)) · Gather(weight_scale, ids)`, each entry within half
