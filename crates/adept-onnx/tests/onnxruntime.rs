@@ -620,6 +620,15 @@ fn fused_helpers_and_f16_weights_match_reference() {
     );
 }
 
+/// The rounding error bound of one quantized dot product: with `x` (the magnitudes of the
+/// inputs as quantized) rounded to steps of `s_x` and `w` to steps of `s_w`, each off by at
+/// most half a step, `Σ_i (|x_i|·s_w/2 + |w_i|·s_x/2 + s_x·s_w/4)`.
+fn rounding_bound(x: impl Iterator<Item = f64>, w: &[f32], s_x: f64, s_w: f64) -> f64 {
+    x.zip(w)
+        .map(|(xi, wi)| xi * s_w / 2.0 + f64::from(wi.abs()) * s_x / 2.0 + s_x * s_w / 4.0)
+        .sum()
+}
+
 /// `linear` under [`adept_onnx::MatMulQuantization`], per row and per tensor: two products of
 /// the same input share one quantization, a small head stays float, and ONNX Runtime's result
 /// stays within the error bound of the quantization itself: with `s_x` the uint8 step of the
@@ -701,14 +710,7 @@ fn quantized_linear_case(activations: adept_onnx::ActivationQuantization) {
             for o in 0..out {
                 let wrow = &w[o * d..(o + 1) * d];
                 let s_w = f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / 127.0;
-                let bound: f64 = row
-                    .iter()
-                    .zip(wrow)
-                    .map(|(xi, wi)| {
-                        xi.abs() * s_w / 2.0 + f64::from(wi.abs()) * s_x / 2.0 + s_x * s_w / 4.0
-                    })
-                    .sum::<f64>()
-                    + 1e-5;
+                let bound = rounding_bound(row.iter().map(|xi| xi.abs()), wrow, s_x, s_w) + 1e-5;
                 let err = (got[r * out + o] - want[r * out + o]).abs();
                 assert!(
                     err <= bound,
@@ -795,15 +797,7 @@ fn block_quantized_linear_stays_within_its_bound() {
                 let xb = &x[r * d + lo..r * d + hi];
                 let wb = &w[o * d + lo..o * d + hi];
                 let (s_x, s_w) = (step(xb), step(wb));
-                bound += xb
-                    .iter()
-                    .zip(wb)
-                    .map(|(xi, wi)| {
-                        f64::from(xi.abs()) * s_w / 2.0
-                            + f64::from(wi.abs()) * s_x / 2.0
-                            + s_x * s_w / 4.0
-                    })
-                    .sum::<f64>();
+                bound += rounding_bound(xb.iter().map(|xi| f64::from(xi.abs())), wb, s_x, s_w);
             }
             let err = (got[r * out + o] - want[r * out + o]).abs();
             assert!(
@@ -856,13 +850,7 @@ fn a_one_sided_input_is_quantized_shifted_and_stays_within_its_bound() {
         for o in 0..out {
             let wrow = &w[o * d..(o + 1) * d];
             let s_w = f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / 127.0;
-            let bound: f64 = row
-                .iter()
-                .zip(wrow)
-                .map(|(xi, wi)| {
-                    (xi - floor) * s_w / 2.0 + f64::from(wi.abs()) * s_x / 2.0 + s_x * s_w / 4.0
-                })
-                .sum::<f64>()
+            let bound = rounding_bound(row.iter().map(|xi| xi - floor), wrow, s_x, s_w)
                 + floor.abs() * d as f64 * s_w / 2.0
                 + 1e-4;
             let err = (got[r * out + o] - want[r * out + o]).abs();
