@@ -192,6 +192,19 @@ pub fn self_attention(
     })
 }
 
+/// `[query.bias; key.bias; value.bias]` (zeros for a projection without bias), the packed
+/// bias of `MultiHeadAttention` and of the packed `Attention` node.
+fn packed_qkv_bias(layer: &BertLayer) -> Result<Vec<f32>> {
+    let mut bias = Vec::new();
+    for l in [&layer.query, &layer.key, &layer.value] {
+        match l.bias() {
+            Some(b) => bias.extend(values(b)?),
+            None => bias.extend(std::iter::repeat_n(0.0, l.out_features())),
+        }
+    }
+    Ok(bias)
+}
+
 /// The self-attention block from its bare projections `q [batch, rows, d]`, `k`, `v [batch, L,
 /// d]` (no biases yet): `MultiHeadAttention` (with `self.qkv_bias`), the output projection and
 /// `SkipLayerNormalization` with `residual [batch, rows, d]` (the rows the queries came from).
@@ -204,13 +217,7 @@ fn attention_from_projections(
     mask: &str,
     heads: usize,
 ) -> Result<String> {
-    let mut qkv_bias = Vec::new();
-    for l in [&layer.query, &layer.key, &layer.value] {
-        match l.bias() {
-            Some(b) => qkv_bias.extend(values(b)?),
-            None => qkv_bias.extend(std::iter::repeat_n(0.0, l.out_features())),
-        }
-    }
+    let qkv_bias = packed_qkv_bias(layer)?;
     let context = g.scope("self", |g| -> Result<String> {
         let bias = g.weight("qkv_bias", &[qkv_bias.len()], &qkv_bias)?;
         let spec = MultiHeadAttention::new(q, k, v, heads)
@@ -255,13 +262,7 @@ pub fn self_attention_packed(
                 packed.extend((0..out).map(|o| w[o * d + i]));
             }
         }
-        let mut bias = Vec::with_capacity(n);
-        for l in parts {
-            match l.bias() {
-                Some(b) => bias.extend(values(b)?),
-                None => bias.extend(std::iter::repeat_n(0.0, l.out_features())),
-            }
-        }
+        let bias = packed_qkv_bias(layer)?;
         let context = g.scope("self", |g| -> Result<String> {
             let w = g.weight("qkv.weight", &[d, n], &packed)?;
             let b = g.weight("qkv.bias", &[n], &bias)?;
