@@ -94,6 +94,7 @@ pub mod graph;
 pub mod model;
 pub mod proto;
 
+pub use graph::with_correction;
 pub use graph::{
     quantize_blocks, quantize_per_channel, quantize_per_row, quantize_row_blocks,
     ActivationQuantization, EmbeddingQuantization, GraphBuilder, MatMulQuantization,

@@ -871,6 +871,93 @@ fn a_one_sided_input_is_quantized_shifted_and_stays_within_its_bound() {
     );
 }
 
+/// The int8 feed-forward as BERT emits it: `linear_unbiased` products whose biases go to the
+/// next kernel. The first product's bias and GELU are one `BiasGelu` (its output is then
+/// quantized one-sided); the second product returns the shift correction its consumer must add.
+/// Checked: `BiasGelu(product)` equals `GELU(x·W₁ᵀ + b₁)` within GELU's slope (≤ 1.13) times the
+/// product's rounding bound; `product₂ + correction + b` equals the float product of ONNX
+/// Runtime's own GELU output within the one-sided bound of the test above; no bias `Add`/`Sub`
+/// is left in the graph, and ONNX Runtime keeps both products fused.
+#[test]
+fn unbiased_products_with_bias_gelu_and_a_returned_correction_stay_within_their_bounds() {
+    let test = "quantized_feed_forward_unbiased";
+    if !python_available(test) {
+        return;
+    }
+    let (rows, d, hidden, out) = (6usize, 64usize, 96usize, 64usize); // all ≥ min_features
+    let mut rng = Lcg(23);
+    let x = rng.vec(rows * d, 1.5);
+    let w1 = rng.vec(hidden * d, 0.3);
+    let b1 = rng.vec(hidden, 0.2);
+    let w2 = rng.vec(out * hidden, 0.3);
+    let b2 = rng.vec(out, 0.1);
+    let dims = |last: usize| -> Vec<Dim> { vec!["rows".into(), last.into()] };
+    let mut model = ModelBuilder::new(test, 17).add_opset(adept_onnx::MS_DOMAIN, 1);
+    let g = model.graph();
+    g.set_matmul_quantization(Some(adept_onnx::MatMulQuantization::default()));
+    let xs = g.input("x", DataType::Float, &dims(d)).unwrap();
+    let (p1, c1) = g.linear_unbiased("inter", &xs, &w1, [hidden, d]).unwrap();
+    assert!(c1.is_none(), "x is not bounded below: nothing to correct");
+    let bias1 = g.weight("inter.bias", &[hidden], &b1).unwrap();
+    let h = g.bias_gelu(&p1, &bias1);
+    let (p2, c2) = g.linear_unbiased("output", &h, &w2, [out, hidden]).unwrap();
+    let c2 = c2.expect("the GELU output is quantized shifted: a correction comes back");
+    g.output_as(&h, "h", DataType::Float, &dims(hidden))
+        .unwrap();
+    g.output_as(&p2, "p2", DataType::Float, &dims(out)).unwrap();
+    let nodes = model.graph().nodes().to_vec();
+    for op in ["Add", "Sub"] {
+        let n = nodes.iter().filter(|o| o.op_type() == op).count();
+        // the one Add is the shift `h − floor` before quantization
+        assert!(n <= usize::from(op == "Add"), "{n} × {op} in the graph");
+    }
+    let inputs = json!({ "x": tensor_json("float32", &[rows, d], &x) });
+    let report = check_and_run(test, &model, inputs);
+    let gelu = |v: f64| 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2));
+    let xd: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let pre = ref_linear(&xd, &w1, &b1, d, hidden);
+    let (_, got_h) = output(&report, "h");
+    let (_, got_p2) = output(&report, "p2");
+    let floor = f64::from(adept_onnx::GELU_FLOOR);
+    let (mut worst1, mut worst2) = (0.0f64, 0.0f64);
+    for r in 0..rows {
+        let row = &xd[r * d..(r + 1) * d];
+        let s_x = row.iter().fold(0.0f64, |m, v| m.max(v.abs())) / 127.0;
+        for o in 0..hidden {
+            let wrow = &w1[o * d..(o + 1) * d];
+            let s_w = f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / 127.0;
+            let bound = 1.13 * rounding_bound(row.iter().map(|v| v.abs()), wrow, s_x, s_w) + 1e-4;
+            let err = (got_h[r * hidden + o] - gelu(pre[r * hidden + o])).abs();
+            assert!(err <= bound, "h[{r}, {o}]: error {err:e} over {bound:e}");
+            worst1 = worst1.max(err / bound);
+        }
+        let hrow = &got_h[r * hidden..(r + 1) * hidden];
+        let want = ref_linear(hrow, &w2, &b2, hidden, out);
+        let s_h = hrow.iter().fold(0.0f64, |m, v| m.max(v - floor)) / 255.0;
+        for o in 0..out {
+            let wrow = &w2[o * hidden..(o + 1) * hidden];
+            let s_w = f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / 127.0;
+            let bound = rounding_bound(hrow.iter().map(|v| v - floor), wrow, s_h, s_w)
+                + floor.abs() * hidden as f64 * s_w / 2.0
+                + 1e-4;
+            let got = got_p2[r * out + o] + f64::from(c2[o]) + f64::from(b2[o]);
+            let err = (got - want[o]).abs();
+            assert!(err <= bound, "y[{r}, {o}]: error {err:e} over {bound:e}");
+            worst2 = worst2.max(err / bound);
+        }
+    }
+    eprintln!("{test}: largest error / bound: BiasGelu {worst1:.3}, corrected product {worst2:.3}");
+    let optimized = strings(&report["optimized_ops"]);
+    let fused = optimized
+        .iter()
+        .filter(|o| *o == "com.microsoft:MatMulIntegerToFloat")
+        .count();
+    assert!(
+        fused >= 1 && !optimized.iter().any(|o| o == ":MatMulInteger"),
+        "{optimized:?}"
+    );
+}
+
 /// erf by Abramowitz–Stegun 7.1.26 (|error| < 1.5e-7), for the GELU reference.
 fn erf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());

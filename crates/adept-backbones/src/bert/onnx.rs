@@ -142,6 +142,37 @@ fn bias_of(g: &mut GraphBuilder, prefix: &str, l: &FrozenLinear) -> Result<Optio
         .transpose()
 }
 
+/// A frozen linear without its bias, and what the kernel that adds the bias must add to it
+/// (see `GraphBuilder::linear_unbiased`).
+fn unbiased(
+    g: &mut GraphBuilder,
+    prefix: &str,
+    x: &str,
+    l: &FrozenLinear,
+) -> Result<(String, Option<Vec<f32>>)> {
+    let w = values(l.weight())?;
+    g.linear_unbiased(prefix, x, &w, [l.out_features(), l.in_features()])
+}
+
+/// [`bias_of`] plus a correction from [`unbiased`]: stored as `"<prefix>.bias"` when there is
+/// no correction, else as `"<prefix>.bias_corrected"` (the layer's bias, zeros if it has none,
+/// plus the correction).
+fn corrected_bias(
+    g: &mut GraphBuilder,
+    prefix: &str,
+    l: &FrozenLinear,
+    correction: Option<Vec<f32>>,
+) -> Result<Option<String>> {
+    let Some(correction) = correction else {
+        return bias_of(g, prefix, l);
+    };
+    let bias = l.bias().map(values).transpose()?;
+    let sum = adept_onnx::with_correction(bias.as_deref(), Some(&correction))
+        .expect("a correction is present");
+    g.scope(prefix, |g| g.weight("bias_corrected", &[sum.len()], &sum))
+        .map(Some)
+}
+
 /// A frozen linear without its bias: the bare `MatMul` (the bias goes to the next kernel).
 fn matmul_only(g: &mut GraphBuilder, prefix: &str, x: &str, l: &FrozenLinear) -> Result<String> {
     let w = values(l.weight())?;
@@ -289,10 +320,36 @@ pub fn feed_forward(
     act: Activation,
     x: &str,
 ) -> Result<String> {
-    let h = linear(g, "intermediate.dense", x, &layer.intermediate)?;
-    let h = g.scope("intermediate", |g| activation(g, act, &h));
-    let out = matmul_only(g, "output.dense", &h, &layer.output)?;
-    let bias = bias_of(g, "output.dense", &layer.output)?;
+    let inter = &layer.intermediate;
+    let h = if act == Activation::GeluErf
+        && g.quantizes(
+            "intermediate.dense",
+            inter.out_features(),
+            inter.in_features(),
+        ) {
+        // A quantized product takes no bias `Add` after it (see `GraphBuilder::quantized_linear`):
+        // bias and GELU in one `BiasGelu`, the node ONNX Runtime makes of the float pattern.
+        let (h, correction) = unbiased(g, "intermediate.dense", x, inter)?;
+        let bias = corrected_bias(g, "intermediate.dense", inter, correction)?;
+        let bias = match bias {
+            Some(b) => b,
+            None => g.scope("intermediate.dense", |g| {
+                g.weight(
+                    "bias",
+                    &[inter.out_features()],
+                    &vec![0.0; inter.out_features()],
+                )
+            })?,
+        };
+        g.scope("intermediate", |g| g.bias_gelu(&h, &bias))
+    } else {
+        let h = linear(g, "intermediate.dense", x, inter)?;
+        g.scope("intermediate", |g| activation(g, act, &h))
+    };
+    // A quantized output.dense reads the GELU output shifted to be non-negative: the shift's
+    // correction joins the bias inside SkipLayerNormalization.
+    let (out, correction) = unbiased(g, "output.dense", &h, &layer.output)?;
+    let bias = corrected_bias(g, "output.dense", &layer.output, correction)?;
     residual_norm(
         g,
         "output.LayerNorm",
