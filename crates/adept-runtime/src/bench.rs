@@ -28,6 +28,51 @@ pub struct BenchStats {
     pub examples_per_s: f64,
     /// Seconds to open the bundle (checksums, tokenizer, session with graph optimisation).
     pub open_s: f64,
+    /// Each timed batch's latency in run order (batch `i` holds the same inputs for every
+    /// bundle of one [`bench_interleaved`] call), for [`paired_ratio`].
+    pub times_ms: Vec<f64>,
+}
+
+/// How much faster one bundle ran than another on the same batches: the per-batch ratios
+/// `t_other[i] / t_this[i]` of one [`bench_interleaved`] run (each batch timed for both within
+/// moments of each other, so a burst of load hits a pair, not a whole column), their median and
+/// quartiles. Steadier than the ratio of mean throughputs, which one slow stretch can move.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct PairedRatio {
+    pub median: f64,
+    pub q25: f64,
+    pub q75: f64,
+}
+
+/// [`PairedRatio`] of `this` over `other` (throughput: above 1 when `this` is faster); `None`
+/// when they were not timed on the same batches (different counts, or no times).
+pub fn paired_ratio(this: &BenchStats, other: &BenchStats) -> Option<PairedRatio> {
+    let n = this.times_ms.len();
+    if n == 0 || n != other.times_ms.len() || this.batch_size != other.batch_size {
+        return None;
+    }
+    let mut r: Vec<f64> = other
+        .times_ms
+        .iter()
+        .zip(&this.times_ms)
+        .map(|(o, t)| o / t)
+        .collect();
+    r.sort_by(f64::total_cmp);
+    Some(PairedRatio {
+        median: median_sorted(&r),
+        q25: percentile(&r, 0.25),
+        q75: percentile(&r, 0.75),
+    })
+}
+
+/// The median of a sorted, non-empty slice (the mean of the middle two for an even count).
+fn median_sorted(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -80,6 +125,7 @@ fn stats(bundle: &Bundle, batches: &[PaddedBatch], times: &[f64]) -> BenchStats 
         max_ms: sorted[sorted.len() - 1],
         examples_per_s: batch_size as f64 / (mean / 1e3),
         open_s: 0.0,
+        times_ms: times.to_vec(),
     }
 }
 
@@ -188,4 +234,55 @@ pub fn bench_session_with(
     let mut stats = bench_bundle(&bundle, batch_size, inputs, iters)?;
     stats.open_s = open_s;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timed(batch_size: usize, times_ms: &[f64]) -> BenchStats {
+        BenchStats {
+            bundle: String::new(),
+            method: String::new(),
+            fold: String::new(),
+            prompt_length: 0,
+            batch_size,
+            iters: times_ms.len(),
+            mean_tokens: 0.0,
+            mean_padded_len: 0.0,
+            mean_ms: 0.0,
+            p50_ms: 0.0,
+            p90_ms: 0.0,
+            min_ms: 0.0,
+            max_ms: 0.0,
+            examples_per_s: 0.0,
+            open_s: 0.0,
+            times_ms: times_ms.to_vec(),
+        }
+    }
+
+    #[test]
+    fn paired_ratio_is_the_median_of_per_batch_ratios() {
+        // per-batch ratios other/this: 2, 1, 3, 1.5 → sorted 1, 1.5, 2, 3: median 1.75; the
+        // quartiles are the nearest ranks (index round(3 · q)): 1.5 and 2.
+        let this = timed(1, &[1.0, 4.0, 2.0, 2.0]);
+        let other = timed(1, &[2.0, 4.0, 6.0, 3.0]);
+        let r = paired_ratio(&this, &other).unwrap();
+        assert_eq!((r.median, r.q25, r.q75), (1.75, 1.5, 2.0));
+        // One slow batch of `this` (10×) turns the ratio of mean throughputs from 15/9 = 1.67
+        // to 15/27 = 0.56; the paired ratios become 2, 1, 3, 0.15: median 1.5.
+        let this = timed(1, &[1.0, 4.0, 2.0, 20.0]);
+        let r = paired_ratio(&this, &other).unwrap();
+        assert_eq!(r.median, 1.5);
+        // An odd count takes the middle ratio.
+        let r = paired_ratio(&timed(1, &[1.0, 1.0, 1.0]), &timed(1, &[3.0, 1.0, 2.0])).unwrap();
+        assert_eq!(r.median, 2.0);
+    }
+
+    #[test]
+    fn paired_ratio_needs_the_same_batches() {
+        assert!(paired_ratio(&timed(1, &[1.0, 2.0]), &timed(1, &[1.0])).is_none());
+        assert!(paired_ratio(&timed(1, &[1.0]), &timed(32, &[1.0])).is_none());
+        assert!(paired_ratio(&timed(1, &[]), &timed(1, &[])).is_none());
+    }
 }

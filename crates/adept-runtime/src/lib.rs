@@ -29,7 +29,8 @@ pub mod seq2seq;
 pub mod session;
 
 pub use bench::{
-    bench_batches, bench_bundle, bench_interleaved, bench_session, bench_session_with, BenchStats,
+    bench_batches, bench_bundle, bench_interleaved, bench_session, bench_session_with,
+    paired_ratio, BenchStats, PairedRatio,
 };
 pub use bundle::{Bundle, PaddedBatch, PaddingStats, Prediction, RuntimeOptions};
 pub use cli::{
