@@ -629,6 +629,33 @@ fn rounding_bound(x: impl Iterator<Item = f64>, w: &[f32], s_x: f64, s_w: f64) -
         .sum()
 }
 
+/// The int8 step of a weight row (one output channel): `max |w| / 127`.
+fn channel_step(wrow: &[f32]) -> f64 {
+    f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / 127.0
+}
+
+/// The error bound of one output of a product whose input `row` is quantized one-sided, as
+/// `x − floor` on 255 levels (zero point 0), the floor folded back through the int8 weights:
+/// [`rounding_bound`] of the shifted row, plus the weights' rounding times `|floor|`, plus 1e-4
+/// for f32 arithmetic.
+fn one_sided_bound(row: &[f64], wrow: &[f32], floor: f64) -> f64 {
+    let s_x = row.iter().fold(0.0f64, |m, v| m.max(v - floor)) / 255.0;
+    let s_w = channel_step(wrow);
+    rounding_bound(row.iter().map(|v| v - floor), wrow, s_x, s_w)
+        + floor.abs() * row.len() as f64 * s_w / 2.0
+        + 1e-4
+}
+
+/// Asserts `|got − want| ≤ bound` for `what`; returns the error as a fraction of the bound.
+fn within(what: impl std::fmt::Display, got: f64, want: f64, bound: f64) -> f64 {
+    let err = (got - want).abs();
+    assert!(
+        err <= bound,
+        "{what}: error {err:e} over the bound {bound:e}"
+    );
+    err / bound
+}
+
 /// `linear` under [`adept_onnx::MatMulQuantization`], per row and per tensor: two products of
 /// the same input share one quantization, a small head stays float, and ONNX Runtime's result
 /// stays within the error bound of the quantization itself: with `s_x` the uint8 step of the
@@ -709,14 +736,10 @@ fn quantized_linear_case(activations: adept_onnx::ActivationQuantization) {
             };
             for o in 0..out {
                 let wrow = &w[o * d..(o + 1) * d];
-                let s_w = f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / 127.0;
+                let s_w = channel_step(wrow);
                 let bound = rounding_bound(row.iter().map(|xi| xi.abs()), wrow, s_x, s_w) + 1e-5;
-                let err = (got[r * out + o] - want[r * out + o]).abs();
-                assert!(
-                    err <= bound,
-                    "{name}[{r}, {o}]: error {err:e} over the bound {bound:e}"
-                );
-                worst = worst.max(err / bound);
+                let i = r * out + o;
+                worst = worst.max(within(format!("{name}[{r}, {o}]"), got[i], want[i], bound));
             }
         }
         eprintln!("{test}: {name}: largest error / bound = {worst:.3}");
@@ -846,19 +869,10 @@ fn a_one_sided_input_is_quantized_shifted_and_stays_within_its_bound() {
     let mut worst = 0.0f64;
     for r in 0..rows {
         let row = &x[r * d..(r + 1) * d];
-        let s_x = row.iter().fold(0.0f64, |m, v| m.max(v - floor)) / 255.0;
         for o in 0..out {
-            let wrow = &w[o * d..(o + 1) * d];
-            let s_w = f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / 127.0;
-            let bound = rounding_bound(row.iter().map(|xi| xi - floor), wrow, s_x, s_w)
-                + floor.abs() * d as f64 * s_w / 2.0
-                + 1e-4;
-            let err = (got[r * out + o] - want[r * out + o]).abs();
-            assert!(
-                err <= bound,
-                "y[{r}, {o}]: error {err:e} over the bound {bound:e}"
-            );
-            worst = worst.max(err / bound);
+            let bound = one_sided_bound(row, &w[o * d..(o + 1) * d], floor);
+            let i = r * out + o;
+            worst = worst.max(within(format!("y[{r}, {o}]"), got[i], want[i], bound));
         }
     }
     eprintln!("{test}: largest error / bound = {worst:.3}");
@@ -925,25 +939,22 @@ fn unbiased_products_with_bias_gelu_and_a_returned_correction_stay_within_their_
         let s_x = row.iter().fold(0.0f64, |m, v| m.max(v.abs())) / 127.0;
         for o in 0..hidden {
             let wrow = &w1[o * d..(o + 1) * d];
-            let s_w = f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / 127.0;
+            let s_w = channel_step(wrow);
             let bound = 1.13 * rounding_bound(row.iter().map(|v| v.abs()), wrow, s_x, s_w) + 1e-4;
-            let err = (got_h[r * hidden + o] - gelu(pre[r * hidden + o])).abs();
-            assert!(err <= bound, "h[{r}, {o}]: error {err:e} over {bound:e}");
-            worst1 = worst1.max(err / bound);
+            let i = r * hidden + o;
+            worst1 = worst1.max(within(
+                format!("h[{r}, {o}]"),
+                got_h[i],
+                gelu(pre[i]),
+                bound,
+            ));
         }
         let hrow = &got_h[r * hidden..(r + 1) * hidden];
         let want = ref_linear(hrow, &w2, &b2, hidden, out);
-        let s_h = hrow.iter().fold(0.0f64, |m, v| m.max(v - floor)) / 255.0;
         for o in 0..out {
-            let wrow = &w2[o * hidden..(o + 1) * hidden];
-            let s_w = f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / 127.0;
-            let bound = rounding_bound(hrow.iter().map(|v| v - floor), wrow, s_h, s_w)
-                + floor.abs() * hidden as f64 * s_w / 2.0
-                + 1e-4;
+            let bound = one_sided_bound(hrow, &w2[o * hidden..(o + 1) * hidden], floor);
             let got = got_p2[r * out + o] + f64::from(c2[o]) + f64::from(b2[o]);
-            let err = (got - want[o]).abs();
-            assert!(err <= bound, "y[{r}, {o}]: error {err:e} over {bound:e}");
-            worst2 = worst2.max(err / bound);
+            worst2 = worst2.max(within(format!("y[{r}, {o}]"), got, want[o], bound));
         }
     }
     eprintln!("{test}: largest error / bound: BiasGelu {worst1:.3}, corrected product {worst2:.3}");
