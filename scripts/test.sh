@@ -76,6 +76,11 @@ step "browser demo (wasm + onnxruntime-web in headless Chromium)"
 ADEPT_WEB_BUNDLE="exports/ci-web exports/ci-web-int8" ADEPT_WEB_BENCH_N=64 ADEPT_WEB_TEST_OUT=target/web-test-output \
     web/test/run.sh 2>&1 | tee -a "$LOG"
 echo "screenshots: target/web-test-output/{ci-web,ci-web-int8}/"
+# The same run as int8 in blocks of 32 (`com.microsoft:MatMulNBits`, the input quantized inside
+# the kernel): the page check only, same int8 tolerance, no figures.
+./target/release/adept export --adapter runs/ci-web --dtype int8 --int8-blocks 32 --out exports/ci-web-int8-b32 --overwrite
+SKIP_BUILD=1 ADEPT_WEB_BENCH=0 ADEPT_WEB_BUNDLE=exports/ci-web-int8-b32 ADEPT_WEB_TEST_OUT=target/web-test-output-b32 \
+    web/test/run.sh 2>&1 | tee -a "$LOG"
 
 step "browser demo, second family: the tiny random RoBERTa (byte-level BPE, no token types)"
 mkdir -p runs
