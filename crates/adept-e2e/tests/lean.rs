@@ -295,44 +295,23 @@ fn minilm_lean_equals_full_on_sst2() {
     if !ort_available(test) {
         return;
     }
-    let Some(model_dir) = adept_testkit::model_dir(test) else {
+    let Some(m) = MiniLmSst2::load(test, 32) else {
         return;
     };
-    let Some(sst2) = adept_testkit::glue_task(test, "SST-2", "dev.tsv") else {
-        return;
-    };
-    let text = std::fs::read_to_string(sst2.join("dev.tsv")).unwrap();
-    let sentences: Vec<&str> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split('\t').next())
-        .take(32)
-        .collect();
-    let backbone = adept_backbones::load_encoder(&model_dir, &candle_core::Device::Cpu).unwrap();
-    let tok = model_dir.join("tokenizer.json");
-    let enc = testing::text_encoder(&tok, 64).unwrap();
-    let items = encode_varied(&enc, &sentences, false);
+    let (tok, enc, items, info) = (&m.tokenizer, &m.enc, &m.items, &m.info);
     let tmp = tempfile::tempdir().unwrap();
-    let info = testing::task_info("sst2", &["negative", "positive"], &["sentence"]);
-    let head = testing::random_head(384, 2, 5).unwrap();
     for (method, fold) in [
         (MethodKind::Adept, Some(FoldMode::Folded)),
         (MethodKind::Dept, None),
         (MethodKind::Pt, None),
     ] {
-        let adapter = testing::random_adapter(&*backbone, method, 60, 8, 128, 21, 0.1).unwrap();
-        let model = Classifier {
-            backbone: backbone.clone(),
-            adapter,
-            head: head.clone(),
-            pooling: Pooling::Mean,
-        };
+        let model = m.classifier(method, 60, 128);
         let name = format!("minilm-{method}");
         let (lean, full) = export_both(
             &model,
-            &enc,
-            &tok,
-            &info,
+            enc,
+            tok,
+            info,
             fold,
             WeightDtype::F32,
             AttentionKind::MultiHead,
@@ -340,7 +319,7 @@ fn minilm_lean_equals_full_on_sst2() {
             &name,
         );
         check_initializers(&lean, &full, 60, 384, AttentionKind::MultiHead);
-        compare(&name, &model, &lean, &full, &items, enc.pad_id);
+        compare(&name, &model, &lean, &full, items, enc.pad_id);
         std::fs::remove_dir_all(&lean).unwrap();
         std::fs::remove_dir_all(&full).unwrap();
         if method != MethodKind::Adept {
@@ -348,18 +327,18 @@ fn minilm_lean_equals_full_on_sst2() {
         }
         let (lean, full) = export_both(
             &model,
-            &enc,
-            &tok,
-            &info,
+            enc,
+            tok,
+            info,
             fold,
             WeightDtype::Int8,
             AttentionKind::MultiHead,
             tmp.path(),
             "minilm-int8",
         );
-        let want = candle_logits(&model, &items, enc.pad_id);
-        let got_lean = ort_logits(&open(&lean), &items);
-        let got_full = ort_logits(&open(&full), &items);
+        let want = candle_logits(&model, items, enc.pad_id);
+        let got_lean = ort_logits(&open(&lean), items);
+        let got_full = ort_logits(&open(&full), items);
         let (d_lean, d_full) = (
             max_abs_diff(&got_lean, &want),
             max_abs_diff(&got_full, &want),

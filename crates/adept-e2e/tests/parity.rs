@@ -258,30 +258,11 @@ fn minilm_parity_on_sst2() {
     if !ort_available(test) {
         return;
     }
-    let Some(model_dir) = adept_testkit::model_dir(test) else {
+    let Some(m) = MiniLmSst2::load(test, 12) else {
         return;
     };
-    let Some(sst2) = adept_testkit::glue_task(test, "SST-2", "dev.tsv") else {
-        return;
-    };
-    let dev = sst2.join("dev.tsv");
-    let text = std::fs::read_to_string(&dev)
-        .unwrap_or_else(|e| panic!("{test}: cannot read {}: {e}", dev.display()));
-    let sentences: Vec<String> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split('\t').next().map(str::to_owned))
-        .take(12)
-        .collect();
-    let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
-
-    let backbone = adept_backbones::load_encoder(&model_dir, &candle_core::Device::Cpu).unwrap();
-    let tok = model_dir.join("tokenizer.json");
-    let enc = testing::text_encoder(&tok, 64).unwrap();
-    let items = encode_varied(&enc, &refs, false);
+    let (tok, enc, items, info) = (&m.tokenizer, &m.enc, &m.items, &m.info);
     let tmp = tempfile::tempdir().unwrap();
-    let info = testing::task_info("sst2", &["negative", "positive"], &["sentence"]);
-    let head = testing::random_head(384, 2, 5).unwrap();
     let cases = [
         (MethodKind::Adept, Some(FoldMode::Folded), 20),
         (MethodKind::Adept, Some(FoldMode::Unfolded), 20),
@@ -291,27 +272,20 @@ fn minilm_parity_on_sst2() {
     ];
     let mut folded_vs_unfolded = Vec::new();
     for (i, (method, fold, l)) in cases.into_iter().enumerate() {
-        // Offsets comparable to MiniLM's embedding rows (|e| ~ 0.05): scale 0.1 on the MLP.
-        let adapter = testing::random_adapter(&*backbone, method, l, 8, 64, 21, 0.1).unwrap();
-        let model = adept_train::Classifier {
-            backbone: backbone.clone(),
-            adapter,
-            head: head.clone(),
-            pooling: adept_train::Pooling::Mean,
-        };
+        let model = m.classifier(method, l, 64);
         let dir = export(
             &model,
-            &enc,
-            &tok,
-            &info,
+            enc,
+            tok,
+            info,
             fold,
             WeightDtype::F32,
             tmp.path(),
             &format!("b{i}"),
         );
         let bundle = open(&dir);
-        let want = candle_logits(&model, &items, enc.pad_id);
-        let got = ort_logits(&bundle, &items);
+        let want = candle_logits(&model, items, enc.pad_id);
+        let got = ort_logits(&bundle, items);
         let diff = max_abs_diff(&got, &want);
         eprintln!("{test}: {method} {fold:?}: max |ort - candle| = {diff:e}");
         assert!(diff <= F32_TOL, "{method} {fold:?}: {diff:e}");
@@ -324,26 +298,19 @@ fn minilm_parity_on_sst2() {
     }
     // f16 weights on the real model (same tolerance argument as `f16_weights`).
     {
-        let adapter =
-            testing::random_adapter(&*backbone, MethodKind::Adept, 20, 8, 64, 21, 0.1).unwrap();
-        let model = adept_train::Classifier {
-            backbone: backbone.clone(),
-            adapter,
-            head: head.clone(),
-            pooling: adept_train::Pooling::Mean,
-        };
+        let model = m.classifier(MethodKind::Adept, 20, 64);
         let dir = export(
             &model,
-            &enc,
-            &tok,
-            &info,
+            enc,
+            tok,
+            info,
             None,
             WeightDtype::F16,
             tmp.path(),
             "f16",
         );
-        let want = candle_logits(&model, &items, enc.pad_id);
-        let got = ort_logits(&open(&dir), &items);
+        let want = candle_logits(&model, items, enc.pad_id);
+        let got = ort_logits(&open(&dir), items);
         let diff = max_abs_diff(&got, &want);
         eprintln!("{test}: f16 weights: max |ort - candle f32| = {diff:e}");
         assert!(diff <= 2e-2, "f16: {diff:e}");

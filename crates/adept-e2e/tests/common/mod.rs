@@ -56,6 +56,62 @@ pub fn open(bundle: &Path) -> Bundle {
     Bundle::open_with(bundle, &opts).unwrap()
 }
 
+/// The real all-MiniLM-L6-v2 (adept-testkit's cached model) with the first SST-2 dev sentences,
+/// encoded at 64 tokens, a binary task and a random `[384 → 2]` head: the set-up of the tests
+/// that run the serving model.
+pub struct MiniLmSst2 {
+    pub backbone: Box<dyn adept_backbones::Encoder>,
+    pub tokenizer: PathBuf,
+    pub enc: TextEncoder,
+    pub items: Vec<Encoded>,
+    pub info: TaskInfo,
+    pub head: adept_train::Head,
+}
+
+impl MiniLmSst2 {
+    /// The first `n` sentences of SST-2 dev; `None` when the model or the GLUE folder is missing
+    /// (adept-testkit says so, and fails the test under `ADEPT_REQUIRE_MODEL=1`).
+    pub fn load(test: &str, n: usize) -> Option<Self> {
+        let model_dir = adept_testkit::model_dir(test)?;
+        let sst2 = adept_testkit::glue_task(test, "SST-2", "dev.tsv")?;
+        let dev = sst2.join("dev.tsv");
+        let text = std::fs::read_to_string(&dev)
+            .unwrap_or_else(|e| panic!("{test}: cannot read {}: {e}", dev.display()));
+        let sentences: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').next())
+            .take(n)
+            .collect();
+        let backbone = adept_backbones::load_encoder(&model_dir, &Device::Cpu).unwrap();
+        let tokenizer = model_dir.join("tokenizer.json");
+        let enc = testing::text_encoder(&tokenizer, 64).unwrap();
+        let items = encode_varied(&enc, &sentences, false);
+        Some(Self {
+            backbone,
+            tokenizer,
+            enc,
+            items,
+            info: testing::task_info("sst2", &["negative", "positive"], &["sentence"]),
+            head: testing::random_head(384, 2, 5).unwrap(),
+        })
+    }
+
+    /// A mean-pooled classifier of the model, the head and a random adapter of `method` with
+    /// an `l`-row prompt (rank 8, `max_len` positions, seed 21, scale 0.1: offsets comparable
+    /// to MiniLM's embedding rows, |e| ~ 0.05).
+    pub fn classifier(&self, method: MethodKind, l: usize, max_len: usize) -> Classifier {
+        let adapter =
+            testing::random_adapter(&*self.backbone, method, l, 8, max_len, 21, 0.1).unwrap();
+        Classifier {
+            backbone: self.backbone.clone(),
+            adapter,
+            head: self.head.clone(),
+            pooling: Pooling::Mean,
+        }
+    }
+}
+
 /// Sentences of varied lengths (single texts, or pairs when `pairs`).
 pub fn encode_varied(enc: &TextEncoder, sentences: &[&str], pairs: bool) -> Vec<Encoded> {
     sentences
