@@ -1234,9 +1234,9 @@ impl GraphBuilder {
     /// `MatMulInteger` with the `int8 [in, out]` weight `"<prefix>.weight_quantized"` (see
     /// [`quantize_per_channel`]) and zero points `"<prefix>.weight_zero_point"`, `Cast` to
     /// float, `Mul` by `x_scale · "<prefix>.weight_scale" [out]` (`x_scale` a scalar or
-    /// `[..., 1]` per row), `Add` of `"<prefix>.bias"` (per row `Sub` of `"<prefix>.bias_negated"`, see the code). ONNX
-    /// Runtime's CPU optimizer fuses this
-    /// into `MatMulIntegerToFloat` (per-row and per-column scales; u8·s8 kernels, VNNI where the
+    /// `[..., 1]` per row), `Add` of `"<prefix>.bias"` (per row `Sub` of
+    /// `"<prefix>.bias_negated"`, see the code). ONNX Runtime's CPU optimizer fuses this into
+    /// `MatMulIntegerToFloat` (per-row and per-column scales; u8·s8 kernels, VNNI where the
     /// CPU has it) or, per tensor, `DynamicQuantizeMatMul`. All standard operators, so ONNX
     /// tools type every value; the fused ops are in onnxruntime-web's CPU (wasm) build too.
     pub fn quantized_linear(
@@ -1351,11 +1351,11 @@ impl GraphBuilder {
         weight: &[f32],
         [out_features, in_features]: [usize; 2],
     ) -> Result<(String, Option<Vec<f32>>)> {
-        let per_row_or_tensor = self.quantization.as_ref().is_some_and(|q| {
-            !matches!(q.activations, ActivationQuantization::Blocks(_))
-                && q.applies(&self.qualify(prefix), out_features, in_features)
-        });
-        if per_row_or_tensor {
+        let blocks = matches!(
+            self.quantization.as_ref().map(|q| q.activations),
+            Some(ActivationQuantization::Blocks(_))
+        );
+        if !blocks && self.quantizes(prefix, out_features, in_features) {
             checked_dims(
                 &[out_features, in_features],
                 weight.len(),
