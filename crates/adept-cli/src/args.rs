@@ -33,6 +33,8 @@ pub enum Command {
     Infer(adept_runtime::InferArgs),
     /// Generate text with a decoder bundle (ONNX Runtime), streaming the completion.
     Generate(adept_runtime::GenerateArgs),
+    /// Serve classifier bundles over HTTP: dynamic batching, bounded queues, JSON metrics.
+    Serve(adept_serve::ServeArgs),
     /// Training-step time, or (`--serving`) ONNX Runtime latency/throughput of the exported variants.
     Bench(BenchArgs),
     /// The whole pipeline on the default: fetch, train ADePT on SST-2, export folded, evaluate with
@@ -347,7 +349,21 @@ pub struct BenchArgs {
     /// With --serving: a trained adapter to build the variants from (default: a fresh ADePT).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
-    /// With --serving: ONNX Runtime intra-op threads [default: all cores].
+    /// With --serving or --server: ONNX Runtime intra-op threads [default: all cores].
     #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
     pub threads: Option<usize>,
+    /// Instead of training steps: `adept serve` on --bundle with --clients concurrent clients
+    /// sending one sentence per request, side by side with the bundle in-process at batch 1
+    /// (no batching, dynamic batching, one single-threaded session per core); --iters rounds.
+    #[arg(long, requires = "bundle", conflicts_with = "serving")]
+    pub server: bool,
+    /// With --server: the classifier bundle to serve.
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// With --server: concurrent client threads.
+    #[arg(long, default_value_t = 16, value_parser = adept_runtime::cli::positive_usize)]
+    pub clients: usize,
+    /// With --server: validation sentences per variant and round.
+    #[arg(long, default_value_t = 256, value_parser = adept_runtime::cli::positive_usize)]
+    pub requests: usize,
 }

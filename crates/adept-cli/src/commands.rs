@@ -56,7 +56,9 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Generate(a) => adept_runtime::run_generate(&a).map(|_| ()),
+        Command::Serve(a) => adept_serve::run_serve(&a),
         Command::Bench(a) if a.serving => crate::bench::serving(&a),
+        Command::Bench(a) if a.server => crate::bench_server::run(&a),
         Command::Bench(a) => {
             use_blas(a.model.cache.cache.as_deref())?;
             crate::bench::run(&a)

@@ -47,16 +47,20 @@ pub struct PairedRatio {
 /// [`PairedRatio`] of `this` over `other` (throughput: above 1 when `this` is faster); `None`
 /// when they were not timed on the same batches (different counts, or no times).
 pub fn paired_ratio(this: &BenchStats, other: &BenchStats) -> Option<PairedRatio> {
-    let n = this.times_ms.len();
-    if n == 0 || n != other.times_ms.len() || this.batch_size != other.batch_size {
+    if this.batch_size != other.batch_size {
         return None;
     }
-    let mut r: Vec<f64> = other
-        .times_ms
-        .iter()
-        .zip(&this.times_ms)
-        .map(|(o, t)| o / t)
-        .collect();
+    paired_time_ratio(&this.times_ms, &other.times_ms)
+}
+
+/// [`PairedRatio`] of the times `other[i] / this[i]` (pass `i` of both timed the same work):
+/// above 1 when `this` is faster; `None` for different or zero counts.
+pub fn paired_time_ratio(this: &[f64], other: &[f64]) -> Option<PairedRatio> {
+    let n = this.len();
+    if n == 0 || n != other.len() {
+        return None;
+    }
+    let mut r: Vec<f64> = other.iter().zip(this).map(|(o, t)| o / t).collect();
     r.sort_by(f64::total_cmp);
     Some(PairedRatio {
         median: median_sorted(&r),

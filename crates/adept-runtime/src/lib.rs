@@ -30,7 +30,7 @@ pub mod session;
 
 pub use bench::{
     bench_batches, bench_bundle, bench_interleaved, bench_session, bench_session_with,
-    paired_ratio, BenchStats, PairedRatio,
+    paired_ratio, paired_time_ratio, BenchStats, PairedRatio,
 };
 pub use bundle::{Bundle, PaddedBatch, PaddingStats, Prediction, RuntimeOptions};
 pub use cli::{

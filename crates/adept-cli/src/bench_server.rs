@@ -1,0 +1,326 @@
+//! `adept bench --server --bundle DIR`: what `adept serve` delivers to many clients, side by
+//! side with the same bundle run in-process one sentence at a time. Every client thread sends
+//! one SST-2 dev sentence per request over HTTP (keeping its connection open) and waits for the
+//! answer; the variants take turns, round after round, on the same
+//! sentences, and the ratios are medians of the per-round ratios (this machine is noisy).
+//!
+//! Variants: in-process `Bundle::predict` at batch 1 (no HTTP: the floor a server adds to);
+//! the server with `--max-batch 1` (every request its own run); the server with dynamic
+//! batching (the default); and, with 2 or more threads, the server with one single-threaded
+//! session per core (`--workers N --threads 1`).
+
+use crate::args::BenchArgs;
+use crate::commands::load_task;
+use adept_runtime::{paired_time_ratio, Bundle, RuntimeOptions, SessionConfig};
+use adept_serve::{
+    request_body, response_logits, AppState, BatchOptions, ModelSpec, ServeOptions, Server,
+};
+use anyhow::{bail, ensure, Context, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+type Text = (String, Option<String>);
+
+/// One way of answering the sentences.
+enum Route {
+    InProcess(Box<Bundle>),
+    Http(Server),
+}
+
+struct Variant {
+    name: String,
+    route: Route,
+    /// Seconds per round, and every request's latency (ms).
+    round_s: Vec<f64>,
+    latencies_ms: Vec<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    name: String,
+    sentences_per_s: f64,
+    latency_ms_p50: f64,
+    latency_ms_p99: f64,
+    /// Requests per worker round (> 1: requests shared runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requests_per_round: Option<f64>,
+    /// Median [quartiles] of the per-round throughput ratios over the in-process batch-1 loop.
+    ratio_to_in_process: [f64; 3],
+}
+
+pub fn run(a: &BenchArgs) -> Result<()> {
+    let dir = a.bundle.clone().context(
+        "--server needs --bundle DIR: a classifier bundle (e.g. exports/quickstart-sst2-adept, \
+         written by `adept quickstart`)",
+    )?;
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let runtime = |intra: usize| RuntimeOptions {
+        session: SessionConfig {
+            intra_threads: Some(intra),
+            // Several sessions wait side by side: idle threads must not spin on the cores.
+            intra_op_spinning: Some(false),
+            ..Default::default()
+        },
+        cache: a.model.cache.cache.clone(),
+        ..Default::default()
+    };
+    let probe = Bundle::open_with(&dir, &runtime(threads))?;
+    let mut data = a.data.clone();
+    data.task.get_or_insert_with(|| probe.manifest.task.clone());
+    data.train_limit = Some(1);
+    let task = load_task(&data, 42)?;
+    ensure!(
+        task.text_fields.len() == probe.manifest.text_fields.len(),
+        "the bundle {} reads {:?} but task {} has the fields {:?}: pass --task of the bundle's kind",
+        dir.display(),
+        probe.manifest.text_fields,
+        task.name,
+        task.text_fields
+    );
+    let texts: Vec<Text> = task
+        .validation
+        .iter()
+        .take(a.requests)
+        .map(|e| (e.text_a().to_string(), e.text_b()))
+        .collect();
+    ensure!(
+        !texts.is_empty(),
+        "task {} has no validation sentences",
+        task.name
+    );
+    let want: Vec<Vec<f32>> = probe
+        .predict(&texts)?
+        .into_iter()
+        .map(|p| p.logits)
+        .collect();
+
+    let spec = ModelSpec {
+        name: "bench".into(),
+        dir: dir.clone(),
+    };
+    let server = |workers: usize, intra: usize, max_batch: usize| -> Result<Route> {
+        let opts = ServeOptions {
+            workers,
+            batch: BatchOptions {
+                max_batch,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let models = adept_serve::open_models(std::slice::from_ref(&spec), &runtime(intra), &opts)?;
+        let state = AppState::new(models, opts)?;
+        Ok(Route::Http(Server::start(
+            state,
+            "127.0.0.1:0".parse()?,
+            2,
+            None,
+        )?))
+    };
+    let mut variants = vec![
+        (
+            "in-process, batch 1".to_string(),
+            Route::InProcess(Box::new(probe)),
+        ),
+        (
+            format!("HTTP, no batching (--max-batch 1), {threads} thread(s)"),
+            server(1, threads, 1)?,
+        ),
+        (
+            format!("HTTP, dynamic batching, {threads} thread(s)"),
+            server(1, threads, 32)?,
+        ),
+    ];
+    if threads >= 2 {
+        variants.push((
+            format!("HTTP, dynamic batching, {threads} workers x 1 thread"),
+            server(threads, 1, 32)?,
+        ));
+    }
+    let mut variants: Vec<Variant> = variants
+        .into_iter()
+        .map(|(name, route)| Variant {
+            name,
+            route,
+            round_s: Vec::new(),
+            latencies_ms: Vec::new(),
+        })
+        .collect();
+    eprintln!(
+        "{} sentences of {} per variant and round, {} clients, {} rounds, bundle {} ({} dtype)",
+        texts.len(),
+        task.name,
+        a.clients,
+        a.iters,
+        dir.display(),
+        variants
+            .iter()
+            .find_map(|v| match &v.route {
+                Route::InProcess(b) => Some(b.manifest.dtype.to_string()),
+                Route::Http(_) => None,
+            })
+            .unwrap_or_default()
+    );
+    // Warm-up: every route answers every sentence once, and must agree with the bundle.
+    for v in &mut variants {
+        let (_, _, got) = answer(&v.route, &texts, a.clients)?;
+        let worst = got
+            .iter()
+            .zip(&want)
+            .flat_map(|(g, w)| g.iter().zip(w).map(|(x, y)| (x - y).abs()))
+            .fold(0f32, f32::max);
+        ensure!(
+            worst <= 1e-4,
+            "{} answered logits {worst} away from the bundle's own: a serving bug",
+            v.name
+        );
+    }
+    for round in 0..a.iters {
+        for v in &mut variants {
+            let (secs, lat, _) = answer(&v.route, &texts, a.clients)?;
+            v.round_s.push(secs);
+            v.latencies_ms.extend(lat);
+        }
+        eprintln!("round {}/{} done", round + 1, a.iters);
+    }
+
+    let base = variants[0].round_s.clone();
+    let mut rows = Vec::new();
+    println!(
+        "adept serve: {} single-sentence requests per round from {} clients, {} rounds (ratios: median [quartiles] of the per-round ratios):",
+        texts.len(),
+        a.clients,
+        a.iters
+    );
+    for v in &variants {
+        let total: f64 = v.round_s.iter().sum();
+        let per_s = (texts.len() * v.round_s.len()) as f64 / total;
+        let mut lat = v.latencies_ms.clone();
+        lat.sort_by(f64::total_cmp);
+        let pct = |q: f64| lat[((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1];
+        let r = paired_time_ratio(&v.round_s, &base).context("rounds differ")?;
+        let per_round = match &v.route {
+            Route::Http(s) => s
+                .state()
+                .snapshot()
+                .get("bench")
+                .map(|x| x.requests_per_round),
+            Route::InProcess(_) => None,
+        };
+        println!(
+            "  {:<52} {per_s:>7.1} sent/s  p50 {:>6.1} ms  p99 {:>6.1} ms  x{:.2} [{:.2}, {:.2}] of in-process{}",
+            v.name,
+            pct(0.5),
+            pct(0.99),
+            r.median,
+            r.q25,
+            r.q75,
+            per_round.map_or(String::new(), |x| format!("  {x:.2} requests per worker round"))
+        );
+        rows.push(Row {
+            name: v.name.clone(),
+            sentences_per_s: per_s,
+            latency_ms_p50: pct(0.5),
+            latency_ms_p99: pct(0.99),
+            requests_per_round: per_round,
+            ratio_to_in_process: [r.median, r.q25, r.q75],
+        });
+    }
+    let nb = variants[1].round_s.clone();
+    for v in &variants[2..] {
+        if let Some(r) = paired_time_ratio(&v.round_s, &nb) {
+            println!(
+                "  {} / no batching: x{:.2} [{:.2}, {:.2}]",
+                v.name, r.median, r.q25, r.q75
+            );
+        }
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    for v in variants {
+        if let Route::Http(s) = v.route {
+            s.stop()?;
+        }
+    }
+    Ok(())
+}
+
+/// Answers every sentence once through `route` (HTTP: `clients` threads, one sentence per
+/// request); returns the seconds taken, each request's latency (ms) and the logits in order.
+fn answer(route: &Route, texts: &[Text], clients: usize) -> Result<(f64, Vec<f64>, Vec<Vec<f32>>)> {
+    let start = Instant::now();
+    match route {
+        Route::InProcess(b) => {
+            let mut lat = Vec::with_capacity(texts.len());
+            let mut out = Vec::with_capacity(texts.len());
+            for t in texts {
+                let t0 = Instant::now();
+                out.push(b.predict(std::slice::from_ref(t))?.remove(0).logits);
+                lat.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok((start.elapsed().as_secs_f64(), lat, out))
+        }
+        Route::Http(server) => {
+            let url = format!("http://{}/v1/models/bench/predict", server.addr());
+            let next = AtomicUsize::new(0);
+            let out = Mutex::new(vec![Vec::new(); texts.len()]);
+            let lat = Mutex::new(Vec::with_capacity(texts.len()));
+            let failure = Mutex::new(None::<String>);
+            std::thread::scope(|s| {
+                for _ in 0..clients.min(texts.len()) {
+                    s.spawn(|| {
+                        let agent: ureq::Agent = ureq::Agent::config_builder()
+                            .http_status_as_error(false)
+                            .build()
+                            .into();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= texts.len() {
+                                break;
+                            }
+                            let t0 = Instant::now();
+                            match post(&agent, &url, &texts[i]) {
+                                Ok(row) => {
+                                    lat.lock().unwrap().push(t0.elapsed().as_secs_f64() * 1e3);
+                                    out.lock().unwrap()[i] = row;
+                                }
+                                Err(e) => {
+                                    failure.lock().unwrap().get_or_insert(format!("{e:#}"));
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            if let Some(e) = failure.into_inner().unwrap() {
+                bail!("a request to {url} failed: {e}");
+            }
+            let secs = start.elapsed().as_secs_f64();
+            Ok((secs, lat.into_inner().unwrap(), out.into_inner().unwrap()))
+        }
+    }
+}
+
+fn post(agent: &ureq::Agent, url: &str, text: &Text) -> Result<Vec<f32>> {
+    let mut resp = agent
+        .post(url)
+        .content_type("application/json")
+        .send(&request_body(std::slice::from_ref(text))[..])?;
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_vec()?;
+    ensure!(
+        status == 200,
+        "HTTP {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let mut rows = response_logits(&body)?;
+    ensure!(rows.len() == 1, "{} rows for one sentence", rows.len());
+    Ok(rows.remove(0))
+}

@@ -1,0 +1,497 @@
+//! Dynamic batching. Requests from all connections wait in one queue per model, bounded in
+//! inputs. A worker thread (one per session) takes every request queued when it is free, up to
+//! `max_batch` inputs, waiting at most `max_wait` for more after the first (0: take only what is
+//! already there, so a lone request waits for nothing). It runs them together through the
+//! [`Runner`] (a [`Bundle`]: length-sorted batches of `batch_size`, outputs in input order) and
+//! answers each request with its own rows. A runner that fails or panics fails the requests of
+//! that round only; the worker goes on.
+
+use crate::metrics::ModelStats;
+use adept_bundle::Encoded;
+use adept_runtime::{Bundle, PaddingStats};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Turns encoded inputs into logits, in order.
+pub trait Runner: Send + Sync + 'static {
+    /// The logits of `items` in order, and the padding the runs carried.
+    fn run(&self, items: &[Encoded]) -> anyhow::Result<(Vec<Vec<f32>>, PaddingStats)>;
+}
+
+impl Runner for Bundle {
+    fn run(&self, items: &[Encoded]) -> anyhow::Result<(Vec<Vec<f32>>, PaddingStats)> {
+        self.logits_with_padding(items)
+    }
+}
+
+/// How requests are queued and grouped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchOptions {
+    /// A worker stops taking requests once it holds this many inputs (the runner splits them
+    /// into its own batches).
+    pub max_batch: usize,
+    /// How long a worker waits for more requests after the first (0: no wait).
+    pub max_wait: Duration,
+    /// Inputs that may wait in the queue; a request that would exceed it is refused (busy).
+    pub max_queue: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 32,
+            max_wait: Duration::ZERO,
+            max_queue: 1024,
+        }
+    }
+}
+
+/// Why a request was not queued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue holds `queued` inputs and `wanted` more would exceed `capacity`.
+    Busy {
+        queued: usize,
+        wanted: usize,
+        capacity: usize,
+    },
+    /// The workers have stopped (the server is shutting down).
+    Stopped,
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Busy {
+                queued,
+                wanted,
+                capacity,
+            } => write!(
+                f,
+                "the server is busy: {queued} inputs are queued and {wanted} more would exceed \
+                 the queue of {capacity}; retry later or send fewer inputs per request"
+            ),
+            Self::Stopped => f.write_str("the server is shutting down"),
+        }
+    }
+}
+
+/// What a queued request gets back: its logits in order, or why the run failed.
+pub type Reply = Result<Vec<Vec<f32>>, String>;
+
+struct Job {
+    items: Vec<Encoded>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The queue of one model and its workers.
+pub struct Batcher {
+    tx: Mutex<Option<Sender<Job>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    stats: Arc<ModelStats>,
+    opts: BatchOptions,
+}
+
+impl Batcher {
+    /// Starts one worker thread per runner (each runner is one session), named after `model`.
+    pub fn start(
+        model: &str,
+        runners: Vec<Arc<dyn Runner>>,
+        opts: BatchOptions,
+        stats: Arc<ModelStats>,
+    ) -> std::io::Result<Self> {
+        assert!(opts.max_batch >= 1, "max_batch must be at least 1");
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::new();
+        for (i, runner) in runners.into_iter().enumerate() {
+            let (rx, stats, opts) = (rx.clone(), stats.clone(), opts.clone());
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("adept-serve-{model}-{i}"))
+                    .spawn(move || work(&rx, runner.as_ref(), &opts, &stats))?,
+            );
+        }
+        Ok(Self {
+            tx: Mutex::new(Some(tx)),
+            workers: Mutex::new(workers),
+            stats,
+            opts,
+        })
+    }
+
+    pub fn options(&self) -> &BatchOptions {
+        &self.opts
+    }
+
+    /// Queues `items` (one request); the receiver gets its logits in order.
+    pub fn submit(&self, items: Vec<Encoded>) -> Result<oneshot::Receiver<Reply>, SubmitError> {
+        let wanted = items.len();
+        let capacity = self.opts.max_queue;
+        // Reserve room in the queue, or refuse: the queue never holds more than `capacity`.
+        self.stats
+            .queued_inputs
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + wanted <= capacity).then_some(queued + wanted)
+            })
+            .map_err(|queued| SubmitError::Busy {
+                queued,
+                wanted,
+                capacity,
+            })?;
+        let (reply, rx) = oneshot::channel();
+        let sent = match self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(tx) => tx.send(Job { items, reply }).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.stats.queued_inputs.fetch_sub(wanted, Ordering::AcqRel);
+            return Err(SubmitError::Stopped);
+        }
+        Ok(rx)
+    }
+
+    /// Stops taking requests, lets the workers answer what is queued, and waits for them.
+    pub fn shutdown(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in workers {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Takes the next round of jobs: blocks for the first, then adds queued ones until `max_batch`
+/// inputs or `max_wait` after the first. `None` when the queue is closed and empty.
+fn next_round(rx: &Mutex<Receiver<Job>>, opts: &BatchOptions) -> Option<Vec<Job>> {
+    let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+    let first = rx.recv().ok()?;
+    let deadline = Instant::now() + opts.max_wait;
+    let mut inputs = first.items.len();
+    let mut jobs = vec![first];
+    while inputs < opts.max_batch {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let next = if left.is_zero() {
+            rx.try_recv().ok()
+        } else {
+            rx.recv_timeout(left).ok()
+        };
+        match next {
+            Some(job) => {
+                inputs += job.items.len();
+                jobs.push(job);
+            }
+            None => break,
+        }
+    }
+    Some(jobs)
+}
+
+fn work(rx: &Mutex<Receiver<Job>>, runner: &dyn Runner, opts: &BatchOptions, stats: &ModelStats) {
+    while let Some(mut jobs) = next_round(rx, opts) {
+        let sizes: Vec<usize> = jobs.iter().map(|j| j.items.len()).collect();
+        let total: usize = sizes.iter().sum();
+        stats.queued_inputs.fetch_sub(total, Ordering::AcqRel);
+        stats.rounds.fetch_add(1, Ordering::Relaxed);
+        stats
+            .round_requests
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        let items: Vec<Encoded> = jobs
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.items))
+            .collect();
+        let start = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| runner.run(&items)));
+        stats
+            .run_micros
+            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let outcome = match result {
+            Ok(Ok((rows, padding))) if rows.len() == total => {
+                stats
+                    .runs
+                    .fetch_add(padding.batches as u64, Ordering::Relaxed);
+                stats
+                    .real_tokens
+                    .fetch_add(padding.real_tokens as u64, Ordering::Relaxed);
+                stats
+                    .padded_tokens
+                    .fetch_add(padding.padded_tokens as u64, Ordering::Relaxed);
+                Ok(rows)
+            }
+            Ok(Ok((rows, _))) => Err(format!(
+                "the model returned {} rows for {total} inputs",
+                rows.len()
+            )),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(panic) => Err(format!(
+                "the model panicked: {}",
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into())
+            )),
+        };
+        match outcome {
+            Ok(rows) => {
+                let mut rows = rows.into_iter();
+                for (job, n) in jobs.into_iter().zip(sizes) {
+                    // A client that went away dropped its receiver: nothing to answer.
+                    let _ = job.reply.send(Ok(rows.by_ref().take(n).collect()));
+                }
+            }
+            Err(why) => {
+                tracing::error!("a round of {} requests failed: {why}", jobs.len());
+                for job in jobs {
+                    let _ = job.reply.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Condvar;
+
+    fn item(id: u32, len: usize) -> Encoded {
+        Encoded {
+            ids: vec![id; len],
+            type_ids: vec![0; len],
+            truncated: false,
+        }
+    }
+
+    /// Answers each input with `[first id, length]`; records the sizes of the calls; can be
+    /// held at its first call until released, and panics on an input whose first id is 666.
+    #[derive(Default)]
+    struct Fake {
+        calls: Mutex<Vec<usize>>,
+        hold: Mutex<bool>,
+        entered: Condvar,
+        released: Condvar,
+    }
+
+    impl Fake {
+        fn held() -> Arc<Self> {
+            let f = Arc::new(Self::default());
+            *f.hold.lock().unwrap() = true;
+            f
+        }
+        fn wait_until_entered(&self) {
+            let calls = self.calls.lock().unwrap();
+            drop(self.entered.wait_while(calls, |c| c.is_empty()).unwrap());
+        }
+        fn release(&self) {
+            *self.hold.lock().unwrap() = false;
+            self.released.notify_all();
+        }
+    }
+
+    impl Runner for Fake {
+        fn run(&self, items: &[Encoded]) -> anyhow::Result<(Vec<Vec<f32>>, PaddingStats)> {
+            self.calls.lock().unwrap().push(items.len());
+            self.entered.notify_all();
+            let hold = self.hold.lock().unwrap();
+            drop(self.released.wait_while(hold, |h| *h).unwrap());
+            if items.iter().any(|e| e.ids[0] == 666) {
+                panic!("input 666");
+            }
+            if items.iter().any(|e| e.ids[0] == 404) {
+                anyhow::bail!("no such thing");
+            }
+            let rows = items
+                .iter()
+                .map(|e| vec![e.ids[0] as f32, e.ids.len() as f32])
+                .collect();
+            let longest = items.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+            let real: usize = items.iter().map(|e| e.ids.len()).sum();
+            let padding = PaddingStats {
+                batches: 1,
+                real_tokens: real,
+                padded_tokens: longest * items.len() - real,
+            };
+            Ok((rows, padding))
+        }
+    }
+
+    fn start(fake: &Arc<Fake>, opts: BatchOptions) -> (Batcher, Arc<ModelStats>) {
+        let stats = Arc::new(ModelStats::default());
+        let runner: Arc<dyn Runner> = fake.clone();
+        let b = Batcher::start("test", vec![runner], opts, stats.clone()).unwrap();
+        (b, stats)
+    }
+
+    fn answer(rx: oneshot::Receiver<Reply>) -> Reply {
+        rx.blocking_recv().expect("the worker dropped the reply")
+    }
+
+    #[test]
+    fn requests_queued_while_the_worker_runs_share_the_next_round_and_get_their_own_rows() {
+        let fake = Fake::held();
+        let (b, stats) = start(&fake, BatchOptions::default());
+        let first = b.submit(vec![item(1, 3)]).unwrap();
+        fake.wait_until_entered();
+        // While the first round runs, five requests of different sizes queue up.
+        let later: Vec<_> = (0..5u32)
+            .map(|r| {
+                let items = (0..=r)
+                    .map(|k| item(10 * (r + 1) + k, 2 + k as usize))
+                    .collect();
+                b.submit(items).unwrap()
+            })
+            .collect();
+        assert_eq!(stats.queued_inputs.load(Ordering::Relaxed), 15);
+        fake.release();
+        assert_eq!(answer(first).unwrap(), vec![vec![1.0, 3.0]]);
+        for (r, rx) in later.into_iter().enumerate() {
+            let want: Vec<Vec<f32>> = (0..=r as u32)
+                .map(|k| vec![(10 * (r as u32 + 1) + k) as f32, (2 + k) as f32])
+                .collect();
+            assert_eq!(answer(rx).unwrap(), want, "request {r}");
+        }
+        // Two rounds: the lone first request, then all five together (15 inputs).
+        assert_eq!(*fake.calls.lock().unwrap(), vec![1, 15]);
+        let snap = stats.snapshot();
+        assert_eq!((snap.rounds, snap.requests_per_round), (2, 3.0));
+        assert_eq!(snap.queued_inputs, 0);
+        assert_eq!(
+            snap.real_tokens,
+            3 + (2 + 2 + 3 + 2 + 3 + 4 + 2 + 3 + 4 + 5 + 2 + 3 + 4 + 5 + 6)
+        );
+    }
+
+    #[test]
+    fn a_round_stops_taking_requests_at_max_batch_inputs() {
+        let fake = Fake::held();
+        let opts = BatchOptions {
+            max_batch: 4,
+            ..Default::default()
+        };
+        let (b, _) = start(&fake, opts);
+        let first = b.submit(vec![item(1, 1)]).unwrap();
+        fake.wait_until_entered();
+        let rest: Vec<_> = (0..5)
+            .map(|i| b.submit(vec![item(i, 1); 2]).unwrap())
+            .collect();
+        fake.release();
+        answer(first).unwrap();
+        for rx in rest {
+            assert_eq!(answer(rx).unwrap().len(), 2);
+        }
+        // 2 + 2 reaches 4: the five requests take three rounds.
+        assert_eq!(*fake.calls.lock().unwrap(), vec![1, 4, 4, 2]);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_with_busy_and_accepts_again_once_drained() {
+        let fake = Fake::held();
+        let opts = BatchOptions {
+            max_queue: 5,
+            ..Default::default()
+        };
+        let (b, stats) = start(&fake, opts);
+        let first = b.submit(vec![item(1, 1)]).unwrap();
+        fake.wait_until_entered();
+        let queued = b.submit(vec![item(2, 1); 4]).unwrap();
+        let refused = b.submit(vec![item(3, 1); 2]).unwrap_err();
+        assert_eq!(
+            refused,
+            SubmitError::Busy {
+                queued: 4,
+                wanted: 2,
+                capacity: 5
+            }
+        );
+        assert!(refused.to_string().contains("retry later"), "{refused}");
+        // One more input still fits.
+        let fits = b.submit(vec![item(4, 1)]).unwrap();
+        assert_eq!(stats.queued_inputs.load(Ordering::Relaxed), 5);
+        fake.release();
+        answer(first).unwrap();
+        answer(queued).unwrap();
+        answer(fits).unwrap();
+        assert_eq!(stats.queued_inputs.load(Ordering::Relaxed), 0);
+        assert!(b.submit(vec![item(5, 1); 5]).is_ok());
+    }
+
+    #[test]
+    fn a_failing_or_panicking_round_fails_only_its_requests_and_the_worker_goes_on() {
+        let fake = Fake::held();
+        let (b, _) = start(&fake, BatchOptions::default());
+        let first = b.submit(vec![item(1, 1)]).unwrap();
+        fake.wait_until_entered();
+        let bad = b.submit(vec![item(666, 1)]).unwrap();
+        let with_bad = b.submit(vec![item(7, 1)]).unwrap();
+        fake.release();
+        answer(first).unwrap();
+        let why = answer(bad).unwrap_err();
+        assert!(
+            why.contains("panicked") && why.contains("input 666"),
+            "{why}"
+        );
+        assert_eq!(answer(with_bad).unwrap_err(), why);
+        let err = answer(b.submit(vec![item(404, 1)]).unwrap()).unwrap_err();
+        assert!(err.contains("no such thing"), "{err}");
+        // The worker survived both.
+        assert_eq!(
+            answer(b.submit(vec![item(8, 2)]).unwrap()).unwrap(),
+            vec![vec![8.0, 2.0]]
+        );
+    }
+
+    #[test]
+    fn shutdown_answers_what_is_queued_then_refuses() {
+        let fake = Fake::held();
+        let (b, _) = start(&fake, BatchOptions::default());
+        let first = b.submit(vec![item(1, 1)]).unwrap();
+        fake.wait_until_entered();
+        let queued = b.submit(vec![item(2, 1)]).unwrap();
+        let releaser = {
+            let fake = fake.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                fake.release();
+            })
+        };
+        b.shutdown();
+        releaser.join().unwrap();
+        answer(first).unwrap();
+        assert_eq!(answer(queued).unwrap(), vec![vec![2.0, 1.0]]);
+        assert_eq!(
+            b.submit(vec![item(3, 1)]).unwrap_err(),
+            SubmitError::Stopped
+        );
+    }
+
+    #[test]
+    fn max_wait_gathers_requests_that_arrive_soon_after_the_first() {
+        let fake = Arc::new(Fake::default());
+        let opts = BatchOptions {
+            max_wait: Duration::from_secs(5),
+            max_batch: 3,
+            ..Default::default()
+        };
+        let (b, _) = start(&fake, opts);
+        let rxs: Vec<_> = (0..3)
+            .map(|i| b.submit(vec![item(i, 1)]).unwrap())
+            .collect();
+        for rx in rxs {
+            answer(rx).unwrap();
+        }
+        // The worker waited (up to 5 s) until it held max_batch inputs: one round of three.
+        assert_eq!(*fake.calls.lock().unwrap(), vec![3]);
+    }
+}

@@ -1,0 +1,197 @@
+//! `adept serve`: its options (clap arguments with the `cli` feature) and run function.
+
+use crate::batcher::BatchOptions;
+use crate::server::{open_models, AppState, ModelSpec, ServeOptions, Server};
+use adept_runtime::{DeviceKind, RuntimeOptions, SessionConfig};
+use anyhow::{Context, Result};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[cfg(feature = "cli")]
+use adept_runtime::cli::positive_usize;
+
+/// Serve exported classifier bundles over HTTP (dynamic batching, bounded queues, JSON metrics).
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct ServeArgs {
+    /// A bundle to serve, as DIR (named after its folder) or NAME=DIR; repeat for more models
+    /// (`POST /v1/models/NAME/predict`).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "[NAME=]DIR", required = true))]
+    pub bundle: Vec<String>,
+    /// Address to listen on (0.0.0.0 for every interface).
+    #[cfg_attr(feature = "cli", arg(long, default_value = "127.0.0.1"))]
+    pub host: IpAddr,
+    /// Port to listen on (0: any free port, printed at start).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 8080))]
+    pub port: u16,
+    /// Execution device.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "cpu"))]
+    pub device: DeviceKind,
+    /// Fail when the device cannot be used instead of falling back to the CPU.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub require_device: bool,
+    /// Intra-op threads per session [default: ONNX Runtime's, one per physical core].
+    #[cfg_attr(feature = "cli", arg(long, value_parser = positive_usize))]
+    pub threads: Option<usize>,
+    /// Sessions per model, each on its own worker thread and with its own copy of the model
+    /// (e.g. 2 workers × 1 thread on two cores).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1, value_parser = positive_usize))]
+    pub workers: usize,
+    /// Inputs a worker takes off the queue at once (and the batch size of each run).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 32, value_parser = positive_usize))]
+    pub max_batch: usize,
+    /// Milliseconds a worker waits for more requests after the first [default 0: it takes only
+    /// what is queued, so a lone request never waits; requests arriving during a run share the
+    /// next one].
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0, value_name = "MS"))]
+    pub max_wait_ms: f64,
+    /// Inputs that may wait per model; beyond, requests get 503 with Retry-After.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1024, value_parser = positive_usize))]
+    pub max_queue: usize,
+    /// Inputs one request may hold (413 beyond).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 256, value_parser = positive_usize))]
+    pub max_inputs: usize,
+    /// Largest request body in bytes (413 beyond).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1 << 20, value_parser = positive_usize))]
+    pub max_body_bytes: usize,
+    /// Run each round's inputs in arrival order instead of grouping similar lengths.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub no_length_buckets: bool,
+    /// Append every model's counters as a JSON line to this file every --metrics-every seconds.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+    pub metrics_log: Option<PathBuf>,
+    /// Seconds between lines of --metrics-log.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 10.0, value_name = "S"))]
+    pub metrics_every: f64,
+    /// ONNX Runtime shared library (file or folder) [env ORT_DYLIB_PATH; default: the cache].
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PATH"))]
+    pub ort_lib: Option<PathBuf>,
+    /// Cache folder [env ADEPT_CACHE; default ~/.cache/adept].
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
+    pub cache: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    pub fn runtime_options(&self) -> RuntimeOptions {
+        RuntimeOptions {
+            session: SessionConfig {
+                device: self.device,
+                require_device: self.require_device,
+                intra_threads: self.threads,
+                ..Default::default()
+            },
+            batch_size: self.max_batch,
+            ort_library: self.ort_lib.clone(),
+            cache: self.cache.clone(),
+            length_buckets: !self.no_length_buckets,
+        }
+    }
+
+    pub fn serve_options(&self) -> Result<ServeOptions> {
+        anyhow::ensure!(
+            self.max_wait_ms.is_finite() && self.max_wait_ms >= 0.0,
+            "--max-wait-ms must be a number ≥ 0, not {}",
+            self.max_wait_ms
+        );
+        anyhow::ensure!(
+            self.metrics_every.is_finite() && self.metrics_every > 0.0,
+            "--metrics-every must be a number of seconds > 0, not {}",
+            self.metrics_every
+        );
+        let opts = ServeOptions {
+            batch: BatchOptions {
+                max_batch: self.max_batch,
+                max_wait: Duration::from_secs_f64(self.max_wait_ms / 1e3),
+                max_queue: self.max_queue,
+            },
+            workers: self.workers,
+            max_inputs: self.max_inputs,
+            max_body_bytes: self.max_body_bytes,
+        };
+        opts.validate()?;
+        Ok(opts)
+    }
+
+    /// Opens the bundles and starts the server (it runs until [`Server::stop`]).
+    pub fn start(&self) -> Result<Server> {
+        let opts = self.serve_options()?;
+        let specs = self
+            .bundle
+            .iter()
+            .map(|s| ModelSpec::parse(s))
+            .collect::<Result<Vec<_>>>()?;
+        let models = open_models(&specs, &self.runtime_options(), &opts)?;
+        for m in &models {
+            let b = &m.bundle;
+            if let Some(why) = &b.device_fallback {
+                eprintln!("note: {} runs on the CPU: {why}", m.name);
+            }
+            eprintln!(
+                "serving {:?}: {} ({}, {} labels, {} dtype, {}-token prompt) from {}, {} worker(s) on {}",
+                m.name,
+                b.manifest.task,
+                b.manifest.method,
+                b.manifest.label_names.len(),
+                b.manifest.dtype,
+                b.manifest.prompt_length,
+                b.dir.display(),
+                opts.workers,
+                b.device
+            );
+        }
+        let state = AppState::new(models, opts)?;
+        let io_threads = std::thread::available_parallelism()
+            .map(|n| n.get().min(4))
+            .unwrap_or(2);
+        let log = self
+            .metrics_log
+            .clone()
+            .map(|p| (p, Duration::from_secs_f64(self.metrics_every)));
+        Server::start(
+            state,
+            SocketAddr::new(self.host, self.port),
+            io_threads,
+            log,
+        )
+    }
+}
+
+/// Runs `adept serve` until Ctrl-C or SIGTERM; then lets open requests finish and returns.
+pub fn run_serve(args: &ServeArgs) -> Result<()> {
+    let server = args.start()?;
+    eprintln!(
+        "listening on http://{} (POST /v1/models/{{name}}/predict, GET /v1/models, /health, \
+         /metrics); Ctrl-C stops",
+        server.addr()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?;
+    rt.block_on(shutdown_signal());
+    eprintln!("stopping: answering the requests in flight");
+    server.stop()
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
