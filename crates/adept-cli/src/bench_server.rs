@@ -1,13 +1,14 @@
 //! `adept bench --server --bundle DIR`: what `adept serve` delivers to many clients, side by
 //! side with the same bundle run in-process one sentence at a time. Every client thread sends
 //! one SST-2 dev sentence per request over HTTP (keeping its connection open) and waits for the
-//! answer; the variants take turns, round after round, on the same
-//! sentences, and the ratios are medians of the per-round ratios (this machine is noisy).
+//! answer; the variants take turns, round after round, on the same sentences, and the ratios are
+//! medians of the per-round ratios (this machine is noisy).
 //!
-//! Variants: in-process `Bundle::predict` at batch 1 (no HTTP: the floor a server adds to);
-//! the server with `--max-batch 1` (every request its own run); the server with dynamic
-//! batching (the default); and, with 2 or more threads, the server with one single-threaded
-//! session per core (`--workers N --threads 1`).
+//! Variants: in-process `Bundle::predict` at batch 1 (no HTTP: what a server adds to); the
+//! server with `--max-batch 1` (every request its own run); the server with dynamic batching
+//! (the default); with 2 or more threads, the server with one single-threaded session per core
+//! (`--workers N --threads 1`); with `--pytorch`, the usual Python route on the same model.onnx
+//! (tests/reference/serve_fastapi.py: FastAPI + uvicorn + onnxruntime, `$ADEPT_PYTHON`).
 
 use crate::args::BenchArgs;
 use crate::commands::load_task;
@@ -26,6 +27,76 @@ type Text = (String, Option<String>);
 enum Route {
     InProcess(Box<Bundle>),
     Http(Server),
+    /// The Python route (tests/reference/serve_fastapi.py): its URL, and its process (killed
+    /// when dropped).
+    Python {
+        url: String,
+        _process: PythonServer,
+    },
+}
+
+/// A server process, killed when dropped.
+struct PythonServer(std::process::Child);
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts tests/reference/serve_fastapi.py on `dir` with `$ADEPT_PYTHON` (default python3)
+/// and waits until it answers GET /health.
+fn python_server(dir: &std::path::Path, threads: usize, log: &std::path::Path) -> Result<Route> {
+    let python = std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/reference/serve_fastapi.py");
+    // A free port: bind port 0, read it, let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = std::process::Command::new(&python)
+        .arg(&script)
+        .arg("--bundle")
+        .arg(dir)
+        .args(["--name", "bench", "--port", &port.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("cannot run {python} (set ADEPT_PYTHON)"))?;
+    let mut server = PythonServer(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = agent.get(format!("{base}/health")).call() {
+            if r.status().as_u16() == 200 {
+                break;
+            }
+        }
+        if let Some(status) = server.0.try_wait()? {
+            bail!(
+                "{} exited ({status}) before serving (needs fastapi, uvicorn, onnxruntime, \
+                 tokenizers): {}",
+                script.display(),
+                std::fs::read_to_string(log).unwrap_or_default().trim()
+            );
+        }
+        ensure!(
+            start.elapsed().as_secs() < 120,
+            "{} did not answer within 120 s",
+            script.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(Route::Python {
+        url: format!("{base}/v1/models/bench/predict"),
+        _process: server,
+    })
 }
 
 struct Variant {
@@ -141,6 +212,16 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             server(threads, 1, 32)?,
         ));
     }
+    let tmp = tempfile::tempdir()?;
+    if a.pytorch {
+        match python_server(&dir, threads, &tmp.path().join("python-server.log")) {
+            Ok(route) => variants.push((
+                format!("Python: FastAPI + uvicorn + onnxruntime, {threads} thread(s)"),
+                route,
+            )),
+            Err(e) => eprintln!("Python route skipped: {e:#}"),
+        }
+    }
     let mut variants: Vec<Variant> = variants
         .into_iter()
         .map(|(name, route)| Variant {
@@ -161,7 +242,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             .iter()
             .find_map(|v| match &v.route {
                 Route::InProcess(b) => Some(b.manifest.dtype.to_string()),
-                Route::Http(_) => None,
+                _ => None,
             })
             .unwrap_or_default()
     );
@@ -209,7 +290,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 .snapshot()
                 .get("bench")
                 .map(|x| x.requests_per_round),
-            Route::InProcess(_) => None,
+            _ => None,
         };
         println!(
             "  {:<52} {per_s:>7.1} sent/s  p50 {:>6.1} ms  p99 {:>6.1} ms  x{:.2} [{:.2}, {:.2}] of in-process{}",
@@ -239,6 +320,23 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             );
         }
     }
+    let python = variants
+        .iter()
+        .position(|v| matches!(v.route, Route::Python { .. }));
+    if let Some(p) = python {
+        let py = variants[p].round_s.clone();
+        for v in variants
+            .iter()
+            .filter(|v| matches!(v.route, Route::Http(_)))
+        {
+            if let Some(r) = paired_time_ratio(&v.round_s, &py) {
+                println!(
+                    "  {} / Python: x{:.2} [{:.2}, {:.2}]",
+                    v.name, r.median, r.q25, r.q75
+                );
+            }
+        }
+    }
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&rows)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -266,8 +364,12 @@ fn answer(route: &Route, texts: &[Text], clients: usize) -> Result<(f64, Vec<f64
             }
             Ok((start.elapsed().as_secs_f64(), lat, out))
         }
-        Route::Http(server) => {
-            let url = format!("http://{}/v1/models/bench/predict", server.addr());
+        Route::Http(_) | Route::Python { .. } => {
+            let url = match route {
+                Route::Http(server) => format!("http://{}/v1/models/bench/predict", server.addr()),
+                Route::Python { url, .. } => url.clone(),
+                Route::InProcess(_) => unreachable!(),
+            };
             let next = AtomicUsize::new(0);
             let out = Mutex::new(vec![Vec::new(); texts.len()]);
             let lat = Mutex::new(Vec::with_capacity(texts.len()));

@@ -41,9 +41,8 @@ pub struct ServeArgs {
     /// Inputs a worker takes off the queue at once (and the batch size of each run).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 32, value_parser = positive_usize))]
     pub max_batch: usize,
-    /// Milliseconds a worker waits for more requests after the first [default 0: it takes only
-    /// what is queued, so a lone request never waits; requests arriving during a run share the
-    /// next one].
+    /// Milliseconds a worker waits for more requests after the first (at 0 it takes only what
+    /// is queued, so a lone request never waits; requests arriving during a run share the next).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0, value_name = "MS"))]
     pub max_wait_ms: f64,
     /// Inputs that may wait per model; beyond, requests get 503 with Retry-After.
