@@ -133,8 +133,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let runtime = |intra: usize| RuntimeOptions {
         session: SessionConfig {
             intra_threads: Some(intra),
-            // Several sessions wait side by side: idle threads must not spin on the cores.
-            intra_op_spinning: Some(false),
+            // ONNX Runtime's default, what `adept serve` runs with (one worker; several
+            // workers turn it off). The variants take turns a round (seconds) at a time, so
+            // the threads of the idle ones have stopped spinning long before.
             ..Default::default()
         },
         cache: a.model.cache.cache.clone(),

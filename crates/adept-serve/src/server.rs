@@ -63,7 +63,8 @@ impl ModelSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServeOptions {
     pub batch: BatchOptions,
-    /// Sessions (and worker threads) per model; each holds its own copy of the model.
+    /// Sessions (and worker threads) per model; each holds its own copy of the model. With more
+    /// than one, idle intra-op threads do not spin (unless the runtime options say otherwise).
     pub workers: usize,
     /// Inputs one request may hold.
     pub max_inputs: usize,
@@ -111,6 +112,10 @@ impl ServedModel {
     pub fn open(spec: &ModelSpec, runtime: &RuntimeOptions, opts: &ServeOptions) -> Result<Self> {
         let mut runtime = runtime.clone();
         runtime.batch_size = opts.batch.max_batch;
+        if opts.workers > 1 {
+            // Idle threads of one session spinning would take the cores from another's run.
+            runtime.session.intra_op_spinning.get_or_insert(false);
+        }
         let mut bundles = Vec::with_capacity(opts.workers);
         for _ in 0..opts.workers {
             let b = Bundle::open_with(&spec.dir, &runtime).with_context(|| {
