@@ -572,14 +572,16 @@ fn infer_seq2seq(a: &adept_runtime::InferArgs) -> Result<()> {
 fn eval_runtime_args(a: &EvalArgs, bundle: &Path) -> Result<adept_runtime::RuntimeArgs> {
     Ok(adept_runtime::RuntimeArgs {
         bundle: bundle.to_path_buf(),
-        device: <adept_runtime::DeviceKind as clap::ValueEnum>::from_str(&a.device, true)
-            .map_err(|e| anyhow::anyhow!("--device: {e}"))?,
-        require_device: a.require_device,
-        threads: a.threads,
+        session: adept_runtime::SessionArgs {
+            device: <adept_runtime::DeviceKind as clap::ValueEnum>::from_str(&a.device, true)
+                .map_err(|e| anyhow::anyhow!("--device: {e}"))?,
+            require_device: a.require_device,
+            threads: a.threads,
+            ort_lib: a.ort_lib.clone(),
+            cache: a.cache.clone(),
+        },
         batch_size: a.batch_size,
         no_length_buckets: a.no_length_buckets,
-        ort_lib: a.ort_lib.clone(),
-        cache: a.cache.clone(),
     })
 }
 

@@ -13,13 +13,12 @@ use std::path::{Path, PathBuf};
 fn runtime_args(bundle: &Path) -> RuntimeArgs {
     RuntimeArgs {
         bundle: bundle.to_path_buf(),
-        device: adept_runtime::DeviceKind::Cpu,
-        require_device: false,
-        threads: Some(1),
+        session: adept_runtime::SessionArgs {
+            threads: Some(1),
+            ..Default::default()
+        },
         batch_size: 2,
         no_length_buckets: false,
-        ort_lib: None,
-        cache: None,
     }
 }
 

@@ -11,13 +11,11 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Options shared by every command that serves a bundle.
-#[derive(Debug, Clone)]
+/// Where and how a session runs, and where ONNX Runtime comes from: the options every command
+/// that runs a bundle shares (`adept infer`, `eval --bundle`, `generate`, `serve`).
+#[derive(Debug, Clone, Default)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
-pub struct RuntimeArgs {
-    /// Bundle directory written by `adept export` (model.onnx, tokenizer.json, adept.json).
-    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
-    pub bundle: PathBuf,
+pub struct SessionArgs {
     /// Execution device.
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "cpu"))]
     pub device: DeviceKind,
@@ -27,13 +25,6 @@ pub struct RuntimeArgs {
     /// Intra-op threads [default: ONNX Runtime's, one per physical core].
     #[cfg_attr(feature = "cli", arg(long, value_parser = positive_usize))]
     pub threads: Option<usize>,
-    /// Inputs per batch (each batch is padded to its longest input).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 32, value_parser = positive_usize))]
-    pub batch_size: usize,
-    /// Batch inputs in input order instead of grouping similar lengths (more padding; for
-    /// measuring what the grouping saves).
-    #[cfg_attr(feature = "cli", arg(long))]
-    pub no_length_buckets: bool,
     /// ONNX Runtime shared library (file or folder) [env ORT_DYLIB_PATH; default: the cache].
     #[cfg_attr(feature = "cli", arg(long, value_name = "PATH"))]
     pub ort_lib: Option<PathBuf>,
@@ -42,8 +33,9 @@ pub struct RuntimeArgs {
     pub cache: Option<PathBuf>,
 }
 
-impl RuntimeArgs {
-    pub fn options(&self) -> RuntimeOptions {
+impl SessionArgs {
+    /// Runtime options with these session settings, `batch_size` and length grouping.
+    pub fn options(&self, batch_size: usize, length_buckets: bool) -> RuntimeOptions {
         RuntimeOptions {
             session: SessionConfig {
                 device: self.device,
@@ -51,11 +43,36 @@ impl RuntimeArgs {
                 intra_threads: self.threads,
                 ..Default::default()
             },
-            batch_size: self.batch_size,
+            batch_size,
             ort_library: self.ort_lib.clone(),
             cache: self.cache.clone(),
-            length_buckets: !self.no_length_buckets,
+            length_buckets,
         }
+    }
+}
+
+/// Options shared by every command that serves one bundle.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct RuntimeArgs {
+    /// Bundle directory written by `adept export` (model.onnx, tokenizer.json, adept.json).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
+    pub bundle: PathBuf,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub session: SessionArgs,
+    /// Inputs per batch (each batch is padded to its longest input).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 32, value_parser = positive_usize))]
+    pub batch_size: usize,
+    /// Batch inputs in input order instead of grouping similar lengths (more padding; for
+    /// measuring what the grouping saves).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub no_length_buckets: bool,
+}
+
+impl RuntimeArgs {
+    pub fn options(&self) -> RuntimeOptions {
+        self.session
+            .options(self.batch_size, !self.no_length_buckets)
     }
 
     /// Opens the bundle.

@@ -35,7 +35,7 @@ pub use bench::{
 pub use bundle::{Bundle, PaddedBatch, PaddingStats, Prediction, RuntimeOptions};
 pub use cli::{
     run_bundle_eval, run_infer, BundleEvalArgs, BundleEvalReport, InferArgs, InferReport,
-    RuntimeArgs, TextPair,
+    RuntimeArgs, SessionArgs, TextPair,
 };
 pub use generate::{
     run_generate, GenerateArgs, GenerationStats, Generator, OrtDecoderStep, PromptCache,

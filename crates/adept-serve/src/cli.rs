@@ -2,7 +2,7 @@
 
 use crate::batcher::BatchOptions;
 use crate::server::{open_models, AppState, ModelSpec, ServeOptions, Server};
-use adept_runtime::{DeviceKind, RuntimeOptions, SessionConfig};
+use adept_runtime::{RuntimeOptions, SessionArgs};
 use anyhow::{Context, Result};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -25,15 +25,9 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free port, printed at start).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 8080))]
     pub port: u16,
-    /// Execution device.
-    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "cpu"))]
-    pub device: DeviceKind,
-    /// Fail when the device cannot be used instead of falling back to the CPU.
-    #[cfg_attr(feature = "cli", arg(long))]
-    pub require_device: bool,
-    /// Intra-op threads per session [default: ONNX Runtime's, one per physical core].
-    #[cfg_attr(feature = "cli", arg(long, value_parser = positive_usize))]
-    pub threads: Option<usize>,
+    /// Device, intra-op threads (per session) and the ONNX Runtime library.
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub session: SessionArgs,
     /// Sessions per model, each on its own worker thread and with its own copy of the model
     /// (e.g. 2 workers × 1 thread on two cores).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 1, value_parser = positive_usize))]
@@ -63,28 +57,12 @@ pub struct ServeArgs {
     /// Seconds between lines of --metrics-log.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 10.0, value_name = "S"))]
     pub metrics_every: f64,
-    /// ONNX Runtime shared library (file or folder) [env ORT_DYLIB_PATH; default: the cache].
-    #[cfg_attr(feature = "cli", arg(long, value_name = "PATH"))]
-    pub ort_lib: Option<PathBuf>,
-    /// Cache folder [env ADEPT_CACHE; default ~/.cache/adept].
-    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
-    pub cache: Option<PathBuf>,
 }
 
 impl ServeArgs {
     pub fn runtime_options(&self) -> RuntimeOptions {
-        RuntimeOptions {
-            session: SessionConfig {
-                device: self.device,
-                require_device: self.require_device,
-                intra_threads: self.threads,
-                ..Default::default()
-            },
-            batch_size: self.max_batch,
-            ort_library: self.ort_lib.clone(),
-            cache: self.cache.clone(),
-            length_buckets: !self.no_length_buckets,
-        }
+        self.session
+            .options(self.max_batch, !self.no_length_buckets)
     }
 
     pub fn serve_options(&self) -> Result<ServeOptions> {
