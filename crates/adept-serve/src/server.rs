@@ -110,6 +110,7 @@ pub struct ServedModel {
 impl ServedModel {
     /// Opens `spec.dir` `opts.workers` times (one session per worker) and starts the workers.
     pub fn open(spec: &ModelSpec, runtime: &RuntimeOptions, opts: &ServeOptions) -> Result<Self> {
+        opts.validate()?;
         let mut runtime = runtime.clone();
         runtime.batch_size = opts.batch.max_batch;
         if opts.workers > 1 {
@@ -144,6 +145,11 @@ impl ServedModel {
         runners: Vec<Arc<dyn Runner>>,
         opts: &ServeOptions,
     ) -> Result<Self> {
+        opts.validate()?;
+        ensure!(
+            !runners.is_empty(),
+            "model {name:?} has no worker to run it"
+        );
         let stats = Arc::new(ModelStats::default());
         let batcher = Batcher::start(name, runners, opts.batch.clone(), stats.clone())
             .context("cannot start the worker threads")?;
@@ -341,6 +347,11 @@ async fn predict(
             _ => &stats.rejected_invalid,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        if e.status.is_server_error() && e.status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!("{}: {} {}", model.name, e.status.as_u16(), e.message);
+        } else {
+            tracing::debug!("{}: {} {}", model.name, e.status.as_u16(), e.message);
+        }
         e.into_response()
     };
     let body = match body {
@@ -406,7 +417,13 @@ async fn predict(
         .into_iter()
         .map(|l| Value::Object(prediction_json(&model.bundle, &model.bundle.prediction(l))))
         .collect();
-    model.stats.record_answer(n, start.elapsed());
+    let took = start.elapsed();
+    model.stats.record_answer(n, took);
+    tracing::debug!(
+        "{}: 200, {n} inputs in {:.1} ms",
+        model.name,
+        took.as_secs_f64() * 1e3
+    );
     Json(json!({ "model": model.name, "predictions": predictions })).into_response()
 }
 
