@@ -105,6 +105,18 @@ struct Variant {
     /// Seconds per round, and every request's latency (ms).
     round_s: Vec<f64>,
     latencies_ms: Vec<f64>,
+    /// The server's (rounds, requests in them) after the warm-up.
+    after_warm_up: (f64, f64),
+}
+
+/// A served variant's worker rounds and the requests they held, so far.
+fn rounds(route: &Route) -> (f64, f64) {
+    match route {
+        Route::Http(s) => s.state().snapshot().get("bench").map_or((0.0, 0.0), |x| {
+            (x.rounds as f64, x.requests_per_round * x.rounds as f64)
+        }),
+        _ => (0.0, 0.0),
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -230,6 +242,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             route,
             round_s: Vec::new(),
             latencies_ms: Vec::new(),
+            after_warm_up: (0.0, 0.0),
         })
         .collect();
     eprintln!(
@@ -260,6 +273,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             "{} answered logits {worst} away from the bundle's own: a serving bug",
             v.name
         );
+        v.after_warm_up = rounds(&v.route);
     }
     for round in 0..a.iters {
         for v in &mut variants {
@@ -285,12 +299,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         lat.sort_by(f64::total_cmp);
         let pct = |q: f64| lat[((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1];
         let r = paired_time_ratio(&v.round_s, &base).context("rounds differ")?;
+        // Requests per worker round over the timed rounds (the warm-up left out).
         let per_round = match &v.route {
-            Route::Http(s) => s
-                .state()
-                .snapshot()
-                .get("bench")
-                .map(|x| x.requests_per_round),
+            Route::Http(_) => {
+                let (r, q) = rounds(&v.route);
+                let (r0, q0) = v.after_warm_up;
+                (r > r0).then(|| (q - q0) / (r - r0))
+            }
             _ => None,
         };
         println!(

@@ -153,6 +153,7 @@ fn serve_refuses_bad_options_and_missing_bundles_with_clear_errors() {
             vec!["--bundle".into(), "bad name=x".into()],
             "model name \"bad name\"",
         ),
+        (vec!["--bundle".into(), "..=x".into()], "model name \"..\""),
         (
             vec![
                 "--bundle".into(),
@@ -164,7 +165,25 @@ fn serve_refuses_bad_options_and_missing_bundles_with_clear_errors() {
         ),
         (
             vec!["--bundle".into(), "x".into(), "--max-wait-ms=-1".into()],
-            "--max-wait-ms",
+            "--max-wait-ms must be a number ≥ 0 and at most 60000, not -1",
+        ),
+        (
+            vec![
+                "--bundle".into(),
+                "x".into(),
+                "--max-wait-ms".into(),
+                "1e30".into(),
+            ],
+            "at most 60000, not 1000000000000000000000000000000",
+        ),
+        (
+            vec![
+                "--bundle".into(),
+                "x".into(),
+                "--metrics-every".into(),
+                "0".into(),
+            ],
+            "--metrics-every must be a number > 0",
         ),
     ];
     for (args, says) in cases {

@@ -58,6 +58,8 @@ struct Reply {
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        // A server that never answers fails the test instead of hanging it.
+        .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .into()
 }
@@ -205,11 +207,11 @@ fn concurrent_clients_each_get_their_own_answers() {
     assert_eq!(s["requests"].as_u64(), Some(96));
     assert_eq!(s["inputs"].as_u64(), Some(8 * (6 + 12)));
     assert_eq!(s["queued_inputs"].as_u64(), Some(0));
-    let rounds = s["rounds"].as_u64().unwrap();
-    assert!((1..=96).contains(&rounds), "{s}");
-    let per_round = s["requests_per_round"].as_f64().unwrap();
-    assert!((per_round - 96.0 / rounds as f64).abs() < 1e-9, "{s}");
-    eprintln!("{test}: 96 requests in {rounds} rounds ({per_round:.2} per round)");
+    // How many shared a round depends on timing (the batcher's unit tests pin it down).
+    eprintln!(
+        "{test}: 96 requests in {} rounds ({} per round)",
+        s["rounds"], s["requests_per_round"]
+    );
 }
 
 #[test]
@@ -370,13 +372,22 @@ struct Gate {
 }
 
 impl Gate {
+    fn new(bundle: Arc<Bundle>, panic_on: u32) -> Arc<Self> {
+        Arc::new(Self {
+            bundle,
+            panic_on,
+            held: Mutex::new(true),
+            entered: Mutex::new(0),
+            cv: Condvar::new(),
+        })
+    }
     fn wait_entered(&self, n: usize) {
         let e = self.entered.lock().unwrap();
-        drop(
-            self.cv
-                .wait_timeout_while(e, Duration::from_secs(30), |e| *e < n)
-                .unwrap(),
-        );
+        let (e, _) = self
+            .cv
+            .wait_timeout_while(e, Duration::from_secs(60), |e| *e < n)
+            .unwrap();
+        assert!(*e >= n, "the runner was not entered {n} times within 60 s");
     }
     fn release(&self) {
         *self.held.lock().unwrap() = false;
@@ -406,13 +417,7 @@ fn a_busy_queue_answers_503_and_a_panicking_run_500_while_the_server_keeps_servi
     };
     let bundle = Arc::new(Bundle::open_with(&tiny.bundle, &runtime()).unwrap());
     let worst = tiny.encoder.encode("worst", None).unwrap().ids[1];
-    let gate = Arc::new(Gate {
-        bundle: bundle.clone(),
-        panic_on: worst,
-        held: Mutex::new(true),
-        entered: Mutex::new(0),
-        cv: Condvar::new(),
-    });
+    let gate = Gate::new(bundle.clone(), worst);
     let opts = ServeOptions {
         max_inputs: 2,
         batch: BatchOptions {
@@ -433,16 +438,12 @@ fn a_busy_queue_answers_503_and_a_panicking_run_500_while_the_server_keeps_servi
     let first = send(vec!["good"]);
     gate.wait_entered(1);
     let second = send(vec!["not bad", "best movie"]);
-    for _ in 0..3000 {
-        if stats
+    wait_until("the second request is queued", || {
+        stats
             .queued_inputs
             .load(std::sync::atomic::Ordering::Relaxed)
             == 2
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    });
     let busy = predict(&server, "sst2", &singles(&["funny"]));
     assert_eq!(busy.status, 503, "{}", busy.json);
     assert_eq!(busy.retry_after.as_deref(), Some("1"));
@@ -464,4 +465,146 @@ fn a_busy_queue_answers_503_and_a_panicking_run_500_while_the_server_keeps_servi
     assert_eq!(after.status, 200, "{}", after.json);
     let s = stats.snapshot();
     assert_eq!((s.rejected_busy, s.failed, s.requests), (1, 1, 3), "{s:?}");
+}
+
+/// Polls `cond` every 10 ms for up to 60 s; fails the test naming `what` if it never holds.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{what}: not within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A tiny bundle served through a held [`Gate`] with `opts`.
+fn gated(test: &str, opts: ServeOptions) -> Option<(tempfile::TempDir, Arc<Gate>, Server)> {
+    let (tmp, tiny) = tiny_sst2_bundle(test)?;
+    let bundle = Arc::new(Bundle::open_with(&tiny.bundle, &runtime()).unwrap());
+    let gate = Gate::new(bundle.clone(), u32::MAX);
+    let runner: Arc<dyn Runner> = gate.clone();
+    let model = ServedModel::with_runners("sst2", bundle, vec![runner], &opts).unwrap();
+    Some((tmp, gate, start(vec![model], opts)))
+}
+
+#[test]
+fn stopping_answers_the_request_in_flight_before_it_returns() {
+    let test = "stopping_answers_the_request_in_flight_before_it_returns";
+    let Some((_tmp, gate, server)) = gated(test, ServeOptions::default()) else {
+        return;
+    };
+    let url = format!("http://{}/v1/models/sst2/predict", server.addr());
+    let client = std::thread::spawn(move || {
+        let mut r = agent()
+            .post(&url)
+            .send(&request_body(&singles(&["good"]))[..])
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_vec().unwrap())
+    });
+    gate.wait_entered(1);
+    let stopper = std::thread::spawn(move || server.stop());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !stopper.is_finished(),
+        "stop returned with a request in flight"
+    );
+    gate.release();
+    let (status, body) = client.join().unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(response_logits(&body).unwrap().len(), 1);
+    stopper.join().unwrap().unwrap();
+}
+
+/// Sends the head of a request announcing a 100-byte body, and 5 bytes of it; keeps the socket.
+fn stalled_client(server: &Server) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(server.addr()).unwrap();
+    c.write_all(
+        b"POST /v1/models/sst2/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"inp",
+    )
+    .unwrap();
+    c
+}
+
+#[test]
+fn a_stalled_body_gets_408_and_does_not_hold_up_a_stop() {
+    let test = "a_stalled_body_gets_408_and_does_not_hold_up_a_stop";
+    let opts = ServeOptions {
+        body_timeout: Duration::from_millis(300),
+        drain_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let Some((_tmp, gate, server)) = gated(test, opts) else {
+        return;
+    };
+    gate.release();
+    // The body never completes: 408 after the body timeout, as JSON.
+    let mut c = stalled_client(&server);
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("--body-timeout") {
+        match std::io::Read::read(&mut c, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("--body-timeout"), "{answer}");
+    server.stop().unwrap();
+    // A client that stalls while the server stops holds it up for the drain timeout only (here
+    // the body timeout is long, so only the drain deadline can end the wait).
+    let opts = ServeOptions {
+        body_timeout: Duration::from_secs(120),
+        drain_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let (_tmp2, gate, server) = gated(test, opts).unwrap();
+    gate.release();
+    let _stalled = stalled_client(&server);
+    std::thread::sleep(Duration::from_millis(100));
+    let t = std::time::Instant::now();
+    server.stop().unwrap();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(10),
+        "stop took {took:?} with a stalled client (drain timeout 0.5 s)"
+    );
+}
+
+#[test]
+fn requests_beyond_max_pending_get_503_before_their_body_is_read() {
+    let test = "requests_beyond_max_pending_get_503_before_their_body_is_read";
+    let opts = ServeOptions {
+        max_pending: 1,
+        ..Default::default()
+    };
+    let Some((_tmp, gate, server)) = gated(test, opts) else {
+        return;
+    };
+    let server = Arc::new(server);
+    let first = {
+        let server = server.clone();
+        std::thread::spawn(move || predict(&server, "sst2", &singles(&["good"])))
+    };
+    gate.wait_entered(1);
+    let busy = predict(&server, "sst2", &singles(&["funny"]));
+    assert_eq!(busy.status, 503, "{}", busy.json);
+    assert_eq!(busy.retry_after.as_deref(), Some("1"));
+    assert!(
+        error_message(&busy).contains("--max-pending"),
+        "{}",
+        busy.json
+    );
+    // A bad URL is a JSON 400 too.
+    let bad = call(&server, "GET", "/v1/models/%FF", None);
+    assert_eq!(bad.status, 400, "{}", bad.json);
+    assert!(error_message(&bad).contains("bad URL"), "{}", bad.json);
+    gate.release();
+    assert_eq!(first.join().unwrap().status, 200);
+    let again = predict(&server, "sst2", &singles(&["funny"]));
+    assert_eq!(again.status, 200, "{}", again.json);
 }

@@ -1,7 +1,7 @@
 //! Dynamic batching. Requests from all connections wait in one queue per model, bounded in
-//! inputs. A worker thread (one per session) takes every request queued when it is free, up to
-//! `max_batch` inputs, waiting at most `max_wait` for more after the first (0: take only what is
-//! already there, so a lone request waits for nothing). It runs them together through the
+//! inputs. A worker thread (one per session) takes every request queued when it is free until
+//! it holds at least `max_batch` inputs, waiting at most `max_wait` for more after the first (0:
+//! take only what is already there, so a lone request waits for nothing). It runs them together through the
 //! [`Runner`] (a [`Bundle`]: length-sorted batches of `batch_size`, outputs in input order) and
 //! answers each request with its own rows. A runner that fails or panics fails the requests of
 //! that round only; the worker goes on.
@@ -32,10 +32,11 @@ impl Runner for Bundle {
 /// How requests are queued and grouped.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchOptions {
-    /// A worker stops taking requests once it holds this many inputs (the runner splits them
-    /// into its own batches).
+    /// A worker stops taking requests once it holds at least this many inputs (the runner
+    /// splits them into its own batches).
     pub max_batch: usize,
-    /// How long a worker waits for more requests after the first (0: no wait).
+    /// How long a worker waits for more requests after the first (0: no wait; at most
+    /// [`MAX_WAIT_LIMIT`]).
     pub max_wait: Duration,
     /// Inputs that may wait in the queue; a request that would exceed it is refused (busy).
     pub max_queue: usize,
@@ -51,6 +52,9 @@ impl Default for BatchOptions {
     }
 }
 
+/// The longest `max_wait` accepted.
+pub const MAX_WAIT_LIMIT: Duration = Duration::from_secs(60);
+
 /// Why a request was not queued.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubmitError {
@@ -62,6 +66,8 @@ pub enum SubmitError {
     },
     /// The workers have stopped (the server is shutting down).
     Stopped,
+    /// Every worker of the model has died (a bug: the server log says why).
+    NoWorker,
 }
 
 impl std::fmt::Display for SubmitError {
@@ -77,6 +83,9 @@ impl std::fmt::Display for SubmitError {
                  the queue of {capacity}; retry later or send fewer inputs per request"
             ),
             Self::Stopped => f.write_str("the server is shutting down"),
+            Self::NoWorker => f.write_str(
+                "no worker of this model is running (see the server log); restart the server",
+            ),
         }
     }
 }
@@ -111,10 +120,18 @@ impl Batcher {
         let mut workers = Vec::new();
         for (i, runner) in runners.into_iter().enumerate() {
             let (rx, stats, opts) = (rx.clone(), stats.clone(), opts.clone());
+            // Counted before the thread starts, uncounted when it ends for any reason.
+            stats.workers_alive.fetch_add(1, Ordering::AcqRel);
+            let alive = Alive(stats.clone());
+            // A thread that cannot start drops its closure (and `Alive`); the ones started end
+            // when `tx` is dropped on the way out.
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("adept-serve-{model}-{i}"))
-                    .spawn(move || work(&rx, runner.as_ref(), &opts, &stats))?,
+                    .spawn(move || {
+                        let _alive = alive;
+                        work(&rx, runner.as_ref(), &opts, &stats)
+                    })?,
             );
         }
         Ok(Self {
@@ -131,6 +148,13 @@ impl Batcher {
 
     /// Queues `items` (one request); the receiver gets its logits in order.
     pub fn submit(&self, items: Vec<Encoded>) -> Result<oneshot::Receiver<Reply>, SubmitError> {
+        if self.stats.workers_alive.load(Ordering::Acquire) == 0 {
+            return Err(if self.tx.lock().map(|t| t.is_none()).unwrap_or(true) {
+                SubmitError::Stopped
+            } else {
+                SubmitError::NoWorker
+            });
+        }
         let wanted = items.len();
         let capacity = self.opts.max_queue;
         // Reserve room in the queue, or refuse: the queue never holds more than `capacity`.
@@ -177,7 +201,8 @@ impl Drop for Batcher {
 fn next_round(rx: &Mutex<Receiver<Job>>, opts: &BatchOptions) -> Option<Vec<Job>> {
     let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
     let first = rx.recv().ok()?;
-    let deadline = Instant::now() + opts.max_wait;
+    let now = Instant::now();
+    let deadline = now.checked_add(opts.max_wait).unwrap_or(now);
     let mut inputs = first.items.len();
     let mut jobs = vec![first];
     while inputs < opts.max_batch {
@@ -196,6 +221,15 @@ fn next_round(rx: &Mutex<Receiver<Job>>, opts: &BatchOptions) -> Option<Vec<Job>
         }
     }
     Some(jobs)
+}
+
+/// Keeps a worker counted in `workers_alive` while it lives (also when it unwinds).
+struct Alive(Arc<ModelStats>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.workers_alive.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn work(rx: &Mutex<Receiver<Job>>, runner: &dyn Runner, opts: &BatchOptions, stats: &ModelStats) {
@@ -476,22 +510,55 @@ mod tests {
         );
     }
 
-    #[test]
-    fn max_wait_gathers_requests_that_arrive_soon_after_the_first() {
+    /// Submits three requests 100 ms apart; returns the sizes of the runner's calls.
+    fn spaced_rounds(max_wait: Duration) -> Vec<usize> {
         let fake = Arc::new(Fake::default());
         let opts = BatchOptions {
-            max_wait: Duration::from_secs(5),
+            max_wait,
             max_batch: 3,
             ..Default::default()
         };
         let (b, _) = start(&fake, opts);
-        let rxs: Vec<_> = (0..3)
-            .map(|i| b.submit(vec![item(i, 1)]).unwrap())
-            .collect();
+        let mut rxs = Vec::new();
+        for i in 0..3 {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            rxs.push(b.submit(vec![item(i, 1)]).unwrap());
+        }
         for rx in rxs {
             answer(rx).unwrap();
         }
-        // The worker waited (up to 5 s) until it held max_batch inputs: one round of three.
-        assert_eq!(*fake.calls.lock().unwrap(), vec![3]);
+        let calls = fake.calls.lock().unwrap().clone();
+        calls
+    }
+
+    #[test]
+    fn max_wait_gathers_requests_that_arrive_after_the_first_and_zero_waits_for_none() {
+        // Waiting up to 10 s, the worker holds the first until max_batch inputs are there.
+        assert_eq!(spaced_rounds(Duration::from_secs(10)), vec![3]);
+        // Not waiting, each request 100 ms after the last finds the worker idle.
+        assert_eq!(spaced_rounds(Duration::ZERO), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn a_worker_that_died_is_reported_not_taken_for_a_shutdown() {
+        let fake = Arc::new(Fake::default());
+        let (b, stats) = start(&fake, BatchOptions::default());
+        assert_eq!(stats.workers_alive.load(Ordering::Relaxed), 1);
+        // A runner that panics outside the guarded run cannot be staged from here; a worker
+        // whose thread ended while the queue is open is what remains.
+        stats.workers_alive.store(0, Ordering::Relaxed);
+        assert_eq!(
+            b.submit(vec![item(1, 1)]).unwrap_err(),
+            SubmitError::NoWorker
+        );
+        stats.workers_alive.store(1, Ordering::Relaxed);
+        b.shutdown();
+        assert_eq!(stats.workers_alive.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            b.submit(vec![item(1, 1)]).unwrap_err(),
+            SubmitError::Stopped
+        );
     }
 }

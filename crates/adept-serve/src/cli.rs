@@ -1,6 +1,6 @@
 //! `adept serve`: its options (clap arguments with the `cli` feature) and run function.
 
-use crate::batcher::BatchOptions;
+use crate::batcher::{BatchOptions, MAX_WAIT_LIMIT};
 use crate::server::{open_models, AppState, ModelSpec, ServeOptions, Server};
 use adept_runtime::{RuntimeOptions, SessionArgs};
 use anyhow::{Context, Result};
@@ -48,6 +48,17 @@ pub struct ServeArgs {
     /// Largest request body in bytes (413 beyond).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 1 << 20, value_parser = positive_usize))]
     pub max_body_bytes: usize,
+    /// Predict requests handled at once, all models together (reading, tokenizing, queued or
+    /// running); beyond, 503 with Retry-After. Bounds the memory bodies hold (× --max-body-bytes).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 256, value_parser = positive_usize))]
+    pub max_pending: usize,
+    /// Seconds a request body may take to arrive (408 after).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 30.0, value_name = "S"))]
+    pub body_timeout: f64,
+    /// On Ctrl-C or SIGTERM, seconds the requests in flight get to finish before their
+    /// connections are dropped (a second Ctrl-C exits at once).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 10.0, value_name = "S"))]
+    pub drain_timeout: f64,
     /// Run each round's inputs in arrival order instead of grouping similar lengths.
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_length_buckets: bool,
@@ -66,26 +77,33 @@ impl ServeArgs {
     }
 
     pub fn serve_options(&self) -> Result<ServeOptions> {
+        let most = MAX_WAIT_LIMIT.as_millis();
         anyhow::ensure!(
-            self.max_wait_ms.is_finite() && self.max_wait_ms >= 0.0,
-            "--max-wait-ms must be a number ≥ 0, not {}",
+            self.max_wait_ms.is_finite()
+                && self.max_wait_ms >= 0.0
+                && self.max_wait_ms <= most as f64,
+            "--max-wait-ms must be a number ≥ 0 and at most {most}, not {}",
             self.max_wait_ms
-        );
-        anyhow::ensure!(
-            self.metrics_every.is_finite() && self.metrics_every > 0.0,
-            "--metrics-every must be a number of seconds > 0, not {}",
-            self.metrics_every
         );
         let opts = ServeOptions {
             batch: BatchOptions {
                 max_batch: self.max_batch,
-                max_wait: Duration::from_secs_f64(self.max_wait_ms / 1e3),
+                max_wait: seconds(
+                    "--max-wait-ms",
+                    self.max_wait_ms / 1e3,
+                    MAX_WAIT_LIMIT.as_secs_f64(),
+                    true,
+                )?,
                 max_queue: self.max_queue,
             },
             workers: self.workers,
             max_inputs: self.max_inputs,
             max_body_bytes: self.max_body_bytes,
+            max_pending: self.max_pending,
+            body_timeout: seconds("--body-timeout", self.body_timeout, 3600.0, false)?,
+            drain_timeout: seconds("--drain-timeout", self.drain_timeout, 3600.0, true)?,
         };
+        seconds("--metrics-every", self.metrics_every, 86400.0, false)?;
         opts.validate()?;
         Ok(opts)
     }
@@ -121,10 +139,8 @@ impl ServeArgs {
         let io_threads = std::thread::available_parallelism()
             .map(|n| n.get().min(4))
             .unwrap_or(2);
-        let log = self
-            .metrics_log
-            .clone()
-            .map(|p| (p, Duration::from_secs_f64(self.metrics_every)));
+        let every = seconds("--metrics-every", self.metrics_every, 86400.0, false)?;
+        let log = self.metrics_log.clone().map(|p| (p, every));
         Server::start(
             state,
             SocketAddr::new(self.host, self.port),
@@ -132,6 +148,17 @@ impl ServeArgs {
             log,
         )
     }
+}
+
+/// `value` seconds as a duration, refused unless finite, ≤ `max` and > 0 (≥ 0 with `zero_ok`).
+fn seconds(flag: &str, value: f64, max: f64, zero_ok: bool) -> Result<Duration> {
+    let low_ok = if zero_ok { value >= 0.0 } else { value > 0.0 };
+    anyhow::ensure!(
+        value.is_finite() && low_ok && value <= max,
+        "{flag} must be a number {} and at most {max} s, not {value} s",
+        if zero_ok { "≥ 0" } else { "> 0" }
+    );
+    Ok(Duration::from_secs_f64(value))
 }
 
 /// Runs `adept serve` until Ctrl-C or SIGTERM; then lets open requests finish and returns.
@@ -147,7 +174,15 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the signal handler")?;
     rt.block_on(shutdown_signal());
-    eprintln!("stopping: answering the requests in flight");
+    eprintln!(
+        "stopping: answering the requests in flight (up to {} s; Ctrl-C again exits now)",
+        args.drain_timeout
+    );
+    std::thread::spawn(move || {
+        rt.block_on(shutdown_signal());
+        eprintln!("second signal: exiting without waiting");
+        std::process::exit(130);
+    });
     server.stop()
 }
 

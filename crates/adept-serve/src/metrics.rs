@@ -36,6 +36,8 @@ pub struct ModelStats {
     pub run_micros: AtomicU64,
     /// Inputs waiting in the queue now.
     pub queued_inputs: AtomicUsize,
+    /// Worker threads running now.
+    pub workers_alive: AtomicUsize,
     latencies: Mutex<VecDeque<f32>>,
 }
 
@@ -57,6 +59,7 @@ pub struct StatsSnapshot {
     pub padding_fraction: f64,
     pub run_seconds: f64,
     pub queued_inputs: usize,
+    pub workers_alive: usize,
     /// Request latency percentiles in milliseconds over the last [`LATENCY_WINDOW`] answered
     /// requests (from the body read to the answer); `None` before the first one.
     pub latency_ms_p50: Option<f64>,
@@ -105,6 +108,7 @@ impl ModelStats {
             padding_fraction: ratio(padded, real + padded),
             run_seconds: get(&self.run_micros) as f64 / 1e6,
             queued_inputs: self.queued_inputs.load(Ordering::Relaxed),
+            workers_alive: self.workers_alive.load(Ordering::Relaxed),
             latency_ms_p50: percentile(&lat, 0.50),
             latency_ms_p90: percentile(&lat, 0.90),
             latency_ms_p99: percentile(&lat, 0.99),

@@ -2,15 +2,15 @@
 //! the tests and the bench alike).
 
 use crate::api::{read_inputs, ApiError, InputSpec};
-use crate::batcher::{BatchOptions, Batcher, Runner, SubmitError};
+use crate::batcher::{BatchOptions, Batcher, Runner, SubmitError, MAX_WAIT_LIMIT};
 use crate::metrics::{ModelStats, StatsSnapshot};
 use adept_bundle::Encoded;
 use adept_runtime::cli::prediction_json;
 use adept_runtime::{Bundle, RuntimeOptions};
 use anyhow::{bail, ensure, Context, Result};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// A bundle to serve and the name its routes use (`/v1/models/{name}/predict`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +50,8 @@ impl ModelSpec {
         };
         ensure!(
             !name.is_empty()
+                && name != "."
+                && name != ".."
                 && name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
@@ -70,6 +73,14 @@ pub struct ServeOptions {
     pub max_inputs: usize,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// Predict requests handled at once, all models together (reading, tokenizing, queued or
+    /// running); more get 503. With `max_body_bytes` this bounds the memory requests hold.
+    pub max_pending: usize,
+    /// How long a request body may take to arrive (408 after).
+    pub body_timeout: Duration,
+    /// On stop, how long requests in flight may take to finish before their connections are
+    /// dropped.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -79,6 +90,9 @@ impl Default for ServeOptions {
             workers: 1,
             max_inputs: 256,
             max_body_bytes: 1 << 20,
+            max_pending: 256,
+            body_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -88,6 +102,13 @@ impl ServeOptions {
         ensure!(self.workers >= 1, "--workers must be at least 1");
         ensure!(self.batch.max_batch >= 1, "--max-batch must be at least 1");
         ensure!(self.max_inputs >= 1, "--max-inputs must be at least 1");
+        ensure!(self.max_pending >= 1, "--max-pending must be at least 1");
+        ensure!(
+            self.batch.max_wait <= MAX_WAIT_LIMIT,
+            "--max-wait-ms must be at most {} ms, not {} ms",
+            MAX_WAIT_LIMIT.as_millis(),
+            self.batch.max_wait.as_millis()
+        );
         ensure!(
             self.batch.max_queue >= self.max_inputs,
             "--max-queue ({}) is smaller than --max-inputs ({}): a full request could never be \
@@ -190,6 +211,8 @@ pub struct AppState {
     pub models: BTreeMap<String, Arc<ServedModel>>,
     pub opts: ServeOptions,
     pub started: Instant,
+    /// One permit per predict request being handled (`opts.max_pending`).
+    pending: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -205,6 +228,7 @@ impl AppState {
         }
         Ok(Self {
             models: map,
+            pending: Arc::new(Semaphore::new(opts.max_pending)),
             opts,
             started: Instant::now(),
         })
@@ -230,6 +254,13 @@ impl AppState {
             .collect()
     }
 
+    /// Whether every model has a worker running.
+    pub fn healthy(&self) -> bool {
+        self.models
+            .values()
+            .all(|m| m.stats.workers_alive.load(Ordering::Acquire) > 0)
+    }
+
     /// Stops every model's workers after they answer what is queued.
     pub fn shutdown(&self) {
         for m in self.models.values() {
@@ -248,7 +279,6 @@ impl AppState {
 /// | `POST /v1/predict` | the same, when one model is served |
 /// | `GET /metrics` | per-model counters, padding, latency percentiles |
 pub fn router(state: Arc<AppState>) -> Router {
-    let limit = state.opts.max_body_bytes;
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(list_models))
@@ -258,12 +288,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-async fn health(State(st): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "status": "ok", "models": st.models.keys().collect::<Vec<_>>() }))
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    let models = st.models.keys().collect::<Vec<_>>();
+    if st.healthy() {
+        Json(json!({ "status": "ok", "models": models })).into_response()
+    } else {
+        let down: Vec<&String> = st
+            .models
+            .iter()
+            .filter(|(_, m)| m.stats.workers_alive.load(Ordering::Acquire) == 0)
+            .map(|(n, _)| n)
+            .collect();
+        let body = json!({ "status": "degraded", "models": models, "without_workers": down });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// A URL the router could not read (e.g. invalid percent-encoding), as a JSON 400.
+fn bad_path(r: PathRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        format!("bad URL: {}", r.body_text()),
+    )
 }
 
 async fn list_models(State(st): State<Arc<AppState>>) -> Json<Value> {
@@ -277,8 +326,9 @@ async fn list_models(State(st): State<Arc<AppState>>) -> Json<Value> {
 
 async fn model_info(
     State(st): State<Arc<AppState>>,
-    UrlPath(name): UrlPath<String>,
+    name: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let UrlPath(name) = name.map_err(bad_path)?;
     Ok(Json(st.model(&name)?.info(st.opts.workers)))
 }
 
@@ -305,19 +355,20 @@ async fn method_not_allowed() -> ApiError {
 
 async fn predict_named(
     State(st): State<Arc<AppState>>,
-    UrlPath(name): UrlPath<String>,
-    body: Result<Bytes, BytesRejection>,
+    name: Result<UrlPath<String>, PathRejection>,
+    body: Body,
 ) -> Response {
+    let name = match name {
+        Ok(UrlPath(n)) => n,
+        Err(r) => return bad_path(r).into_response(),
+    };
     match st.model(&name) {
         Ok(m) => predict(m.clone(), &st, body).await,
         Err(e) => e.into_response(),
     }
 }
 
-async fn predict_only(
-    State(st): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn predict_only(State(st): State<Arc<AppState>>, body: Body) -> Response {
     if st.models.len() != 1 {
         return ApiError::new(
             StatusCode::NOT_FOUND,
@@ -333,11 +384,7 @@ async fn predict_only(
     predict(m, &st, body).await
 }
 
-async fn predict(
-    model: Arc<ServedModel>,
-    st: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn predict(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response {
     let start = Instant::now();
     let stats = model.stats.clone();
     let refused = |e: ApiError| {
@@ -354,20 +401,24 @@ async fn predict(
         }
         e.into_response()
     };
-    let body = match body {
-        Ok(b) => b,
-        Err(r) => {
-            let status = r.status();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+    // Admission first: a request beyond `max_pending` costs nothing but this answer.
+    let _permit: OwnedSemaphorePermit = match st.pending.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => {
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "the body is larger than {} bytes (--max-body-bytes): split the request",
-                    st.opts.max_body_bytes
-                )
-            } else {
-                format!("cannot read the body: {}", r.body_text())
-            };
-            return refused(ApiError::new(status, message));
+                    "the server is busy: {} requests are being handled (--max-pending); retry later",
+                    st.opts.max_pending
+                ),
+            );
+            err.retry_after = Some(1);
+            return refused(err);
         }
+    };
+    let body = match read_body(body, st.opts.max_body_bytes, st.opts.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => return refused(e),
     };
     // Reading and tokenizing are CPU work: off the async threads.
     let max_inputs = st.opts.max_inputs;
@@ -390,6 +441,12 @@ async fn predict(
             let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             err.retry_after = Some(1);
             return refused(err);
+        }
+        Err(e @ SubmitError::NoWorker) => {
+            return refused(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            ))
         }
         Err(e @ SubmitError::Stopped) => {
             return refused(ApiError::new(
@@ -427,6 +484,41 @@ async fn predict(
     Json(json!({ "model": model.name, "predictions": predictions })).into_response()
 }
 
+/// The whole body, at most `limit` bytes, within `timeout`.
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
+    let read = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(read) => read,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s (--body-timeout); send it whole",
+                    timeout.as_secs_f64()
+                ),
+            ))
+        }
+    };
+    read.map_err(|e| {
+        let inner = e.into_inner();
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(err) = src {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the body is larger than {limit} bytes (--max-body-bytes): split the request"
+                    ),
+                );
+            }
+            src = err.source();
+        }
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the body: {inner}"),
+        )
+    })
+}
+
 fn encode(bundle: &Bundle, body: &[u8], max_inputs: usize) -> Result<Vec<Encoded>, ApiError> {
     let texts = read_inputs(body, &InputSpec::of(&bundle.manifest), max_inputs)?;
     texts
@@ -443,6 +535,7 @@ fn encode(bundle: &Bundle, body: &[u8], max_inputs: usize) -> Result<Vec<Encoded
 /// Appends one JSON line per `every` to `path`: the time and every model's counters.
 async fn log_metrics(state: Arc<AppState>, path: PathBuf, every: Duration) {
     let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
@@ -468,7 +561,7 @@ async fn log_metrics(state: Arc<AppState>, path: PathBuf, every: Duration) {
 pub struct Server {
     addr: SocketAddr,
     state: Arc<AppState>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -483,6 +576,8 @@ impl Server {
     ) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(io_threads.max(1))
+            // Tokenizing runs here; `max_pending` bounds how much waits for these threads.
+            .max_blocking_threads(2 * io_threads.max(1))
             .thread_name("adept-serve-io")
             .enable_all()
             .build()
@@ -493,21 +588,39 @@ impl Server {
         let addr = listener.local_addr()?;
         let state = Arc::new(state);
         let app = router(state.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (stop, stopped) = watch::channel(false);
         let log_state = state.clone();
+        let drain = state.opts.drain_timeout;
         let thread = std::thread::Builder::new()
             .name("adept-serve".into())
             .spawn(move || {
-                rt.block_on(async move {
+                let result = rt.block_on(async move {
                     if let Some((path, every)) = metrics_log {
                         tokio::spawn(log_metrics(log_state, path, every));
                     }
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stopped.await;
-                        })
-                        .await
-                })
+                    let mut graceful = stopped.clone();
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                        let _ = graceful.wait_for(|s| *s).await;
+                    });
+                    // Once stopping, requests in flight get `drain` to finish; a connection that
+                    // never completes its request does not hold the server up past that.
+                    let mut deadline = stopped;
+                    tokio::select! {
+                        r = serve => r,
+                        _ = async move {
+                            let _ = deadline.wait_for(|s| *s).await;
+                            tokio::time::sleep(drain).await;
+                        } => {
+                            tracing::warn!(
+                                "requests still open {} s after the stop were dropped",
+                                drain.as_secs_f64()
+                            );
+                            Ok(())
+                        }
+                    }
+                });
+                rt.shutdown_timeout(Duration::from_secs(1));
+                result
             })
             .context("cannot start the server thread")?;
         Ok(Self {
@@ -533,7 +646,7 @@ impl Server {
 
     fn stop_inner(&mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         let result = match self.thread.take() {
             Some(t) => match t.join() {
