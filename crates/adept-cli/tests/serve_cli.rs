@@ -158,6 +158,15 @@ fn serve_refuses_bad_options_and_missing_bundles_with_clear_errors() {
             vec![
                 "--bundle".into(),
                 "x".into(),
+                "--cors-origin".into(),
+                "https://app.example/".into(),
+            ],
+            "--cors-origin \"https://app.example/\" is not an origin",
+        ),
+        (
+            vec![
+                "--bundle".into(),
+                "x".into(),
                 "--workers".into(),
                 "0".into(),
             ],

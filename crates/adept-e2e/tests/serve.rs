@@ -608,3 +608,69 @@ fn requests_beyond_max_pending_get_503_before_their_body_is_read() {
     let again = predict(&server, "sst2", &singles(&["funny"]));
     assert_eq!(again.status, 200, "{}", again.json);
 }
+
+#[test]
+fn cors_answers_preflights_and_marks_answers_for_allowed_origins_only() {
+    let test = "cors_answers_preflights_and_marks_answers_for_allowed_origins_only";
+    let Some((_tmp, tiny)) = tiny_sst2_bundle(test) else {
+        return;
+    };
+    let app = "http://app.example:3000";
+    let opts = ServeOptions {
+        cors_origins: vec![app.to_string()],
+        ..Default::default()
+    };
+    let server = serve(&[("sst2", &tiny.bundle)], opts);
+    let url = format!("http://{}/v1/models/sst2/predict", server.addr());
+    let allow_origin = |r: &ureq::http::Response<ureq::Body>| {
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    // The browser's preflight for a JSON POST.
+    let pre = agent()
+        .options(&url)
+        .header("origin", app)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .call()
+        .unwrap();
+    assert_eq!(pre.status().as_u16(), 204);
+    assert_eq!(allow_origin(&pre).as_deref(), Some(app));
+    let methods = pre.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+    assert!(pre.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("content-type"));
+    // The POST itself, from the allowed origin and from another one.
+    let body = request_body(&singles(&["good"]));
+    let post = |origin: &str| {
+        agent()
+            .post(&url)
+            .header("origin", origin)
+            .content_type("application/json")
+            .send(&body[..])
+            .unwrap()
+    };
+    let ok = post(app);
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(allow_origin(&ok).as_deref(), Some(app));
+    assert!(ok.headers()["vary"].to_str().unwrap().contains("origin"));
+    let other = post("http://elsewhere.example");
+    assert_eq!(other.status().as_u16(), 200);
+    assert_eq!(
+        allow_origin(&other),
+        None,
+        "an origin not listed got CORS headers"
+    );
+    server.stop().unwrap();
+    // Without --cors-origin there are no CORS headers, and OPTIONS is not a route.
+    let plain = serve(&[("sst2", &tiny.bundle)], ServeOptions::default());
+    let url = format!("http://{}/v1/models/sst2/predict", plain.addr());
+    let pre = agent().options(&url).header("origin", app).call().unwrap();
+    assert_eq!(pre.status().as_u16(), 405);
+    assert_eq!(allow_origin(&pre), None);
+}

@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Run each round's inputs in arrival order instead of grouping similar lengths.
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_length_buckets: bool,
+    /// A web origin whose pages may call the server from a browser (CORS), as the browser
+    /// sends it (`https://app.example`, `http://localhost:3000`), or `*` for any; repeat for more.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ORIGIN"))]
+    pub cors_origin: Vec<String>,
     /// Append every model's counters as a JSON line to this file every --metrics-every seconds.
     #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub metrics_log: Option<PathBuf>,
@@ -102,6 +106,7 @@ impl ServeArgs {
             max_pending: self.max_pending,
             body_timeout: seconds("--body-timeout", self.body_timeout, 3600.0, false)?,
             drain_timeout: seconds("--drain-timeout", self.drain_timeout, 3600.0, true)?,
+            cors_origins: self.cors_origin.clone(),
         };
         seconds("--metrics-every", self.metrics_every, 86400.0, false)?;
         opts.validate()?;

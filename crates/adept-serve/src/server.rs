@@ -10,8 +10,10 @@ use adept_runtime::{Bundle, RuntimeOptions};
 use anyhow::{bail, ensure, Context, Result};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
+use axum::extract::Request;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -81,6 +83,9 @@ pub struct ServeOptions {
     /// On stop, how long requests in flight may take to finish before their connections are
     /// dropped.
     pub drain_timeout: Duration,
+    /// Web origins (`https://app.example`, or `*` for any) whose pages may call the server from
+    /// a browser (CORS); empty: no CORS headers, as a server without a web front end wants.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServeOptions {
@@ -93,6 +98,7 @@ impl Default for ServeOptions {
             max_pending: 256,
             body_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -103,6 +109,16 @@ impl ServeOptions {
         ensure!(self.batch.max_batch >= 1, "--max-batch must be at least 1");
         ensure!(self.max_inputs >= 1, "--max-inputs must be at least 1");
         ensure!(self.max_pending >= 1, "--max-pending must be at least 1");
+        for o in &self.cors_origins {
+            ensure!(
+                o == "*"
+                    || ((o.starts_with("http://") || o.starts_with("https://"))
+                        && !o.ends_with('/')
+                        && HeaderValue::from_str(o).is_ok()),
+                "--cors-origin {o:?} is not an origin: write it as the browser sends it, \
+                 scheme://host[:port] without a trailing slash (or * for any)"
+            );
+        }
         ensure!(
             self.batch.max_wait <= MAX_WAIT_LIMIT,
             "--max-wait-ms must be at most {} ms, not {} ms",
@@ -269,6 +285,56 @@ impl AppState {
     }
 }
 
+impl ServeOptions {
+    /// The value of `Access-Control-Allow-Origin` for a request from `origin`, if allowed.
+    fn cors_allow(&self, origin: &str) -> Option<HeaderValue> {
+        if self.cors_origins.iter().any(|o| o == "*") {
+            Some(HeaderValue::from_static("*"))
+        } else if self.cors_origins.iter().any(|o| o == origin) {
+            HeaderValue::from_str(origin).ok()
+        } else {
+            None
+        }
+    }
+}
+
+/// CORS for the origins in `--cors-origin`: answers preflight requests (`OPTIONS`) and marks
+/// the answers to allowed origins; other origins get no CORS headers (their browsers refuse).
+async fn cors(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let allow = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|o| st.opts.cors_allow(o));
+    let mut resp = if req.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        if allow.is_some() {
+            let h = r.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, OPTIONS"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("content-type"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+        }
+        r
+    } else {
+        next.run(req).await
+    };
+    if let Some(value) = allow {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    resp
+}
+
 /// The routes:
 ///
 /// | route | |
@@ -279,7 +345,9 @@ impl AppState {
 /// | `POST /v1/predict` | the same, when one model is served |
 /// | `GET /metrics` | per-model counters, padding, latency percentiles |
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let cors_layer = (!state.opts.cors_origins.is_empty())
+        .then(|| axum::middleware::from_fn_with_state(state.clone(), cors));
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}", get(model_info))
@@ -287,8 +355,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/predict", post(predict_only))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed);
+    match cors_layer {
+        Some(layer) => routes.layer(layer).with_state(state),
+        None => routes.with_state(state),
+    }
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
