@@ -13,6 +13,7 @@
 use crate::args::BenchArgs;
 use crate::commands::load_task;
 use adept_runtime::{paired_time_ratio, Bundle, RuntimeOptions, SessionConfig};
+use adept_serve::metrics::percentile;
 use adept_serve::{
     request_body, response_logits, AppState, BatchOptions, ModelSpec, ServeOptions, Server,
 };
@@ -297,7 +298,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let per_s = (texts.len() * v.round_s.len()) as f64 / total;
         let mut lat = v.latencies_ms.clone();
         lat.sort_by(f64::total_cmp);
-        let pct = |q: f64| lat[((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1];
+        let pct = |q: f64| percentile(&lat, q).unwrap_or(f64::NAN);
         let r = paired_time_ratio(&v.round_s, &base).context("rounds differ")?;
         // Requests per worker round over the timed rounds (the warm-up left out).
         let per_round = match &v.route {

@@ -126,12 +126,12 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 /// The nearest-rank percentile `q` (0–1) of sorted `values`: the smallest value with at least
 /// `q` of the values at or below it.
-pub fn percentile(sorted: &[f32], q: f64) -> Option<f64> {
+pub fn percentile<T: Copy + Into<f64>>(sorted: &[T], q: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1] as f64)
+    Some(sorted[rank.clamp(1, sorted.len()) - 1].into())
 }
 
 #[cfg(test)]
@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(percentile(&v, 0.99), Some(10.0));
         assert_eq!(percentile(&v, 0.0), Some(1.0));
         assert_eq!(percentile(&[7.0], 0.5), Some(7.0));
-        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile::<f32>(&[], 0.5), None);
     }
 
     #[test]

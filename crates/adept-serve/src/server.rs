@@ -270,11 +270,13 @@ impl AppState {
             .collect()
     }
 
-    /// Whether every model has a worker running.
-    pub fn healthy(&self) -> bool {
+    /// The models with no worker running (empty when healthy).
+    pub fn models_without_workers(&self) -> Vec<&String> {
         self.models
-            .values()
-            .all(|m| m.stats.workers_alive.load(Ordering::Acquire) > 0)
+            .iter()
+            .filter(|(_, m)| m.stats.workers_alive.load(Ordering::Acquire) == 0)
+            .map(|(n, _)| n)
+            .collect()
     }
 
     /// Stops every model's workers after they answer what is queued.
@@ -364,15 +366,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
     let models = st.models.keys().collect::<Vec<_>>();
-    if st.healthy() {
+    let down = st.models_without_workers();
+    if down.is_empty() {
         Json(json!({ "status": "ok", "models": models })).into_response()
     } else {
-        let down: Vec<&String> = st
-            .models
-            .iter()
-            .filter(|(_, m)| m.stats.workers_alive.load(Ordering::Acquire) == 0)
-            .map(|(n, _)| n)
-            .collect();
         let body = json!({ "status": "degraded", "models": models, "without_workers": down });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
@@ -743,7 +740,7 @@ pub fn open_models(
     runtime: &RuntimeOptions,
     opts: &ServeOptions,
 ) -> Result<Vec<ServedModel>> {
-    opts.validate()?;
+    // `ServedModel::open` checks `opts` before it opens anything.
     specs
         .iter()
         .map(|s| ServedModel::open(s, runtime, opts))
