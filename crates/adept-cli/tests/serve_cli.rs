@@ -194,6 +194,24 @@ fn serve_refuses_bad_options_and_missing_bundles_with_clear_errors() {
             ],
             "--metrics-every must be a number > 0",
         ),
+        (
+            vec![
+                "--bundle".into(),
+                "x".into(),
+                "--idle-timeout".into(),
+                "0".into(),
+            ],
+            "--idle-timeout must be a number > 0",
+        ),
+        (
+            vec![
+                "--bundle".into(),
+                "x".into(),
+                "--max-connections".into(),
+                "0".into(),
+            ],
+            "at least 1",
+        ),
     ];
     for (args, says) in cases {
         let out = adept()

@@ -674,3 +674,498 @@ fn cors_answers_preflights_and_marks_answers_for_allowed_origins_only() {
     assert_eq!(pre.status().as_u16(), 405);
     assert_eq!(allow_origin(&pre), None);
 }
+
+// ---- Generation: decoder and T5 bundles at /v1/models/{name}/generate ----
+
+/// The tiny decoder bundle (tests/reference/tiny_decoder.py: 2 layers, 40-word vocabulary, a
+/// 3-row ADePT prompt cache, a chat template that strips the message).
+fn tiny_decoder() -> std::path::PathBuf {
+    adept_testkit::repo_file("tests/fixtures/tiny-decoder")
+}
+
+const LM_PROMPTS: [&str; 4] = ["w5 w9 w12", "w30", "w7 w7 w8 w21 w3 w17", "w11 w4"];
+
+/// What the in-process generator makes of each prompt alone.
+fn generate_alone(cfg: &adept_bundle::generate::GenerationConfig) -> Vec<(String, Vec<u32>)> {
+    let mut g = adept_runtime::Generator::open(&tiny_decoder(), &runtime()).unwrap();
+    LM_PROMPTS
+        .iter()
+        .map(|p| {
+            let (gens, _) = g
+                .generate(&[p.to_string()], cfg, true, &mut |_, _| {})
+                .unwrap();
+            (gens[0].text.clone(), gens[0].token_ids.clone())
+        })
+        .collect()
+}
+
+fn texts_and_ids(answer: &Value) -> Vec<(String, Vec<u32>)> {
+    answer["generations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no generations in {answer}"))
+        .iter()
+        .map(|g| {
+            let ids: Vec<u32> = serde_json::from_value(g["token_ids"].clone()).unwrap();
+            assert_eq!(g["new_tokens"].as_u64().unwrap() as usize, ids.len(), "{g}");
+            (g["text"].as_str().unwrap().to_owned(), ids)
+        })
+        .collect()
+}
+
+/// Posts `body` with `"stream": true` and reads the server-sent events: `(event, data)`.
+fn stream(server: &Server, path: &str, body: &Value) -> Vec<(String, Value)> {
+    let url = format!("http://{}{path}", server.addr());
+    let mut resp = agent()
+        .post(&url)
+        .content_type("application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(ctype.starts_with("text/event-stream"), "{ctype}");
+    let text = resp.body_mut().read_to_string().unwrap();
+    text.split("\n\n")
+        .filter(|block| block.lines().any(|l| l.starts_with("data:")))
+        .map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim_start().to_owned())
+                    .unwrap_or_default()
+            };
+            let data = serde_json::from_str(&field("data:")).unwrap();
+            (field("event:"), data)
+        })
+        .collect()
+}
+
+/// Greedy completions over HTTP equal the in-process generator's for each prompt alone (ids
+/// and text), whether the prompts come in one request, in four concurrent requests that share
+/// one run, or streamed (the pieces concatenate to the text, and `done` carries the answer).
+#[test]
+fn a_decoder_bundle_generates_what_the_generator_does_whole_concurrent_or_streamed() {
+    let test = "a_decoder_bundle_generates_what_the_generator_does_whole_concurrent_or_streamed";
+    if !common::ort_available(test) {
+        return;
+    }
+    let cfg = adept_bundle::generate::GenerationConfig {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let want = generate_alone(&cfg);
+    let opts = ServeOptions {
+        batch: BatchOptions {
+            max_batch: 4,
+            // Four requests sent at once are gathered into one round (4 prompts end it).
+            max_wait: Duration::from_secs(10),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = Arc::new(serve(&[("lm", &tiny_decoder())], opts));
+    let info = call(&server, "GET", "/v1/models/lm", None);
+    assert_eq!(info.status, 200);
+    assert_eq!(info.json["kind"], "causal-lm", "{}", info.json);
+    assert_eq!(info.json["route"], "/v1/models/lm/generate");
+    assert_eq!(info.json["chat_template"], true);
+
+    let body = json!({"inputs": LM_PROMPTS, "parameters": {"max_new_tokens": 6}});
+    let r = call(
+        &server,
+        "POST",
+        "/v1/generate",
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["model"], "lm");
+    assert_eq!(texts_and_ids(&r.json), want);
+    assert!(want.iter().any(|(t, _)| !t.is_empty()), "{want:?}");
+
+    let rounds_before = server.state().snapshot()["lm"].rounds;
+    let threads: Vec<_> = (0..LM_PROMPTS.len())
+        .map(|i| {
+            let server = server.clone();
+            std::thread::spawn(move || {
+                let body = json!({"inputs": LM_PROMPTS[i], "parameters": {"max_new_tokens": 6}});
+                let path = "/v1/models/lm/generate";
+                call(&server, "POST", path, Some(body.to_string().as_bytes()))
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.json);
+        assert_eq!(texts_and_ids(&r.json), vec![want[i].clone()], "prompt {i}");
+    }
+    let snap = server.state().snapshot()["lm"].clone();
+    assert_eq!(
+        snap.rounds - rounds_before,
+        1,
+        "the four requests share one round"
+    );
+    assert_eq!(snap.requests, 5);
+    let new: usize = want.iter().map(|(_, ids)| ids.len()).sum();
+    assert_eq!(snap.new_tokens as usize, 2 * new);
+
+    let body = json!({"inputs": [LM_PROMPTS[0], LM_PROMPTS[2]],
+        "parameters": {"max_new_tokens": 6}, "stream": true});
+    let events = stream(&server, "/v1/models/lm/generate", &body);
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "done", "{events:?}");
+    assert_eq!(texts_and_ids(data), vec![want[0].clone(), want[2].clone()]);
+    let mut pieces = [String::new(), String::new()];
+    for (event, data) in &events[..events.len() - 1] {
+        assert_eq!(event, "token", "{data}");
+        pieces[data["index"].as_u64().unwrap() as usize] += data["text"].as_str().unwrap();
+    }
+    assert_eq!(pieces, [want[0].0.clone(), want[2].0.clone()]);
+}
+
+/// Sampling with a seed repeats itself and follows the in-process generator; the chat template
+/// and stop strings apply; bad requests get JSON errors naming the problem; a classifier and a
+/// generator refuse each other's route.
+#[test]
+fn generation_parameters_and_bad_generate_requests() {
+    let test = "generation_parameters_and_bad_generate_requests";
+    let Some((_tmp, tiny)) = tiny_sst2_bundle(test) else {
+        return;
+    };
+    let cfg = adept_bundle::generate::GenerationConfig {
+        max_new_tokens: 8,
+        temperature: 1.5,
+        top_k: 20,
+        seed: 7,
+        do_sample: true,
+        ..Default::default()
+    };
+    let want = generate_alone(&cfg);
+    let server = serve(
+        &[("lm", &tiny_decoder()), ("sst2", &tiny.bundle)],
+        ServeOptions {
+            max_new_tokens: 16,
+            ..Default::default()
+        },
+    );
+    let post =
+        |path: &str, body: Value| call(&server, "POST", path, Some(body.to_string().as_bytes()));
+    let sampled = json!({"inputs": LM_PROMPTS[0],
+        "parameters": {"max_new_tokens": 8, "temperature": 1.5, "top_k": 20, "seed": 7}});
+    let a = post("/v1/models/lm/generate", sampled.clone());
+    let b = post("/v1/models/lm/generate", sampled);
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json, b.json);
+    assert_eq!(texts_and_ids(&a.json), vec![want[0].clone()]);
+    // The template strips the message, so padding the prompt with spaces changes nothing.
+    let plain = post("/v1/models/lm/generate", json!({"inputs": "w5 w9 w12"}));
+    let chat = post(
+        "/v1/models/lm/generate",
+        json!({"inputs": "   w5 w9 w12  ", "parameters": {"chat_template": true}}),
+    );
+    assert_eq!(chat.status, 200, "{}", chat.json);
+    assert_eq!(texts_and_ids(&chat.json), texts_and_ids(&plain.json));
+    // A stop string cuts the text where it first appears.
+    let (text, _) = &texts_and_ids(&plain.json)[0];
+    let word = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("{text:?}"));
+    let stopped = post(
+        "/v1/models/lm/generate",
+        json!({"inputs": "w5 w9 w12", "parameters": {"stop": [word]}}),
+    );
+    let g = &stopped.json["generations"][0];
+    assert_eq!(g["finish_reason"], "stop", "{g}");
+    assert!(!g["text"].as_str().unwrap().contains(word), "{g}");
+    assert!(
+        text.starts_with(g["text"].as_str().unwrap()),
+        "{g} vs {text:?}"
+    );
+
+    let long = vec!["w3"; 60].join(" ");
+    for (path, body, status, says) in [
+        (
+            "/v1/models/lm/predict",
+            json!({"inputs": ["w3"]}),
+            400,
+            "/v1/models/lm/generate",
+        ),
+        (
+            "/v1/models/sst2/generate",
+            json!({"inputs": "a"}),
+            400,
+            "/v1/models/sst2/predict",
+        ),
+        ("/v1/generate", json!({"inputs": "w3"}), 404, "2 models"),
+        (
+            "/v1/models/lm/generate",
+            json!({"inputs": long}),
+            422,
+            "max_sequence_len",
+        ),
+        (
+            "/v1/models/lm/generate",
+            json!({"inputs": "w3", "parameters": {"max_new_tokens": 17}}),
+            422,
+            "--max-new-tokens",
+        ),
+        (
+            "/v1/models/lm/generate",
+            json!({"inputs": "w3", "parameters": {"top_p": 0}}),
+            422,
+            "top_p",
+        ),
+        (
+            "/v1/models/lm/generate",
+            json!({"inputs": "w3", "parameters": {"num_beams": 2}}),
+            422,
+            "T5",
+        ),
+        (
+            "/v1/models/lm/generate",
+            json!({"inputs": "w3", "max_new_tokens": 2}),
+            422,
+            "unknown field",
+        ),
+        (
+            "/v1/models/nope/generate",
+            json!({"inputs": "w3"}),
+            404,
+            "\"lm\"",
+        ),
+    ] {
+        let r = post(path, body.clone());
+        assert_eq!(r.status, status, "{path} {body}: {}", r.json);
+        let msg = error_message(&r);
+        assert!(msg.contains(says), "{path} {body}: {msg}");
+    }
+    let snap = server.state().snapshot();
+    // The six refusals of a known model (the 404s name no served model).
+    assert_eq!(snap["lm"].rejected_invalid, 6, "{:?}", snap["lm"]);
+    // Still serving both.
+    assert_eq!(
+        post("/v1/models/lm/generate", json!({"inputs": "w3"})).status,
+        200
+    );
+    assert_eq!(predict(&server, "sst2", &singles(&["a film"])).status, 200);
+}
+
+/// A T5 bundle (the tiny fixture with an ADePT adapter) answers what `Seq2SeqBundle` generates
+/// in-process, greedy and by beam search; streamed, each prompt's text comes as one piece.
+#[test]
+fn a_t5_bundle_generates_what_the_seq2seq_runtime_does() {
+    use adept_adapters::{Adapter, AdapterConfig};
+    use adept_runtime::seq2seq::{Seq2SeqBundle, Seq2SeqGenerateOptions};
+    let test = "a_t5_bundle_generates_what_the_seq2seq_runtime_does";
+    let Some(lib) = adept_testkit::ort_library(test) else {
+        return;
+    };
+    let fixture = adept_testkit::repo_file("tests/fixtures/tiny-t5-v1");
+    let m = adept_backbones::T5Model::from_dir(&fixture, &candle_core::Device::Cpu).unwrap();
+    let a = Adapter::init(
+        AdapterConfig::new(MethodKind::Adept, m.config.d_model, 3, 4),
+        &m.shared,
+        5,
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t5");
+    let opts = adept_export::seq2seq::Seq2SeqExportOptions {
+        overwrite: true,
+        ..Default::default()
+    };
+    adept_export::seq2seq::export_seq2seq(&m, &a, &fixture.join("tokenizer.json"), &dir, &opts)
+        .unwrap();
+    let sources = ["translate: the cat sat", "summarize: a b c d e f", "x"];
+    let rt =
+        adept_runtime::ortlib::find_and_load_for(None, Some(&lib), Default::default()).unwrap();
+    let mut bundle = Seq2SeqBundle::open(&dir, rt, &runtime().session).unwrap();
+    let server = serve(&[("t5", &dir)], ServeOptions::default());
+    let info = call(&server, "GET", "/v1/models", None);
+    assert_eq!(info.json["models"][0]["kind"], "seq2seq", "{}", info.json);
+    for beams in [1usize, 3] {
+        let gen_opts = Seq2SeqGenerateOptions {
+            max_new_tokens: 5,
+            num_beams: beams,
+            ..Default::default()
+        };
+        let want: Vec<(String, Vec<u32>)> = sources
+            .iter()
+            .map(|s| {
+                let (g, text) = bundle.generate_text(&[s], &gen_opts).unwrap().remove(0);
+                (text, g.tokens)
+            })
+            .collect();
+        let body =
+            json!({"inputs": sources, "parameters": {"max_new_tokens": 5, "num_beams": beams}});
+        let r = call(
+            &server,
+            "POST",
+            "/v1/generate",
+            Some(body.to_string().as_bytes()),
+        );
+        assert_eq!(r.status, 200, "{}", r.json);
+        assert_eq!(texts_and_ids(&r.json), want, "{beams} beams");
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let events = stream(&server, "/v1/generate", &streamed);
+        assert_eq!(events.len(), sources.len() + 1, "{events:?}");
+        for (i, (event, data)) in events[..sources.len()].iter().enumerate() {
+            assert_eq!(
+                (event.as_str(), data["index"].as_u64()),
+                ("token", Some(i as u64))
+            );
+            assert_eq!(data["text"].as_str().unwrap(), want[i].0);
+        }
+        assert_eq!(texts_and_ids(&events[sources.len()].1), want);
+    }
+    let r = call(
+        &server,
+        "POST",
+        "/v1/generate",
+        Some(
+            json!({"inputs": "x", "parameters": {"temperature": 0.5}})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert_eq!(r.status, 422);
+    assert!(error_message(&r).contains("beam search"), "{}", r.json);
+}
+
+// ---- Connections: idle timeout and cap ----
+
+/// Reads one response to a request without a body (`GET`) off `s`: its status line.
+fn read_response(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "the connection closed mid-answer"
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    head.lines().next().unwrap().to_owned()
+}
+
+/// Waits for the server to close `s` (reading whatever it sends first); how long it took.
+fn closed_after(s: &mut std::net::TcpStream) -> Duration {
+    use std::io::Read;
+    let t = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut rest = Vec::new();
+    // EOF (or a reset) ends the read; a timeout would fail the test.
+    match s.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the server did not close the connection: {e}"),
+    }
+    t.elapsed()
+}
+
+/// A connection that sends nothing, and a kept-alive one after its answer, are closed after
+/// `--idle-timeout`; a request in progress is not cut by it.
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    use std::io::Write;
+    let test = "idle_connections_are_closed_after_the_idle_timeout";
+    let Some((_tmp, tiny)) = tiny_sst2_bundle(test) else {
+        return;
+    };
+    let idle = Duration::from_millis(600);
+    let opts = ServeOptions {
+        idle_timeout: idle,
+        ..Default::default()
+    };
+    let server = serve(&[("sst2", &tiny.bundle)], opts);
+    let mut silent = std::net::TcpStream::connect(server.addr()).unwrap();
+    let took = closed_after(&mut silent);
+    assert!(
+        took >= idle / 2 && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+
+    let mut kept = std::net::TcpStream::connect(server.addr()).unwrap();
+    for _ in 0..2 {
+        // Two requests on one connection, less than the idle time apart: both answered.
+        kept.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut kept), "HTTP/1.1 200 OK");
+        std::thread::sleep(idle / 3);
+    }
+    let took = closed_after(&mut kept);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // A body slower than the idle time but within --body-timeout is still read.
+    let mut slow = std::net::TcpStream::connect(server.addr()).unwrap();
+    let body = request_body(&singles(&["a fine film"]));
+    write!(
+        slow,
+        "POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(idle * 2);
+    slow.write_all(&body).unwrap();
+    assert_eq!(read_response(&mut slow), "HTTP/1.1 200 OK");
+    eprintln!("idle connection closed after {took:?}");
+}
+
+/// Beyond `--max-connections`, a client waits until a connection closes, then is served;
+/// `/metrics` counts the open connections.
+#[test]
+fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let test = "connections_beyond_the_cap_wait_for_a_free_slot";
+    let Some((_tmp, tiny)) = tiny_sst2_bundle(test) else {
+        return;
+    };
+    let opts = ServeOptions {
+        max_connections: 2,
+        ..Default::default()
+    };
+    let server = serve(&[("sst2", &tiny.bundle)], opts);
+    let a = std::net::TcpStream::connect(server.addr()).unwrap();
+    let b = std::net::TcpStream::connect(server.addr()).unwrap();
+    wait_until("two connections open", || {
+        server.state().open_connections() == 2
+    });
+    let addr = server.addr();
+    let waiting = std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        let mut resp = agent()
+            .get(format!("http://{addr}/metrics"))
+            .call()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&resp.body_mut().read_to_vec().unwrap()).unwrap();
+        (t.elapsed(), v)
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        !waiting.is_finished(),
+        "a third connection was served past the cap"
+    );
+    drop(a);
+    let (took, metrics) = waiting.join().unwrap();
+    assert!(took >= Duration::from_millis(700), "{took:?}");
+    assert_eq!(metrics["connections"]["limit"], 2, "{metrics}");
+    assert_eq!(metrics["connections"]["open"], 2, "{metrics}");
+    drop(b);
+}

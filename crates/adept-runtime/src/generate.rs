@@ -473,22 +473,7 @@ impl Generator {
 
     /// Renders the bundle's chat template for one user message (`add_generation_prompt` true).
     pub fn apply_chat_template(&self, user: &str) -> Result<String> {
-        let template = self.spec.chat_template.as_deref().with_context(|| {
-            format!(
-                "the bundle {} has no chat template (decoder.chat_template in adept.json); pass the prompt as plain text without --chat-template",
-                self.dir.display()
-            )
-        })?;
-        let tok = |id: Option<u32>| {
-            id.and_then(|i| self.tokenizer.id_to_token(i))
-                .unwrap_or_default()
-        };
-        render_chat_template(
-            template,
-            user,
-            &tok(self.spec.bos_token_id),
-            &tok(self.spec.eos_token_ids.first().copied()),
-        )
+        apply_chat_template(&self.tokenizer, &self.spec, &self.dir, user)
     }
 
     /// Generates a completion for every prompt (texts), `batch_size` prompts per batch (left
@@ -622,6 +607,32 @@ impl Generator {
         }
         Ok(out)
     }
+}
+
+/// Renders the chat template of the decoder bundle at `bundle` (its `spec` and tokenizer) for
+/// one user message (`add_generation_prompt` true); an error says so when it has none.
+pub fn apply_chat_template(
+    tokenizer: &Tokenizer,
+    spec: &DecoderSpec,
+    bundle: &Path,
+    user: &str,
+) -> Result<String> {
+    let template = spec.chat_template.as_deref().with_context(|| {
+        format!(
+            "the bundle {} has no chat template (decoder.chat_template in adept.json); pass the prompt as plain text without --chat-template",
+            bundle.display()
+        )
+    })?;
+    let tok = |id: Option<u32>| {
+        id.and_then(|i| tokenizer.id_to_token(i))
+            .unwrap_or_default()
+    };
+    render_chat_template(
+        template,
+        user,
+        &tok(spec.bos_token_id),
+        &tok(spec.eos_token_ids.first().copied()),
+    )
 }
 
 /// Renders a Hugging Face chat template (Jinja) for one user message with

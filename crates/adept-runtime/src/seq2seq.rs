@@ -303,29 +303,9 @@ impl Seq2SeqBundle {
         texts: &[&str],
         opts: &Seq2SeqGenerateOptions,
     ) -> Result<Vec<(Generated, String)>> {
-        // Sources longer than the model takes (prompt rows included) are cut from the right,
-        // keeping their last token (the tokenizer's `</s>`), as training truncates them.
-        let limit = self
-            .info
-            .max_sequence_len
-            .saturating_sub(self.info.prompt_len)
-            .max(1);
         let ids = texts
             .iter()
-            .map(|t| {
-                self.tokenizer
-                    .encode(*t, true)
-                    .map(|e| {
-                        let mut ids = e.get_ids().to_vec();
-                        if ids.len() > limit {
-                            let last = ids[ids.len() - 1];
-                            ids.truncate(limit - 1);
-                            ids.push(last);
-                        }
-                        ids
-                    })
-                    .map_err(|e| anyhow::anyhow!("cannot tokenize {t:?}: {e}"))
-            })
+            .map(|t| encode_source(&self.tokenizer, &self.info, t))
             .collect::<Result<Vec<_>>>()?;
         let gens = self.generate(&ids, opts)?;
         gens.into_iter()
@@ -490,6 +470,24 @@ fn log_softmax(row: &[f32]) -> Vec<f32> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
     row.iter().map(|x| x - max - lse).collect()
+}
+
+/// A source text's ids for the encoder of a bundle described by `info` (with the tokenizer's
+/// special tokens: T5 appends `</s>`). Sources longer than the model takes (prompt rows
+/// included) are cut from the right, keeping their last token (the `</s>`), as training
+/// truncates them.
+pub fn encode_source(tokenizer: &Tokenizer, info: &Seq2SeqInfo, text: &str) -> Result<Vec<u32>> {
+    let limit = info.max_sequence_len.saturating_sub(info.prompt_len).max(1);
+    let enc = tokenizer
+        .encode(text, true)
+        .map_err(|e| anyhow::anyhow!("cannot tokenize {text:?}: {e}"))?;
+    let mut ids = enc.get_ids().to_vec();
+    if ids.len() > limit {
+        let last = ids[ids.len() - 1];
+        ids.truncate(limit - 1);
+        ids.push(last);
+    }
+    Ok(ids)
 }
 
 /// Fails unless `dir` holds a seq2seq bundle (`task_kind: "seq2seq"`).

@@ -93,61 +93,94 @@ impl std::fmt::Display for SubmitError {
 /// What a queued request gets back: its logits in order, or why the run failed.
 pub type Reply = Result<Vec<Vec<f32>>, String>;
 
-struct Job {
+/// A queued predict request.
+pub struct Job {
     items: Vec<Encoded>,
     reply: oneshot::Sender<Reply>,
 }
 
-/// The queue of one model and its workers.
-pub struct Batcher {
-    tx: Mutex<Option<Sender<Job>>>,
+/// What the queue counts a job as: its inputs (texts, pairs or prompts).
+pub trait Queued: Send + 'static {
+    fn inputs(&self) -> usize;
+}
+
+impl Queued for Job {
+    fn inputs(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// One model's queue of jobs `J`, bounded in inputs, and the worker threads that take rounds
+/// of jobs off it. [`Batcher`] is the queue of predict requests; the generation queue
+/// (`crate::generation`) is another.
+pub struct Queue<J> {
+    tx: Mutex<Option<Sender<J>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     stats: Arc<ModelStats>,
     opts: BatchOptions,
 }
 
-impl Batcher {
-    /// Starts one worker thread per runner (each runner is one session), named after `model`.
-    pub fn start(
+/// The queue of predict requests, run by [`Runner`]s.
+pub type Batcher = Queue<Job>;
+
+impl<J: Queued> Queue<J> {
+    /// Starts one worker thread per entry of `workers`, named after `model`; each calls its
+    /// function with every round of jobs ([`BatchOptions`]: `max_batch` inputs, `max_wait`).
+    /// A function that panics loses its round (their requests see the worker stop before
+    /// answering) and goes on with the next.
+    pub fn start_with<W>(
         model: &str,
-        runners: Vec<Arc<dyn Runner>>,
+        workers: Vec<W>,
         opts: BatchOptions,
         stats: Arc<ModelStats>,
-    ) -> std::io::Result<Self> {
+    ) -> std::io::Result<Self>
+    where
+        W: FnMut(Vec<J>) + Send + 'static,
+    {
         assert!(opts.max_batch >= 1, "max_batch must be at least 1");
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<J>();
         let rx = Arc::new(Mutex::new(rx));
-        let mut workers = Vec::new();
-        for (i, runner) in runners.into_iter().enumerate() {
+        let mut handles = Vec::new();
+        for (i, mut round) in workers.into_iter().enumerate() {
             let (rx, stats, opts) = (rx.clone(), stats.clone(), opts.clone());
             // Counted before the thread starts, uncounted when it ends for any reason.
             stats.workers_alive.fetch_add(1, Ordering::AcqRel);
             let alive = Alive(stats.clone());
             // A thread that cannot start drops its closure (and `Alive`); the ones started end
             // when `tx` is dropped on the way out.
-            workers.push(
+            handles.push(
                 std::thread::Builder::new()
                     .name(format!("adept-serve-{model}-{i}"))
                     .spawn(move || {
                         let _alive = alive;
-                        work(&rx, runner.as_ref(), &opts, &stats)
+                        while let Some(jobs) = next_round(&rx, &opts) {
+                            let total: usize = jobs.iter().map(Queued::inputs).sum();
+                            stats.queued_inputs.fetch_sub(total, Ordering::AcqRel);
+                            stats.rounds.fetch_add(1, Ordering::Relaxed);
+                            stats
+                                .round_requests
+                                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| round(jobs))) {
+                                tracing::error!(
+                                    "a round of model {:?} panicked: {}",
+                                    std::thread::current().name().unwrap_or("?"),
+                                    panic_message(panic.as_ref())
+                                );
+                            }
+                        }
                     })?,
             );
         }
         Ok(Self {
             tx: Mutex::new(Some(tx)),
-            workers: Mutex::new(workers),
+            workers: Mutex::new(handles),
             stats,
             opts,
         })
     }
 
-    pub fn options(&self) -> &BatchOptions {
-        &self.opts
-    }
-
-    /// Queues `items` (one request); the receiver gets its logits in order.
-    pub fn submit(&self, items: Vec<Encoded>) -> Result<oneshot::Receiver<Reply>, SubmitError> {
+    /// Queues `job`, or refuses it: busy when its inputs would overflow `max_queue`.
+    pub fn push(&self, job: J) -> Result<(), SubmitError> {
         if self.stats.workers_alive.load(Ordering::Acquire) == 0 {
             return Err(if self.tx.lock().map(|t| t.is_none()).unwrap_or(true) {
                 SubmitError::Stopped
@@ -155,7 +188,7 @@ impl Batcher {
                 SubmitError::NoWorker
             });
         }
-        let wanted = items.len();
+        let wanted = job.inputs();
         let capacity = self.opts.max_queue;
         // Reserve room in the queue, or refuse: the queue never holds more than `capacity`.
         self.stats
@@ -168,16 +201,47 @@ impl Batcher {
                 wanted,
                 capacity,
             })?;
-        let (reply, rx) = oneshot::channel();
         let sent = match self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            Some(tx) => tx.send(Job { items, reply }).is_ok(),
+            Some(tx) => tx.send(job).is_ok(),
             None => false,
         };
         if !sent {
             self.stats.queued_inputs.fetch_sub(wanted, Ordering::AcqRel);
             return Err(SubmitError::Stopped);
         }
+        Ok(())
+    }
+}
+
+impl Batcher {
+    /// Starts one worker thread per runner (each runner is one session), named after `model`.
+    pub fn start(
+        model: &str,
+        runners: Vec<Arc<dyn Runner>>,
+        opts: BatchOptions,
+        stats: Arc<ModelStats>,
+    ) -> std::io::Result<Self> {
+        let workers = runners
+            .into_iter()
+            .map(|runner| {
+                let stats = stats.clone();
+                move |jobs: Vec<Job>| run_round(runner.as_ref(), jobs, &stats)
+            })
+            .collect();
+        Self::start_with(model, workers, opts, stats)
+    }
+
+    /// Queues `items` (one request); the receiver gets its logits in order.
+    pub fn submit(&self, items: Vec<Encoded>) -> Result<oneshot::Receiver<Reply>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.push(Job { items, reply })?;
         Ok(rx)
+    }
+}
+
+impl<J> Queue<J> {
+    pub fn options(&self) -> &BatchOptions {
+        &self.opts
     }
 
     /// Stops taking requests, lets the workers answer what is queued, and waits for them.
@@ -190,7 +254,7 @@ impl Batcher {
     }
 }
 
-impl Drop for Batcher {
+impl<J> Drop for Queue<J> {
     fn drop(&mut self) {
         self.shutdown();
     }
@@ -198,12 +262,12 @@ impl Drop for Batcher {
 
 /// Takes the next round of jobs: blocks for the first, then adds queued ones until `max_batch`
 /// inputs or `max_wait` after the first. `None` when the queue is closed and empty.
-fn next_round(rx: &Mutex<Receiver<Job>>, opts: &BatchOptions) -> Option<Vec<Job>> {
+fn next_round<J: Queued>(rx: &Mutex<Receiver<J>>, opts: &BatchOptions) -> Option<Vec<J>> {
     let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
     let first = rx.recv().ok()?;
     let now = Instant::now();
     let deadline = now.checked_add(opts.max_wait).unwrap_or(now);
-    let mut inputs = first.items.len();
+    let mut inputs = first.inputs();
     let mut jobs = vec![first];
     while inputs < opts.max_batch {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -214,7 +278,7 @@ fn next_round(rx: &Mutex<Receiver<Job>>, opts: &BatchOptions) -> Option<Vec<Job>
         };
         match next {
             Some(job) => {
-                inputs += job.items.len();
+                inputs += job.inputs();
                 jobs.push(job);
             }
             None => break,
@@ -232,64 +296,63 @@ impl Drop for Alive {
     }
 }
 
-fn work(rx: &Mutex<Receiver<Job>>, runner: &dyn Runner, opts: &BatchOptions, stats: &ModelStats) {
-    while let Some(mut jobs) = next_round(rx, opts) {
-        let sizes: Vec<usize> = jobs.iter().map(|j| j.items.len()).collect();
-        let total: usize = sizes.iter().sum();
-        stats.queued_inputs.fetch_sub(total, Ordering::AcqRel);
-        stats.rounds.fetch_add(1, Ordering::Relaxed);
-        stats
-            .round_requests
-            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        let items: Vec<Encoded> = jobs
-            .iter_mut()
-            .flat_map(|j| std::mem::take(&mut j.items))
-            .collect();
-        let start = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| runner.run(&items)));
-        stats
-            .run_micros
-            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
-        let outcome = match result {
-            Ok(Ok((rows, padding))) if rows.len() == total => {
-                stats
-                    .runs
-                    .fetch_add(padding.batches as u64, Ordering::Relaxed);
-                stats
-                    .real_tokens
-                    .fetch_add(padding.real_tokens as u64, Ordering::Relaxed);
-                stats
-                    .padded_tokens
-                    .fetch_add(padding.padded_tokens as u64, Ordering::Relaxed);
-                Ok(rows)
+/// The text of a panic's payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Runs one round of predict requests as one call of `runner` and answers each with its rows.
+fn run_round(runner: &dyn Runner, mut jobs: Vec<Job>, stats: &ModelStats) {
+    let sizes: Vec<usize> = jobs.iter().map(|j| j.items.len()).collect();
+    let total: usize = sizes.iter().sum();
+    let items: Vec<Encoded> = jobs
+        .iter_mut()
+        .flat_map(|j| std::mem::take(&mut j.items))
+        .collect();
+    let start = Instant::now();
+    let result = catch_unwind(AssertUnwindSafe(|| runner.run(&items)));
+    stats
+        .run_micros
+        .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+    let outcome = match result {
+        Ok(Ok((rows, padding))) if rows.len() == total => {
+            stats
+                .runs
+                .fetch_add(padding.batches as u64, Ordering::Relaxed);
+            stats
+                .real_tokens
+                .fetch_add(padding.real_tokens as u64, Ordering::Relaxed);
+            stats
+                .padded_tokens
+                .fetch_add(padding.padded_tokens as u64, Ordering::Relaxed);
+            Ok(rows)
+        }
+        Ok(Ok((rows, _))) => Err(format!(
+            "the model returned {} rows for {total} inputs",
+            rows.len()
+        )),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(panic) => Err(format!(
+            "the model panicked: {}",
+            panic_message(panic.as_ref())
+        )),
+    };
+    match outcome {
+        Ok(rows) => {
+            let mut rows = rows.into_iter();
+            for (job, n) in jobs.into_iter().zip(sizes) {
+                // A client that went away dropped its receiver: nothing to answer.
+                let _ = job.reply.send(Ok(rows.by_ref().take(n).collect()));
             }
-            Ok(Ok((rows, _))) => Err(format!(
-                "the model returned {} rows for {total} inputs",
-                rows.len()
-            )),
-            Ok(Err(e)) => Err(format!("{e:#}")),
-            Err(panic) => Err(format!(
-                "the model panicked: {}",
-                panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(no message)".into())
-            )),
-        };
-        match outcome {
-            Ok(rows) => {
-                let mut rows = rows.into_iter();
-                for (job, n) in jobs.into_iter().zip(sizes) {
-                    // A client that went away dropped its receiver: nothing to answer.
-                    let _ = job.reply.send(Ok(rows.by_ref().take(n).collect()));
-                }
-            }
-            Err(why) => {
-                tracing::error!("a round of {} requests failed: {why}", jobs.len());
-                for job in jobs {
-                    let _ = job.reply.send(Err(why.clone()));
-                }
+        }
+        Err(why) => {
+            tracing::error!("a round of {} requests failed: {why}", jobs.len());
+            for job in jobs {
+                let _ = job.reply.send(Err(why.clone()));
             }
         }
     }

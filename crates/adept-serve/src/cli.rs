@@ -11,12 +11,13 @@ use std::time::Duration;
 #[cfg(feature = "cli")]
 use adept_runtime::cli::positive_usize;
 
-/// Serve exported classifier bundles over HTTP (dynamic batching, bounded queues, JSON metrics).
+/// Serve exported bundles over HTTP: classifiers (`/predict`), decoder and T5 bundles
+/// (`/generate`, streamed on request); dynamic batching, bounded queues, JSON metrics.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ServeArgs {
     /// A bundle to serve, as DIR (named after its folder) or NAME=DIR; repeat for more models
-    /// (`POST /v1/models/NAME/predict`).
+    /// (`POST /v1/models/NAME/predict`, or `/generate` for decoder and T5 bundles).
     #[cfg_attr(feature = "cli", arg(long, value_name = "[NAME=]DIR", required = true))]
     pub bundle: Vec<String>,
     /// Address to listen on (0.0.0.0 for every interface).
@@ -59,6 +60,16 @@ pub struct ServeArgs {
     /// connections are dropped (a second Ctrl-C exits at once).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 10.0, value_name = "S"))]
     pub drain_timeout: f64,
+    /// Connections open at once (idle keep-alive ones included); more wait until one closes.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1024, value_parser = positive_usize))]
+    pub max_connections: usize,
+    /// Seconds a connection may stay open without sending a request (or while sending its
+    /// headers) before it is closed.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 60.0, value_name = "S"))]
+    pub idle_timeout: f64,
+    /// Generation: the most new tokens a request may ask for (max_new_tokens; 422 beyond).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 512, value_parser = positive_usize))]
+    pub max_new_tokens: usize,
     /// Run each round's inputs in arrival order instead of grouping similar lengths.
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_length_buckets: bool,
@@ -107,6 +118,9 @@ impl ServeArgs {
             body_timeout: seconds("--body-timeout", self.body_timeout, 3600.0, false)?,
             drain_timeout: seconds("--drain-timeout", self.drain_timeout, 3600.0, true)?,
             cors_origins: self.cors_origin.clone(),
+            max_new_tokens: self.max_new_tokens,
+            max_connections: self.max_connections,
+            idle_timeout: seconds("--idle-timeout", self.idle_timeout, 86400.0, false)?,
         };
         seconds("--metrics-every", self.metrics_every, 86400.0, false)?;
         opts.validate()?;
@@ -123,22 +137,36 @@ impl ServeArgs {
             .collect::<Result<Vec<_>>>()?;
         let models = open_models(&specs, &self.runtime_options(), &opts)?;
         for m in &models {
-            let b = &m.bundle;
-            if let Some(why) = &b.device_fallback {
-                eprintln!("note: {} runs on the CPU: {why}", m.name);
+            if let Some(b) = m.bundle() {
+                if let Some(why) = &b.device_fallback {
+                    eprintln!("note: {} runs on the CPU: {why}", m.name);
+                }
+                eprintln!(
+                    "serving {:?}: {} ({}, {} labels, {} dtype, {}-token prompt) from {}, {} worker(s) on {}",
+                    m.name,
+                    b.manifest.task,
+                    b.manifest.method,
+                    b.manifest.label_names.len(),
+                    b.manifest.dtype,
+                    b.manifest.prompt_length,
+                    b.dir.display(),
+                    opts.workers,
+                    b.device
+                );
+            } else if let Some(g) = m.generation() {
+                let i = &g.info;
+                eprintln!(
+                    "serving {:?}: {} generation ({}, {} dtype, {}-token prompt) from {}, {} worker(s), POST /v1/models/{}/generate",
+                    m.name,
+                    i["model_family"].as_str().unwrap_or("?"),
+                    i["method"].as_str().unwrap_or("?"),
+                    i["dtype"].as_str().unwrap_or("?"),
+                    i["prompt_length"],
+                    g.dir.display(),
+                    opts.workers,
+                    m.name
+                );
             }
-            eprintln!(
-                "serving {:?}: {} ({}, {} labels, {} dtype, {}-token prompt) from {}, {} worker(s) on {}",
-                m.name,
-                b.manifest.task,
-                b.manifest.method,
-                b.manifest.label_names.len(),
-                b.manifest.dtype,
-                b.manifest.prompt_length,
-                b.dir.display(),
-                opts.workers,
-                b.device
-            );
         }
         let state = AppState::new(models, opts)?;
         let io_threads = std::thread::available_parallelism()
@@ -170,8 +198,8 @@ fn seconds(flag: &str, value: f64, max: f64, zero_ok: bool) -> Result<Duration> 
 pub fn run_serve(args: &ServeArgs) -> Result<()> {
     let server = args.start()?;
     eprintln!(
-        "listening on http://{} (POST /v1/models/{{name}}/predict, GET /v1/models, /health, \
-         /metrics); Ctrl-C stops",
+        "listening on http://{} (POST /v1/models/{{name}}/predict or /generate, GET /v1/models, \
+         /health, /metrics); Ctrl-C stops",
         server.addr()
     );
     let rt = tokio::runtime::Builder::new_current_thread()

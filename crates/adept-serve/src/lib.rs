@@ -18,11 +18,13 @@
 pub mod api;
 pub mod batcher;
 pub mod cli;
+pub mod generation;
 pub mod metrics;
 pub mod server;
 
 pub use batcher::{BatchOptions, Batcher, Runner, SubmitError};
 pub use cli::{run_serve, ServeArgs};
+pub use generation::{GenEvent, GenKind, GenModel, GenOutput, GenParams, GenRunner};
 pub use metrics::{ModelStats, StatsSnapshot};
 pub use server::{
     open_models, request_body, response_logits, router, AppState, ModelSpec, ServeOptions,

@@ -32,6 +32,8 @@ pub struct ModelStats {
     /// Token positions of the inputs themselves, and those added as padding.
     pub real_tokens: AtomicU64,
     pub padded_tokens: AtomicU64,
+    /// Tokens generated (generation models; EOS ids included).
+    pub new_tokens: AtomicU64,
     /// Time spent in ONNX Runtime, microseconds.
     pub run_micros: AtomicU64,
     /// Inputs waiting in the queue now.
@@ -57,6 +59,9 @@ pub struct StatsSnapshot {
     pub padded_tokens: u64,
     /// Padding as a fraction of all positions computed.
     pub padding_fraction: f64,
+    /// Generation models: tokens generated, and per second of run time.
+    pub new_tokens: u64,
+    pub new_tokens_per_run_second: f64,
     pub run_seconds: f64,
     pub queued_inputs: usize,
     pub workers_alive: usize,
@@ -106,6 +111,11 @@ impl ModelStats {
             real_tokens: real,
             padded_tokens: padded,
             padding_fraction: ratio(padded, real + padded),
+            new_tokens: get(&self.new_tokens),
+            new_tokens_per_run_second: ratio(
+                get(&self.new_tokens) * 1_000_000,
+                get(&self.run_micros),
+            ),
             run_seconds: get(&self.run_micros) as f64 / 1e6,
             queued_inputs: self.queued_inputs.load(Ordering::Relaxed),
             workers_alive: self.workers_alive.load(Ordering::Relaxed),
@@ -170,7 +180,10 @@ mod tests {
         s.padded_tokens.store(10, Ordering::Relaxed);
         s.rounds.store(4, Ordering::Relaxed);
         s.round_requests.store(10, Ordering::Relaxed);
+        s.new_tokens.store(30, Ordering::Relaxed);
+        s.run_micros.store(1_500_000, Ordering::Relaxed);
         let snap = s.snapshot();
+        assert_eq!(snap.new_tokens_per_run_second, 20.0);
         assert_eq!(snap.padding_fraction, 0.25);
         assert_eq!(snap.requests_per_round, 2.5);
         assert_eq!(ModelStats::default().snapshot().padding_fraction, 0.0);

@@ -3,10 +3,14 @@
 
 use crate::api::{read_inputs, ApiError, InputSpec};
 use crate::batcher::{BatchOptions, Batcher, Runner, SubmitError, MAX_WAIT_LIMIT};
+use crate::generation::{
+    read_request, GenEvent, GenModel, GenOutput, GenQueue, GenRunner, Seq2SeqRunner,
+};
 use crate::metrics::{ModelStats, StatsSnapshot};
-use adept_bundle::Encoded;
+use adept_bundle::{BundleManifest, Encoded};
 use adept_runtime::cli::prediction_json;
-use adept_runtime::{Bundle, RuntimeOptions};
+use adept_runtime::seq2seq::{is_seq2seq_bundle, Seq2SeqBundle};
+use adept_runtime::{ortlib, Bundle, Generator, RuntimeOptions};
 use anyhow::{bail, ensure, Context, Result};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
@@ -14,6 +18,7 @@ use axum::extract::Request;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -86,6 +91,14 @@ pub struct ServeOptions {
     /// Web origins (`https://app.example`, or `*` for any) whose pages may call the server from
     /// a browser (CORS); empty: no CORS headers, as a server without a web front end wants.
     pub cors_origins: Vec<String>,
+    /// Generation models: the most `max_new_tokens` a request may ask for (it bounds how long
+    /// one request holds a worker).
+    pub max_new_tokens: usize,
+    /// Connections open at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// A connection that sends no request (or not its whole head) for this long is closed:
+    /// idle keep-alive connections do not pile up.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -99,6 +112,9 @@ impl Default for ServeOptions {
             body_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             cors_origins: Vec::new(),
+            max_new_tokens: 512,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -109,6 +125,18 @@ impl ServeOptions {
         ensure!(self.batch.max_batch >= 1, "--max-batch must be at least 1");
         ensure!(self.max_inputs >= 1, "--max-inputs must be at least 1");
         ensure!(self.max_pending >= 1, "--max-pending must be at least 1");
+        ensure!(
+            self.max_new_tokens >= 1,
+            "--max-new-tokens must be at least 1"
+        );
+        ensure!(
+            self.max_connections >= 1,
+            "--max-connections must be at least 1"
+        );
+        ensure!(
+            !self.idle_timeout.is_zero(),
+            "--idle-timeout must be more than 0 s"
+        );
         for o in &self.cors_origins {
             ensure!(
                 o == "*"
@@ -136,16 +164,28 @@ impl ServeOptions {
     }
 }
 
-/// One served model: its bundle (tokenizer, manifest), its queue and workers, its counters.
+/// One served model: its bundle, its queue and workers, its counters.
 pub struct ServedModel {
     pub name: String,
-    pub bundle: Arc<Bundle>,
     pub stats: Arc<ModelStats>,
-    batcher: Batcher,
+    kind: Kind,
+}
+
+/// What a model does: classify inputs (`/predict`) or generate text (`/generate`).
+enum Kind {
+    Classify {
+        bundle: Arc<Bundle>,
+        batcher: Batcher,
+    },
+    Generate {
+        model: Arc<GenModel>,
+        queue: GenQueue,
+    },
 }
 
 impl ServedModel {
-    /// Opens `spec.dir` `opts.workers` times (one session per worker) and starts the workers.
+    /// Opens `spec.dir` `opts.workers` times (one session per worker) and starts the workers:
+    /// a classifier bundle is served at `/predict`, a decoder or T5 bundle at `/generate`.
     pub fn open(spec: &ModelSpec, runtime: &RuntimeOptions, opts: &ServeOptions) -> Result<Self> {
         opts.validate()?;
         let mut runtime = runtime.clone();
@@ -154,19 +194,47 @@ impl ServedModel {
             // Idle threads of one session spinning would take the cores from another's run.
             runtime.session.intra_op_spinning.get_or_insert(false);
         }
+        let context = || format!("cannot serve {} as {:?}", spec.dir.display(), spec.name);
+        if is_seq2seq_bundle(&spec.dir).unwrap_or(false) {
+            let rt = ortlib::find_and_load_for(
+                runtime.cache.as_deref(),
+                runtime.ort_library.as_deref(),
+                runtime.session.device,
+            )?;
+            let mut runners: Vec<Box<dyn GenRunner>> = Vec::with_capacity(opts.workers);
+            let mut model = None;
+            for _ in 0..opts.workers {
+                let bundle =
+                    Seq2SeqBundle::open(&spec.dir, rt, &runtime.session).with_context(context)?;
+                model.get_or_insert_with(|| GenModel::of_seq2seq(&bundle));
+                runners.push(Box::new(Seq2SeqRunner {
+                    bundle,
+                    batch_size: runtime.batch_size,
+                }));
+            }
+            let model = model.expect("at least one worker");
+            return Self::with_generators(&spec.name, model, runners, opts);
+        }
+        let manifest = BundleManifest::read(&spec.dir).with_context(context)?;
+        if manifest.decoder.is_some() {
+            let mut runners: Vec<Box<dyn GenRunner>> = Vec::with_capacity(opts.workers);
+            let mut model = None;
+            for _ in 0..opts.workers {
+                let g = Generator::open(&spec.dir, &runtime).with_context(context)?;
+                if let Some(why) = &g.device_fallback {
+                    tracing::warn!("{}: {why}", spec.name);
+                }
+                model.get_or_insert_with(|| GenModel::of_decoder(&g));
+                runners.push(Box::new(g));
+            }
+            let model = model.expect("at least one worker");
+            return Self::with_generators(&spec.name, model, runners, opts);
+        }
         let mut bundles = Vec::with_capacity(opts.workers);
         for _ in 0..opts.workers {
-            let b = Bundle::open_with(&spec.dir, &runtime).with_context(|| {
-                format!("cannot serve {} as {:?}", spec.dir.display(), spec.name)
-            })?;
-            if b.manifest.decoder.is_some() {
-                bail!(
-                    "{} is a decoder bundle: `adept serve` serves classifier bundles; run it with \
-                     `adept generate`",
-                    spec.dir.display()
-                );
-            }
-            bundles.push(Arc::new(b));
+            bundles.push(Arc::new(
+                Bundle::open_with(&spec.dir, &runtime).with_context(context)?,
+            ));
         }
         let runners = bundles
             .iter()
@@ -175,7 +243,7 @@ impl ServedModel {
         Self::with_runners(&spec.name, bundles[0].clone(), runners, opts)
     }
 
-    /// A model whose inputs `bundle` encodes and `runners` run (tests put a stand-in here).
+    /// A classifier whose inputs `bundle` encodes and `runners` run (tests put a stand-in here).
     pub fn with_runners(
         name: &str,
         bundle: Arc<Bundle>,
@@ -192,33 +260,93 @@ impl ServedModel {
             .context("cannot start the worker threads")?;
         Ok(Self {
             name: name.to_owned(),
-            bundle,
             stats,
-            batcher,
+            kind: Kind::Classify { bundle, batcher },
         })
+    }
+
+    /// A generation model whose prompts `model` encodes and `runners` (one session each)
+    /// complete.
+    pub fn with_generators(
+        name: &str,
+        model: GenModel,
+        runners: Vec<Box<dyn GenRunner>>,
+        opts: &ServeOptions,
+    ) -> Result<Self> {
+        opts.validate()?;
+        ensure!(
+            !runners.is_empty(),
+            "model {name:?} has no worker to run it"
+        );
+        let stats = Arc::new(ModelStats::default());
+        let queue = GenQueue::start_generation(name, runners, opts.batch.clone(), stats.clone())
+            .context("cannot start the worker threads")?;
+        Ok(Self {
+            name: name.to_owned(),
+            stats,
+            kind: Kind::Generate {
+                model: Arc::new(model),
+                queue,
+            },
+        })
+    }
+
+    /// The classifier bundle (`None` for a generation model).
+    pub fn bundle(&self) -> Option<&Arc<Bundle>> {
+        match &self.kind {
+            Kind::Classify { bundle, .. } => Some(bundle),
+            Kind::Generate { .. } => None,
+        }
+    }
+
+    /// The generation model (`None` for a classifier).
+    pub fn generation(&self) -> Option<&Arc<GenModel>> {
+        match &self.kind {
+            Kind::Generate { model, .. } => Some(model),
+            Kind::Classify { .. } => None,
+        }
+    }
+
+    /// Stops the workers after they answer what is queued.
+    pub fn shutdown(&self) {
+        match &self.kind {
+            Kind::Classify { batcher, .. } => batcher.shutdown(),
+            Kind::Generate { queue, .. } => queue.shutdown(),
+        }
     }
 
     /// What `/v1/models` says of this model.
     pub fn info(&self, workers: usize) -> Value {
-        let m = &self.bundle.manifest;
-        json!({
-            "name": self.name,
-            "task": m.task,
-            "labels": m.label_names,
-            "regression": m.regression,
-            "text_fields": m.text_fields,
-            "takes_pair": !m.input_template.segment_b.is_empty(),
-            "max_length": m.max_length,
-            "over_length": m.over_length,
-            "model_family": m.model_family,
-            "method": m.method,
-            "prompt_length": m.prompt_length,
-            "dtype": m.dtype,
-            "fold": m.fold,
-            "device": self.bundle.device,
-            "workers": workers,
-            "bundle": self.bundle.dir,
-        })
+        let mut v = match &self.kind {
+            Kind::Classify { bundle, .. } => {
+                let m = &bundle.manifest;
+                json!({
+                    "task": m.task,
+                    "route": format!("/v1/models/{}/predict", self.name),
+                    "labels": m.label_names,
+                    "regression": m.regression,
+                    "text_fields": m.text_fields,
+                    "takes_pair": !m.input_template.segment_b.is_empty(),
+                    "max_length": m.max_length,
+                    "over_length": m.over_length,
+                    "model_family": m.model_family,
+                    "method": m.method,
+                    "prompt_length": m.prompt_length,
+                    "dtype": m.dtype,
+                    "fold": m.fold,
+                    "device": bundle.device,
+                    "bundle": bundle.dir,
+                })
+            }
+            Kind::Generate { model, .. } => {
+                let mut v = model.info.clone();
+                v["route"] = json!(format!("/v1/models/{}/generate", self.name));
+                v
+            }
+        };
+        v["name"] = json!(self.name);
+        v["workers"] = json!(workers);
+        v
     }
 }
 
@@ -229,6 +357,8 @@ pub struct AppState {
     pub started: Instant,
     /// One permit per predict request being handled (`opts.max_pending`).
     pending: Arc<Semaphore>,
+    /// One permit per open connection (`opts.max_connections`).
+    connections: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -245,6 +375,7 @@ impl AppState {
         Ok(Self {
             models: map,
             pending: Arc::new(Semaphore::new(opts.max_pending)),
+            connections: Arc::new(Semaphore::new(opts.max_connections)),
             opts,
             started: Instant::now(),
         })
@@ -270,6 +401,13 @@ impl AppState {
             .collect()
     }
 
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.opts
+            .max_connections
+            .saturating_sub(self.connections.available_permits())
+    }
+
     /// The models with no worker running (empty when healthy).
     pub fn models_without_workers(&self) -> Vec<&String> {
         self.models
@@ -282,7 +420,7 @@ impl AppState {
     /// Stops every model's workers after they answer what is queued.
     pub fn shutdown(&self) {
         for m in self.models.values() {
-            m.batcher.shutdown();
+            m.shutdown();
         }
     }
 }
@@ -345,6 +483,8 @@ async fn cors(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
 /// | `GET /v1/models`, `GET /v1/models/{name}` | task, labels, text fields, dtype, … |
 /// | `POST /v1/models/{name}/predict` | `{"inputs": [...]}` → `{"model", "predictions": [...]}` |
 /// | `POST /v1/predict` | the same, when one model is served |
+/// | `POST /v1/models/{name}/generate` | decoder and T5 bundles: `{"inputs": "…", "parameters": {…}, "stream": false}` → `{"model", "generations": [...]}`, or server-sent events |
+/// | `POST /v1/generate` | the same, when one model is served |
 /// | `GET /metrics` | per-model counters, padding, latency percentiles |
 pub fn router(state: Arc<AppState>) -> Router {
     let cors_layer = (!state.opts.cors_origins.is_empty())
@@ -355,6 +495,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{name}", get(model_info))
         .route("/v1/models/{name}/predict", post(predict_named))
         .route("/v1/predict", post(predict_only))
+        .route("/v1/models/{name}/generate", post(generate_named))
+        .route("/v1/generate", post(generate_only))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
@@ -401,23 +543,36 @@ async fn model_info(
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({
-        "uptime_seconds": st.started.elapsed().as_secs_f64(),
-        "models": st.snapshot(),
-    }))
+    Json(st.metrics_json())
+}
+
+impl AppState {
+    /// What `/metrics` and the metrics log say: uptime, connections, every model's counters.
+    pub fn metrics_json(&self) -> Value {
+        json!({
+            "uptime_seconds": self.started.elapsed().as_secs_f64(),
+            "connections": {
+                "open": self.open_connections(),
+                "limit": self.opts.max_connections,
+            },
+            "models": self.snapshot(),
+        })
+    }
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no such route: see GET /v1/models, POST /v1/models/{name}/predict, GET /health, GET /metrics",
+        "no such route: see GET /v1/models, POST /v1/models/{name}/predict (classifiers), \
+         POST /v1/models/{name}/generate (decoder and T5 bundles), GET /health, GET /metrics",
     )
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "this route does not take that method: predict routes take POST, the others GET",
+        "this route does not take that method: predict and generate routes take POST, the \
+         others GET",
     )
 }
 
@@ -437,91 +592,121 @@ async fn predict_named(
 }
 
 async fn predict_only(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    if st.models.len() != 1 {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "this server serves {} models ({:?}): POST to /v1/models/{{name}}/predict",
-                st.models.len(),
-                st.models.keys().collect::<Vec<_>>()
-            ),
-        )
-        .into_response();
+    match st.only_model("predict") {
+        Ok(m) => predict(m, &st, body).await,
+        Err(e) => e.into_response(),
     }
-    let m = st.models.values().next().cloned().expect("one model");
-    predict(m, &st, body).await
 }
 
-async fn predict(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response {
-    let start = Instant::now();
-    let stats = model.stats.clone();
-    let refused = |e: ApiError| {
-        let counter = match e.status {
-            StatusCode::SERVICE_UNAVAILABLE => &stats.rejected_busy,
-            s if s.is_server_error() => &stats.failed,
-            _ => &stats.rejected_invalid,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if e.status.is_server_error() && e.status != StatusCode::SERVICE_UNAVAILABLE {
-            tracing::warn!("{}: {} {}", model.name, e.status.as_u16(), e.message);
-        } else {
-            tracing::debug!("{}: {} {}", model.name, e.status.as_u16(), e.message);
-        }
-        e.into_response()
+/// Counts a refusal against `model` and logs it (server errors as warnings).
+fn refuse(model: &ServedModel, e: ApiError) -> Response {
+    let stats = &model.stats;
+    let counter = match e.status {
+        StatusCode::SERVICE_UNAVAILABLE => &stats.rejected_busy,
+        s if s.is_server_error() => &stats.failed,
+        _ => &stats.rejected_invalid,
     };
-    // Admission first: a request beyond `max_pending` costs nothing but this answer.
-    let _permit: OwnedSemaphorePermit = match st.pending.clone().try_acquire_owned() {
-        Ok(p) => p,
-        Err(_) => {
+    counter.fetch_add(1, Ordering::Relaxed);
+    if e.status.is_server_error() && e.status != StatusCode::SERVICE_UNAVAILABLE {
+        tracing::warn!("{}: {} {}", model.name, e.status.as_u16(), e.message);
+    } else {
+        tracing::debug!("{}: {} {}", model.name, e.status.as_u16(), e.message);
+    }
+    e.into_response()
+}
+
+/// The refusal for a request the queue did not take.
+fn submit_refusal(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::Busy { .. } => {
+            let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            err.retry_after = Some(1);
+            err
+        }
+        SubmitError::NoWorker => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        SubmitError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+impl AppState {
+    /// The model `/v1/predict` and `/v1/generate` mean: the only one served.
+    fn only_model(&self, route: &str) -> Result<Arc<ServedModel>, ApiError> {
+        if self.models.len() != 1 {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "this server serves {} models ({:?}): POST to /v1/models/{{name}}/{route}",
+                    self.models.len(),
+                    self.models.keys().collect::<Vec<_>>()
+                ),
+            ));
+        }
+        Ok(self.models.values().next().cloned().expect("one model"))
+    }
+
+    /// A permit to handle one request (`max_pending`), or the 503 that refuses it.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.pending.clone().try_acquire_owned().map_err(|_| {
             let mut err = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "the server is busy: {} requests are being handled (--max-pending); retry later",
-                    st.opts.max_pending
+                    self.opts.max_pending
                 ),
             );
             err.retry_after = Some(1);
-            return refused(err);
+            err
+        })
+    }
+}
+
+/// Runs `work` off the async threads (reading and tokenizing are CPU work).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(r) => r,
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading the request failed: {e}"),
+        )),
+    }
+}
+
+async fn predict(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response {
+    let start = Instant::now();
+    let refused = |e: ApiError| refuse(&model, e);
+    // Admission first: a request beyond `max_pending` costs nothing but this answer.
+    let _permit: OwnedSemaphorePermit = match st.admit() {
+        Ok(p) => p,
+        Err(e) => return refused(e),
+    };
+    let (bundle, batcher) = match &model.kind {
+        Kind::Classify { bundle, batcher } => (bundle.clone(), batcher),
+        Kind::Generate { model: g, .. } => {
+            return refused(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "model {:?} generates text (a {} bundle): POST to /v1/models/{}/generate",
+                    model.name, g.kind, model.name
+                ),
+            ))
         }
     };
     let body = match read_body(body, st.opts.max_body_bytes, st.opts.body_timeout).await {
         Ok(b) => b,
         Err(e) => return refused(e),
     };
-    // Reading and tokenizing are CPU work: off the async threads.
     let max_inputs = st.opts.max_inputs;
-    let m = model.clone();
-    let encoded = tokio::task::spawn_blocking(move || encode(&m.bundle, &body, max_inputs)).await;
-    let encoded = match encoded {
-        Ok(Ok(e)) => e,
-        Ok(Err(e)) => return refused(e),
-        Err(e) => {
-            return refused(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("reading the request failed: {e}"),
-            ))
-        }
+    let b = bundle.clone();
+    let encoded = match blocking(move || encode(&b, &body, max_inputs)).await {
+        Ok(e) => e,
+        Err(e) => return refused(e),
     };
     let n = encoded.len();
-    let rx = match model.batcher.submit(encoded) {
+    let rx = match batcher.submit(encoded) {
         Ok(rx) => rx,
-        Err(e @ SubmitError::Busy { .. }) => {
-            let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            err.retry_after = Some(1);
-            return refused(err);
-        }
-        Err(e @ SubmitError::NoWorker) => {
-            return refused(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                e.to_string(),
-            ))
-        }
-        Err(e @ SubmitError::Stopped) => {
-            return refused(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                e.to_string(),
-            ))
-        }
+        Err(e) => return refused(submit_refusal(e)),
     };
     let rows = match rx.await {
         Ok(Ok(rows)) => rows,
@@ -540,7 +725,7 @@ async fn predict(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response
     };
     let predictions: Vec<Value> = rows
         .into_iter()
-        .map(|l| Value::Object(prediction_json(&model.bundle, &model.bundle.prediction(l))))
+        .map(|l| Value::Object(prediction_json(&bundle, &bundle.prediction(l))))
         .collect();
     let took = start.elapsed();
     model.stats.record_answer(n, took);
@@ -550,6 +735,165 @@ async fn predict(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response
         took.as_secs_f64() * 1e3
     );
     Json(json!({ "model": model.name, "predictions": predictions })).into_response()
+}
+
+async fn generate_named(
+    State(st): State<Arc<AppState>>,
+    name: Result<UrlPath<String>, PathRejection>,
+    body: Body,
+) -> Response {
+    let name = match name {
+        Ok(UrlPath(n)) => n,
+        Err(r) => return bad_path(r).into_response(),
+    };
+    match st.model(&name) {
+        Ok(m) => generate(m.clone(), &st, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn generate_only(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    match st.only_model("generate") {
+        Ok(m) => generate(m, &st, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `{"model", "generations": [{"text", "finish_reason", "prompt_tokens", "new_tokens",
+/// "token_ids"}, …]}`.
+fn generations_json(model: &str, outs: &[GenOutput]) -> Value {
+    let gens: Vec<Value> = outs
+        .iter()
+        .map(|o| {
+            json!({
+                "text": o.text,
+                "finish_reason": o.finish_reason,
+                "prompt_tokens": o.prompt_tokens,
+                "new_tokens": o.token_ids.len(),
+                "token_ids": o.token_ids,
+            })
+        })
+        .collect();
+    json!({ "model": model, "generations": gens })
+}
+
+async fn generate(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response {
+    let start = Instant::now();
+    let refused = |e: ApiError| refuse(&model, e);
+    let permit: OwnedSemaphorePermit = match st.admit() {
+        Ok(p) => p,
+        Err(e) => return refused(e),
+    };
+    let (gen, queue) = match &model.kind {
+        Kind::Generate { model, queue } => (model.clone(), queue),
+        Kind::Classify { bundle, .. } => {
+            return refused(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "model {:?} is a classifier (task {}): POST to /v1/models/{}/predict",
+                    model.name, bundle.manifest.task, model.name
+                ),
+            ))
+        }
+    };
+    let body = match read_body(body, st.opts.max_body_bytes, st.opts.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => return refused(e),
+    };
+    let (max_inputs, max_new) = (st.opts.max_inputs, st.opts.max_new_tokens);
+    let read = blocking(move || {
+        let req = read_request(&body, gen.kind, max_inputs, max_new)?;
+        let rows = gen.encode(&req)?;
+        Ok((req, rows))
+    })
+    .await;
+    let (req, rows) = match read {
+        Ok(r) => r,
+        Err(e) => return refused(e),
+    };
+    let n = rows.len();
+    let mut rx = match queue.submit_generation(rows, req.params) {
+        Ok(rx) => rx,
+        Err(e) => return refused(submit_refusal(e)),
+    };
+    if req.stream {
+        return stream_events(model.clone(), rx, permit, start, n).into_response();
+    }
+    loop {
+        match rx.recv().await {
+            Some(GenEvent::Piece { .. }) => continue,
+            Some(GenEvent::Done(outs)) => {
+                let took = start.elapsed();
+                model.stats.record_answer(n, took);
+                tracing::debug!(
+                    "{}: 200, {n} prompts in {:.1} ms",
+                    model.name,
+                    took.as_secs_f64() * 1e3
+                );
+                return Json(generations_json(&model.name, &outs)).into_response();
+            }
+            Some(GenEvent::Failed(why)) => {
+                return refused(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the model failed on this request: {why}"),
+                ))
+            }
+            None => {
+                return refused(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the model's worker stopped before answering",
+                ))
+            }
+        }
+    }
+}
+
+/// The events of a streamed generation: `token` (`{"index", "text"}`) for each piece as it is
+/// decoded, then `done` (the whole answer, as without streaming) or `error`
+/// (`{"error": {"status", "message"}}`). The request holds its `max_pending` permit until the
+/// last event.
+fn stream_events(
+    model: Arc<ServedModel>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<GenEvent>,
+    permit: OwnedSemaphorePermit,
+    start: Instant,
+    n: usize,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let state = Some((rx, permit));
+    let events = futures_util::stream::unfold(state, move |state| {
+        let model = model.clone();
+        async move {
+            let (mut rx, permit) = state?;
+            let failed = |message: String| {
+                model.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("{}: a streamed generation failed: {message}", model.name);
+                let body = json!({ "error": { "status": 500, "message": message } });
+                Event::default().event("error").data(body.to_string())
+            };
+            let (event, next) = match rx.recv().await {
+                Some(GenEvent::Piece { index, text }) => {
+                    let body = json!({ "index": index, "text": text });
+                    let event = Event::default().event("token").data(body.to_string());
+                    (event, Some((rx, permit)))
+                }
+                Some(GenEvent::Done(outs)) => {
+                    model.stats.record_answer(n, start.elapsed());
+                    let body = generations_json(&model.name, &outs);
+                    (Event::default().event("done").data(body.to_string()), None)
+                }
+                Some(GenEvent::Failed(why)) => (
+                    failed(format!("the model failed on this request: {why}")),
+                    None,
+                ),
+                None => (
+                    failed("the model's worker stopped before answering".into()),
+                    None,
+                ),
+            };
+            Some((Ok(event), next))
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
 }
 
 /// The whole body, at most `limit` bytes, within `timeout`.
@@ -607,10 +951,7 @@ async fn log_metrics(state: Arc<AppState>, path: PathBuf, every: Duration) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let line = json!({
-            "uptime_seconds": state.started.elapsed().as_secs_f64(),
-            "models": state.snapshot(),
-        });
+        let line = state.metrics_json();
         let write = || -> std::io::Result<()> {
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new()
@@ -621,6 +962,67 @@ async fn log_metrics(state: Arc<AppState>, path: PathBuf, every: Duration) {
         };
         if let Err(e) = write() {
             tracing::warn!("cannot append to the metrics log {}: {e}", path.display());
+        }
+    }
+}
+
+/// Accepts connections until `stopped`, at most `max_connections` open at once, each served
+/// as HTTP/1 with keep-alive and closed after `idle_timeout` without a request; then stops
+/// taking requests, lets the ones in flight finish (at most `drain` more) and returns.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    state: Arc<AppState>,
+    mut stopped: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.opts.idle_timeout)
+        .keep_alive(true);
+    loop {
+        // A free connection slot first: beyond `max_connections`, clients wait in the backlog.
+        let permit = tokio::select! {
+            p = state.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, then try again.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection closed: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // Idle connections close now; requests in flight get `drain` to finish, so a client that
+    // never completes its request does not hold the server up past that.
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(drain) => {
+            tracing::warn!(
+                "requests still open {} s after the stop were dropped",
+                drain.as_secs_f64()
+            );
         }
     }
 }
@@ -664,28 +1066,10 @@ impl Server {
             .spawn(move || {
                 let result = rt.block_on(async move {
                     if let Some((path, every)) = metrics_log {
-                        tokio::spawn(log_metrics(log_state, path, every));
+                        tokio::spawn(log_metrics(log_state.clone(), path, every));
                     }
-                    let mut graceful = stopped.clone();
-                    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                        let _ = graceful.wait_for(|s| *s).await;
-                    });
-                    // Once stopping, requests in flight get `drain` to finish; a connection that
-                    // never completes its request does not hold the server up past that.
-                    let mut deadline = stopped;
-                    tokio::select! {
-                        r = serve => r,
-                        _ = async move {
-                            let _ = deadline.wait_for(|s| *s).await;
-                            tokio::time::sleep(drain).await;
-                        } => {
-                            tracing::warn!(
-                                "requests still open {} s after the stop were dropped",
-                                drain.as_secs_f64()
-                            );
-                            Ok(())
-                        }
-                    }
+                    accept_loop(listener, app, log_state, stopped, drain).await;
+                    Ok(())
                 });
                 rt.shutdown_timeout(Duration::from_secs(1));
                 result

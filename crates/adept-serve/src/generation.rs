@@ -1,0 +1,846 @@
+//! Text generation behind the server: causal-LM (Llama-family decoder) bundles and T5
+//! (seq2seq) bundles, `POST /v1/models/{name}/generate`.
+//!
+//! The request path: JSON body → prompts and parameters ([`read_request`]) → ids (the bundle's
+//! tokenizer, and its chat template when asked; each prompt checked to fit the model, so a bad
+//! prompt fails its own request only) → the model's queue ([`GenQueue`], bounded in prompts)
+//! → a worker thread holding its own session ([`GenRunner`]). A worker takes every queued
+//! request up to `max_batch` prompts; requests of a round with equal parameters run as one
+//! left-padded batch (the rows advance together), the others one after another. Each request
+//! gets its pieces of text as they are decoded ([`GenEvent::Piece`], streamed as server-sent
+//! events when it asks) and then its generations in order.
+
+use crate::api::ApiError;
+use crate::batcher::{panic_message, BatchOptions, Queue, Queued};
+use crate::metrics::ModelStats;
+use adept_bundle::generate::{check_fits, encode_prompt, FinishReason, GenerationConfig};
+use adept_bundle::tokenizers::Tokenizer;
+use adept_bundle::DecoderSpec;
+use adept_runtime::generate::apply_chat_template;
+use adept_runtime::seq2seq::{
+    encode_source, DecodeMode, Seq2SeqBundle, Seq2SeqGenerateOptions, Seq2SeqInfo,
+};
+use adept_runtime::Generator;
+use anyhow::Result;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// The `max_new_tokens` of a request that names none (capped by the server's limit).
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 64;
+
+/// How to generate one request's prompts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenParams {
+    /// Sampling, stop strings and `max_new_tokens` (T5 bundles use `max_new_tokens` only).
+    pub config: GenerationConfig,
+    /// T5 bundles: beams of the search (1: greedy).
+    pub num_beams: usize,
+    /// T5 bundles: exponent of the length dividing finished beams' scores.
+    pub length_penalty: f32,
+}
+
+/// A generate request, read and checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenRequest {
+    pub prompts: Vec<String>,
+    pub params: GenParams,
+    /// Wrap each prompt as a user message in the bundle's chat template.
+    pub chat_template: bool,
+    /// Answer as server-sent events: a `token` event per piece of text, then `done`.
+    pub stream: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Prompts {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Parameters {
+    max_new_tokens: Option<usize>,
+    do_sample: Option<bool>,
+    temperature: Option<f32>,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    repetition_penalty: Option<f32>,
+    seed: Option<u64>,
+    #[serde(default)]
+    stop: Vec<String>,
+    #[serde(default)]
+    chat_template: bool,
+    num_beams: Option<usize>,
+    length_penalty: Option<f32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    inputs: Prompts,
+    #[serde(default)]
+    parameters: Parameters,
+    #[serde(default)]
+    stream: bool,
+}
+
+const GENERATE_SHAPE: &str = "send {\"inputs\": \"a prompt\" or [\"a prompt\", …], \
+     \"parameters\": {\"max_new_tokens\": 32, …}, \"stream\": false}";
+
+/// Reads a generate body for a model of `kind`:
+///
+/// ```json
+/// {"inputs": "Translate to German: the house",
+///  "parameters": {"max_new_tokens": 32, "temperature": 0.7, "top_p": 0.9, "seed": 1,
+///                 "stop": ["\n"], "repetition_penalty": 1.1, "chat_template": true},
+///  "stream": true}
+/// ```
+///
+/// `inputs` is one prompt or a list. Greedy unless `do_sample` is true or one of
+/// `temperature` / `top_k` / `top_p` is given (as `adept generate`). T5 bundles take
+/// `num_beams` and `length_penalty` instead of the sampling parameters.
+pub fn read_request(
+    body: &[u8],
+    kind: GenKind,
+    max_inputs: usize,
+    max_new_tokens_limit: usize,
+) -> Result<GenRequest, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON ({e}); {GENERATE_SHAPE}"),
+        )
+    })?;
+    let body: Body = serde_json::from_value(value)
+        .map_err(|e| ApiError::unprocessable(format!("{e}; {GENERATE_SHAPE}")))?;
+    let prompts = match body.inputs {
+        Prompts::One(p) => vec![p],
+        Prompts::Many(p) => p,
+    };
+    if prompts.is_empty() {
+        return Err(ApiError::unprocessable(
+            "\"inputs\" is empty: send at least one prompt",
+        ));
+    }
+    if prompts.len() > max_inputs {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} prompts in one request; this server takes at most {max_inputs} \
+                 (--max-inputs): split the request",
+                prompts.len()
+            ),
+        ));
+    }
+    let p = body.parameters;
+    let max_new_tokens = p
+        .max_new_tokens
+        .unwrap_or(DEFAULT_MAX_NEW_TOKENS.min(max_new_tokens_limit));
+    if max_new_tokens > max_new_tokens_limit {
+        return Err(ApiError::unprocessable(format!(
+            "max_new_tokens {max_new_tokens} is above this server's limit of \
+             {max_new_tokens_limit} (--max-new-tokens)"
+        )));
+    }
+    let sampling = p.temperature.is_some() || p.top_k.is_some() || p.top_p.is_some();
+    match kind {
+        GenKind::Seq2Seq => {
+            let given: Vec<&str> = [
+                ("do_sample", p.do_sample == Some(true)),
+                ("temperature", p.temperature.is_some()),
+                ("top_k", p.top_k.is_some()),
+                ("top_p", p.top_p.is_some()),
+                ("repetition_penalty", p.repetition_penalty.is_some()),
+                ("seed", p.seed.is_some()),
+                ("stop", !p.stop.is_empty()),
+                ("chat_template", p.chat_template),
+            ]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+            if !given.is_empty() {
+                return Err(ApiError::unprocessable(format!(
+                    "{given:?}: T5 bundles decode greedily or by beam search and take only \
+                     max_new_tokens, num_beams and length_penalty"
+                )));
+            }
+        }
+        GenKind::CausalLm => {
+            if p.num_beams.is_some() || p.length_penalty.is_some() {
+                return Err(ApiError::unprocessable(
+                    "num_beams and length_penalty apply to T5 bundles; a causal-LM bundle \
+                     decodes greedily or samples (temperature, top_k, top_p)",
+                ));
+            }
+        }
+    }
+    let config = GenerationConfig {
+        max_new_tokens,
+        temperature: p.temperature.unwrap_or(1.0),
+        top_k: p.top_k.unwrap_or(0),
+        top_p: p.top_p.unwrap_or(1.0),
+        repetition_penalty: p.repetition_penalty.unwrap_or(1.0),
+        seed: p.seed.unwrap_or(0),
+        stop_strings: p.stop,
+        eos_token_ids: Vec::new(),
+        do_sample: p.do_sample.unwrap_or(sampling),
+    };
+    config
+        .validate()
+        .map_err(|e| ApiError::unprocessable(format!("parameters: {e:#}")))?;
+    let num_beams = p.num_beams.unwrap_or(1);
+    if num_beams == 0 {
+        return Err(ApiError::unprocessable(
+            "num_beams is 0: use 1 for greedy decoding or more for beam search",
+        ));
+    }
+    let length_penalty = p.length_penalty.unwrap_or(1.0);
+    if !length_penalty.is_finite() {
+        return Err(ApiError::unprocessable(
+            "length_penalty must be a finite number",
+        ));
+    }
+    Ok(GenRequest {
+        prompts,
+        params: GenParams {
+            config,
+            num_beams,
+            length_penalty,
+        },
+        chat_template: p.chat_template,
+        stream: body.stream,
+    })
+}
+
+/// Which kind of generation bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GenKind {
+    /// A Llama-family decoder (`adept_export::decoder`).
+    CausalLm,
+    /// A T5 encoder–decoder (`adept_export::seq2seq`).
+    #[serde(rename = "seq2seq")]
+    Seq2Seq,
+}
+
+impl std::fmt::Display for GenKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::CausalLm => "causal-lm",
+            Self::Seq2Seq => "seq2seq",
+        })
+    }
+}
+
+/// What the handlers need of a generation bundle: its tokenizer and limits (the sessions stay
+/// with the workers).
+pub struct GenModel {
+    pub kind: GenKind,
+    pub dir: PathBuf,
+    pub tokenizer: Tokenizer,
+    detail: GenDetail,
+    /// What `/v1/models` says of it (without the name and workers).
+    pub info: Value,
+}
+
+enum GenDetail {
+    Decoder(DecoderSpec),
+    Seq2Seq(Box<Seq2SeqInfo>),
+}
+
+impl GenModel {
+    /// From an opened decoder bundle.
+    pub fn of_decoder(g: &Generator) -> Self {
+        let s = &g.spec;
+        let info = json!({
+            "task": g.manifest.task,
+            "kind": GenKind::CausalLm,
+            "model_family": g.manifest.model_family,
+            "method": g.manifest.method,
+            "prompt_length": s.prompt_len,
+            "fold": g.manifest.fold,
+            "dtype": g.manifest.dtype,
+            "vocab_size": s.vocab_size,
+            "max_sequence_len": s.max_sequence_len,
+            "eos_token_ids": s.eos_token_ids,
+            "chat_template": s.chat_template.is_some(),
+            "device": g.device,
+            "bundle": g.dir,
+        });
+        Self {
+            kind: GenKind::CausalLm,
+            dir: g.dir.clone(),
+            tokenizer: g.tokenizer.clone(),
+            detail: GenDetail::Decoder(s.clone()),
+            info,
+        }
+    }
+
+    /// From an opened T5 bundle.
+    pub fn of_seq2seq(b: &Seq2SeqBundle) -> Self {
+        let i = &b.info;
+        let info = json!({
+            "task": i.task_kind,
+            "kind": GenKind::Seq2Seq,
+            "model_family": i.model_family,
+            "method": i.method,
+            "prompt_length": i.prompt_len,
+            "fold": i.fold,
+            "dtype": i.dtype,
+            "vocab_size": i.vocab_size,
+            "max_sequence_len": i.max_sequence_len,
+            "eos_token_ids": [i.eos_token_id],
+            "chat_template": false,
+            "bundle": b.dir,
+        });
+        Self {
+            kind: GenKind::Seq2Seq,
+            dir: b.dir.clone(),
+            tokenizer: b.tokenizer.clone(),
+            detail: GenDetail::Seq2Seq(Box::new(i.clone())),
+            info,
+        }
+    }
+
+    /// The ids of every prompt of `req`, each checked to fit with its `max_new_tokens`; an
+    /// error (422) names the prompt.
+    pub fn encode(&self, req: &GenRequest) -> Result<Vec<Vec<u32>>, ApiError> {
+        req.prompts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                self.encode_one(text, req, i)
+                    .map_err(|e| ApiError::unprocessable(format!("prompt {i}: {e:#}")))
+            })
+            .collect()
+    }
+
+    fn encode_one(&self, text: &str, req: &GenRequest, i: usize) -> Result<Vec<u32>> {
+        match &self.detail {
+            GenDetail::Decoder(spec) => {
+                let text = if req.chat_template {
+                    apply_chat_template(&self.tokenizer, spec, &self.dir, text)?
+                } else {
+                    text.to_owned()
+                };
+                let ids =
+                    encode_prompt(&self.tokenizer, spec.bos_token_id, spec.vocab_size, &text)?;
+                check_fits(
+                    ids.len(),
+                    spec.prompt_len,
+                    req.params.config.max_new_tokens,
+                    spec.max_sequence_len,
+                    i,
+                )?;
+                Ok(ids)
+            }
+            // Long sources are cut as training cuts them; the decoder has no length limit.
+            GenDetail::Seq2Seq(info) => encode_source(&self.tokenizer, info, text),
+        }
+    }
+}
+
+/// One generated completion.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GenOutput {
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+    /// Generated ids (an EOS that ended the row included).
+    pub token_ids: Vec<u32>,
+}
+
+/// Generates with one session (each worker holds its own).
+pub trait GenRunner: Send + 'static {
+    /// The completions of `rows` (prompt ids, checked to fit) in order; `on_piece(row, text)`
+    /// is called with each row's text as it is decoded (its pieces concatenate to the row's
+    /// text).
+    fn generate(
+        &mut self,
+        rows: &[Vec<u32>],
+        params: &GenParams,
+        on_piece: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<GenOutput>>;
+}
+
+impl GenRunner for Generator {
+    fn generate(
+        &mut self,
+        rows: &[Vec<u32>],
+        params: &GenParams,
+        on_piece: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<GenOutput>> {
+        let (gens, _) = self.generate_ids(rows, &params.config, true, on_piece)?;
+        Ok(gens
+            .into_iter()
+            .map(|g| GenOutput {
+                text: g.text,
+                finish_reason: g.finish_reason,
+                prompt_tokens: g.prompt_tokens,
+                token_ids: g.token_ids,
+            })
+            .collect())
+    }
+}
+
+/// T5 decodes whole batches: each row's text comes as one piece once its batch is done.
+pub struct Seq2SeqRunner {
+    pub bundle: Seq2SeqBundle,
+    pub batch_size: usize,
+}
+
+impl GenRunner for Seq2SeqRunner {
+    fn generate(
+        &mut self,
+        rows: &[Vec<u32>],
+        params: &GenParams,
+        on_piece: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<GenOutput>> {
+        let opts = Seq2SeqGenerateOptions {
+            max_new_tokens: params.config.max_new_tokens,
+            num_beams: params.num_beams,
+            length_penalty: params.length_penalty,
+            mode: DecodeMode::Cached,
+        };
+        let eos = self.bundle.info.eos_token_id;
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(self.batch_size.max(1)) {
+            for (g, ids) in self.bundle.generate(chunk, &opts)?.into_iter().zip(chunk) {
+                let text = self
+                    .bundle
+                    .tokenizer
+                    .decode(&g.tokens, true)
+                    .map_err(|e| anyhow::anyhow!("cannot decode {:?}: {e}", g.tokens))?;
+                on_piece(out.len(), &text);
+                out.push(GenOutput {
+                    text,
+                    finish_reason: if g.tokens.last() == Some(&eos) {
+                        FinishReason::Eos
+                    } else {
+                        FinishReason::Length
+                    },
+                    prompt_tokens: ids.len(),
+                    token_ids: g.tokens,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a queued generate request hears from its worker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GenEvent {
+    /// More text of prompt `index`.
+    Piece { index: usize, text: String },
+    /// Every prompt's completion, in order (the last event).
+    Done(Vec<GenOutput>),
+    /// The run failed (the last event).
+    Failed(String),
+}
+
+/// A queued generate request: its prompts' ids, its parameters and where its events go. The
+/// events are unbounded but finite: at most `max_new_tokens` pieces per prompt and one end.
+pub struct GenJob {
+    pub rows: Vec<Vec<u32>>,
+    pub params: GenParams,
+    pub events: UnboundedSender<GenEvent>,
+}
+
+impl Queued for GenJob {
+    fn inputs(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+/// The queue of one generation model and its workers.
+pub type GenQueue = Queue<GenJob>;
+
+impl GenQueue {
+    /// Starts one worker thread per runner (one session each).
+    pub fn start_generation(
+        model: &str,
+        runners: Vec<Box<dyn GenRunner>>,
+        opts: BatchOptions,
+        stats: Arc<ModelStats>,
+    ) -> std::io::Result<Self> {
+        let workers = runners
+            .into_iter()
+            .map(|mut runner| {
+                let stats = stats.clone();
+                move |jobs: Vec<GenJob>| generate_round(runner.as_mut(), jobs, &stats)
+            })
+            .collect();
+        Self::start_with(model, workers, opts, stats)
+    }
+
+    /// Queues a request; the receiver gets its pieces, then `Done` or `Failed`.
+    pub fn submit_generation(
+        &self,
+        rows: Vec<Vec<u32>>,
+        params: GenParams,
+    ) -> Result<UnboundedReceiver<GenEvent>, crate::batcher::SubmitError> {
+        let (events, rx) = unbounded_channel();
+        self.push(GenJob {
+            rows,
+            params,
+            events,
+        })?;
+        Ok(rx)
+    }
+}
+
+/// Runs one round: requests with equal parameters together (in the order they came), each
+/// group as one call of the runner.
+fn generate_round(runner: &mut dyn GenRunner, jobs: Vec<GenJob>, stats: &ModelStats) {
+    let mut groups: Vec<Vec<GenJob>> = Vec::new();
+    for job in jobs {
+        match groups.iter_mut().find(|g| g[0].params == job.params) {
+            Some(g) => g.push(job),
+            None => groups.push(vec![job]),
+        }
+    }
+    for group in groups {
+        // Row r of the call is prompt r - starts[j] of job j.
+        let mut owner = Vec::new();
+        let mut rows = Vec::new();
+        for (j, job) in group.iter().enumerate() {
+            for (k, r) in job.rows.iter().enumerate() {
+                owner.push((j, k));
+                rows.push(r.clone());
+            }
+        }
+        let start = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            runner.generate(&rows, &group[0].params, &mut |row, piece| {
+                if let Some(&(j, k)) = owner.get(row) {
+                    // A client that went away dropped its receiver: nothing to send.
+                    let _ = group[j].events.send(GenEvent::Piece {
+                        index: k,
+                        text: piece.to_owned(),
+                    });
+                }
+            })
+        }));
+        stats
+            .run_micros
+            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats.runs.fetch_add(1, Ordering::Relaxed);
+        let outcome = match result {
+            Ok(Ok(outs)) if outs.len() == rows.len() => Ok(outs),
+            Ok(Ok(outs)) => Err(format!(
+                "the model returned {} completions for {} prompts",
+                outs.len(),
+                rows.len()
+            )),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(panic) => Err(format!(
+                "the model panicked: {}",
+                panic_message(panic.as_ref())
+            )),
+        };
+        match outcome {
+            Ok(outs) => {
+                let prompt_tokens: usize = rows.iter().map(Vec::len).sum();
+                let new_tokens: usize = outs.iter().map(|o| o.token_ids.len()).sum();
+                stats
+                    .real_tokens
+                    .fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+                stats
+                    .new_tokens
+                    .fetch_add(new_tokens as u64, Ordering::Relaxed);
+                let mut outs = outs.into_iter();
+                for job in group {
+                    let mine = outs.by_ref().take(job.rows.len()).collect();
+                    let _ = job.events.send(GenEvent::Done(mine));
+                }
+            }
+            Err(why) => {
+                tracing::error!("a generation run of {} requests failed: {why}", group.len());
+                for job in group {
+                    let _ = job.events.send(GenEvent::Failed(why.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn read(body: &str, kind: GenKind) -> Result<GenRequest, ApiError> {
+        read_request(body.as_bytes(), kind, 4, 100)
+    }
+
+    #[test]
+    fn requests_read_with_defaults_sampling_and_limits() {
+        let r = read(r#"{"inputs": "hello"}"#, GenKind::CausalLm).unwrap();
+        assert_eq!(r.prompts, vec!["hello"]);
+        assert_eq!(r.params.config.max_new_tokens, DEFAULT_MAX_NEW_TOKENS);
+        assert!(!r.params.config.do_sample && !r.stream && !r.chat_template);
+        let r = read(
+            r#"{"inputs": ["a", "b"], "parameters": {"temperature": 0.5, "seed": 3,
+                "stop": ["\n"], "max_new_tokens": 7, "chat_template": true}, "stream": true}"#,
+            GenKind::CausalLm,
+        )
+        .unwrap();
+        assert_eq!(r.prompts.len(), 2);
+        let c = &r.params.config;
+        assert!(c.do_sample && c.temperature == 0.5 && c.seed == 3 && c.max_new_tokens == 7);
+        assert_eq!(c.stop_strings, vec!["\n"]);
+        assert!(r.stream && r.chat_template);
+        // An explicit do_sample false wins over the sampling parameters.
+        let r = read(
+            r#"{"inputs": "a", "parameters": {"top_k": 5, "do_sample": false}}"#,
+            GenKind::CausalLm,
+        )
+        .unwrap();
+        assert!(!r.params.config.do_sample);
+        let r = read(
+            r#"{"inputs": "a", "parameters": {"num_beams": 3, "length_penalty": 0.5}}"#,
+            GenKind::Seq2Seq,
+        )
+        .unwrap();
+        assert_eq!((r.params.num_beams, r.params.length_penalty), (3, 0.5));
+        // The default is capped by a lower server limit.
+        let r = read_request(br#"{"inputs": "a"}"#, GenKind::CausalLm, 4, 10).unwrap();
+        assert_eq!(r.params.config.max_new_tokens, 10);
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_what_to_do() {
+        let cases: [(&str, GenKind, u16, &str); 12] = [
+            ("not json", GenKind::CausalLm, 400, "not JSON"),
+            (
+                r#"{"prompt": "a"}"#,
+                GenKind::CausalLm,
+                422,
+                "unknown field",
+            ),
+            (r#"{"inputs": []}"#, GenKind::CausalLm, 422, "empty"),
+            (
+                r#"{"inputs": ["a","b","c","d","e"]}"#,
+                GenKind::CausalLm,
+                413,
+                "--max-inputs",
+            ),
+            (r#"{"inputs": 3}"#, GenKind::CausalLm, 422, "inputs"),
+            (
+                r#"{"inputs": "a", "parameters": {"max_new_tokens": 101}}"#,
+                GenKind::CausalLm,
+                422,
+                "--max-new-tokens",
+            ),
+            (
+                r#"{"inputs": "a", "parameters": {"max_new_tokens": 0}}"#,
+                GenKind::CausalLm,
+                422,
+                "max_new_tokens",
+            ),
+            (
+                r#"{"inputs": "a", "parameters": {"temperature": 0}}"#,
+                GenKind::CausalLm,
+                422,
+                "temperature",
+            ),
+            (
+                r#"{"inputs": "a", "parameters": {"top_p": 1.5}}"#,
+                GenKind::CausalLm,
+                422,
+                "top_p",
+            ),
+            (
+                r#"{"inputs": "a", "parameters": {"tmperature": 1}}"#,
+                GenKind::CausalLm,
+                422,
+                "tmperature",
+            ),
+            (
+                r#"{"inputs": "a", "parameters": {"num_beams": 2}}"#,
+                GenKind::CausalLm,
+                422,
+                "T5",
+            ),
+            (
+                r#"{"inputs": "a", "parameters": {"temperature": 0.7}}"#,
+                GenKind::Seq2Seq,
+                422,
+                "temperature",
+            ),
+        ];
+        for (body, kind, status, says) in cases {
+            let e = read(body, kind).unwrap_err();
+            assert_eq!(e.status.as_u16(), status, "{body}: {e:?}");
+            assert!(e.message.contains(says), "{body}: {}", e.message);
+        }
+    }
+
+    /// Completes each row with its own first id repeated `max_new_tokens` times, one piece per
+    /// token; records the rows of each call; fails a row starting with 666, panics on 777.
+    #[derive(Default)]
+    struct Echo {
+        calls: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl GenRunner for Echo {
+        fn generate(
+            &mut self,
+            rows: &[Vec<u32>],
+            params: &GenParams,
+            on_piece: &mut dyn FnMut(usize, &str),
+        ) -> Result<Vec<GenOutput>> {
+            self.calls.lock().unwrap().push(rows.len());
+            if rows.iter().any(|r| r[0] == 777) {
+                panic!("row 777");
+            }
+            anyhow::ensure!(rows.iter().all(|r| r[0] != 666), "row 666 is bad");
+            let n = params.config.max_new_tokens;
+            for _ in 0..n {
+                for (i, r) in rows.iter().enumerate() {
+                    on_piece(i, &format!("{} ", r[0]));
+                }
+            }
+            Ok(rows
+                .iter()
+                .map(|r| GenOutput {
+                    text: format!("{} ", r[0]).repeat(n),
+                    finish_reason: FinishReason::Length,
+                    prompt_tokens: r.len(),
+                    token_ids: vec![r[0]; n],
+                })
+                .collect())
+        }
+    }
+
+    fn params(n: usize) -> GenParams {
+        GenParams {
+            config: GenerationConfig {
+                max_new_tokens: n,
+                ..Default::default()
+            },
+            num_beams: 1,
+            length_penalty: 1.0,
+        }
+    }
+
+    fn drain(mut rx: UnboundedReceiver<GenEvent>) -> (Vec<(usize, String)>, GenEvent) {
+        let mut pieces = Vec::new();
+        loop {
+            match rx.blocking_recv().expect("an end event") {
+                GenEvent::Piece { index, text } => pieces.push((index, text)),
+                end => return (pieces, end),
+            }
+        }
+    }
+
+    #[test]
+    fn a_round_groups_equal_parameters_streams_each_request_its_rows_and_isolates_failures() {
+        let stats = Arc::new(ModelStats::default());
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let echo = Echo {
+            calls: calls.clone(),
+        };
+        // Run one round by hand (the queue's thread does the same).
+        let mut rxs = Vec::new();
+        let mut jobs = Vec::new();
+        for (rows, n) in [
+            (vec![vec![1, 9], vec![2]], 2),
+            (vec![vec![3]], 3),
+            (vec![vec![4, 4, 4]], 2),
+            (vec![vec![666]], 3),
+        ] {
+            let (events, rx) = unbounded_channel();
+            jobs.push(GenJob {
+                rows,
+                params: params(n),
+                events,
+            });
+            rxs.push(rx);
+        }
+        let mut runner: Box<dyn GenRunner> = Box::new(echo);
+        generate_round(runner.as_mut(), jobs, &stats);
+        // Two groups: max_new_tokens 2 (jobs 0 and 2: 3 rows), 3 (jobs 1 and 3: 2 rows).
+        assert_eq!(*calls.lock().unwrap(), vec![3, 2]);
+        let mut ends = Vec::new();
+        for rx in rxs {
+            ends.push(drain(rx));
+        }
+        let (pieces, end) = &ends[0];
+        assert_eq!(
+            pieces,
+            &vec![
+                (0, "1 ".into()),
+                (1, "2 ".into()),
+                (0, "1 ".into()),
+                (1, "2 ".into())
+            ]
+        );
+        let GenEvent::Done(outs) = end else {
+            panic!("{end:?}")
+        };
+        assert_eq!(outs.len(), 2);
+        assert_eq!((outs[0].text.as_str(), outs[0].prompt_tokens), ("1 1 ", 2));
+        assert_eq!(outs[1].token_ids, vec![2, 2]);
+        let GenEvent::Done(outs) = &ends[2].1 else {
+            panic!("{:?}", ends[2].1)
+        };
+        assert_eq!(outs[0].text, "4 4 ");
+        // Job 1 shared its group with the failing job 3: both fail, with the reason; no pieces
+        // were sent before the failure.
+        for j in [1, 3] {
+            assert!(ends[j].0.is_empty());
+            assert_eq!(ends[j].1, GenEvent::Failed("row 666 is bad".into()));
+        }
+        assert_eq!(stats.runs.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.new_tokens.load(Ordering::Relaxed), 2 * 3);
+    }
+
+    #[test]
+    fn the_queue_answers_through_its_worker_and_a_panic_fails_only_its_round() {
+        let stats = Arc::new(ModelStats::default());
+        let opts = BatchOptions {
+            max_batch: 8,
+            max_queue: 4,
+            ..Default::default()
+        };
+        let q =
+            GenQueue::start_generation("t", vec![Box::new(Echo::default())], opts, stats.clone())
+                .unwrap();
+        let (_, end) = drain(q.submit_generation(vec![vec![777]], params(1)).unwrap());
+        assert!(
+            matches!(&end, GenEvent::Failed(m) if m.contains("panicked") && m.contains("777")),
+            "{end:?}"
+        );
+        let (pieces, end) = drain(q.submit_generation(vec![vec![5]], params(2)).unwrap());
+        assert_eq!(pieces.len(), 2);
+        assert!(
+            matches!(&end, GenEvent::Done(o) if o[0].text == "5 5 "),
+            "{end:?}"
+        );
+        // Five prompts never fit a queue of four.
+        assert!(matches!(
+            q.submit_generation(vec![vec![1]; 5], params(1)),
+            Err(crate::batcher::SubmitError::Busy {
+                wanted: 5,
+                capacity: 4,
+                ..
+            })
+        ));
+        q.shutdown();
+        assert_eq!(
+            q.submit_generation(vec![vec![1]], params(1)).unwrap_err(),
+            crate::batcher::SubmitError::Stopped
+        );
+        assert_eq!(stats.workers_alive.load(Ordering::Relaxed), 0);
+    }
+}
