@@ -358,13 +358,19 @@ pub struct BenchArgs {
     /// (no batching, dynamic batching, one single-threaded session per core); --iters rounds.
     #[arg(long, requires = "bundle", conflicts_with = "serving")]
     pub server: bool,
-    /// With --server: the classifier bundle to serve.
+    /// With --server: the bundle to serve: a classifier (predict requests), or a decoder or
+    /// T5 bundle (generate requests: tokens per second).
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
     /// With --server: concurrent client threads.
     #[arg(long, default_value_t = 16, value_parser = adept_runtime::cli::positive_usize)]
     pub clients: usize,
-    /// With --server: validation sentences per variant and round.
-    #[arg(long, default_value_t = 256, value_parser = adept_runtime::cli::positive_usize)]
-    pub requests: usize,
+    /// With --server: validation sentences per variant and round [default: 256; 16 prompts
+    /// for a generation bundle].
+    #[arg(long, value_parser = adept_runtime::cli::positive_usize)]
+    pub requests: Option<usize>,
+    /// With --server on a generation bundle: tokens generated per prompt (greedy; fewer when
+    /// a prompt ends at EOS).
+    #[arg(long, default_value_t = 32, value_parser = adept_runtime::cli::positive_usize)]
+    pub new_tokens: usize,
 }

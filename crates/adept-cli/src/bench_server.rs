@@ -154,6 +154,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         cache: a.model.cache.cache.clone(),
         ..Default::default()
     };
+    if crate::bench_generate::is_generation_bundle(&dir)? {
+        return crate::bench_generate::run(a, &dir, threads);
+    }
     let probe = Bundle::open_with(&dir, &runtime(threads))?;
     let mut data = a.data.clone();
     data.task.get_or_insert_with(|| probe.manifest.task.clone());
@@ -170,7 +173,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let texts: Vec<Text> = task
         .validation
         .iter()
-        .take(a.requests)
+        .take(a.requests.unwrap_or(256))
         .map(|e| (e.text_a().to_string(), e.text_b()))
         .collect();
     ensure!(

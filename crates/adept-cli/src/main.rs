@@ -9,6 +9,7 @@
 
 mod args;
 mod bench;
+mod bench_generate;
 mod bench_server;
 mod commands;
 mod lm_commands;

@@ -225,3 +225,48 @@ fn serve_refuses_bad_options_and_missing_bundles_with_clear_errors() {
         assert!(err.contains(says), "{args:?}: {err:?} lacks {says:?}");
     }
 }
+
+/// `adept bench --server` on a decoder bundle (the tiny fixture): every variant generates every
+/// prompt; the unbatched server gives the in-process ids exactly (the bench refuses to report
+/// otherwise), and the JSON rows say so.
+#[test]
+fn bench_server_times_generation_on_a_decoder_bundle() {
+    let test = "bench_server_times_generation_on_a_decoder_bundle";
+    let Some(ort) = adept_testkit::ort_library(test) else {
+        return;
+    };
+    let Some(glue) = adept_testkit::glue_dir(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("bench.json");
+    let out = adept()
+        .env("ORT_DYLIB_PATH", &ort)
+        .args(["bench", "--server", "--bundle"])
+        .arg(adept_testkit::repo_file("tests/fixtures/tiny-decoder"))
+        .args(["--threads", "1", "--clients", "3", "--requests", "5"])
+        .args(["--new-tokens", "4", "--iters", "2", "--data"])
+        .arg(&glue)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("dynamic batching / no batching: x"),
+        "{stdout}"
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["prompts"], 5, "{r}");
+        assert!(r["tokens_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(rows[1]["same_ids_as_in_process"], 5, "{}", rows[1]);
+}

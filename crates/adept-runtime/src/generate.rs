@@ -619,7 +619,7 @@ pub fn apply_chat_template(
 ) -> Result<String> {
     let template = spec.chat_template.as_deref().with_context(|| {
         format!(
-            "the bundle {} has no chat template (decoder.chat_template in adept.json); pass the prompt as plain text without --chat-template",
+            "the bundle {} has no chat template (decoder.chat_template in adept.json); send the prompt as plain text (without `--chat-template` or `\"chat_template\": true`)",
             bundle.display()
         )
     })?;

@@ -15,18 +15,19 @@ use crate::batcher::{panic_message, BatchOptions, Queue, Queued};
 use crate::metrics::ModelStats;
 use adept_bundle::generate::{check_fits, encode_prompt, FinishReason, GenerationConfig};
 use adept_bundle::tokenizers::Tokenizer;
-use adept_bundle::DecoderSpec;
+use adept_bundle::{BundleManifest, DecoderSpec};
 use adept_runtime::generate::apply_chat_template;
 use adept_runtime::seq2seq::{
-    encode_source, DecodeMode, Seq2SeqBundle, Seq2SeqGenerateOptions, Seq2SeqInfo,
+    encode_source, is_seq2seq_bundle, DecodeMode, Seq2SeqBundle, Seq2SeqGenerateOptions,
+    Seq2SeqInfo,
 };
-use adept_runtime::Generator;
+use adept_runtime::{ortlib, Generator, RuntimeOptions};
 use anyhow::Result;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -346,6 +347,43 @@ impl GenModel {
             GenDetail::Seq2Seq(info) => encode_source(&self.tokenizer, info, text),
         }
     }
+}
+
+/// Opens the bundle at `dir` `workers` times if it generates text (a decoder or T5 bundle):
+/// what the handlers need of it, and one runner (session) per worker. `None` for a classifier
+/// bundle.
+pub fn open_generation(
+    dir: &Path,
+    runtime: &RuntimeOptions,
+    workers: usize,
+) -> Result<Option<(GenModel, Vec<Box<dyn GenRunner>>)>> {
+    let mut runners: Vec<Box<dyn GenRunner>> = Vec::with_capacity(workers);
+    let mut model = None;
+    if is_seq2seq_bundle(dir).unwrap_or(false) {
+        let rt = ortlib::find_and_load_for(
+            runtime.cache.as_deref(),
+            runtime.ort_library.as_deref(),
+            runtime.session.device,
+        )?;
+        for _ in 0..workers.max(1) {
+            let bundle = Seq2SeqBundle::open(dir, rt, &runtime.session)?;
+            model.get_or_insert_with(|| GenModel::of_seq2seq(&bundle));
+            runners.push(Box::new(Seq2SeqRunner {
+                bundle,
+                batch_size: runtime.batch_size,
+            }));
+        }
+    } else if BundleManifest::read(dir)?.decoder.is_some() {
+        for _ in 0..workers.max(1) {
+            let g = Generator::open(dir, runtime)?;
+            if let Some(why) = &g.device_fallback {
+                tracing::warn!("{}: {why}", dir.display());
+            }
+            model.get_or_insert_with(|| GenModel::of_decoder(&g));
+            runners.push(Box::new(g));
+        }
+    }
+    Ok(model.map(|m| (m, runners)))
 }
 
 /// One generated completion.

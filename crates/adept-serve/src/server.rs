@@ -4,13 +4,12 @@
 use crate::api::{read_inputs, ApiError, InputSpec};
 use crate::batcher::{BatchOptions, Batcher, Runner, SubmitError, MAX_WAIT_LIMIT};
 use crate::generation::{
-    read_request, GenEvent, GenModel, GenOutput, GenQueue, GenRunner, Seq2SeqRunner,
+    open_generation, read_request, GenEvent, GenModel, GenOutput, GenQueue, GenRunner,
 };
 use crate::metrics::{ModelStats, StatsSnapshot};
-use adept_bundle::{BundleManifest, Encoded};
+use adept_bundle::Encoded;
 use adept_runtime::cli::prediction_json;
-use adept_runtime::seq2seq::{is_seq2seq_bundle, Seq2SeqBundle};
-use adept_runtime::{ortlib, Bundle, Generator, RuntimeOptions};
+use adept_runtime::{Bundle, RuntimeOptions};
 use anyhow::{bail, ensure, Context, Result};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
@@ -195,39 +194,9 @@ impl ServedModel {
             runtime.session.intra_op_spinning.get_or_insert(false);
         }
         let context = || format!("cannot serve {} as {:?}", spec.dir.display(), spec.name);
-        if is_seq2seq_bundle(&spec.dir).unwrap_or(false) {
-            let rt = ortlib::find_and_load_for(
-                runtime.cache.as_deref(),
-                runtime.ort_library.as_deref(),
-                runtime.session.device,
-            )?;
-            let mut runners: Vec<Box<dyn GenRunner>> = Vec::with_capacity(opts.workers);
-            let mut model = None;
-            for _ in 0..opts.workers {
-                let bundle =
-                    Seq2SeqBundle::open(&spec.dir, rt, &runtime.session).with_context(context)?;
-                model.get_or_insert_with(|| GenModel::of_seq2seq(&bundle));
-                runners.push(Box::new(Seq2SeqRunner {
-                    bundle,
-                    batch_size: runtime.batch_size,
-                }));
-            }
-            let model = model.expect("at least one worker");
-            return Self::with_generators(&spec.name, model, runners, opts);
-        }
-        let manifest = BundleManifest::read(&spec.dir).with_context(context)?;
-        if manifest.decoder.is_some() {
-            let mut runners: Vec<Box<dyn GenRunner>> = Vec::with_capacity(opts.workers);
-            let mut model = None;
-            for _ in 0..opts.workers {
-                let g = Generator::open(&spec.dir, &runtime).with_context(context)?;
-                if let Some(why) = &g.device_fallback {
-                    tracing::warn!("{}: {why}", spec.name);
-                }
-                model.get_or_insert_with(|| GenModel::of_decoder(&g));
-                runners.push(Box::new(g));
-            }
-            let model = model.expect("at least one worker");
+        if let Some((model, runners)) =
+            open_generation(&spec.dir, &runtime, opts.workers).with_context(context)?
+        {
             return Self::with_generators(&spec.name, model, runners, opts);
         }
         let mut bundles = Vec::with_capacity(opts.workers);
