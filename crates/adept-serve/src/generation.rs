@@ -349,6 +349,9 @@ impl GenModel {
     }
 }
 
+/// A generation model and its runners, one per worker.
+pub type Opened = (GenModel, Vec<Box<dyn GenRunner>>);
+
 /// Opens the bundle at `dir` `workers` times if it generates text (a decoder or T5 bundle):
 /// what the handlers need of it, and one runner (session) per worker. `None` for a classifier
 /// bundle.
@@ -356,7 +359,7 @@ pub fn open_generation(
     dir: &Path,
     runtime: &RuntimeOptions,
     workers: usize,
-) -> Result<Option<(GenModel, Vec<Box<dyn GenRunner>>)>> {
+) -> Result<Option<Opened>> {
     let mut runners: Vec<Box<dyn GenRunner>> = Vec::with_capacity(workers);
     let mut model = None;
     if is_seq2seq_bundle(dir).unwrap_or(false) {
