@@ -716,12 +716,41 @@ pub fn generate(
     detok: &dyn Detokenizer,
     on_token: &mut dyn FnMut(usize, &str),
 ) -> Result<Vec<Generation>> {
+    generate_until(step, prompts, pad_id, cfg, detok, on_token, &|| false)
+}
+
+/// Why [`generate_until`] stopped early: its `stop` said so (a server whose clients went away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("generation cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// [`generate`], checking `stop` before every step: when it says `true` the batch ends with a
+/// [`Cancelled`] error (the rows generated so far are dropped).
+pub fn generate_until(
+    step: &mut dyn DecoderStep,
+    prompts: &[Vec<u32>],
+    pad_id: u32,
+    cfg: &GenerationConfig,
+    detok: &dyn Detokenizer,
+    on_token: &mut dyn FnMut(usize, &str),
+    stop: &dyn Fn() -> bool,
+) -> Result<Vec<Generation>> {
     let vocab = step.vocab_size();
     let cached = step.cached_prefix_len();
     let prefix = step.prefix_ids();
     let mut lp = GenerationLoop::new(prompts, pad_id, cfg, vocab, cached, &prefix)?;
     step.start(prompts.len())?;
     while !lp.is_done() {
+        if stop() {
+            return Err(Cancelled.into());
+        }
         let x = lp.inputs();
         let logits = step
             .step(&x.ids, &x.mask, &x.positions, x.batch, x.seq)

@@ -95,14 +95,15 @@ pub fn run(a: &BenchArgs, dir: &Path, threads: usize) -> Result<()> {
         num_beams: 1,
         length_penalty: 1.0,
     };
-    let request = GenRequest {
+    let mut request = GenRequest {
         prompts: prompts.clone(),
         params: params.clone(),
         chat_template: false,
         stream: false,
+        default_max_new_tokens: false,
     };
     let rows = model
-        .encode(&request)
+        .encode(&mut request)
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let spec = ModelSpec {
         name: "bench".into(),
@@ -258,7 +259,8 @@ fn generate(
             let mut ids = Vec::with_capacity(rows.len());
             for r in rows {
                 let t0 = Instant::now();
-                let mut out = runner.generate(std::slice::from_ref(r), params, &mut |_, _| {})?;
+                let mut out =
+                    runner.generate(std::slice::from_ref(r), params, &mut |_, _| {}, &|| false)?;
                 latencies_ms.push(t0.elapsed().as_secs_f64() * 1e3);
                 ids.push(out.remove(0).token_ids);
             }

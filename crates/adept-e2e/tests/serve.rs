@@ -787,7 +787,22 @@ fn a_decoder_bundle_generates_what_the_generator_does_whole_concurrent_or_stream
     assert_eq!(texts_and_ids(&r.json), want);
     assert!(want.iter().any(|(t, _)| !t.is_empty()), "{want:?}");
 
-    let rounds_before = server.state().snapshot()["lm"].rounds;
+    // Without max_new_tokens the default (64) is lowered to the room the prompt leaves: the
+    // tiny model takes 64 positions, 3 of them the soft prompt, 2 the prompt with its BOS.
+    let r = call(
+        &server,
+        "POST",
+        "/v1/generate",
+        Some(br#"{"inputs": "w3"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["generations"][0]["prompt_tokens"], 2);
+    assert!(
+        r.json["generations"][0]["new_tokens"].as_u64().unwrap() <= 59,
+        "{}",
+        r.json
+    );
+    let before = server.state().snapshot()["lm"].clone();
     let threads: Vec<_> = (0..LM_PROMPTS.len())
         .map(|i| {
             let server = server.clone();
@@ -805,13 +820,13 @@ fn a_decoder_bundle_generates_what_the_generator_does_whole_concurrent_or_stream
     }
     let snap = server.state().snapshot()["lm"].clone();
     assert_eq!(
-        snap.rounds - rounds_before,
+        snap.rounds - before.rounds,
         1,
         "the four requests share one round"
     );
-    assert_eq!(snap.requests, 5);
+    assert_eq!(snap.requests, 6);
     let new: usize = want.iter().map(|(_, ids)| ids.len()).sum();
-    assert_eq!(snap.new_tokens as usize, 2 * new);
+    assert_eq!((snap.new_tokens - before.new_tokens) as usize, new);
 
     let body = json!({"inputs": [LM_PROMPTS[0], LM_PROMPTS[2]],
         "parameters": {"max_new_tokens": 6}, "stream": true});
@@ -1168,4 +1183,276 @@ fn connections_beyond_the_cap_wait_for_a_free_slot() {
     assert_eq!(metrics["connections"]["limit"], 2, "{metrics}");
     assert_eq!(metrics["connections"]["open"], 2, "{metrics}");
     drop(b);
+}
+
+// ---- Generation under pressure: clients that stop reading or leave, stops, busy queues ----
+
+/// Opens a connection with a small receive buffer and sends `body` to `path` (the answer is
+/// left unread).
+fn raw_post(server: &Server, path: &str, body: &Value) -> std::net::TcpStream {
+    use std::io::Write;
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&server.addr().into()).unwrap();
+    let mut s: std::net::TcpStream = sock.into();
+    let body = body.to_string();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s
+}
+
+/// 4000 prompts × 50 tokens: ~9 MB of events, more than the socket buffers hold.
+fn big_generation(stream: bool) -> Value {
+    json!({"inputs": vec!["w5 w9 w12"; 4000], "parameters": {"max_new_tokens": 50},
+        "stream": stream})
+}
+
+fn generation_server(opts: ServeOptions) -> Server {
+    let opts = ServeOptions {
+        max_inputs: 4000,
+        batch: BatchOptions {
+            max_queue: 8000,
+            ..opts.batch.clone()
+        },
+        ..opts
+    };
+    serve(&[("lm", &tiny_decoder())], opts)
+}
+
+/// A client that stops reading its stream: its `--max-pending` permit comes back when the
+/// answer is complete (other requests are served while its connection is still open), and
+/// with a short `--idle-timeout` the connection is closed by the write timeout, its answer cut
+/// short (and its generation cancelled), instead of being held forever.
+#[test]
+fn a_client_that_stops_reading_a_stream_holds_neither_its_permit_nor_its_connection() {
+    use std::io::Read;
+    let test = "a_client_that_stops_reading_a_stream_holds_neither_its_permit_nor_its_connection";
+    if !common::ort_available(test) {
+        return;
+    }
+    let small = br#"{"inputs": "w3", "parameters": {"max_new_tokens": 2}}"#;
+    let server = generation_server(ServeOptions {
+        max_pending: 1,
+        ..Default::default()
+    });
+    let stalled = raw_post(&server, "/v1/models/lm/generate", &big_generation(true));
+    wait_until("the stalled stream's answer is complete", || {
+        server.state().snapshot()["lm"].requests == 1
+    });
+    let r = call(&server, "POST", "/v1/models/lm/generate", Some(small));
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert!(
+        server.state().open_connections() >= 1,
+        "the stalled client is still connected"
+    );
+    drop(stalled);
+    server.stop().unwrap();
+
+    let server = generation_server(ServeOptions {
+        max_pending: 1,
+        idle_timeout: Duration::from_secs(1),
+        ..Default::default()
+    });
+    let mut stalled = raw_post(&server, "/v1/models/lm/generate", &big_generation(true));
+    wait_until(
+        "the stalled connection is closed and its request cancelled",
+        || server.state().open_connections() == 0 && server.state().snapshot()["lm"].cancelled == 1,
+    );
+    let r = call(&server, "POST", "/v1/models/lm/generate", Some(small));
+    assert_eq!(r.status, 200, "{}", r.json);
+    let mut got = Vec::new();
+    let _ = stalled.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("event: token"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+    assert!(
+        !text.contains("event: done"),
+        "the whole answer ({} bytes) reached a client that read nothing",
+        got.len()
+    );
+    let snap = server.state().snapshot()["lm"].clone();
+    assert_eq!((snap.cancelled, snap.requests), (1, 1), "{snap:?}");
+}
+
+/// Requests whose clients go away are not generated for: a stream closed after its first
+/// events stops its run (counted as cancelled, permit back), and a stop with generation queued
+/// and running ends within the drain timeout.
+#[test]
+fn clients_that_leave_cancel_their_generation_and_a_stop_is_bounded_by_the_drain() {
+    let test = "clients_that_leave_cancel_their_generation_and_a_stop_is_bounded_by_the_drain";
+    if !common::ort_available(test) {
+        return;
+    }
+    let server = generation_server(ServeOptions {
+        max_pending: 1,
+        drain_timeout: Duration::from_secs(1),
+        ..Default::default()
+    });
+    let mut leaving = raw_post(&server, "/v1/models/lm/generate", &big_generation(true));
+    let mut first = [0u8; 512];
+    use std::io::Read;
+    leaving.read_exact(&mut first).unwrap();
+    drop(leaving);
+    wait_until("the stream counted as cancelled", || {
+        server.state().snapshot()["lm"].cancelled == 1
+    });
+    let r = call(
+        &server,
+        "POST",
+        "/v1/generate",
+        Some(br#"{"inputs": "w3", "parameters": {"max_new_tokens": 2}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.json);
+    let snap = server.state().snapshot()["lm"].clone();
+    assert!(
+        snap.new_tokens < 4000 * 50,
+        "the run went on to the end for nobody: {snap:?}"
+    );
+
+    // Two large requests queued and running, then a stop: the handlers are dropped after the
+    // drain timeout, and the worker stops for them.
+    let addr = server.addr();
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let _ = agent()
+                    .post(format!("http://{addr}/v1/generate"))
+                    .content_type("application/json")
+                    .send(big_generation(false).to_string().as_bytes());
+            })
+        })
+        .collect();
+    wait_until("a large request is running", || {
+        server.state().snapshot()["lm"].rounds >= 3
+    });
+    let t = std::time::Instant::now();
+    Arc::try_unwrap(Arc::new(server))
+        .ok()
+        .unwrap()
+        .stop()
+        .unwrap();
+    let took = t.elapsed();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(took < Duration::from_secs(5), "the stop took {took:?}");
+}
+
+/// A fake generation runner held at its first call until released; fails a prompt whose first
+/// id is 666 (the tiny decoder's BOS is 1, so the first id is 1: rows are matched on their
+/// second id).
+struct HeldGen {
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl adept_serve::GenRunner for HeldGen {
+    fn generate(
+        &mut self,
+        rows: &[Vec<u32>],
+        params: &adept_serve::GenParams,
+        on_piece: &mut dyn FnMut(usize, &str),
+        _stop: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Vec<adept_serve::GenOutput>> {
+        let (held, cv) = &*self.gate;
+        let g = cv.wait_while(held.lock().unwrap(), |h| *h).unwrap();
+        drop(g);
+        anyhow::ensure!(
+            rows.iter().all(|r| r.len() < 3),
+            "this fake fails prompts of 2 words"
+        );
+        for i in 0..rows.len() {
+            on_piece(i, "x");
+        }
+        Ok(rows
+            .iter()
+            .map(|r| adept_serve::GenOutput {
+                text: "x".into(),
+                finish_reason: adept_bundle::generate::FinishReason::Length,
+                prompt_tokens: r.len(),
+                token_ids: vec![3; params.config.max_new_tokens.min(1)],
+            })
+            .collect())
+    }
+}
+
+/// A busy generation queue answers 503 with Retry-After; a failing run ends a stream with an
+/// `error` event and a plain request with a 500; the server goes on.
+#[test]
+fn a_busy_generation_queue_answers_503_and_a_failing_stream_ends_with_an_error_event() {
+    let test = "a_busy_generation_queue_answers_503_and_a_failing_stream_ends_with_an_error_event";
+    if !common::ort_available(test) {
+        return;
+    }
+    let g = adept_runtime::Generator::open(&tiny_decoder(), &runtime()).unwrap();
+    let model = adept_serve::GenModel::of_decoder(&g);
+    let gate = Arc::new((Mutex::new(true), Condvar::new()));
+    let opts = ServeOptions {
+        max_inputs: 2,
+        batch: BatchOptions {
+            max_batch: 1,
+            max_queue: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let runner = Box::new(HeldGen { gate: gate.clone() });
+    let served = ServedModel::with_generators("lm", model, vec![runner], &opts).unwrap();
+    let server = Arc::new(start(vec![served], opts));
+    let post = |server: &Server, body: Value| {
+        call(
+            server,
+            "POST",
+            "/v1/generate",
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    // One request held in the run, one queued (the queue holds 2 prompts), the third refused.
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let server = server.clone();
+            std::thread::spawn(move || post(&server, json!({"inputs": ["w3"]})))
+        })
+        .collect();
+    wait_until("one running, one queued", || {
+        let s = server.state().snapshot()["lm"].clone();
+        s.rounds == 1 && s.queued_inputs == 1
+    });
+    let busy = post(&server, json!({"inputs": ["w3", "w4"]}));
+    assert_eq!(busy.status, 503, "{}", busy.json);
+    assert_eq!(busy.retry_after.as_deref(), Some("1"));
+    assert!(error_message(&busy).contains("busy"), "{}", busy.json);
+    {
+        let (h, cv) = &*gate;
+        *h.lock().unwrap() = false;
+        cv.notify_all();
+    }
+    for t in held {
+        assert_eq!(t.join().unwrap().status, 200);
+    }
+    let events = stream(
+        &server,
+        "/v1/generate",
+        &json!({"inputs": "w3 w4", "stream": true}),
+    );
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "error");
+    let msg = events[0].1["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("fails prompts of 2 words"), "{msg}");
+    let plain = post(&server, json!({"inputs": "w3 w4"}));
+    assert_eq!(plain.status, 500);
+    assert!(
+        error_message(&plain).contains("fails prompts"),
+        "{}",
+        plain.json
+    );
+    assert_eq!(post(&server, json!({"inputs": "w3"})).status, 200);
+    let snap = server.state().snapshot()["lm"].clone();
+    assert_eq!((snap.failed, snap.rejected_busy), (2, 1), "{snap:?}");
 }

@@ -19,7 +19,7 @@ use crate::bundle::RuntimeOptions;
 use crate::ortlib::{self, OrtRuntime};
 use crate::session::{build_session, DeviceKind};
 use adept_bundle::generate::{
-    check_fits, continuation_logprobs, generate, DecoderStep, Detokenizer, FinishReason,
+    check_fits, continuation_logprobs, generate_until, DecoderStep, Detokenizer, FinishReason,
     Generation, GenerationConfig,
 };
 use adept_bundle::tokenize::load_tokenizer;
@@ -503,6 +503,19 @@ impl Generator {
         use_prompt_cache: bool,
         on_token: &mut dyn FnMut(usize, &str),
     ) -> Result<(Vec<Generation>, GenerationStats)> {
+        self.generate_ids_until(encoded, cfg, use_prompt_cache, on_token, &|| false)
+    }
+
+    /// [`Generator::generate_ids`], checking `stop` before every decoder step: `true` ends the
+    /// run with [`adept_bundle::generate::Cancelled`].
+    pub fn generate_ids_until(
+        &mut self,
+        encoded: &[Vec<u32>],
+        cfg: &GenerationConfig,
+        use_prompt_cache: bool,
+        on_token: &mut dyn FnMut(usize, &str),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(Vec<Generation>, GenerationStats)> {
         let mut cfg = cfg.clone();
         if cfg.eos_token_ids.is_empty() {
             cfg.eos_token_ids = self.spec.eos_token_ids.clone();
@@ -541,13 +554,14 @@ impl Generator {
                 steps: 0,
             };
             let batch_start = Instant::now();
-            let gens = generate(
+            let gens = generate_until(
                 &mut timed,
                 chunk,
                 self.spec.pad_token_id,
                 &cfg,
                 &Tok(&self.tokenizer),
                 &mut |row, piece| on_token(offset + row, piece),
+                stop,
             )?;
             let end = Instant::now();
             if let Some(first) = timed.first {

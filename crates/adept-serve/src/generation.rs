@@ -13,7 +13,7 @@
 use crate::api::ApiError;
 use crate::batcher::{panic_message, BatchOptions, Queue, Queued};
 use crate::metrics::ModelStats;
-use adept_bundle::generate::{check_fits, encode_prompt, FinishReason, GenerationConfig};
+use adept_bundle::generate::{encode_prompt, Cancelled, FinishReason, GenerationConfig};
 use adept_bundle::tokenizers::Tokenizer;
 use adept_bundle::{BundleManifest, DecoderSpec};
 use adept_runtime::generate::apply_chat_template;
@@ -56,13 +56,9 @@ pub struct GenRequest {
     pub chat_template: bool,
     /// Answer as server-sent events: a `token` event per piece of text, then `done`.
     pub stream: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Prompts {
-    One(String),
-    Many(Vec<String>),
+    /// `max_new_tokens` was not given: [`GenModel::encode`] lowers the default to what the
+    /// longest prompt leaves room for.
+    pub default_max_new_tokens: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -83,15 +79,13 @@ struct Parameters {
     length_penalty: Option<f32>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Body {
-    inputs: Prompts,
-    #[serde(default)]
-    parameters: Parameters,
-    #[serde(default)]
-    stream: bool,
-}
+/// The most beams a T5 request may ask for (each beam is a row of the batch).
+pub const MAX_BEAMS: usize = 16;
+/// The most stop strings a request may give, and their longest length in bytes.
+pub const MAX_STOP_STRINGS: usize = 16;
+pub const MAX_STOP_BYTES: usize = 256;
+/// The lowest sampling temperature (below it the scaled logits overflow; decode greedily).
+pub const MIN_TEMPERATURE: f32 = 1e-2;
 
 const GENERATE_SHAPE: &str = "send {\"inputs\": \"a prompt\" or [\"a prompt\", …], \
      \"parameters\": {\"max_new_tokens\": 32, …}, \"stream\": false}";
@@ -120,11 +114,49 @@ pub fn read_request(
             format!("the body is not JSON ({e}); {GENERATE_SHAPE}"),
         )
     })?;
-    let body: Body = serde_json::from_value(value)
-        .map_err(|e| ApiError::unprocessable(format!("{e}; {GENERATE_SHAPE}")))?;
-    let prompts = match body.inputs {
-        Prompts::One(p) => vec![p],
-        Prompts::Many(p) => p,
+    let Value::Object(mut obj) = value else {
+        return Err(ApiError::unprocessable(format!(
+            "the body is not a JSON object; {GENERATE_SHAPE}"
+        )));
+    };
+    let inputs = obj.remove("inputs").ok_or_else(|| {
+        ApiError::unprocessable(format!(
+            "the body has no \"inputs\" (it has {:?}); {GENERATE_SHAPE}",
+            obj.keys().collect::<Vec<_>>()
+        ))
+    })?;
+    let stream = match obj.remove("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(ApiError::unprocessable("\"stream\" must be true or false")),
+    };
+    let p: Parameters = match obj.remove("parameters") {
+        None | Some(Value::Null) => Parameters::default(),
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| ApiError::unprocessable(format!("\"parameters\": {e}")))?,
+    };
+    if let Some(k) = obj.keys().next() {
+        return Err(ApiError::unprocessable(format!(
+            "unknown field {k:?} in the body: a generate request holds \"inputs\", \
+             \"parameters\" and \"stream\" (generation settings go in \"parameters\")"
+        )));
+    }
+    let not_a_prompt = |what: &str| {
+        ApiError::unprocessable(format!(
+            "\"inputs\" must be a prompt (a string) or a list of prompts; {what}"
+        ))
+    };
+    let prompts: Vec<String> = match inputs {
+        Value::String(p) => vec![p],
+        Value::Array(list) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(p) => Ok(p),
+                other => Err(not_a_prompt(&format!("input {i} is {}", json_kind(&other)))),
+            })
+            .collect::<Result<_, _>>()?,
+        other => return Err(not_a_prompt(&format!("got {}", json_kind(&other)))),
     };
     if prompts.is_empty() {
         return Err(ApiError::unprocessable(
@@ -141,14 +173,13 @@ pub fn read_request(
             ),
         ));
     }
-    let p = body.parameters;
     let max_new_tokens = p
         .max_new_tokens
         .unwrap_or(DEFAULT_MAX_NEW_TOKENS.min(max_new_tokens_limit));
     if max_new_tokens > max_new_tokens_limit {
         return Err(ApiError::unprocessable(format!(
             "max_new_tokens {max_new_tokens} is above this server's limit of \
-             {max_new_tokens_limit} (--max-new-tokens)"
+             {max_new_tokens_limit} (its --max-new-tokens): ask for fewer"
         )));
     }
     let sampling = p.temperature.is_some() || p.top_k.is_some() || p.top_p.is_some();
@@ -197,11 +228,25 @@ pub fn read_request(
     config
         .validate()
         .map_err(|e| ApiError::unprocessable(format!("parameters: {e:#}")))?;
+    if config.do_sample && config.temperature < MIN_TEMPERATURE {
+        return Err(ApiError::unprocessable(format!(
+            "temperature {} is below {MIN_TEMPERATURE}: sampling that cold overflows; decode \
+             greedily instead (\"do_sample\": false)",
+            config.temperature
+        )));
+    }
+    if config.stop_strings.len() > MAX_STOP_STRINGS
+        || config.stop_strings.iter().any(|s| s.len() > MAX_STOP_BYTES)
+    {
+        return Err(ApiError::unprocessable(format!(
+            "\"stop\" takes at most {MAX_STOP_STRINGS} strings of at most {MAX_STOP_BYTES} bytes"
+        )));
+    }
     let num_beams = p.num_beams.unwrap_or(1);
-    if num_beams == 0 {
-        return Err(ApiError::unprocessable(
-            "num_beams is 0: use 1 for greedy decoding or more for beam search",
-        ));
+    if num_beams == 0 || num_beams > MAX_BEAMS {
+        return Err(ApiError::unprocessable(format!(
+            "num_beams {num_beams} must be 1 (greedy) to {MAX_BEAMS} (beam search)"
+        )));
     }
     let length_penalty = p.length_penalty.unwrap_or(1.0);
     if !length_penalty.is_finite() {
@@ -217,8 +262,20 @@ pub fn read_request(
             length_penalty,
         },
         chat_template: p.chat_template,
-        stream: body.stream,
+        stream,
+        default_max_new_tokens: p.max_new_tokens.is_none(),
     })
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Which kind of generation bundle.
@@ -311,37 +368,62 @@ impl GenModel {
         }
     }
 
-    /// The ids of every prompt of `req`, each checked to fit with its `max_new_tokens`; an
-    /// error (422) names the prompt.
-    pub fn encode(&self, req: &GenRequest) -> Result<Vec<Vec<u32>>, ApiError> {
-        req.prompts
+    /// The ids of every prompt of `req`. Decoder prompts must hold a token and fit the model
+    /// with their `max_new_tokens` (a default one is lowered, in `req`, to what the longest
+    /// prompt leaves room for); an error (422) names the prompt and what to change.
+    pub fn encode(&self, req: &mut GenRequest) -> Result<Vec<Vec<u32>>, ApiError> {
+        let rows = req
+            .prompts
             .iter()
             .enumerate()
             .map(|(i, text)| {
-                self.encode_one(text, req, i)
+                self.encode_one(text, req.chat_template)
                     .map_err(|e| ApiError::unprocessable(format!("prompt {i}: {e:#}")))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        if let GenDetail::Decoder(spec) = &self.detail {
+            let room = |ids: &[u32]| {
+                spec.max_sequence_len
+                    .saturating_sub(spec.prompt_len + ids.len())
+            };
+            if req.default_max_new_tokens {
+                let least = rows.iter().map(|r| room(r)).min().unwrap_or(0);
+                let n = &mut req.params.config.max_new_tokens;
+                *n = (*n).min(least).max(1);
+            }
+            let n = req.params.config.max_new_tokens;
+            for (i, ids) in rows.iter().enumerate() {
+                if ids.is_empty() {
+                    return Err(ApiError::unprocessable(format!(
+                        "prompt {i} is empty (this bundle adds no BOS token): send some text"
+                    )));
+                }
+                if room(ids) < n {
+                    return Err(ApiError::unprocessable(format!(
+                        "prompt {i} has {} tokens; with the {}-row soft prompt and \
+                         max_new_tokens {n} that is {} positions, above the model's \
+                         max_sequence_len {}: shorten the prompt or lower \
+                         parameters.max_new_tokens",
+                        ids.len(),
+                        spec.prompt_len,
+                        spec.prompt_len + ids.len() + n,
+                        spec.max_sequence_len
+                    )));
+                }
+            }
+        }
+        Ok(rows)
     }
 
-    fn encode_one(&self, text: &str, req: &GenRequest, i: usize) -> Result<Vec<u32>> {
+    fn encode_one(&self, text: &str, chat_template: bool) -> Result<Vec<u32>> {
         match &self.detail {
             GenDetail::Decoder(spec) => {
-                let text = if req.chat_template {
+                let text = if chat_template {
                     apply_chat_template(&self.tokenizer, spec, &self.dir, text)?
                 } else {
                     text.to_owned()
                 };
-                let ids =
-                    encode_prompt(&self.tokenizer, spec.bos_token_id, spec.vocab_size, &text)?;
-                check_fits(
-                    ids.len(),
-                    spec.prompt_len,
-                    req.params.config.max_new_tokens,
-                    spec.max_sequence_len,
-                    i,
-                )?;
-                Ok(ids)
+                encode_prompt(&self.tokenizer, spec.bos_token_id, spec.vocab_size, &text)
             }
             // Long sources are cut as training cuts them; the decoder has no length limit.
             GenDetail::Seq2Seq(info) => encode_source(&self.tokenizer, info, text),
@@ -403,12 +485,13 @@ pub struct GenOutput {
 pub trait GenRunner: Send + 'static {
     /// The completions of `rows` (prompt ids, checked to fit) in order; `on_piece(row, text)`
     /// is called with each row's text as it is decoded (its pieces concatenate to the row's
-    /// text).
+    /// text). When `stop()` turns true the run may end early with a [`Cancelled`] error.
     fn generate(
         &mut self,
         rows: &[Vec<u32>],
         params: &GenParams,
         on_piece: &mut dyn FnMut(usize, &str),
+        stop: &dyn Fn() -> bool,
     ) -> Result<Vec<GenOutput>>;
 }
 
@@ -418,8 +501,9 @@ impl GenRunner for Generator {
         rows: &[Vec<u32>],
         params: &GenParams,
         on_piece: &mut dyn FnMut(usize, &str),
+        stop: &dyn Fn() -> bool,
     ) -> Result<Vec<GenOutput>> {
-        let (gens, _) = self.generate_ids(rows, &params.config, true, on_piece)?;
+        let (gens, _) = self.generate_ids_until(rows, &params.config, true, on_piece, stop)?;
         Ok(gens
             .into_iter()
             .map(|g| GenOutput {
@@ -444,6 +528,7 @@ impl GenRunner for Seq2SeqRunner {
         rows: &[Vec<u32>],
         params: &GenParams,
         on_piece: &mut dyn FnMut(usize, &str),
+        stop: &dyn Fn() -> bool,
     ) -> Result<Vec<GenOutput>> {
         let opts = Seq2SeqGenerateOptions {
             max_new_tokens: params.config.max_new_tokens,
@@ -454,6 +539,9 @@ impl GenRunner for Seq2SeqRunner {
         let eos = self.bundle.info.eos_token_id;
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.batch_size.max(1)) {
+            if stop() {
+                return Err(Cancelled.into());
+            }
             for (g, ids) in self.bundle.generate(chunk, &opts)?.into_iter().zip(chunk) {
                 let text = self
                     .bundle
@@ -489,16 +577,19 @@ pub enum GenEvent {
 }
 
 /// A queued generate request: its prompts' ids, its parameters and where its events go. The
-/// events are unbounded but finite: at most `max_new_tokens` pieces per prompt and one end.
+/// events are unbounded but finite: at most `max_new_tokens` pieces per prompt (only when
+/// `stream`) and one end.
 pub struct GenJob {
     pub rows: Vec<Vec<u32>>,
     pub params: GenParams,
+    pub stream: bool,
     pub events: UnboundedSender<GenEvent>,
 }
 
 impl Queued for GenJob {
+    /// Rows of the batch: prompts × beams.
     fn inputs(&self) -> usize {
-        self.rows.len()
+        self.rows.len() * self.params.num_beams.max(1)
     }
 }
 
@@ -523,92 +614,138 @@ impl GenQueue {
         Self::start_with(model, workers, opts, stats)
     }
 
-    /// Queues a request; the receiver gets its pieces, then `Done` or `Failed`.
+    /// Queues a request; the receiver gets its pieces (with `stream`), then `Done` or
+    /// `Failed`. Dropping the receiver cancels the request: it is not run if still queued, and
+    /// its run stops once no request in it is listening.
     pub fn submit_generation(
         &self,
         rows: Vec<Vec<u32>>,
         params: GenParams,
+        stream: bool,
     ) -> Result<UnboundedReceiver<GenEvent>, crate::batcher::SubmitError> {
         let (events, rx) = unbounded_channel();
         self.push(GenJob {
             rows,
             params,
+            stream,
             events,
         })?;
         Ok(rx)
     }
 }
 
-/// Runs one round: requests with equal parameters together (in the order they came), each
-/// group as one call of the runner.
+/// Runs one round: requests whose clients went away are dropped; the others with equal
+/// parameters run together (in the order they came), each group as one call of the runner.
 fn generate_round(runner: &mut dyn GenRunner, jobs: Vec<GenJob>, stats: &ModelStats) {
     let mut groups: Vec<Vec<GenJob>> = Vec::new();
     for job in jobs {
+        // Its client went away while it was queued (the handler counted it).
+        if job.events.is_closed() {
+            continue;
+        }
         match groups.iter_mut().find(|g| g[0].params == job.params) {
             Some(g) => g.push(job),
             None => groups.push(vec![job]),
         }
     }
     for group in groups {
-        // Row r of the call is prompt r - starts[j] of job j.
-        let mut owner = Vec::new();
-        let mut rows = Vec::new();
-        for (j, job) in group.iter().enumerate() {
-            for (k, r) in job.rows.iter().enumerate() {
-                owner.push((j, k));
-                rows.push(r.clone());
+        run_group(runner, group, stats, true);
+    }
+}
+
+/// Runs `group` as one call and answers each job with its rows. The run stops when no job
+/// is listening any more. If it fails, each job that has not been sent a piece yet is run
+/// alone (`retry_alone`), so one bad request fails only itself.
+fn run_group(
+    runner: &mut dyn GenRunner,
+    group: Vec<GenJob>,
+    stats: &ModelStats,
+    retry_alone: bool,
+) {
+    // Row r of the call is prompt k of job j: owner[r] = (j, k).
+    let mut owner = Vec::new();
+    let mut rows = Vec::new();
+    for (j, job) in group.iter().enumerate() {
+        for (k, r) in job.rows.iter().enumerate() {
+            owner.push((j, k));
+            rows.push(r.clone());
+        }
+    }
+    let mut sent = vec![false; group.len()];
+    let stop = || group.iter().all(|j| j.events.is_closed());
+    let start = Instant::now();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        runner.generate(
+            &rows,
+            &group[0].params,
+            &mut |row, piece| {
+                if let Some(&(j, k)) = owner.get(row) {
+                    if group[j].stream {
+                        sent[j] = true;
+                        // A client that went away dropped its receiver: nothing to send.
+                        let _ = group[j].events.send(GenEvent::Piece {
+                            index: k,
+                            text: piece.to_owned(),
+                        });
+                    }
+                }
+            },
+            &stop,
+        )
+    }));
+    stats
+        .run_micros
+        .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+    stats.runs.fetch_add(1, Ordering::Relaxed);
+    let outcome = match result {
+        Ok(Ok(outs)) if outs.len() == rows.len() => Ok(outs),
+        Ok(Ok(outs)) => Err(format!(
+            "the model returned {} completions for {} prompts",
+            outs.len(),
+            rows.len()
+        )),
+        // Every client of the group went away (the handlers count them).
+        Ok(Err(e)) if e.downcast_ref::<Cancelled>().is_some() => return,
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(panic) => Err(format!(
+            "the model panicked: {}",
+            panic_message(panic.as_ref())
+        )),
+    };
+    match outcome {
+        Ok(outs) => {
+            let prompt_tokens: usize = rows.iter().map(Vec::len).sum();
+            let new_tokens: usize = outs.iter().map(|o| o.token_ids.len()).sum();
+            stats
+                .real_tokens
+                .fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+            stats
+                .new_tokens
+                .fetch_add(new_tokens as u64, Ordering::Relaxed);
+            let mut outs = outs.into_iter();
+            for job in group {
+                let mine = outs.by_ref().take(job.rows.len()).collect();
+                let _ = job.events.send(GenEvent::Done(mine));
             }
         }
-        let start = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            runner.generate(&rows, &group[0].params, &mut |row, piece| {
-                if let Some(&(j, k)) = owner.get(row) {
-                    // A client that went away dropped its receiver: nothing to send.
-                    let _ = group[j].events.send(GenEvent::Piece {
-                        index: k,
-                        text: piece.to_owned(),
-                    });
-                }
-            })
-        }));
-        stats
-            .run_micros
-            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
-        stats.runs.fetch_add(1, Ordering::Relaxed);
-        let outcome = match result {
-            Ok(Ok(outs)) if outs.len() == rows.len() => Ok(outs),
-            Ok(Ok(outs)) => Err(format!(
-                "the model returned {} completions for {} prompts",
-                outs.len(),
-                rows.len()
-            )),
-            Ok(Err(e)) => Err(format!("{e:#}")),
-            Err(panic) => Err(format!(
-                "the model panicked: {}",
-                panic_message(panic.as_ref())
-            )),
-        };
-        match outcome {
-            Ok(outs) => {
-                let prompt_tokens: usize = rows.iter().map(Vec::len).sum();
-                let new_tokens: usize = outs.iter().map(|o| o.token_ids.len()).sum();
-                stats
-                    .real_tokens
-                    .fetch_add(prompt_tokens as u64, Ordering::Relaxed);
-                stats
-                    .new_tokens
-                    .fetch_add(new_tokens as u64, Ordering::Relaxed);
-                let mut outs = outs.into_iter();
-                for job in group {
-                    let mine = outs.by_ref().take(job.rows.len()).collect();
-                    let _ = job.events.send(GenEvent::Done(mine));
+        Err(why) if retry_alone && group.len() > 1 => {
+            tracing::warn!(
+                "a generation run of {} requests failed ({why}); running them one by one",
+                group.len()
+            );
+            for (job, was_sent) in group.into_iter().zip(sent) {
+                if was_sent {
+                    // Its client has text of the failed run already: it cannot start again.
+                    let _ = job.events.send(GenEvent::Failed(why.clone()));
+                } else {
+                    run_group(runner, vec![job], stats, false);
                 }
             }
-            Err(why) => {
-                tracing::error!("a generation run of {} requests failed: {why}", group.len());
-                for job in group {
-                    let _ = job.events.send(GenEvent::Failed(why.clone()));
-                }
+        }
+        Err(why) => {
+            tracing::error!("a generation run failed: {why}");
+            for job in group {
+                let _ = job.events.send(GenEvent::Failed(why.clone()));
             }
         }
     }
@@ -628,6 +765,7 @@ mod tests {
         let r = read(r#"{"inputs": "hello"}"#, GenKind::CausalLm).unwrap();
         assert_eq!(r.prompts, vec!["hello"]);
         assert_eq!(r.params.config.max_new_tokens, DEFAULT_MAX_NEW_TOKENS);
+        assert!(r.default_max_new_tokens);
         assert!(!r.params.config.do_sample && !r.stream && !r.chat_template);
         let r = read(
             r#"{"inputs": ["a", "b"], "parameters": {"temperature": 0.5, "seed": 3,
@@ -639,7 +777,7 @@ mod tests {
         let c = &r.params.config;
         assert!(c.do_sample && c.temperature == 0.5 && c.seed == 3 && c.max_new_tokens == 7);
         assert_eq!(c.stop_strings, vec!["\n"]);
-        assert!(r.stream && r.chat_template);
+        assert!(r.stream && r.chat_template && !r.default_max_new_tokens);
         // An explicit do_sample false wins over the sampling parameters.
         let r = read(
             r#"{"inputs": "a", "parameters": {"top_k": 5, "do_sample": false}}"#,
@@ -660,57 +798,78 @@ mod tests {
 
     #[test]
     fn bad_requests_are_refused_with_what_to_do() {
-        let cases: [(&str, GenKind, u16, &str); 12] = [
-            ("not json", GenKind::CausalLm, 400, "not JSON"),
+        let lm = GenKind::CausalLm;
+        let cases: [(&str, GenKind, u16, &str); 17] = [
+            ("not json", lm, 400, "not JSON"),
+            (r#"["a"]"#, lm, 422, "not a JSON object"),
+            (r#"{"prompt": "a"}"#, lm, 422, "has no \"inputs\""),
             (
-                r#"{"prompt": "a"}"#,
-                GenKind::CausalLm,
+                r#"{"inputs": "a", "max_new_tokens": 2}"#,
+                lm,
                 422,
-                "unknown field",
+                "go in \"parameters\"",
             ),
-            (r#"{"inputs": []}"#, GenKind::CausalLm, 422, "empty"),
+            (r#"{"inputs": []}"#, lm, 422, "empty"),
             (
                 r#"{"inputs": ["a","b","c","d","e"]}"#,
-                GenKind::CausalLm,
+                lm,
                 413,
                 "--max-inputs",
             ),
-            (r#"{"inputs": 3}"#, GenKind::CausalLm, 422, "inputs"),
+            (r#"{"inputs": 3}"#, lm, 422, "got a number"),
+            (
+                r#"{"inputs": ["a", {"text": "b"}]}"#,
+                lm,
+                422,
+                "input 1 is an object",
+            ),
+            (
+                r#"{"inputs": "a", "stream": "yes"}"#,
+                lm,
+                422,
+                "true or false",
+            ),
             (
                 r#"{"inputs": "a", "parameters": {"max_new_tokens": 101}}"#,
-                GenKind::CausalLm,
+                lm,
                 422,
-                "--max-new-tokens",
+                "limit of 100",
             ),
             (
                 r#"{"inputs": "a", "parameters": {"max_new_tokens": 0}}"#,
-                GenKind::CausalLm,
+                lm,
                 422,
                 "max_new_tokens",
             ),
             (
-                r#"{"inputs": "a", "parameters": {"temperature": 0}}"#,
-                GenKind::CausalLm,
+                r#"{"inputs": "a", "parameters": {"temperature": 1e-30}}"#,
+                lm,
                 422,
-                "temperature",
+                "greedily",
             ),
             (
                 r#"{"inputs": "a", "parameters": {"top_p": 1.5}}"#,
-                GenKind::CausalLm,
+                lm,
                 422,
                 "top_p",
             ),
             (
                 r#"{"inputs": "a", "parameters": {"tmperature": 1}}"#,
-                GenKind::CausalLm,
+                lm,
                 422,
                 "tmperature",
             ),
             (
                 r#"{"inputs": "a", "parameters": {"num_beams": 2}}"#,
-                GenKind::CausalLm,
+                lm,
                 422,
                 "T5",
+            ),
+            (
+                r#"{"inputs": "a", "parameters": {"num_beams": 17}}"#,
+                GenKind::Seq2Seq,
+                422,
+                "1 (greedy) to 16",
             ),
             (
                 r#"{"inputs": "a", "parameters": {"temperature": 0.7}}"#,
@@ -724,13 +883,26 @@ mod tests {
             assert_eq!(e.status.as_u16(), status, "{body}: {e:?}");
             assert!(e.message.contains(says), "{body}: {}", e.message);
         }
+        let many_stops = format!(
+            r#"{{"inputs": "a", "parameters": {{"stop": {:?}}}}}"#,
+            vec!["x"; 17]
+        );
+        assert!(read(&many_stops, lm)
+            .unwrap_err()
+            .message
+            .contains("at most 16"));
     }
 
     /// Completes each row with its own first id repeated `max_new_tokens` times, one piece per
-    /// token; records the rows of each call; fails a row starting with 666, panics on 777.
+    /// token; records the rows of each call; fails a call holding a row that starts with 666,
+    /// panics on 777; checks `stop` before every token and ends with `Cancelled` when it says
+    /// so (after waiting for `gate`, when set).
     #[derive(Default)]
     struct Echo {
         calls: Arc<Mutex<Vec<usize>>>,
+        gate: Option<Arc<std::sync::Barrier>>,
+        /// Tokens produced, all calls.
+        tokens: Arc<Mutex<usize>>,
     }
 
     impl GenRunner for Echo {
@@ -739,14 +911,23 @@ mod tests {
             rows: &[Vec<u32>],
             params: &GenParams,
             on_piece: &mut dyn FnMut(usize, &str),
+            stop: &dyn Fn() -> bool,
         ) -> Result<Vec<GenOutput>> {
             self.calls.lock().unwrap().push(rows.len());
             if rows.iter().any(|r| r[0] == 777) {
                 panic!("row 777");
             }
             anyhow::ensure!(rows.iter().all(|r| r[0] != 666), "row 666 is bad");
+            if let Some(g) = &self.gate {
+                g.wait();
+                g.wait();
+            }
             let n = params.config.max_new_tokens;
             for _ in 0..n {
+                if stop() {
+                    return Err(Cancelled.into());
+                }
+                *self.tokens.lock().unwrap() += 1;
                 for (i, r) in rows.iter().enumerate() {
                     on_piece(i, &format!("{} ", r[0]));
                 }
@@ -784,38 +965,43 @@ mod tests {
         }
     }
 
+    fn job(rows: Vec<Vec<u32>>, n: usize, stream: bool) -> (GenJob, UnboundedReceiver<GenEvent>) {
+        let (events, rx) = unbounded_channel();
+        let job = GenJob {
+            rows,
+            params: params(n),
+            stream,
+            events,
+        };
+        (job, rx)
+    }
+
     #[test]
     fn a_round_groups_equal_parameters_streams_each_request_its_rows_and_isolates_failures() {
         let stats = Arc::new(ModelStats::default());
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let echo = Echo {
+        let mut echo = Echo {
             calls: calls.clone(),
+            ..Default::default()
         };
         // Run one round by hand (the queue's thread does the same).
         let mut rxs = Vec::new();
         let mut jobs = Vec::new();
-        for (rows, n) in [
-            (vec![vec![1, 9], vec![2]], 2),
-            (vec![vec![3]], 3),
-            (vec![vec![4, 4, 4]], 2),
-            (vec![vec![666]], 3),
+        for (rows, n, stream) in [
+            (vec![vec![1, 9], vec![2]], 2, true),
+            (vec![vec![3]], 3, true),
+            (vec![vec![4, 4, 4]], 2, false),
+            (vec![vec![666]], 3, true),
         ] {
-            let (events, rx) = unbounded_channel();
-            jobs.push(GenJob {
-                rows,
-                params: params(n),
-                events,
-            });
+            let (j, rx) = job(rows, n, stream);
+            jobs.push(j);
             rxs.push(rx);
         }
-        let mut runner: Box<dyn GenRunner> = Box::new(echo);
-        generate_round(runner.as_mut(), jobs, &stats);
-        // Two groups: max_new_tokens 2 (jobs 0 and 2: 3 rows), 3 (jobs 1 and 3: 2 rows).
-        assert_eq!(*calls.lock().unwrap(), vec![3, 2]);
-        let mut ends = Vec::new();
-        for rx in rxs {
-            ends.push(drain(rx));
-        }
+        generate_round(&mut echo, jobs, &stats);
+        // Two groups: max_new_tokens 2 (jobs 0 and 2: 3 rows), 3 (jobs 1 and 3: 2 rows); the
+        // second fails before any piece, so its jobs run again one by one.
+        assert_eq!(*calls.lock().unwrap(), vec![3, 2, 1, 1]);
+        let ends: Vec<_> = rxs.into_iter().map(drain).collect();
         let (pieces, end) = &ends[0];
         assert_eq!(
             pieces,
@@ -832,18 +1018,55 @@ mod tests {
         assert_eq!(outs.len(), 2);
         assert_eq!((outs[0].text.as_str(), outs[0].prompt_tokens), ("1 1 ", 2));
         assert_eq!(outs[1].token_ids, vec![2, 2]);
-        let GenEvent::Done(outs) = &ends[2].1 else {
-            panic!("{:?}", ends[2].1)
+        // Job 2 did not ask to stream: no pieces, only its answer.
+        assert!(ends[2].0.is_empty());
+        assert!(matches!(&ends[2].1, GenEvent::Done(o) if o[0].text == "4 4 "));
+        // Job 1 shared its group with the failing job 3 and is answered on its own run.
+        assert_eq!(ends[1].0.len(), 3);
+        assert!(matches!(&ends[1].1, GenEvent::Done(o) if o[0].text == "3 3 3 "));
+        assert!(ends[3].0.is_empty());
+        assert_eq!(ends[3].1, GenEvent::Failed("row 666 is bad".into()));
+        assert_eq!(stats.runs.load(Ordering::Relaxed), 4);
+        assert_eq!(stats.new_tokens.load(Ordering::Relaxed), 3 * 2 + 3);
+    }
+
+    #[test]
+    fn requests_whose_clients_left_are_not_run_and_a_run_nobody_listens_to_stops() {
+        let stats = Arc::new(ModelStats::default());
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut echo = Echo {
+            calls: calls.clone(),
+            ..Default::default()
         };
-        assert_eq!(outs[0].text, "4 4 ");
-        // Job 1 shared its group with the failing job 3: both fail, with the reason; no pieces
-        // were sent before the failure.
-        for j in [1, 3] {
-            assert!(ends[j].0.is_empty());
-            assert_eq!(ends[j].1, GenEvent::Failed("row 666 is bad".into()));
-        }
-        assert_eq!(stats.runs.load(Ordering::Relaxed), 2);
-        assert_eq!(stats.new_tokens.load(Ordering::Relaxed), 2 * 3);
+        let (gone, rx) = job(vec![vec![1]], 2, true);
+        drop(rx);
+        let (kept, rx) = job(vec![vec![2]], 2, true);
+        generate_round(&mut echo, vec![gone, kept], &stats);
+        assert_eq!(
+            *calls.lock().unwrap(),
+            vec![1],
+            "only the listened-to job ran"
+        );
+        assert!(matches!(drain(rx).1, GenEvent::Done(_)));
+        // A run whose only client leaves mid-run ends at the next token, answering nobody.
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let tokens = Arc::new(Mutex::new(0));
+        let mut held = Echo {
+            calls: calls.clone(),
+            gate: Some(gate.clone()),
+            tokens: tokens.clone(),
+        };
+        let (j, rx) = job(vec![vec![3]], 1000, true);
+        let t = std::thread::spawn(move || generate_round(&mut held, vec![j], &stats));
+        gate.wait(); // inside the run
+        drop(rx);
+        gate.wait();
+        t.join().unwrap();
+        assert_eq!(
+            *tokens.lock().unwrap(),
+            0,
+            "the run went on after its client left"
+        );
     }
 
     #[test]
@@ -857,29 +1080,39 @@ mod tests {
         let q =
             GenQueue::start_generation("t", vec![Box::new(Echo::default())], opts, stats.clone())
                 .unwrap();
-        let (_, end) = drain(q.submit_generation(vec![vec![777]], params(1)).unwrap());
+        let (_, end) = drain(
+            q.submit_generation(vec![vec![777]], params(1), true)
+                .unwrap(),
+        );
         assert!(
             matches!(&end, GenEvent::Failed(m) if m.contains("panicked") && m.contains("777")),
             "{end:?}"
         );
-        let (pieces, end) = drain(q.submit_generation(vec![vec![5]], params(2)).unwrap());
+        let (pieces, end) = drain(q.submit_generation(vec![vec![5]], params(2), true).unwrap());
         assert_eq!(pieces.len(), 2);
         assert!(
             matches!(&end, GenEvent::Done(o) if o[0].text == "5 5 "),
             "{end:?}"
         );
-        // Five prompts never fit a queue of four.
+        // Five prompts never fit a queue of four, nor two prompts of three beams.
         assert!(matches!(
-            q.submit_generation(vec![vec![1]; 5], params(1)),
+            q.submit_generation(vec![vec![1]; 5], params(1), false),
             Err(crate::batcher::SubmitError::Busy {
                 wanted: 5,
                 capacity: 4,
                 ..
             })
         ));
+        let mut beams = params(1);
+        beams.num_beams = 3;
+        assert!(matches!(
+            q.submit_generation(vec![vec![1]; 2], beams, false),
+            Err(crate::batcher::SubmitError::Busy { wanted: 6, .. })
+        ));
         q.shutdown();
         assert_eq!(
-            q.submit_generation(vec![vec![1]], params(1)).unwrap_err(),
+            q.submit_generation(vec![vec![1]], params(1), false)
+                .unwrap_err(),
             crate::batcher::SubmitError::Stopped
         );
         assert_eq!(stats.workers_alive.load(Ordering::Relaxed), 0);

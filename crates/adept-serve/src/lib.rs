@@ -18,6 +18,7 @@
 pub mod api;
 pub mod batcher;
 pub mod cli;
+pub mod conn;
 pub mod generation;
 pub mod metrics;
 pub mod server;

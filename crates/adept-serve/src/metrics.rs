@@ -23,6 +23,8 @@ pub struct ModelStats {
     pub rejected_invalid: AtomicU64,
     /// Requests that reached the model and failed there (500).
     pub failed: AtomicU64,
+    /// Generate requests whose client went away before the answer (not run, or stopped).
+    pub cancelled: AtomicU64,
     /// Times a worker took requests off the queue (each such round may hold several requests).
     pub rounds: AtomicU64,
     /// Requests those rounds held, summed (rounds < requests means requests were batched together).
@@ -51,6 +53,7 @@ pub struct StatsSnapshot {
     pub rejected_busy: u64,
     pub rejected_invalid: u64,
     pub failed: u64,
+    pub cancelled: u64,
     pub rounds: u64,
     /// Requests per worker round (> 1: concurrent requests shared batches).
     pub requests_per_round: f64,
@@ -105,6 +108,7 @@ impl ModelStats {
             rejected_busy: get(&self.rejected_busy),
             rejected_invalid: get(&self.rejected_invalid),
             failed: get(&self.failed),
+            cancelled: get(&self.cancelled),
             rounds,
             requests_per_round: ratio(get(&self.round_requests), rounds),
             runs: get(&self.runs),

@@ -3,6 +3,7 @@
 
 use crate::api::{read_inputs, ApiError, InputSpec};
 use crate::batcher::{BatchOptions, Batcher, Runner, SubmitError, MAX_WAIT_LIMIT};
+use crate::conn::WriteTimeout;
 use crate::generation::{
     open_generation, read_request, GenEvent, GenModel, GenOutput, GenQueue, GenRunner,
 };
@@ -95,8 +96,9 @@ pub struct ServeOptions {
     pub max_new_tokens: usize,
     /// Connections open at once; more wait in the listen backlog until one closes.
     pub max_connections: usize,
-    /// A connection that sends no request (or not its whole head) for this long is closed:
-    /// idle keep-alive connections do not pile up.
+    /// A connection that sends no request (or not its whole head), or reads nothing of its
+    /// answer, for this long is closed: idle keep-alive connections and clients that stop
+    /// reading do not pile up.
     pub idle_timeout: Duration,
 }
 
@@ -326,8 +328,11 @@ pub struct AppState {
     pub started: Instant,
     /// One permit per predict request being handled (`opts.max_pending`).
     pending: Arc<Semaphore>,
-    /// One permit per open connection (`opts.max_connections`).
+    /// One permit per open connection (`opts.max_connections`; the accept loop holds one
+    /// while it waits for the next connection).
     connections: Arc<Semaphore>,
+    /// Connections open now.
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl AppState {
@@ -345,6 +350,7 @@ impl AppState {
             models: map,
             pending: Arc::new(Semaphore::new(opts.max_pending)),
             connections: Arc::new(Semaphore::new(opts.max_connections)),
+            open: Arc::default(),
             opts,
             started: Instant::now(),
         })
@@ -372,9 +378,7 @@ impl AppState {
 
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
-        self.opts
-            .max_connections
-            .saturating_sub(self.connections.available_permits())
+        self.open.load(Ordering::Acquire)
     }
 
     /// The models with no worker running (empty when healthy).
@@ -771,8 +775,8 @@ async fn generate(model: Arc<ServedModel>, st: &AppState, body: Body) -> Respons
     };
     let (max_inputs, max_new) = (st.opts.max_inputs, st.opts.max_new_tokens);
     let read = blocking(move || {
-        let req = read_request(&body, gen.kind, max_inputs, max_new)?;
-        let rows = gen.encode(&req)?;
+        let mut req = read_request(&body, gen.kind, max_inputs, max_new)?;
+        let rows = gen.encode(&mut req)?;
         Ok((req, rows))
     })
     .await;
@@ -781,15 +785,20 @@ async fn generate(model: Arc<ServedModel>, st: &AppState, body: Body) -> Respons
         Err(e) => return refused(e),
     };
     let n = rows.len();
-    let mut rx = match queue.submit_generation(rows, req.params) {
+    let mut rx = match queue.submit_generation(rows, req.params, req.stream) {
         Ok(rx) => rx,
         Err(e) => return refused(submit_refusal(e)),
     };
     if req.stream {
         return stream_events(model.clone(), rx, permit, start, n).into_response();
     }
+    // Dropped with this future when the client goes away: counts the request as cancelled
+    // (and dropping `rx` tells the worker not to run it, or to stop).
+    let mut waiting = Waiting::new(model.stats.clone());
     loop {
-        match rx.recv().await {
+        let event = rx.recv().await;
+        waiting.answered = !matches!(event, Some(GenEvent::Piece { .. }));
+        match event {
             Some(GenEvent::Piece { .. }) => continue,
             Some(GenEvent::Done(outs)) => {
                 let took = start.elapsed();
@@ -817,50 +826,88 @@ async fn generate(model: Arc<ServedModel>, st: &AppState, body: Body) -> Respons
     }
 }
 
+/// Counts a generate request as cancelled when dropped before its answer came.
+struct Waiting {
+    stats: Arc<ModelStats>,
+    answered: bool,
+}
+
+impl Waiting {
+    fn new(stats: Arc<ModelStats>) -> Self {
+        Self {
+            stats,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The events of a streamed generation: `token` (`{"index", "text"}`) for each piece as it is
 /// decoded, then `done` (the whole answer, as without streaming) or `error`
-/// (`{"error": {"status", "message"}}`). The request holds its `max_pending` permit until the
-/// last event.
+/// (`{"error": {"status", "message"}}`). A task takes the worker's events as they come and
+/// hands them to the response, so the request's `max_pending` permit is released when the
+/// answer is complete, whether or not the client has read it (a client that stops reading is
+/// cut off by the connection's write timeout). A client that goes away drops the events: the
+/// task stops, and the worker stops the run once nobody in it listens.
 fn stream_events(
     model: Arc<ServedModel>,
-    rx: tokio::sync::mpsc::UnboundedReceiver<GenEvent>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<GenEvent>,
     permit: OwnedSemaphorePermit,
     start: Instant,
     n: usize,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
-    let state = Some((rx, permit));
-    let events = futures_util::stream::unfold(state, move |state| {
-        let model = model.clone();
-        async move {
-            let (mut rx, permit) = state?;
-            let failed = |message: String| {
-                model.stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("{}: a streamed generation failed: {message}", model.name);
-                let body = json!({ "error": { "status": 500, "message": message } });
-                Event::default().event("error").data(body.to_string())
-            };
-            let (event, next) = match rx.recv().await {
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    tokio::spawn(async move {
+        let mut waiting = Waiting::new(model.stats.clone());
+        // Released before the answer is counted, and (declared after `waiting`, so dropped
+        // before it) before a cancellation is: whoever sees the count finds the slot free.
+        let mut permit = Some(permit);
+        let failed = |message: String| {
+            model.stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("{}: a streamed generation failed: {message}", model.name);
+            let body = json!({ "error": { "status": 500, "message": message } });
+            Event::default().event("error").data(body.to_string())
+        };
+        loop {
+            let event = match rx.recv().await {
                 Some(GenEvent::Piece { index, text }) => {
                     let body = json!({ "index": index, "text": text });
-                    let event = Event::default().event("token").data(body.to_string());
-                    (event, Some((rx, permit)))
+                    Event::default().event("token").data(body.to_string())
                 }
                 Some(GenEvent::Done(outs)) => {
+                    waiting.answered = true;
+                    permit.take();
                     model.stats.record_answer(n, start.elapsed());
                     let body = generations_json(&model.name, &outs);
-                    (Event::default().event("done").data(body.to_string()), None)
+                    let _ = tx.send(Event::default().event("done").data(body.to_string()));
+                    return;
                 }
-                Some(GenEvent::Failed(why)) => (
-                    failed(format!("the model failed on this request: {why}")),
-                    None,
-                ),
-                None => (
-                    failed("the model's worker stopped before answering".into()),
-                    None,
-                ),
+                Some(GenEvent::Failed(why)) => {
+                    waiting.answered = true;
+                    let _ = tx.send(failed(format!("the model failed on this request: {why}")));
+                    return;
+                }
+                None => {
+                    waiting.answered = true;
+                    let _ = tx.send(failed("the model's worker stopped before answering".into()));
+                    return;
+                }
             };
-            Some((Ok(event), next))
+            if tx.send(event).is_err() {
+                // The client went away: `waiting` counts it, dropping `rx` stops the worker.
+                return;
+            }
         }
+    });
+    let events = futures_util::stream::unfold(events, |mut events| async move {
+        events.recv().await.map(|e| (Ok(e), events))
     });
     Sse::new(events).keep_alive(KeepAlive::default())
 }
@@ -974,12 +1021,15 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        // Reads are bounded by the header timeout and --body-timeout; writes by this.
+        let io = TokioIo::new(WriteTimeout::new(tcp, state.opts.idle_timeout));
+        let conn = graceful.watch(http.serve_connection(io, service));
+        let open = Open::new(state.open.clone(), permit);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("connection closed: {e}");
             }
-            drop(permit);
+            drop(open);
         });
     }
     drop(listener);
@@ -993,6 +1043,25 @@ async fn accept_loop(
                 drain.as_secs_f64()
             );
         }
+    }
+}
+
+/// An open connection: counted, and holding its slot, until dropped.
+struct Open {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Open {
+    fn new(count: Arc<std::sync::atomic::AtomicUsize>, slot: OwnedSemaphorePermit) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self { count, _slot: slot }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
