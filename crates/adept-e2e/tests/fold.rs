@@ -22,6 +22,7 @@ fn initializers(model: &Classifier, fold: FoldMode) -> Vec<TensorProto> {
         fold,
         dtype: WeightDtype::F32,
         int8_blocks: None,
+        int8_keep_float: Vec::new(),
         opset: 17,
         attention: Default::default(),
         lean: true,

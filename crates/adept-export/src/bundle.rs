@@ -44,13 +44,17 @@ impl TaskInfo {
 }
 
 /// Export options below the command line.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ExportOptions {
     /// `None`: the method's default (ADePT folded, others none).
     pub fold: Option<FoldMode>,
     pub dtype: WeightDtype,
     /// int8 only: quantize in blocks of this many inputs (`MatMulNBits`) instead of per row.
     pub int8_blocks: Option<usize>,
+    /// int8 only: products whose weight name contains one of these stay float (default:
+    /// [`crate::emit::INT8_KEEP_FLOAT_DEFAULT`], as `adept export`; see
+    /// `emit::int8_quantization`).
+    pub int8_keep_float: Vec<String>,
     pub opset: i64,
     /// How self-attention is emitted (both run the same kernels' math; see `AttentionKind`).
     pub attention: AttentionKind,
@@ -66,6 +70,10 @@ impl Default for ExportOptions {
             fold: None,
             dtype: WeightDtype::F32,
             int8_blocks: None,
+            int8_keep_float: crate::emit::INT8_KEEP_FLOAT_DEFAULT
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             opset: 17,
             attention: AttentionKind::default(),
             lean: true,
@@ -265,6 +273,7 @@ pub fn model_bytes(
             fold,
             dtype: opts.dtype,
             int8_blocks: opts.int8_blocks,
+            int8_keep_float: opts.int8_keep_float.clone(),
             opset: opts.opset,
             attention: opts.attention,
             lean: opts.lean,
