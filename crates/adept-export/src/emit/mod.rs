@@ -131,8 +131,8 @@ pub const INT8_KEEP_FLOAT_DEFAULT: &[&str] = &["layer.0.output.dense"];
 /// [`INT8_KEEP_FLOAT_DEFAULT`]) stays float beside the head. Which products the error comes
 /// from, measured by keeping each of MiniLM's 24 product groups float in turn (mean |int8 −
 /// f32| logit margin, 1000 SST-2 training sentences, two l = 60 adapters): the first layer's
-/// feed-forward output alone removes 39 % / 21 % of it, the next best 13–20 %, the rest
-/// between −16 % and +8 % (some make it worse: rounding errors partly cancel).
+/// feed-forward output alone removes 39 % / 21 % of it, the next best 13–20 %; the rest change
+/// it by −8 % to +16 % (some make it worse: rounding errors partly cancel).
 pub fn int8_quantization(blocks: Option<usize>, keep_float: &[String]) -> MatMulQuantization {
     MatMulQuantization {
         min_features: 8,
