@@ -18,11 +18,9 @@ use adept_runtime::{paired_time_ratio, RuntimeOptions, SessionConfig};
 use adept_serve::generation::{open_generation, GenParams, GenRequest, GenRunner};
 use adept_serve::metrics::percentile;
 use adept_serve::{AppState, BatchOptions, ModelSpec, ServeOptions, Server};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
 /// Whether `dir` holds a bundle `adept serve` answers at `/generate`.
@@ -272,44 +270,14 @@ fn generate(
         }
         Route::Http(server) => {
             let url = format!("http://{}/v1/models/bench/generate", server.addr());
-            let next = AtomicUsize::new(0);
-            let ids = Mutex::new(vec![Vec::new(); prompts.len()]);
-            let lat = Mutex::new(Vec::with_capacity(prompts.len()));
-            let failure = Mutex::new(None::<String>);
-            std::thread::scope(|s| {
-                for _ in 0..clients {
-                    s.spawn(|| {
-                        let agent: ureq::Agent = ureq::Agent::config_builder()
-                            .http_status_as_error(false)
-                            .build()
-                            .into();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= prompts.len() {
-                                break;
-                            }
-                            let t0 = Instant::now();
-                            match post(&agent, &url, &body(&prompts[i])) {
-                                Ok(got) => {
-                                    lat.lock().unwrap().push(t0.elapsed().as_secs_f64() * 1e3);
-                                    ids.lock().unwrap()[i] = got;
-                                }
-                                Err(e) => {
-                                    failure.lock().unwrap().get_or_insert(format!("{e:#}"));
-                                    break;
-                                }
-                            }
-                        }
-                    });
-                }
-            });
-            if let Some(e) = failure.into_inner().unwrap() {
-                bail!("a request to {url} failed: {e}");
-            }
+            let (ids, latencies_ms) =
+                crate::bench_server::fan_out(clients, prompts.len(), &url, |agent, i| {
+                    post(agent, &url, &body(&prompts[i]))
+                })?;
             Ok(Round {
                 secs: start.elapsed().as_secs_f64(),
-                latencies_ms: lat.into_inner().unwrap(),
-                ids: ids.into_inner().unwrap(),
+                latencies_ms,
+                ids,
             })
         }
     }

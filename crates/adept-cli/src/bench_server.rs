@@ -390,44 +390,58 @@ fn answer(route: &Route, texts: &[Text], clients: usize) -> Result<(f64, Vec<f64
                 Route::Python { url, .. } => url.clone(),
                 Route::InProcess(_) => unreachable!(),
             };
-            let next = AtomicUsize::new(0);
-            let out = Mutex::new(vec![Vec::new(); texts.len()]);
-            let lat = Mutex::new(Vec::with_capacity(texts.len()));
-            let failure = Mutex::new(None::<String>);
-            std::thread::scope(|s| {
-                for _ in 0..clients.min(texts.len()) {
-                    s.spawn(|| {
-                        let agent: ureq::Agent = ureq::Agent::config_builder()
-                            .http_status_as_error(false)
-                            .build()
-                            .into();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= texts.len() {
-                                break;
-                            }
-                            let t0 = Instant::now();
-                            match post(&agent, &url, &texts[i]) {
-                                Ok(row) => {
-                                    lat.lock().unwrap().push(t0.elapsed().as_secs_f64() * 1e3);
-                                    out.lock().unwrap()[i] = row;
-                                }
-                                Err(e) => {
-                                    failure.lock().unwrap().get_or_insert(format!("{e:#}"));
-                                    break;
-                                }
-                            }
-                        }
-                    });
-                }
-            });
-            if let Some(e) = failure.into_inner().unwrap() {
-                bail!("a request to {url} failed: {e}");
-            }
-            let secs = start.elapsed().as_secs_f64();
-            Ok((secs, lat.into_inner().unwrap(), out.into_inner().unwrap()))
+            let (out, lat) = fan_out(clients, texts.len(), &url, |agent, i| {
+                post(agent, &url, &texts[i])
+            })?;
+            Ok((start.elapsed().as_secs_f64(), lat, out))
         }
     }
+}
+
+/// Sends requests `0..n` from `clients` threads, each with its own kept-alive connection,
+/// `send(agent, i)` making request `i`; returns the answers in request order and every
+/// request's latency (ms), or the first failure (naming `url`).
+pub(crate) fn fan_out<T: Clone + Default + Send>(
+    clients: usize,
+    n: usize,
+    url: &str,
+    send: impl Fn(&ureq::Agent, usize) -> Result<T> + Sync,
+) -> Result<(Vec<T>, Vec<f64>)> {
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(vec![T::default(); n]);
+    let lat = Mutex::new(Vec::with_capacity(n));
+    let failure = Mutex::new(None::<String>);
+    std::thread::scope(|s| {
+        for _ in 0..clients.min(n) {
+            s.spawn(|| {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let t0 = Instant::now();
+                    match send(&agent, i) {
+                        Ok(answer) => {
+                            lat.lock().unwrap().push(t0.elapsed().as_secs_f64() * 1e3);
+                            out.lock().unwrap()[i] = answer;
+                        }
+                        Err(e) => {
+                            failure.lock().unwrap().get_or_insert(format!("{e:#}"));
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap() {
+        bail!("a request to {url} failed: {e}");
+    }
+    Ok((out.into_inner().unwrap(), lat.into_inner().unwrap()))
 }
 
 fn post(agent: &ureq::Agent, url: &str, text: &Text) -> Result<Vec<f32>> {

@@ -507,12 +507,20 @@ async fn list_models(State(st): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "models": models }))
 }
 
+/// The model a `/v1/models/{name}/…` URL names.
+fn named(
+    st: &AppState,
+    name: Result<UrlPath<String>, PathRejection>,
+) -> Result<Arc<ServedModel>, ApiError> {
+    let UrlPath(name) = name.map_err(bad_path)?;
+    st.model(&name).cloned()
+}
+
 async fn model_info(
     State(st): State<Arc<AppState>>,
     name: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let UrlPath(name) = name.map_err(bad_path)?;
-    Ok(Json(st.model(&name)?.info(st.opts.workers)))
+    Ok(Json(named(&st, name)?.info(st.opts.workers)))
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Json<Value> {
@@ -554,12 +562,8 @@ async fn predict_named(
     name: Result<UrlPath<String>, PathRejection>,
     body: Body,
 ) -> Response {
-    let name = match name {
-        Ok(UrlPath(n)) => n,
-        Err(r) => return bad_path(r).into_response(),
-    };
-    match st.model(&name) {
-        Ok(m) => predict(m.clone(), &st, body).await,
+    match named(&st, name) {
+        Ok(m) => predict(m, &st, body).await,
         Err(e) => e.into_response(),
     }
 }
@@ -715,12 +719,8 @@ async fn generate_named(
     name: Result<UrlPath<String>, PathRejection>,
     body: Body,
 ) -> Response {
-    let name = match name {
-        Ok(UrlPath(n)) => n,
-        Err(r) => return bad_path(r).into_response(),
-    };
-    match st.model(&name) {
-        Ok(m) => generate(m.clone(), &st, body).await,
+    match named(&st, name) {
+        Ok(m) => generate(m, &st, body).await,
         Err(e) => e.into_response(),
     }
 }
