@@ -631,6 +631,16 @@ pub fn apply_chat_template(
     bundle: &Path,
     user: &str,
 ) -> Result<String> {
+    apply_chat_messages(tokenizer, spec, bundle, &[("user", user)])
+}
+
+/// [`apply_chat_template`] for a conversation of `(role, content)` messages.
+pub fn apply_chat_messages(
+    tokenizer: &Tokenizer,
+    spec: &DecoderSpec,
+    bundle: &Path,
+    messages: &[(&str, &str)],
+) -> Result<String> {
     let template = spec.chat_template.as_deref().with_context(|| {
         format!(
             "the bundle {} has no chat template (decoder.chat_template in adept.json); send the prompt as plain text (without `--chat-template` or `\"chat_template\": true`)",
@@ -641,9 +651,9 @@ pub fn apply_chat_template(
         id.and_then(|i| tokenizer.id_to_token(i))
             .unwrap_or_default()
     };
-    render_chat_template(
+    render_chat_messages(
         template,
-        user,
+        messages,
         &tok(spec.bos_token_id),
         &tok(spec.eos_token_ids.first().copied()),
     )
@@ -653,6 +663,17 @@ pub fn apply_chat_template(
 /// `add_generation_prompt = true`, `bos_token`, `eos_token` and `raise_exception`, and Python
 /// string methods (`strip`, `startswith`, …) as transformers' Jinja sandbox allows.
 pub fn render_chat_template(template: &str, user: &str, bos: &str, eos: &str) -> Result<String> {
+    render_chat_messages(template, &[("user", user)], bos, eos)
+}
+
+/// [`render_chat_template`] for a conversation: `(role, content)` messages in order (`system`,
+/// `user`, `assistant`, as the template knows them), then the generation prompt.
+pub fn render_chat_messages(
+    template: &str,
+    messages: &[(&str, &str)],
+    bos: &str,
+    eos: &str,
+) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function(
@@ -665,7 +686,10 @@ pub fn render_chat_template(template: &str, user: &str, bos: &str, eos: &str) ->
         },
     );
     let ctx = minijinja::context! {
-        messages => vec![minijinja::context! { role => "user", content => user }],
+        messages => messages
+            .iter()
+            .map(|&(role, content)| minijinja::context! { role => role, content => content })
+            .collect::<Vec<_>>(),
         add_generation_prompt => true,
         bos_token => bos,
         eos_token => eos,

@@ -1,4 +1,5 @@
 use super::*;
+use adept_bundle::generate::generate;
 use std::path::{Path, PathBuf};
 
 #[test]
@@ -13,6 +14,24 @@ fn chat_templates_render_like_transformers() {
     // Python string methods and bos_token, as Llama templates use them.
     let t = "{{ bos_token }}{{ messages[0]['content'].strip() }}";
     assert_eq!(render_chat_template(t, "  x ", "<s>", "").unwrap(), "<s>x");
+    // A conversation: the system message replaces the default one.
+    let t0 = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    let got = render_chat_messages(
+        t0,
+        &[
+            ("system", "Be brief."),
+            ("user", "Hi!"),
+            ("assistant", "Hello."),
+            ("user", "Bye"),
+        ],
+        "",
+        "",
+    )
+    .unwrap();
+    assert_eq!(
+        got,
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"
+    );
     let t = "{{ raise_exception('only user messages') }}";
     let e = render_chat_template(t, "x", "", "")
         .unwrap_err()
