@@ -1456,3 +1456,236 @@ fn a_busy_generation_queue_answers_503_and_a_failing_stream_ends_with_an_error_e
     let snap = server.state().snapshot()["lm"].clone();
     assert_eq!((snap.failed, snap.rejected_busy), (2, 1), "{snap:?}");
 }
+
+// ---- OpenAI-compatible routes ----
+
+/// Posts an OpenAI request with `"stream": true` and reads its chunks up to `data: [DONE]`.
+fn openai_stream(server: &Server, path: &str, body: &Value) -> Vec<Value> {
+    let url = format!("http://{}{path}", server.addr());
+    let mut resp = agent()
+        .post(&url)
+        .content_type("application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.body_mut().read_to_string().unwrap();
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:").map(str::trim))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// `/v1/completions` and `/v1/chat/completions` answer in OpenAI's shapes what `/generate`
+/// answers (temperature 0 = greedy; the tiny decoder's chat template strips the message),
+/// streamed or whole; unsupported options and unknown models get errors that say so.
+#[test]
+fn openai_compatible_completions_and_chat() {
+    let test = "openai_compatible_completions_and_chat";
+    if !common::ort_available(test) {
+        return;
+    }
+    let server = serve(&[("lm", &tiny_decoder())], ServeOptions::default());
+    let post =
+        |path: &str, body: Value| call(&server, "POST", path, Some(body.to_string().as_bytes()));
+    let native = post(
+        "/v1/generate",
+        json!({"inputs": ["w5 w9 w12", "w30"], "parameters": {"max_new_tokens": 6}}),
+    );
+    let want = texts_and_ids(&native.json);
+
+    let r = post(
+        "/v1/completions",
+        json!({"model": "lm", "prompt": ["w5 w9 w12", "w30"], "max_tokens": 6, "temperature": 0}),
+    );
+    assert_eq!(r.status, 200, "{}", r.json);
+    let v = &r.json;
+    assert_eq!(v["object"], "text_completion");
+    assert!(v["id"].as_str().unwrap().starts_with("cmpl-"), "{v}");
+    assert_eq!(v["model"], "lm");
+    for (i, (text, ids)) in want.iter().enumerate() {
+        let c = &v["choices"][i];
+        assert_eq!(c["index"], i);
+        assert_eq!(c["text"].as_str().unwrap(), text);
+        let reason = native.json["generations"][i]["finish_reason"]
+            .as_str()
+            .unwrap();
+        let openai_reason = if reason == "length" { "length" } else { "stop" };
+        assert_eq!(c["finish_reason"], openai_reason, "{c}");
+        let _ = ids;
+    }
+    let completion: usize = want.iter().map(|(_, ids)| ids.len()).sum();
+    assert_eq!(v["usage"]["completion_tokens"], completion);
+    assert_eq!(v["usage"]["prompt_tokens"], 4 + 2);
+    assert_eq!(v["usage"]["total_tokens"], completion + 6);
+
+    // Streamed: the pieces of each choice concatenate to its text; each choice ends with its
+    // finish reason.
+    let chunks = openai_stream(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": ["w5 w9 w12", "w30"], "max_tokens": 6, "temperature": 0,
+            "stream": true}),
+    );
+    let mut texts = [String::new(), String::new()];
+    let mut reasons = [None, None];
+    for c in &chunks {
+        assert_eq!(c["object"], "text_completion");
+        let choice = &c["choices"][0];
+        let i = choice["index"].as_u64().unwrap() as usize;
+        texts[i] += choice["text"].as_str().unwrap();
+        if let Some(r) = choice["finish_reason"].as_str() {
+            reasons[i] = Some(r.to_owned());
+        }
+    }
+    assert_eq!(texts, [want[0].0.clone(), want[1].0.clone()]);
+    assert!(reasons.iter().all(Option::is_some), "{chunks:?}");
+
+    // Chat: the template turns the conversation into the prompt.
+    let chat = json!({"model": "lm", "messages": [{"role": "user", "content": "  w5 w9 w12 "}],
+        "max_tokens": 6, "temperature": 0});
+    let r = post("/v1/chat/completions", chat.clone());
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["object"], "chat.completion");
+    assert!(r.json["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    let m = &r.json["choices"][0]["message"];
+    assert_eq!(
+        (m["role"].as_str(), m["content"].as_str()),
+        (Some("assistant"), Some(want[0].0.as_str()))
+    );
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    let chunks = openai_stream(&server, "/v1/chat/completions", &streamed);
+    assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, want[0].0);
+    assert!(chunks.last().unwrap()["choices"][0]["finish_reason"].is_string());
+
+    // Seeded sampling (the default temperature 1) repeats itself.
+    let sampled = json!({"prompt": "w5", "max_tokens": 8, "seed": 3});
+    assert_eq!(
+        post("/v1/completions", sampled.clone()).json["choices"],
+        post("/v1/completions", sampled).json["choices"]
+    );
+
+    let models = call(&server, "GET", "/v1/models", None);
+    assert_eq!(models.json["object"], "list");
+    assert_eq!(models.json["data"][0]["id"], "lm");
+
+    for (path, body, status, says) in [
+        (
+            "/v1/completions",
+            json!({"prompt": "w3", "n": 2}),
+            422,
+            "\"n\"",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "w3", "logprobs": 2}),
+            422,
+            "logprobs",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "w3", "suffix": "x"}),
+            422,
+            "suffix",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": [1, 2]}),
+            422,
+            "token-id",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "gpt-4", "prompt": "w3"}),
+            404,
+            "\"lm\"",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "w3", "max_tokens": 100000}),
+            422,
+            "max_tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": []}),
+            422,
+            "non-empty",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "tool", "content": "x"}]}),
+            422,
+            "role",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "tools": []}),
+            422,
+            "tools",
+        ),
+    ] {
+        let r = post(path, body.clone());
+        assert_eq!(r.status, status, "{path} {body}: {}", r.json);
+        assert!(
+            error_message(&r).contains(says),
+            "{path} {body}: {}",
+            r.json
+        );
+    }
+}
+
+/// The official `openai` Python client (tests/reference/openai_client.py) lists the model and
+/// gets, through completions and chat completions, whole and streamed, the greedy text that
+/// `/generate` gives; an unsupported option reaches it as a 422 with the server's message.
+#[test]
+fn the_openai_python_client_talks_to_the_server() {
+    let test = "the_openai_python_client_talks_to_the_server";
+    if !common::ort_available(test) {
+        return;
+    }
+    let Some(py) = adept_testkit::python_with(test, &["openai"]) else {
+        return;
+    };
+    let server = serve(&[("lm", &tiny_decoder())], ServeOptions::default());
+    let native = call(
+        &server,
+        "POST",
+        "/v1/generate",
+        Some(br#"{"inputs": "w5 w9 w12", "parameters": {"max_new_tokens": 6}}"#),
+    );
+    let (text, ids) = texts_and_ids(&native.json).remove(0);
+    let out = std::process::Command::new(py)
+        .arg(adept_testkit::repo_file("tests/reference/openai_client.py"))
+        .arg(format!("http://{}/v1", server.addr()))
+        .args(["lm", "w5 w9 w12", "6"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["models"], json!(["lm"]));
+    for key in ["completion", "completion_streamed", "chat", "chat_streamed"] {
+        assert_eq!(v[key].as_str(), Some(text.as_str()), "{key}: {v}");
+    }
+    assert_eq!(v["usage"], json!([4, ids.len(), 4 + ids.len()]));
+    assert_eq!(v["n2"][0], 422, "{v}");
+    assert!(
+        v["n2"][1].as_str().unwrap().contains("not supported"),
+        "{v}"
+    );
+}

@@ -16,7 +16,7 @@ use crate::metrics::ModelStats;
 use adept_bundle::generate::{encode_prompt, Cancelled, FinishReason, GenerationConfig};
 use adept_bundle::tokenizers::Tokenizer;
 use adept_bundle::{BundleManifest, DecoderSpec};
-use adept_runtime::generate::apply_chat_template;
+use adept_runtime::generate::{apply_chat_messages, apply_chat_template};
 use adept_runtime::seq2seq::{
     encode_source, is_seq2seq_bundle, DecodeMode, Seq2SeqBundle, Seq2SeqGenerateOptions,
     Seq2SeqInfo,
@@ -413,6 +413,19 @@ impl GenModel {
             }
         }
         Ok(rows)
+    }
+
+    /// A conversation of `(role, content)` turns through the bundle's chat template (decoder
+    /// bundles that ship one).
+    pub fn render_chat(&self, turns: &[(&str, &str)]) -> Result<String> {
+        match &self.detail {
+            GenDetail::Decoder(spec) => {
+                apply_chat_messages(&self.tokenizer, spec, &self.dir, turns)
+            }
+            GenDetail::Seq2Seq(_) => anyhow::bail!(
+                "T5 bundles have no chat template: send the source text to /v1/completions"
+            ),
+        }
     }
 
     fn encode_one(&self, text: &str, chat_template: bool) -> Result<Vec<u32>> {

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod conn;
 pub mod generation;
 pub mod metrics;
+pub mod openai;
 pub mod server;
 
 pub use batcher::{BatchOptions, Batcher, Runner, SubmitError};

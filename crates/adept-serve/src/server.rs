@@ -4,10 +4,9 @@
 use crate::api::{read_inputs, ApiError, InputSpec};
 use crate::batcher::{BatchOptions, Batcher, Runner, SubmitError, MAX_WAIT_LIMIT};
 use crate::conn::WriteTimeout;
-use crate::generation::{
-    open_generation, read_request, GenEvent, GenModel, GenOutput, GenQueue, GenRunner,
-};
+use crate::generation::{open_generation, read_request, GenEvent, GenModel, GenQueue, GenRunner};
 use crate::metrics::{ModelStats, StatsSnapshot};
+use crate::openai::{Answering, Shape};
 use adept_bundle::Encoded;
 use adept_runtime::cli::prediction_json;
 use adept_runtime::{Bundle, RuntimeOptions};
@@ -328,6 +327,8 @@ pub struct AppState {
     pub started: Instant,
     /// One permit per predict request being handled (`opts.max_pending`).
     pending: Arc<Semaphore>,
+    /// OpenAI answers so far (their ids).
+    answers: std::sync::atomic::AtomicU64,
     /// One permit per open connection (`opts.max_connections`; the accept loop holds one
     /// while it waits for the next connection).
     connections: Arc<Semaphore>,
@@ -351,6 +352,7 @@ impl AppState {
             pending: Arc::new(Semaphore::new(opts.max_pending)),
             connections: Arc::new(Semaphore::new(opts.max_connections)),
             open: Arc::default(),
+            answers: Default::default(),
             opts,
             started: Instant::now(),
         })
@@ -458,6 +460,7 @@ async fn cors(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
 /// | `POST /v1/predict` | the same, when one model is served |
 /// | `POST /v1/models/{name}/generate` | decoder and T5 bundles: `{"inputs": "…", "parameters": {…}, "stream": false}` → `{"model", "generations": [...]}`, or server-sent events |
 /// | `POST /v1/generate` | the same, when one model is served |
+/// | `POST /v1/completions`, `POST /v1/chat/completions` | OpenAI-compatible generation (see [`crate::openai`]) |
 /// | `GET /metrics` | per-model counters, padding, latency percentiles |
 pub fn router(state: Arc<AppState>) -> Router {
     let cors_layer = (!state.opts.cors_origins.is_empty())
@@ -470,6 +473,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/predict", post(predict_only))
         .route("/v1/models/{name}/generate", post(generate_named))
         .route("/v1/generate", post(generate_only))
+        .route("/v1/completions", post(openai_completions))
+        .route("/v1/chat/completions", post(openai_chat))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
@@ -498,13 +503,20 @@ fn bad_path(r: PathRejection) -> ApiError {
     )
 }
 
+/// `{"models": [...]}` with each model's details, and the same list in OpenAI's shape
+/// (`"object": "list", "data": [{"id", "object": "model", …}]`) for OpenAI clients.
 async fn list_models(State(st): State<Arc<AppState>>) -> Json<Value> {
     let models: Vec<Value> = st
         .models
         .values()
         .map(|m| m.info(st.opts.workers))
         .collect();
-    Json(json!({ "models": models }))
+    let data: Vec<Value> = st
+        .models
+        .keys()
+        .map(|name| json!({ "id": name, "object": "model", "created": 0, "owned_by": "adept" }))
+        .collect();
+    Json(json!({ "models": models, "object": "list", "data": data }))
 }
 
 /// The model a `/v1/models/{name}/…` URL names.
@@ -545,7 +557,8 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no such route: see GET /v1/models, POST /v1/models/{name}/predict (classifiers), \
-         POST /v1/models/{name}/generate (decoder and T5 bundles), GET /health, GET /metrics",
+         POST /v1/models/{name}/generate (decoder and T5 bundles), POST /v1/completions and \
+         /v1/chat/completions (OpenAI-compatible), GET /health, GET /metrics",
     )
 }
 
@@ -732,31 +745,72 @@ async fn generate_only(State(st): State<Arc<AppState>>, body: Body) -> Response 
     }
 }
 
-/// `{"model", "generations": [{"text", "finish_reason", "prompt_tokens", "new_tokens",
-/// "token_ids"}, …]}`.
-fn generations_json(model: &str, outs: &[GenOutput]) -> Value {
-    let gens: Vec<Value> = outs
-        .iter()
-        .map(|o| {
-            json!({
-                "text": o.text,
-                "finish_reason": o.finish_reason,
-                "prompt_tokens": o.prompt_tokens,
-                "new_tokens": o.token_ids.len(),
-                "token_ids": o.token_ids,
-            })
-        })
-        .collect();
-    json!({ "model": model, "generations": gens })
-}
-
 async fn generate(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response {
     let start = Instant::now();
-    let refused = |e: ApiError| refuse(&model, e);
     let permit: OwnedSemaphorePermit = match st.admit() {
         Ok(p) => p,
-        Err(e) => return refused(e),
+        Err(e) => return refuse(&model, e),
     };
+    let body = match read_body(body, st.opts.max_body_bytes, st.opts.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => return refuse(&model, e),
+    };
+    generate_body(model, st, permit, start, body, Answering::native()).await
+}
+
+/// `POST /v1/completions` and `POST /v1/chat/completions` (`chat`): the OpenAI requests, for
+/// the model their `model` field names (or the only one served).
+async fn openai(st: Arc<AppState>, body: Body, chat: bool) -> Response {
+    let start = Instant::now();
+    let permit: OwnedSemaphorePermit = match st.admit() {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let body = match read_body(body, st.opts.max_body_bytes, st.opts.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let route = if chat {
+        "chat/completions"
+    } else {
+        "completions"
+    };
+    let model = match crate::openai::model_field(&body) {
+        Some(name) => st.model(&name).cloned(),
+        None => st.only_model(route),
+    };
+    let model = match model {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    let shape = if chat {
+        Shape::Chat
+    } else {
+        Shape::Completions
+    };
+    let n = st.answers.fetch_add(1, Ordering::Relaxed);
+    generate_body(model, &st, permit, start, body, Answering::openai(shape, n)).await
+}
+
+async fn openai_completions(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    openai(st, body, false).await
+}
+
+async fn openai_chat(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    openai(st, body, true).await
+}
+
+/// A generate request whose body has arrived: read (in `answering`'s shape), encoded,
+/// queued, and answered whole or streamed.
+async fn generate_body(
+    model: Arc<ServedModel>,
+    st: &AppState,
+    permit: OwnedSemaphorePermit,
+    start: Instant,
+    body: Bytes,
+    answering: Answering,
+) -> Response {
+    let refused = |e: ApiError| refuse(&model, e);
     let (gen, queue) = match &model.kind {
         Kind::Generate { model, queue } => (model.clone(), queue),
         Kind::Classify { bundle, .. } => {
@@ -769,13 +823,15 @@ async fn generate(model: Arc<ServedModel>, st: &AppState, body: Body) -> Respons
             ))
         }
     };
-    let body = match read_body(body, st.opts.max_body_bytes, st.opts.body_timeout).await {
-        Ok(b) => b,
-        Err(e) => return refused(e),
-    };
     let (max_inputs, max_new) = (st.opts.max_inputs, st.opts.max_new_tokens);
+    let shape = answering.shape.clone();
     let read = blocking(move || {
-        let mut req = read_request(&body, gen.kind, max_inputs, max_new)?;
+        let mut req = match shape {
+            Shape::Native => read_request(&body, gen.kind, max_inputs, max_new)?,
+            Shape::Completions | Shape::Chat => {
+                crate::openai::read_request(&body, &gen, shape == Shape::Chat, max_inputs, max_new)?
+            }
+        };
         let rows = gen.encode(&mut req)?;
         Ok((req, rows))
     })
@@ -790,7 +846,7 @@ async fn generate(model: Arc<ServedModel>, st: &AppState, body: Body) -> Respons
         Err(e) => return refused(submit_refusal(e)),
     };
     if req.stream {
-        return stream_events(model.clone(), rx, permit, start, n).into_response();
+        return stream_events(model.clone(), rx, permit, start, n, answering).into_response();
     }
     // Dropped with this future when the client goes away: counts the request as cancelled
     // (and dropping `rx` tells the worker not to run it, or to stop).
@@ -808,7 +864,7 @@ async fn generate(model: Arc<ServedModel>, st: &AppState, body: Body) -> Respons
                     model.name,
                     took.as_secs_f64() * 1e3
                 );
-                return Json(generations_json(&model.name, &outs)).into_response();
+                return Json(answering.answer(&model.name, &outs)).into_response();
             }
             Some(GenEvent::Failed(why)) => {
                 return refused(ApiError::new(
@@ -862,8 +918,12 @@ fn stream_events(
     permit: OwnedSemaphorePermit,
     start: Instant,
     n: usize,
+    answering: Answering,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
     let (tx, events) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    for e in answering.start(&model.name, n) {
+        let _ = tx.send(e);
+    }
     tokio::spawn(async move {
         let mut waiting = Waiting::new(model.stats.clone());
         // Released before the answer is counted, and (declared after `waiting`, so dropped
@@ -872,21 +932,18 @@ fn stream_events(
         let failed = |message: String| {
             model.stats.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("{}: a streamed generation failed: {message}", model.name);
-            let body = json!({ "error": { "status": 500, "message": message } });
-            Event::default().event("error").data(body.to_string())
+            answering.error(&message)
         };
         loop {
             let event = match rx.recv().await {
-                Some(GenEvent::Piece { index, text }) => {
-                    let body = json!({ "index": index, "text": text });
-                    Event::default().event("token").data(body.to_string())
-                }
+                Some(GenEvent::Piece { index, text }) => answering.piece(&model.name, index, &text),
                 Some(GenEvent::Done(outs)) => {
                     waiting.answered = true;
                     permit.take();
                     model.stats.record_answer(n, start.elapsed());
-                    let body = generations_json(&model.name, &outs);
-                    let _ = tx.send(Event::default().event("done").data(body.to_string()));
+                    for e in answering.done(&model.name, &outs) {
+                        let _ = tx.send(e);
+                    }
                     return;
                 }
                 Some(GenEvent::Failed(why)) => {
