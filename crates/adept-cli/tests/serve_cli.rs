@@ -207,6 +207,15 @@ fn serve_refuses_bad_options_and_missing_bundles_with_clear_errors() {
             vec![
                 "--bundle".into(),
                 "x".into(),
+                "--idle-timeout".into(),
+                "0.01".into(),
+            ],
+            "at least 0.1 s",
+        ),
+        (
+            vec![
+                "--bundle".into(),
+                "x".into(),
                 "--max-connections".into(),
                 "0".into(),
             ],

@@ -233,3 +233,55 @@ fn a_failed_export_leaves_no_bundle_and_keeps_the_old_one() {
     );
     assert_eq!(leftovers(&root, &["old"]), Vec::<String>::new());
 }
+
+/// `int8_keep_float` names whole dot-separated parts of the graph's product names: the kept
+/// products are recorded in the model's metadata (`adept.int8_keep_float`), and a name that
+/// matches no product (a Hugging Face path, a typo) fails the export naming the products,
+/// leaving no bundle.
+#[test]
+fn int8_keep_float_names_products_and_refuses_names_that_match_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
+    let enc = testing::text_encoder(&tok, 16).unwrap();
+    let info = testing::task_info("sst2", &["negative", "positive"], &["sentence"]);
+    let model = tiny_classifier(MethodKind::Adept, Pooling::Mean, 2, 5).unwrap();
+    let export = |keep: &[&str], name: &str| {
+        let opts = ExportOptions {
+            dtype: WeightDtype::Int8,
+            int8_keep_float: keep.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        export_classifier(&model, &enc, &tok, &info, &opts, &tmp.path().join(name))
+    };
+    let metadata = |name: &str| -> String {
+        let bytes = std::fs::read(tmp.path().join(name).join("model.onnx")).unwrap();
+        let m = adept_onnx::proto::decode_model(&bytes).unwrap();
+        m.metadata_props
+            .iter()
+            .find(|p| p.key.as_deref() == Some("adept.int8_keep_float"))
+            .and_then(|p| p.value.clone())
+            .unwrap_or_default()
+    };
+    export(&["layer.0.output.dense"], "default").unwrap();
+    assert_eq!(metadata("default"), "encoder.layer.0.output.dense");
+    // `layer.1` is every product of layer 1 (and would not be layer 11's).
+    export(&["layer.1"], "layer1").unwrap();
+    let kept = metadata("layer1");
+    assert_eq!(kept.split(',').count(), 6, "{kept}");
+    assert!(
+        kept.split(',').all(|p| p.starts_with("encoder.layer.1.")),
+        "{kept}"
+    );
+    for bad in [
+        "bert.encoder.layer.0.output.dense",
+        "layer.0.output.dense.weight",
+        "layer.0.out",
+    ] {
+        let e = export(&[bad], "bad").unwrap_err().to_string();
+        assert!(
+            e.contains("matches no product") && e.contains("encoder.layer.1.intermediate.dense"),
+            "{e}"
+        );
+        assert!(!tmp.path().join("bad").exists(), "{bad}: a bundle was left");
+    }
+}

@@ -1252,17 +1252,23 @@ fn a_client_that_stops_reading_a_stream_holds_neither_its_permit_nor_its_connect
     drop(stalled);
     server.stop().unwrap();
 
-    let server = generation_server(ServeOptions {
+    // A generation that never ends on its own (until its client leaves): the write timeout
+    // must cut the client off, whatever this machine's speed and socket buffers.
+    let server = endless_server(ServeOptions {
         max_pending: 1,
         idle_timeout: Duration::from_secs(1),
         ..Default::default()
     });
-    let mut stalled = raw_post(&server, "/v1/models/lm/generate", &big_generation(true));
+    let mut stalled = raw_post(
+        &server,
+        "/v1/generate",
+        &json!({"inputs": "w39", "stream": true}),
+    );
     wait_until(
         "the stalled connection is closed and its request cancelled",
         || server.state().open_connections() == 0 && server.state().snapshot()["lm"].cancelled == 1,
     );
-    let r = call(&server, "POST", "/v1/models/lm/generate", Some(small));
+    let r = call(&server, "POST", "/v1/generate", Some(small));
     assert_eq!(r.status, 200, "{}", r.json);
     let mut got = Vec::new();
     let _ = stalled.read_to_end(&mut got);
@@ -1272,77 +1278,127 @@ fn a_client_that_stops_reading_a_stream_holds_neither_its_permit_nor_its_connect
         "{}",
         &text[..text.len().min(300)]
     );
-    assert!(
-        !text.contains("event: done"),
-        "the whole answer ({} bytes) reached a client that read nothing",
-        got.len()
-    );
-    let snap = server.state().snapshot()["lm"].clone();
-    assert_eq!((snap.cancelled, snap.requests), (1, 1), "{snap:?}");
+    assert!(!text.contains("event: done"), "{} bytes", got.len());
+}
+
+/// Stands in for a decoder: prompts holding `w39` generate 16 KB pieces, one a millisecond,
+/// until their clients leave (`stop`) or 60 s pass; others answer at once.
+struct Endless;
+
+impl adept_serve::GenRunner for Endless {
+    fn generate(
+        &mut self,
+        rows: &[Vec<u32>],
+        _params: &adept_serve::GenParams,
+        on_piece: &mut dyn FnMut(usize, &str),
+        stop: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Vec<adept_serve::GenOutput>> {
+        if rows.iter().any(|r| r.contains(&39)) {
+            let piece = "x".repeat(16 << 10);
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_secs(60) {
+                if stop() {
+                    return Err(adept_bundle::generate::Cancelled.into());
+                }
+                for i in 0..rows.len() {
+                    on_piece(i, &piece);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(rows
+            .iter()
+            .map(|r| adept_serve::GenOutput {
+                text: "x".into(),
+                finish_reason: adept_bundle::generate::FinishReason::Length,
+                prompt_tokens: r.len(),
+                token_ids: vec![3],
+            })
+            .collect())
+    }
+}
+
+/// A server whose model `lm` reads prompts as the tiny decoder does and runs [`Endless`].
+fn endless_server(opts: ServeOptions) -> Server {
+    let g = adept_runtime::Generator::open(&tiny_decoder(), &runtime()).unwrap();
+    let model = adept_serve::GenModel::of_decoder(&g);
+    let served = ServedModel::with_generators("lm", model, vec![Box::new(Endless)], &opts).unwrap();
+    start(vec![served], opts)
 }
 
 /// Requests whose clients go away are not generated for: a stream closed after its first
-/// events stops its run (counted as cancelled, permit back), and a stop with generation queued
-/// and running ends within the drain timeout.
+/// events stops its run (counted as cancelled; the next request is served), and a stop with a
+/// request running and one queued ends within the drain timeout, both cancelled. The model
+/// runs until told to stop, so nothing here passes by finishing on its own.
 #[test]
 fn clients_that_leave_cancel_their_generation_and_a_stop_is_bounded_by_the_drain() {
+    use std::io::Read;
     let test = "clients_that_leave_cancel_their_generation_and_a_stop_is_bounded_by_the_drain";
     if !common::ort_available(test) {
         return;
     }
-    let server = generation_server(ServeOptions {
-        max_pending: 1,
-        drain_timeout: Duration::from_secs(1),
+    let drain = Duration::from_secs(1);
+    let server = endless_server(ServeOptions {
+        max_pending: 4,
+        drain_timeout: drain,
         ..Default::default()
     });
-    let mut leaving = raw_post(&server, "/v1/models/lm/generate", &big_generation(true));
+    let mut leaving = raw_post(
+        &server,
+        "/v1/generate",
+        &json!({"inputs": "w39", "stream": true}),
+    );
     let mut first = [0u8; 512];
-    use std::io::Read;
     leaving.read_exact(&mut first).unwrap();
     drop(leaving);
     wait_until("the stream counted as cancelled", || {
         server.state().snapshot()["lm"].cancelled == 1
     });
-    let r = call(
-        &server,
-        "POST",
-        "/v1/generate",
-        Some(br#"{"inputs": "w3", "parameters": {"max_new_tokens": 2}}"#),
-    );
-    assert_eq!(r.status, 200, "{}", r.json);
-    let snap = server.state().snapshot()["lm"].clone();
-    assert!(
-        snap.new_tokens < 4000 * 50,
-        "the run went on to the end for nobody: {snap:?}"
-    );
+    // Served only if the endless run stopped (the worker is free again).
+    let quick: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let mut r = quick
+        .post(format!("http://{}/v1/generate", server.addr()))
+        .content_type("application/json")
+        .send(br#"{"inputs": "w3"}"#.as_slice())
+        .expect("the run of the client that left went on");
+    assert_eq!(r.status().as_u16(), 200);
+    let _ = r.body_mut().read_to_vec();
 
-    // Two large requests queued and running, then a stop: the handlers are dropped after the
-    // drain timeout, and the worker stops for them.
+    // One request running and one queued, both endless, then a stop. The second is sent only
+    // once the first runs: sent together, one round could take both.
     let addr = server.addr();
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let _ = agent()
-                    .post(format!("http://{addr}/v1/generate"))
-                    .content_type("application/json")
-                    .send(big_generation(false).to_string().as_bytes());
-            })
+    let endless = move || {
+        std::thread::spawn(move || {
+            let _ = agent()
+                .post(format!("http://{addr}/v1/generate"))
+                .content_type("application/json")
+                .send(br#"{"inputs": "w39"}"#.as_slice());
         })
-        .collect();
-    wait_until("a large request is running", || {
+    };
+    let mut clients = vec![endless()];
+    wait_until("the first endless request running", || {
         server.state().snapshot()["lm"].rounds >= 3
     });
+    clients.push(endless());
+    wait_until("the second endless request queued", || {
+        server.state().snapshot()["lm"].queued_inputs == 1
+    });
+    let state = server.state().clone();
     let t = std::time::Instant::now();
-    Arc::try_unwrap(Arc::new(server))
-        .ok()
-        .unwrap()
-        .stop()
-        .unwrap();
+    server.stop().unwrap();
     let took = t.elapsed();
     for c in clients {
         c.join().unwrap();
     }
-    assert!(took < Duration::from_secs(5), "the stop took {took:?}");
+    assert!(
+        took < drain + Duration::from_secs(3),
+        "the stop took {took:?}"
+    );
+    assert_eq!(state.snapshot()["lm"].cancelled, 3);
 }
 
 /// A fake generation runner held at its first call until released; fails a prompt whose first

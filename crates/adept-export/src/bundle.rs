@@ -280,6 +280,7 @@ pub fn model_bytes(
         },
     )?;
     let nodes = builder.graph().nodes().len();
+    let kept = kept_float_products(builder.graph(), opts)?;
     let builder = builder
         .producer("adept", env!("CARGO_PKG_VERSION"))
         .metadata("adept.task", &manifest.task)
@@ -289,7 +290,58 @@ pub fn model_bytes(
         .metadata("adept.prompt_length", &manifest.prompt_length.to_string())
         .metadata("adept.vocab_size", &manifest.vocab_size.to_string())
         .metadata("adept.num_outputs", &manifest.num_outputs.to_string());
+    let builder = if kept.is_empty() {
+        builder
+    } else {
+        builder.metadata("adept.int8_keep_float", &kept.join(","))
+    };
     Ok((builder.to_bytes()?, nodes))
+}
+
+/// With int8: the products `opts.int8_keep_float` kept float (recorded in the model's
+/// metadata); an error names a name that matches no product, and what the products are called.
+fn kept_float_products(
+    graph: &adept_onnx::GraphBuilder,
+    opts: &ExportOptions,
+) -> Result<Vec<String>> {
+    if opts.dtype != WeightDtype::Int8 || opts.int8_keep_float.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = graph.initializer_names().collect();
+    // Products: an int8 weight (`.weight_quantized`, blocks `.weight_q8`) or a float one kept.
+    let product = |n: &str| {
+        n.strip_suffix(".weight_quantized")
+            .or_else(|| n.strip_suffix(".weight_q8"))
+            .map(str::to_owned)
+    };
+    let quantized: Vec<String> = names.iter().filter_map(|n| product(n)).collect();
+    // Float products: a `.weight` a MatMul or Gemm reads.
+    let float_products: std::collections::BTreeSet<&str> = graph
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op_type.as_deref(), Some("MatMul" | "Gemm")))
+        .flat_map(|n| n.input.iter())
+        .filter_map(|i| i.strip_suffix(".weight"))
+        .collect();
+    let kept: Vec<String> = float_products
+        .into_iter()
+        .filter(|p| {
+            opts.int8_keep_float
+                .iter()
+                .any(|k| adept_onnx::names_part(p, k))
+        })
+        .map(str::to_owned)
+        .collect();
+    for k in &opts.int8_keep_float {
+        ensure!(
+            kept.iter().any(|p| adept_onnx::names_part(p, k)),
+            "--int8-keep-float {k:?} matches no product of this model: name them as the graph \
+             does, in whole dot-separated parts (e.g. layer.0.output.dense, \
+             layer.4.attention.self, intermediate.dense); its int8 products are {}",
+            quantized.join(", ")
+        );
+    }
+    Ok(kept)
 }
 
 /// Fails (naming the fix) when `out_dir` exists and `overwrite` is off: checked before any work.

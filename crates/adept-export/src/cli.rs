@@ -94,18 +94,34 @@ pub fn fold_choice(args: &ExportArgs, method: MethodKind) -> Result<Option<FoldM
     Ok(Some(fold))
 }
 
+/// `--int8-blocks` and `--int8-keep-float` are for encoder classifiers: an error for a `kind`
+/// run that was given them.
+fn refuse_int8_options(args: &ExportArgs, kind: &str) -> Result<()> {
+    ensure!(
+        args.int8_blocks.is_none() && args.int8_keep_float.is_none(),
+        "--int8-blocks and --int8-keep-float apply to encoder classifier runs; {} is a {kind} \
+         run: drop them",
+        args.adapter.display()
+    );
+    Ok(())
+}
+
 /// `--int8-keep-float`, checked: only with `--dtype int8`, names not empty, `none` alone;
-/// absent: [`crate::emit::INT8_KEEP_FLOAT_DEFAULT`] for int8, nothing otherwise.
+/// absent: [`crate::emit::INT8_KEEP_FLOAT_DEFAULT`] for int8 per row, nothing otherwise
+/// (blocks included).
 pub fn int8_keep_float(args: &ExportArgs) -> Result<Vec<String>> {
     let Some(names) = &args.int8_keep_float else {
-        return Ok(if args.dtype == WeightDtype::Int8 {
-            crate::emit::INT8_KEEP_FLOAT_DEFAULT
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        } else {
-            Vec::new()
-        });
+        // Measured per row; blocks of N keep their own (already closer) rounding everywhere.
+        return Ok(
+            if args.dtype == WeightDtype::Int8 && args.int8_blocks.is_none() {
+                crate::emit::INT8_KEEP_FLOAT_DEFAULT
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        );
     };
     ensure!(
         args.dtype == WeightDtype::Int8,
@@ -190,6 +206,7 @@ pub fn run_export_causal_lm(
     if adept_train::run::run_task_kind(&adapter_dir)? != adept_train::run::CAUSAL_LM_TASK_KIND {
         return Ok(None);
     }
+    refuse_int8_options(args, "causal-LM")?;
     let (model, run) =
         adept_train::lm_train::load_trained_lm(&adapter_dir, args.model.as_deref(), &Device::Cpu)
             .with_context(|| format!("cannot load the trained adapter {}", adapter_dir.display()))?;
@@ -238,6 +255,7 @@ pub fn run_export_seq2seq(
     if adept_train::run::run_task_kind(&adapter_dir)? != "seq2seq" {
         return Ok(None);
     }
+    refuse_int8_options(args, "T5")?;
     let run = adept_train::seq2seq::read_seq2seq_manifest(&adapter_dir)?;
     let model_dir = args
         .model
@@ -299,6 +317,10 @@ mod tests {
     fn int8_keep_float_defaults_for_int8_and_is_checked() {
         let mut a = args(WeightDtype::Int8, None);
         assert_eq!(int8_keep_float(&a).unwrap(), vec!["layer.0.output.dense"]);
+        // In blocks there is no default.
+        assert!(int8_keep_float(&args(WeightDtype::Int8, Some(32)))
+            .unwrap()
+            .is_empty());
         a.int8_keep_float = Some(vec!["none".into()]);
         assert!(int8_keep_float(&a).unwrap().is_empty());
         a.int8_keep_float = Some(vec!["layer.4.attention.self".into(), "intermediate".into()]);

@@ -123,8 +123,9 @@ pub struct MatMulQuantization {
     /// A weight with fewer input or output features than this stays float (a classifier head
     /// `[d, 2]` costs nothing and would only lose accuracy).
     pub min_features: usize,
-    /// A weight whose full initializer name contains one of these strings stays float
-    /// (e.g. `"intermediate.dense"`).
+    /// A weight whose full name contains one of these as whole dot-separated parts stays
+    /// float (e.g. `"intermediate.dense"`, `"layer.0.output.dense"`: the latter does not match
+    /// `layer.10.output.dense` nor `layer.0.attention.output.dense`).
     pub keep_float: Vec<String>,
     /// How the products' float inputs are quantized at run time.
     pub activations: ActivationQuantization,
@@ -145,8 +146,14 @@ impl MatMulQuantization {
     pub fn applies(&self, prefix: &str, out_features: usize, in_features: usize) -> bool {
         out_features >= self.min_features
             && in_features >= self.min_features
-            && !self.keep_float.iter().any(|k| prefix.contains(k.as_str()))
+            && !self.keep_float.iter().any(|k| names_part(prefix, k))
     }
+}
+
+/// Whether `part` is a run of whole dot-separated parts of `name` (`layer.1` is a part of
+/// `encoder.layer.1.output`, not of `encoder.layer.11.output`).
+pub fn names_part(name: &str, part: &str) -> bool {
+    format!(".{name}.").contains(&format!(".{part}."))
 }
 
 /// Per-output-channel symmetric int8 quantization of a row-major `[out, in]` weight (a PyTorch
@@ -416,6 +423,14 @@ impl GraphBuilder {
     /// The nodes added so far, in order.
     pub fn nodes(&self) -> &[NodeProto] {
         &self.proto.node
+    }
+
+    /// The names of the initializers so far.
+    pub fn initializer_names(&self) -> impl Iterator<Item = &str> {
+        self.proto
+            .initializer
+            .iter()
+            .filter_map(|t| t.name.as_deref())
     }
 
     // ----------------------------------------------------------------------------------
@@ -1746,5 +1761,26 @@ fn value_info(name: &str, elem_type: DataType, dims: &[Dim]) -> ValueInfoProto {
         name: Some(name.to_owned()),
         r#type: Some(TypeProto::tensor(elem_type, dims)),
         doc_string: None,
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn kept_float_names_match_whole_dot_separated_parts() {
+        let q = MatMulQuantization {
+            keep_float: vec!["layer.1".into(), "output.dense".into()],
+            ..Default::default()
+        };
+        let applies = |p: &str| q.applies(p, 128, 128);
+        assert!(!applies("encoder.layer.1.attention.self.query"));
+        assert!(applies("encoder.layer.11.attention.self.query"));
+        assert!(!applies("encoder.layer.3.output.dense"));
+        assert!(!applies("encoder.layer.3.attention.output.dense"));
+        assert!(applies("encoder.layer.3.intermediate.dense"));
+        assert!(names_part("a.b.c", "a.b.c") && names_part("a.b.c", "b"));
+        assert!(!names_part("a.bc", "b") && !names_part("a.b.c", "b.c.d"));
     }
 }

@@ -96,7 +96,7 @@ pub mod proto;
 
 pub use graph::with_correction;
 pub use graph::{
-    quantize_blocks, quantize_per_channel, quantize_per_row, quantize_row_blocks,
+    names_part, quantize_blocks, quantize_per_channel, quantize_per_row, quantize_row_blocks,
     ActivationQuantization, EmbeddingQuantization, GraphBuilder, MatMulQuantization,
     MultiHeadAttention, GELU_FLOOR, MIN_OPSET, MS_DOMAIN,
 };

@@ -64,7 +64,8 @@ pub struct ServeArgs {
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 1024, value_parser = positive_usize))]
     pub max_connections: usize,
     /// Seconds a connection may stay open without sending a request (or while sending its
-    /// headers) before it is closed.
+    /// headers), or with an answer it does not read (a write that makes no progress), before
+    /// it is closed (at least 0.1).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 60.0, value_name = "S"))]
     pub idle_timeout: f64,
     /// Generation: the most new tokens a request may ask for (max_new_tokens; 422 beyond).

@@ -399,11 +399,15 @@ impl GenModel {
                     )));
                 }
                 if room(ids) < n {
+                    let fix = if req.default_max_new_tokens {
+                        "shorten the prompt: it leaves no room for a new token"
+                    } else {
+                        "shorten the prompt or ask for fewer new tokens"
+                    };
                     return Err(ApiError::unprocessable(format!(
-                        "prompt {i} has {} tokens; with the {}-row soft prompt and \
-                         max_new_tokens {n} that is {} positions, above the model's \
-                         max_sequence_len {}: shorten the prompt or lower \
-                         parameters.max_new_tokens",
+                        "prompt {i} has {} tokens; with the {}-row soft prompt and {n} new \
+                         tokens that is {} positions, above the model's max_sequence_len {}: \
+                         {fix}",
                         ids.len(),
                         spec.prompt_len,
                         spec.prompt_len + ids.len() + n,
@@ -668,13 +672,15 @@ fn generate_round(runner: &mut dyn GenRunner, jobs: Vec<GenJob>, stats: &ModelSt
 
 /// Runs `group` as one call and answers each job with its rows. The run stops when no job
 /// is listening any more. If it fails, each job that has not been sent a piece yet is run
-/// alone (`retry_alone`), so one bad request fails only itself.
+/// alone (`retry_alone`), so one bad request fails only itself; once a job alone fails the
+/// same way, the failure is the model's, and the rest fail without a run. Returns the
+/// failure, if any.
 fn run_group(
     runner: &mut dyn GenRunner,
     group: Vec<GenJob>,
     stats: &ModelStats,
     retry_alone: bool,
-) {
+) -> Option<String> {
     // Row r of the call is prompt k of job j: owner[r] = (j, k).
     let mut owner = Vec::new();
     let mut rows = Vec::new();
@@ -718,7 +724,7 @@ fn run_group(
             rows.len()
         )),
         // Every client of the group went away (the handlers count them).
-        Ok(Err(e)) if e.downcast_ref::<Cancelled>().is_some() => return,
+        Ok(Err(e)) if e.downcast_ref::<Cancelled>().is_some() => return None,
         Ok(Err(e)) => Err(format!("{e:#}")),
         Err(panic) => Err(format!(
             "the model panicked: {}",
@@ -740,26 +746,31 @@ fn run_group(
                 let mine = outs.by_ref().take(job.rows.len()).collect();
                 let _ = job.events.send(GenEvent::Done(mine));
             }
+            None
         }
         Err(why) if retry_alone && group.len() > 1 => {
             tracing::warn!(
                 "a generation run of {} requests failed ({why}); running them one by one",
                 group.len()
             );
+            let mut systemic = false;
             for (job, was_sent) in group.into_iter().zip(sent) {
-                if was_sent {
-                    // Its client has text of the failed run already: it cannot start again.
+                if was_sent || systemic {
+                    // Its client has text of the failed run already (it cannot start again),
+                    // or the model fails whatever it runs.
                     let _ = job.events.send(GenEvent::Failed(why.clone()));
-                } else {
-                    run_group(runner, vec![job], stats, false);
+                } else if run_group(runner, vec![job], stats, false).as_deref() == Some(&why) {
+                    systemic = true;
                 }
             }
+            Some(why)
         }
         Err(why) => {
             tracing::error!("a generation run failed: {why}");
             for job in group {
                 let _ = job.events.send(GenEvent::Failed(why.clone()));
             }
+            Some(why)
         }
     }
 }
@@ -1041,6 +1052,22 @@ mod tests {
         assert_eq!(ends[3].1, GenEvent::Failed("row 666 is bad".into()));
         assert_eq!(stats.runs.load(Ordering::Relaxed), 4);
         assert_eq!(stats.new_tokens.load(Ordering::Relaxed), 3 * 2 + 3);
+    }
+
+    #[test]
+    fn a_failure_every_request_meets_alone_is_not_retried_for_each() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut echo = Echo {
+            calls: calls.clone(),
+            ..Default::default()
+        };
+        let (jobs, rxs): (Vec<_>, Vec<_>) = (0..4).map(|_| job(vec![vec![666]], 2, true)).unzip();
+        generate_round(&mut echo, jobs, &ModelStats::default());
+        // The batch, then the first request alone: the same failure, so the model's.
+        assert_eq!(*calls.lock().unwrap(), vec![4, 1]);
+        for rx in rxs {
+            assert_eq!(drain(rx).1, GenEvent::Failed("row 666 is bad".into()));
+        }
     }
 
     #[test]

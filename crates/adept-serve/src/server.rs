@@ -134,8 +134,9 @@ impl ServeOptions {
             "--max-connections must be at least 1"
         );
         ensure!(
-            !self.idle_timeout.is_zero(),
-            "--idle-timeout must be more than 0 s"
+            self.idle_timeout >= Duration::from_millis(100),
+            "--idle-timeout must be at least 0.1 s, not {} s (it also bounds a stalled write)",
+            self.idle_timeout.as_secs_f64()
         );
         for o in &self.cors_origins {
             ensure!(
@@ -935,7 +936,13 @@ fn stream_events(
             answering.error(&message)
         };
         loop {
-            let event = match rx.recv().await {
+            // A client that leaves is noticed at once, not at the next piece: dropping `rx`
+            // tells the worker (a queued request is then skipped, a run stopped).
+            let next = tokio::select! {
+                next = rx.recv() => next,
+                _ = tx.closed() => return,
+            };
+            let event = match next {
                 Some(GenEvent::Piece { index, text }) => answering.piece(&model.name, index, &text),
                 Some(GenEvent::Done(outs)) => {
                     waiting.answered = true;
