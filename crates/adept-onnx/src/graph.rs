@@ -38,7 +38,7 @@ pub struct GraphBuilder {
     quantization: Option<MatMulQuantization>,
     /// `DynamicQuantizeLinear` outputs `[q, scale, zero_point]` per quantized float value, so
     /// products reading the same value (a layer's query, key and value) quantize it once.
-    quantized_inputs: HashMap<String, [String; 3]>,
+    quantized_inputs: HashMap<String, QuantizedInput>,
     /// Values known to be bounded below (GELU ≥ −0.17, ReLU ≥ 0): per row they are quantized
     /// as `x − floor` on the full unsigned range (see [`dynamic_quantize`](Self::dynamic_quantize)).
     lower_bounds: HashMap<String, f32>,
@@ -77,6 +77,23 @@ pub enum ActivationQuantization {
     /// logits stay closer to f32, at some speed (see `adept_export::emit::int8_quantization`).
     /// `block` is a power of two, at least 16.
     Blocks(usize),
+}
+
+/// A value quantized to `uint8` at run time by [`GraphBuilder::dynamic_quantize`]: the value
+/// is `(q − zero_point) · scale / levels` within half a step. Per row `scale` is each row's
+/// largest magnitude `[..., 1]` and `levels` 127 (255 one-sided); per tensor `scale` is
+/// `DynamicQuantizeLinear`'s step and `levels` 1. The products divide their weight scales by
+/// `levels`, so no node computes the step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedInput {
+    /// The `uint8` codes, of the value's shape.
+    pub q: String,
+    /// The scale, times `levels` (see above).
+    pub scale: String,
+    /// The scalar `uint8` zero point.
+    pub zero_point: String,
+    /// What the products divide their weight scales by.
+    pub levels: f32,
 }
 
 /// `bias + correction` (either may be absent; `None` when both are).
@@ -1169,17 +1186,17 @@ impl GraphBuilder {
     }
 
     /// `x [..., in_features]` quantized to `uint8` at run time, as the configured
-    /// [`ActivationQuantization`] says; returns `[q, scale, zero_point]` with `q` of `x`'s shape
-    /// and `x ≈ (q − zero_point) · scale`:
+    /// [`ActivationQuantization`] says; returns `q` of `x`'s shape, a scale and a zero point
+    /// with `x ≈ (q − zero_point) · scale / levels` (see [`QuantizedInput`]):
     /// - [`PerRow`](ActivationQuantization::PerRow): `max [..., 1] = max(max_k |x[.., k]|,
-    ///   1e-12)` (`Abs`, `ReduceMax`), `scale = max / 127`, `q = QuantizeLinear(x · 127 / max,
-    ///   1, 128)`, `zero_point` the scalar `uint8` 128;
+    ///   1e-12)` (`Abs`, `ReduceMax`, `Max`), `q = QuantizeLinear(x / max, 1 / 127, 128)`; the
+    ///   scale is `max` and `levels` 127, which the products fold into their weight scales;
     /// - [`PerTensor`](ActivationQuantization::PerTensor): `DynamicQuantizeLinear(x)` (scalar
-    ///   scale and zero point over the whole tensor).
+    ///   scale and zero point over the whole tensor, `levels` 1).
     ///
     /// Done once per value: a second call with the same `x` returns the first call's outputs,
     /// so a layer's query, key and value share one quantization.
-    pub fn dynamic_quantize(&mut self, x: &str) -> [String; 3] {
+    pub fn dynamic_quantize(&mut self, x: &str) -> QuantizedInput {
         if let Some(q) = self.quantized_inputs.get(x) {
             return q.clone();
         }
@@ -1188,7 +1205,7 @@ impl GraphBuilder {
             .as_ref()
             .is_none_or(|q| q.activations == ActivationQuantization::PerRow);
         let floor = self.lower_bounds.get(x).copied().filter(|_| per_row);
-        let q: [String; 3] = if let Some(floor) = floor {
+        let q = if let Some(floor) = floor {
             // One-sided (GELU, ReLU): `x − floor ≥ 0` on 0..255 with zero point 0, one scale
             // per row `max_k (x − floor) / 255`: twice the levels of the symmetric form.
             let shift = self.scalar_f32(-floor);
@@ -1200,23 +1217,40 @@ impl GraphBuilder {
             let abs = self.op("Abs", &[x], vec![]);
             self.quantize_rows(x, &abs, 127.0, 128)
         } else {
-            let outputs = self.node("", "DynamicQuantizeLinear", &[x], 3, vec![]);
-            outputs.try_into().expect("three outputs")
+            let [q, scale, zero_point]: [String; 3] = self
+                .node("", "DynamicQuantizeLinear", &[x], 3, vec![])
+                .try_into()
+                .expect("three outputs");
+            QuantizedInput {
+                q,
+                scale,
+                zero_point,
+                levels: 1.0,
+            }
         };
         self.quantized_inputs.insert(x.to_owned(), q.clone());
         q
     }
 
     /// `v [..., K]` quantized to `uint8` row by row: `max = max(max_k range[.., k], 1e-12)`
-    /// (so an all-zero row stays 0), scale `max / levels`, `q = QuantizeLinear(v · (levels /
-    /// max), 1, zero_point)`; `[q, scale [..., 1], zero_point]`.
+    /// (so an all-zero row stays 0), `q = QuantizeLinear(v / max, 1 / levels, zero_point)`;
+    /// the scale is `max [..., 1]` (the step `max / levels`, with `levels` left to the weight
+    /// scales of the products).
     ///
-    /// The row scales are applied by a broadcast `Mul` before one per-tensor `QuantizeLinear`
-    /// of unit scale (ONNX Runtime's vectorized path) rather than by a per-axis
-    /// `QuantizeLinear` over `v` reshaped to `[rows, K]`: six nodes per quantized value
-    /// instead of eleven, with no `Shape`/`Reshape`/`Expand` (this costs serving time at batch
-    /// 1 and session start-up in the browser).
-    fn quantize_rows(&mut self, v: &str, range: &str, levels: f32, zero_point: u8) -> [String; 3] {
+    /// The row maxima divide `v` by a broadcast `Div` before one per-tensor `QuantizeLinear`
+    /// (ONNX Runtime's vectorized path) rather than by a per-axis `QuantizeLinear` over `v`
+    /// reshaped to `[rows, K]`: four nodes per quantized value besides the one that makes
+    /// `range` (`Abs`, or the shift of a one-sided value) instead of eleven, with no
+    /// `Shape`/`Reshape`/`Expand`, and with `levels` folded into the weights no node computes
+    /// the step itself (each node costs serving time at batch 1 and session start-up in the
+    /// browser).
+    fn quantize_rows(
+        &mut self,
+        v: &str,
+        range: &str,
+        levels: f32,
+        zero_point: u8,
+    ) -> QuantizedInput {
         let keepdims = AttributeProto::int("keepdims", 1);
         let max = if self.opset >= 18 {
             let axes = self.const_i64(&[-1]);
@@ -1230,18 +1264,19 @@ impl GraphBuilder {
         };
         let tiny = self.scalar_f32(1e-12);
         let max = self.max(&max, &tiny);
+        let unit = self.div(v, &max);
         let step = self.scalar_f32(1.0 / levels);
-        let scale = self.mul(&max, &step);
-        let levels = self.scalar_f32(levels);
-        let inverse = self.div(&levels, &max);
-        let unit = self.mul(v, &inverse);
-        let one = self.scalar_f32(1.0);
         let zero = self.constant(
             TensorProto::from_raw("", DataType::Uint8, &[], vec![zero_point]),
             format!("scalar_u8_{zero_point}"),
         );
-        let q = self.op("QuantizeLinear", &[&unit, &one, &zero], vec![]);
-        [q, scale, zero]
+        let q = self.op("QuantizeLinear", &[&unit, &step, &zero], vec![]);
+        QuantizedInput {
+            q,
+            scale: max,
+            zero_point: zero,
+            levels,
+        }
     }
 
     /// A PyTorch `nn.Linear` called `prefix` as a dynamically quantized product:
@@ -1249,7 +1284,8 @@ impl GraphBuilder {
     /// `MatMulInteger` with the `int8 [in, out]` weight `"<prefix>.weight_quantized"` (see
     /// [`quantize_per_channel`]) and zero points `"<prefix>.weight_zero_point"`, `Cast` to
     /// float, `Mul` by `x_scale · "<prefix>.weight_scale" [out]` (`x_scale` a scalar or
-    /// `[..., 1]` per row), `Add` of `"<prefix>.bias"` (per row `Sub` of
+    /// `[..., 1]` per row; `weight_scale` the per-channel scale divided by the input's
+    /// [`QuantizedInput::levels`]), `Add` of `"<prefix>.bias"` (per row `Sub` of
     /// `"<prefix>.bias_negated"`, see the code). ONNX Runtime's CPU optimizer fuses this into
     /// `MatMulIntegerToFloat` (per-row and per-column scales; u8·s8 kernels, VNNI where the
     /// CPU has it) or, per tensor, `DynamicQuantizeMatMul`. All standard operators, so ONNX
@@ -1315,7 +1351,12 @@ impl GraphBuilder {
     ) -> Result<(String, Option<Vec<f32>>)> {
         let full = self.qualify(prefix);
         let (q, scales) = quantize_per_channel(weight, [out_features, in_features]);
-        let [xq, x_scale, x_zero] = self.dynamic_quantize(x);
+        let QuantizedInput {
+            q: xq,
+            scale: x_scale,
+            zero_point: x_zero,
+            levels,
+        } = self.dynamic_quantize(x);
         // A shifted input (x = x' + floor) adds floor · Σ_k W[o, k] to every output, from the
         // dequantized weights the product actually uses.
         let correction = self.quantized_shift.get(x).copied().map(|floor| {
@@ -1335,7 +1376,8 @@ impl GraphBuilder {
                 &q,
                 format!(
                     "int8 transpose of the [{out_features}, {in_features}] parameter \
-                     {full}.weight, per output channel: weight ≈ weight_quantized · weight_scale"
+                     {full}.weight, per output channel: weight ≈ weight_quantized · weight_scale · {levels} \
+                     (the levels of the quantized input, folded in)"
                 ),
             )?;
             let name = g.qualify("weight_zero_point");
@@ -1345,7 +1387,8 @@ impl GraphBuilder {
                 &[out_features as i64],
                 vec![0u8; out_features],
             ))?;
-            let ws = g.initializer_f32("weight_scale", &[out_features], &scales)?;
+            let folded: Vec<f32> = scales.iter().map(|s| s / levels).collect();
+            let ws = g.initializer_f32("weight_scale", &[out_features], &folded)?;
             let acc = g.op("MatMulInteger", &[&xq, &wq, &x_zero, &wz], vec![]);
             let acc = g.cast(&acc, DataType::Float);
             let scale = g.mul(&x_scale, &ws);
