@@ -733,11 +733,18 @@ fn run_group(
     };
     match outcome {
         Ok(outs) => {
+            // The run's prompts are padded to its longest (left for a decoder, right for a
+            // T5 encoder) and prefilled together.
             let prompt_tokens: usize = rows.iter().map(Vec::len).sum();
+            let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
             let new_tokens: usize = outs.iter().map(|o| o.token_ids.len()).sum();
             stats
                 .real_tokens
                 .fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+            stats.padded_tokens.fetch_add(
+                (longest * rows.len() - prompt_tokens) as u64,
+                Ordering::Relaxed,
+            );
             stats
                 .new_tokens
                 .fetch_add(new_tokens as u64, Ordering::Relaxed);
@@ -1052,6 +1059,11 @@ mod tests {
         assert_eq!(ends[3].1, GenEvent::Failed("row 666 is bad".into()));
         assert_eq!(stats.runs.load(Ordering::Relaxed), 4);
         assert_eq!(stats.new_tokens.load(Ordering::Relaxed), 3 * 2 + 3);
+        // Prompts of the answered runs: [1, 9], [2], [4, 4, 4] padded to 3 (6 real, 3 padding),
+        // then [3] alone; the failed runs count nothing.
+        let s = stats.snapshot();
+        assert_eq!((s.real_tokens, s.padded_tokens), (7, 3));
+        assert_eq!(s.padding_fraction, 0.3);
     }
 
     #[test]

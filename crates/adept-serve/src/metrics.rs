@@ -31,7 +31,8 @@ pub struct ModelStats {
     pub round_requests: AtomicU64,
     /// ONNX Runtime runs (padded batches).
     pub runs: AtomicU64,
-    /// Token positions of the inputs themselves, and those added as padding.
+    /// Token positions of the inputs themselves, and those added as padding (generation: the
+    /// prompts of each answered run, padded to its longest prompt).
     pub real_tokens: AtomicU64,
     pub padded_tokens: AtomicU64,
     /// Tokens generated (generation models; EOS ids included).

@@ -3,11 +3,11 @@
 //! LayerNorm and feed-forward + residual + LayerNorm. Initializers carry the Hugging Face
 //! names (`embeddings.position_embeddings.weight`, `encoder.layer.3.attention.self.query.weight`).
 //!
-//! Written for ONNX Runtime's fused CPU kernels, in the layout its own BERT optimizer produces:
-//! attention is one `com.microsoft:MultiHeadAttention` (q/k/v biases inside it), each residual
-//! connection one `com.microsoft:SkipLayerNormalization` (the dense bias inside it; ONNX
-//! Runtime would not fuse `Add` + `LayerNormalization` itself because the sequence length is
-//! dynamic), and the feed-forward `MatMul` + bias `Add` + erf-GELU is left in the pattern ONNX
+//! Written for ONNX Runtime's fused CPU kernels, much in the layout its own BERT optimizer
+//! produces: attention is one `com.microsoft:MultiHeadAttention` (q/k/v biases inside it), each
+//! residual connection one `Sum` (the dense bias inside it) and a standard `LayerNormalization`
+//! (not `com.microsoft:SkipLayerNormalization`, whose CPU kernel is several times slower; see
+//! `GraphBuilder::skip_layer_norm_from`), and the feed-forward `MatMul` + bias `Add` + erf-GELU is left in the pattern ONNX
 //! Runtime rewrites to `MatMul` + `BiasGelu` (tanh-GELU: `FastGelu`).
 //!
 //! **Lean form** ([`EncoderInputs::constant_prompt`]). The soft prompt sits at positions
@@ -131,7 +131,7 @@ pub fn embeddings(g: &mut GraphBuilder, enc: &BertEncoder, x: &EncoderInputs) ->
 }
 
 /// A frozen linear's bias, stored as `"<prefix>.bias"` (scoped), for a kernel that adds it
-/// itself (`MultiHeadAttention`, `SkipLayerNormalization`).
+/// itself (`MultiHeadAttention`, the residual `Sum`).
 fn bias_of(g: &mut GraphBuilder, prefix: &str, l: &FrozenLinear) -> Result<Option<String>> {
     l.bias()
         .map(|b| {
@@ -179,7 +179,7 @@ fn matmul_only(g: &mut GraphBuilder, prefix: &str, x: &str, l: &FrozenLinear) ->
     g.linear(prefix, x, &w, [l.out_features(), l.in_features()], None)
 }
 
-/// `LayerNorm(input + bias + residual)` as one `SkipLayerNormalization` (the LayerNorm's
+/// `LayerNorm(input + bias + residual)` as `Sum` + `LayerNormalization` (the LayerNorm's
 /// parameters under `prefix`).
 fn residual_norm(
     g: &mut GraphBuilder,
@@ -205,7 +205,7 @@ fn residual_norm(
 ///
 /// As ONNX Runtime's own BERT fusion lays it out: the projections are bare `MatMul`s, their
 /// biases go packed (`self.qkv_bias = [query.bias; key.bias; value.bias]`) into
-/// `MultiHeadAttention`, and the output projection's bias into `SkipLayerNormalization`.
+/// `MultiHeadAttention`, and the output projection's bias into the residual `Sum`.
 pub fn self_attention(
     g: &mut GraphBuilder,
     layer: &BertLayer,
@@ -238,7 +238,7 @@ fn packed_qkv_bias(layer: &BertLayer) -> Result<Vec<f32>> {
 
 /// The self-attention block from its bare projections `q [batch, rows, d]`, `k`, `v [batch, L,
 /// d]` (no biases yet): `MultiHeadAttention` (with `self.qkv_bias`), the output projection and
-/// `SkipLayerNormalization` with `residual [batch, rows, d]` (the rows the queries came from).
+/// the residual LayerNorm with `residual [batch, rows, d]` (the rows the queries came from).
 /// Call inside the `attention` scope.
 fn attention_from_projections(
     g: &mut GraphBuilder,
@@ -313,7 +313,7 @@ pub fn self_attention_packed(
 }
 
 /// Feed-forward block: `intermediate.dense` → activation → `output.dense` → residual +
-/// LayerNorm (`SkipLayerNormalization`, with `output.dense.bias` inside it).
+/// LayerNorm (`Sum` with `output.dense.bias`, `LayerNormalization`).
 pub fn feed_forward(
     g: &mut GraphBuilder,
     layer: &BertLayer,
@@ -347,7 +347,7 @@ pub fn feed_forward(
         g.scope("intermediate", |g| activation(g, act, &h))
     };
     // A quantized output.dense reads the GELU output shifted to be non-negative: the shift's
-    // correction joins the bias inside SkipLayerNormalization.
+    // correction joins the bias in the residual Sum.
     let (out, correction) = unbiased(g, "output.dense", &h, &layer.output)?;
     let bias = corrected_bias(g, "output.dense", &layer.output, correction)?;
     residual_norm(

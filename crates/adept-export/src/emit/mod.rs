@@ -125,7 +125,7 @@ pub const INT8_KEEP_FLOAT_DEFAULT: &[&str] = &["layer.0.output.dense"];
 /// `Div` by the row maximum, and one per-tensor `QuantizeLinear` of step 1/127, the 1/127
 /// folded into the products' weight scales: see `adept_onnx::QuantizedInput`), and no bias
 /// `Add` follows a product: the feed-forward's first bias goes into a `com.microsoft:BiasGelu`,
-/// the second product's shift correction into the `SkipLayerNormalization` bias (see
+/// the second product's shift correction into the residual `Sum`'s bias (see
 /// `GraphBuilder::linear_unbiased`). MiniLM's default int8 graph has 331 nodes (379 with seven
 /// ops per quantized value, 560 with bias ops after the products; the latter step shortened the
 /// browser page's session start by ~180 ms).
