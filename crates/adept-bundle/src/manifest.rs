@@ -414,6 +414,11 @@ pub struct BundleManifest {
     /// Default-domain ONNX opset.
     pub opset: i64,
     pub dtype: WeightDtype,
+    /// int8 bundles: the weight-name parts (`layer.0.output.dense`) whose products stayed
+    /// float beside the head (`adept export --int8-keep-float`); empty otherwise, and absent
+    /// from the file when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub int8_keep_float: Vec<String>,
     pub fold: FoldMode,
     /// `adept`, `dept`, `pt`, `head-only` or `frozen`.
     pub method: Method,
@@ -508,6 +513,12 @@ impl BundleManifest {
             self.model_family
         );
         let method = self.method;
+        ensure!(
+            self.int8_keep_float.is_empty() || self.dtype == WeightDtype::Int8,
+            "int8_keep_float {:?} is set but dtype is {}: only int8 bundles keep products float",
+            self.int8_keep_float,
+            self.dtype
+        );
         if let Some(d) = &self.decoder {
             return self.validate_decoder(d);
         }

@@ -262,8 +262,17 @@ fn int8_keep_float_names_products_and_refuses_names_that_match_none() {
             .and_then(|p| p.value.clone())
             .unwrap_or_default()
     };
-    export(&["layer.0.output.dense"], "default").unwrap();
+    let report = export(&["layer.0.output.dense"], "default").unwrap();
     assert_eq!(metadata("default"), "encoder.layer.0.output.dense");
+    // The manifest lists them too, and reads back.
+    let manifest = adept_bundle::BundleManifest::read(&tmp.path().join("default")).unwrap();
+    assert_eq!(manifest.int8_keep_float, ["encoder.layer.0.output.dense"]);
+    assert_eq!(report.manifest, manifest);
+    // Every product int8: nothing listed (and the field is left out of adept.json).
+    export(&[], "none").unwrap();
+    let text = std::fs::read_to_string(tmp.path().join("none").join("adept.json")).unwrap();
+    assert!(!text.contains("int8_keep_float"), "{text}");
+    assert_eq!(metadata("none"), "");
     // `layer.1` is every product of layer 1 (and would not be layer 11's).
     export(&["layer.1"], "layer1").unwrap();
     let kept = metadata("layer1");

@@ -249,6 +249,8 @@ pub fn manifest_for(
         num_outputs: n,
         opset: opts.opset,
         dtype: opts.dtype,
+        // Filled in from what `model_bytes` kept float.
+        int8_keep_float: Vec::new(),
         fold,
         method: model.adapter.method().to_string().parse()?,
         pooling: model.pooling,
@@ -260,13 +262,15 @@ pub fn manifest_for(
     })
 }
 
-/// The serialized ONNX model for `model` and the number of nodes.
+/// The serialized ONNX model for `model`, the number of nodes, and with int8 the products
+/// kept float besides the head (full names, as the model's metadata `adept.int8_keep_float`
+/// and the manifest record them).
 pub fn model_bytes(
     model: &Classifier,
     fold: FoldMode,
     opts: &ExportOptions,
     manifest: &BundleManifest,
-) -> Result<(Vec<u8>, usize)> {
+) -> Result<(Vec<u8>, usize, Vec<String>)> {
     let mut builder = emit::classifier_graph(
         model,
         &GraphOptions {
@@ -295,7 +299,7 @@ pub fn model_bytes(
     } else {
         builder.metadata("adept.int8_keep_float", &kept.join(","))
     };
-    Ok((builder.to_bytes()?, nodes))
+    Ok((builder.to_bytes()?, nodes, kept))
 }
 
 /// With int8: the products `opts.int8_keep_float` kept float (recorded in the model's
@@ -393,7 +397,8 @@ pub fn export_classifier(
     let fold = resolve_fold(model, opts)?;
     let mut manifest = manifest_for(model, enc, info, fold, opts)?;
     let staging = Staging::beside(out_dir)?;
-    let (bytes, nodes) = model_bytes(model, fold, opts, &manifest)?;
+    let (bytes, nodes, kept) = model_bytes(model, fold, opts, &manifest)?;
+    manifest.int8_keep_float = kept;
     let model_path = staging.dir.join(MODEL_FILE);
     // Flushed to disk (`fsync`) before the folder is renamed into place: a crash must not leave
     // a complete-looking bundle with a truncated model.

@@ -390,6 +390,7 @@ pub fn export_causal_lm(
         num_outputs: vocab,
         opset: opts.opset,
         dtype: opts.dtype,
+        int8_keep_float: Vec::new(),
         fold,
         method: method.to_string().parse()?,
         pooling: Pooling::Mean,

@@ -36,7 +36,7 @@ pub struct GraphBuilder {
     weight_dtype: DataType,
     /// Dynamic int8 quantization of [`linear`](GraphBuilder::linear)'s products, when set.
     quantization: Option<MatMulQuantization>,
-    /// `DynamicQuantizeLinear` outputs `[q, scale, zero_point]` per quantized float value, so
+    /// The run-time quantization of each quantized float value ([`QuantizedInput`]), so
     /// products reading the same value (a layer's query, key and value) quantize it once.
     quantized_inputs: HashMap<String, QuantizedInput>,
     /// Values known to be bounded below (GELU ≥ −0.17, ReLU ≥ 0): per row they are quantized

@@ -304,6 +304,7 @@ impl ServedModel {
                     "method": m.method,
                     "prompt_length": m.prompt_length,
                     "dtype": m.dtype,
+                    "int8_keep_float": m.int8_keep_float,
                     "fold": m.fold,
                     "device": bundle.device,
                     "bundle": bundle.dir,

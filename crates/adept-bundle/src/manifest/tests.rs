@@ -22,6 +22,7 @@ fn sample(dir: &Path) -> BundleManifest {
         num_outputs: 2,
         opset: 17,
         dtype: WeightDtype::F32,
+        int8_keep_float: Vec::new(),
         fold: FoldMode::Folded,
         method: Method::Adept,
         pooling: Pooling::Mean,
@@ -101,6 +102,10 @@ fn corrupt_or_inconsistent_manifests_are_refused() {
             }),
         ),
         ("method", Box::new(|m| m.method = Method::Dept)),
+        (
+            "only int8 bundles keep products float",
+            Box::new(|m| m.int8_keep_float = vec!["layer.0.output.dense".into()]),
+        ),
     ];
     for (needle, break_it) in cases {
         let mut bad = m.clone();

@@ -43,6 +43,7 @@ fn manifest(max_length: usize, over_length: &str, vocab_size: usize) -> BundleMa
         num_outputs: 2,
         opset: 17,
         dtype: WeightDtype::F32,
+        int8_keep_float: Vec::new(),
         fold: FoldMode::None,
         method: Method::HeadOnly,
         pooling: Pooling::Mean,

@@ -113,6 +113,7 @@ fn tiny_bundle(dir: &Path, edit: impl FnOnce(&mut DecoderSpec)) {
         num_outputs: d.vocab_size,
         opset: 17,
         dtype: WeightDtype::F32,
+        int8_keep_float: Vec::new(),
         fold: FoldMode::Folded,
         method: Method::Adept,
         pooling: Pooling::Mean,
