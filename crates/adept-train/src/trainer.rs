@@ -439,7 +439,7 @@ pub fn run_loop(
         state.step += 1;
         window.1 += idx.len();
 
-        if state.step % cfg.log_every == 0 || state.step == cfg.steps {
+        if state.step.is_multiple_of(cfg.log_every) || state.step == cfg.steps {
             let secs = window.0.elapsed().as_secs_f64();
             let eps = window.1 as f64 / secs.max(1e-9);
             let mut line = serde_json::json!({"event": "train", "step": state.step,
@@ -453,7 +453,7 @@ pub fn run_loop(
         }
         pb.set_position(state.step);
 
-        let eval_now = state.step % cfg.eval_every == 0 || state.step == cfg.steps;
+        let eval_now = state.step.is_multiple_of(cfg.eval_every) || state.step == cfg.steps;
         if eval_now {
             let scores = job.validate(cfg)?;
             let primary = scores.primary;
@@ -489,7 +489,10 @@ pub fn run_loop(
             }
         }
         metrics_log.flush()?;
-        if state.step % cfg.checkpoint_every == 0 || state.step == cfg.steps || stopped_early {
+        if state.step.is_multiple_of(cfg.checkpoint_every)
+            || state.step == cfg.steps
+            || stopped_early
+        {
             let mut tensors = job.tensors();
             tensors.extend(opt.state());
             checkpoint::save(&ckpt_path, &tensors, &state)?;
