@@ -41,6 +41,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A request body as a JSON object: a 400 when it is not JSON, a 422 when it is JSON of another
+/// kind; both messages end with `how` (what the route takes).
+pub fn json_object(body: &[u8], how: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON ({e}); {how}"),
+        )
+    })?;
+    match value {
+        Value::Object(obj) => Ok(obj),
+        other => Err(ApiError::unprocessable(format!(
+            "the body is a JSON {}, not an object; {how}",
+            kind(&other)
+        ))),
+    }
+}
+
 /// The texts of a predict request body, checked against the bundle's fields:
 ///
 /// ```json
@@ -54,18 +72,7 @@ pub fn read_inputs(
     m: &InputSpec<'_>,
     max_inputs: usize,
 ) -> Result<Vec<(String, Option<String>)>, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not JSON ({e}); send {{\"inputs\": [\"a text\", …]}}"),
-        )
-    })?;
-    let Value::Object(mut obj) = value else {
-        return Err(ApiError::unprocessable(format!(
-            "the body is a JSON {}, not an object; send {{\"inputs\": [\"a text\", …]}}",
-            kind(&value)
-        )));
-    };
+    let mut obj = json_object(body, "send {\"inputs\": [\"a text\", …]}")?;
     let inputs = obj.remove("inputs").ok_or_else(|| {
         ApiError::unprocessable(format!(
             "the body has no \"inputs\" (it has {:?}); send {{\"inputs\": [\"a text\", …]}}",

@@ -108,17 +108,7 @@ pub fn read_request(
     max_inputs: usize,
     max_new_tokens_limit: usize,
 ) -> Result<GenRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not JSON ({e}); {GENERATE_SHAPE}"),
-        )
-    })?;
-    let Value::Object(mut obj) = value else {
-        return Err(ApiError::unprocessable(format!(
-            "the body is not a JSON object; {GENERATE_SHAPE}"
-        )));
-    };
+    let mut obj = crate::api::json_object(body, GENERATE_SHAPE)?;
     let inputs = obj.remove("inputs").ok_or_else(|| {
         ApiError::unprocessable(format!(
             "the body has no \"inputs\" (it has {:?}); {GENERATE_SHAPE}",
@@ -832,7 +822,7 @@ mod tests {
         let lm = GenKind::CausalLm;
         let cases: [(&str, GenKind, u16, &str); 17] = [
             ("not json", lm, 400, "not JSON"),
-            (r#"["a"]"#, lm, 422, "not a JSON object"),
+            (r#"["a"]"#, lm, 422, "a JSON array, not an object"),
             (r#"{"prompt": "a"}"#, lm, 422, "has no \"inputs\""),
             (
                 r#"{"inputs": "a", "max_new_tokens": 2}"#,

@@ -245,17 +245,7 @@ pub fn read_request(
     } else {
         "/v1/completions"
     };
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not JSON ({e}); {route} takes an OpenAI request"),
-        )
-    })?;
-    let Value::Object(mut obj) = value else {
-        return Err(unprocessable(format!(
-            "the body is not a JSON object; {route} takes an OpenAI request"
-        )));
-    };
+    let mut obj = crate::api::json_object(body, &format!("{route} takes an OpenAI request"))?;
     let mut take = |k: &str| obj.remove(k).filter(|v| !v.is_null());
     let prompts: Vec<String> = if chat {
         let messages = take("messages").ok_or_else(|| {
