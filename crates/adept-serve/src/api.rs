@@ -59,6 +59,20 @@ pub fn json_object(body: &[u8], how: &str) -> Result<serde_json::Map<String, Val
     }
 }
 
+/// A 413 when a request holds more than `max_inputs` items (`what`: "inputs", "prompts").
+pub fn check_count(n: usize, max_inputs: usize, what: &str) -> Result<(), ApiError> {
+    if n > max_inputs {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{n} {what} in one request; this server takes at most {max_inputs} \
+                 (--max-inputs): split the request"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The texts of a predict request body, checked against the bundle's fields:
 ///
 /// ```json
@@ -93,16 +107,7 @@ pub fn read_inputs(
             "\"inputs\" is empty: send at least one input",
         ));
     }
-    if list.len() > max_inputs {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} inputs in one request; this server takes at most {max_inputs} \
-                 (--max-inputs): split the request",
-                list.len()
-            ),
-        ));
-    }
+    check_count(list.len(), max_inputs, "inputs")?;
     list.iter()
         .enumerate()
         .map(|(i, v)| {

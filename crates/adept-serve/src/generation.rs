@@ -23,7 +23,6 @@ use adept_runtime::seq2seq::{
 };
 use adept_runtime::{ortlib, Generator, RuntimeOptions};
 use anyhow::Result;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -153,16 +152,7 @@ pub fn read_request(
             "\"inputs\" is empty: send at least one prompt",
         ));
     }
-    if prompts.len() > max_inputs {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} prompts in one request; this server takes at most {max_inputs} \
-                 (--max-inputs): split the request",
-                prompts.len()
-            ),
-        ));
-    }
+    crate::api::check_count(prompts.len(), max_inputs, "prompts")?;
     let max_new_tokens = p
         .max_new_tokens
         .unwrap_or(DEFAULT_MAX_NEW_TOKENS.min(max_new_tokens_limit));

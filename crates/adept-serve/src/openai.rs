@@ -18,7 +18,6 @@ use crate::generation::{
     MIN_TEMPERATURE,
 };
 use adept_bundle::generate::{FinishReason, GenerationConfig};
-use axum::http::StatusCode;
 use axum::response::sse::Event;
 use serde_json::{json, Map, Value};
 
@@ -278,16 +277,7 @@ pub fn read_request(
     if prompts.is_empty() {
         return Err(unprocessable("\"prompt\" is empty: send at least one"));
     }
-    if prompts.len() > max_inputs {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} prompts in one request; this server takes at most {max_inputs} \
-                 (--max-inputs): split the request",
-                prompts.len()
-            ),
-        ));
-    }
+    crate::api::check_count(prompts.len(), max_inputs, "prompts")?;
     let _ = take("model");
     let _ = take("user");
     let _ = take("stream_options");
