@@ -17,7 +17,7 @@ use adept_runtime::seq2seq::is_seq2seq_bundle;
 use adept_runtime::{paired_time_ratio, RuntimeOptions, SessionConfig};
 use adept_serve::generation::{open_generation, GenParams, GenRequest, GenRunner};
 use adept_serve::metrics::percentile;
-use adept_serve::{AppState, BatchOptions, ModelSpec, ServeOptions, Server};
+use adept_serve::{BatchOptions, ModelSpec, ServeOptions, Server};
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -116,14 +116,10 @@ pub fn run(a: &BenchArgs, dir: &Path, threads: usize) -> Result<()> {
             max_new_tokens: a.new_tokens,
             ..Default::default()
         };
-        let models =
-            adept_serve::open_models(std::slice::from_ref(&spec), &runtime(max_batch), &opts)?;
-        let state = AppState::new(models, opts)?;
-        Ok(Route::Http(Server::start(
-            state,
-            "127.0.0.1:0".parse()?,
-            2,
-            None,
+        Ok(Route::Http(crate::bench_server::local_server(
+            &spec,
+            &runtime(max_batch),
+            opts,
         )?))
     };
     let clients = a.clients.min(prompts.len());

@@ -200,14 +200,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             },
             ..Default::default()
         };
-        let models = adept_serve::open_models(std::slice::from_ref(&spec), &runtime(intra), &opts)?;
-        let state = AppState::new(models, opts)?;
-        Ok(Route::Http(Server::start(
-            state,
-            "127.0.0.1:0".parse()?,
-            2,
-            None,
-        )?))
+        Ok(Route::Http(local_server(&spec, &runtime(intra), opts)?))
     };
     let mut variants = vec![
         (
@@ -401,6 +394,17 @@ fn answer(route: &Route, texts: &[Text], clients: usize) -> Result<(f64, Vec<f64
 /// Sends requests `0..n` from `clients` threads, each with its own kept-alive connection,
 /// `send(agent, i)` making request `i`; returns the answers in request order and every
 /// request's latency (ms), or the first failure (naming `url`).
+/// `adept serve` of `spec` on a free local port (two I/O threads), for the benches.
+pub(crate) fn local_server(
+    spec: &ModelSpec,
+    runtime: &RuntimeOptions,
+    opts: ServeOptions,
+) -> Result<Server> {
+    let models = adept_serve::open_models(std::slice::from_ref(spec), runtime, &opts)?;
+    let state = AppState::new(models, opts)?;
+    Server::start(state, "127.0.0.1:0".parse()?, 2, None)
+}
+
 pub(crate) fn fan_out<T: Clone + Default + Send>(
     clients: usize,
     n: usize,
