@@ -205,23 +205,10 @@ pub fn read_request(
         eos_token_ids: Vec::new(),
         do_sample: p.do_sample.unwrap_or(sampling),
     };
-    config
-        .validate()
-        .map_err(|e| ApiError::unprocessable(format!("parameters: {e:#}")))?;
-    if config.do_sample && config.temperature < MIN_TEMPERATURE {
-        return Err(ApiError::unprocessable(format!(
-            "temperature {} is below {MIN_TEMPERATURE}: sampling that cold overflows; decode \
-             greedily instead (\"do_sample\": false)",
-            config.temperature
-        )));
-    }
-    if config.stop_strings.len() > MAX_STOP_STRINGS
-        || config.stop_strings.iter().any(|s| s.len() > MAX_STOP_BYTES)
-    {
-        return Err(ApiError::unprocessable(format!(
-            "\"stop\" takes at most {MAX_STOP_STRINGS} strings of at most {MAX_STOP_BYTES} bytes"
-        )));
-    }
+    check_config(
+        &config,
+        "sampling that cold overflows; decode greedily instead (\"do_sample\": false)",
+    )?;
     let num_beams = p.num_beams.unwrap_or(1);
     if num_beams == 0 || num_beams > MAX_BEAMS {
         return Err(ApiError::unprocessable(format!(
@@ -245,6 +232,29 @@ pub fn read_request(
         stream,
         default_max_new_tokens: p.max_new_tokens.is_none(),
     })
+}
+
+/// The checks every generate route makes of a request's [`GenerationConfig`]: its own
+/// `validate`, the sampling temperature's floor ([`MIN_TEMPERATURE`]; `greedy_hint` says how
+/// the route asks for greedy decoding) and the stop strings' limits.
+pub(crate) fn check_config(config: &GenerationConfig, greedy_hint: &str) -> Result<(), ApiError> {
+    config
+        .validate()
+        .map_err(|e| ApiError::unprocessable(format!("parameters: {e:#}")))?;
+    if config.do_sample && config.temperature < MIN_TEMPERATURE {
+        return Err(ApiError::unprocessable(format!(
+            "temperature {} is below {MIN_TEMPERATURE}: {greedy_hint}",
+            config.temperature
+        )));
+    }
+    if config.stop_strings.len() > MAX_STOP_STRINGS
+        || config.stop_strings.iter().any(|s| s.len() > MAX_STOP_BYTES)
+    {
+        return Err(ApiError::unprocessable(format!(
+            "\"stop\" takes at most {MAX_STOP_STRINGS} strings of at most {MAX_STOP_BYTES} bytes"
+        )));
+    }
+    Ok(())
 }
 
 fn json_kind(v: &Value) -> &'static str {

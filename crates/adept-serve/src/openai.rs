@@ -13,10 +13,7 @@
 //! too (as OpenAI's API does).
 
 use crate::api::ApiError;
-use crate::generation::{
-    GenKind, GenModel, GenOutput, GenParams, GenRequest, MAX_STOP_BYTES, MAX_STOP_STRINGS,
-    MIN_TEMPERATURE,
-};
+use crate::generation::{GenKind, GenModel, GenOutput, GenParams, GenRequest};
 use adept_bundle::generate::{FinishReason, GenerationConfig};
 use axum::response::sse::Event;
 use serde_json::{json, Map, Value};
@@ -386,16 +383,6 @@ pub fn read_request(
         )));
     }
     let do_sample = temperature > 0.0;
-    if do_sample && temperature < MIN_TEMPERATURE {
-        return Err(unprocessable(format!(
-            "temperature {temperature} is below {MIN_TEMPERATURE}: send 0 for greedy decoding"
-        )));
-    }
-    if stop.len() > MAX_STOP_STRINGS || stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
-        return Err(unprocessable(format!(
-            "\"stop\" takes at most {MAX_STOP_STRINGS} strings of at most {MAX_STOP_BYTES} bytes"
-        )));
-    }
     let config = GenerationConfig {
         max_new_tokens,
         temperature: if do_sample { temperature } else { 1.0 },
@@ -407,9 +394,7 @@ pub fn read_request(
         eos_token_ids: Vec::new(),
         do_sample,
     };
-    config
-        .validate()
-        .map_err(|e| unprocessable(format!("parameters: {e:#}")))?;
+    crate::generation::check_config(&config, "send 0 for greedy decoding")?;
     Ok(GenRequest {
         prompts,
         params: GenParams {
