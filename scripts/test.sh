@@ -81,6 +81,12 @@ echo "screenshots: target/web-test-output/{ci-web,ci-web-int8}/"
 ./target/release/adept export --adapter runs/ci-web --dtype int8 --int8-blocks 32 --out exports/ci-web-int8-b32 --overwrite
 SKIP_BUILD=1 ADEPT_WEB_BENCH=0 ADEPT_WEB_BUNDLE=exports/ci-web-int8-b32 ADEPT_WEB_TEST_OUT=target/web-test-output-b32 \
     web/test/run.sh 2>&1 | tee -a "$LOG"
+# And per tensor (`--int8-activations per-tensor`: DynamicQuantizeLinear, fused by onnxruntime-web
+# too), the page check only.
+./target/release/adept export --adapter runs/ci-web --dtype int8 --int8-activations per-tensor \
+    --out exports/ci-web-int8-tensor --overwrite
+SKIP_BUILD=1 ADEPT_WEB_BENCH=0 ADEPT_WEB_BUNDLE=exports/ci-web-int8-tensor ADEPT_WEB_TEST_OUT=target/web-test-output-tensor \
+    web/test/run.sh 2>&1 | tee -a "$LOG"
 
 step "browser demo, second family: the tiny random RoBERTa (byte-level BPE, no token types)"
 mkdir -p runs

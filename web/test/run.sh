@@ -99,7 +99,10 @@ for b in "${BUNDLES[@]}"; do
   mkdir -p "$REF"
   echo "==> native references ($b, $(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).dtype' "$ROOT/$b/adept.json"))"
   node "$WEB/test/native-ref.mjs" "$ROOT/$b" "$REF"
-  "$ADEPT_BIN" infer --bundle "$ROOT/$b" --input "$REF/sentences.jsonl" --output "$REF/native.jsonl"
+  # One sentence at a time, as the page runs them (a per-tensor int8 bundle's logits depend on
+  # the batch; the others' do not).
+  "$ADEPT_BIN" infer --bundle "$ROOT/$b" --input "$REF/sentences.jsonl" --output "$REF/native.jsonl" \
+    --batch-size 1
   (cd "$ROOT" && cargo run -q --release -p adept-wasm --example native_ids -- "$ROOT/$b") \
     < "$REF/tricky.jsonl" > "$REF/native_ids.jsonl"
   echo "==> headless Chromium ($CHROMIUM), $b"

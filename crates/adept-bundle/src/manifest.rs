@@ -119,7 +119,8 @@ pub enum WeightDtype {
     F16,
     /// The large matrix products dynamically quantized: per-output-channel symmetric int8
     /// weights and activations quantized to uint8 per row at run time (`QuantizeLinear` +
-    /// `MatMulInteger`), or, exported with `--int8-blocks N`, both in blocks of N inputs
+    /// `MatMulInteger`; with `--int8-activations per-tensor` one scale per input tensor,
+    /// `DynamicQuantizeLinear`), or, exported with `--int8-blocks N`, both in blocks of N inputs
     /// (`com.microsoft:MatMulNBits`, 8 bits; see `adept_export::emit::int8_quantization`), and
     /// the word-embedding table (folded or plain, `[vocab, d]`) stored as int8 with one f32
     /// scale per row, dequantized after the `Gather`; position and token-type embeddings,
@@ -146,6 +147,81 @@ impl std::fmt::Display for WeightDtype {
             Self::F16 => "f16",
             Self::Int8 => "int8",
         })
+    }
+}
+
+/// How an int8 bundle quantizes its products' inputs at run time (`adept export --dtype int8
+/// --int8-activations …`, `--int8-blocks N`); recorded in `adept.json` as `"per-row"`,
+/// `"per-tensor"` or `"blocks-N"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Int8Activations {
+    /// One scale per row (token), computed in the graph (`ReduceMax` of `|x|`, `Div`,
+    /// `QuantizeLinear`): a sentence's logits do not depend on its batch-mates.
+    #[default]
+    PerRow,
+    /// One scale for the whole input tensor (`DynamicQuantizeLinear`, which ONNX Runtime fuses
+    /// with the product into `DynamicQuantizeMatMul`): the fastest, but every sentence of a
+    /// batch shares the scale, so a sentence's logits move a little with its batch-mates.
+    PerTensor,
+    /// Weights and inputs in blocks of this many inputs (`com.microsoft:MatMulNBits`, 8 bits):
+    /// the closest to f32, the slowest on CPU; batch-independent.
+    Blocks(usize),
+}
+
+impl Int8Activations {
+    /// The block size of [`Blocks`](Self::Blocks).
+    pub fn block(self) -> Option<usize> {
+        match self {
+            Self::Blocks(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Whether a sentence's logits are independent of the other sentences of its batch.
+    pub fn batch_independent(self) -> bool {
+        self != Self::PerTensor
+    }
+}
+
+impl std::str::FromStr for Int8Activations {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim().to_ascii_lowercase().replace('_', "-");
+        match s.as_str() {
+            "per-row" | "row" => Ok(Self::PerRow),
+            "per-tensor" | "tensor" => Ok(Self::PerTensor),
+            other => match other.strip_prefix("blocks-").map(str::parse::<usize>) {
+                Some(Ok(n)) if n >= 16 && n.is_power_of_two() => Ok(Self::Blocks(n)),
+                _ => bail!(
+                    "unknown int8 activation quantization {other:?} (per-row, per-tensor, or \
+                     blocks-N with N a power of two of at least 16)"
+                ),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Int8Activations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PerRow => f.write_str("per-row"),
+            Self::PerTensor => f.write_str("per-tensor"),
+            Self::Blocks(n) => write!(f, "blocks-{n}"),
+        }
+    }
+}
+
+impl TryFrom<String> for Int8Activations {
+    type Error = anyhow::Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<Int8Activations> for String {
+    fn from(a: Int8Activations) -> String {
+        a.to_string()
     }
 }
 
@@ -419,6 +495,10 @@ pub struct BundleManifest {
     /// from the file when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub int8_keep_float: Vec<String>,
+    /// int8 bundles: how the products' inputs are quantized at run time (absent from bundles
+    /// written before it was recorded, which are per row or in blocks, and from non-int8 ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_activations: Option<Int8Activations>,
     pub fold: FoldMode,
     /// `adept`, `dept`, `pt`, `head-only` or `frozen`.
     pub method: Method,
@@ -519,6 +599,13 @@ impl BundleManifest {
             self.int8_keep_float,
             self.dtype
         );
+        if let Some(a) = self.int8_activations {
+            ensure!(
+                self.dtype == WeightDtype::Int8,
+                "int8_activations {a} is set but dtype is {}: only int8 bundles quantize activations",
+                self.dtype
+            );
+        }
         if let Some(d) = &self.decoder {
             return self.validate_decoder(d);
         }

@@ -361,7 +361,18 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         FOLDED_INT8_BLOCKS,
         adept_export::ExportOptions {
             dtype: int8,
-            int8_blocks: Some(32),
+            int8_activations: adept_bundle::Int8Activations::Blocks(32),
+            ..Default::default()
+        },
+    )?;
+    // And per tensor (`--int8-activations per-tensor`, every product int8, its default):
+    // ONNX Runtime's fused DynamicQuantizeMatMul, the fastest; batch-mates share the scale.
+    export_folded(
+        FOLDED_INT8_TENSOR,
+        adept_export::ExportOptions {
+            dtype: int8,
+            int8_activations: adept_bundle::Int8Activations::PerTensor,
+            int8_keep_float: Vec::new(),
             ..Default::default()
         },
     )?;
@@ -513,6 +524,11 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         find(FOLDED_INT8_BLOCKS),
         f,
     );
+    show(
+        "ADePT folded int8 per tensor / f32:",
+        find(FOLDED_INT8_TENSOR),
+        f,
+    );
     show("ADePT folded lean / full graph:", f, find(FOLDED_FULL));
     show_goal(
         "ADePT folded / torch.onnx.export f32:",
@@ -523,6 +539,12 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     show_goal(
         "ADePT folded int8 / torch.onnx.export + quantize_dynamic:",
         find("adept-folded-int8"),
+        find(PY_TORCH_INT8),
+        Some(1.2),
+    );
+    show_goal(
+        "ADePT int8 per tensor / torch.onnx.export + quantize_dynamic:",
+        find(FOLDED_INT8_TENSOR),
         find(PY_TORCH_INT8),
         Some(1.2),
     );
@@ -578,6 +600,8 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
 const FOLDED_FULL: &str = "adept-folded-full";
 /// The folded ADePT bundle with `--dtype int8 --int8-blocks 32`.
 const FOLDED_INT8_BLOCKS: &str = "adept-folded-int8-blocks32";
+/// The folded ADePT bundle with `--dtype int8 --int8-activations per-tensor`.
+const FOLDED_INT8_TENSOR: &str = "adept-folded-int8-per-tensor";
 const PY_TORCH_F32: &str = "python torch.onnx.export f32";
 const PY_TORCH_INT8: &str = "python torch.onnx.export int8";
 const PY_ADEPT_INT8: &str = "adept-folded + quantize_dynamic";

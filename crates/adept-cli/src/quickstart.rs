@@ -70,6 +70,7 @@ pub fn run(a: &QuickstartArgs) -> Result<()> {
         no_fold: false,
         dtype: adept_bundle::WeightDtype::F32,
         int8_blocks: None,
+        int8_activations: None,
         int8_keep_float: None,
         opset: 17,
         no_lean: false,

@@ -21,6 +21,7 @@ fn args(adapter: &Path, out: &Path) -> ExportArgs {
         no_fold: false,
         dtype: WeightDtype::F32,
         int8_blocks: None,
+        int8_activations: None,
         int8_keep_float: None,
         opset: 17,
         no_lean: false,

@@ -21,7 +21,7 @@ fn initializers(model: &Classifier, fold: FoldMode) -> Vec<TensorProto> {
     let opts = GraphOptions {
         fold,
         dtype: WeightDtype::F32,
-        int8_blocks: None,
+        int8_activations: Default::default(),
         int8_keep_float: Vec::new(),
         opset: 17,
         attention: Default::default(),

@@ -278,6 +278,55 @@ fn int8_bundles_pass_the_checker_and_fuse() {
         assert_eq!(count(opt, ":LayerNormalization"), 2 * layers + 1);
         assert_eq!(count(opt, "com.microsoft:SkipLayerNormalization"), 0);
     }
+
+    // Per tensor (`--int8-activations per-tensor`, every product int8): one
+    // DynamicQuantizeLinear per quantized value, no per-row ops, and ONNX Runtime fuses the
+    // products into DynamicQuantizeMatMul / MatMulIntegerToFloat with the feed-forward's
+    // first bias inside the kernel and a plain Gelu after it.
+    let model = tiny_classifier(MethodKind::Adept, Pooling::Mean, 2, 11).unwrap();
+    let out = tmp.path().join("q-tensor");
+    let opts = adept_export::ExportOptions {
+        fold: Some(FoldMode::Folded),
+        dtype: WeightDtype::Int8,
+        int8_activations: adept_bundle::Int8Activations::PerTensor,
+        int8_keep_float: Vec::new(),
+        overwrite: true,
+        ..Default::default()
+    };
+    adept_export::export_classifier(&model, &enc, &tok, &info, &opts, &out).unwrap();
+    let manifest = adept_bundle::BundleManifest::read(&out).unwrap();
+    assert_eq!(
+        manifest.int8_activations,
+        Some(adept_bundle::Int8Activations::PerTensor)
+    );
+    let report = inspect(&out.join("model.onnx"));
+    let name = "int8 per tensor";
+    eprintln!("{name}: optimized (all) {}", report["optimized"]["all"]);
+    assert_eq!(report["untyped"], serde_json::json!([]), "{name}");
+    let (ops, opt) = (&report["ops"], &report["optimized"]["all"]);
+    let layers = 2;
+    assert_eq!(count(ops, ":MatMulInteger"), 6 * layers, "{name}");
+    // q/k/v share one quantized input; two in the last layer (its queries read the input
+    // rows only).
+    assert_eq!(
+        count(ops, ":DynamicQuantizeLinear"),
+        4 * layers + 1,
+        "{name}"
+    );
+    for per_row in [":QuantizeLinear", ":ReduceMax", ":Abs"] {
+        assert_eq!(count(ops, per_row), 0, "{name}: {per_row}");
+    }
+    let fused = count(opt, "com.microsoft:MatMulIntegerToFloat")
+        + count(opt, "com.microsoft:DynamicQuantizeMatMul");
+    assert_eq!(fused, 6 * layers, "{name}: fused int8 products");
+    assert_eq!(count(opt, ":MatMulInteger"), 0, "{name}");
+    assert_eq!(count(opt, "com.microsoft:Gelu"), layers, "{name}: Gelu");
+    assert_eq!(count(opt, "com.microsoft:BiasGelu"), 0, "{name}: BiasGelu");
+    assert_eq!(
+        count(opt, ":MatMul") + count(opt, ":Gemm"),
+        1,
+        "{name}: the head"
+    );
 }
 
 /// The int8 bundle's word table (`adapter.folded_word_embeddings` folded, else

@@ -4,8 +4,8 @@
 
 use crate::emit::{self, AttentionKind, GraphOptions};
 use adept_bundle::{
-    write_atomic, BundleManifest, FileEntry, FoldMode, InputTemplate, Provenance, WeightDtype,
-    FORMAT, FORMAT_VERSION, MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE,
+    write_atomic, BundleManifest, FileEntry, FoldMode, InputTemplate, Int8Activations, Provenance,
+    WeightDtype, FORMAT, FORMAT_VERSION, MODEL_FILE, OUTPUT_NAME, TOKENIZER_FILE,
 };
 use adept_train::{Classifier, RunManifest, TextEncoder};
 use anyhow::{bail, ensure, Context, Result};
@@ -49,8 +49,9 @@ pub struct ExportOptions {
     /// `None`: the method's default (ADePT folded, others none).
     pub fold: Option<FoldMode>,
     pub dtype: WeightDtype,
-    /// int8 only: quantize in blocks of this many inputs (`MatMulNBits`) instead of per row.
-    pub int8_blocks: Option<usize>,
+    /// int8 only: how the products' inputs are quantized at run time (per row by default; per
+    /// tensor; or in blocks, `MatMulNBits`); see `emit::int8_quantization`.
+    pub int8_activations: Int8Activations,
     /// int8 only: products whose weight name contains one of these stay float (default:
     /// [`crate::emit::INT8_KEEP_FLOAT_DEFAULT`], as `adept export`; see
     /// `emit::int8_quantization`).
@@ -69,7 +70,7 @@ impl Default for ExportOptions {
         Self {
             fold: None,
             dtype: WeightDtype::F32,
-            int8_blocks: None,
+            int8_activations: Int8Activations::PerRow,
             int8_keep_float: crate::emit::INT8_KEEP_FLOAT_DEFAULT
                 .iter()
                 .map(|s| s.to_string())
@@ -251,6 +252,7 @@ pub fn manifest_for(
         dtype: opts.dtype,
         // Filled in from what `model_bytes` kept float.
         int8_keep_float: Vec::new(),
+        int8_activations: (opts.dtype == WeightDtype::Int8).then_some(opts.int8_activations),
         fold,
         method: model.adapter.method().to_string().parse()?,
         pooling: model.pooling,
@@ -276,7 +278,7 @@ pub fn model_bytes(
         &GraphOptions {
             fold,
             dtype: opts.dtype,
-            int8_blocks: opts.int8_blocks,
+            int8_activations: opts.int8_activations,
             int8_keep_float: opts.int8_keep_float.clone(),
             opset: opts.opset,
             attention: opts.attention,
@@ -294,6 +296,10 @@ pub fn model_bytes(
         .metadata("adept.prompt_length", &manifest.prompt_length.to_string())
         .metadata("adept.vocab_size", &manifest.vocab_size.to_string())
         .metadata("adept.num_outputs", &manifest.num_outputs.to_string());
+    let builder = match manifest.int8_activations {
+        Some(a) => builder.metadata("adept.int8_activations", &a.to_string()),
+        None => builder,
+    };
     let builder = if kept.is_empty() {
         builder
     } else {

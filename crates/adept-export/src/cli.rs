@@ -2,7 +2,7 @@
 
 use crate::bundle::{export_classifier, ExportOptions, ExportReport, TaskInfo};
 use adept_adapters::MethodKind;
-use adept_bundle::{FoldMode, WeightDtype};
+use adept_bundle::{FoldMode, Int8Activations, WeightDtype};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,21 @@ pub struct ExportArgs {
     /// row: logits closer to f32, somewhat slower on CPU (see the README's int8 table).
     #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
     pub int8_blocks: Option<usize>,
+    /// With `--dtype int8`: how the products' inputs are quantized at run time. `per-row`
+    /// (default): one scale per token, a sentence's logits independent of its batch-mates.
+    /// `per-tensor`: one scale per input tensor (ONNX Runtime's fused `DynamicQuantizeMatMul`),
+    /// the fastest (1.2-1.3x per row on CPU), but the sentences of a batch share the scale, so
+    /// their logits move a little with their batch-mates, and further from f32 (see the
+    /// README's int8 section).
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "per-row|per-tensor",
+            conflicts_with = "int8_blocks"
+        )
+    )]
+    pub int8_activations: Option<Int8Activations>,
     /// With `--dtype int8`: keep the products whose weight name contains NAME in float
     /// (repeatable; `none` keeps none) [default: `layer.0.output.dense`, the first layer's
     /// feed-forward output, where a quarter to a third of MiniLM's int8 error comes from; see
@@ -98,9 +113,11 @@ pub fn fold_choice(args: &ExportArgs, method: MethodKind) -> Result<Option<FoldM
 /// run that was given them.
 fn refuse_int8_options(args: &ExportArgs, kind: &str) -> Result<()> {
     ensure!(
-        args.int8_blocks.is_none() && args.int8_keep_float.is_none(),
-        "--int8-blocks and --int8-keep-float apply to encoder classifier runs; {} is a {kind} \
-         run: drop them",
+        args.int8_blocks.is_none()
+            && args.int8_keep_float.is_none()
+            && args.int8_activations.is_none(),
+        "--int8-blocks, --int8-activations and --int8-keep-float apply to encoder classifier \
+         runs; {} is a {kind} run: drop them",
         args.adapter.display()
     );
     Ok(())
@@ -108,12 +125,14 @@ fn refuse_int8_options(args: &ExportArgs, kind: &str) -> Result<()> {
 
 /// `--int8-keep-float`, checked: only with `--dtype int8`, names not empty, `none` alone;
 /// absent: [`crate::emit::INT8_KEEP_FLOAT_DEFAULT`] for int8 per row, nothing otherwise
-/// (blocks included).
+/// (blocks and per tensor included).
 pub fn int8_keep_float(args: &ExportArgs) -> Result<Vec<String>> {
     let Some(names) = &args.int8_keep_float else {
-        // Measured per row; blocks of N keep their own (already closer) rounding everywhere.
+        // Measured per row; blocks of N keep their own (already closer) rounding everywhere,
+        // and per tensor is the fast choice, every product int8.
         return Ok(
-            if args.dtype == WeightDtype::Int8 && args.int8_blocks.is_none() {
+            if args.dtype == WeightDtype::Int8 && int8_activations(args)? == Int8Activations::PerRow
+            {
                 crate::emit::INT8_KEEP_FLOAT_DEFAULT
                     .iter()
                     .map(|s| s.to_string())
@@ -163,6 +182,32 @@ pub fn int8_blocks(args: &ExportArgs) -> Result<Option<usize>> {
     Ok(Some(n))
 }
 
+/// `--int8-activations` and `--int8-blocks N` together, checked: only with `--dtype int8`;
+/// per row when neither is given.
+pub fn int8_activations(args: &ExportArgs) -> Result<Int8Activations> {
+    if let Some(n) = int8_blocks(args)? {
+        return Ok(Int8Activations::Blocks(n));
+    }
+    let Some(a) = args.int8_activations else {
+        return Ok(Int8Activations::PerRow);
+    };
+    ensure!(
+        args.dtype == WeightDtype::Int8,
+        "--int8-activations {a} needs --dtype int8 (the bundle is {})",
+        args.dtype
+    );
+    if let Int8Activations::Blocks(n) = a {
+        // The same checks as `--int8-blocks N`.
+        return int8_blocks(&ExportArgs {
+            int8_blocks: Some(n),
+            int8_activations: None,
+            ..args.clone()
+        })
+        .map(|_| a);
+    }
+    Ok(a)
+}
+
 /// Runs `adept export`: loads the trained adapter on its frozen model (checking the model's
 /// checksum), builds the graph and writes the bundle atomically.
 pub fn run_export(args: &ExportArgs) -> Result<ExportReport> {
@@ -179,7 +224,7 @@ pub fn run_export(args: &ExportArgs) -> Result<ExportReport> {
     let opts = ExportOptions {
         fold: fold_choice(args, model.adapter.method())?,
         dtype: args.dtype,
-        int8_blocks: int8_blocks(args)?,
+        int8_activations: int8_activations(args)?,
         int8_keep_float: int8_keep_float(args)?,
         opset: args.opset,
         overwrite: args.overwrite,
@@ -306,6 +351,7 @@ mod tests {
             no_fold: false,
             dtype,
             int8_blocks: blocks,
+            int8_activations: None,
             int8_keep_float: None,
             opset: 17,
             no_lean: false,
@@ -342,6 +388,41 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("needs --dtype int8"));
+    }
+
+    #[test]
+    fn int8_activations_are_checked() {
+        assert_eq!(
+            int8_activations(&args(WeightDtype::Int8, None)).unwrap(),
+            Int8Activations::PerRow
+        );
+        assert_eq!(
+            int8_activations(&args(WeightDtype::Int8, Some(64))).unwrap(),
+            Int8Activations::Blocks(64)
+        );
+        let mut a = args(WeightDtype::Int8, None);
+        a.int8_activations = Some(Int8Activations::PerTensor);
+        assert_eq!(int8_activations(&a).unwrap(), Int8Activations::PerTensor);
+        // Per tensor is the fast choice: no product kept float unless named.
+        assert!(int8_keep_float(&a).unwrap().is_empty());
+        a.int8_keep_float = Some(vec!["layer.0.output.dense".into()]);
+        assert_eq!(int8_keep_float(&a).unwrap().len(), 1);
+        a.int8_activations = Some(Int8Activations::Blocks(12));
+        let e = int8_activations(&a).unwrap_err();
+        assert!(e.to_string().contains("power of two of at least 16"), "{e}");
+        let mut f = args(WeightDtype::F32, None);
+        f.int8_activations = Some(Int8Activations::PerTensor);
+        let e = int8_activations(&f).unwrap_err();
+        assert!(e.to_string().contains("needs --dtype int8"), "{e}");
+        // Decoder and T5 exports have no int8 products: the option is refused by name.
+        let e = refuse_int8_options(&f, "causal-LM")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--int8-activations") && e.contains("causal-LM"),
+            "{e}"
+        );
+        assert!(refuse_int8_options(&args(WeightDtype::F32, None), "T5").is_ok());
     }
 
     #[test]

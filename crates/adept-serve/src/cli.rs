@@ -148,7 +148,10 @@ impl ServeArgs {
                     b.manifest.task,
                     b.manifest.method,
                     b.manifest.label_names.len(),
-                    b.manifest.dtype,
+                    match b.manifest.int8_activations {
+                        Some(a) => format!("{} {a}", b.manifest.dtype),
+                        None => b.manifest.dtype.to_string(),
+                    },
                     b.manifest.prompt_length,
                     b.dir.display(),
                     opts.workers,

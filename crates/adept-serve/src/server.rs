@@ -207,6 +207,17 @@ impl ServedModel {
                 Bundle::open_with(&spec.dir, &runtime).with_context(context)?,
             ));
         }
+        let m = &bundles[0].manifest;
+        if m.int8_activations.is_some_and(|a| !a.batch_independent()) && opts.batch.max_batch > 1 {
+            tracing::warn!(
+                "{}: {} quantizes activations per tensor: requests batched together share one \
+                 scale, so an answer's logits move slightly with the requests it was batched \
+                 with; export with --int8-activations per-row, or serve with --max-batch 1, for \
+                 answers independent of other requests",
+                spec.name,
+                spec.dir.display()
+            );
+        }
         let runners = bundles
             .iter()
             .map(|b| b.clone() as Arc<dyn Runner>)
@@ -305,6 +316,7 @@ impl ServedModel {
                     "prompt_length": m.prompt_length,
                     "dtype": m.dtype,
                     "int8_keep_float": m.int8_keep_float,
+                    "int8_activations": m.int8_activations,
                     "fold": m.fold,
                     "device": bundle.device,
                     "bundle": bundle.dir,

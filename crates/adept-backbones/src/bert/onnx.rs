@@ -321,27 +321,26 @@ pub fn feed_forward(
     x: &str,
 ) -> Result<String> {
     let inter = &layer.intermediate;
+    // Per tensor, the bias `Add` after the product is what ONNX Runtime fuses into
+    // `DynamicQuantizeMatMul`, and the GELU after it becomes one `Gelu`: 6–9 % more sentences/s
+    // at batch 32 than a `BiasGelu` (MiniLM, l = 60, 2 threads, interleaved runs).
+    let per_tensor = g
+        .matmul_quantization()
+        .is_some_and(|q| q.activations == adept_onnx::ActivationQuantization::PerTensor);
     let h = if act == Activation::GeluErf
+        && !per_tensor
         && g.quantizes(
             "intermediate.dense",
             inter.out_features(),
             inter.in_features(),
         ) {
-        // A quantized product takes no bias `Add` after it (see `GraphBuilder::quantized_linear`):
-        // bias and GELU in one `BiasGelu`, the node ONNX Runtime makes of the float pattern.
+        // A quantized product per row takes no bias `Add` after it (see
+        // `GraphBuilder::quantized_linear`): `Sub` of the negated bias, then the GELU.
         let (h, correction) = unbiased(g, "intermediate.dense", x, inter)?;
-        let bias = corrected_bias(g, "intermediate.dense", inter, correction)?;
-        let bias = match bias {
-            Some(b) => b,
-            None => g.scope("intermediate.dense", |g| {
-                g.weight(
-                    "bias",
-                    &[inter.out_features()],
-                    &vec![0.0; inter.out_features()],
-                )
-            })?,
-        };
-        g.scope("intermediate", |g| g.bias_gelu(&h, &bias))
+        let bias = inter.bias().map(values).transpose()?;
+        let bias = adept_onnx::with_correction(bias.as_deref(), correction.as_deref())
+            .unwrap_or_else(|| vec![0.0; inter.out_features()]);
+        g.scope("intermediate.dense", |g| g.bias_gelu(&h, &bias))?
     } else {
         let h = linear(g, "intermediate.dense", x, inter)?;
         g.scope("intermediate", |g| activation(g, act, &h))

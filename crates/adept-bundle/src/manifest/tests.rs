@@ -23,6 +23,7 @@ fn sample(dir: &Path) -> BundleManifest {
         opset: 17,
         dtype: WeightDtype::F32,
         int8_keep_float: Vec::new(),
+        int8_activations: None,
         fold: FoldMode::Folded,
         method: Method::Adept,
         pooling: Pooling::Mean,
@@ -106,6 +107,10 @@ fn corrupt_or_inconsistent_manifests_are_refused() {
             "only int8 bundles keep products float",
             Box::new(|m| m.int8_keep_float = vec!["layer.0.output.dense".into()]),
         ),
+        (
+            "only int8 bundles quantize activations",
+            Box::new(|m| m.int8_activations = Some(Int8Activations::PerTensor)),
+        ),
     ];
     for (needle, break_it) in cases {
         let mut bad = m.clone();
@@ -118,6 +123,43 @@ fn corrupt_or_inconsistent_manifests_are_refused() {
             "{needle}: {err}"
         );
     }
+}
+
+#[test]
+fn int8_activations_are_written_as_names_and_read_back() {
+    for (a, text) in [
+        (Int8Activations::PerRow, "per-row"),
+        (Int8Activations::PerTensor, "per-tensor"),
+        (Int8Activations::Blocks(32), "blocks-32"),
+    ] {
+        assert_eq!(a.to_string(), text);
+        assert_eq!(text.parse::<Int8Activations>().unwrap(), a);
+        assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{text}\""));
+    }
+    assert!(!Int8Activations::PerTensor.batch_independent());
+    assert!(
+        Int8Activations::PerRow.batch_independent()
+            && Int8Activations::Blocks(32).batch_independent()
+    );
+    for bad in ["per-column", "blocks-12", "blocks-8", "blocks-"] {
+        let e = bad.parse::<Int8Activations>().unwrap_err().to_string();
+        assert!(e.contains("per-row, per-tensor"), "{bad}: {e}");
+    }
+    // In a manifest: absent when not int8, written and read back when set.
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = sample(dir.path());
+    assert!(!serde_json::to_string(&m)
+        .unwrap()
+        .contains("int8_activations"));
+    m.dtype = WeightDtype::Int8;
+    m.int8_activations = Some(Int8Activations::PerTensor);
+    m.write(dir.path()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+    assert!(
+        text.contains("\"int8_activations\": \"per-tensor\""),
+        "{text}"
+    );
+    assert_eq!(BundleManifest::read(dir.path()).unwrap(), m);
 }
 
 #[test]

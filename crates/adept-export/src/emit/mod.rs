@@ -23,7 +23,7 @@ pub mod adapter;
 pub mod head;
 
 pub use adept_backbones::onnx::{values, AttentionKind, EmitOptions, EncoderInputs};
-use adept_bundle::{FoldMode, WeightDtype, INPUT_NAMES, OUTPUT_NAME};
+use adept_bundle::{FoldMode, Int8Activations, WeightDtype, INPUT_NAMES, OUTPUT_NAME};
 use adept_onnx::{
     ActivationQuantization, DataType, Dim, MatMulQuantization, ModelBuilder, MS_DOMAIN,
 };
@@ -35,9 +35,9 @@ use anyhow::Result;
 pub struct GraphOptions {
     pub fold: FoldMode,
     pub dtype: WeightDtype,
-    /// With [`WeightDtype::Int8`]: blocks of this many inputs
-    /// ([`ActivationQuantization::Blocks`]) instead of per row; see [`int8_quantization`].
-    pub int8_blocks: Option<usize>,
+    /// With [`WeightDtype::Int8`]: how the products' inputs are quantized (per row, per
+    /// tensor, or in blocks); see [`int8_quantization`].
+    pub int8_activations: Int8Activations,
     /// With [`WeightDtype::Int8`]: products whose weight name contains one of these stay float
     /// (on top of the classifier head); see [`int8_quantization`].
     pub int8_keep_float: Vec<String>,
@@ -58,7 +58,7 @@ impl Default for GraphOptions {
         Self {
             fold: FoldMode::None,
             dtype: WeightDtype::F32,
-            int8_blocks: None,
+            int8_activations: Int8Activations::PerRow,
             int8_keep_float: Vec::new(),
             opset: 17,
             attention: AttentionKind::default(),
@@ -77,13 +77,20 @@ pub const INT8_KEEP_FLOAT_DEFAULT: &[&str] = &["layer.0.output.dense"];
 
 /// What `--dtype int8` quantizes: every encoder product (attention projections, feed-forward)
 /// with per-channel int8 weights and per-row (per-token) symmetric uint8 activations
-/// ([`ActivationQuantization::PerRow`]), or, with `--int8-blocks N` (`blocks`), weights and
-/// activations both in blocks of N inputs ([`ActivationQuantization::Blocks`],
-/// `com.microsoft:MatMulNBits`). The word-embedding table is int8 too (one scale per row, or
+/// ([`ActivationQuantization::PerRow`]), or, with `--int8-blocks N`
+/// ([`Int8Activations::Blocks`]), weights and activations both in blocks of N inputs
+/// ([`ActivationQuantization::Blocks`], `com.microsoft:MatMulNBits`), or, with
+/// `--int8-activations per-tensor` ([`Int8Activations::PerTensor`]), one asymmetric uint8 scale
+/// per input tensor (`DynamicQuantizeLinear`, fused by ONNX Runtime into
+/// `DynamicQuantizeMatMul`; the feed-forward's first bias then follows its product as an `Add`
+/// that the kernel takes in, and the GELU is a plain `Gelu`). The word-embedding table is int8 too (one scale per row, or
 /// per row and block of N columns; set in [`classifier_graph`]); the head (`classifier`), the
-/// adapter stage, the other embeddings and LayerNorm stay float. Either way a sentence's logits
-/// do not depend on the other sentences of its batch (one `DynamicQuantizeLinear` scale per
-/// batch moved them by up to 4e-2 logits on the adapter below).
+/// adapter stage, the other embeddings and LayerNorm stay float. Per row and in blocks a
+/// sentence's logits do not depend on the other sentences of its batch; per tensor they do (one
+/// `DynamicQuantizeLinear` scale per batch moved them by up to 4e-2 logits on the adapter below,
+/// 0.16 on the int8 test's l = 20 run), which is the price of its speed: 1.2–1.3× the per-row
+/// bundle, and the only int8 form that is 1.2× ONNX Runtime's own `quantize_dynamic` on the
+/// `torch.onnx.export` graph (README, "Serving on CPU").
 ///
 /// Measured on the 872 SST-2 dev sentences, a 150-step l = 60 ADePT adapter (f32 accuracy
 /// 76.15), batches of 32, ONNX Runtime 1.31 (agreement = int8 label = f32 label):
@@ -124,9 +131,10 @@ pub const INT8_KEEP_FLOAT_DEFAULT: &[&str] = &["layer.0.output.dense"];
 /// In the graph, per row is five small ops per quantized value (`Abs`, `ReduceMax`, `Max`,
 /// `Div` by the row maximum, and one per-tensor `QuantizeLinear` of step 1/127, the 1/127
 /// folded into the products' weight scales: see `adept_onnx::QuantizedInput`), and no bias
-/// `Add` follows a product: the feed-forward's first bias goes into a `com.microsoft:BiasGelu`,
-/// the second product's shift correction into the residual `Sum`'s bias (see
-/// `GraphBuilder::linear_unbiased`). MiniLM's default int8 graph has 331 nodes (379 with seven
+/// `Add` follows a product: the feed-forward's first bias is a `Sub` of its negation before
+/// the GELU (`GraphBuilder::bias_gelu`), the second product's shift correction goes into the
+/// residual `Sum`'s bias (see `GraphBuilder::linear_unbiased`). MiniLM's default int8 graph has
+/// 373 nodes as written, 235 after ONNX Runtime's fusions (331 with a `BiasGelu`, 379 with seven
 /// ops per quantized value, 560 with bias ops after the products; the latter step shortened the
 /// browser page's session start by ~180 ms).
 ///
@@ -136,16 +144,20 @@ pub const INT8_KEEP_FLOAT_DEFAULT: &[&str] = &["layer.0.output.dense"];
 /// f32| logit margin, 1000 SST-2 training sentences, two l = 60 adapters): the first layer's
 /// feed-forward output alone removes 39 % / 21 % of it, the next best 13–20 %; the rest change
 /// it by −8 % to +16 % (some make it worse: rounding errors partly cancel).
-pub fn int8_quantization(blocks: Option<usize>, keep_float: &[String]) -> MatMulQuantization {
+pub fn int8_quantization(
+    activations: Int8Activations,
+    keep_float: &[String],
+) -> MatMulQuantization {
     MatMulQuantization {
         min_features: 8,
         keep_float: std::iter::once(head::HEAD_PREFIX.to_string())
             .chain(keep_float.iter().cloned())
             .collect(),
-        activations: blocks.map_or(
-            ActivationQuantization::PerRow,
-            ActivationQuantization::Blocks,
-        ),
+        activations: match activations {
+            Int8Activations::PerRow => ActivationQuantization::PerRow,
+            Int8Activations::PerTensor => ActivationQuantization::PerTensor,
+            Int8Activations::Blocks(n) => ActivationQuantization::Blocks(n),
+        },
     }
 }
 
@@ -161,13 +173,13 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
         WeightDtype::F16 => g.set_weight_dtype(DataType::Float16)?,
         WeightDtype::Int8 => {
             g.set_matmul_quantization(Some(int8_quantization(
-                opts.int8_blocks,
+                opts.int8_activations,
                 &opts.int8_keep_float,
             )));
             // The word-embedding table (folded or plain): int8 per row, 1/4 of its bytes.
             // With --int8-blocks, per row and block like the products.
             g.set_embedding_quantization(Some(adept_onnx::EmbeddingQuantization {
-                block: opts.int8_blocks,
+                block: opts.int8_activations.block(),
                 ..Default::default()
             }));
         }
