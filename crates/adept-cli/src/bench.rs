@@ -567,8 +567,21 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     }
     if !accuracy.is_empty() {
         println!("SST-2 dev ({} sentences):", texts.len());
+        let f32_acc = accuracy
+            .iter()
+            .find(|(n, _, _)| n == "adept-folded")
+            .map(|(_, a, _)| *a);
         for (name, acc, agree) in &accuracy {
-            println!("  {name:<34} accuracy {acc:.2}  labels equal to f32: {agree:.2} %");
+            // The int8 goal: at most 0.5 points below f32.
+            let loss = match f32_acc {
+                Some(f) if name.contains("int8") || name.contains("quantize") => {
+                    let lost = f - acc;
+                    let met = if lost <= 0.5 { "met" } else { "missed" };
+                    format!("  loss vs f32 {lost:+.2} points (goal ≤ 0.5: {met})")
+                }
+                _ => String::new(),
+            };
+            println!("  {name:<34} accuracy {acc:.2}  labels equal to f32: {agree:.2} %{loss}");
         }
     }
     if let Some(b) = &bucketing {
