@@ -76,10 +76,7 @@ const KEEP_FLOAT: &str = "layer.0.output.dense";
 /// With `kept`, that product has its float weight and no int8 one, without, the reverse; the
 /// other products are int8 either way.
 fn check_kept_float(model: &Path, kept: bool) {
-    let graph = adept_onnx::proto::decode_model(&std::fs::read(model).unwrap())
-        .unwrap()
-        .graph
-        .unwrap();
+    let graph = graph_of(model);
     let has = |name: &str| {
         graph
             .initializer
@@ -109,11 +106,8 @@ const MAX_SIZE_RATIO: f64 = 0.40;
 /// scales (1 per row; `384 / BLOCK` with `--int8-blocks`), and no float copy of it is left in
 /// the file.
 fn check_int8_table(model: &Path, scales_per_row: i64) {
-    use adept_onnx::{proto::decode_model, DataType};
-    let graph = decode_model(&std::fs::read(model).unwrap())
-        .unwrap()
-        .graph
-        .unwrap();
+    use adept_onnx::DataType;
+    let graph = graph_of(model);
     let find = |name: &str| {
         graph
             .initializer
@@ -171,6 +165,22 @@ fn infer(bundle: &Path, input: &Path, out: &Path, batch_size: usize) -> Vec<Vec<
             serde_json::from_value(v["logits"].clone()).unwrap()
         })
         .collect()
+}
+
+/// Largest |a − b| over every logit of two runs on the same sentences.
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .zip(b)
+        .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+        .fold(0.0f32, f32::max)
+}
+
+/// The graph of a `model.onnx`.
+fn graph_of(model: &Path) -> adept_onnx::proto::GraphProto {
+    adept_onnx::proto::decode_model(&std::fs::read(model).unwrap())
+        .unwrap()
+        .graph
+        .unwrap()
 }
 
 fn argmax(r: &[f32]) -> usize {
@@ -367,11 +377,7 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
         ("blocks", &blocks_dir, &got_blocks),
     ] {
         let alone = infer(dir, &first, &tmp.path().join("alone.jsonl"), 1);
-        let moved = alone
-            .iter()
-            .zip(batched)
-            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-            .fold(0.0f32, f32::max);
+        let moved = max_diff(&alone, batched);
         eprintln!(
             "{test}: int8 {name}: logits alone vs in a batch of 32: max difference {moved:.2e}"
         );
@@ -383,16 +389,8 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
     // Per tensor they do move with the batch (its documented trade-off), but alone they stay
     // within the same bound of f32.
     let alone = infer(&tensor_dir, &first, &tmp.path().join("alone.jsonl"), 1);
-    let moved = alone
-        .iter()
-        .zip(&got_tensor)
-        .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-        .fold(0.0f32, f32::max);
-    let off = alone
-        .iter()
-        .zip(&want)
-        .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-        .fold(0.0f32, f32::max);
+    let moved = max_diff(&alone, &got_tensor);
+    let off = max_diff(&alone, &want);
     eprintln!(
         "{test}: int8 per tensor: logits alone vs in a batch of 32: max difference {moved:.2e}; alone vs f32 {off:.4}"
     );
@@ -405,10 +403,7 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
 /// The int8 bundle's products quantize their inputs with `want` nodes (per row `ReduceMax`,
 /// per tensor `DynamicQuantizeLinear`) and no `not` node.
 fn check_activation_ops(model: &Path, want: &str, not: &str) {
-    let graph = adept_onnx::proto::decode_model(&std::fs::read(model).unwrap())
-        .unwrap()
-        .graph
-        .unwrap();
+    let graph = graph_of(model);
     let count = |op: &str| {
         graph
             .node
