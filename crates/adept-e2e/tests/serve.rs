@@ -675,6 +675,97 @@ fn cors_answers_preflights_and_marks_answers_for_allowed_origins_only() {
     assert_eq!(allow_origin(&pre), None);
 }
 
+#[test]
+fn api_keys_guard_every_route_but_health() {
+    let test = "api_keys_guard_every_route_but_health";
+    let Some((_tmp, tiny)) = tiny_sst2_bundle(test) else {
+        return;
+    };
+    let (key, other) = ("k3y-0123456789abcdef", "k3y-fedcba9876543210");
+    let app = "http://app.example:3000";
+    let opts = ServeOptions {
+        api_keys: vec![key.to_string(), other.to_string()],
+        cors_origins: vec![app.to_string()],
+        ..Default::default()
+    };
+    let server = serve(&[("sst2", &tiny.bundle)], opts);
+    let base = format!("http://{}", server.addr());
+    let body = request_body(&singles(&["good"]));
+    let post = |auth: Option<&str>| {
+        let mut r = agent()
+            .post(format!("{base}/v1/models/sst2/predict"))
+            .content_type("application/json");
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        let mut resp = r.send(&body[..]).unwrap();
+        let status = resp.status().as_u16();
+        let www = resp
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let json: serde_json::Value =
+            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        (status, www, json)
+    };
+    // No key, a wrong key, another scheme: 401 with a JSON message that names the header.
+    for (auth, why) in [
+        (None, "needs an API key"),
+        (Some("Bearer k3y-not-the-right-one"), "not valid"),
+        (Some(&format!("Basic {key}") as &str), "not `Bearer <key>`"),
+    ] {
+        let (status, www, json) = post(auth);
+        assert_eq!(status, 401, "{auth:?}: {json}");
+        assert_eq!(www.as_deref(), Some("Bearer"), "{auth:?}");
+        let msg = json["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(why) && msg.contains("Authorization: Bearer <key>"),
+            "{auth:?}: {msg}"
+        );
+        assert!(!msg.contains(key), "the message shows a key: {msg}");
+    }
+    // Either key, the scheme in any case.
+    for auth in [format!("Bearer {key}"), format!("bearer {other}")] {
+        let (status, _, json) = post(Some(&auth));
+        assert_eq!(status, 200, "{auth}: {json}");
+        assert_eq!(json["predictions"].as_array().unwrap().len(), 1);
+    }
+    // /health stays open for load balancers; /metrics and the model list need the key.
+    assert_eq!(call(&server, "GET", "/health", None).status, 200);
+    for path in [
+        "/metrics",
+        "/v1/models",
+        "/v1/models/sst2",
+        "/no/such/route",
+    ] {
+        assert_eq!(call(&server, "GET", path, None).status, 401, "{path}");
+        let with_key = agent()
+            .get(format!("{base}{path}"))
+            .header("authorization", format!("Bearer {key}"))
+            .call()
+            .unwrap();
+        let want = if path == "/no/such/route" { 404 } else { 200 };
+        assert_eq!(with_key.status().as_u16(), want, "{path}");
+    }
+    // A browser's preflight carries no key: answered, and it allows the Authorization header.
+    let pre = agent()
+        .options(format!("{base}/v1/models/sst2/predict"))
+        .header("origin", app)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .call()
+        .unwrap();
+    assert_eq!(pre.status().as_u16(), 204);
+    let allowed = pre.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    server.stop().unwrap();
+}
+
 // ---- Generation: decoder and T5 bundles at /v1/models/{name}/generate ----
 
 /// The tiny decoder bundle (tests/reference/tiny_decoder.py: 2 layers, 40-word vocabulary, a
@@ -1704,7 +1795,9 @@ fn openai_compatible_completions_and_chat() {
 
 /// The official `openai` Python client (tests/reference/openai_client.py) lists the model and
 /// gets, through completions and chat completions, whole and streamed, the greedy text that
-/// `/generate` gives; an unsupported option reaches it as a 422 with the server's message.
+/// `/generate` gives; an unsupported option reaches it as a 422 with the server's message. The
+/// server wants an API key, which the client sends as OpenAI's; a wrong one is the client's
+/// `AuthenticationError` (401).
 #[test]
 fn the_openai_python_client_talks_to_the_server() {
     let test = "the_openai_python_client_talks_to_the_server";
@@ -1714,15 +1807,23 @@ fn the_openai_python_client_talks_to_the_server() {
     let Some(py) = adept_testkit::python_with(test, &["openai"]) else {
         return;
     };
-    let server = serve(&[("lm", &tiny_decoder())], ServeOptions::default());
-    let native = call(
-        &server,
-        "POST",
-        "/v1/generate",
-        Some(br#"{"inputs": "w5 w9 w12", "parameters": {"max_new_tokens": 6}}"#),
-    );
-    let (text, ids) = texts_and_ids(&native.json).remove(0);
+    let key = "sk-adept-test-0123456789";
+    let opts = ServeOptions {
+        api_keys: vec![key.to_string()],
+        ..Default::default()
+    };
+    let server = serve(&[("lm", &tiny_decoder())], opts);
+    let mut native = agent()
+        .post(format!("http://{}/v1/generate", server.addr()))
+        .header("authorization", format!("Bearer {key}"))
+        .content_type("application/json")
+        .send(&br#"{"inputs": "w5 w9 w12", "parameters": {"max_new_tokens": 6}}"#[..])
+        .unwrap();
+    assert_eq!(native.status().as_u16(), 200);
+    let native: Value = serde_json::from_str(&native.body_mut().read_to_string().unwrap()).unwrap();
+    let (text, ids) = texts_and_ids(&native).remove(0);
     let out = std::process::Command::new(py)
+        .env("OPENAI_API_KEY", key)
         .arg(adept_testkit::repo_file("tests/reference/openai_client.py"))
         .arg(format!("http://{}/v1", server.addr()))
         .args(["lm", "w5 w9 w12", "6"])
@@ -1742,6 +1843,15 @@ fn the_openai_python_client_talks_to_the_server() {
     assert_eq!(v["n2"][0], 422, "{v}");
     assert!(
         v["n2"][1].as_str().unwrap().contains("not supported"),
+        "{v}"
+    );
+    assert_eq!(v["wrong_key"][0], 401, "{v}");
+    assert_eq!(v["wrong_key"][1], "AuthenticationError", "{v}");
+    assert!(
+        v["wrong_key"][2]
+            .as_str()
+            .unwrap()
+            .contains("API key is not valid"),
         "{v}"
     );
 }

@@ -78,12 +78,48 @@ pub struct ServeArgs {
     /// sends it (`https://app.example`, `http://localhost:3000`), or `*` for any; repeat for more.
     #[cfg_attr(feature = "cli", arg(long, value_name = "ORIGIN"))]
     pub cors_origin: Vec<String>,
+    /// A file of API keys, one per line (blank lines and lines starting with # skipped; each at
+    /// least 16 characters): every route but GET /health then needs `Authorization: Bearer
+    /// <key>` (401 otherwise). The environment variable ADEPT_API_KEY adds one more key.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+    pub api_key_file: Option<PathBuf>,
     /// Append every model's counters as a JSON line to this file every --metrics-every seconds.
     #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub metrics_log: Option<PathBuf>,
     /// Seconds between lines of --metrics-log.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 10.0, value_name = "S"))]
     pub metrics_every: f64,
+}
+
+/// The API keys of `--api-key-file` (one per line; blank lines and `#` comments skipped) and
+/// `ADEPT_API_KEY` (`env`, unless empty), each checked; an error names the file, the line and
+/// what is wrong with it. A file that holds no key is an error (it would leave the server open
+/// while its owner thinks it is not).
+pub fn api_keys(file: Option<&std::path::Path>, env: Option<&str>) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the --api-key-file {}", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            crate::server::check_api_key(line)
+                .with_context(|| format!("{} line {}", path.display(), i + 1))?;
+            keys.push(line.to_owned());
+        }
+        anyhow::ensure!(
+            !keys.is_empty(),
+            "the --api-key-file {} holds no key (one per line; # starts a comment)",
+            path.display()
+        );
+    }
+    if let Some(k) = env.map(str::trim).filter(|k| !k.is_empty()) {
+        crate::server::check_api_key(k).context("ADEPT_API_KEY")?;
+        keys.push(k.to_owned());
+    }
+    Ok(keys)
 }
 
 impl ServeArgs {
@@ -122,6 +158,10 @@ impl ServeArgs {
             max_new_tokens: self.max_new_tokens,
             max_connections: self.max_connections,
             idle_timeout: seconds("--idle-timeout", self.idle_timeout, 86400.0, false)?,
+            api_keys: api_keys(
+                self.api_key_file.as_deref(),
+                std::env::var("ADEPT_API_KEY").ok().as_deref(),
+            )?,
         };
         seconds("--metrics-every", self.metrics_every, 86400.0, false)?;
         opts.validate()?;
@@ -206,6 +246,17 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
          /health, /metrics); Ctrl-C stops",
         server.addr()
     );
+    let keyed = args.api_key_file.is_some()
+        || std::env::var("ADEPT_API_KEY").is_ok_and(|k| !k.trim().is_empty());
+    if keyed {
+        eprintln!("requests need an API key (Authorization: Bearer <key>), except GET /health");
+    } else if !args.host.is_loopback() {
+        eprintln!(
+            "note: no API key (--api-key-file, ADEPT_API_KEY): anyone who reaches {} can use \
+             the models",
+            server.addr()
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -242,5 +293,52 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_keys;
+
+    #[test]
+    fn api_keys_come_from_the_file_and_the_environment_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys.txt");
+        std::fs::write(
+            &file,
+            "# the team's keys\n\n  key-aaaaaaaaaaaaaaaa  \nkey-bbbbbbbbbbbbbbbb\n",
+        )
+        .unwrap();
+        assert_eq!(
+            api_keys(Some(&file), None).unwrap(),
+            ["key-aaaaaaaaaaaaaaaa", "key-bbbbbbbbbbbbbbbb"]
+        );
+        let both = api_keys(Some(&file), Some("key-cccccccccccccccc")).unwrap();
+        assert_eq!(both.len(), 3);
+        assert!(api_keys(None, None).unwrap().is_empty());
+        assert!(api_keys(None, Some("  ")).unwrap().is_empty());
+        // Errors name the file (and line) and what is wrong.
+        std::fs::write(&file, "key-aaaaaaaaaaaaaaaa\nshort\n").unwrap();
+        let e = format!("{:#}", api_keys(Some(&file), None).unwrap_err());
+        assert!(
+            e.contains("keys.txt line 2") && e.contains("at least 16"),
+            "{e}"
+        );
+        std::fs::write(&file, "# nothing here\n\n").unwrap();
+        let e = format!("{:#}", api_keys(Some(&file), None).unwrap_err());
+        assert!(e.contains("keys.txt") && e.contains("holds no key"), "{e}");
+        let e = format!(
+            "{:#}",
+            api_keys(Some(&dir.path().join("none.txt")), None).unwrap_err()
+        );
+        assert!(e.contains("none.txt") && e.contains("cannot read"), "{e}");
+        let e = format!(
+            "{:#}",
+            api_keys(None, Some("with space in the key!")).unwrap_err()
+        );
+        assert!(
+            e.contains("ADEPT_API_KEY") && e.contains("without spaces"),
+            "{e}"
+        );
     }
 }

@@ -99,6 +99,10 @@ pub struct ServeOptions {
     /// answer, for this long is closed: idle keep-alive connections and clients that stop
     /// reading do not pile up.
     pub idle_timeout: Duration,
+    /// API keys (`--api-key-file`, `ADEPT_API_KEY`): when any is set, every route but
+    /// `GET /health` (and CORS preflights) needs `Authorization: Bearer <key>` (401 otherwise).
+    /// Empty: no authentication (a server behind a gateway, or on localhost).
+    pub api_keys: Vec<String>,
 }
 
 impl Default for ServeOptions {
@@ -115,6 +119,7 @@ impl Default for ServeOptions {
             max_new_tokens: 512,
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
+            api_keys: Vec::new(),
         }
     }
 }
@@ -138,6 +143,9 @@ impl ServeOptions {
             "--idle-timeout must be at least 0.1 s, not {} s (it also bounds a stalled write)",
             self.idle_timeout.as_secs_f64()
         );
+        for k in &self.api_keys {
+            check_api_key(k)?;
+        }
         for o in &self.cors_origins {
             ensure!(
                 o == "*"
@@ -414,7 +422,36 @@ impl AppState {
     }
 }
 
+/// Least length of an API key: shorter ones are too easy to guess.
+pub const MIN_API_KEY_LEN: usize = 16;
+
+/// An API key as `Authorization: Bearer` carries it: at least [`MIN_API_KEY_LEN`] visible
+/// ASCII characters, no spaces.
+pub fn check_api_key(key: &str) -> Result<()> {
+    let len = key.chars().count();
+    ensure!(
+        len >= MIN_API_KEY_LEN,
+        "an API key must be at least {MIN_API_KEY_LEN} characters long, not {len}; make one \
+         with e.g. `openssl rand -hex 32`"
+    );
+    ensure!(
+        key.bytes().all(|b| b.is_ascii_graphic()),
+        "an API key must be visible ASCII characters, without spaces; make one with e.g. \
+         `openssl rand -hex 32`"
+    );
+    Ok(())
+}
+
 impl ServeOptions {
+    /// Whether `token` is one of the API keys. The SHA-256 digests are compared, so the time the
+    /// comparison takes says nothing about how much of a key a guess got right.
+    fn key_allowed(&self, token: &str) -> bool {
+        let digest = adept_bundle::sha256_hex(token.as_bytes());
+        self.api_keys
+            .iter()
+            .any(|k| adept_bundle::sha256_hex(k.as_bytes()) == digest)
+    }
+
     /// The value of `Access-Control-Allow-Origin` for a request from `origin`, if allowed.
     fn cors_allow(&self, origin: &str) -> Option<HeaderValue> {
         if self.cors_origins.iter().any(|o| o == "*") {
@@ -445,7 +482,7 @@ async fn cors(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
             );
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("content-type"),
+                HeaderValue::from_static("content-type, authorization"),
             );
             h.insert(
                 header::ACCESS_CONTROL_MAX_AGE,
@@ -464,6 +501,43 @@ async fn cors(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
     resp
 }
 
+/// With API keys set, a request needs `Authorization: Bearer <key>`; `GET /health` (for load
+/// balancers) does not. A 401 names the header to send, and says `WWW-Authenticate: Bearer`.
+async fn require_key(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    match token {
+        Some(t) if st.opts.key_allowed(t) => next.run(req).await,
+        _ => {
+            let why = match req.headers().get(header::AUTHORIZATION) {
+                None => "this server needs an API key",
+                Some(_) if token.is_none() => "the Authorization header is not `Bearer <key>`",
+                Some(_) => "the API key is not valid",
+            };
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "{why}: send the header `Authorization: Bearer <key>` with one of the keys \
+                     the server was started with (--api-key-file, ADEPT_API_KEY)"
+                ),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}
+
 /// The routes:
 ///
 /// | route | |
@@ -476,9 +550,13 @@ async fn cors(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
 /// | `POST /v1/generate` | the same, when one model is served |
 /// | `POST /v1/completions`, `POST /v1/chat/completions` | OpenAI-compatible generation (see [`crate::openai`]) |
 /// | `GET /metrics` | per-model counters, padding, latency percentiles |
+///
+/// With API keys ([`ServeOptions::api_keys`]) every route but `GET /health` needs one.
 pub fn router(state: Arc<AppState>) -> Router {
     let cors_layer = (!state.opts.cors_origins.is_empty())
         .then(|| axum::middleware::from_fn_with_state(state.clone(), cors));
+    let key_layer = (!state.opts.api_keys.is_empty())
+        .then(|| axum::middleware::from_fn_with_state(state.clone(), require_key));
     let routes = Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(list_models))
@@ -492,6 +570,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
+    // The key check inside CORS: a browser's preflight carries no key, and a 401 still gets
+    // the CORS headers its page needs to read it.
+    let routes = match key_layer {
+        Some(layer) => routes.layer(layer),
+        None => routes,
+    };
     match cors_layer {
         Some(layer) => routes.layer(layer).with_state(state),
         None => routes.with_state(state),
