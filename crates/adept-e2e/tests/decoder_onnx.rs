@@ -941,10 +941,10 @@ fn adept_bundle_matches_candle_logits_and_greedy_tokens() {
         let out = run(&mut sess, 2, &step_ids, &flat_mask, &step_pos, &past);
         let steps = step_ids.len() / 2;
         let mut next = Vec::new();
-        for r in 0..2 {
+        for (r, ids) in ort_out.iter_mut().enumerate().take(2) {
             let row = &out.logits[((r + 1) * steps - 1) * 96..(r + 1) * steps * 96];
             let arg = adept_bundle::argmax(row) as i64;
-            ort_out[r].push(arg as u32);
+            ids.push(arg as u32);
             next.push(arg);
         }
         past = out.present;

@@ -1142,6 +1142,38 @@ fn a_t5_bundle_generates_what_the_seq2seq_runtime_does() {
     );
     assert_eq!(r.status, 422);
     assert!(error_message(&r).contains("beam search"), "{}", r.json);
+    // What the server's worker does when a run's clients leave: the search asks before each
+    // decoder step and stops there (greedy and beams); never asked to stop, it equals generate.
+    let ids: Vec<Vec<u32>> = sources
+        .iter()
+        .map(|s| adept_runtime::seq2seq::encode_source(&bundle.tokenizer, &bundle.info, s).unwrap())
+        .collect();
+    for beams in [1usize, 3] {
+        let gen_opts = Seq2SeqGenerateOptions {
+            max_new_tokens: 50,
+            num_beams: beams,
+            ..Default::default()
+        };
+        let asked = std::cell::Cell::new(0usize);
+        let stop = || {
+            asked.set(asked.get() + 1);
+            asked.get() >= 3
+        };
+        assert!(bundle
+            .generate_until(&ids, &gen_opts, &stop)
+            .unwrap()
+            .is_none());
+        assert_eq!(asked.get(), 3, "{beams} beams: stopped at the third step");
+        let whole = bundle.generate_until(&ids, &gen_opts, &|| false).unwrap();
+        let want: Vec<Vec<u32>> = bundle
+            .generate(&ids, &gen_opts)
+            .unwrap()
+            .into_iter()
+            .map(|g| g.tokens)
+            .collect();
+        let got: Vec<Vec<u32>> = whole.unwrap().into_iter().map(|g| g.tokens).collect();
+        assert_eq!(got, want, "{beams} beams");
+    }
 }
 
 // ---- Connections: idle timeout and cap ----

@@ -325,11 +325,25 @@ impl Seq2SeqBundle {
         ids: &[Vec<u32>],
         opts: &Seq2SeqGenerateOptions,
     ) -> Result<Vec<Generated>> {
+        Ok(self
+            .generate_until(ids, opts, &|| false)?
+            .expect("a search that is never stopped finishes"))
+    }
+
+    /// [`generate`](Self::generate), asking `stop()` before each decoder step: `None` as soon as
+    /// it says true (a server whose clients left stops the batch there, not after
+    /// `max_new_tokens` steps).
+    pub fn generate_until(
+        &mut self,
+        ids: &[Vec<u32>],
+        opts: &Seq2SeqGenerateOptions,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<Generated>>> {
         let enc = self.encode(ids)?;
         if opts.num_beams <= 1 {
-            self.greedy(&enc, opts)
+            self.greedy(&enc, opts, stop)
         } else {
-            self.beam_search(&enc, opts)
+            self.beam_search(&enc, opts, stop)
         }
     }
 
@@ -376,36 +390,41 @@ impl Seq2SeqBundle {
         &mut self,
         enc: &EncoderOutput,
         opts: &Seq2SeqGenerateOptions,
-    ) -> Result<Vec<Generated>> {
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<Generated>>> {
         let info = &self.info;
         let start = info.decoder_start_token_id;
         let mut search = Greedy::new(enc.batch, start, info.eos_token_id, info.pad_token_id);
         let mut state = SearchState::new(opts.mode, enc.batch);
         for _ in 0..opts.max_new_tokens {
+            if stop() {
+                return Ok(None);
+            }
             let logp = self.step(enc, search.next_tokens(), &mut state)?;
             if search.step(&logp) {
                 break;
             }
         }
-        Ok(generated(search.finish()))
+        Ok(Some(generated(search.finish())))
     }
 
     fn beam_search(
         &mut self,
         enc: &EncoderOutput,
         opts: &Seq2SeqGenerateOptions,
-    ) -> Result<Vec<Generated>> {
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<Generated>>> {
         let b = enc.batch;
         let k = opts.num_beams.max(1);
         let lp = opts.length_penalty;
         if opts.max_new_tokens == 0 {
-            return Ok(vec![
+            return Ok(Some(vec![
                 Generated {
                     tokens: Vec::new(),
                     score: 0.0
                 };
                 b
-            ]);
+            ]));
         }
         let rows: Vec<usize> = (0..b * k).map(|i| i / k).collect();
         let enc = enc.select(&rows);
@@ -414,13 +433,16 @@ impl Seq2SeqBundle {
         let mut search = BeamSearch::new(b, k, start, eos, opts.max_new_tokens, lp);
         let mut state = SearchState::new(opts.mode, b * k);
         for _ in 0..opts.max_new_tokens {
+            if stop() {
+                return Ok(None);
+            }
             let logp = self.step(&enc, search.next_tokens(), &mut state)?;
             let Some(reorder) = search.step(&logp) else {
                 break;
             };
             state.reorder(&reorder, self.info.num_heads * self.info.d_kv);
         }
-        Ok(generated(search.finish()))
+        Ok(Some(generated(search.finish())))
     }
 }
 

@@ -523,7 +523,8 @@ impl GenRunner for Generator {
     }
 }
 
-/// T5 decodes whole batches: each row's text comes as one piece once its batch is done.
+/// T5 decodes whole batches: each row's text comes as one piece once its batch is done. A run
+/// whose requests all left stops before the next decoder step.
 pub struct Seq2SeqRunner {
     pub bundle: Seq2SeqBundle,
     pub batch_size: usize,
@@ -546,10 +547,10 @@ impl GenRunner for Seq2SeqRunner {
         let eos = self.bundle.info.eos_token_id;
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.batch_size.max(1)) {
-            if stop() {
+            let Some(gens) = self.bundle.generate_until(chunk, &opts, stop)? else {
                 return Err(Cancelled.into());
-            }
-            for (g, ids) in self.bundle.generate(chunk, &opts)?.into_iter().zip(chunk) {
+            };
+            for (g, ids) in gens.into_iter().zip(chunk) {
                 let text = self
                     .bundle
                     .tokenizer
