@@ -339,9 +339,23 @@ impl Seq2SeqBundle {
         opts: &Seq2SeqGenerateOptions,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<Vec<Generated>>> {
+        self.generate_streaming(ids, opts, stop, &mut |_| {})
+    }
+
+    /// [`generate_until`](Self::generate_until) that also hands each greedy step's tokens to
+    /// `on_tokens` (`[rows]`: the token each row appended, or, for a row already closed by EOS,
+    /// the pad id it is fed), as they are chosen. Beam search calls it never: its hypotheses
+    /// reorder until the end.
+    pub fn generate_streaming(
+        &mut self,
+        ids: &[Vec<u32>],
+        opts: &Seq2SeqGenerateOptions,
+        stop: &dyn Fn() -> bool,
+        on_tokens: &mut dyn FnMut(&[u32]),
+    ) -> Result<Option<Vec<Generated>>> {
         let enc = self.encode(ids)?;
         if opts.num_beams <= 1 {
-            self.greedy(&enc, opts, stop)
+            self.greedy(&enc, opts, stop, on_tokens)
         } else {
             self.beam_search(&enc, opts, stop)
         }
@@ -391,6 +405,7 @@ impl Seq2SeqBundle {
         enc: &EncoderOutput,
         opts: &Seq2SeqGenerateOptions,
         stop: &dyn Fn() -> bool,
+        on_tokens: &mut dyn FnMut(&[u32]),
     ) -> Result<Option<Vec<Generated>>> {
         let info = &self.info;
         let start = info.decoder_start_token_id;
@@ -401,7 +416,9 @@ impl Seq2SeqBundle {
                 return Ok(None);
             }
             let logp = self.step(enc, search.next_tokens(), &mut state)?;
-            if search.step(&logp) {
+            let all_done = search.step(&logp);
+            on_tokens(search.next_tokens());
+            if all_done {
                 break;
             }
         }

@@ -460,10 +460,7 @@ pub fn open_generation(
         for _ in 0..workers.max(1) {
             let bundle = Seq2SeqBundle::open(dir, rt, &runtime.session)?;
             model.get_or_insert_with(|| GenModel::of_seq2seq(&bundle));
-            runners.push(Box::new(Seq2SeqRunner {
-                bundle,
-                batch_size: runtime.batch_size,
-            }));
+            runners.push(Box::new(Seq2SeqRunner::new(bundle, runtime.batch_size)));
         }
     } else if BundleManifest::read(dir)?.decoder.is_some() {
         for _ in 0..workers.max(1) {
@@ -523,11 +520,27 @@ impl GenRunner for Generator {
     }
 }
 
-/// T5 decodes whole batches: each row's text comes as one piece once its batch is done. A run
-/// whose requests all left stops before the next decoder step.
+/// T5: greedy runs stream each row's text as its tokens are chosen (incremental detokenisation,
+/// as for decoders); beam search, whose hypotheses reorder until the end, sends each row's
+/// whole text once its batch is done. A run whose requests all left stops before the next
+/// decoder step.
 pub struct Seq2SeqRunner {
-    pub bundle: Seq2SeqBundle,
-    pub batch_size: usize,
+    bundle: Seq2SeqBundle,
+    batch_size: usize,
+    /// The bundle's tokenizer, for the streams (the bundle is borrowed by the search).
+    tokenizer: adept_bundle::tokenizers::Tokenizer,
+}
+
+impl Seq2SeqRunner {
+    /// Runs `bundle` in batches of `batch_size` rows.
+    pub fn new(bundle: Seq2SeqBundle, batch_size: usize) -> Self {
+        let tokenizer = bundle.tokenizer.clone();
+        Self {
+            bundle,
+            batch_size,
+            tokenizer,
+        }
+    }
 }
 
 impl GenRunner for Seq2SeqRunner {
@@ -544,19 +557,52 @@ impl GenRunner for Seq2SeqRunner {
             length_penalty: params.length_penalty,
             mode: DecodeMode::Cached,
         };
+        let greedy = opts.num_beams <= 1;
         let eos = self.bundle.info.eos_token_id;
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.batch_size.max(1)) {
-            let Some(gens) = self.bundle.generate_until(chunk, &opts, stop)? else {
+            let first = out.len();
+            let tokenizer = &self.tokenizer;
+            let mut streams = vec![adept_bundle::generate::StreamDecoder::new(&[]); chunk.len()];
+            let mut closed = vec![false; chunk.len()];
+            let mut failed = None;
+            let mut on_tokens = |tokens: &[u32]| {
+                for (r, &t) in tokens.iter().enumerate() {
+                    if closed[r] || failed.is_some() {
+                        continue;
+                    }
+                    closed[r] = t == eos;
+                    match streams[r].push(t, tokenizer) {
+                        Ok((piece, _)) if !piece.is_empty() => on_piece(first + r, &piece),
+                        Ok(_) => {}
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            };
+            let gens = self
+                .bundle
+                .generate_streaming(chunk, &opts, stop, &mut on_tokens)?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let Some(gens) = gens else {
                 return Err(Cancelled.into());
             };
-            for (g, ids) in gens.into_iter().zip(chunk) {
+            for ((g, ids), stream) in gens.into_iter().zip(chunk).zip(&mut streams) {
                 let text = self
                     .bundle
                     .tokenizer
                     .decode(&g.tokens, true)
                     .map_err(|e| anyhow::anyhow!("cannot decode {:?}: {e}", g.tokens))?;
-                on_piece(out.len(), &text);
+                if greedy {
+                    // Whatever the stream held back (an incomplete character at the end).
+                    let rest = stream.finish(&self.tokenizer)?;
+                    if !rest.is_empty() {
+                        on_piece(out.len(), &rest);
+                    }
+                } else {
+                    on_piece(out.len(), &text);
+                }
                 out.push(GenOutput {
                     text,
                     finish_reason: if g.tokens.last() == Some(&eos) {
