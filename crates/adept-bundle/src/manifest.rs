@@ -186,16 +186,16 @@ impl Int8Activations {
 
 impl std::str::FromStr for Int8Activations {
     type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let s = s.trim().to_ascii_lowercase().replace('_', "-");
+    fn from_str(text: &str) -> Result<Self> {
+        let s = text.trim().to_ascii_lowercase().replace('_', "-");
         match s.as_str() {
             "per-row" | "row" => Ok(Self::PerRow),
             "per-tensor" | "tensor" => Ok(Self::PerTensor),
             other => match other.strip_prefix("blocks-").map(str::parse::<usize>) {
                 Some(Ok(n)) if n >= 16 && n.is_power_of_two() => Ok(Self::Blocks(n)),
                 _ => bail!(
-                    "unknown int8 activation quantization {other:?} (per-row, per-tensor, or \
-                     blocks-N with N a power of two of at least 16)"
+                    "unknown int8 activation quantization {text:?} (int8_activations: per-row, \
+                     per-tensor, or blocks-N with N a power of two of at least 16)"
                 ),
             },
         }

@@ -299,6 +299,22 @@ fn int8_bundles_pass_the_checker_and_fuse() {
         manifest.int8_activations,
         Some(adept_bundle::Int8Activations::PerTensor)
     );
+    let model_proto =
+        adept_onnx::proto::decode_model(&std::fs::read(out.join("model.onnx")).unwrap()).unwrap();
+    let meta: Vec<(String, String)> = model_proto
+        .metadata_props
+        .iter()
+        .map(|p| {
+            (
+                p.key.clone().unwrap_or_default(),
+                p.value.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        meta.contains(&("adept.int8_activations".into(), "per-tensor".into())),
+        "{meta:?}"
+    );
     let report = inspect(&out.join("model.onnx"));
     let name = "int8 per tensor";
     eprintln!("{name}: optimized (all) {}", report["optimized"]["all"]);
@@ -316,9 +332,20 @@ fn int8_bundles_pass_the_checker_and_fuse() {
     for per_row in [":QuantizeLinear", ":ReduceMax", ":Abs"] {
         assert_eq!(count(ops, per_row), 0, "{name}: {per_row}");
     }
-    let fused = count(opt, "com.microsoft:MatMulIntegerToFloat")
-        + count(opt, "com.microsoft:DynamicQuantizeMatMul");
-    assert_eq!(fused, 6 * layers, "{name}: fused int8 products");
+    // A product with an input of its own becomes one DynamicQuantizeMatMul (attention
+    // output, feed-forward in and out, and the last layer's queries); products that share an
+    // input (q/k/v, k/v in the last layer) share one DynamicQuantizeLinear and are each a
+    // MatMulIntegerToFloat.
+    assert_eq!(
+        count(opt, "com.microsoft:DynamicQuantizeMatMul"),
+        3 * layers + 1,
+        "{name}: DynamicQuantizeMatMul"
+    );
+    assert_eq!(
+        count(opt, "com.microsoft:MatMulIntegerToFloat"),
+        2 * layers + 1,
+        "{name}: MatMulIntegerToFloat"
+    );
     assert_eq!(count(opt, ":MatMulInteger"), 0, "{name}");
     assert_eq!(count(opt, "com.microsoft:Gelu"), layers, "{name}: Gelu");
     assert_eq!(count(opt, "com.microsoft:BiasGelu"), 0, "{name}: BiasGelu");

@@ -684,7 +684,7 @@ fn api_keys_guard_every_route_but_health() {
     let (key, other) = ("k3y-0123456789abcdef", "k3y-fedcba9876543210");
     let app = "http://app.example:3000";
     let opts = ServeOptions {
-        api_keys: vec![key.to_string(), other.to_string()],
+        api_keys: adept_serve::ApiKeys::new(&[key, other]).unwrap(),
         cors_origins: vec![app.to_string()],
         ..Default::default()
     };
@@ -732,6 +732,10 @@ fn api_keys_guard_every_route_but_health() {
     }
     // /health stays open for load balancers; /metrics and the model list need the key.
     assert_eq!(call(&server, "GET", "/health", None).status, 200);
+    // Only /health itself is open: not its encodings or neighbours.
+    for path in ["/%68ealth", "/health/", "//health", "/HEALTH"] {
+        assert_eq!(call(&server, "GET", path, None).status, 401, "{path}");
+    }
     for path in [
         "/metrics",
         "/v1/models",
@@ -763,6 +767,20 @@ fn api_keys_guard_every_route_but_health() {
         .to_str()
         .unwrap();
     assert!(allowed.contains("authorization"), "{allowed}");
+    // A 401 to that origin carries the CORS header, so its page can read why.
+    let denied = agent()
+        .post(format!("{base}/v1/models/sst2/predict"))
+        .header("origin", app)
+        .content_type("application/json")
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(denied.status().as_u16(), 401);
+    assert_eq!(
+        denied.headers()["access-control-allow-origin"]
+            .to_str()
+            .unwrap(),
+        app
+    );
     server.stop().unwrap();
 }
 
@@ -1165,6 +1183,27 @@ fn a_t5_bundle_generates_what_the_seq2seq_runtime_does() {
     );
     assert_eq!(r.status, 422);
     assert!(error_message(&r).contains("beam search"), "{}", r.json);
+    // A longer greedy run through the server: each row's pieces still add up to its text.
+    // (This random fixture reaches no EOS within 40 tokens, as printed: a row closed by EOS,
+    // then fed the pad id, is skipped by the runner and not covered here.)
+    let body = json!({"inputs": sources, "parameters": {"max_new_tokens": 40}, "stream": true});
+    let events = stream(&server, "/v1/generate", &body);
+    let ((last, answer), pieces) = events.split_last().unwrap();
+    assert_eq!(last, "done");
+    let mut texts = vec![String::new(); sources.len()];
+    for (_, data) in pieces {
+        texts[data["index"].as_u64().unwrap() as usize] += data["text"].as_str().unwrap();
+    }
+    let whole = texts_and_ids(answer);
+    let eos = bundle.info.eos_token_id;
+    let lens: Vec<(usize, bool)> = whole
+        .iter()
+        .map(|(_, ids)| (ids.len(), ids.last() == Some(&eos)))
+        .collect();
+    eprintln!("T5, 40 new tokens: (length, ended at EOS) per prompt {lens:?}");
+    for (i, (text, _)) in whole.iter().enumerate() {
+        assert_eq!(&texts[i], text, "prompt {i}");
+    }
     // What the server's worker does when a run's clients leave: the search asks before each
     // decoder step and stops there (greedy and beams); never asked to stop, it equals generate.
     let ids: Vec<Vec<u32>> = sources
@@ -1864,7 +1903,7 @@ fn the_openai_python_client_talks_to_the_server() {
     };
     let key = "sk-adept-test-0123456789";
     let opts = ServeOptions {
-        api_keys: vec![key.to_string()],
+        api_keys: adept_serve::ApiKeys::new(&[key]).unwrap(),
         ..Default::default()
     };
     let server = serve(&[("lm", &tiny_decoder())], opts);

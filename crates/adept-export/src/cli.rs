@@ -48,15 +48,15 @@ pub struct ExportArgs {
         feature = "cli",
         arg(
             long,
-            value_name = "per-row|per-tensor",
+            value_name = "per-row|per-tensor|blocks-N",
             conflicts_with = "int8_blocks"
         )
     )]
     pub int8_activations: Option<Int8Activations>,
     /// With `--dtype int8`: keep the products whose weight name contains NAME in float
-    /// (repeatable; `none` keeps none) [default: `layer.0.output.dense`, the first layer's
-    /// feed-forward output, where a quarter to a third of MiniLM's int8 error comes from; see
-    /// the README's int8 section].
+    /// (repeatable; `none` keeps none) [default per row: `layer.0.output.dense`, the first
+    /// layer's feed-forward output, where a quarter to a third of MiniLM's int8 error comes
+    /// from (see the README's int8 section); per tensor and in blocks: none].
     #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
     pub int8_keep_float: Option<Vec<String>>,
     /// Default-domain ONNX opset (17 or later).
@@ -197,13 +197,11 @@ pub fn int8_activations(args: &ExportArgs) -> Result<Int8Activations> {
         args.dtype
     );
     if let Int8Activations::Blocks(n) = a {
-        // The same checks as `--int8-blocks N`.
-        return int8_blocks(&ExportArgs {
-            int8_blocks: Some(n),
-            int8_activations: None,
-            ..args.clone()
-        })
-        .map(|_| a);
+        ensure!(
+            n >= 16 && n.is_power_of_two(),
+            "--int8-activations {a}: the block must be a power of two of at least 16 (e.g. \
+             blocks-32, blocks-128)"
+        );
     }
     Ok(a)
 }

@@ -330,9 +330,9 @@ impl Seq2SeqBundle {
             .expect("a search that is never stopped finishes"))
     }
 
-    /// [`generate`](Self::generate), asking `stop()` before each decoder step: `None` as soon as
-    /// it says true (a server whose clients left stops the batch there, not after
-    /// `max_new_tokens` steps).
+    /// [`generate`](Self::generate), asking `stop()` before the encoder and before each decoder
+    /// step: `None` as soon as it says true (a server whose clients left stops the batch there,
+    /// not after `max_new_tokens` steps).
     pub fn generate_until(
         &mut self,
         ids: &[Vec<u32>],
@@ -353,6 +353,9 @@ impl Seq2SeqBundle {
         stop: &dyn Fn() -> bool,
         on_tokens: &mut dyn FnMut(&[u32]),
     ) -> Result<Option<Vec<Generated>>> {
+        if stop() {
+            return Ok(None);
+        }
         let enc = self.encode(ids)?;
         if opts.num_beams <= 1 {
             self.greedy(&enc, opts, stop, on_tokens)

@@ -92,10 +92,13 @@ pub struct ServeArgs {
 }
 
 /// The API keys of `--api-key-file` (one per line; blank lines and `#` comments skipped) and
-/// `ADEPT_API_KEY` (`env`, unless empty), each checked; an error names the file, the line and
-/// what is wrong with it. A file that holds no key is an error (it would leave the server open
-/// while its owner thinks it is not).
-pub fn api_keys(file: Option<&std::path::Path>, env: Option<&str>) -> Result<Vec<String>> {
+/// `ADEPT_API_KEY` (`env`), each checked; an error names the file, the line and what is wrong
+/// with it. A file that holds no key, or an `ADEPT_API_KEY` that is set but empty or not text,
+/// is an error: either would leave the server open while its owner thinks it is not.
+pub fn api_keys(
+    file: Option<&std::path::Path>,
+    env: Option<&std::ffi::OsStr>,
+) -> Result<Vec<String>> {
     let mut keys = Vec::new();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
@@ -115,7 +118,15 @@ pub fn api_keys(file: Option<&std::path::Path>, env: Option<&str>) -> Result<Vec
             path.display()
         );
     }
-    if let Some(k) = env.map(str::trim).filter(|k| !k.is_empty()) {
+    if let Some(k) = env {
+        let k = k
+            .to_str()
+            .context("ADEPT_API_KEY is set but is not valid text (UTF-8): set it to the key")?
+            .trim();
+        anyhow::ensure!(
+            !k.is_empty(),
+            "ADEPT_API_KEY is set but empty: set it to the key, or unset it to serve without one"
+        );
         crate::server::check_api_key(k).context("ADEPT_API_KEY")?;
         keys.push(k.to_owned());
     }
@@ -158,10 +169,10 @@ impl ServeArgs {
             max_new_tokens: self.max_new_tokens,
             max_connections: self.max_connections,
             idle_timeout: seconds("--idle-timeout", self.idle_timeout, 86400.0, false)?,
-            api_keys: api_keys(
+            api_keys: crate::server::ApiKeys::new(&api_keys(
                 self.api_key_file.as_deref(),
-                std::env::var("ADEPT_API_KEY").ok().as_deref(),
-            )?,
+                std::env::var_os("ADEPT_API_KEY").as_deref(),
+            )?)?,
         };
         seconds("--metrics-every", self.metrics_every, 86400.0, false)?;
         opts.validate()?;
@@ -246,9 +257,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
          /health, /metrics); Ctrl-C stops",
         server.addr()
     );
-    let keyed = args.api_key_file.is_some()
-        || std::env::var("ADEPT_API_KEY").is_ok_and(|k| !k.trim().is_empty());
-    if keyed {
+    if !server.state().opts.api_keys.is_empty() {
         eprintln!("requests need an API key (Authorization: Bearer <key>), except GET /health");
     } else if !args.host.is_loopback() {
         eprintln!(
@@ -313,10 +322,20 @@ mod tests {
             api_keys(Some(&file), None).unwrap(),
             ["key-aaaaaaaaaaaaaaaa", "key-bbbbbbbbbbbbbbbb"]
         );
-        let both = api_keys(Some(&file), Some("key-cccccccccccccccc")).unwrap();
+        let os = |s: &str| std::ffi::OsString::from(s);
+        let both = api_keys(Some(&file), Some(&os("key-cccccccccccccccc"))).unwrap();
         assert_eq!(both.len(), 3);
         assert!(api_keys(None, None).unwrap().is_empty());
-        assert!(api_keys(None, Some("  ")).unwrap().is_empty());
+        // Set but empty, or not text: an error, not a server without keys.
+        let e = format!("{:#}", api_keys(None, Some(&os("  "))).unwrap_err());
+        assert!(e.contains("ADEPT_API_KEY is set but empty"), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let bad = std::ffi::OsStr::from_bytes(b"\xffkey-aaaaaaaaaaaaaaaa");
+            let e = format!("{:#}", api_keys(None, Some(bad)).unwrap_err());
+            assert!(e.contains("not valid text"), "{e}");
+        }
         // Errors name the file (and line) and what is wrong.
         std::fs::write(&file, "key-aaaaaaaaaaaaaaaa\nshort\n").unwrap();
         let e = format!("{:#}", api_keys(Some(&file), None).unwrap_err());
@@ -334,7 +353,7 @@ mod tests {
         assert!(e.contains("none.txt") && e.contains("cannot read"), "{e}");
         let e = format!(
             "{:#}",
-            api_keys(None, Some("with space in the key!")).unwrap_err()
+            api_keys(None, Some(&os("with space in the key!"))).unwrap_err()
         );
         assert!(
             e.contains("ADEPT_API_KEY") && e.contains("without spaces"),

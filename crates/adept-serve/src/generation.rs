@@ -565,24 +565,26 @@ impl GenRunner for Seq2SeqRunner {
             let tokenizer = &self.tokenizer;
             let mut streams = vec![adept_bundle::generate::StreamDecoder::new(&[]); chunk.len()];
             let mut closed = vec![false; chunk.len()];
-            let mut failed = None;
+            // A row whose text cannot be decoded fails the run at the next step.
+            let failed = std::cell::RefCell::new(None);
             let mut on_tokens = |tokens: &[u32]| {
                 for (r, &t) in tokens.iter().enumerate() {
-                    if closed[r] || failed.is_some() {
+                    if closed[r] || failed.borrow().is_some() {
                         continue;
                     }
                     closed[r] = t == eos;
                     match streams[r].push(t, tokenizer) {
                         Ok((piece, _)) if !piece.is_empty() => on_piece(first + r, &piece),
                         Ok(_) => {}
-                        Err(e) => failed = Some(e),
+                        Err(e) => *failed.borrow_mut() = Some(e),
                     }
                 }
             };
-            let gens = self
-                .bundle
-                .generate_streaming(chunk, &opts, stop, &mut on_tokens)?;
-            if let Some(e) = failed {
+            let stop_or_failed = || stop() || failed.borrow().is_some();
+            let gens =
+                self.bundle
+                    .generate_streaming(chunk, &opts, &stop_or_failed, &mut on_tokens)?;
+            if let Some(e) = failed.take() {
                 return Err(e);
             }
             let Some(gens) = gens else {

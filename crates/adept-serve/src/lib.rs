@@ -29,6 +29,6 @@ pub use cli::{run_serve, ServeArgs};
 pub use generation::{GenEvent, GenKind, GenModel, GenOutput, GenParams, GenRunner};
 pub use metrics::{ModelStats, StatsSnapshot};
 pub use server::{
-    open_models, request_body, response_logits, router, AppState, ModelSpec, ServeOptions,
+    open_models, request_body, response_logits, router, ApiKeys, AppState, ModelSpec, ServeOptions,
     ServedModel, Server,
 };

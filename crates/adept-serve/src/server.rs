@@ -102,7 +102,7 @@ pub struct ServeOptions {
     /// API keys (`--api-key-file`, `ADEPT_API_KEY`): when any is set, every route but
     /// `GET /health` (and CORS preflights) needs `Authorization: Bearer <key>` (401 otherwise).
     /// Empty: no authentication (a server behind a gateway, or on localhost).
-    pub api_keys: Vec<String>,
+    pub api_keys: ApiKeys,
 }
 
 impl Default for ServeOptions {
@@ -119,7 +119,7 @@ impl Default for ServeOptions {
             max_new_tokens: 512,
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
-            api_keys: Vec::new(),
+            api_keys: ApiKeys::default(),
         }
     }
 }
@@ -143,9 +143,6 @@ impl ServeOptions {
             "--idle-timeout must be at least 0.1 s, not {} s (it also bounds a stalled write)",
             self.idle_timeout.as_secs_f64()
         );
-        for k in &self.api_keys {
-            check_api_key(k)?;
-        }
         for o in &self.cors_origins {
             ensure!(
                 o == "*"
@@ -442,16 +439,47 @@ pub fn check_api_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-impl ServeOptions {
-    /// Whether `token` is one of the API keys. The SHA-256 digests are compared, so the time the
-    /// comparison takes says nothing about how much of a key a guess got right.
-    fn key_allowed(&self, token: &str) -> bool {
-        let digest = adept_bundle::sha256_hex(token.as_bytes());
-        self.api_keys
-            .iter()
-            .any(|k| adept_bundle::sha256_hex(k.as_bytes()) == digest)
+/// The server's API keys, held as their SHA-256 digests (hashed once, at start): a request's
+/// key is hashed and looked up, so the time that takes says nothing about how much of a key a
+/// guess got right, and the keys themselves are not kept (`Debug` shows how many there are).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ApiKeys {
+    digests: std::collections::HashSet<String>,
+}
+
+impl ApiKeys {
+    /// Each key checked by [`check_api_key`].
+    pub fn new<S: AsRef<str>>(keys: &[S]) -> Result<Self> {
+        let mut digests = std::collections::HashSet::new();
+        for k in keys {
+            check_api_key(k.as_ref())?;
+            digests.insert(adept_bundle::sha256_hex(k.as_ref().as_bytes()));
+        }
+        Ok(Self { digests })
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.digests.len()
+    }
+
+    /// Whether `token` is one of the keys.
+    fn allows(&self, token: &str) -> bool {
+        self.digests
+            .contains(&adept_bundle::sha256_hex(token.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys({} keys)", self.digests.len())
+    }
+}
+
+impl ServeOptions {
     /// The value of `Access-Control-Allow-Origin` for a request from `origin`, if allowed.
     fn cors_allow(&self, origin: &str) -> Option<HeaderValue> {
         if self.cors_origins.iter().any(|o| o == "*") {
@@ -516,7 +544,7 @@ async fn require_key(State(st): State<Arc<AppState>>, req: Request, next: Next) 
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
     match token {
-        Some(t) if st.opts.key_allowed(t) => next.run(req).await,
+        Some(t) if st.opts.api_keys.allows(t) => next.run(req).await,
         _ => {
             let why = match req.headers().get(header::AUTHORIZATION) {
                 None => "this server needs an API key",
