@@ -1318,10 +1318,7 @@ impl GraphBuilder {
         let (y, correction) =
             self.quantized_product(prefix, x, weight, [out_features, in_features])?;
         let bias = with_correction(bias, correction.as_deref());
-        let per_row = self
-            .quantization
-            .as_ref()
-            .is_none_or(|q| q.activations == ActivationQuantization::PerRow);
+        let per_row = !self.bias_follows_quantized_products();
         self.scope(prefix, |g| match bias {
             // Per row as `y − (−bias)`: ONNX Runtime fuses a following `Add` of a constant (in
             // either order) into MatMulIntegerToFloat, whose kernel (1.31) adds the bias before
@@ -1426,6 +1423,17 @@ impl GraphBuilder {
         }
         let y = self.linear(prefix, x, weight, [out_features, in_features], None)?;
         Ok((y, None))
+    }
+
+    /// Whether a bias `Add` may follow a quantized product: only when its input has one scale
+    /// per tensor, where ONNX Runtime takes the `Add` into `DynamicQuantizeMatMul`. Per row it
+    /// would fuse it into `MatMulIntegerToFloat` wrongly (see
+    /// [`quantized_linear`](Self::quantized_linear)); in blocks `MatMulNBits` is left as it was
+    /// measured, with the bias in the next kernel.
+    pub fn bias_follows_quantized_products(&self) -> bool {
+        self.quantization
+            .as_ref()
+            .is_some_and(|q| q.activations == ActivationQuantization::PerTensor)
     }
 
     /// Whether [`linear`](Self::linear) emits the layer `prefix` with `[out, in]` features as
