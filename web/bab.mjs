@@ -1,0 +1,14 @@
+import { chromium } from 'playwright-core';
+import { startServer } from './serve.mjs';
+const [threads, rounds, ...rest] = process.argv.slice(2);
+const models = rest.map((x) => x.split('@')[0]); const opts = rest.map((x) => x.includes('@') ? JSON.parse(x.split('@')[1]) : {});
+const server = await startServer({ root: '/', port: 0, quiet: true });
+const b = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage', ...(process.env.JSF ? ['--js-flags=' + process.env.JSF] : [])] });
+const p = await b.newPage();
+p.on('console', (m) => { if (m.type() === 'error') console.error(m.text()); });
+await p.goto(`http://127.0.0.1:${server.address().port}/tmp/s11/bab.html`);
+await p.waitForFunction(() => window.ready);
+console.log('isolated', await p.evaluate(() => crossOriginIsolated));
+const r = await p.evaluate(([t, r, m, o]) => window.runAB(t, r, m, o), [Number(threads), Number(rounds), models, opts]);
+console.log(r.join('\n'));
+await b.close(); server.close();
