@@ -1184,8 +1184,7 @@ fn a_t5_bundle_generates_what_the_seq2seq_runtime_does() {
     assert_eq!(r.status, 422);
     assert!(error_message(&r).contains("beam search"), "{}", r.json);
     // A longer greedy run through the server: each row's pieces still add up to its text.
-    // (This random fixture reaches no EOS within 40 tokens, as printed: a row closed by EOS,
-    // then fed the pad id, is skipped by the runner and not covered here.)
+    // (This random fixture reaches no EOS within 40 tokens, as printed; the EOS path follows.)
     let body = json!({"inputs": sources, "parameters": {"max_new_tokens": 40}, "stream": true});
     let events = stream(&server, "/v1/generate", &body);
     let ((last, answer), pieces) = events.split_last().unwrap();
@@ -1204,6 +1203,76 @@ fn a_t5_bundle_generates_what_the_seq2seq_runtime_does() {
     for (i, (text, _)) in whole.iter().enumerate() {
         assert_eq!(&texts[i], text, "prompt {i}");
     }
+    // A row that ends at EOS while the others go on. The fixture's own EOS never comes, so a
+    // copy of the bundle names as EOS a token that prompt 0 first emits a few tokens in (so
+    // its row streams some text before it closes) and some other prompt never does. The answer is the same search cut after that token's first occurrence
+    // (finish_reason "eos"; rows without it run to the limit), and, streamed, every row's
+    // pieces still add up to its text: the closed row is fed the pad id and sends nothing more.
+    let long: Vec<Vec<u32>> = whole.iter().map(|(_, ids)| ids.clone()).collect();
+    let pad = bundle.info.pad_token_id;
+    let (pos, new_eos) = long[0]
+        .iter()
+        .enumerate()
+        .take(20)
+        .find(|&(i, t)| {
+            i >= 2
+                && *t != pad
+                && !long[0][..i].contains(t)
+                && long[1..].iter().any(|row| !row.contains(t))
+        })
+        .map(|(i, &t)| (i, t))
+        .unwrap_or_else(|| panic!("no token of prompt 0 missing from another prompt: {long:?}"));
+    let eos_dir = tmp.path().join("t5-eos");
+    std::fs::create_dir_all(&eos_dir).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, eos_dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let manifest_path = eos_dir.join("adept.json");
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    manifest["eos_token_id"] = json!(new_eos);
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let want: Vec<Vec<u32>> = long
+        .iter()
+        .map(|row| match row.iter().position(|&t| t == new_eos) {
+            Some(i) => row[..=i].to_vec(),
+            None => row.clone(),
+        })
+        .collect();
+    assert_eq!(want[0].len(), pos + 1);
+    assert!(want.iter().any(|row| row.len() == 40), "{want:?}");
+    let eos_server = serve(&[("t5", &eos_dir)], ServeOptions::default());
+    let events = stream(&eos_server, "/v1/generate", &body);
+    let ((last, answer), pieces) = events.split_last().unwrap();
+    assert_eq!(last, "done", "{events:?}");
+    let mut texts = vec![String::new(); sources.len()];
+    for (_, data) in pieces {
+        texts[data["index"].as_u64().unwrap() as usize] += data["text"].as_str().unwrap();
+    }
+    let got = texts_and_ids(answer);
+    for (i, (text, ids)) in got.iter().enumerate() {
+        assert_eq!(ids, &want[i], "prompt {i}: the search cut at EOS {new_eos}");
+        let reason = if ids.last() == Some(&new_eos) {
+            "eos"
+        } else {
+            "length"
+        };
+        assert_eq!(
+            answer["generations"][i]["finish_reason"], reason,
+            "prompt {i}: {answer}"
+        );
+        assert_eq!(
+            text,
+            &bundle.tokenizer.decode(ids, true).unwrap(),
+            "prompt {i}"
+        );
+        assert_eq!(&texts[i], text, "prompt {i}: the pieces");
+    }
+    eprintln!(
+        "T5 with EOS = {new_eos}: lengths {:?}",
+        got.iter().map(|(_, ids)| ids.len()).collect::<Vec<_>>()
+    );
     // What the server's worker does when a run's clients leave: the search asks before each
     // decoder step and stops there (greedy and beams); never asked to stop, it equals generate.
     let ids: Vec<Vec<u32>> = sources
@@ -1475,7 +1544,7 @@ impl adept_serve::GenRunner for Endless {
         &mut self,
         rows: &[Vec<u32>],
         _params: &adept_serve::GenParams,
-        on_piece: &mut dyn FnMut(usize, &str),
+        mut on_piece: Option<adept_serve::PieceSink<'_>>,
         stop: &dyn Fn() -> bool,
     ) -> anyhow::Result<Vec<adept_serve::GenOutput>> {
         if rows.iter().any(|r| r.contains(&39)) {
@@ -1485,8 +1554,10 @@ impl adept_serve::GenRunner for Endless {
                 if stop() {
                     return Err(adept_bundle::generate::Cancelled.into());
                 }
-                for i in 0..rows.len() {
-                    on_piece(i, &piece);
+                if let Some(sink) = on_piece.as_mut() {
+                    for i in 0..rows.len() {
+                        sink(i, &piece);
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -1598,7 +1669,7 @@ impl adept_serve::GenRunner for HeldGen {
         &mut self,
         rows: &[Vec<u32>],
         params: &adept_serve::GenParams,
-        on_piece: &mut dyn FnMut(usize, &str),
+        mut on_piece: Option<adept_serve::PieceSink<'_>>,
         _stop: &dyn Fn() -> bool,
     ) -> anyhow::Result<Vec<adept_serve::GenOutput>> {
         let (held, cv) = &*self.gate;
@@ -1608,8 +1679,10 @@ impl adept_serve::GenRunner for HeldGen {
             rows.iter().all(|r| r.len() < 3),
             "this fake fails prompts of 2 words"
         );
-        for i in 0..rows.len() {
-            on_piece(i, "x");
+        if let Some(sink) = on_piece.as_mut() {
+            for i in 0..rows.len() {
+                sink(i, "x");
+            }
         }
         Ok(rows
             .iter()

@@ -485,16 +485,21 @@ pub struct GenOutput {
     pub token_ids: Vec<u32>,
 }
 
+/// Where a run sends each row's text as it is decoded: `(row, piece)`.
+pub type PieceSink<'a> = &'a mut dyn FnMut(usize, &str);
+
 /// Generates with one session (each worker holds its own).
 pub trait GenRunner: Send + 'static {
-    /// The completions of `rows` (prompt ids, checked to fit) in order; `on_piece(row, text)`
-    /// is called with each row's text as it is decoded (its pieces concatenate to the row's
-    /// text). When `stop()` turns true the run may end early with a [`Cancelled`] error.
+    /// The completions of `rows` (prompt ids, checked to fit) in order. With `Some(on_piece)`
+    /// (some caller streams), `on_piece(row, text)` is called with each row's text as it is
+    /// decoded (its pieces concatenate to the row's text); with `None` nobody listens, and a
+    /// runner may skip decoding text step by step. When `stop()` turns true the run may end
+    /// early with a [`Cancelled`] error.
     fn generate(
         &mut self,
         rows: &[Vec<u32>],
         params: &GenParams,
-        on_piece: &mut dyn FnMut(usize, &str),
+        on_piece: Option<PieceSink<'_>>,
         stop: &dyn Fn() -> bool,
     ) -> Result<Vec<GenOutput>>;
 }
@@ -504,9 +509,13 @@ impl GenRunner for Generator {
         &mut self,
         rows: &[Vec<u32>],
         params: &GenParams,
-        on_piece: &mut dyn FnMut(usize, &str),
+        on_piece: Option<PieceSink<'_>>,
         stop: &dyn Fn() -> bool,
     ) -> Result<Vec<GenOutput>> {
+        // The generation loop decodes each step's text anyway (stop strings), so the pieces
+        // cost nothing extra; with no listener they go nowhere.
+        let mut nobody = |_: usize, _: &str| {};
+        let on_piece = on_piece.unwrap_or(&mut nobody);
         let (gens, _) = self.generate_ids_until(rows, &params.config, true, on_piece, stop)?;
         Ok(gens
             .into_iter()
@@ -548,7 +557,7 @@ impl GenRunner for Seq2SeqRunner {
         &mut self,
         rows: &[Vec<u32>],
         params: &GenParams,
-        on_piece: &mut dyn FnMut(usize, &str),
+        mut on_piece: Option<PieceSink<'_>>,
         stop: &dyn Fn() -> bool,
     ) -> Result<Vec<GenOutput>> {
         let opts = Seq2SeqGenerateOptions {
@@ -557,7 +566,8 @@ impl GenRunner for Seq2SeqRunner {
             length_penalty: params.length_penalty,
             mode: DecodeMode::Cached,
         };
-        let greedy = opts.num_beams <= 1;
+        // Greedy text is decoded step by step only for a listener.
+        let stream_steps = opts.num_beams <= 1 && on_piece.is_some();
         let eos = self.bundle.info.eos_token_id;
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.batch_size.max(1)) {
@@ -568,13 +578,17 @@ impl GenRunner for Seq2SeqRunner {
             // A row whose text cannot be decoded fails the run at the next step.
             let failed = std::cell::RefCell::new(None);
             let mut on_tokens = |tokens: &[u32]| {
+                let Some(sink) = on_piece.as_mut().filter(|_| stream_steps) else {
+                    return;
+                };
                 for (r, &t) in tokens.iter().enumerate() {
+                    // A row closed by EOS is fed the pad id from then on: not its text.
                     if closed[r] || failed.borrow().is_some() {
                         continue;
                     }
                     closed[r] = t == eos;
                     match streams[r].push(t, tokenizer) {
-                        Ok((piece, _)) if !piece.is_empty() => on_piece(first + r, &piece),
+                        Ok((piece, _)) if !piece.is_empty() => sink(first + r, &piece),
                         Ok(_) => {}
                         Err(e) => *failed.borrow_mut() = Some(e),
                     }
@@ -596,14 +610,16 @@ impl GenRunner for Seq2SeqRunner {
                     .tokenizer
                     .decode(&g.tokens, true)
                     .map_err(|e| anyhow::anyhow!("cannot decode {:?}: {e}", g.tokens))?;
-                if greedy {
-                    // Whatever the stream held back (an incomplete character at the end).
-                    let rest = stream.finish(&self.tokenizer)?;
-                    if !rest.is_empty() {
-                        on_piece(out.len(), &rest);
+                if let Some(sink) = on_piece.as_mut() {
+                    if stream_steps {
+                        // Whatever the stream held back (an incomplete character at the end).
+                        let rest = stream.finish(&self.tokenizer)?;
+                        if !rest.is_empty() {
+                            sink(out.len(), &rest);
+                        }
+                    } else {
+                        sink(out.len(), &text);
                     }
-                } else {
-                    on_piece(out.len(), &text);
                 }
                 out.push(GenOutput {
                     text,
@@ -731,25 +747,23 @@ fn run_group(
     }
     let mut sent = vec![false; group.len()];
     let stop = || group.iter().all(|j| j.events.is_closed());
+    let streams = group.iter().any(|j| j.stream);
     let start = Instant::now();
     let result = catch_unwind(AssertUnwindSafe(|| {
-        runner.generate(
-            &rows,
-            &group[0].params,
-            &mut |row, piece| {
-                if let Some(&(j, k)) = owner.get(row) {
-                    if group[j].stream {
-                        sent[j] = true;
-                        // A client that went away dropped its receiver: nothing to send.
-                        let _ = group[j].events.send(GenEvent::Piece {
-                            index: k,
-                            text: piece.to_owned(),
-                        });
-                    }
+        let mut on_piece = |row: usize, piece: &str| {
+            if let Some(&(j, k)) = owner.get(row) {
+                if group[j].stream {
+                    sent[j] = true;
+                    // A client that went away dropped its receiver: nothing to send.
+                    let _ = group[j].events.send(GenEvent::Piece {
+                        index: k,
+                        text: piece.to_owned(),
+                    });
                 }
-            },
-            &stop,
-        )
+            }
+        };
+        let on_piece: Option<PieceSink<'_>> = if streams { Some(&mut on_piece) } else { None };
+        runner.generate(&rows, &group[0].params, on_piece, &stop)
     }));
     stats
         .run_micros
@@ -970,6 +984,8 @@ mod tests {
     #[derive(Default)]
     struct Echo {
         calls: Arc<Mutex<Vec<usize>>>,
+        /// Per call: whether it was given a piece listener.
+        listened: Arc<Mutex<Vec<bool>>>,
         gate: Option<Arc<std::sync::Barrier>>,
         /// Tokens produced, all calls.
         tokens: Arc<Mutex<usize>>,
@@ -980,10 +996,11 @@ mod tests {
             &mut self,
             rows: &[Vec<u32>],
             params: &GenParams,
-            on_piece: &mut dyn FnMut(usize, &str),
+            mut on_piece: Option<PieceSink<'_>>,
             stop: &dyn Fn() -> bool,
         ) -> Result<Vec<GenOutput>> {
             self.calls.lock().unwrap().push(rows.len());
+            self.listened.lock().unwrap().push(on_piece.is_some());
             if rows.iter().any(|r| r[0] == 777) {
                 panic!("row 777");
             }
@@ -998,8 +1015,10 @@ mod tests {
                     return Err(Cancelled.into());
                 }
                 *self.tokens.lock().unwrap() += 1;
-                for (i, r) in rows.iter().enumerate() {
-                    on_piece(i, &format!("{} ", r[0]));
+                if let Some(sink) = on_piece.as_mut() {
+                    for (i, r) in rows.iter().enumerate() {
+                        sink(i, &format!("{} ", r[0]));
+                    }
                 }
             }
             Ok(rows
@@ -1106,6 +1125,33 @@ mod tests {
     }
 
     #[test]
+    fn a_runner_gets_a_piece_listener_only_when_a_request_of_its_run_streams() {
+        let stats = Arc::new(ModelStats::default());
+        let listened = Arc::new(Mutex::new(Vec::new()));
+        let mut echo = Echo {
+            listened: listened.clone(),
+            ..Default::default()
+        };
+        // One run of two requests neither of which streams, then one of two where one does.
+        for streams in [[false, false], [false, true]] {
+            let mut rxs = Vec::new();
+            let mut jobs = Vec::new();
+            for (i, stream) in streams.into_iter().enumerate() {
+                let (j, rx) = job(vec![vec![i as u32 + 1]], 2, stream);
+                jobs.push(j);
+                rxs.push(rx);
+            }
+            generate_round(&mut echo, jobs, &stats);
+            for (rx, stream) in rxs.into_iter().zip(streams) {
+                let (pieces, end) = drain(rx);
+                assert_eq!(pieces.len(), if stream { 2 } else { 0 });
+                assert!(matches!(end, GenEvent::Done(_)), "{end:?}");
+            }
+        }
+        assert_eq!(*listened.lock().unwrap(), vec![false, true]);
+    }
+
+    #[test]
     fn a_failure_every_request_meets_alone_is_not_retried_for_each() {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let mut echo = Echo {
@@ -1146,6 +1192,7 @@ mod tests {
             calls: calls.clone(),
             gate: Some(gate.clone()),
             tokens: tokens.clone(),
+            ..Default::default()
         };
         let (j, rx) = job(vec![vec![3]], 1000, true);
         let t = std::thread::spawn(move || generate_round(&mut held, vec![j], &stats));

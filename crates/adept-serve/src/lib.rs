@@ -26,7 +26,7 @@ pub mod server;
 
 pub use batcher::{BatchOptions, Batcher, Runner, SubmitError};
 pub use cli::{run_serve, ServeArgs};
-pub use generation::{GenEvent, GenKind, GenModel, GenOutput, GenParams, GenRunner};
+pub use generation::{GenEvent, GenKind, GenModel, GenOutput, GenParams, GenRunner, PieceSink};
 pub use metrics::{ModelStats, StatsSnapshot};
 pub use server::{
     open_models, request_body, response_logits, router, ApiKeys, AppState, ModelSpec, ServeOptions,
