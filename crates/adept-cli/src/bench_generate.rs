@@ -253,8 +253,7 @@ fn generate(
             let mut ids = Vec::with_capacity(rows.len());
             for r in rows {
                 let t0 = Instant::now();
-                let mut out =
-                    runner.generate(std::slice::from_ref(r), params, &mut |_, _| {}, &|| false)?;
+                let mut out = runner.generate(std::slice::from_ref(r), params, None, &|| false)?;
                 latencies_ms.push(t0.elapsed().as_secs_f64() * 1e3);
                 ids.push(out.remove(0).token_ids);
             }
