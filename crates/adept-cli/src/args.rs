@@ -323,7 +323,8 @@ pub struct BenchArgs {
     /// Also time the reference PyTorch step (tests/reference/pytorch_train_step.py; for a causal
     /// LM tests/reference/pytorch_lm_step.py) in the same run, with `$ADEPT_PYTHON` (default
     /// python3) when it has torch and transformers. With --serving: the Python export and int8
-    /// routes; with --server: the Python server route (FastAPI + uvicorn + onnxruntime).
+    /// routes, and PyTorch eager beside ONNX Runtime in one Python process on the same batches;
+    /// with --server: the Python server route (FastAPI + uvicorn + onnxruntime).
     #[arg(long)]
     pub pytorch: bool,
     /// Also time the encoder layers built from composite candle ops with candle's plain matmul
