@@ -721,8 +721,15 @@ const EAGER_BESIDE: &[&str] = &[
 struct EagerRoute {
     torch: String,
     onnxruntime: String,
-    /// `(group, batch size, [(variant, ms per batch)])`, PyTorch eager first.
-    groups: Vec<(String, usize, Vec<(String, Vec<f64>)>)>,
+    groups: Vec<EagerGroup>,
+}
+
+/// One batch size of [`EagerRoute`]: each variant's milliseconds per batch, PyTorch eager first.
+#[derive(serde::Serialize)]
+struct EagerGroup {
+    group: String,
+    batch_size: usize,
+    ms: Vec<(String, Vec<f64>)>,
 }
 
 impl EagerRoute {
@@ -737,11 +744,11 @@ impl EagerRoute {
         );
         let per_s =
             |bs: usize, ms: &[f64]| bs as f64 * ms.len() as f64 / ms.iter().sum::<f64>() * 1e3;
-        let names: Vec<&str> = self.groups[0].2.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = self.groups[0].ms.iter().map(|(n, _)| n.as_str()).collect();
         let heads: Vec<String> = self
             .groups
             .iter()
-            .map(|(g, _, _)| format!("{g} sent/s"))
+            .map(|g| format!("{} sent/s", g.group))
             .collect();
         println!(
             "  {:<34} {:>16} {:>16}",
@@ -753,7 +760,10 @@ impl EagerRoute {
             let cells: Vec<String> = self
                 .groups
                 .iter()
-                .map(|(_, bs, rows)| format!("{:.1}", per_s(*bs, &rows[i].1)))
+                .map(|g| match g.ms.get(i) {
+                    Some((_, ms)) => format!("{:.1}", per_s(g.batch_size, ms)),
+                    None => "-".into(),
+                })
                 .collect();
             println!(
                 "  {:<34} {:>16} {:>16}",
@@ -765,13 +775,14 @@ impl EagerRoute {
         for name in names.iter().skip(1) {
             let mut line = format!("  {:<52}", format!("{name} / PyTorch eager:"));
             let mut b1 = None;
-            for (g, _, rows) in &self.groups {
+            for EagerGroup {
+                group: g, ms: rows, ..
+            } in &self.groups
+            {
                 let eager = &rows[0].1;
-                let this = &rows
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .expect("a timed variant")
-                    .1;
+                let Some((_, this)) = rows.iter().find(|(n, _)| n == name) else {
+                    continue;
+                };
                 if let Some(p) = adept_runtime::paired_time_ratio(this, eager) {
                     line += &format!(" {g} {:.3} [{:.2}, {:.2}]", p.median, p.q25, p.q75);
                     if g == "batch1" {
@@ -873,7 +884,11 @@ fn eager_route(
                 rows.push((name.to_string(), ms(name)?));
             }
         }
-        groups.push((group.to_owned(), bs, rows));
+        groups.push(EagerGroup {
+            group: group.to_owned(),
+            batch_size: bs,
+            ms: rows,
+        });
     }
     Ok(EagerRoute {
         torch: text("torch"),
