@@ -1,8 +1,10 @@
 // Interleaved A/B of encoder bundles in headless Chromium: the same SST-2 dev sentences, one at
 // a time as the page runs them, each sentence by every bundle in turn (the order rotating), so
 // the machine's load hits all alike. After `warm-up` untimed passes (V8 optimizes the wasm while
-// it runs), `rounds` timed passes. Prints each bundle's mean ms per sentence per round and the
-// median [quartiles] of its per-sentence speed-up over the first bundle. Nothing is asserted.
+// it runs), `rounds` timed passes. Prints each bundle's mean ms of `session.run` per sentence per
+// round (no tokenizer or softmax, unlike bench.mjs: those are the same for every bundle) and the
+// median [quartiles] of its per-sentence speed-up over the first bundle. Nothing is asserted;
+// the sentences are built with the first bundle's text fields.
 //
 //   ADEPT_WEB_BUNDLES="exports/a exports/b" node web/test/ab.mjs
 //
@@ -65,7 +67,9 @@ try {
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   await page.goto(`${base}/web/test/ab.html`);
-  await page.waitForFunction(() => window.abReady, null, { timeout: 60_000 });
+  await page.waitForFunction(() => window.abReady, null, { timeout: 60_000 }).catch((e) => {
+    throw new Error(`test/ab.html did not load: ${errors.join(' | ') || e.message}`);
+  });
   const urls = bundles.map((b) => `${base}/${b.replace(/^\/+|\/+$/g, '')}/`);
   const load = os.loadavg();
   const r = await page.evaluate((a) => window.runAB(a), { bundles: urls, records, threads, rounds, warmup });
@@ -85,7 +89,7 @@ try {
     const perRound = r.ms[k].map((m) => mean(m).toFixed(2)).join(' / ');
     const ratios = r.ms[0].flatMap((round, ri) => round.map((t, i) => t / r.ms[k][ri][i]));
     const cmp = k === 0 ? 'reference' : `speed-up ${q(ratios, 0.5).toFixed(3)} [${q(ratios, 0.25).toFixed(2)}, ${q(ratios, 0.75).toFixed(2)}]`;
-    console.log(`  ${b.padEnd(width)}  ms per sentence by round ${perRound}  ${cmp}`);
+    console.log(`  ${b.padEnd(width)}  session.run ms per sentence by round ${perRound}  ${cmp}`);
   }
 } catch (e) {
   console.error(`error: ${e.stack ?? e}`);

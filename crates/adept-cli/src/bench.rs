@@ -279,8 +279,8 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
 /// its `quantize_dynamic` int8 graph, and `quantize_dynamic` applied to adept's own folded
 /// bundle (tests/reference/ort_quantize_dynamic.py), and PyTorch eager timed beside some of the
 /// bundles in one Python process on the same padded batches (tests/reference/eager_serving.py).
-/// Then dev-set accuracy of the folded
-/// bundles (f32, int8, Python-quantized) and the length-bucketing ratio at batch 32.
+/// Then dev-set accuracy of the folded bundles (f32, int8, Python-quantized) and the
+/// length-bucketing ratio at batch 32.
 pub fn serving(a: &BenchArgs) -> Result<()> {
     let dev = device(&a.model.device)?;
     let mdir = model_dir(&a.model)?;
@@ -738,8 +738,9 @@ impl EagerRoute {
     fn print(&self) {
         println!(
             "PyTorch eager beside ONNX Runtime, one Python process (torch {}, onnxruntime {}), \
-             the same batches, interleaved (eager's OpenMP threads spin into the run after it, \
-             so the ONNX rows run slower here than above: the ratios to eager are conservative):",
+             the same batches, each in a shuffled order (eager's OpenMP threads spin into the \
+             run after it, so the ONNX rows run slower here than above: the ratios to eager are \
+             conservative):",
             self.torch, self.onnxruntime
         );
         let per_s =
@@ -756,11 +757,11 @@ impl EagerRoute {
             heads[0],
             heads.get(1).map_or("", String::as_str)
         );
-        for (i, name) in names.iter().enumerate() {
+        for name in &names {
             let cells: Vec<String> = self
                 .groups
                 .iter()
-                .map(|g| match g.ms.get(i) {
+                .map(|g| match g.ms.iter().find(|(n, _)| n == name) {
                     Some((_, ms)) => format!("{:.1}", per_s(g.batch_size, ms)),
                     None => "-".into(),
                 })

@@ -1205,9 +1205,11 @@ fn a_t5_bundle_generates_what_the_seq2seq_runtime_does() {
     }
     // A row that ends at EOS while the others go on. The fixture's own EOS never comes, so a
     // copy of the bundle names as EOS a token that prompt 0 first emits a few tokens in (so
-    // its row streams some text before it closes) and some other prompt never does. The answer is the same search cut after that token's first occurrence
-    // (finish_reason "eos"; rows without it run to the limit), and, streamed, every row's
-    // pieces still add up to its text: the closed row is fed the pad id and sends nothing more.
+    // its row streams some text before it closes) and some other prompt never does. The
+    // answer is the same search cut after that token's first occurrence (finish_reason "eos";
+    // rows without it run to the limit), streamed or not, and streamed, every row's pieces
+    // still add up to its text. (The closed row is then fed the pad id, a special token that
+    // decodes to nothing, so this cannot tell whether the runner skips it.)
     let long: Vec<Vec<u32>> = whole.iter().map(|(_, ids)| ids.clone()).collect();
     let pad = bundle.info.pad_token_id;
     let (pos, new_eos) = long[0]
@@ -1273,6 +1275,23 @@ fn a_t5_bundle_generates_what_the_seq2seq_runtime_does() {
         "T5 with EOS = {new_eos}: lengths {:?}",
         got.iter().map(|(_, ids)| ids.len()).collect::<Vec<_>>()
     );
+    // Not streamed (the runner gets no piece listener): the same answer.
+    let mut plain = body.clone();
+    plain["stream"] = json!(false);
+    let r = call(
+        &eos_server,
+        "POST",
+        "/v1/generate",
+        Some(plain.to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(texts_and_ids(&r.json), got);
+    for i in 0..sources.len() {
+        assert_eq!(
+            r.json["generations"][i]["finish_reason"],
+            answer["generations"][i]["finish_reason"]
+        );
+    }
     // What the server's worker does when a run's clients leave: the search asks before each
     // decoder step and stops there (greedy and beams); never asked to stop, it equals generate.
     let ids: Vec<Vec<u32>> = sources
