@@ -103,6 +103,8 @@ fn python_server(dir: &std::path::Path, threads: usize, log: &std::path::Path) -
 struct Variant {
     name: String,
     route: Route,
+    /// Runs sentences of different requests in one batch.
+    batches: bool,
     /// Seconds per round, and every request's latency (ms).
     round_s: Vec<f64>,
     latencies_ms: Vec<f64>,
@@ -181,11 +183,31 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         "task {} has no validation sentences",
         task.name
     );
-    let want: Vec<Vec<f32>> = probe
-        .predict(&texts)?
-        .into_iter()
-        .map(|p| p.logits)
-        .collect();
+    // A per-tensor int8 bundle's answers move with their batch-mates (one activation scale per
+    // batch): its reference is each sentence alone, which the routes that never batch must
+    // match exactly. The batching routes are held only to 30 % of the largest logit (the int8
+    // CI test holds one batch of 32 to 15 %; a server's batches vary, 0.36 of 2.1 was seen):
+    // how the server batches does not depend on the dtype, and f32 and per-row bundles hold it
+    // to 1e-4. The share of sentences keeping their label alone is printed.
+    let per_tensor =
+        probe.manifest.int8_activations == Some(adept_bundle::Int8Activations::PerTensor);
+    let want: Vec<Vec<f32>> = if per_tensor {
+        texts
+            .iter()
+            .map(|t| Ok(probe.predict(std::slice::from_ref(t))?.remove(0).logits))
+            .collect::<Result<_>>()?
+    } else {
+        probe
+            .predict(&texts)?
+            .into_iter()
+            .map(|p| p.logits)
+            .collect()
+    };
+    let batched_bound = if per_tensor {
+        0.3 * want.iter().flatten().fold(0f32, |m, x| m.max(x.abs()))
+    } else {
+        1e-4
+    };
 
     let spec = ModelSpec {
         name: "bench".into(),
@@ -202,41 +224,49 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         };
         Ok(Route::Http(local_server(&spec, &runtime(intra), opts)?))
     };
+    // (name, route, whether it runs sentences in batches)
     let mut variants = vec![
         (
             "in-process, batch 1".to_string(),
             Route::InProcess(Box::new(probe)),
+            false,
         ),
         (
             format!("HTTP, no batching (--max-batch 1), {threads} thread(s)"),
             server(1, threads, 1)?,
+            false,
         ),
         (
             format!("HTTP, dynamic batching, {threads} thread(s)"),
             server(1, threads, 32)?,
+            true,
         ),
     ];
     if threads >= 2 {
         variants.push((
             format!("HTTP, dynamic batching, {threads} workers x 1 thread"),
             server(threads, 1, 32)?,
+            true,
         ));
     }
     let tmp = tempfile::tempdir()?;
     if a.pytorch {
         match python_server(&dir, threads, &tmp.path().join("python-server.log")) {
+            // One request, one session.run (tests/reference/serve_fastapi.py has no batching).
             Ok(route) => variants.push((
                 format!("Python: FastAPI + uvicorn + onnxruntime, {threads} thread(s)"),
                 route,
+                false,
             )),
             Err(e) => eprintln!("Python route skipped: {e:#}"),
         }
     }
     let mut variants: Vec<Variant> = variants
         .into_iter()
-        .map(|(name, route)| Variant {
+        .map(|(name, route, batches)| Variant {
             name,
             route,
+            batches,
             round_s: Vec::new(),
             latencies_ms: Vec::new(),
             after_warm_up: (0.0, 0.0),
@@ -265,11 +295,31 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             .zip(&want)
             .flat_map(|(g, w)| g.iter().zip(w).map(|(x, y)| (x - y).abs()))
             .fold(0f32, f32::max);
+        let bound = if v.batches { batched_bound } else { 1e-4 };
         ensure!(
-            worst <= 1e-4,
-            "{} answered logits {worst} away from the bundle's own: a serving bug",
+            worst <= bound,
+            "{} answered logits {worst} away from the bundle's own (bound {bound}): a serving bug",
             v.name
         );
+        if per_tensor && v.batches {
+            let label = |l: &[f32]| {
+                (0..l.len())
+                    .max_by(|&i, &j| l[i].total_cmp(&l[j]))
+                    .unwrap_or(0)
+            };
+            let same = got
+                .iter()
+                .zip(&want)
+                .filter(|(g, w)| label(g) == label(w))
+                .count() as f64
+                / want.len() as f64;
+            eprintln!(
+                "{}: logits within {worst:.3} of each sentence alone, the same label on {:.1} % \
+                 (per-tensor int8: batch-mates share the activation scale; bound {bound:.3})",
+                v.name,
+                100.0 * same
+            );
+        }
         v.after_warm_up = rounds(&v.route);
     }
     for round in 0..a.iters {

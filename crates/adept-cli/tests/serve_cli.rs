@@ -18,6 +18,11 @@ fn adept() -> Command {
 
 /// A tiny SST-2 ADePT bundle in `dir/bundle`.
 fn tiny_bundle(dir: &Path) -> PathBuf {
+    tiny_bundle_with(dir, ExportOptions::default())
+}
+
+/// [`tiny_bundle`] exported with `opts`.
+fn tiny_bundle_with(dir: &Path, opts: ExportOptions) -> PathBuf {
     let tok = write_tiny_tokenizer(&dir.join("tokenizer")).unwrap();
     let enc = testing::text_encoder(&tok, 16).unwrap();
     let model = tiny_classifier(MethodKind::Adept, Pooling::Mean, 2, 3).unwrap();
@@ -25,7 +30,7 @@ fn tiny_bundle(dir: &Path) -> PathBuf {
     let out = dir.join("bundle");
     let opts = ExportOptions {
         overwrite: true,
-        ..Default::default()
+        ..opts
     };
     export_classifier(&model, &enc, &tok, &info, &opts, &out).unwrap();
     out
@@ -280,4 +285,58 @@ fn bench_server_times_generation_on_a_decoder_bundle() {
     // Unbatched runs are the in-process runs; on this model batched greedy rows agree too.
     assert_eq!(rows[1]["same_ids_as_in_process"], 5, "{}", rows[1]);
     assert_eq!(rows[2]["same_ids_as_in_process"], 5, "{}", rows[2]);
+}
+
+/// `adept bench --server` on a per-tensor int8 bundle, whose answers move with their
+/// batch-mates: the reference is each sentence alone (the unbatched routes must match it), and
+/// the batching routes are measured, not refused as a serving bug.
+#[test]
+fn bench_server_takes_a_per_tensor_bundle_sentence_by_sentence() {
+    let test = "bench_server_takes_a_per_tensor_bundle_sentence_by_sentence";
+    let Some(ort) = adept_testkit::ort_library(test) else {
+        return;
+    };
+    let Some(glue) = adept_testkit::glue_dir(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tiny_bundle_with(
+        tmp.path(),
+        ExportOptions {
+            dtype: adept_bundle::WeightDtype::Int8,
+            int8_activations: adept_bundle::Int8Activations::PerTensor,
+            ..Default::default()
+        },
+    );
+    let out = adept()
+        .env("ORT_DYLIB_PATH", &ort)
+        .args(["bench", "--server", "--bundle"])
+        .arg(&bundle)
+        .args([
+            "--threads",
+            "2",
+            "--clients",
+            "4",
+            "--requests",
+            "24",
+            "--iters",
+            "1",
+        ])
+        .arg("--data")
+        .arg(&glue)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("HTTP, dynamic batching, 2 thread(s) / no batching: x"),
+        "{stdout}"
+    );
+    // Both batching routes were measured against each sentence alone.
+    assert_eq!(
+        stderr.matches("of each sentence alone").count(),
+        2,
+        "{stderr}"
+    );
 }
