@@ -279,6 +279,7 @@ async function openBundle(getFiles) {
     since_navigation_ms: tReady,
     model_bytes: files.model.byteLength,
     dtype: manifest.dtype,
+    int8_activations: manifest.int8_activations ?? null,
     ...runtimeInfo(),
   };
   renderBundle();
@@ -297,7 +298,7 @@ function loadStats() {
     ['verify (sha256)', ms(L.verify_ms)],
     ['session', ms(L.session_ms)],
     ['model.onnx', mb(L.model_bytes)],
-    ['dtype', L.dtype],
+    ['dtype', L.int8_activations ? `${L.dtype} (activations ${L.int8_activations})` : L.dtype],
     ['ORT threads', `${L.threads}${L.cross_origin_isolated ? '' : ' (not cross-origin isolated)'}`],
     ['onnxruntime-web', `${L.ort_version ?? '?'} · SIMD128`],
   ];
@@ -636,9 +637,14 @@ window.adept = {
   get load() {
     return state.load;
   },
-  /** dtype of the loaded bundle, ORT threads, SIMD, cross-origin isolation, ORT version. */
+  /** dtype of the loaded bundle (and how an int8 one quantizes its activations: per-row,
+   *  per-tensor, blocks-N), ORT threads, SIMD, cross-origin isolation, ORT version. */
   get runtime() {
-    return { dtype: state.manifest?.dtype ?? null, ...runtimeInfo() };
+    return {
+      dtype: state.manifest?.dtype ?? null,
+      int8_activations: state.manifest?.int8_activations ?? null,
+      ...runtimeInfo(),
+    };
   },
   get latencies() {
     return [...state.latencies];

@@ -83,6 +83,9 @@ try {
   results.runtime = rt;
   console.log(`loaded ${bundle} (${rt.dtype}) in ${pageReadyMs} ms (in-page ${load.total_ms.toFixed(0)} ms: fetch ${load.fetch_ms.toFixed(0)}, then sha256 ${load.verify_ms.toFixed(0)} beside the session ${load.session_ms.toFixed(0)}; ${rt.threads} ORT thread(s), cross-origin isolated ${isolated}, onnxruntime-web ${rt.ort_version} ${rt.wasm})`);
   if (rt.dtype !== manifest.dtype) fail(`the page reports dtype ${rt.dtype}, the manifest says ${manifest.dtype}`);
+  if (rt.int8_activations !== (manifest.int8_activations ?? null)) {
+    fail(`the page reports int8 activations ${rt.int8_activations}, the manifest says ${manifest.int8_activations}`);
+  }
   if (!isolated) fail('the page is not cross-origin isolated (serve.mjs sends COOP/COEP): onnxruntime-web cannot use threads');
   const cores = rt.hardware_concurrency ?? 1;
   if (isolated && cores > 1 && rt.threads !== Math.min(4, cores)) fail(`${rt.threads} ORT thread(s) on ${cores} cores; the page's default is min(cores, 4)`);
