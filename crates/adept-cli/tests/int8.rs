@@ -225,7 +225,7 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
     );
     let export = |name: &str, args: &[&str]| -> PathBuf {
         let out = tmp.path().join(format!("bundle-{name}"));
-        run_ok(
+        let said = run_ok(
             adept()
                 .args(["export", "--adapter"])
                 .arg(&run)
@@ -233,6 +233,20 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
                 .arg(&out)
                 .args(args),
         );
+        // The summary line names an int8 bundle's activation form.
+        let form = if !args.contains(&"int8") {
+            None
+        } else if args.contains(&"per-tensor") {
+            Some("int8 (per-tensor activations)".to_string())
+        } else if args.contains(&"--int8-blocks") {
+            Some(format!("int8 (blocks-{BLOCK} activations)"))
+        } else {
+            Some("int8 (per-row activations)".to_string())
+        };
+        match form {
+            Some(form) => assert!(said.contains(&form), "{args:?}: {said:?} lacks {form:?}"),
+            None => assert!(!said.contains("activations"), "{args:?}: {said:?}"),
+        }
         out
     };
     let f32_dir = export("f32", &["--dtype", "f32"]);

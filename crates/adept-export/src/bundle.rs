@@ -96,6 +96,11 @@ pub struct ExportReport {
 impl std::fmt::Display for ExportReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let m = &self.manifest;
+        // An int8 bundle says how it quantizes its activations (per row, per tensor, blocks).
+        let dtype = match m.int8_activations {
+            Some(a) => format!("{} ({a} activations)", m.dtype),
+            None => m.dtype.to_string(),
+        };
         write!(
             f,
             "exported {} ({} {}, {}-token prompt, offsets {}, {}, {} nodes, {:.1} MB) to {} in {:.1}s",
@@ -104,7 +109,7 @@ impl std::fmt::Display for ExportReport {
             m.method,
             m.prompt_length,
             m.fold,
-            m.dtype,
+            dtype,
             self.nodes,
             self.model_bytes as f64 / 1e6,
             self.bundle_dir.display(),
