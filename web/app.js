@@ -298,7 +298,7 @@ function loadStats() {
     ['verify (sha256)', ms(L.verify_ms)],
     ['session', ms(L.session_ms)],
     ['model.onnx', mb(L.model_bytes)],
-    ['dtype', L.int8_activations ? `${L.dtype} (activations ${L.int8_activations})` : L.dtype],
+    ['dtype', L.int8_activations ? `${L.dtype} (${L.int8_activations} activations)` : L.dtype],
     ['ORT threads', `${L.threads}${L.cross_origin_isolated ? '' : ' (not cross-origin isolated)'}`],
     ['onnxruntime-web', `${L.ort_version ?? '?'} · SIMD128`],
   ];

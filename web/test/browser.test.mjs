@@ -187,6 +187,9 @@ try {
     }
   }
   if (!/load time/.test(ui.loadStats) || !/latency/.test(ui.runStats)) fail('load time / latency not shown');
+  if (manifest.int8_activations && !ui.loadStats.includes(`(${manifest.int8_activations} activations)`)) {
+    fail(`the page does not show the int8 activation form (${manifest.int8_activations}): ${JSON.stringify(ui.loadStats)}`);
+  }
   if (!ui.loadStats.includes(`dtype${manifest.dtype}`) || !ui.loadStats.includes(`ORT threads${rt.threads}`) || !/SIMD128/.test(ui.loadStats))
     fail(`the page does not show the dtype (${manifest.dtype}), the ORT thread count (${rt.threads}) and SIMD: ${JSON.stringify(ui.loadStats)}`);
   const shot = path.join(out, 'page.png');

@@ -305,6 +305,8 @@ fn bench_server_takes_a_per_tensor_bundle_sentence_by_sentence() {
         ExportOptions {
             dtype: adept_bundle::WeightDtype::Int8,
             int8_activations: adept_bundle::Int8Activations::PerTensor,
+            // As `adept export --int8-activations per-tensor`: every product int8.
+            int8_keep_float: Vec::new(),
             ..Default::default()
         },
     );
