@@ -227,12 +227,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
 }
 
 fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/reference/pytorch_train_step.py");
+    let script = reference_script("pytorch_train_step.py");
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let python = std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let data_dir = crate::commands::data_dir(&a.data)?;
     let out = std::process::Command::new(&python)
         .arg(&script)
@@ -817,8 +816,7 @@ fn eager_route(
     root: &std::path::Path,
     threads: Option<usize>,
 ) -> Result<EagerRoute> {
-    let python = std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference");
+    let python = python();
     let params = root.join(TORCH_PARAMS);
     anyhow::ensure!(
         params.exists(),
@@ -848,7 +846,7 @@ fn eager_route(
     }
     let batches_path = root.join("eager-batches.json");
     std::fs::write(&batches_path, serde_json::Value::Object(doc).to_string())?;
-    let script = reference.join("eager_serving.py");
+    let script = reference_script("eager_serving.py");
     let mut cmd = std::process::Command::new(&python);
     cmd.arg(&script)
         .arg("--model")
@@ -914,8 +912,7 @@ fn python_route(
     l: usize,
 ) -> Result<Vec<(String, std::path::PathBuf)>> {
     use adept_bundle::{BundleManifest, MODEL_FILE, TOKENIZER_FILE};
-    let python = std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference");
+    let python = python();
     let template = |name: &str| -> Result<std::path::PathBuf> {
         variants
             .iter()
@@ -949,7 +946,7 @@ fn python_route(
     );
     candle_core::safetensors::save(&t, &params)?;
     let (f32_path, int8_path) = (root.join("torch-f32.onnx"), root.join("torch-int8.onnx"));
-    let script = reference.join("torch_onnx_export.py");
+    let script = reference_script("torch_onnx_export.py");
     let out = std::process::Command::new(&python)
         .arg(&script)
         .arg("--model")
@@ -1005,7 +1002,7 @@ fn python_route(
     // quantize_dynamic on adept's own folded f32 bundle.
     let folded_dir = template("adept-folded")?;
     let q_path = root.join("adept-folded-qd.onnx");
-    let script = reference.join("ort_quantize_dynamic.py");
+    let script = reference_script("ort_quantize_dynamic.py");
     let out = std::process::Command::new(&python)
         .arg(&script)
         .arg(folded_dir.join(MODEL_FILE))
@@ -1189,9 +1186,8 @@ fn pytorch_lm_step(
     batch_size: usize,
     threads: usize,
 ) -> Result<LmRow> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/reference/pytorch_lm_step.py");
-    let python = std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = reference_script("pytorch_lm_step.py");
+    let python = python();
     let data_dir = crate::commands::data_dir(&a.data)?;
     let method = cfg.method().to_string();
     let out = std::process::Command::new(&python)
@@ -1260,4 +1256,16 @@ fn result_line_key(
         .find(|l| l.contains(key))
         .with_context(|| format!("no result line from {}", script.display()))?;
     Ok(serde_json::from_str(line)?)
+}
+
+/// The Python the reference scripts run with: `$ADEPT_PYTHON`, else `python3`.
+pub(crate) fn python() -> String {
+    std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// A script of the repository's tests/reference folder.
+pub(crate) fn reference_script(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/reference")
+        .join(name)
 }

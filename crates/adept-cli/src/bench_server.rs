@@ -52,9 +52,8 @@ impl Drop for PythonServer {
 /// Starts tests/reference/serve_fastapi.py on `dir` with `$ADEPT_PYTHON` (default python3)
 /// and waits until it answers GET /health.
 fn python_server(dir: &std::path::Path, threads: usize, log: &std::path::Path) -> Result<Route> {
-    let python = std::env::var("ADEPT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/reference/serve_fastapi.py");
+    let python = crate::bench::python();
+    let script = crate::bench::reference_script("serve_fastapi.py");
     // A free port: bind port 0, read it, let it go.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
