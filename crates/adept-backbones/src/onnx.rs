@@ -83,6 +83,11 @@ pub enum AttentionKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct EmitOptions {
     pub attention: AttentionKind,
+    /// Run the row-wise work (projections, feed-forward, LayerNorms) on the rows that hold
+    /// tokens only, not on padding: the hidden states travel packed as `[tokens, d]` between
+    /// attentions, which alone see the `[batch, rows, d]` layout. A family that cannot (or a
+    /// decoder) emits its padded form; the results are the same either way (to f32 rounding).
+    pub pack_rows: bool,
 }
 
 /// Flat `f32` values of a tensor (any dtype/layout), for initializers.

@@ -271,15 +271,16 @@ fn pytorch_step(a: &BenchArgs, mdir: &std::path::Path) -> Result<Row> {
 
 /// `adept bench --serving`: the serving variants side by side in ONNX Runtime (batch 1 latency,
 /// batch 32 throughput, same SST-2 dev sentences, interleaved so load drifts hit all alike),
-/// the ADePT folded bundle also as `--dtype int8` and as the full graph (`--no-lean`: the
-/// prompt rows not precomputed; the lean/full ratio), plus candle's forward of the ADePT classifier
+/// the ADePT folded bundle also as `--dtype int8`, as the full graph (`--no-lean`: the
+/// prompt rows not precomputed; the lean/full ratio) and as the padded graph (`--no-pack`: every
+/// position run, padding included; the packed/padded ratio), plus candle's forward of the ADePT classifier
 /// on the same batch-32 inputs. With `--pytorch`, the Python route joins the table: the same
 /// prompt classifier exported by `torch.onnx.export` (tests/reference/torch_onnx_export.py) and
 /// its `quantize_dynamic` int8 graph, and `quantize_dynamic` applied to adept's own folded
 /// bundle (tests/reference/ort_quantize_dynamic.py), and PyTorch eager timed beside some of the
 /// bundles in one Python process on the same padded batches (tests/reference/eager_serving.py).
 /// Then dev-set accuracy of the folded bundles (f32, int8, Python-quantized) and the
-/// length-bucketing ratio at batch 32.
+/// length-bucketing ratio at batch 32, on the packed and the padded graph.
 pub fn serving(a: &BenchArgs) -> Result<()> {
     let dev = device(&a.model.device)?;
     let mdir = model_dir(&a.model)?;
@@ -385,6 +386,14 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
             ..Default::default()
         },
     )?;
+    // The padded graph (every position, padding included), for the packed/padded ratio.
+    export_folded(
+        FOLDED_PADDED,
+        adept_export::ExportOptions {
+            pack_rows: false,
+            ..Default::default()
+        },
+    )?;
     eprintln!(
         "exported {} variants in {:.1} s (int8 model.onnx {:.1} MB)",
         variants.len(),
@@ -476,15 +485,16 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         }
     }
 
-    // Length buckets at batch 32: the whole dev set in sorted batches vs batches in input order.
-    let bucketing = match find("adept-folded") {
-        Some(i) => Some(bucketing_ratio(
-            &variants[i].1,
+    // Length buckets at batch 32: the whole dev set in sorted batches vs batches in input order,
+    // on the packed graph (the default) and the padded one, interleaved.
+    let bucketing = match (find("adept-folded"), find(FOLDED_PADDED)) {
+        (Some(i), Some(j)) => Some(bucketing_ratio(
+            [&variants[i].1, &variants[j].1],
             &opts,
             &texts,
             a.iters.max(3),
         )?),
-        None => None,
+        _ => None,
     };
 
     println!(
@@ -553,6 +563,11 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         f,
     );
     show("ADePT folded lean / full graph:", f, find(FOLDED_FULL));
+    show(
+        "ADePT folded packed / padded graph:",
+        f,
+        find(FOLDED_PADDED),
+    );
     show_goal(
         "ADePT folded / torch.onnx.export f32:",
         f,
@@ -618,16 +633,33 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
             println!("  {name:<34} accuracy {acc:.2}  labels equal to f32: {agree:.2} %{loss}");
         }
     }
-    if let Some(b) = &bucketing {
+    if let Some([packed, padded]) = &bucketing {
+        // The bucketing goal was set on the padded graph, where buckets were the only
+        // way to stop paying for padding; the packed graph stops paying for most of it itself.
+        for (b, graph, goal) in [
+            (padded, "padded graph", true),
+            (packed, "packed graph", false),
+        ] {
+            let ratio = b.bucketed_per_s / b.unsorted_per_s;
+            let goal = match (goal, ratio >= 1.3) {
+                (false, _) => "",
+                (true, true) => ", goal ≥ 1.3: met",
+                (true, false) => ", goal ≥ 1.3: missed",
+            };
+            println!(
+                "length buckets, ADePT folded, {graph}, batch 32, {} sentences: {:.1} sent/s sorted vs {:.1} in input order ({ratio:.2}x{goal}); padding {:.1} % vs {:.1} % of positions",
+                texts.len(),
+                b.bucketed_per_s,
+                b.unsorted_per_s,
+                100.0 * b.bucketed_padding,
+                100.0 * b.unsorted_padding
+            );
+        }
+        let both = packed.bucketed_per_s / padded.unsorted_per_s;
         println!(
-            "length buckets, ADePT folded, batch 32, {} sentences: {:.1} sent/s sorted vs {:.1} in input order ({:.2}x, goal ≥ 1.3: {}); padding {:.1} % vs {:.1} % of positions",
-            texts.len(),
-            b.bucketed_per_s,
-            b.unsorted_per_s,
-            b.bucketed_per_s / b.unsorted_per_s,
-            if b.bucketed_per_s >= 1.3 * b.unsorted_per_s { "met" } else { "missed" },
-            100.0 * b.bucketed_padding,
-            100.0 * b.unsorted_padding
+            "  in input order, packed / padded graph: {:.2}x; buckets + packed graph / padded graph in input order: {both:.2}x (goal ≥ 1.3: {})",
+            packed.unsorted_per_s / padded.unsorted_per_s,
+            if both >= 1.3 { "met" } else { "missed" }
         );
     }
     if let Some(p) = &a.json {
@@ -646,6 +678,8 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
 
 /// The folded ADePT bundle with `--no-lean` (every other adept variant is lean).
 const FOLDED_FULL: &str = "adept-folded-full";
+/// The folded ADePT bundle with `--no-pack` (every other adept variant is packed).
+const FOLDED_PADDED: &str = "adept-folded-padded";
 /// The folded ADePT bundle with `--dtype int8 --int8-blocks 32`.
 const FOLDED_INT8_BLOCKS: &str = "adept-folded-int8-blocks32";
 /// The folded ADePT bundle with `--dtype int8 --int8-activations per-tensor`.
@@ -662,46 +696,48 @@ struct Bucketing {
     unsorted_padding: f64,
 }
 
-/// Throughput of `Bundle::logits_with_padding` over all of `texts` at batch 32, with length
-/// buckets and without (input order), alternating `rounds` times; the best round of each.
+/// Throughput of `Bundle::logits_with_padding` over all of `texts` at batch 32 for each bundle
+/// of `dirs`, with length buckets and without (input order), the four interleaved, `rounds`
+/// times (at most 3); the best round of each.
 fn bucketing_ratio(
-    dir: &std::path::Path,
+    dirs: [&std::path::Path; 2],
     opts: &adept_runtime::RuntimeOptions,
     texts: &[(String, Option<String>)],
     rounds: usize,
-) -> Result<Bucketing> {
-    let open = |buckets: bool| {
+) -> Result<[Bucketing; 2]> {
+    let open = |dir: &std::path::Path, buckets: bool| {
         let mut o = opts.clone();
         o.batch_size = 32;
         o.length_buckets = buckets;
         adept_runtime::Bundle::open_with(dir, &o)
     };
-    let sorted = open(true)?;
-    let plain = open(false)?;
+    let bundles = dirs
+        .iter()
+        .map(|d| Ok([open(d, true)?, open(d, false)?]))
+        .collect::<Result<Vec<_>>>()?;
     let items = texts
         .iter()
-        .map(|(a, b)| sorted.encode(a, b.as_deref()))
+        .map(|(a, b)| bundles[0][0].encode(a, b.as_deref()))
         .collect::<Result<Vec<_>>>()?;
-    let (mut best_sorted, mut best_plain) = (f64::MAX, f64::MAX);
-    let (mut pad_sorted, mut pad_plain) = (0.0, 0.0);
+    let mut best = [[f64::MAX; 2]; 2];
+    let mut pad = [[0.0; 2]; 2];
     for _ in 0..rounds.min(3) {
-        for (b, best, pad) in [
-            (&sorted, &mut best_sorted, &mut pad_sorted),
-            (&plain, &mut best_plain, &mut pad_plain),
-        ] {
-            let t = Instant::now();
-            let (_, stats) = b.logits_with_padding(&items)?;
-            *best = best.min(t.elapsed().as_secs_f64());
-            *pad = stats.padding_fraction();
+        for (k, pair) in bundles.iter().enumerate() {
+            for (m, b) in pair.iter().enumerate() {
+                let t = Instant::now();
+                let (_, stats) = b.logits_with_padding(&items)?;
+                best[k][m] = best[k][m].min(t.elapsed().as_secs_f64());
+                pad[k][m] = stats.padding_fraction();
+            }
         }
     }
     let n = items.len() as f64;
-    Ok(Bucketing {
-        bucketed_per_s: n / best_sorted,
-        unsorted_per_s: n / best_plain,
-        bucketed_padding: pad_sorted,
-        unsorted_padding: pad_plain,
-    })
+    Ok([0, 1].map(|k| Bucketing {
+        bucketed_per_s: n / best[k][0],
+        unsorted_per_s: n / best[k][1],
+        bucketed_padding: pad[k][0],
+        unsorted_padding: pad[k][1],
+    }))
 }
 
 /// The bundles timed beside PyTorch eager (their names in the serving table).

@@ -74,6 +74,7 @@ pub fn run(a: &QuickstartArgs) -> Result<()> {
         int8_keep_float: None,
         opset: 17,
         no_lean: false,
+        no_pack: false,
         overwrite: true,
     };
     let export = adept_export::run_export(&export_args)?;

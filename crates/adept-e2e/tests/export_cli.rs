@@ -25,6 +25,7 @@ fn args(adapter: &Path, out: &Path) -> ExportArgs {
         int8_keep_float: None,
         opset: 17,
         no_lean: false,
+        no_pack: false,
         overwrite: false,
     }
 }

@@ -26,6 +26,7 @@ fn initializers(model: &Classifier, fold: FoldMode) -> Vec<TensorProto> {
         opset: 17,
         attention: Default::default(),
         lean: true,
+        pack_rows: true,
     };
     let bytes = classifier_graph(model, &opts).unwrap().to_bytes().unwrap();
     decode_model(&bytes).unwrap().graph.unwrap().initializer

@@ -61,6 +61,9 @@ pub struct ExportOptions {
     pub attention: AttentionKind,
     /// The lean graph (default; see `GraphOptions::lean`); `false` emits the full graph.
     pub lean: bool,
+    /// The packed graph (default; see `GraphOptions::pack_rows`); `false` runs every position
+    /// of the padded batch.
+    pub pack_rows: bool,
     /// Replace an existing bundle at the target.
     pub overwrite: bool,
 }
@@ -78,6 +81,7 @@ impl Default for ExportOptions {
             opset: 17,
             attention: AttentionKind::default(),
             lean: true,
+            pack_rows: true,
             overwrite: false,
         }
     }
@@ -288,6 +292,7 @@ pub fn model_bytes(
             opset: opts.opset,
             attention: opts.attention,
             lean: opts.lean,
+            pack_rows: opts.pack_rows,
         },
     )?;
     let nodes = builder.graph().nodes().len();

@@ -66,6 +66,11 @@ pub struct ExportArgs {
     /// projections at serving time instead of being precomputed at export (same logits).
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_lean: bool,
+    /// Emit the padded graph: the encoder's products and LayerNorms run on every position of
+    /// the padded batch, padding included, instead of on the positions that hold tokens (same
+    /// logits; slower on batches of unequal lengths, a few nodes fewer at batch 1).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub no_pack: bool,
     /// Replace an existing bundle directory.
     #[cfg_attr(feature = "cli", arg(long))]
     pub overwrite: bool,
@@ -227,6 +232,7 @@ pub fn run_export(args: &ExportArgs) -> Result<ExportReport> {
         opset: args.opset,
         overwrite: args.overwrite,
         lean: !args.no_lean,
+        pack_rows: !args.no_pack,
         ..Default::default()
     };
     let out = args
@@ -353,6 +359,7 @@ mod tests {
             int8_keep_float: None,
             opset: 17,
             no_lean: false,
+            no_pack: false,
             overwrite: false,
         }
     }

@@ -4,7 +4,7 @@
 //! |-----------------------------------------------------|-----------------------------------------|
 //! | `Backbone::word_embeddings` + `Adapter::apply`      | [`adapter::input_embeddings`]           |
 //! | `Adapter::extend(mask, 1)` / `extend(types, 0)`     | [`adapter::extend_with_prompt`] (full graph); lean graph (default): [`adapter::constant_prompt_inputs`] extends the mask only and hands `P` to the encoder as a constant |
-//! | `Encoder::forward_embeds_from`                      | `Encoder::emit_from_embeds` (each family's `onnx.rs` in adept-backbones, e.g. `bert::onnx::encoder_from_embeds`) |
+//! | `Encoder::forward_embeds_from`                      | `Encoder::emit_from_embeds` (each family's `onnx.rs` in adept-backbones, e.g. `bert::onnx::encoder_from_embeds`); packed graph (default): `bert::onnx::encoder_packed`, the row-wise work on the positions that hold tokens |
 //! | the prompt rows of `forward_embeds_from`'s embeddings and first-layer q/k/v projections (input-independent) | lean graph: computed at export by `bert::onnx::prompt_rows` (candle), stored as `embeddings.prompt_output`, `encoder.layer.0.attention.self.prompt_{query,key,value}` |
 //! | `hidden.narrow(1, l, s)` + pooling + `Head::forward`| [`head::pool_and_classify`]             |
 //! | `CausalLmModel::embed_tokens` (`[E+f(E); P]` rows)  | [`crate::decoder::decoder_graph`] (`Gather` on the input table; token MLP when unfolded) |
@@ -51,6 +51,12 @@ pub struct GraphOptions {
     /// front of the input rows and run through everything (the reference the lean graph is
     /// tested against). Same logits either way (to f32 rounding).
     pub lean: bool,
+    /// The packed graph (default): the encoder's row-wise work runs on the positions that hold
+    /// tokens, not on padding (see `EmitOptions::pack_rows`; BERT family, multi-head
+    /// attention, two layers or more). `false`: every position of the padded batch. Same
+    /// logits either way (to f32 rounding; per-tensor int8 scales are taken over the token
+    /// rows alone, so there they differ as between batches).
+    pub pack_rows: bool,
 }
 
 impl Default for GraphOptions {
@@ -63,6 +69,7 @@ impl Default for GraphOptions {
             opset: 17,
             attention: AttentionKind::default(),
             lean: true,
+            pack_rows: true,
         }
     }
 }
@@ -209,6 +216,7 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
     // backbone
     let emit = EmitOptions {
         attention: opts.attention,
+        pack_rows: opts.pack_rows,
     };
     let hidden = model.backbone.emit_from_embeds(g, &encoder_inputs, &emit)?;
     // drop the prompt rows → pooling → head
@@ -221,15 +229,21 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
         DataType::Float,
         &["batch".into(), n.into()],
     )?;
+    // Packed when the family packed its rows (BERT family, multi-head attention, 2+ layers).
+    let packed = g
+        .nodes()
+        .iter()
+        .any(|n| n.op_type.as_deref() == Some("NonZero"));
     g.set_doc_string(format!(
-        "adept classifier: {} backbone, method {}, {}-token prompt, offsets {}, pooling {:?}, {} outputs, {} graph",
+        "adept classifier: {} backbone, method {}, {}-token prompt, offsets {}, pooling {:?}, {} outputs, {} {} graph",
         model.backbone.family(),
         model.adapter.method(),
         model.adapter.prompt_len(),
         opts.fold,
         model.pooling,
         n,
-        if opts.lean { "lean" } else { "full" }
+        if opts.lean { "lean" } else { "full" },
+        if packed { "packed" } else { "padded" }
     ));
     Ok(builder)
 }

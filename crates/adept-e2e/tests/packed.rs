@@ -1,0 +1,345 @@
+//! The packed graph (the default: the encoder's projections, feed-forward and LayerNorms run on
+//! the positions that hold tokens, `bert::onnx::encoder_packed`) against the padded graph
+//! (`ExportOptions::pack_rows = false`: every position of the padded batch), both in ONNX
+//! Runtime on the same padded batch of sentences of unequal lengths, and both against candle's
+//! `Classifier::forward`.
+//!
+//! Bounds: packed vs padded ≤ 1e-5 in f32 (every token row goes through the same functions;
+//! only the products' row blocking differs); packed vs candle ≤ 1e-4 (parity.rs's bound). int8
+//! per row: ≤ 1e-3 (the same per-row scales and integer products; a value on a rounding edge
+//! of its row's quantization may land one level apart); per tensor the scale is taken over the
+//! token rows alone (the padded graph's includes the padding rows), so the two are held to the
+//! same distance from f32, as lean.rs holds lean and full.
+//!
+//! * tiny random BERT (2 layers, token types), every method, lean and full, and the packed
+//!   attention layout (one `Attention` node over all rows: emitted padded);
+//! * one layer (emitted padded) and three;
+//! * the tiny RoBERTa fixture (no token types);
+//! * all-MiniLM-L6-v2 on 32 SST-2 dev sentences with a 60-row prompt, f32 and int8, when the
+//!   model is cached.
+
+mod common;
+
+use adept_adapters::MethodKind;
+use adept_bundle::{FoldMode, Int8Activations, WeightDtype};
+use adept_export::testing::{self, write_tiny_tokenizer};
+use adept_export::{export_classifier, AttentionKind, ExportOptions, TaskInfo};
+use adept_onnx::proto::decode_model;
+use adept_train::tokenize::Encoded;
+use adept_train::{Classifier, Pooling, TextEncoder};
+use common::*;
+use std::path::{Path, PathBuf};
+
+const PACK_TOL: f32 = 1e-5;
+const CANDLE_TOL: f32 = 1e-4;
+const INT8_ROW_TOL: f32 = 1e-3;
+
+/// Exports `model` with `opts` into `dir`, packed and padded: `(packed, padded)`.
+fn export_both(
+    model: &Classifier,
+    enc: &TextEncoder,
+    tok: &Path,
+    info: &TaskInfo,
+    opts: &ExportOptions,
+    dir: &Path,
+    name: &str,
+) -> (PathBuf, PathBuf) {
+    let mut out = [true, false].map(|pack_rows| {
+        let path = dir.join(format!(
+            "{name}-{}",
+            if pack_rows { "packed" } else { "padded" }
+        ));
+        let opts = ExportOptions {
+            pack_rows,
+            overwrite: true,
+            ..opts.clone()
+        };
+        export_classifier(model, enc, tok, info, &opts, &path).unwrap();
+        path
+    });
+    let padded = std::mem::take(&mut out[1]);
+    (std::mem::take(&mut out[0]), padded)
+}
+
+/// How many nodes of `op` the bundle's graph has.
+fn count_ops(bundle: &Path, op: &str) -> usize {
+    let bytes = std::fs::read(bundle.join("model.onnx")).unwrap();
+    let graph = decode_model(&bytes).unwrap().graph.unwrap();
+    graph
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some(op))
+        .count()
+}
+
+/// The packed bundle gathers its rows when `packs` (one `NonZero` of the mask; `GatherND`s: the
+/// first layer's residual and context, each middle layer's query, key, value and context, the
+/// last layer's input), and the padded one never does.
+fn check_structure(label: &str, packed: &Path, padded: &Path, layers: usize, packs: bool) {
+    assert_eq!(count_ops(padded, "NonZero"), 0, "{label}: padded graph");
+    assert_eq!(count_ops(padded, "GatherND"), 0, "{label}: padded graph");
+    if packs {
+        assert_eq!(count_ops(packed, "NonZero"), 1, "{label}: packed graph");
+        let gathers = count_ops(packed, "GatherND");
+        assert_eq!(
+            gathers,
+            2 + 4 * (layers - 2) + 1,
+            "{label}: {gathers} GatherND for {layers} layers"
+        );
+    } else {
+        assert_eq!(count_ops(packed, "NonZero"), 0, "{label}: emitted padded");
+    }
+}
+
+/// The batch pads: its sentences are of unequal lengths (else packing changes nothing).
+fn assert_padded(items: &[Encoded]) {
+    let lens: Vec<usize> = items.iter().map(|e| e.ids.len()).collect();
+    let (lo, hi) = (lens.iter().min().unwrap(), lens.iter().max().unwrap());
+    assert!(hi > lo, "sentences of one length: {lens:?}");
+}
+
+/// Runs both bundles and candle on `items`; asserts packed = padded (`tol`) and packed =
+/// candle (`CANDLE_TOL`) with the same labels, and that the logits depend on the input.
+fn compare(
+    label: &str,
+    model: &Classifier,
+    packed: &Path,
+    padded: &Path,
+    items: &[Encoded],
+    pad_id: u32,
+) {
+    assert_padded(items);
+    let got = ort_logits(&open(packed), items);
+    let base = ort_logits(&open(padded), items);
+    let want = candle_logits(model, items, pad_id);
+    let d_padded = max_abs_diff(&got, &base);
+    let d_candle = max_abs_diff(&got, &want);
+    eprintln!(
+        "{label}: max |packed - padded| = {d_padded:e}, max |packed - candle| = {d_candle:e}"
+    );
+    assert!(
+        d_padded <= PACK_TOL,
+        "{label}: packed vs padded {d_padded:e} > {PACK_TOL:e}\npacked {got:?}\npadded {base:?}"
+    );
+    assert!(
+        d_candle <= CANDLE_TOL,
+        "{label}: packed vs candle {d_candle:e} > {CANDLE_TOL:e}"
+    );
+    if want[0].len() > 1 {
+        assert_eq!(labels(&got), labels(&want), "{label}: labels");
+    }
+    let spread = got
+        .iter()
+        .map(|r| (r[0] - got[0][0]).abs())
+        .fold(0.0, f32::max);
+    assert!(spread > 1e-3, "{label}: logits do not depend on the input");
+}
+
+#[test]
+fn tiny_packed_equals_padded_every_method() {
+    let test = "tiny_packed_equals_padded_every_method";
+    if !ort_available(test) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
+    let enc = testing::text_encoder(&tok, 16).unwrap();
+    let info = testing::task_info("tiny", &["a", "b", "c"], &["sentence1", "sentence2"]);
+    // Pairs (token types 1) and single sentences, both padded.
+    for pairs in [true, false] {
+        let items = encode_varied(&enc, TINY_SENTENCES, pairs);
+        for (i, (method, fold, pooling)) in [
+            (MethodKind::Adept, Some(FoldMode::Folded), Pooling::Mean),
+            (MethodKind::Adept, Some(FoldMode::Unfolded), Pooling::Cls),
+            (MethodKind::Dept, None, Pooling::Mean),
+            (MethodKind::Pt, None, Pooling::Cls),
+            (MethodKind::HeadOnly, None, Pooling::Mean),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let model = testing::tiny_classifier(method, pooling, 3, 11 + i as u64).unwrap();
+            // tiny_config: 2 layers.
+            let layers = 2;
+            for (lean, attention) in [
+                (true, AttentionKind::MultiHead),
+                (false, AttentionKind::MultiHead),
+                (true, AttentionKind::Packed),
+            ] {
+                let name =
+                    format!("{method}-{fold:?}-{pooling:?}-lean{lean}-{attention:?}-pairs{pairs}");
+                let opts = ExportOptions {
+                    fold,
+                    lean,
+                    attention,
+                    ..Default::default()
+                };
+                let (packed, padded) =
+                    export_both(&model, &enc, &tok, &info, &opts, tmp.path(), &name);
+                let packs = attention == AttentionKind::MultiHead;
+                check_structure(&name, &packed, &padded, layers, packs);
+                compare(&name, &model, &packed, &padded, &items, enc.pad_id);
+            }
+        }
+    }
+}
+
+/// One layer (the first layer is the last: emitted padded) and three (two middle layers
+/// between the lean first and the last).
+#[test]
+fn packed_one_and_three_layers() {
+    let test = "packed_one_and_three_layers";
+    if !ort_available(test) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
+    let enc = testing::text_encoder(&tok, 16).unwrap();
+    let info = testing::task_info("tiny", &["a", "b"], &["sentence"]);
+    let items = encode_varied(&enc, TINY_SENTENCES, false);
+    for layers in [1, 3] {
+        let mut cfg = adept_backbones::bert::tiny_config(testing::TINY_VOCAB);
+        cfg.num_hidden_layers = layers;
+        let backbone =
+            adept_backbones::bert::random_encoder(cfg, 3, &candle_core::Device::Cpu).unwrap();
+        for (method, pooling) in [
+            (MethodKind::Adept, Pooling::Mean),
+            (MethodKind::Pt, Pooling::Cls),
+        ] {
+            let adapter = testing::random_adapter(&backbone, method, 4, 3, 24, 5, 0.5).unwrap();
+            let model = Classifier {
+                backbone: Box::new(backbone.clone()),
+                adapter,
+                head: testing::random_head(16, 2, 9).unwrap(),
+                pooling,
+            };
+            let name = format!("{layers}-layers-{method}");
+            let (packed, padded) = export_both(
+                &model,
+                &enc,
+                &tok,
+                &info,
+                &ExportOptions::default(),
+                tmp.path(),
+                &name,
+            );
+            check_structure(&name, &packed, &padded, layers, layers >= 2);
+            compare(&name, &model, &packed, &padded, &items, enc.pad_id);
+        }
+    }
+}
+
+/// RoBERTa-style positions and no token types.
+#[test]
+fn tiny_roberta_packed_equals_padded() {
+    let test = "tiny_roberta_packed_equals_padded";
+    if !ort_available(test) {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-roberta");
+    let backbone = adept_backbones::load_encoder(&dir, &candle_core::Device::Cpu).unwrap();
+    assert!(!backbone.uses_token_types());
+    let tok = dir.join("tokenizer.json");
+    let enc = testing::text_encoder(&tok, 24).unwrap();
+    let sentences = [
+        "a good film",
+        "the plot was thin but the acting was warm and the music was lovely",
+        "bad",
+        "I would not watch it again.",
+    ];
+    let items = encode_varied(&enc, &sentences, false);
+    let info = testing::task_info("tiny", &["neg", "neu", "pos"], &["sentence"]);
+    let tmp = tempfile::tempdir().unwrap();
+    for (method, fold) in [
+        (MethodKind::Adept, Some(FoldMode::Folded)),
+        (MethodKind::Dept, None),
+    ] {
+        let adapter = testing::random_adapter(&*backbone, method, 6, 3, 24, 5, 0.5).unwrap();
+        let model = Classifier {
+            backbone: backbone.clone(),
+            adapter,
+            head: testing::random_head(32, 3, 9).unwrap(),
+            pooling: Pooling::Mean,
+        };
+        let name = format!("roberta-{method}");
+        let opts = ExportOptions {
+            fold,
+            ..Default::default()
+        };
+        let (packed, padded) = export_both(&model, &enc, &tok, &info, &opts, tmp.path(), &name);
+        // The fixture has 2 layers.
+        check_structure(&name, &packed, &padded, 2, true);
+        compare(&name, &model, &packed, &padded, &items, enc.pad_id);
+    }
+}
+
+/// all-MiniLM-L6-v2, a 60-row prompt, 32 SST-2 dev sentences padded together: f32 (ADePT
+/// folded, PT), int8 per row (equal to the padded int8 graph but for rounding edges) and per
+/// tensor (held to the padded graph's distance from f32).
+#[test]
+fn minilm_packed_equals_padded_on_sst2() {
+    let test = "minilm_packed_equals_padded_on_sst2";
+    if !ort_available(test) {
+        return;
+    }
+    let Some(m) = MiniLmSst2::load(test, 32) else {
+        return;
+    };
+    let (tok, enc, items, info) = (&m.tokenizer, &m.enc, &m.items, &m.info);
+    let tmp = tempfile::tempdir().unwrap();
+    for (method, fold) in [
+        (MethodKind::Adept, Some(FoldMode::Folded)),
+        (MethodKind::Pt, None),
+    ] {
+        let model = m.classifier(method, 60, 128);
+        let name = format!("minilm-{method}");
+        let opts = ExportOptions {
+            fold,
+            ..Default::default()
+        };
+        let (packed, padded) = export_both(&model, enc, tok, info, &opts, tmp.path(), &name);
+        check_structure(&name, &packed, &padded, 6, true);
+        compare(&name, &model, &packed, &padded, items, enc.pad_id);
+        if method != MethodKind::Adept {
+            continue;
+        }
+        let want = candle_logits(&model, items, enc.pad_id);
+        let scale = want.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
+        for activations in [Int8Activations::PerRow, Int8Activations::PerTensor] {
+            let name = format!("minilm-int8-{activations}");
+            let opts = ExportOptions {
+                fold,
+                dtype: WeightDtype::Int8,
+                int8_activations: activations,
+                ..Default::default()
+            };
+            let (packed, padded) = export_both(&model, enc, tok, info, &opts, tmp.path(), &name);
+            let got = ort_logits(&open(&packed), items);
+            let base = ort_logits(&open(&padded), items);
+            let (d_both, d_packed, d_padded) = (
+                max_abs_diff(&got, &base),
+                max_abs_diff(&got, &want),
+                max_abs_diff(&base, &want),
+            );
+            eprintln!(
+                "{name}: max |packed - padded| = {d_both:e}, |packed - candle f32| = {d_packed:e}, |padded - candle f32| = {d_padded:e} (largest |logit| {scale:e})"
+            );
+            match activations {
+                Int8Activations::PerRow => assert!(
+                    d_both <= INT8_ROW_TOL,
+                    "{name}: packed vs padded {d_both:e} > {INT8_ROW_TOL:e}"
+                ),
+                _ => {
+                    assert!(
+                        d_packed <= 0.2 * scale,
+                        "{name}: packed vs f32 {d_packed:e}"
+                    );
+                    assert!(
+                        d_packed <= 1.5 * d_padded,
+                        "{name}: packed {d_packed:e} vs padded {d_padded:e} from f32"
+                    );
+                }
+            }
+        }
+    }
+}
