@@ -84,9 +84,12 @@ pub enum AttentionKind {
 pub struct EmitOptions {
     pub attention: AttentionKind,
     /// Run the row-wise work (projections, feed-forward, LayerNorms) on the rows that hold
-    /// tokens only, not on padding: the hidden states travel packed as `[tokens, d]` between
-    /// attentions, which alone see the `[batch, rows, d]` layout. A family that cannot (or a
-    /// decoder) emits its padded form; the results are the same either way (to f32 rounding).
+    /// tokens only, not on padding: the hidden states travel packed as `[1, tokens, d]`
+    /// between attentions, which alone see the `[batch, rows, d]` layout. A family that cannot
+    /// (or a decoder) emits its padded form; the results are the same either way (to f32
+    /// rounding; per-tensor int8 scales are taken over the rows a form computes, so they
+    /// differ). `false` in `EmitOptions::default()` (the decoders' emission, which ignores
+    /// it); the classifier export asks for it by default (`GraphOptions::pack_rows`).
     pub pack_rows: bool,
 }
 

@@ -669,7 +669,8 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
             .map(|(n, acc, agree)| serde_json::json!({"variant": n, "accuracy": acc, "agreement_with_f32": agree}))
             .collect();
         let doc = serde_json::json!({"variants": names, "batch1": b1, "batch32": b32,
-            "candle_forward_per_s": candle_per_s, "accuracy": acc, "bucketing": bucketing,
+            "candle_forward_per_s": candle_per_s, "accuracy": acc,
+            "bucketing": bucketing.as_ref().map(|[packed, padded]| serde_json::json!({"packed": packed, "padded": padded})),
             "pytorch_eager": eager});
         adept_bundle::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }

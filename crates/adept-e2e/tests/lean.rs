@@ -180,6 +180,51 @@ fn tiny_lean_equals_full_every_method() {
     }
 }
 
+/// The padded graph (`pack_rows: false`; the other tests here export the default, packed):
+/// lean equals full there too.
+#[test]
+fn tiny_lean_equals_full_padded_graph() {
+    let test = "tiny_lean_equals_full_padded_graph";
+    if !ort_available(test) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
+    let enc = testing::text_encoder(&tok, 16).unwrap();
+    let info = testing::task_info("tiny", &["a", "b", "c"], &["sentence1", "sentence2"]);
+    let items = encode_varied(&enc, TINY_SENTENCES, true);
+    for (i, (method, fold)) in [
+        (MethodKind::Adept, Some(FoldMode::Folded)),
+        (MethodKind::Pt, None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let model = testing::tiny_classifier(method, Pooling::Mean, 3, 31 + i as u64).unwrap();
+        let [lean, full] = [true, false].map(|lean| {
+            let path = tmp.path().join(format!("{method}-padded-lean{lean}"));
+            let opts = ExportOptions {
+                fold,
+                lean,
+                pack_rows: false,
+                overwrite: true,
+                ..Default::default()
+            };
+            export_classifier(&model, &enc, &tok, &info, &opts, &path).unwrap();
+            path
+        });
+        let name = format!("{method}-padded");
+        check_initializers(
+            &lean,
+            &full,
+            model.adapter.prompt_len(),
+            16,
+            AttentionKind::MultiHead,
+        );
+        compare(&name, &model, &lean, &full, &items, enc.pad_id);
+    }
+}
+
 /// One layer (the first layer is the last: queries from the input rows only, keys and values
 /// from the constant prompt rows and the input rows) and no layers (only the embedding output).
 #[test]

@@ -44,7 +44,7 @@ fn export_both(
     dir: &Path,
     name: &str,
 ) -> (PathBuf, PathBuf) {
-    let mut out = [true, false].map(|pack_rows| {
+    let [packed, padded] = [true, false].map(|pack_rows| {
         let path = dir.join(format!(
             "{name}-{}",
             if pack_rows { "packed" } else { "padded" }
@@ -57,8 +57,7 @@ fn export_both(
         export_classifier(model, enc, tok, info, &opts, &path).unwrap();
         path
     });
-    let padded = std::mem::take(&mut out[1]);
-    (std::mem::take(&mut out[0]), padded)
+    (packed, padded)
 }
 
 /// How many nodes of `op` the bundle's graph has.
@@ -180,6 +179,95 @@ fn tiny_packed_equals_padded_every_method() {
                 check_structure(&name, &packed, &padded, layers, packs);
                 compare(&name, &model, &packed, &padded, &items, enc.pad_id);
             }
+        }
+    }
+}
+
+/// The weight forms on the tiny model (3 layers, so a middle layer is packed too): f16 weights
+/// and int8 per row and in blocks equal the padded graph (every row's scale is its own); per
+/// tensor the scale is the whole tensor's, so packed and padded are each held to f32. And one
+/// sentence at a time (no padding: packing is the identity) equals the padded graph.
+#[test]
+fn tiny_packed_dtypes_and_single_sentences() {
+    let test = "tiny_packed_dtypes_and_single_sentences";
+    if !ort_available(test) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
+    let enc = testing::text_encoder(&tok, 16).unwrap();
+    let info = testing::task_info("tiny", &["a", "b"], &["sentence"]);
+    let items = encode_varied(&enc, TINY_SENTENCES, false);
+    let mut cfg = adept_backbones::bert::tiny_config(testing::TINY_VOCAB);
+    cfg.num_hidden_layers = 3;
+    let backbone =
+        adept_backbones::bert::random_encoder(cfg, 5, &candle_core::Device::Cpu).unwrap();
+    let adapter = testing::random_adapter(&backbone, MethodKind::Adept, 4, 3, 24, 5, 0.5).unwrap();
+    let model = Classifier {
+        backbone: Box::new(backbone),
+        adapter,
+        head: testing::random_head(16, 2, 9).unwrap(),
+        pooling: Pooling::Mean,
+    };
+    let want = candle_logits(&model, &items, enc.pad_id);
+    for (name, dtype, activations, tol) in [
+        ("f16", WeightDtype::F16, Int8Activations::PerRow, PACK_TOL),
+        (
+            "int8-per-row",
+            WeightDtype::Int8,
+            Int8Activations::PerRow,
+            INT8_ROW_TOL,
+        ),
+        (
+            "int8-blocks",
+            WeightDtype::Int8,
+            Int8Activations::Blocks(16),
+            INT8_ROW_TOL,
+        ),
+        (
+            "int8-per-tensor",
+            WeightDtype::Int8,
+            Int8Activations::PerTensor,
+            f32::INFINITY,
+        ),
+    ] {
+        let opts = ExportOptions {
+            fold: Some(FoldMode::Folded),
+            dtype,
+            int8_activations: activations,
+            ..Default::default()
+        };
+        let (packed, padded) = export_both(&model, &enc, &tok, &info, &opts, tmp.path(), name);
+        check_structure(name, &packed, &padded, 3, true);
+        assert_padded(&items);
+        let got = ort_logits(&open(&packed), &items);
+        let base = ort_logits(&open(&padded), &items);
+        let d_both = max_abs_diff(&got, &base);
+        let (d_packed, d_padded) = (max_abs_diff(&got, &want), max_abs_diff(&base, &want));
+        eprintln!(
+            "{name}: max |packed - padded| = {d_both:e}; from candle f32: packed {d_packed:e}, padded {d_padded:e}"
+        );
+        assert!(
+            d_both <= tol,
+            "{name}: packed vs padded {d_both:e} > {tol:e}"
+        );
+        // Per tensor: both quantizations about as far from f32 (a broken packing would be off
+        // by the size of the logits).
+        let scale = want.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(
+            d_packed <= 2.0 * d_padded.max(0.01 * scale),
+            "{name}: packed {d_packed:e} vs padded {d_padded:e} from f32"
+        );
+        // One sentence at a time: no padding, the packing gathers every row in order (per
+        // tensor too: the same rows set the scale).
+        let (packed, padded) = (open(&packed), open(&padded));
+        for item in items.iter().take(3) {
+            let one = std::slice::from_ref(item);
+            let d = max_abs_diff(&ort_logits(&packed, one), &ort_logits(&padded, one));
+            assert!(
+                d <= INT8_ROW_TOL,
+                "{name}: one sentence, packed vs padded {d:e}"
+            );
         }
     }
 }

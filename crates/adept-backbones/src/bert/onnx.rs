@@ -25,6 +25,10 @@
 //! attend to input keys), output projection and feed-forward still run, as in every later
 //! layer, whose prompt rows depend on the input. With `AttentionKind::Packed` (one fused
 //! projection over all rows) only the embedding output is constant.
+//!
+//! **Packed form** (`EmitOptions::pack_rows`, the classifier export's default; see
+//! [`encoder_packed`]): between attentions the hidden states hold only the rows of positions
+//! that hold tokens, so padding costs the products nothing; lean or full as above.
 
 use super::{Activation, BertEncoder, BertLayer, Norm};
 use crate::onnx::{mask_i32, values, AttentionKind, EmitOptions, EncoderInputs};
@@ -613,19 +617,21 @@ struct TokenRows {
 /// [`TokenRows`] of `mask` (`int64 [batch, L]`, 1 = token): `index = NonZero(mask)ᵀ`, row
 /// `r = (CumSum(mask) − 1) · mask` over the flattened mask.
 fn token_rows(g: &mut GraphBuilder, mask: &str) -> TokenRows {
-    let nonzero = g.op("NonZero", &[mask], vec![]); // [2, N]
+    // 0/1 whatever the caller sent, so that `NonZero` and the running count agree (a mask
+    // is 0/1; a value above 1 counts as 1, one below 0 as padding): `Clip(mask, 0, 1)`.
+    let zero = g.scalar_i64(0);
+    let one = g.scalar_i64(1);
+    let mask = g.op("Clip", &[mask, &zero, &one], vec![]);
+    let nonzero = g.op("NonZero", &[&mask], vec![]); // [2, N]
     let pairs = g.transpose(&nonzero, &[1, 0]);
     let index = g.unsqueeze(&pairs, &[0]);
-    let flat = g.reshape(mask, &[-1]);
-    let axis = g.scalar_i64(0);
-    let count = g.op("CumSum", &[&flat, &axis], vec![]);
-    let one = g.scalar_i64(1);
+    let flat = g.reshape(&mask, &[-1]);
+    let count = g.op("CumSum", &[&flat, &zero], vec![]); // along axis 0
     let before = g.sub(&count, &one);
     let row = g.mul(&before, &flat);
-    let shape = g.shape(mask);
+    let shape = g.shape(&mask);
     let row = g.reshape_dynamic(&row, &shape);
-    let zero = g.scalar_i64(0);
-    let batch = g.mul(mask, &zero);
+    let batch = g.mul(&mask, &zero);
     // Stacked on a new last axis of (statically) 2, so that shape inference types what
     // `GatherND` makes of it (ONNX Runtime fuses only what it can type).
     let row = g.unsqueeze(&row, &[-1]);

@@ -141,7 +141,8 @@ pub const INT8_KEEP_FLOAT_DEFAULT: &[&str] = &["layer.0.output.dense"];
 /// `Add` follows a product: the feed-forward's first bias is a `Sub` of its negation before
 /// the GELU (`GraphBuilder::bias_gelu`), the second product's shift correction goes into the
 /// residual `Sum`'s bias (see `GraphBuilder::linear_unbiased`). MiniLM's default int8 graph has
-/// 373 nodes as written, 235 after ONNX Runtime's fusions (331 with a `BiasGelu`, 379 with seven
+/// 373 nodes as written in the padded form (`pack_rows: false`; the packed form adds 33), 235
+/// after ONNX Runtime's fusions (331 with a `BiasGelu`, 379 with seven
 /// ops per quantized value, 560 with bias ops after the products; the latter step shortened the
 /// browser page's session start by ~180 ms).
 ///
@@ -229,11 +230,13 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
         DataType::Float,
         &["batch".into(), n.into()],
     )?;
-    // Packed when the family packed its rows (BERT family, multi-head attention, 2+ layers).
+    // Packed when the family packed its rows (BERT family, multi-head attention, 2+ layers:
+    // its row indices are the graph's only `NonZero`; the doc string says what was emitted,
+    // not what was asked for).
     let packed = g
         .nodes()
         .iter()
-        .any(|n| n.op_type.as_deref() == Some("NonZero"));
+        .any(|node| node.op_type.as_deref() == Some("NonZero"));
     g.set_doc_string(format!(
         "adept classifier: {} backbone, method {}, {}-token prompt, offsets {}, pooling {:?}, {} outputs, {} {} graph",
         model.backbone.family(),
