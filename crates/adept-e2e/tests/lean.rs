@@ -112,30 +112,8 @@ fn compare(
     items: &[Encoded],
     pad_id: u32,
 ) -> (f32, f32) {
-    let got_lean = ort_logits(&open(lean), items);
-    let got_full = ort_logits(&open(full), items);
-    let want = candle_logits(model, items, pad_id);
-    let d_full = max_abs_diff(&got_lean, &got_full);
-    let d_candle = max_abs_diff(&got_lean, &want);
-    eprintln!("{label}: max |lean - full| = {d_full:e}, max |lean - candle| = {d_candle:e}");
-    assert!(
-        d_full <= LEAN_TOL,
-        "{label}: lean vs full {d_full:e} > {LEAN_TOL:e}\nlean {got_lean:?}\nfull {got_full:?}"
-    );
-    assert!(
-        d_candle <= CANDLE_TOL,
-        "{label}: lean vs candle {d_candle:e} > {CANDLE_TOL:e}"
-    );
-    if want[0].len() > 1 {
-        assert_eq!(labels(&got_lean), labels(&want), "{label}: labels");
-    }
-    // Not degenerate: the rows differ (a graph that ignored its input would agree with itself).
-    let spread = got_lean
-        .iter()
-        .map(|r| (r[0] - got_lean[0][0]).abs())
-        .fold(0.0, f32::max);
-    assert!(spread > 1e-3, "{label}: logits do not depend on the input");
-    (d_full, d_candle)
+    let forms = [("lean", lean), ("full", full)];
+    compare_forms(label, model, forms, items, pad_id, [LEAN_TOL, CANDLE_TOL])
 }
 
 #[test]
@@ -234,15 +212,8 @@ fn lean_one_layer_and_no_layers() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
-    let enc = testing::text_encoder(&tok, 16).unwrap();
-    let info = testing::task_info("tiny", &["a", "b"], &["sentence"]);
-    let items = encode_varied(&enc, TINY_SENTENCES, false);
+    let (tok, enc, info, items) = tiny_single_sentences(tmp.path());
     for layers in [1, 0] {
-        let mut cfg = adept_backbones::bert::tiny_config(testing::TINY_VOCAB);
-        cfg.num_hidden_layers = layers;
-        let backbone =
-            adept_backbones::bert::random_encoder(cfg, 3, &candle_core::Device::Cpu).unwrap();
         // No layers: the first input row is the same token for every sentence, so CLS pooling
         // would give equal logits; mean pooling there.
         let cls = if layers > 0 {
@@ -251,13 +222,7 @@ fn lean_one_layer_and_no_layers() {
             Pooling::Mean
         };
         for (method, pooling) in [(MethodKind::Adept, Pooling::Mean), (MethodKind::Pt, cls)] {
-            let adapter = testing::random_adapter(&backbone, method, 4, 3, 24, 5, 0.5).unwrap();
-            let model = Classifier {
-                backbone: Box::new(backbone.clone()),
-                adapter,
-                head: testing::random_head(16, 2, 9).unwrap(),
-                pooling,
-            };
+            let model = tiny_depth_classifier(layers, 3, method, pooling);
             let name = format!("{layers}-layers-{method}");
             let (lean, full) = export_both(
                 &model,
@@ -283,49 +248,29 @@ fn tiny_roberta_lean_equals_full() {
     if !ort_available(test) {
         return;
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-roberta");
-    let backbone = adept_backbones::load_encoder(&dir, &candle_core::Device::Cpu).unwrap();
-    assert!(!backbone.uses_token_types());
-    let roberta = backbone
+    let r = TinyRoberta::load();
+    let roberta = r
+        .backbone
         .as_any()
         .downcast_ref::<adept_backbones::BertEncoder>()
         .unwrap();
     assert!(roberta.config.position_offset() > 0, "RoBERTa-style offset");
-    let tok = dir.join("tokenizer.json");
-    let enc = testing::text_encoder(&tok, 24).unwrap();
-    let sentences = [
-        "a good film",
-        "the plot was thin but the acting was warm and the music was lovely",
-        "bad",
-        "I would not watch it again.",
-    ];
-    let items = encode_varied(&enc, &sentences, false);
-    let info = testing::task_info("tiny", &["neg", "neu", "pos"], &["sentence"]);
     let tmp = tempfile::tempdir().unwrap();
-    for (method, fold) in [
-        (MethodKind::Adept, Some(FoldMode::Folded)),
-        (MethodKind::Dept, None),
-    ] {
-        let adapter = testing::random_adapter(&*backbone, method, 6, 3, 24, 5, 0.5).unwrap();
-        let model = Classifier {
-            backbone: backbone.clone(),
-            adapter,
-            head: testing::random_head(32, 3, 9).unwrap(),
-            pooling: Pooling::Mean,
-        };
+    for (method, fold) in TinyRoberta::METHODS {
+        let model = r.classifier(method);
         let name = format!("roberta-{method}");
         let (lean, full) = export_both(
             &model,
-            &enc,
-            &tok,
-            &info,
+            &r.enc,
+            &r.tokenizer,
+            &r.info,
             fold,
             WeightDtype::F32,
             AttentionKind::MultiHead,
             tmp.path(),
             &name,
         );
-        compare(&name, &model, &lean, &full, &items, enc.pad_id);
+        compare(&name, &model, &lean, &full, &r.items, r.enc.pad_id);
     }
 }
 

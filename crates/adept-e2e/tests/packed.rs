@@ -97,8 +97,9 @@ fn assert_padded(items: &[Encoded]) {
     assert!(hi > lo, "sentences of one length: {lens:?}");
 }
 
-/// Runs both bundles and candle on `items`; asserts packed = padded (`tol`) and packed =
-/// candle (`CANDLE_TOL`) with the same labels, and that the logits depend on the input.
+/// Runs both bundles and candle on `items` (a batch that pads); asserts packed = padded
+/// (`PACK_TOL`) and packed = candle (`CANDLE_TOL`) with the same labels, and that the logits
+/// depend on the input.
 fn compare(
     label: &str,
     model: &Classifier,
@@ -108,30 +109,8 @@ fn compare(
     pad_id: u32,
 ) {
     assert_padded(items);
-    let got = ort_logits(&open(packed), items);
-    let base = ort_logits(&open(padded), items);
-    let want = candle_logits(model, items, pad_id);
-    let d_padded = max_abs_diff(&got, &base);
-    let d_candle = max_abs_diff(&got, &want);
-    eprintln!(
-        "{label}: max |packed - padded| = {d_padded:e}, max |packed - candle| = {d_candle:e}"
-    );
-    assert!(
-        d_padded <= PACK_TOL,
-        "{label}: packed vs padded {d_padded:e} > {PACK_TOL:e}\npacked {got:?}\npadded {base:?}"
-    );
-    assert!(
-        d_candle <= CANDLE_TOL,
-        "{label}: packed vs candle {d_candle:e} > {CANDLE_TOL:e}"
-    );
-    if want[0].len() > 1 {
-        assert_eq!(labels(&got), labels(&want), "{label}: labels");
-    }
-    let spread = got
-        .iter()
-        .map(|r| (r[0] - got[0][0]).abs())
-        .fold(0.0, f32::max);
-    assert!(spread > 1e-3, "{label}: logits do not depend on the input");
+    let forms = [("packed", packed), ("padded", padded)];
+    compare_forms(label, model, forms, items, pad_id, [PACK_TOL, CANDLE_TOL]);
 }
 
 #[test]
@@ -194,21 +173,8 @@ fn tiny_packed_dtypes_and_single_sentences() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
-    let enc = testing::text_encoder(&tok, 16).unwrap();
-    let info = testing::task_info("tiny", &["a", "b"], &["sentence"]);
-    let items = encode_varied(&enc, TINY_SENTENCES, false);
-    let mut cfg = adept_backbones::bert::tiny_config(testing::TINY_VOCAB);
-    cfg.num_hidden_layers = 3;
-    let backbone =
-        adept_backbones::bert::random_encoder(cfg, 5, &candle_core::Device::Cpu).unwrap();
-    let adapter = testing::random_adapter(&backbone, MethodKind::Adept, 4, 3, 24, 5, 0.5).unwrap();
-    let model = Classifier {
-        backbone: Box::new(backbone),
-        adapter,
-        head: testing::random_head(16, 2, 9).unwrap(),
-        pooling: Pooling::Mean,
-    };
+    let (tok, enc, info, items) = tiny_single_sentences(tmp.path());
+    let model = tiny_depth_classifier(3, 5, MethodKind::Adept, Pooling::Mean);
     let want = candle_logits(&model, &items, enc.pad_id);
     for (name, dtype, activations, tol) in [
         ("f16", WeightDtype::F16, Int8Activations::PerRow, PACK_TOL),
@@ -281,26 +247,13 @@ fn packed_one_and_three_layers() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
-    let enc = testing::text_encoder(&tok, 16).unwrap();
-    let info = testing::task_info("tiny", &["a", "b"], &["sentence"]);
-    let items = encode_varied(&enc, TINY_SENTENCES, false);
+    let (tok, enc, info, items) = tiny_single_sentences(tmp.path());
     for layers in [1, 3] {
-        let mut cfg = adept_backbones::bert::tiny_config(testing::TINY_VOCAB);
-        cfg.num_hidden_layers = layers;
-        let backbone =
-            adept_backbones::bert::random_encoder(cfg, 3, &candle_core::Device::Cpu).unwrap();
         for (method, pooling) in [
             (MethodKind::Adept, Pooling::Mean),
             (MethodKind::Pt, Pooling::Cls),
         ] {
-            let adapter = testing::random_adapter(&backbone, method, 4, 3, 24, 5, 0.5).unwrap();
-            let model = Classifier {
-                backbone: Box::new(backbone.clone()),
-                adapter,
-                head: testing::random_head(16, 2, 9).unwrap(),
-                pooling,
-            };
+            let model = tiny_depth_classifier(layers, 3, method, pooling);
             let name = format!("{layers}-layers-{method}");
             let (packed, padded) = export_both(
                 &model,
@@ -324,40 +277,27 @@ fn tiny_roberta_packed_equals_padded() {
     if !ort_available(test) {
         return;
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-roberta");
-    let backbone = adept_backbones::load_encoder(&dir, &candle_core::Device::Cpu).unwrap();
-    assert!(!backbone.uses_token_types());
-    let tok = dir.join("tokenizer.json");
-    let enc = testing::text_encoder(&tok, 24).unwrap();
-    let sentences = [
-        "a good film",
-        "the plot was thin but the acting was warm and the music was lovely",
-        "bad",
-        "I would not watch it again.",
-    ];
-    let items = encode_varied(&enc, &sentences, false);
-    let info = testing::task_info("tiny", &["neg", "neu", "pos"], &["sentence"]);
+    let r = TinyRoberta::load();
     let tmp = tempfile::tempdir().unwrap();
-    for (method, fold) in [
-        (MethodKind::Adept, Some(FoldMode::Folded)),
-        (MethodKind::Dept, None),
-    ] {
-        let adapter = testing::random_adapter(&*backbone, method, 6, 3, 24, 5, 0.5).unwrap();
-        let model = Classifier {
-            backbone: backbone.clone(),
-            adapter,
-            head: testing::random_head(32, 3, 9).unwrap(),
-            pooling: Pooling::Mean,
-        };
+    for (method, fold) in TinyRoberta::METHODS {
+        let model = r.classifier(method);
         let name = format!("roberta-{method}");
         let opts = ExportOptions {
             fold,
             ..Default::default()
         };
-        let (packed, padded) = export_both(&model, &enc, &tok, &info, &opts, tmp.path(), &name);
+        let (packed, padded) = export_both(
+            &model,
+            &r.enc,
+            &r.tokenizer,
+            &r.info,
+            &opts,
+            tmp.path(),
+            &name,
+        );
         // The fixture has 2 layers.
         check_structure(&name, &packed, &padded, 2, true);
-        compare(&name, &model, &packed, &padded, &items, enc.pad_id);
+        compare(&name, &model, &packed, &padded, &r.items, r.enc.pad_id);
     }
 }
 

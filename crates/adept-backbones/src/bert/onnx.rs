@@ -442,7 +442,7 @@ pub fn encoder_from_embeds(
         let lean_layer = n > 0 && opts.attention == AttentionKind::MultiHead;
         if lean_layer {
             let from = if last == 0 { x.keep_from } else { 0 };
-            hidden = first_layer_lean(g, enc, &rows, &hidden, &mask, &batch, from)?;
+            hidden = first_layer_lean(g, enc, &rows, &hidden, &mask, &batch, from, None)?;
             first = 1;
         } else {
             // Packed attention projects all rows in one node: only the embedding output is
@@ -552,7 +552,10 @@ fn prepend_rows(
 /// The first layer (`encoder.layer.0`) in the lean form: `x [batch, s, d]` holds the input rows'
 /// embedding output; the prompt rows' embedding output and projections come from `rows`. Keys
 /// and values: `[prompt_key; x · W_kᵀ]` (all `l + s` rows); queries and the block's output
-/// rows from row `query_from` of the `l + s` on, as in [`layer`].
+/// rows from row `query_from` of the `l + s` on, as in [`layer`]. With `packed` (the packed
+/// form, `query_from` 0; see [`encoder_packed`]) the attention's context and the residual are
+/// packed by those token rows, and so is the output.
+#[allow(clippy::too_many_arguments)]
 fn first_layer_lean(
     g: &mut GraphBuilder,
     enc: &BertEncoder,
@@ -561,6 +564,7 @@ fn first_layer_lean(
     mask: &str,
     batch: &str,
     query_from: usize,
+    packed: Option<&TokenRows>,
 ) -> Result<String> {
     let layer = &enc.layers[0];
     let heads = enc.config.num_attention_heads;
@@ -585,6 +589,10 @@ fn first_layer_lean(
         &xq,
         batch,
     )?;
+    let residual = match packed {
+        Some(all) => g.scope("encoder", |g| pack(g, &residual, all)),
+        None => residual,
+    };
     g.scope("encoder.layer.0", |g| {
         let h = g.scope("attention", |g| -> Result<String> {
             let q = matmul_only(g, "self.query", &xq, &layer.query)?;
@@ -594,7 +602,12 @@ fn first_layer_lean(
             let q = prepend_rows(g, &nq, &pq.narrow(0, p_from, l - p_from)?, &q, batch)?;
             let k = prepend_rows(g, &nk, pk, &k, batch)?;
             let v = prepend_rows(g, &nv, pv, &v, batch)?;
-            attention_from_projections(g, layer, [&q, &k, &v], &residual, mask, heads)
+            let context = attention_context(g, layer, [&q, &k, &v], mask, heads)?;
+            let context = match packed {
+                Some(all) => pack(g, &context, all),
+                None => context,
+            };
+            attention_output(g, layer, &context, &residual)
         })?;
         feed_forward(g, layer, enc.activation(), &h)
     })
@@ -686,7 +699,7 @@ fn encoder_packed(g: &mut GraphBuilder, enc: &BertEncoder, x: &EncoderInputs) ->
         Some(prompt) => {
             let rows = prompt_rows(enc, prompt)?;
             let batch = g.dim(&x.embeds, 0);
-            first_layer_lean_packed(g, enc, &rows, &hidden, &all, &mask, &batch)?
+            first_layer_lean(g, enc, &rows, &hidden, &mask, &batch, 0, Some(&all))?
         }
         None => {
             let hp = g.scope("encoder", |g| pack(g, &hidden, &all));
@@ -737,43 +750,6 @@ fn layer_packed(
             let context = attention_context(g, layer, [&q, &k, &v], mask, heads)?;
             let context = pack(g, &context, all);
             attention_output(g, layer, &context, xp)
-        })?;
-        feed_forward(g, layer, enc.activation(), &h)
-    })
-}
-
-/// [`first_layer_lean`] in the packed form: `x [batch, s, d]` the input rows' embedding output
-/// (padded); queries from every row; returns the layer's output packed by `all`.
-fn first_layer_lean_packed(
-    g: &mut GraphBuilder,
-    enc: &BertEncoder,
-    rows: &PromptRows,
-    x: &str,
-    all: &TokenRows,
-    mask: &str,
-    batch: &str,
-) -> Result<String> {
-    let layer = &enc.layers[0];
-    let heads = enc.config.num_attention_heads;
-    let [pq, pk, pv] = rows
-        .first_layer
-        .as_ref()
-        .context("the encoder has no first layer")?;
-    // The residual rows: the prompt's embedding output, then the input's, packed.
-    let residual = prepend_rows(g, PROMPT_OUTPUT, &rows.hidden, x, batch)?;
-    let residual = g.scope("encoder", |g| pack(g, &residual, all));
-    g.scope("encoder.layer.0", |g| {
-        let h = g.scope("attention", |g| -> Result<String> {
-            let q = matmul_only(g, "self.query", x, &layer.query)?;
-            let k = matmul_only(g, "self.key", x, &layer.key)?;
-            let v = matmul_only(g, "self.value", x, &layer.value)?;
-            let [nq, nk, nv] = PROMPT_PROJECTIONS.map(|n| format!("self.{n}"));
-            let q = prepend_rows(g, &nq, pq, &q, batch)?;
-            let k = prepend_rows(g, &nk, pk, &k, batch)?;
-            let v = prepend_rows(g, &nv, pv, &v, batch)?;
-            let context = attention_context(g, layer, [&q, &k, &v], mask, heads)?;
-            let context = pack(g, &context, all);
-            attention_output(g, layer, &context, &residual)
         })?;
         feed_forward(g, layer, enc.activation(), &h)
     })

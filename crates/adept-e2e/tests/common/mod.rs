@@ -249,3 +249,126 @@ pub fn tiny_sst2_bundle(test: &str) -> Option<(tempfile::TempDir, Tiny)> {
     );
     Some((tmp, t))
 }
+
+/// The tiny random RoBERTa of `tests/fixtures/tiny-roberta/` (2 layers, positions from
+/// `pad_token_id + 1`, no token types), its tokenizer at 24 tokens, four sentences of unequal
+/// lengths and a 3-class task.
+pub struct TinyRoberta {
+    pub backbone: Box<dyn adept_backbones::Encoder>,
+    pub tokenizer: PathBuf,
+    pub enc: TextEncoder,
+    pub items: Vec<Encoded>,
+    pub info: TaskInfo,
+}
+
+impl TinyRoberta {
+    /// The methods (and folds) the RoBERTa graph tests export.
+    pub const METHODS: [(MethodKind, Option<FoldMode>); 2] = [
+        (MethodKind::Adept, Some(FoldMode::Folded)),
+        (MethodKind::Dept, None),
+    ];
+
+    pub fn load() -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-roberta");
+        let backbone = adept_backbones::load_encoder(&dir, &Device::Cpu).unwrap();
+        assert!(!backbone.uses_token_types());
+        let tokenizer = dir.join("tokenizer.json");
+        let enc = testing::text_encoder(&tokenizer, 24).unwrap();
+        let sentences = [
+            "a good film",
+            "the plot was thin but the acting was warm and the music was lovely",
+            "bad",
+            "I would not watch it again.",
+        ];
+        let items = encode_varied(&enc, &sentences, false);
+        let info = testing::task_info("tiny", &["neg", "neu", "pos"], &["sentence"]);
+        Self {
+            backbone,
+            tokenizer,
+            enc,
+            items,
+            info,
+        }
+    }
+
+    /// A mean-pooled classifier: a random `method` adapter (6-row prompt, rank 3) and a random
+    /// 3-class head.
+    pub fn classifier(&self, method: MethodKind) -> Classifier {
+        let adapter = testing::random_adapter(&*self.backbone, method, 6, 3, 24, 5, 0.5).unwrap();
+        Classifier {
+            backbone: self.backbone.clone(),
+            adapter,
+            head: testing::random_head(32, 3, 9).unwrap(),
+            pooling: Pooling::Mean,
+        }
+    }
+}
+
+/// A tiny random BERT (`bert::tiny_config`, hidden size 16) of `layers` layers, its weights from
+/// `seed`, under a random `method` adapter (4-row prompt, rank 3) and a random 2-class head.
+pub fn tiny_depth_classifier(
+    layers: usize,
+    seed: u64,
+    method: MethodKind,
+    pooling: Pooling,
+) -> Classifier {
+    let mut cfg = adept_backbones::bert::tiny_config(testing::TINY_VOCAB);
+    cfg.num_hidden_layers = layers;
+    let backbone = adept_backbones::bert::random_encoder(cfg, seed, &Device::Cpu).unwrap();
+    let adapter = testing::random_adapter(&backbone, method, 4, 3, 24, 5, 0.5).unwrap();
+    Classifier {
+        backbone: Box::new(backbone),
+        adapter,
+        head: testing::random_head(16, 2, 9).unwrap(),
+        pooling,
+    }
+}
+
+/// The tiny tokenizer written into `dir`, its encoder at 16 tokens, a binary single-sentence
+/// task and [`TINY_SENTENCES`] encoded (unequal lengths).
+pub fn tiny_single_sentences(dir: &Path) -> (PathBuf, TextEncoder, TaskInfo, Vec<Encoded>) {
+    let tok = write_tiny_tokenizer(dir).unwrap();
+    let enc = testing::text_encoder(&tok, 16).unwrap();
+    let info = testing::task_info("tiny", &["a", "b"], &["sentence"]);
+    let items = encode_varied(&enc, TINY_SENTENCES, false);
+    (tok, enc, info, items)
+}
+
+/// Two exports of one model that must compute the same function (`forms`: each one's name and
+/// bundle, the first the one under test), run by ONNX Runtime on the padded batch of `items`,
+/// and candle's `Classifier::forward`: asserts the first equals the second within `tol` and
+/// candle within `candle_tol` with candle's labels, and that the logits depend on the input (a
+/// graph that ignored it would agree with itself). Returns `(|first − second|, |first −
+/// candle|)`.
+pub fn compare_forms(
+    label: &str,
+    model: &Classifier,
+    [(a, a_dir), (b, b_dir)]: [(&str, &Path); 2],
+    items: &[Encoded],
+    pad_id: u32,
+    [tol, candle_tol]: [f32; 2],
+) -> (f32, f32) {
+    let got = ort_logits(&open(a_dir), items);
+    let other = ort_logits(&open(b_dir), items);
+    let want = candle_logits(model, items, pad_id);
+    let d_other = max_abs_diff(&got, &other);
+    let d_candle = max_abs_diff(&got, &want);
+    eprintln!("{label}: max |{a} - {b}| = {d_other:e}, max |{a} - candle| = {d_candle:e}");
+    assert!(
+        d_other <= tol,
+        "{label}: {a} vs {b} {d_other:e} > {tol:e}\n{a} {got:?}\n{b} {other:?}"
+    );
+    assert!(
+        d_candle <= candle_tol,
+        "{label}: {a} vs candle {d_candle:e} > {candle_tol:e}"
+    );
+    if want[0].len() > 1 {
+        assert_eq!(labels(&got), labels(&want), "{label}: labels");
+    }
+    let spread = got
+        .iter()
+        .map(|r| (r[0] - got[0][0]).abs())
+        .fold(0.0, f32::max);
+    assert!(spread > 1e-3, "{label}: logits do not depend on the input");
+    (d_other, d_candle)
+}
