@@ -678,12 +678,14 @@ fn unpack(g: &mut GraphBuilder, x: &str, rows: &TokenRows) -> String {
 /// With sentences of unequal lengths, the padded form spends a share of its work on padding
 /// rows: a fifth of the rows of batches of 32 SST-2 sentences in input order with a 60-row
 /// prompt. At batch 1 there is no padding, and every gather is a copy the padded form does not
-/// make. This layout, padded first and last layers, is the measured trade between the two
-/// (MiniLM, l = 60, 2 threads, interleaved runs against the padded graph, SST-2 dev in input
-/// order): 1.20–1.22× at batch 32 and 0.98–1.00× at batch 1, where packing the first and last
-/// layers too ran 1.21–1.25× and 0.96–0.99×, and packing only the output projections and
-/// feed-forwards (two gathers a layer) 1.15–1.17× and 0.98–0.99×. Every token row goes through
-/// exactly the functions of the padded form, so the logits are the same up to f32 rounding.
+/// make, and batches sorted by length (the runtime's buckets) carry little. This layout (the
+/// first layer's projections and the whole last layer padded) is the measured trade (MiniLM,
+/// l = 60, 2 threads, the two bundles interleaved, SST-2 dev in input order): 1.20–1.22× the
+/// padded graph at batch 32 and 0.98–1.00× at batch 1 (0.94–0.97× among the fourteen bundles
+/// of `adept bench --serving`), where packing the first and last layers too ran 1.21–1.25× and
+/// 0.96–0.99×, and packing only the output projections and feed-forwards (two gathers a layer)
+/// 1.15–1.17× and 0.98–0.99×. Every token row goes through exactly the functions of the padded
+/// form, so the logits are the same up to f32 rounding.
 fn encoder_packed(g: &mut GraphBuilder, enc: &BertEncoder, x: &EncoderInputs) -> Result<String> {
     let n = enc.layers.len();
     ensure!(n >= 2, "the packed encoder needs two layers or more");
