@@ -54,7 +54,19 @@ fn export_both(
             overwrite: true,
             ..opts.clone()
         };
-        export_classifier(model, enc, tok, info, &opts, &path).unwrap();
+        let report = export_classifier(model, enc, tok, info, &opts, &path).unwrap();
+        // The summary `adept export` prints says which graph it wrote: packed exactly when the
+        // graph gathers its rows (which `check_structure` ties to the layouts that pack).
+        let said = if count_ops(&path, "NonZero") > 0 {
+            "packed graph"
+        } else {
+            "padded graph"
+        };
+        assert!(report.to_string().contains(said), "{name}: {report}");
+        assert!(
+            pack_rows || !report.packed,
+            "{name}: --no-pack wrote {report}"
+        );
         path
     });
     (packed, padded)

@@ -94,6 +94,9 @@ pub struct ExportReport {
     pub manifest: BundleManifest,
     pub model_bytes: u64,
     pub nodes: usize,
+    /// Whether the encoder was emitted packed (its row-wise work on the token rows only; see
+    /// `GraphOptions::pack_rows`): asked for and supported by the family and attention layout.
+    pub packed: bool,
     pub seconds: f64,
 }
 
@@ -107,13 +110,14 @@ impl std::fmt::Display for ExportReport {
         };
         write!(
             f,
-            "exported {} ({} {}, {}-token prompt, offsets {}, {}, {} nodes, {:.1} MB) to {} in {:.1}s",
+            "exported {} ({} {}, {}-token prompt, offsets {}, {}, {} graph, {} nodes, {:.1} MB) to {} in {:.1}s",
             m.task,
             m.model_family,
             m.method,
             m.prompt_length,
             m.fold,
             dtype,
+            if self.packed { "packed" } else { "padded" },
             self.nodes,
             self.model_bytes as f64 / 1e6,
             self.bundle_dir.display(),
@@ -273,15 +277,15 @@ pub fn manifest_for(
     })
 }
 
-/// The serialized ONNX model for `model`, the number of nodes, and with int8 the products
-/// kept float besides the head (full names, as the model's metadata `adept.int8_keep_float`
-/// and the manifest record them).
+/// The serialized ONNX model for `model`, the number of nodes, with int8 the products kept
+/// float besides the head (full names, as the model's metadata `adept.int8_keep_float` and the
+/// manifest record them), and whether the encoder was emitted packed ([`emit::is_packed`]).
 pub fn model_bytes(
     model: &Classifier,
     fold: FoldMode,
     opts: &ExportOptions,
     manifest: &BundleManifest,
-) -> Result<(Vec<u8>, usize, Vec<String>)> {
+) -> Result<(Vec<u8>, usize, Vec<String>, bool)> {
     let mut builder = emit::classifier_graph(
         model,
         &GraphOptions {
@@ -296,6 +300,7 @@ pub fn model_bytes(
         },
     )?;
     let nodes = builder.graph().nodes().len();
+    let packed = crate::emit::is_packed(builder.graph());
     let kept = kept_float_products(builder.graph(), opts)?;
     let builder = builder
         .producer("adept", env!("CARGO_PKG_VERSION"))
@@ -315,7 +320,7 @@ pub fn model_bytes(
     } else {
         builder.metadata("adept.int8_keep_float", &kept.join(","))
     };
-    Ok((builder.to_bytes()?, nodes, kept))
+    Ok((builder.to_bytes()?, nodes, kept, packed))
 }
 
 /// With int8: the products `opts.int8_keep_float` kept float (recorded in the model's
@@ -413,7 +418,7 @@ pub fn export_classifier(
     let fold = resolve_fold(model, opts)?;
     let mut manifest = manifest_for(model, enc, info, fold, opts)?;
     let staging = Staging::beside(out_dir)?;
-    let (bytes, nodes, kept) = model_bytes(model, fold, opts, &manifest)?;
+    let (bytes, nodes, kept, packed) = model_bytes(model, fold, opts, &manifest)?;
     manifest.int8_keep_float = kept;
     let model_path = staging.dir.join(MODEL_FILE);
     // Flushed to disk (`fsync`) before the folder is renamed into place: a crash must not leave
@@ -430,6 +435,7 @@ pub fn export_classifier(
         manifest,
         model_bytes,
         nodes,
+        packed,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -74,6 +74,15 @@ impl Default for GraphOptions {
     }
 }
 
+/// Whether the classifier graph `g` was emitted packed: the family packed its rows (BERT
+/// family, multi-head attention, two layers or more), whose indices are the graph's only
+/// `NonZero`. What was emitted, not what was asked for (`GraphOptions::pack_rows`).
+pub fn is_packed(g: &adept_onnx::GraphBuilder) -> bool {
+    g.nodes()
+        .iter()
+        .any(|node| node.op_type.as_deref() == Some("NonZero"))
+}
+
 /// What `adept export --dtype int8` keeps float unless told otherwise
 /// (`--int8-keep-float`): the first layer's feed-forward output product. On MiniLM (l = 60
 /// ADePT adapters, SST-2) keeping it float alone lowers the mean |int8 − f32| logit-margin error
@@ -230,13 +239,7 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
         DataType::Float,
         &["batch".into(), n.into()],
     )?;
-    // Packed when the family packed its rows (BERT family, multi-head attention, 2+ layers:
-    // its row indices are the graph's only `NonZero`; the doc string says what was emitted,
-    // not what was asked for).
-    let packed = g
-        .nodes()
-        .iter()
-        .any(|node| node.op_type.as_deref() == Some("NonZero"));
+    let packed = is_packed(g);
     g.set_doc_string(format!(
         "adept classifier: {} backbone, method {}, {}-token prompt, offsets {}, pooling {:?}, {} outputs, {} {} graph",
         model.backbone.family(),
