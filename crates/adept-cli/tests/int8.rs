@@ -17,7 +17,7 @@
 //! feed-forward output float (the default) 98.74–98.85 % agreement (two runs), max logit error
 //! 0.126–0.128 (mean 0.031); every product int8 98.74 %, 0.100–0.108 (0.028); per tensor 98.39 %,
 //! 0.176 (0.036), and 0.163 between a sentence alone and in a batch, in the padded graph; in the
-//! packed graph (the default since, whose per-tensor scales skip the padding rows) 97.82 %, 0.200
+//! packed graph (the default since 2026-12-02; its per-tensor scales skip the padding rows) 97.82 %, 0.200
 //! (0.038), accuracy 78.78 against f32 78.21; in blocks of 32 99.77–99.89 %,
 //! 0.054 (0.0089). A 60-step run (logits under 0.8) agreed on 99.54 % in blocks on an Intel
 //! machine and on 98.97 % here: its margins were too small for the 99 % threshold. On a

@@ -21,7 +21,7 @@ mod common;
 use adept_adapters::MethodKind;
 use adept_backbones::bert::onnx::{PROMPT_OUTPUT, PROMPT_PROJECTIONS};
 use adept_bundle::{FoldMode, WeightDtype};
-use adept_export::testing::{self, write_tiny_tokenizer};
+use adept_export::testing;
 use adept_export::{export_classifier, AttentionKind, ExportOptions, TaskInfo};
 use adept_onnx::proto::{decode_model, TensorProto};
 use adept_train::tokenize::Encoded;
@@ -123,10 +123,7 @@ fn tiny_lean_equals_full_every_method() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
-    let enc = testing::text_encoder(&tok, 16).unwrap();
-    let info = testing::task_info("tiny", &["a", "b", "c"], &["sentence1", "sentence2"]);
-    let items = encode_varied(&enc, TINY_SENTENCES, true);
+    let (tok, enc, info, items) = tiny_pair_sentences(tmp.path());
     assert!(items.iter().any(|e| e.type_ids.contains(&1)), "type 1 rows");
     for (i, (method, fold, pooling)) in [
         (MethodKind::Adept, Some(FoldMode::Folded), Pooling::Mean),
@@ -167,10 +164,7 @@ fn tiny_lean_equals_full_padded_graph() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
-    let enc = testing::text_encoder(&tok, 16).unwrap();
-    let info = testing::task_info("tiny", &["a", "b", "c"], &["sentence1", "sentence2"]);
-    let items = encode_varied(&enc, TINY_SENTENCES, true);
+    let (tok, enc, info, items) = tiny_pair_sentences(tmp.path());
     for (i, (method, fold)) in [
         (MethodKind::Adept, Some(FoldMode::Folded)),
         (MethodKind::Pt, None),

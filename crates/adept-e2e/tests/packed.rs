@@ -22,7 +22,7 @@ mod common;
 
 use adept_adapters::MethodKind;
 use adept_bundle::{FoldMode, Int8Activations, WeightDtype};
-use adept_export::testing::{self, write_tiny_tokenizer};
+use adept_export::testing;
 use adept_export::{export_classifier, AttentionKind, ExportOptions, TaskInfo};
 use adept_onnx::proto::decode_model;
 use adept_train::tokenize::Encoded;
@@ -132,9 +132,7 @@ fn tiny_packed_equals_padded_every_method() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
-    let enc = testing::text_encoder(&tok, 16).unwrap();
-    let info = testing::task_info("tiny", &["a", "b", "c"], &["sentence1", "sentence2"]);
+    let (tok, enc, info, _) = tiny_pair_sentences(tmp.path());
     // Pairs (token types 1) and single sentences, both padded.
     for pairs in [true, false] {
         let items = encode_varied(&enc, TINY_SENTENCES, pairs);

@@ -327,10 +327,24 @@ pub fn tiny_depth_classifier(
 /// The tiny tokenizer written into `dir`, its encoder at 16 tokens, a binary single-sentence
 /// task and [`TINY_SENTENCES`] encoded (unequal lengths).
 pub fn tiny_single_sentences(dir: &Path) -> (PathBuf, TextEncoder, TaskInfo, Vec<Encoded>) {
+    tiny_sentences(dir, false)
+}
+
+/// [`tiny_single_sentences`] as sentence pairs (token types 1 after the first `[SEP]`) of a
+/// 3-class two-field task.
+pub fn tiny_pair_sentences(dir: &Path) -> (PathBuf, TextEncoder, TaskInfo, Vec<Encoded>) {
+    tiny_sentences(dir, true)
+}
+
+fn tiny_sentences(dir: &Path, pairs: bool) -> (PathBuf, TextEncoder, TaskInfo, Vec<Encoded>) {
     let tok = write_tiny_tokenizer(dir).unwrap();
     let enc = testing::text_encoder(&tok, 16).unwrap();
-    let info = testing::task_info("tiny", &["a", "b"], &["sentence"]);
-    let items = encode_varied(&enc, TINY_SENTENCES, false);
+    let info = if pairs {
+        testing::task_info("tiny", &["a", "b", "c"], &["sentence1", "sentence2"])
+    } else {
+        testing::task_info("tiny", &["a", "b"], &["sentence"])
+    };
+    let items = encode_varied(&enc, TINY_SENTENCES, pairs);
     (tok, enc, info, items)
 }
 
