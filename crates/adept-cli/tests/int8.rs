@@ -421,10 +421,10 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
 /// per tensor `DynamicQuantizeLinear`) and no `not` node.
 fn check_activation_ops(model: &Path, want: &str, not: &str) {
     let graph = graph_of(model);
+    // Both branches of the packed graph's `If`.
     let count = |op: &str| {
-        graph
-            .node
-            .iter()
+        adept_onnx::all_nodes(&graph)
+            .into_iter()
             .filter(|n| n.op_type.as_deref() == Some(op))
             .count()
     };

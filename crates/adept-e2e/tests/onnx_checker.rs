@@ -42,6 +42,38 @@ fn count(ops: &Value, op: &str) -> u64 {
     ops.get(op).and_then(Value::as_u64).unwrap_or(0)
 }
 
+/// The packed export's two paths (inspect_model.py: `ops`/`optimized` along the `If`'s padded
+/// `then_branch`, `ops_packed`/`optimized_packed` along the packed `else_branch`): one `If`,
+/// the row indices (`NonZero`) on the packed path only, which ONNX Runtime takes for a batch
+/// with padding and only then, and it fuses the same
+/// kernels on both, `fused` (e.g. `com.microsoft:MultiHeadAttention`), as many of each.
+fn check_both_paths(report: &Value, name: &str, fused: &[&str]) {
+    assert_eq!(report["if_nodes"], 1, "{name}: one If");
+    assert_eq!(
+        report["routing"],
+        serde_json::json!({"no_padding": false, "padding": true}),
+        "{name}: which path ran (whether NonZero did)"
+    );
+    assert_eq!(count(&report["ops"], ":NonZero"), 0, "{name}: padded path");
+    assert_eq!(
+        count(&report["ops_packed"], ":NonZero"),
+        1,
+        "{name}: packed path"
+    );
+    let (opt, packed) = (
+        &report["optimized"]["all"],
+        &report["optimized_packed"]["all"],
+    );
+    for op in fused {
+        assert!(count(opt, op) > 0, "{name}: no {op} on the padded path");
+        assert_eq!(
+            count(opt, op),
+            count(packed, op),
+            "{name}: {op} on the two paths"
+        );
+    }
+}
+
 #[test]
 fn every_variant_passes_the_checker_and_fuses() {
     let test = "every_variant_passes_the_checker_and_fuses";
@@ -105,18 +137,25 @@ fn every_variant_passes_the_checker_and_fuses() {
         let ops = &report["ops"];
         let opt = &report["optimized"]["all"];
         let layers = 2;
-        // Fused attention we emit ourselves; each residual connection is a `Sum` and a
-        // standard LayerNormalization (faster than SkipLayerNormalization's CPU kernel), plus
-        // the embeddings' LayerNorm:
-        assert_eq!(count(ops, "com.microsoft:MultiHeadAttention"), layers);
+        // Fused attention we emit ourselves (`Attention`, one product for q/k/v, where a layer's
+        // queries are all its rows: not beside a constant prompt, not in a last layer that
+        // keeps the input rows only); each residual connection is a `Sum` and a standard
+        // LayerNormalization (faster than SkipLayerNormalization's CPU kernel), plus the
+        // embeddings' LayerNorm:
+        let attention = |ops: &Value| {
+            count(ops, "com.microsoft:MultiHeadAttention") + count(ops, "com.microsoft:Attention")
+        };
+        assert_eq!(attention(ops), layers, "{name}");
+        let prompt = !matches!(method, MethodKind::HeadOnly);
+        assert_eq!(
+            count(ops, "com.microsoft:Attention"),
+            if prompt { 0 } else { layers },
+            "{name}: Attention nodes"
+        );
         assert_eq!(count(ops, ":Sum"), 2 * layers);
         assert_eq!(count(ops, ":LayerNormalization"), 2 * layers + 1);
         // Fusions ONNX Runtime performs on our graph (CPU, ORT_ENABLE_ALL), and what it keeps:
-        assert_eq!(
-            count(opt, "com.microsoft:MultiHeadAttention"),
-            layers,
-            "{name}: attention"
-        );
+        assert_eq!(attention(opt), layers, "{name}: attention");
         assert_eq!(
             count(opt, "com.microsoft:BiasGelu"),
             layers,
@@ -135,7 +174,7 @@ fn every_variant_passes_the_checker_and_fuses() {
         );
         assert_eq!(
             count(opt, ":MatMul"),
-            6 * layers + u64::from(fold == Some(FoldMode::Unfolded)) * 2,
+            (if prompt { 6 } else { 3 }) * layers + u64::from(fold == Some(FoldMode::Unfolded)) * 2,
             "{name}: MatMuls"
         );
         // f16 casts are folded at session creation.
@@ -144,6 +183,20 @@ fn every_variant_passes_the_checker_and_fuses() {
             "{name}: casts left {}",
             count(opt, ":Cast")
         );
+        let fused: &[&str] = if prompt {
+            &[
+                "com.microsoft:MultiHeadAttention",
+                "com.microsoft:BiasGelu",
+                ":LayerNormalization",
+                ":MatMul",
+                ":Sum",
+            ]
+        } else {
+            // Without a prompt the padded path's layers are `Attention` nodes, the packed
+            // path's first one too (its input is padded), its last `MultiHeadAttention`.
+            &["com.microsoft:BiasGelu", ":LayerNormalization", ":Sum"]
+        };
+        check_both_paths(&report, &name, fused);
         if fold == Some(FoldMode::Folded) {
             assert_eq!(count(ops, ":Relu"), 0, "{name}: folded graphs have no MLP");
         }
@@ -207,6 +260,15 @@ fn a_graph_without_token_types_passes_the_checker_and_fuses() {
             "{name}"
         );
         assert_eq!(count(opt, "com.microsoft:BiasGelu"), 2, "{name}");
+        check_both_paths(
+            &report,
+            &name,
+            &[
+                "com.microsoft:MultiHeadAttention",
+                "com.microsoft:BiasGelu",
+                ":LayerNormalization",
+            ],
+        );
     }
 }
 
@@ -277,6 +339,15 @@ fn int8_bundles_pass_the_checker_and_fuse() {
         assert_eq!(count(opt, "com.microsoft:MultiHeadAttention"), layers);
         assert_eq!(count(opt, ":LayerNormalization"), 2 * layers + 1);
         assert_eq!(count(opt, "com.microsoft:SkipLayerNormalization"), 0);
+        check_both_paths(
+            &report,
+            &name,
+            &[
+                "com.microsoft:MatMulIntegerToFloat",
+                "com.microsoft:MultiHeadAttention",
+                ":LayerNormalization",
+            ],
+        );
     }
 
     // Per tensor (`--int8-activations per-tensor`, every product int8): one

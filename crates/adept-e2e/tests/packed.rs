@@ -17,6 +17,11 @@
 //! * the tiny RoBERTa fixture (no token types);
 //! * all-MiniLM-L6-v2 on 32 SST-2 dev sentences with a 60-row prompt, f32 and int8, when the
 //!   model is cached.
+//!
+//! The packed export holds both encoders under an `If`: a batch without padding runs the
+//! padded one, without a mask. So every comparison runs twice: on the batch that pads (the
+//! packed branch) and on the same sentences cut to the shortest one's length (no padding: the
+//! padded branch), each against the padded graph and candle.
 
 mod common;
 
@@ -72,24 +77,25 @@ fn export_both(
     (packed, padded)
 }
 
-/// How many nodes of `op` the bundle's graph has.
+/// How many nodes of `op` the bundle's graph has, its `If`'s branches included.
 fn count_ops(bundle: &Path, op: &str) -> usize {
     let bytes = std::fs::read(bundle.join("model.onnx")).unwrap();
     let graph = decode_model(&bytes).unwrap().graph.unwrap();
-    graph
-        .node
-        .iter()
+    adept_onnx::all_nodes(&graph)
+        .into_iter()
         .filter(|n| n.op_type.as_deref() == Some(op))
         .count()
 }
 
-/// The packed bundle gathers its rows when `packs` (one `NonZero` of the mask; `GatherND`s: the
-/// first layer's residual and context, each middle layer's query, key, value and context, the
-/// last layer's input), and the padded one never does.
+/// The packed bundle gathers its rows when `packs` (one `If`, one `NonZero` of the mask in its
+/// packed branch; `GatherND`s: the first layer's residual and context, each middle layer's
+/// query, key, value and context, the last layer's input), and the padded one never does.
 fn check_structure(label: &str, packed: &Path, padded: &Path, layers: usize, packs: bool) {
     assert_eq!(count_ops(padded, "NonZero"), 0, "{label}: padded graph");
     assert_eq!(count_ops(padded, "GatherND"), 0, "{label}: padded graph");
+    assert_eq!(count_ops(padded, "If"), 0, "{label}: padded graph");
     if packs {
+        assert_eq!(count_ops(packed, "If"), 1, "{label}: packed graph");
         assert_eq!(count_ops(packed, "NonZero"), 1, "{label}: packed graph");
         let gathers = count_ops(packed, "GatherND");
         assert_eq!(
@@ -99,7 +105,27 @@ fn check_structure(label: &str, packed: &Path, padded: &Path, layers: usize, pac
         );
     } else {
         assert_eq!(count_ops(packed, "NonZero"), 0, "{label}: emitted padded");
+        assert_eq!(count_ops(packed, "If"), 0, "{label}: emitted padded");
     }
+}
+
+/// `items` cut to the shortest one's length: a batch without padding (the packed export's
+/// padded branch), still of different sentences.
+fn unpadded(items: &[Encoded]) -> Vec<Encoded> {
+    let len = items.iter().map(|e| e.ids.len()).min().unwrap();
+    let cut: Vec<Encoded> = items
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.ids.truncate(len);
+            e.type_ids.truncate(len);
+            e
+        })
+        .collect();
+    assert!(cut
+        .iter()
+        .all(|e| e.ids.len() == len && e.type_ids.len() == len));
+    cut
 }
 
 /// The batch pads: its sentences are of unequal lengths (else packing changes nothing).
@@ -123,6 +149,15 @@ fn compare(
     assert_padded(items);
     let forms = [("packed", packed), ("padded", padded)];
     compare_forms(label, model, forms, items, pad_id, [PACK_TOL, CANDLE_TOL]);
+    let label = format!("{label}, no padding");
+    compare_forms(
+        &label,
+        model,
+        forms,
+        &unpadded(items),
+        pad_id,
+        [PACK_TOL, CANDLE_TOL],
+    );
 }
 
 #[test]

@@ -299,7 +299,7 @@ pub fn model_bytes(
             pack_rows: opts.pack_rows,
         },
     )?;
-    let nodes = builder.graph().nodes().len();
+    let nodes = builder.graph().all_nodes().len();
     let packed = crate::emit::is_packed(builder.graph());
     let kept = kept_float_products(builder.graph(), opts)?;
     let builder = builder
@@ -342,8 +342,8 @@ fn kept_float_products(
     let quantized: Vec<String> = names.iter().filter_map(|n| product(n)).collect();
     // Float products: a `.weight` a MatMul or Gemm reads.
     let float_products: std::collections::BTreeSet<&str> = graph
-        .nodes()
-        .iter()
+        .all_nodes()
+        .into_iter()
         .filter(|n| matches!(n.op_type.as_deref(), Some("MatMul" | "Gemm")))
         .flat_map(|n| n.input.iter())
         .filter_map(|i| i.strip_suffix(".weight"))

@@ -47,6 +47,9 @@ pub struct GraphBuilder {
     quantized_shift: HashMap<String, f32>,
     /// int8 storage of [`embedding`](GraphBuilder::embedding) tables, when set.
     embedding_quantization: Option<EmbeddingQuantization>,
+    /// Set while [`if_else`](Self::if_else) emits its second branch: an initializer that
+    /// the first branch already added (same name, same contents) is shared, not refused.
+    share_initializers: bool,
 }
 
 /// A floor just below exact GELU's minimum (`x·Φ(x)` ≥ −0.16997 at x ≈ −0.75; tanh-GELU's is
@@ -372,6 +375,7 @@ impl GraphBuilder {
             lower_bounds: HashMap::new(),
             quantized_shift: HashMap::new(),
             embedding_quantization: None,
+            share_initializers: false,
         }
     }
 
@@ -440,6 +444,17 @@ impl GraphBuilder {
     /// The nodes added so far, in order.
     pub fn nodes(&self) -> &[NodeProto] {
         &self.proto.node
+    }
+
+    /// The nodes added so far and those of their sub-graphs (the branches of
+    /// [`if_else`](Self::if_else)), in order ([`crate::all_nodes`]).
+    pub fn all_nodes(&self) -> Vec<&NodeProto> {
+        crate::proto::all_nodes(&self.proto)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn nodes_mut_for_tests(&mut self) -> &mut Vec<NodeProto> {
+        &mut self.proto.node
     }
 
     /// The names of the initializers so far.
@@ -637,19 +652,9 @@ impl GraphBuilder {
     /// shape inference knows no contrib op, so without this standard tools (shape inference,
     /// `onnxruntime.quantization`, Netron) see an untyped value.
     fn contrib_output(&mut self, name: String) -> String {
-        self.proto.value_info.push(ValueInfoProto {
-            name: Some(name.clone()),
-            r#type: Some(TypeProto {
-                value: Some(crate::proto::type_proto::Value::TensorType(
-                    crate::proto::type_proto::Tensor {
-                        elem_type: Some(DataType::Float as i32),
-                        shape: None,
-                    },
-                )),
-                denotation: None,
-            }),
-            doc_string: None,
-        });
+        self.proto
+            .value_info
+            .push(value_info_untyped_shape(&name, DataType::Float));
         name
     }
 
@@ -665,9 +670,25 @@ impl GraphBuilder {
     // ----------------------------------------------------------------------------------
 
     /// Adds an initializer as is (its name is used verbatim). Returns its name.
-    pub fn initializer(&mut self, tensor: TensorProto) -> Result<String> {
+    pub fn initializer(&mut self, mut tensor: TensorProto) -> Result<String> {
         let name = tensor.name.clone().unwrap_or_default();
         ensure!(!name.is_empty(), "initializers need a name");
+        if self.share_initializers && self.values.contains(&name) {
+            // The second branch of `if_else`: the first one's weight, stored once.
+            let same = self
+                .proto
+                .initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some(name.as_str()))
+                .is_some_and(|t| *t == tensor);
+            if same {
+                return Ok(name);
+            }
+            // Another value under the same name: a name of its own.
+            let fresh = Self::fresh(&self.values, &mut self.suffixes, &name);
+            tensor.name = Some(fresh);
+            return self.initializer(tensor);
+        }
         ensure!(
             self.values.insert(name.clone()),
             "value name {name:?} is already used"
@@ -1751,6 +1772,113 @@ impl GraphBuilder {
     }
 
     // ----------------------------------------------------------------------------------
+    // Control flow
+    // ----------------------------------------------------------------------------------
+
+    /// `If(condition)`: `then_branch` and `else_branch` each emit a sub-graph of this graph and
+    /// return the names of its results, one per entry of `outputs` (a base name and the element
+    /// type of each `If` output; the shapes may differ between the branches). Returns the
+    /// names of the `If` node's outputs.
+    ///
+    /// The branches see every value defined before the call (inputs, initializers, node
+    /// outputs) and none of each other's. Their weights are initializers of this (the outer)
+    /// graph, so the file holds them once: a weight the second branch adds under a name the
+    /// first already holds with the same contents is shared. Values the branches compute stay
+    /// inside them, so what [`dynamic_quantize`](Self::dynamic_quantize) remembers from one
+    /// branch is forgotten before the next one and after the `If`.
+    pub fn if_else(
+        &mut self,
+        condition: &str,
+        outputs: &[(&str, DataType)],
+        then_branch: impl FnOnce(&mut Self) -> Result<Vec<String>>,
+        else_branch: impl FnOnce(&mut Self) -> Result<Vec<String>>,
+    ) -> Result<Vec<String>> {
+        ensure!(
+            self.values.contains(condition),
+            "If: the condition {condition:?} is not a value of the graph"
+        );
+        ensure!(!self.share_initializers, "If nodes do not nest here");
+        let quantized = self.quantized_inputs.clone();
+        let then_graph = {
+            let (nodes, infos) = (self.proto.node.len(), self.proto.value_info.len());
+            let results = then_branch(self)?;
+            self.quantized_inputs.clone_from(&quantized);
+            self.take_branch("then_branch", nodes, infos, &results, outputs)?
+        };
+        let else_graph = {
+            let (nodes, infos) = (self.proto.node.len(), self.proto.value_info.len());
+            self.share_initializers = true;
+            let results = else_branch(self);
+            self.share_initializers = false;
+            let results = results?;
+            self.quantized_inputs = quantized;
+            self.take_branch("else_branch", nodes, infos, &results, outputs)?
+        };
+        let attributes = vec![
+            AttributeProto::graph("then_branch", then_graph),
+            AttributeProto::graph("else_branch", else_graph),
+        ];
+        let names = self.node("", "If", &[condition], outputs.len(), attributes);
+        let mut renamed = Vec::with_capacity(names.len());
+        for (name, (base, elem_type)) in names.into_iter().zip(outputs) {
+            let base = self.qualify(base);
+            let new = Self::fresh(&self.values, &mut self.suffixes, &base);
+            self.rename_value(&name, &new);
+            self.proto
+                .value_info
+                .push(value_info_untyped_shape(&new, *elem_type));
+            renamed.push(new);
+        }
+        Ok(renamed)
+    }
+
+    /// Moves the nodes and value infos added since `nodes`/`infos` into a sub-graph whose
+    /// outputs are `results` (an `Identity` inside it for a result defined outside it).
+    fn take_branch(
+        &mut self,
+        name: &str,
+        nodes: usize,
+        infos: usize,
+        results: &[String],
+        outputs: &[(&str, DataType)],
+    ) -> Result<GraphProto> {
+        ensure!(
+            results.len() == outputs.len(),
+            "If: the {name} returned {} values for {} outputs",
+            results.len(),
+            outputs.len()
+        );
+        let mut node = self.proto.node.split_off(nodes);
+        let value_info = self.proto.value_info.split_off(infos);
+        let mut output = Vec::with_capacity(results.len());
+        for (result, (_, elem_type)) in results.iter().zip(outputs) {
+            let inside = node.iter().any(|n| n.output.iter().any(|o| o == result));
+            let result = if inside {
+                result.clone()
+            } else {
+                let node_name = self.unique_node_name("Identity");
+                let out = self.unique_value_name(&format!("{node_name}_output_0"));
+                node.push(NodeProto {
+                    input: vec![result.clone()],
+                    output: vec![out.clone()],
+                    name: Some(node_name),
+                    op_type: Some("Identity".into()),
+                    ..Default::default()
+                });
+                out
+            };
+            output.push(value_info_untyped_shape(&result, *elem_type));
+        }
+        Ok(GraphProto {
+            name: Some(self.qualify(name)),
+            node,
+            output,
+            value_info,
+            ..Default::default()
+        })
+    }
+
+    // ----------------------------------------------------------------------------------
     // Finishing
     // ----------------------------------------------------------------------------------
 
@@ -1774,17 +1902,7 @@ impl GraphBuilder {
                 .iter()
                 .filter_map(|t| t.name.as_deref()),
         );
-        for node in &self.proto.node {
-            for input in &node.input {
-                if !input.is_empty() && !defined.contains(input.as_str()) {
-                    bail!(
-                        "node {:?} uses {input:?} before it is defined",
-                        node.name.as_deref().unwrap_or("")
-                    );
-                }
-            }
-            defined.extend(node.output.iter().map(String::as_str));
-        }
+        check_defined(&self.proto.node, &mut defined)?;
         for output in &self.proto.output {
             let name = output.name.as_deref().unwrap_or("");
             ensure!(
@@ -1806,6 +1924,54 @@ impl GraphBuilder {
     pub fn build(self) -> Result<GraphProto> {
         self.validate()?;
         Ok(self.proto)
+    }
+}
+
+/// Checks that `nodes` (and the nodes of their sub-graphs, which see the values defined before
+/// their node) use only values defined before them; adds their outputs to `defined`.
+fn check_defined<'a>(nodes: &'a [NodeProto], defined: &mut HashSet<&'a str>) -> Result<()> {
+    for node in nodes {
+        for input in &node.input {
+            if !input.is_empty() && !defined.contains(input.as_str()) {
+                bail!(
+                    "node {:?} uses {input:?} before it is defined",
+                    node.name.as_deref().unwrap_or("")
+                );
+            }
+        }
+        for sub in node.attribute.iter().filter_map(|a| a.g.as_deref()) {
+            let mut inner = defined.clone();
+            inner.extend(sub.initializer.iter().filter_map(|t| t.name.as_deref()));
+            check_defined(&sub.node, &mut inner)?;
+            for output in &sub.output {
+                let name = output.name.as_deref().unwrap_or("");
+                ensure!(
+                    inner.contains(name),
+                    "sub-graph {:?} of node {:?}: output {name:?} is never produced",
+                    sub.name.as_deref().unwrap_or(""),
+                    node.name.as_deref().unwrap_or("")
+                );
+            }
+        }
+        defined.extend(node.output.iter().map(String::as_str));
+    }
+    Ok(())
+}
+
+/// A tensor value of element type `elem_type` and unknown shape.
+fn value_info_untyped_shape(name: &str, elem_type: DataType) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.to_owned()),
+        r#type: Some(TypeProto {
+            value: Some(crate::proto::type_proto::Value::TensorType(
+                crate::proto::type_proto::Tensor {
+                    elem_type: Some(elem_type as i32),
+                    shape: None,
+                },
+            )),
+            denotation: None,
+        }),
+        doc_string: None,
     }
 }
 

@@ -103,7 +103,9 @@ pub use graph::{
     MultiHeadAttention, QuantizedInput, GELU_FLOOR, MIN_OPSET, MS_DOMAIN,
 };
 pub use model::{ir_version_for_opset, write_atomic, ModelBuilder};
-pub use proto::{AttributeProto, DataType, Dim, ModelProto, TensorProto};
+pub use proto::{
+    all_nodes, AttributeProto, DataType, Dim, GraphProto, ModelProto, NodeProto, TensorProto,
+};
 
 #[cfg(test)]
 mod tests;

@@ -8,8 +8,8 @@
 //! that onnx.proto does not declare `[packed = true]` are written unpacked, as `protoc`
 //! would write them (parsers accept either form).
 //!
-//! Fields this crate never writes (sparse tensors, functions, training info, sub-graphs in
-//! attributes, ...) are left out; decoding a model that has them skips them as unknown
+//! Fields this crate never writes (sparse tensors, functions, training info, lists of
+//! sub-graphs in attributes, ...) are left out; decoding a model that has them skips them as unknown
 //! fields.
 
 use prost::Message;
@@ -202,6 +202,9 @@ pub struct AttributeProto {
     pub strings: Vec<Vec<u8>>,
     #[prost(message, repeated, tag = "10")]
     pub tensors: Vec<TensorProto>,
+    /// A `GRAPH` attribute's sub-graph (the branches of `If`).
+    #[prost(message, optional, boxed, tag = "6")]
+    pub g: Option<Box<GraphProto>>,
 }
 
 impl AttributeProto {
@@ -268,6 +271,30 @@ impl AttributeProto {
             ..Self::named(name, AttributeType::Tensor)
         }
     }
+
+    /// A `GRAPH` attribute (e.g. a branch of `If`).
+    pub fn graph(name: &str, value: GraphProto) -> Self {
+        Self {
+            g: Some(Box::new(value)),
+            ..Self::named(name, AttributeType::Graph)
+        }
+    }
+}
+
+/// Every node of `graph` and of the sub-graphs in their attributes (the branches of `If`),
+/// depth first: a node's sub-graphs' nodes come right after it.
+pub fn all_nodes(graph: &GraphProto) -> Vec<&NodeProto> {
+    fn walk<'a>(nodes: &'a [NodeProto], out: &mut Vec<&'a NodeProto>) {
+        for node in nodes {
+            out.push(node);
+            for sub in node.attribute.iter().filter_map(|a| a.g.as_deref()) {
+                walk(&sub.node, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&graph.node, &mut out);
+    out
 }
 
 /// Nested types of [`TensorProto`].

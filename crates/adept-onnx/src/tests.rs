@@ -348,3 +348,87 @@ fn save_is_atomic_and_overwrites() {
     assert!(crate::write_atomic(&dir.join("no/such/dir/m.onnx"), b"x").is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `if_else`: the branches become the `If` node's sub-graphs, a weight both add is stored once
+/// (another one under the same name gets a name of its own), a result defined outside a
+/// branch leaves it through an `Identity`, and what one branch quantized is not reused by the
+/// other (whose nodes could not see it).
+#[test]
+fn if_else_builds_two_branches_over_shared_weights() {
+    let mut g = GraphBuilder::new("g", 17);
+    let x = g
+        .input("x", DataType::Float, &dims(&["n".into(), 8.into()]))
+        .unwrap();
+    let flag = g.input("flag", DataType::Bool, &[]).unwrap();
+    g.set_matmul_quantization(Some(crate::MatMulQuantization {
+        min_features: 8,
+        keep_float: vec!["kept".into()],
+        activations: crate::ActivationQuantization::PerRow,
+    }));
+    let w: Vec<f32> = (0..64).map(|i| i as f32 / 64.0 - 0.5).collect();
+    let other: Vec<f32> = w.iter().map(|v| -v).collect();
+    let outs = g
+        .if_else(
+            &flag,
+            &[("y", DataType::Float), ("passed", DataType::Float)],
+            |g| {
+                let a = g.linear("kept", &x, &w, [8, 8], None)?;
+                let q = g.linear("lin", &x, &w, [8, 8], None)?;
+                Ok(vec![g.add(&a, &q), x.clone()])
+            },
+            |g| {
+                let a = g.linear("kept", &x, &w, [8, 8], None)?; // shared
+                let b = g.linear("kept", &a, &other, [8, 8], None)?; // same name, other values
+                let q = g.linear("lin", &x, &w, [8, 8], None)?; // quantized again, here
+                Ok(vec![g.add(&b, &q), x.clone()])
+            },
+        )
+        .unwrap();
+    assert_eq!(outs, ["y", "passed"]);
+    g.output("y", DataType::Float, &[]).unwrap();
+    g.validate().unwrap();
+    let inits: Vec<&str> = g.initializer_names().collect();
+    assert_eq!(inits.iter().filter(|n| **n == "kept.weight").count(), 1);
+    assert!(inits.contains(&"kept.weight_1"), "{inits:?}");
+    assert_eq!(g.nodes().len(), 1, "only the If at the top");
+    let node = &g.nodes()[0];
+    assert_eq!(node.op_type(), "If");
+    let branch = |name: &str| {
+        node.attribute
+            .iter()
+            .find(|a| a.name() == name)
+            .and_then(|a| a.g.as_deref())
+            .unwrap()
+            .clone()
+    };
+    let (then_g, else_g) = (branch("then_branch"), branch("else_branch"));
+    for sub in [&then_g, &else_g] {
+        assert!(sub.input.is_empty() && sub.initializer.is_empty());
+        assert_eq!(sub.output.len(), 2);
+        // The outer input `x` leaves through an Identity of the branch.
+        let last = sub.output[1].name();
+        let id = sub.node.iter().find(|n| n.output[0] == last).unwrap();
+        assert_eq!((id.op_type(), id.input[0].as_str()), ("Identity", "x"));
+        // Each branch quantizes `x` itself (per row: ReduceMax).
+        assert_eq!(
+            sub.node
+                .iter()
+                .filter(|n| n.op_type() == "ReduceMax")
+                .count(),
+            1
+        );
+    }
+    assert_eq!(
+        g.all_nodes().len(),
+        1 + then_g.node.len() + else_g.node.len()
+    );
+    // A node of one branch reading the other's value fails validation.
+    let mut bad = g.clone();
+    let then_value = then_g.node[0].output[0].clone();
+    if let Some(a) = bad.nodes_mut_for_tests().first_mut() {
+        let sub = a.attribute[1].g.as_deref_mut().unwrap();
+        sub.node[0].input[0] = then_value;
+    }
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("before it is defined"), "{err}");
+}

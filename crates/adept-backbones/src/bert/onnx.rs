@@ -28,12 +28,20 @@
 //!
 //! **Packed form** (`EmitOptions::pack_rows`, the classifier export's default; see
 //! [`encoder_packed`]): between attentions the hidden states hold only the rows of positions
-//! that hold tokens, so padding costs the products nothing; lean or full as above.
+//! that hold tokens, so padding costs the products nothing; lean or full as above. Where a
+//! batch has no padding (one sentence, or sentences of one length) that only costs gathers, so
+//! the packed export holds the padded encoder too, without its mask, and an `If` on the mask
+//! picks one per run ([`encoder_from_embeds`]); both read the same initializers.
+//!
+//! In the padded encoder a layer whose queries are all its rows (neither the lean first layer
+//! nor the last) runs its float q/k/v products as one `com.microsoft:Attention` node over the
+//! three weights side by side ([`self_attention_packed`]); the packed encoder's middle layers
+//! read the same three weights apart.
 
 use super::{Activation, BertEncoder, BertLayer, Norm};
 use crate::onnx::{mask_i32, values, AttentionKind, EmitOptions, EncoderInputs};
 use adept_nn::FrozenLinear;
-use adept_onnx::{GraphBuilder, MultiHeadAttention};
+use adept_onnx::{AttributeProto, DataType, GraphBuilder, MultiHeadAttention};
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Tensor};
 
@@ -215,7 +223,7 @@ pub fn self_attention(
     layer: &BertLayer,
     x: &str,
     xq: &str,
-    mask: &str,
+    mask: Option<&str>,
     heads: usize,
 ) -> Result<String> {
     g.scope("attention", |g| {
@@ -249,7 +257,7 @@ fn attention_from_projections(
     layer: &BertLayer,
     [q, k, v]: [&str; 3],
     residual: &str,
-    mask: &str,
+    mask: Option<&str>,
     heads: usize,
 ) -> Result<String> {
     let context = attention_context(g, layer, [q, k, v], mask, heads)?;
@@ -262,15 +270,16 @@ fn attention_context(
     g: &mut GraphBuilder,
     layer: &BertLayer,
     [q, k, v]: [&str; 3],
-    mask: &str,
+    mask: Option<&str>,
     heads: usize,
 ) -> Result<String> {
     let qkv_bias = packed_qkv_bias(layer)?;
     g.scope("self", |g| -> Result<String> {
         let bias = g.weight("qkv_bias", &[qkv_bias.len()], &qkv_bias)?;
-        let spec = MultiHeadAttention::new(q, k, v, heads)
-            .bias(&bias)
-            .key_padding_mask(mask);
+        let mut spec = MultiHeadAttention::new(q, k, v, heads).bias(&bias);
+        if let Some(mask) = mask {
+            spec = spec.key_padding_mask(mask);
+        }
         Ok(g.attention(spec))
     })
 }
@@ -295,36 +304,36 @@ fn attention_output(
     )
 }
 
-/// The same block with one `com.microsoft:Attention` node: the q/k/v weights packed into
-/// `self.qkv.weight [d, 3d]` (`[W_qᵀ | W_kᵀ | W_vᵀ]`) and their biases into `self.qkv.bias`.
+/// The same block with one `com.microsoft:Attention` node: the q/k/v weights side by side,
+/// `[d, 3d]` (`[W_qᵀ | W_kᵀ | W_vᵀ]`), and their biases packed (`self.qkv_bias`).
+///
+/// The file holds the three weights as [`linear`] stores them (`self.query.weight`, …) and
+/// the graph concatenates them: ONNX Runtime folds the `Concat` once, when it creates the
+/// session, and a graph whose other branch reads the three apart (the packed form's middle
+/// layers, see [`encoder_from_embeds`]) stores them once.
 pub fn self_attention_packed(
     g: &mut GraphBuilder,
     layer: &BertLayer,
     x: &str,
-    mask: &str,
+    mask: Option<&str>,
     heads: usize,
 ) -> Result<String> {
     g.scope("attention", |g| {
-        let d = layer.query.in_features();
-        let parts = [&layer.query, &layer.key, &layer.value];
-        let ws = parts
-            .iter()
-            .map(|l| values(l.weight()))
-            .collect::<Result<Vec<_>>>()?;
-        let n: usize = parts.iter().map(|l| l.out_features()).sum();
-        // [in, out] layout: row i holds q_i(.), k_i(.), v_i(.) side by side.
-        let mut packed = Vec::with_capacity(d * n);
-        for i in 0..d {
-            for (l, w) in parts.iter().zip(&ws) {
-                let out = l.out_features();
-                packed.extend((0..out).map(|o| w[o * d + i]));
-            }
-        }
         let bias = packed_qkv_bias(layer)?;
         let context = g.scope("self", |g| -> Result<String> {
-            let w = g.weight("qkv.weight", &[d, n], &packed)?;
-            let b = g.weight("qkv.bias", &[n], &bias)?;
-            Ok(g.packed_attention(x, &w, &b, Some(mask), heads))
+            let mut ws = Vec::with_capacity(3);
+            for (name, l) in [
+                ("query", &layer.query),
+                ("key", &layer.key),
+                ("value", &layer.value),
+            ] {
+                let w = values(l.weight())?;
+                let shape = [l.out_features(), l.in_features()];
+                ws.push(g.scope(name, |g| g.weight_transposed("weight", shape, &w))?);
+            }
+            let w = g.concat(&[&ws[0], &ws[1], &ws[2]], 1);
+            let b = g.weight("qkv_bias", &[bias.len()], &bias)?;
+            Ok(g.packed_attention(x, &w, &b, mask, heads))
         })?;
         let out = matmul_only(g, "output.dense", &context, &layer.attention_output)?;
         let bias = bias_of(g, "output.dense", &layer.attention_output)?;
@@ -391,7 +400,7 @@ pub fn layer(
     enc: &BertEncoder,
     i: usize,
     x: &str,
-    mask: &str,
+    mask: Option<&str>,
     attention: AttentionKind,
     query_from: usize,
 ) -> Result<String> {
@@ -422,27 +431,90 @@ pub fn layer(
 
 /// The whole encoder from input embeddings (the graph form of `forward_embeds`); in the lean
 /// form (see the module docs) with the prompt rows' input-independent values as constants.
+///
+/// With [`EmitOptions::pack_rows`] (multi-head attention, two layers or more) the graph holds
+/// two encoders over the same weights and an `If` picks one per run: a batch whose mask is all
+/// ones (one sentence, or sentences of one length) runs [`encoder_padded`] (without a mask
+/// unless the products are quantized), any other [`encoder_packed`].
 pub fn encoder_from_embeds(
     g: &mut GraphBuilder,
     enc: &BertEncoder,
     x: &EncoderInputs,
     opts: &EmitOptions,
 ) -> Result<String> {
+    let hidden = embeddings(g, enc, x)?;
     if opts.pack_rows && opts.attention == AttentionKind::MultiHead && enc.layers.len() >= 2 {
-        return encoder_packed(g, enc, x);
+        let full = g.scope("encoder", |g| no_padding(g, &x.attention_mask));
+        // Without padding the mask changes nothing, and `MultiHeadAttention` without one takes
+        // a faster kernel whose f32 sums round differently (~1e-6). Quantized products turn
+        // such differences into whole int8 steps (4e-2 logits on MiniLM per row), so int8
+        // graphs keep the mask: a sentence alone then runs the same kernels as in a batch.
+        let masked = g.matmul_quantization().is_some();
+        // At the root scope, so that both branches name their weights as the padded form.
+        let mut out = g.if_else(
+            &full,
+            &[("encoder.output", DataType::Float)],
+            |g| {
+                Ok(vec![encoder_padded(
+                    g,
+                    enc,
+                    x,
+                    &hidden,
+                    masked,
+                    opts.attention,
+                )?])
+            },
+            |g| Ok(vec![encoder_packed(g, enc, x, &hidden)?]),
+        )?;
+        return Ok(out.pop().expect("one output"));
     }
-    let mut hidden = embeddings(g, enc, x)?;
-    let mask = g.scope("encoder", |g| mask_i32(g, &x.attention_mask));
+    encoder_padded(g, enc, x, &hidden, true, opts.attention)
+}
+
+/// `bool []`: whether every position of `mask` (`int64 [batch, L]`) holds a token
+/// (`ReduceMin(mask) > 0`).
+fn no_padding(g: &mut GraphBuilder, mask: &str) -> String {
+    let least = g.op(
+        "ReduceMin",
+        &[mask],
+        vec![AttributeProto::int("keepdims", 0)],
+    );
+    let zero = g.scalar_i64(0);
+    g.op("Greater", &[&least, &zero], vec![])
+}
+
+/// The padded form of the encoder from the embedding output `hidden`: every layer on the
+/// `[batch, l + s, d]` layout (the lean form's first layer beside the constant prompt rows),
+/// the last one on the rows from `keep_from` on. `masked: false` leaves the key padding mask
+/// out of the attentions, for a batch without padding (the `If` of
+/// [`encoder_from_embeds`]).
+///
+/// A layer whose queries are all its rows (not the lean first layer, not the last) and whose
+/// query/key/value products are float runs as one `com.microsoft:Attention` node with the
+/// three weights side by side (the packed-attention form of [`layer`]): one product where
+/// `MultiHeadAttention` takes three, 3–5 % more sentences/s for MiniLM at batch 1 and 32
+/// (l = 60, 2 threads, interleaved). Quantized products keep their own `MatMul`s.
+fn encoder_padded(
+    g: &mut GraphBuilder,
+    enc: &BertEncoder,
+    x: &EncoderInputs,
+    hidden: &str,
+    masked: bool,
+    attention: AttentionKind,
+) -> Result<String> {
+    let mut hidden = hidden.to_owned();
+    let mask = masked.then(|| g.scope("encoder", |g| mask_i32(g, &x.attention_mask)));
+    let mask = mask.as_deref();
     let n = enc.layers.len();
     let last = n.saturating_sub(1);
     let mut first = 0;
     if let Some(prompt) = &x.constant_prompt {
         let rows = prompt_rows(enc, prompt)?;
         let batch = g.dim(&x.embeds, 0);
-        let lean_layer = n > 0 && opts.attention == AttentionKind::MultiHead;
+        let lean_layer = n > 0 && attention == AttentionKind::MultiHead;
         if lean_layer {
             let from = if last == 0 { x.keep_from } else { 0 };
-            hidden = first_layer_lean(g, enc, &rows, &hidden, &mask, &batch, from, None)?;
+            hidden = first_layer_lean(g, enc, &rows, &hidden, mask, &batch, from, None)?;
             first = 1;
         } else {
             // Packed attention projects all rows in one node: only the embedding output is
@@ -452,12 +524,35 @@ pub fn encoder_from_embeds(
     }
     for i in first..n {
         let from = if i == last { x.keep_from } else { 0 };
-        hidden = layer(g, enc, i, &hidden, &mask, opts.attention, from)?;
+        let kind = if from == 0 && float_projections(g, enc, i) {
+            AttentionKind::Packed
+        } else {
+            attention
+        };
+        hidden = layer(g, enc, i, &hidden, mask, kind, from)?;
     }
     if n == 0 && x.keep_from > 0 {
         hidden = g.slice(&hidden, &[x.keep_from as i64], &[i64::MAX], &[1]);
     }
     Ok(hidden)
+}
+
+/// Whether layer `i`'s query, key and value products are emitted float (not quantized).
+fn float_projections(g: &GraphBuilder, enc: &BertEncoder, i: usize) -> bool {
+    let layer = &enc.layers[i];
+    [
+        ("query", &layer.query),
+        ("key", &layer.key),
+        ("value", &layer.value),
+    ]
+    .iter()
+    .all(|(name, l)| {
+        !g.quantizes(
+            &format!("encoder.layer.{i}.attention.self.{name}"),
+            l.out_features(),
+            l.in_features(),
+        )
+    })
 }
 
 /// The initializer of the prompt rows' embedding output in the lean form.
@@ -561,7 +656,7 @@ fn first_layer_lean(
     enc: &BertEncoder,
     rows: &PromptRows,
     x: &str,
-    mask: &str,
+    mask: Option<&str>,
     batch: &str,
     query_from: usize,
     packed: Option<&TokenRows>,
@@ -686,10 +781,14 @@ fn unpack(g: &mut GraphBuilder, x: &str, rows: &TokenRows) -> String {
 /// 0.96–0.99×, and packing only the output projections and feed-forwards (two gathers a layer)
 /// 1.15–1.17× and 0.98–0.99×. Every token row goes through exactly the functions of the padded
 /// form, so the logits are the same up to f32 rounding.
-fn encoder_packed(g: &mut GraphBuilder, enc: &BertEncoder, x: &EncoderInputs) -> Result<String> {
+fn encoder_packed(
+    g: &mut GraphBuilder,
+    enc: &BertEncoder,
+    x: &EncoderInputs,
+    hidden: &str,
+) -> Result<String> {
     let n = enc.layers.len();
     ensure!(n >= 2, "the packed encoder needs two layers or more");
-    let hidden = embeddings(g, enc, x)?;
     let (mask, all) = g.scope("encoder", |g| {
         (
             mask_i32(g, &x.attention_mask),
@@ -701,11 +800,11 @@ fn encoder_packed(g: &mut GraphBuilder, enc: &BertEncoder, x: &EncoderInputs) ->
         Some(prompt) => {
             let rows = prompt_rows(enc, prompt)?;
             let batch = g.dim(&x.embeds, 0);
-            first_layer_lean(g, enc, &rows, &hidden, &mask, &batch, 0, Some(&all))?
+            first_layer_lean(g, enc, &rows, hidden, Some(&mask), &batch, 0, Some(&all))?
         }
         None => {
-            let hp = g.scope("encoder", |g| pack(g, &hidden, &all));
-            layer_packed(g, enc, 0, &hp, Some(&hidden), &all, &mask)?
+            let hp = g.scope("encoder", |g| pack(g, hidden, &all));
+            layer_packed(g, enc, 0, &hp, Some(hidden), &all, &mask)?
         }
     };
     let last = n - 1;
@@ -718,7 +817,7 @@ fn encoder_packed(g: &mut GraphBuilder, enc: &BertEncoder, x: &EncoderInputs) ->
         enc,
         last,
         &padded,
-        &mask,
+        Some(&mask),
         AttentionKind::MultiHead,
         x.keep_from,
     )
@@ -749,7 +848,7 @@ fn layer_packed(
                 Some(_) => [q, k, v],
                 None => [q, k, v].map(|t| unpack(g, &t, all)),
             };
-            let context = attention_context(g, layer, [&q, &k, &v], mask, heads)?;
+            let context = attention_context(g, layer, [&q, &k, &v], Some(mask), heads)?;
             let context = pack(g, &context, all);
             attention_output(g, layer, &context, xp)
         })?;

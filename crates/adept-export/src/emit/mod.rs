@@ -76,9 +76,10 @@ impl Default for GraphOptions {
 
 /// Whether the classifier graph `g` was emitted packed: the family packed its rows (BERT
 /// family, multi-head attention, two layers or more), whose indices are the graph's only
-/// `NonZero`. What was emitted, not what was asked for (`GraphOptions::pack_rows`).
+/// `NonZero` (in the branch of its `If` that batches with padding take). What was emitted, not
+/// what was asked for (`GraphOptions::pack_rows`).
 pub fn is_packed(g: &adept_onnx::GraphBuilder) -> bool {
-    g.nodes()
+    g.all_nodes()
         .iter()
         .any(|node| node.op_type.as_deref() == Some("NonZero"))
 }
