@@ -66,10 +66,11 @@ pub struct ExportArgs {
     /// projections at serving time instead of being precomputed at export (same logits).
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_lean: bool,
-    /// Emit the padded graph: the encoder's products and LayerNorms run on every position of
-    /// the padded batch, padding included, instead of on the positions that hold tokens (same
-    /// logits, but for per-tensor int8 scales; slower on batches of unequal lengths, 3–6 %
-    /// faster one sentence at a time and on batches already sorted by length).
+    /// Emit the padded graph alone: the encoder's products and LayerNorms run on every position
+    /// of the padded batch, padding included, instead of on the positions that hold tokens (same
+    /// logits, but for per-tensor int8 scales; slower on batches of unequal lengths, 3–8 %
+    /// faster on batches already sorted by length; one sentence at a time both run the padded
+    /// encoder, but the default graph holds two, so its session starts later).
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_pack: bool,
     /// Replace an existing bundle directory.
