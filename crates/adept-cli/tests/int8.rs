@@ -418,19 +418,43 @@ fn int8_bundle_agrees_with_f32_on_sst2_dev() {
 }
 
 /// The int8 bundle's products quantize their inputs with `want` nodes (per row `ReduceMax`,
-/// per tensor `DynamicQuantizeLinear`) and no `not` node.
+/// per tensor `DynamicQuantizeLinear`) and no `not` node, along each path a run can take (the
+/// packed export's `If`: its padded and its packed branch, each with the outer graph).
 fn check_activation_ops(model: &Path, want: &str, not: &str) {
     let graph = graph_of(model);
-    // Both branches of the packed graph's `If`.
-    let count = |op: &str| {
-        adept_onnx::all_nodes(&graph)
-            .into_iter()
-            .filter(|n| n.op_type.as_deref() == Some(op))
-            .count()
+    let outer: Vec<_> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() != Some("If"))
+        .collect();
+    let branches: Vec<_> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("If"))
+        .flat_map(|n| n.attribute.iter().filter_map(|a| a.g.as_deref()))
+        .collect();
+    let paths: Vec<Vec<&adept_onnx::NodeProto>> = if branches.is_empty() {
+        vec![outer]
+    } else {
+        branches
+            .iter()
+            .map(|b| outer.iter().copied().chain(&b.node).collect())
+            .collect()
     };
-    // MiniLM: 6 layers, 4 quantized inputs each (less one where a product stays float).
-    assert!(count(want) >= 20, "{model:?}: {} {want} nodes", count(want));
-    assert_eq!(count(not), 0, "{model:?}: {not} nodes");
+    for (i, path) in paths.iter().enumerate() {
+        let count = |op: &str| {
+            path.iter()
+                .filter(|n| n.op_type.as_deref() == Some(op))
+                .count()
+        };
+        // MiniLM: 6 layers, 4 quantized inputs each (less one where a product stays float).
+        assert!(
+            count(want) >= 20,
+            "{model:?} path {i}: {} {want} nodes",
+            count(want)
+        );
+        assert_eq!(count(not), 0, "{model:?} path {i}: {not} nodes");
+    }
 }
 
 /// Checks int8 logits `got` against the f32 ones `want` on labelled sentences: every logit

@@ -192,11 +192,31 @@ fn every_variant_passes_the_checker_and_fuses() {
                 ":Sum",
             ]
         } else {
-            // Without a prompt the padded path's layers are `Attention` nodes, the packed
-            // path's first one too (its input is padded), its last `MultiHeadAttention`.
+            // Without a prompt the padded path's layers are `Attention` nodes; the packed
+            // path's are three products and `MultiHeadAttention`, as with a prompt.
             &["com.microsoft:BiasGelu", ":LayerNormalization", ":Sum"]
         };
         check_both_paths(&report, &name, fused);
+        let packed = &report["optimized_packed"]["all"];
+        assert_eq!(attention(packed), layers, "{name}: packed path attention");
+        assert_eq!(
+            count(packed, "com.microsoft:Attention"),
+            0,
+            "{name}: packed path"
+        );
+        assert_eq!(
+            count(packed, ":MatMul"),
+            6 * layers + u64::from(fold == Some(FoldMode::Unfolded)) * 2,
+            "{name}: packed path MatMuls"
+        );
+        // The `Attention` nodes' weights are constants once ONNX Runtime has folded the
+        // `Concat` of the three (and, in f16, their casts) at session creation.
+        assert_eq!(report["attention_weights_folded"], true, "{name}");
+        assert!(
+            count(packed, ":Cast") <= 3,
+            "{name}: casts left on the packed path {}",
+            count(packed, ":Cast")
+        );
         if fold == Some(FoldMode::Folded) {
             assert_eq!(count(ops, ":Relu"), 0, "{name}: folded graphs have no MLP");
         }

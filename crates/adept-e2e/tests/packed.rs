@@ -221,24 +221,43 @@ fn tiny_packed_dtypes_and_single_sentences() {
     let (tok, enc, info, items) = tiny_single_sentences(tmp.path());
     let model = tiny_depth_classifier(3, 5, MethodKind::Adept, Pooling::Mean);
     let want = candle_logits(&model, &items, enc.pad_id);
-    for (name, dtype, activations, tol) in [
-        ("f16", WeightDtype::F16, Int8Activations::PerRow, PACK_TOL),
+    let keep_qkv = || Some(vec!["attention.self".to_string()]);
+    for (name, dtype, activations, keep_float, tol) in [
+        (
+            "f16",
+            WeightDtype::F16,
+            Int8Activations::PerRow,
+            None,
+            PACK_TOL,
+        ),
         (
             "int8-per-row",
             WeightDtype::Int8,
             Int8Activations::PerRow,
+            None,
+            INT8_ROW_TOL,
+        ),
+        // q/k/v kept float in an int8 graph: three products and MultiHeadAttention on both
+        // paths (no `Attention` node), as the export's check of kept products sees them.
+        (
+            "int8-per-row-qkv-float",
+            WeightDtype::Int8,
+            Int8Activations::PerRow,
+            keep_qkv(),
             INT8_ROW_TOL,
         ),
         (
             "int8-blocks",
             WeightDtype::Int8,
             Int8Activations::Blocks(16),
+            None,
             INT8_ROW_TOL,
         ),
         (
             "int8-per-tensor",
             WeightDtype::Int8,
             Int8Activations::PerTensor,
+            None,
             f32::INFINITY,
         ),
     ] {
@@ -246,6 +265,7 @@ fn tiny_packed_dtypes_and_single_sentences() {
             fold: Some(FoldMode::Folded),
             dtype,
             int8_activations: activations,
+            int8_keep_float: keep_float.unwrap_or_else(|| ExportOptions::default().int8_keep_float),
             ..Default::default()
         };
         let (packed, padded) = export_both(&model, &enc, &tok, &info, &opts, tmp.path(), name);
@@ -271,7 +291,24 @@ fn tiny_packed_dtypes_and_single_sentences() {
         );
         // One sentence at a time: no padding, the packing gathers every row in order (per
         // tensor too: the same rows set the scale).
+        if dtype == WeightDtype::Int8 {
+            assert_eq!(
+                count_ops(&packed, "Attention"),
+                0,
+                "{name}: int8 keeps the products"
+            );
+        }
         let (packed, padded) = (open(&packed), open(&padded));
+        // Several sentences without padding (the packed export's padded branch; int8 keeps the
+        // mask there, so the same kernels as the padded graph): equal, per tensor too.
+        let cut = unpadded(&items);
+        let d = max_abs_diff(&ort_logits(&packed, &cut), &ort_logits(&padded, &cut));
+        let bound = tol.min(INT8_ROW_TOL);
+        eprintln!("{name}: no padding, max |packed - padded| = {d:e}");
+        assert!(
+            d <= bound,
+            "{name}: no padding, packed vs padded {d:e} > {bound:e}"
+        );
         for item in items.iter().take(3) {
             let one = std::slice::from_ref(item);
             let d = max_abs_diff(&ort_logits(&packed, one), &ort_logits(&padded, one));

@@ -340,11 +340,12 @@ fn kept_float_products(
             .map(str::to_owned)
     };
     let quantized: Vec<String> = names.iter().filter_map(|n| product(n)).collect();
-    // Float products: a `.weight` a MatMul or Gemm reads.
+    // Float products: a `.weight` a MatMul or Gemm reads (or a Concat, as the float
+    // `Attention` node's q/k/v weight).
     let float_products: std::collections::BTreeSet<&str> = graph
         .all_nodes()
         .into_iter()
-        .filter(|n| matches!(n.op_type.as_deref(), Some("MatMul" | "Gemm")))
+        .filter(|n| matches!(n.op_type.as_deref(), Some("MatMul" | "Gemm" | "Concat")))
         .flat_map(|n| n.input.iter())
         .filter_map(|i| i.strip_suffix(".weight"))
         .collect();

@@ -50,6 +50,8 @@ pub struct GraphBuilder {
     /// Set while [`if_else`](Self::if_else) emits its second branch: an initializer that
     /// the first branch already added (same name, same contents) is shared, not refused.
     share_initializers: bool,
+    /// Set while [`if_else`](Self::if_else) emits either branch (no nesting).
+    in_branch: bool,
 }
 
 /// A floor just below exact GELU's minimum (`x·Φ(x)` ≥ −0.16997 at x ≈ −0.75; tanh-GELU's is
@@ -376,6 +378,7 @@ impl GraphBuilder {
             quantized_shift: HashMap::new(),
             embedding_quantization: None,
             share_initializers: false,
+            in_branch: false,
         }
     }
 
@@ -670,7 +673,7 @@ impl GraphBuilder {
     // ----------------------------------------------------------------------------------
 
     /// Adds an initializer as is (its name is used verbatim). Returns its name.
-    pub fn initializer(&mut self, mut tensor: TensorProto) -> Result<String> {
+    pub fn initializer(&mut self, tensor: TensorProto) -> Result<String> {
         let name = tensor.name.clone().unwrap_or_default();
         ensure!(!name.is_empty(), "initializers need a name");
         if self.share_initializers && self.values.contains(&name) {
@@ -681,13 +684,12 @@ impl GraphBuilder {
                 .iter()
                 .find(|t| t.name.as_deref() == Some(name.as_str()))
                 .is_some_and(|t| *t == tensor);
-            if same {
-                return Ok(name);
-            }
-            // Another value under the same name: a name of its own.
-            let fresh = Self::fresh(&self.values, &mut self.suffixes, &name);
-            tensor.name = Some(fresh);
-            return self.initializer(tensor);
+            ensure!(
+                same,
+                "the two branches of an If store different values under the name {name:?} (a \
+                 weight both read must be the same tensor, stored once)"
+            );
+            return Ok(name);
         }
         ensure!(
             self.values.insert(name.clone()),
@@ -1782,8 +1784,8 @@ impl GraphBuilder {
     ///
     /// The branches see every value defined before the call (inputs, initializers, node
     /// outputs) and none of each other's. Their weights are initializers of this (the outer)
-    /// graph, so the file holds them once: a weight the second branch adds under a name the
-    /// first already holds with the same contents is shared. Values the branches compute stay
+    /// graph, so the file holds them once: a weight the second branch adds under a name already
+    /// held is shared, and must have the same contents (else an error). Values the branches compute stay
     /// inside them, so what [`dynamic_quantize`](Self::dynamic_quantize) remembers from one
     /// branch is forgotten before the next one and after the `If`.
     pub fn if_else(
@@ -1797,19 +1799,22 @@ impl GraphBuilder {
             self.values.contains(condition),
             "If: the condition {condition:?} is not a value of the graph"
         );
-        ensure!(!self.share_initializers, "If nodes do not nest here");
+        ensure!(!self.in_branch, "If nodes do not nest here");
         let quantized = self.quantized_inputs.clone();
         let then_graph = {
             let (nodes, infos) = (self.proto.node.len(), self.proto.value_info.len());
-            let results = then_branch(self)?;
+            self.in_branch = true;
+            let results = then_branch(self);
+            self.in_branch = false;
+            let results = results?;
             self.quantized_inputs.clone_from(&quantized);
             self.take_branch("then_branch", nodes, infos, &results, outputs)?
         };
         let else_graph = {
             let (nodes, infos) = (self.proto.node.len(), self.proto.value_info.len());
-            self.share_initializers = true;
+            (self.in_branch, self.share_initializers) = (true, true);
             let results = else_branch(self);
-            self.share_initializers = false;
+            (self.in_branch, self.share_initializers) = (false, false);
             let results = results?;
             self.quantized_inputs = quantized;
             self.take_branch("else_branch", nodes, infos, &results, outputs)?

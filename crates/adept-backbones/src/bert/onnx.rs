@@ -33,10 +33,10 @@
 //! the packed export holds the padded encoder too, without its mask, and an `If` on the mask
 //! picks one per run ([`encoder_from_embeds`]); both read the same initializers.
 //!
-//! In the padded encoder a layer whose queries are all its rows (neither the lean first layer
-//! nor the last) runs its float q/k/v products as one `com.microsoft:Attention` node over the
-//! three weights side by side ([`self_attention_packed`]); the packed encoder's middle layers
-//! read the same three weights apart.
+//! In a float graph's padded encoder a layer whose queries are all its rows (not the lean first
+//! layer, nor a last layer that keeps the input rows only) runs its q/k/v products as one
+//! `com.microsoft:Attention` node over the three weights side by side
+//! ([`self_attention_packed`]); the packed encoder's layers read the same three weights apart.
 
 use super::{Activation, BertEncoder, BertLayer, Norm};
 use crate::onnx::{mask_i32, values, AttentionKind, EmitOptions, EncoderInputs};
@@ -471,16 +471,22 @@ pub fn encoder_from_embeds(
     encoder_padded(g, enc, x, &hidden, true, opts.attention)
 }
 
-/// `bool []`: whether every position of `mask` (`int64 [batch, L]`) holds a token
-/// (`ReduceMin(mask) > 0`).
+/// `bool []`: whether every position of `mask` (`int64 [batch, L]`) holds a token.
+///
+/// As `Sum(Clip(mask, 0, 1)) == Size(mask)`, which holds for an empty batch too (a `ReduceMin`
+/// over no element is an error in ONNX Runtime); the clip counts as the packed form does (a
+/// value above 1 is a token, one below 0 padding).
 fn no_padding(g: &mut GraphBuilder, mask: &str) -> String {
-    let least = g.op(
-        "ReduceMin",
-        &[mask],
+    let zero = g.scalar_i64(0);
+    let one = g.scalar_i64(1);
+    let tokens = g.op("Clip", &[mask, &zero, &one], vec![]);
+    let count = g.op(
+        "ReduceSum",
+        &[&tokens],
         vec![AttributeProto::int("keepdims", 0)],
     );
-    let zero = g.scalar_i64(0);
-    g.op("Greater", &[&least, &zero], vec![])
+    let size = g.op("Size", &[mask], vec![]);
+    g.equal(&count, &size)
 }
 
 /// The padded form of the encoder from the embedding output `hidden`: every layer on the
@@ -489,11 +495,14 @@ fn no_padding(g: &mut GraphBuilder, mask: &str) -> String {
 /// out of the attentions, for a batch without padding (the `If` of
 /// [`encoder_from_embeds`]).
 ///
-/// A layer whose queries are all its rows (not the lean first layer, not the last) and whose
-/// query/key/value products are float runs as one `com.microsoft:Attention` node with the
+/// In a float graph (no quantized product), a layer whose queries are all its rows (not the
+/// lean form's first layer, which has the prompt's keys and values precomputed, nor a last
+/// layer that keeps the input rows only) runs as one `com.microsoft:Attention` node with the
 /// three weights side by side (the packed-attention form of [`layer`]): one product where
 /// `MultiHeadAttention` takes three, 3–5 % more sentences/s for MiniLM at batch 1 and 32
-/// (l = 60, 2 threads, interleaved). Quantized products keep their own `MatMul`s.
+/// (l = 60, 2 threads, interleaved). An int8 graph (even with q/k/v kept float) keeps the
+/// products and kernels of the packed branch, so that a sentence gets the same logits alone
+/// and in a batch.
 fn encoder_padded(
     g: &mut GraphBuilder,
     enc: &BertEncoder,
@@ -503,6 +512,7 @@ fn encoder_padded(
     attention: AttentionKind,
 ) -> Result<String> {
     let mut hidden = hidden.to_owned();
+    let float_graph = g.matmul_quantization().is_none();
     let mask = masked.then(|| g.scope("encoder", |g| mask_i32(g, &x.attention_mask)));
     let mask = mask.as_deref();
     let n = enc.layers.len();
@@ -524,7 +534,7 @@ fn encoder_padded(
     }
     for i in first..n {
         let from = if i == last { x.keep_from } else { 0 };
-        let kind = if from == 0 && float_projections(g, enc, i) {
+        let kind = if from == 0 && attention == AttentionKind::MultiHead && float_graph {
             AttentionKind::Packed
         } else {
             attention
@@ -535,24 +545,6 @@ fn encoder_padded(
         hidden = g.slice(&hidden, &[x.keep_from as i64], &[i64::MAX], &[1]);
     }
     Ok(hidden)
-}
-
-/// Whether layer `i`'s query, key and value products are emitted float (not quantized).
-fn float_projections(g: &GraphBuilder, enc: &BertEncoder, i: usize) -> bool {
-    let layer = &enc.layers[i];
-    [
-        ("query", &layer.query),
-        ("key", &layer.key),
-        ("value", &layer.value),
-    ]
-    .iter()
-    .all(|(name, l)| {
-        !g.quantizes(
-            &format!("encoder.layer.{i}.attention.self.{name}"),
-            l.out_features(),
-            l.in_features(),
-        )
-    })
 }
 
 /// The initializer of the prompt rows' embedding output in the lean form.

@@ -10,7 +10,9 @@ encoder is an `If` (the packed export: a batch without padding runs the padded e
 and `optimized` count the outer graph with the `then_branch`, `ops_packed` and
 `optimized_packed` with the `else_branch`; `if_nodes` says how many `If` nodes there are, and
 `routing` which path ONNX Runtime took (whether a `NonZero` kernel ran, from its profile) on
-a batch of two rows without padding (`no_padding`) and with padding (`padding`). onnx.checker
+a batch of two rows without padding (`no_padding`) and with padding (`padding`).
+`attention_weights_folded`: whether every `com.microsoft:Attention` node of the optimized graph
+reads its weight from an initializer (ONNX Runtime folded the `Concat` the graph builds it with). onnx.checker
 runs with full_check (shape inference included). Also: whether every value the graph's nodes
 produce has a type after ONNX shape inference (`untyped`: the names that do not), and whether
 onnxruntime's `quantize_dynamic` works on it with its defaults (`quantize_dynamic`: "ok" or the
@@ -43,6 +45,21 @@ def all_graphs(graph):
         for a in n.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
                 yield from all_graphs(a.g)
+
+
+def weights_folded(model):
+    """Whether each Attention node's weight is an initializer of its graph or an outer one."""
+    def walk(graph, known):
+        known = known | {t.name for t in graph.initializer}
+        ok = True
+        for n in graph.node:
+            if n.op_type == "Attention" and n.input[1] not in known:
+                ok = False
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    ok = walk(a.g, known) and ok
+        return ok
+    return walk(model.graph, set())
 
 
 def op_counts(model, branch="then_branch"):
@@ -93,6 +110,8 @@ def main(model_path, report_path):
             ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
             optimized[name] = op_counts(onnx.load(path))
             optimized_packed[name] = op_counts(onnx.load(path), "else_branch")
+            if name == "all":
+                attention_folded = weights_folded(onnx.load(path))
     inferred = onnx.shape_inference.infer_shapes(model)
     graphs = list(all_graphs(inferred.graph))
     typed = {v.name for g in graphs for v in list(g.value_info) + list(g.output)
@@ -115,6 +134,7 @@ def main(model_path, report_path):
         "ops_packed": op_counts(model, "else_branch"),
         "optimized_packed": optimized_packed,
         "if_nodes": sum(1 for g in graphs for n in g.node if n.op_type == "If"),
+        "attention_weights_folded": attention_folded,
         "routing": {
             "no_padding": ran_nonzero(model_path, [[1, 1, 1, 1], [1, 1, 1, 1]]),
             "padding": ran_nonzero(model_path, [[1, 1, 1, 1], [1, 1, 0, 0]]),
