@@ -242,7 +242,7 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
     )?;
     let packed = is_packed(g);
     g.set_doc_string(format!(
-        "adept classifier: {} backbone, method {}, {}-token prompt, offsets {}, pooling {:?}, {} outputs, {} {} graph",
+        "adept classifier: {} backbone, method {}, {}-token prompt, offsets {}, pooling {:?}, {} outputs, {} {}",
         model.backbone.family(),
         model.adapter.method(),
         model.adapter.prompt_len(),
@@ -250,7 +250,11 @@ pub fn classifier_graph(model: &Classifier, opts: &GraphOptions) -> Result<Model
         model.pooling,
         n,
         if opts.lean { "lean" } else { "full" },
-        if packed { "packed" } else { "padded" }
+        if packed {
+            "packed graph (the padded encoder for batches without padding: If on the mask)"
+        } else {
+            "padded graph"
+        }
     ));
     Ok(builder)
 }
