@@ -68,9 +68,9 @@ pub struct ExportArgs {
     pub no_lean: bool,
     /// Emit the padded graph alone: the encoder's products and LayerNorms run on every position
     /// of the padded batch, padding included, instead of on the positions that hold tokens (same
-    /// logits, but for per-tensor int8 scales; slower on batches of unequal lengths, 3–8 %
-    /// faster on batches already sorted by length; one sentence at a time both run the padded
-    /// encoder, but the default graph holds two, so its session starts later).
+    /// logits, but for per-tensor int8 scales; slower on batches of unequal lengths, about as
+    /// fast on batches sorted by length; one sentence at a time both run the padded encoder,
+    /// but the default graph holds two, so its session starts later: the browser page's choice).
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_pack: bool,
     /// Replace an existing bundle directory.
