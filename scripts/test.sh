@@ -82,9 +82,10 @@ echo "screenshots: target/web-test-output/{ci-web,ci-web-int8}/"
 SKIP_BUILD=1 ADEPT_WEB_BENCH=0 ADEPT_WEB_BUNDLE=exports/ci-web-int8-b32 ADEPT_WEB_TEST_OUT=target/web-test-output-b32 \
     web/test/run.sh 2>&1 | tee -a "$LOG"
 # And per tensor (`--int8-activations per-tensor`: DynamicQuantizeLinear, fused by onnxruntime-web
-# too), the page check only.
+# too), padded (`--no-pack`: one encoder to load), the bundle the README says to ship to the
+# page; the page check only. The bundles above are packed (both encoders under an `If`).
 ./target/release/adept export --adapter runs/ci-web --dtype int8 --int8-activations per-tensor \
-    --out exports/ci-web-int8-tensor --overwrite
+    --no-pack --out exports/ci-web-int8-tensor --overwrite
 SKIP_BUILD=1 ADEPT_WEB_BENCH=0 ADEPT_WEB_BUNDLE=exports/ci-web-int8-tensor ADEPT_WEB_TEST_OUT=target/web-test-output-tensor \
     web/test/run.sh 2>&1 | tee -a "$LOG"
 # Per tensor against per row in one page, interleaved (test/ab.mjs; figures, nothing asserted,

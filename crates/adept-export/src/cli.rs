@@ -70,7 +70,7 @@ pub struct ExportArgs {
     /// of the padded batch, padding included, instead of on the positions that hold tokens (same
     /// logits, but for per-tensor int8 scales; slower on batches of unequal lengths, about as
     /// fast on batches sorted by length; one sentence at a time both run the padded encoder,
-    /// but the default graph holds two, so its session starts later: the browser page's choice).
+    /// but the default graph holds two, a larger session to create: the browser page's choice).
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_pack: bool,
     /// Replace an existing bundle directory.
