@@ -1202,12 +1202,28 @@ impl GraphBuilder {
         if self.quantizes(prefix, out_features, in_features) {
             return self.quantized_linear(prefix, x, weight, [out_features, in_features], bias);
         }
+        let w = self.linear_weight(prefix, weight, [out_features, in_features])?;
         self.scope(prefix, |g| {
-            let w = g.weight_transposed("weight", [out_features, in_features], weight)?;
             let b = bias
                 .map(|b| g.weight("bias", &[out_features], b))
                 .transpose()?;
             Ok(g.linear_from(x, &w, b.as_deref()))
+        })
+    }
+
+    /// The float weight of [`linear`](Self::linear) `prefix` as it stores it:
+    /// `"<prefix>.weight"` transposed to `[in_features, out_features]`, in the weight dtype
+    /// (see [`weight_transposed`](Self::weight_transposed)). Returns the name of the `f32`
+    /// value, for a node that reads the same weight (sharing it, across the branches of
+    /// [`if_else`](Self::if_else) too).
+    pub fn linear_weight(
+        &mut self,
+        prefix: &str,
+        weight: &[f32],
+        [out_features, in_features]: [usize; 2],
+    ) -> Result<String> {
+        self.scope(prefix, |g| {
+            g.weight_transposed("weight", [out_features, in_features], weight)
         })
     }
 

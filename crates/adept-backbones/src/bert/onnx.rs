@@ -320,17 +320,17 @@ pub fn self_attention_packed(
 ) -> Result<String> {
     g.scope("attention", |g| {
         let bias = packed_qkv_bias(layer)?;
+        // The weights as `matmul_only` stores them (`self.query.weight`, …).
+        let mut ws = Vec::with_capacity(3);
+        for (prefix, l) in [
+            ("self.query", &layer.query),
+            ("self.key", &layer.key),
+            ("self.value", &layer.value),
+        ] {
+            let w = values(l.weight())?;
+            ws.push(g.linear_weight(prefix, &w, [l.out_features(), l.in_features()])?);
+        }
         let context = g.scope("self", |g| -> Result<String> {
-            let mut ws = Vec::with_capacity(3);
-            for (name, l) in [
-                ("query", &layer.query),
-                ("key", &layer.key),
-                ("value", &layer.value),
-            ] {
-                let w = values(l.weight())?;
-                let shape = [l.out_features(), l.in_features()];
-                ws.push(g.scope(name, |g| g.weight_transposed("weight", shape, &w))?);
-            }
             let w = g.concat(&[&ws[0], &ws[1], &ws[2]], 1);
             let b = g.weight("qkv_bias", &[bias.len()], &bias)?;
             Ok(g.packed_attention(x, &w, &b, mask, heads))
@@ -443,6 +443,13 @@ pub fn encoder_from_embeds(
     opts: &EmitOptions,
 ) -> Result<String> {
     let hidden = embeddings(g, enc, x)?;
+    // What of the prompt rows is input-independent, computed once for both branches.
+    let rows = x
+        .constant_prompt
+        .as_ref()
+        .map(|prompt| prompt_rows(enc, prompt))
+        .transpose()?;
+    let rows = rows.as_ref();
     if opts.pack_rows && opts.attention == AttentionKind::MultiHead && enc.layers.len() >= 2 {
         let full = g.scope("encoder", |g| no_padding(g, &x.attention_mask));
         // Without padding the mask changes nothing, and `MultiHeadAttention` without one takes
@@ -459,16 +466,17 @@ pub fn encoder_from_embeds(
                     g,
                     enc,
                     x,
+                    rows,
                     &hidden,
                     masked,
                     opts.attention,
                 )?])
             },
-            |g| Ok(vec![encoder_packed(g, enc, x, &hidden)?]),
+            |g| Ok(vec![encoder_packed(g, enc, x, rows, &hidden)?]),
         )?;
         return Ok(out.pop().expect("one output"));
     }
-    encoder_padded(g, enc, x, &hidden, true, opts.attention)
+    encoder_padded(g, enc, x, rows, &hidden, true, opts.attention)
 }
 
 /// `bool []`: whether every position of `mask` (`int64 [batch, L]`) holds a token.
@@ -490,7 +498,8 @@ fn no_padding(g: &mut GraphBuilder, mask: &str) -> String {
 }
 
 /// The padded form of the encoder from the embedding output `hidden`: every layer on the
-/// `[batch, l + s, d]` layout (the lean form's first layer beside the constant prompt rows),
+/// `[batch, l + s, d]` layout (the lean form's first layer beside the constant prompt rows,
+/// `rows`: [`prompt_rows`] of `x.constant_prompt`),
 /// the last one on the rows from `keep_from` on. `masked: false` leaves the key padding mask
 /// out of the attentions, for a batch without padding (the `If` of
 /// [`encoder_from_embeds`]).
@@ -507,6 +516,7 @@ fn encoder_padded(
     g: &mut GraphBuilder,
     enc: &BertEncoder,
     x: &EncoderInputs,
+    rows: Option<&PromptRows>,
     hidden: &str,
     masked: bool,
     attention: AttentionKind,
@@ -518,13 +528,12 @@ fn encoder_padded(
     let n = enc.layers.len();
     let last = n.saturating_sub(1);
     let mut first = 0;
-    if let Some(prompt) = &x.constant_prompt {
-        let rows = prompt_rows(enc, prompt)?;
+    if let Some(rows) = rows {
         let batch = g.dim(&x.embeds, 0);
         let lean_layer = n > 0 && attention == AttentionKind::MultiHead;
         if lean_layer {
             let from = if last == 0 { x.keep_from } else { 0 };
-            hidden = first_layer_lean(g, enc, &rows, &hidden, mask, &batch, from, None)?;
+            hidden = first_layer_lean(g, enc, rows, &hidden, mask, &batch, from, None)?;
             first = 1;
         } else {
             // Packed attention projects all rows in one node: only the embedding output is
@@ -777,6 +786,7 @@ fn encoder_packed(
     g: &mut GraphBuilder,
     enc: &BertEncoder,
     x: &EncoderInputs,
+    rows: Option<&PromptRows>,
     hidden: &str,
 ) -> Result<String> {
     let n = enc.layers.len();
@@ -788,11 +798,10 @@ fn encoder_packed(
         )
     });
     // The first layer (never the last here): queries from every row.
-    let mut hp = match &x.constant_prompt {
-        Some(prompt) => {
-            let rows = prompt_rows(enc, prompt)?;
+    let mut hp = match rows {
+        Some(rows) => {
             let batch = g.dim(&x.embeds, 0);
-            first_layer_lean(g, enc, &rows, hidden, Some(&mask), &batch, 0, Some(&all))?
+            first_layer_lean(g, enc, rows, hidden, Some(&mask), &batch, 0, Some(&all))?
         }
         None => {
             let hp = g.scope("encoder", |g| pack(g, hidden, &all));

@@ -151,8 +151,8 @@ pub const INT8_KEEP_FLOAT_DEFAULT: &[&str] = &["layer.0.output.dense"];
 /// `Add` follows a product: the feed-forward's first bias is a `Sub` of its negation before
 /// the GELU (`GraphBuilder::bias_gelu`), the second product's shift correction goes into the
 /// residual `Sum`'s bias (see `GraphBuilder::linear_unbiased`). MiniLM's default int8 graph has
-/// 373 nodes as written in the padded form (`pack_rows: false`; the packed export, both encoders under an `If`, 756), 235
-/// after ONNX Runtime's fusions (331 with a `BiasGelu`, 379 with seven
+/// 373 nodes as written in the padded form (`pack_rows: false`; the packed export, both
+/// encoders under an `If`, 756), 235 after ONNX Runtime's fusions (331 with a `BiasGelu`, 379 with seven
 /// ops per quantized value, 560 with bias ops after the products; the latter step shortened the
 /// browser page's session start by ~180 ms).
 ///
