@@ -68,25 +68,24 @@ step "browser demo (wasm + onnxruntime-web in headless Chromium)"
 # A small bundle for the page: a short real SST-2 run, exported folded.
 ./target/release/adept train --task sst2 --method adept --steps 20 --eval-every 20 --train-limit 2000 \
     --eval-limit 200 --out runs/ci-web --overwrite
-# The same run exported twice: f32 and int8 (dynamically quantized products); both are checked
-# against `adept infer` on the same bundle, then the figures table (64 SST-2 dev sentences, 1 and N
-# threads, both dtypes) is printed and written to target/web-test-output/results.json.
+# The same run exported three times: f32, int8 (per row, the export's default) and int8 per tensor
+# padded (`--int8-activations per-tensor --no-pack`: DynamicQuantizeLinear, fused by
+# onnxruntime-web too, and one encoder to load: the bundle the README says to ship to the page).
+# Each is checked against `adept infer` on the same bundle, then the figures table (64 SST-2 dev
+# sentences, 1 and N threads, the three bundles) is printed and written to
+# target/web-test-output/results.json. The f32 and per-row bundles are packed (both encoders
+# under an `If`), so the page runs `If`, `NonZero` and `GatherND` too.
 ./target/release/adept export --adapter runs/ci-web --out exports/ci-web --overwrite
 ./target/release/adept export --adapter runs/ci-web --dtype int8 --out exports/ci-web-int8 --overwrite
-ADEPT_WEB_BUNDLE="exports/ci-web exports/ci-web-int8" ADEPT_WEB_BENCH_N=64 ADEPT_WEB_TEST_OUT=target/web-test-output \
-    web/test/run.sh 2>&1 | tee -a "$LOG"
-echo "screenshots: target/web-test-output/{ci-web,ci-web-int8}/"
+./target/release/adept export --adapter runs/ci-web --dtype int8 --int8-activations per-tensor \
+    --no-pack --out exports/ci-web-int8-tensor --overwrite
+ADEPT_WEB_BUNDLE="exports/ci-web exports/ci-web-int8 exports/ci-web-int8-tensor" ADEPT_WEB_BENCH_N=64 \
+    ADEPT_WEB_TEST_OUT=target/web-test-output web/test/run.sh 2>&1 | tee -a "$LOG"
+echo "screenshots: target/web-test-output/{ci-web,ci-web-int8,ci-web-int8-tensor}/"
 # The same run as int8 in blocks of 32 (`com.microsoft:MatMulNBits`, the input quantized inside
 # the kernel): the page check only, same int8 tolerance, no figures.
 ./target/release/adept export --adapter runs/ci-web --dtype int8 --int8-blocks 32 --out exports/ci-web-int8-b32 --overwrite
 SKIP_BUILD=1 ADEPT_WEB_BENCH=0 ADEPT_WEB_BUNDLE=exports/ci-web-int8-b32 ADEPT_WEB_TEST_OUT=target/web-test-output-b32 \
-    web/test/run.sh 2>&1 | tee -a "$LOG"
-# And per tensor (`--int8-activations per-tensor`: DynamicQuantizeLinear, fused by onnxruntime-web
-# too), padded (`--no-pack`: one encoder to load), the bundle the README says to ship to the
-# page; the page check only. The bundles above are packed (both encoders under an `If`).
-./target/release/adept export --adapter runs/ci-web --dtype int8 --int8-activations per-tensor \
-    --no-pack --out exports/ci-web-int8-tensor --overwrite
-SKIP_BUILD=1 ADEPT_WEB_BENCH=0 ADEPT_WEB_BUNDLE=exports/ci-web-int8-tensor ADEPT_WEB_TEST_OUT=target/web-test-output-tensor \
     web/test/run.sh 2>&1 | tee -a "$LOG"
 # Per tensor against per row in one page, interleaved (test/ab.mjs; figures, nothing asserted,
 # but a crash of the tool fails the run). With the Chromium run.sh found or installed.
