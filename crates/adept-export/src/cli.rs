@@ -59,8 +59,10 @@ pub struct ExportArgs {
     /// from (see the README's int8 section); per tensor and in blocks: none].
     #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
     pub int8_keep_float: Option<Vec<String>>,
-    /// Default-domain ONNX opset (17 or later).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 17))]
+    /// Default-domain ONNX opset (17 or later; from 23 on an encoder's attention is ONNX's own
+    /// `Attention`, faster in ONNX Runtime ≥ 1.23 than the `com.microsoft` kernel it replaces;
+    /// 17 for older runtimes).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = crate::DEFAULT_OPSET))]
     pub opset: i64,
     /// Emit the full graph: the soft prompt runs through the embeddings and the first layer's
     /// projections at serving time instead of being precomputed at export (same logits).
@@ -359,7 +361,7 @@ mod tests {
             int8_blocks: blocks,
             int8_activations: None,
             int8_keep_float: None,
-            opset: 17,
+            opset: crate::DEFAULT_OPSET,
             no_lean: false,
             no_pack: false,
             overwrite: false,

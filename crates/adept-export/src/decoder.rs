@@ -193,7 +193,7 @@ impl Default for DecoderExportOptions {
         Self {
             fold: None,
             dtype: WeightDtype::F32,
-            opset: 17,
+            opset: crate::DEFAULT_OPSET,
             overwrite: false,
             generation: GenerationInfo::default(),
             task: "causal-lm".into(),

@@ -11,6 +11,10 @@ use crate::proto::{
 /// The `com.microsoft` domain of ONNX Runtime's contrib operators.
 pub const MS_DOMAIN: &str = "com.microsoft";
 
+/// First default-domain opset with ONNX's own `Attention` operator
+/// ([`GraphBuilder::onnx_attention`]).
+pub const ONNX_ATTENTION_OPSET: i64 = 23;
+
 /// Lowest default-domain opset the helpers target (`LayerNormalization` needs 17).
 pub const MIN_OPSET: i64 = 17;
 
@@ -1759,6 +1763,44 @@ impl GraphBuilder {
         }
         let mut outputs = self.node(MS_DOMAIN, "MultiHeadAttention", &inputs, 1, attributes);
         self.contrib_output(outputs.pop().expect("one output"))
+    }
+
+    /// ONNX's own `Attention` (default domain, opset [`ONNX_ATTENTION_OPSET`] on) over
+    /// `query [batch, rows, hidden]`, `key`/`value [batch, kv, hidden]` with `num_heads` heads
+    /// (as many for the keys), the default scale `1/sqrt(head_size)`, no bias: the context
+    /// `[batch, rows, hidden]`. `mask`: `bool [batch, 1, rows, kv]`, true = attend (ONNX
+    /// Runtime 1.31 wants the query axis spelled out, not broadcast).
+    ///
+    /// In ONNX Runtime's CPU kernel a masked key adds exact zeros to the sums, so a row's
+    /// context is the same to the bit with padding keys masked or absent.
+    pub fn onnx_attention(
+        &mut self,
+        query: &str,
+        key: &str,
+        value: &str,
+        mask: Option<&str>,
+        num_heads: usize,
+    ) -> Result<String> {
+        if self.opset < ONNX_ATTENTION_OPSET {
+            bail!(
+                "ONNX `Attention` needs default-domain opset {ONNX_ATTENTION_OPSET} or later; this \
+                 graph targets opset {} (export with --opset {ONNX_ATTENTION_OPSET})",
+                self.opset
+            );
+        }
+        let mut inputs = vec![query, key, value];
+        if let Some(m) = mask {
+            inputs.push(m);
+        }
+        let heads = num_heads as i64;
+        Ok(self.op(
+            "Attention",
+            &inputs,
+            vec![
+                AttributeProto::int("q_num_heads", heads),
+                AttributeProto::int("kv_num_heads", heads),
+            ],
+        ))
     }
 
     /// `com.microsoft:Attention`: self-attention with the query/key/value projections packed

@@ -100,7 +100,7 @@ pub use graph::with_correction;
 pub use graph::{
     names_part, quantize_blocks, quantize_per_channel, quantize_per_row, quantize_row_blocks,
     ActivationQuantization, EmbeddingQuantization, GraphBuilder, MatMulQuantization,
-    MultiHeadAttention, QuantizedInput, GELU_FLOOR, MIN_OPSET, MS_DOMAIN,
+    MultiHeadAttention, QuantizedInput, GELU_FLOOR, MIN_OPSET, MS_DOMAIN, ONNX_ATTENTION_OPSET,
 };
 pub use model::{ir_version_for_opset, write_atomic, ModelBuilder};
 pub use proto::{

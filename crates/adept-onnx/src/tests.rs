@@ -478,3 +478,39 @@ fn if_else_refuses_diverging_weights_and_nesting() {
         .to_string();
     assert!(err.contains("do not nest"), "{err}");
 }
+
+/// ONNX `Attention` is a default-domain node with as many key heads as query heads, the mask
+/// its fourth input; below opset 23 the helper refuses and says which opset to export with.
+#[test]
+fn onnx_attention_needs_opset_23() {
+    let mut g = GraphBuilder::new("g", 23);
+    let x = g
+        .input("x", DataType::Float, &[1.into(), 3.into(), 8.into()])
+        .unwrap();
+    let m = g
+        .input(
+            "m",
+            DataType::Bool,
+            &[1.into(), 1.into(), 3.into(), 3.into()],
+        )
+        .unwrap();
+    let _ = g.onnx_attention(&x, &x, &x, Some(&m), 2).unwrap();
+    let node = &g.nodes()[0];
+    assert_eq!((node.op_type(), node.domain()), ("Attention", ""));
+    assert_eq!(node.input, ["x", "x", "x", "m"]);
+    let heads: Vec<_> = node.attribute.iter().map(|a| (a.name(), a.i)).collect();
+    assert_eq!(heads, [("q_num_heads", Some(2)), ("kv_num_heads", Some(2))]);
+
+    let mut old = GraphBuilder::new("g", 17);
+    let x = old
+        .input("x", DataType::Float, &[1.into(), 3.into(), 8.into()])
+        .unwrap();
+    let err = old
+        .onnx_attention(&x, &x, &x, None, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("opset 23") && err.contains("opset 17"),
+        "{err}"
+    );
+}

@@ -66,7 +66,7 @@ impl Default for GraphOptions {
             dtype: WeightDtype::F32,
             int8_activations: Int8Activations::PerRow,
             int8_keep_float: Vec::new(),
-            opset: 17,
+            opset: crate::DEFAULT_OPSET,
             attention: AttentionKind::default(),
             lean: true,
             pack_rows: true,
