@@ -609,6 +609,41 @@ fn requests_beyond_max_pending_get_503_before_their_body_is_read() {
     assert_eq!(again.status, 200, "{}", again.json);
 }
 
+/// Predict requests whose clients leave while they are queued are counted as cancelled and
+/// not run: the round after the held one runs only the request still wanted.
+#[test]
+fn predict_requests_whose_clients_left_are_cancelled_not_run() {
+    let test = "predict_requests_whose_clients_left_are_cancelled_not_run";
+    let Some((_tmp, gate, server)) = gated(test, ServeOptions::default()) else {
+        return;
+    };
+    let server = Arc::new(server);
+    let first = {
+        let server = server.clone();
+        std::thread::spawn(move || predict(&server, "sst2", &singles(&["good"])))
+    };
+    gate.wait_entered(1);
+    let body = json!({"inputs": ["funny", "dull"]});
+    let leaving: Vec<_> = (0..3)
+        .map(|_| raw_post(&server, "/v1/models/sst2/predict", &body))
+        .collect();
+    wait_until("three requests queued", || {
+        server.state().snapshot()["sst2"].queued_inputs == 6
+    });
+    drop(leaving);
+    wait_until("the three counted as cancelled", || {
+        server.state().snapshot()["sst2"].cancelled == 3
+    });
+    gate.release();
+    assert_eq!(first.join().unwrap().status, 200);
+    let after = predict(&server, "sst2", &singles(&["funny"]));
+    assert_eq!(after.status, 200, "{}", after.json);
+    // The held run and the last one: the round of the three that left ran nothing.
+    assert_eq!(*gate.entered.lock().unwrap(), 2);
+    let s = server.state().snapshot()["sst2"].clone();
+    assert_eq!((s.cancelled, s.queued_inputs), (3, 0), "{s:?}");
+}
+
 #[test]
 fn cors_answers_preflights_and_marks_answers_for_allowed_origins_only() {
     let test = "cors_answers_preflights_and_marks_answers_for_allowed_origins_only";
@@ -1292,6 +1327,49 @@ fn a_t5_bundle_generates_what_the_seq2seq_runtime_does() {
             answer["generations"][i]["finish_reason"]
         );
     }
+    // Prompts × beams beyond the whole queue: a 413 naming the limit (a 503 would be retried
+    // forever); the same prompts with fewer beams fit.
+    let small = ServeOptions {
+        max_inputs: 2,
+        batch: BatchOptions {
+            max_queue: 4,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let small_server = serve(&[("t5", &dir)], small);
+    let too_big = call(
+        &small_server,
+        "POST",
+        "/v1/generate",
+        Some(
+            json!({"inputs": &sources[..2], "parameters": {"max_new_tokens": 2, "num_beams": 3}})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert_eq!(too_big.status, 413, "{}", too_big.json);
+    let msg = error_message(&too_big);
+    assert!(
+        msg.contains("needs 6 places") && msg.contains("--max-queue"),
+        "{msg}"
+    );
+    let fits = call(
+        &small_server,
+        "POST",
+        "/v1/generate",
+        Some(
+            json!({"inputs": &sources[..2], "parameters": {"max_new_tokens": 2, "num_beams": 2}})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert_eq!(fits.status, 200, "{}", fits.json);
+    assert_eq!(
+        small_server.state().snapshot()["t5"].rejected_invalid,
+        1,
+        "the 413 counts as an invalid request, not a busy one"
+    );
     // What the server's worker does when a run's clients leave: the search asks before each
     // decoder step and stops there (greedy and beams); never asked to stop, it equals generate.
     let ids: Vec<Vec<u32>> = sources
@@ -1949,6 +2027,18 @@ fn openai_compatible_completions_and_chat() {
             json!({"prompt": "w3", "max_tokens": 100000}),
             422,
             "max_tokens",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "w3", "temperature": -0.5}),
+            422,
+            "outside 0..2",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "temperature": 2.5}),
+            422,
+            "outside 0..2",
         ),
         (
             "/v1/chat/completions",

@@ -64,6 +64,9 @@ pub enum SubmitError {
         wanted: usize,
         capacity: usize,
     },
+    /// The request alone needs `wanted` places (inputs, or prompts × beams), more than the
+    /// whole queue holds: it could never be queued, so retrying is no use.
+    TooLarge { wanted: usize, capacity: usize },
     /// The workers have stopped (the server is shutting down).
     Stopped,
     /// Every worker of the model has died (a bug: the server log says why).
@@ -81,6 +84,12 @@ impl std::fmt::Display for SubmitError {
                 f,
                 "the server is busy: {queued} inputs are queued and {wanted} more would exceed \
                  the queue of {capacity}; retry later or send fewer inputs per request"
+            ),
+            Self::TooLarge { wanted, capacity } => write!(
+                f,
+                "this request needs {wanted} places in the queue (its inputs, or prompts × \
+                 beams) and the whole queue holds {capacity} (--max-queue): send fewer inputs, \
+                 prompts or beams per request"
             ),
             Self::Stopped => f.write_str("the server is shutting down"),
             Self::NoWorker => f.write_str(
@@ -179,7 +188,8 @@ impl<J: Queued> Queue<J> {
         })
     }
 
-    /// Queues `job`, or refuses it: busy when its inputs would overflow `max_queue`.
+    /// Queues `job`, or refuses it: busy when its inputs would overflow `max_queue` now, too
+    /// large when they exceed it alone.
     pub fn push(&self, job: J) -> Result<(), SubmitError> {
         if self.stats.workers_alive.load(Ordering::Acquire) == 0 {
             return Err(if self.tx.lock().map(|t| t.is_none()).unwrap_or(true) {
@@ -190,6 +200,9 @@ impl<J: Queued> Queue<J> {
         }
         let wanted = job.inputs();
         let capacity = self.opts.max_queue;
+        if wanted > capacity {
+            return Err(SubmitError::TooLarge { wanted, capacity });
+        }
         // Reserve room in the queue, or refuse: the queue never holds more than `capacity`.
         self.stats
             .queued_inputs
@@ -305,8 +318,15 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-/// Runs one round of predict requests as one call of `runner` and answers each with its rows.
+/// Runs one round of predict requests as one call of `runner` and answers each with its rows;
+/// requests nobody waits for any more are left out.
 fn run_round(runner: &dyn Runner, mut jobs: Vec<Job>, stats: &ModelStats) {
+    // Requests whose clients went away while queued are not run (their handlers counted them
+    // as cancelled when they were dropped).
+    jobs.retain(|j| !j.reply.is_closed());
+    if jobs.is_empty() {
+        return;
+    }
     let sizes: Vec<usize> = jobs.iter().map(|j| j.items.len()).collect();
     let total: usize = sizes.iter().sum();
     let items: Vec<Encoded> = jobs
@@ -490,6 +510,61 @@ mod tests {
         }
         // 2 + 2 reaches 4: the five requests take three rounds.
         assert_eq!(*fake.calls.lock().unwrap(), vec![1, 4, 4, 2]);
+    }
+
+    #[test]
+    fn requests_whose_clients_left_while_queued_are_not_run() {
+        let fake = Fake::held();
+        let (b, stats) = start(&fake, BatchOptions::default());
+        let first = b.submit(vec![item(1, 1)]).unwrap();
+        fake.wait_until_entered();
+        let left = b.submit(vec![item(2, 1); 3]).unwrap();
+        let stays = b.submit(vec![item(3, 1)]).unwrap();
+        let left_too = b.submit(vec![item(4, 1); 2]).unwrap();
+        drop(left);
+        drop(left_too);
+        fake.release();
+        answer(first).unwrap();
+        assert_eq!(answer(stays).unwrap(), vec![vec![3.0, 1.0]]);
+        // The second round ran the one input still wanted, not six.
+        assert_eq!(*fake.calls.lock().unwrap(), vec![1, 1]);
+        assert_eq!(stats.queued_inputs.load(Ordering::Relaxed), 0);
+        // A round whose every request left runs nothing.
+        let fake = Fake::held();
+        let (b, _) = start(&fake, BatchOptions::default());
+        let first = b.submit(vec![item(1, 1)]).unwrap();
+        fake.wait_until_entered();
+        drop(b.submit(vec![item(2, 1)]).unwrap());
+        fake.release();
+        answer(first).unwrap();
+        b.shutdown();
+        assert_eq!(*fake.calls.lock().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn a_request_larger_than_the_whole_queue_is_too_large_not_busy() {
+        let fake = Arc::new(Fake::default());
+        let opts = BatchOptions {
+            max_queue: 3,
+            ..Default::default()
+        };
+        let (b, stats) = start(&fake, opts);
+        let e = b.submit(vec![item(1, 1); 4]).unwrap_err();
+        assert_eq!(
+            e,
+            SubmitError::TooLarge {
+                wanted: 4,
+                capacity: 3
+            }
+        );
+        assert!(e.to_string().contains("--max-queue"), "{e}");
+        assert_eq!(stats.queued_inputs.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            answer(b.submit(vec![item(1, 1); 3]).unwrap())
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]

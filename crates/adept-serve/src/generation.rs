@@ -1232,21 +1232,31 @@ mod tests {
             matches!(&end, GenEvent::Done(o) if o[0].text == "5 5 "),
             "{end:?}"
         );
-        // Five prompts never fit a queue of four, nor two prompts of three beams.
-        assert!(matches!(
-            q.submit_generation(vec![vec![1]; 5], params(1), false),
-            Err(crate::batcher::SubmitError::Busy {
+        // Five prompts never fit a queue of four, nor two prompts of three beams: too large
+        // (not busy, which a client would retry forever); four prompts fit.
+        assert_eq!(
+            q.submit_generation(vec![vec![1]; 5], params(1), false)
+                .unwrap_err(),
+            crate::batcher::SubmitError::TooLarge {
                 wanted: 5,
                 capacity: 4,
-                ..
-            })
-        ));
+            }
+        );
         let mut beams = params(1);
         beams.num_beams = 3;
-        assert!(matches!(
-            q.submit_generation(vec![vec![1]; 2], beams, false),
-            Err(crate::batcher::SubmitError::Busy { wanted: 6, .. })
-        ));
+        assert_eq!(
+            q.submit_generation(vec![vec![1]; 2], beams, false)
+                .unwrap_err(),
+            crate::batcher::SubmitError::TooLarge {
+                wanted: 6,
+                capacity: 4,
+            }
+        );
+        let (_, end) = drain(
+            q.submit_generation(vec![vec![1]; 4], params(1), false)
+                .unwrap(),
+        );
+        assert!(matches!(&end, GenEvent::Done(o) if o.len() == 4), "{end:?}");
         q.shutdown();
         assert_eq!(
             q.submit_generation(vec![vec![1]], params(1), false)

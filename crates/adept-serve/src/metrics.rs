@@ -23,7 +23,8 @@ pub struct ModelStats {
     pub rejected_invalid: AtomicU64,
     /// Requests that reached the model and failed there (500).
     pub failed: AtomicU64,
-    /// Generate requests whose client went away before the answer (not run, or stopped).
+    /// Requests whose client went away before the answer (not run if still queued; a
+    /// generation also stopped mid-run).
     pub cancelled: AtomicU64,
     /// Times a worker took requests off the queue (each such round may hold several requests).
     pub rounds: AtomicU64,

@@ -295,6 +295,12 @@ pub fn read_request(
         Some(v) => number(&v, "temperature")? as f32,
         None => 1.0,
     };
+    // OpenAI's range; a negative value is not "greedy", it is a mistake.
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(unprocessable(format!(
+            "\"temperature\": {temperature} is outside 0..2 (0: greedy decoding)"
+        )));
+    }
     let top_p = match take("top_p") {
         Some(v) => number(&v, "top_p")? as f32,
         None => 1.0,

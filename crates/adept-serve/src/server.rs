@@ -344,7 +344,7 @@ pub struct AppState {
     pub models: BTreeMap<String, Arc<ServedModel>>,
     pub opts: ServeOptions,
     pub started: Instant,
-    /// One permit per predict request being handled (`opts.max_pending`).
+    /// One permit per request being handled, predict or generate (`opts.max_pending`).
     pending: Arc<Semaphore>,
     /// OpenAI answers so far (their ids).
     answers: std::sync::atomic::AtomicU64,
@@ -739,6 +739,7 @@ fn submit_refusal(e: SubmitError) -> ApiError {
             err.retry_after = Some(1);
             err
         }
+        SubmitError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         SubmitError::NoWorker => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         SubmitError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
@@ -776,10 +777,19 @@ impl AppState {
     }
 }
 
-/// Runs `work` off the async threads (reading and tokenizing are CPU work).
+/// Runs `work` off the async threads (reading and tokenizing are CPU work). The work holds the
+/// request's `max_pending` permit too: a client that leaves drops its handler at once, but its
+/// place is not free until the work that still holds its body has ended (otherwise clients
+/// that send large bodies and leave could pile up work and memory without bound).
 async fn blocking<T: Send + 'static>(
+    permit: &Arc<OwnedSemaphorePermit>,
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let held = permit.clone();
+    let work = move || {
+        let _held = held;
+        work()
+    };
     match tokio::task::spawn_blocking(work).await {
         Ok(r) => r,
         Err(e) => Err(ApiError::new(
@@ -793,8 +803,8 @@ async fn predict(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response
     let start = Instant::now();
     let refused = |e: ApiError| refuse(&model, e);
     // Admission first: a request beyond `max_pending` costs nothing but this answer.
-    let _permit: OwnedSemaphorePermit = match st.admit() {
-        Ok(p) => p,
+    let permit = match st.admit() {
+        Ok(p) => Arc::new(p),
         Err(e) => return refused(e),
     };
     let (bundle, batcher) = match &model.kind {
@@ -815,7 +825,7 @@ async fn predict(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response
     };
     let max_inputs = st.opts.max_inputs;
     let b = bundle.clone();
-    let encoded = match blocking(move || encode(&b, &body, max_inputs)).await {
+    let encoded = match blocking(&permit, move || encode(&b, &body, max_inputs)).await {
         Ok(e) => e,
         Err(e) => return refused(e),
     };
@@ -824,7 +834,12 @@ async fn predict(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response
         Ok(rx) => rx,
         Err(e) => return refused(submit_refusal(e)),
     };
-    let rows = match rx.await {
+    // Dropped with this future when the client goes away: counts the request as cancelled
+    // (and dropping `rx` tells the worker not to run it).
+    let mut waiting = Waiting::new(model.stats.clone());
+    let reply = rx.await;
+    waiting.answered = true;
+    let rows = match reply {
         Ok(Ok(rows)) => rows,
         Ok(Err(why)) => {
             return refused(ApiError::new(
@@ -873,8 +888,8 @@ async fn generate_only(State(st): State<Arc<AppState>>, body: Body) -> Response 
 
 async fn generate(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response {
     let start = Instant::now();
-    let permit: OwnedSemaphorePermit = match st.admit() {
-        Ok(p) => p,
+    let permit = match st.admit() {
+        Ok(p) => Arc::new(p),
         Err(e) => return refuse(&model, e),
     };
     let body = match read_body(body, st.opts.max_body_bytes, st.opts.body_timeout).await {
@@ -888,8 +903,8 @@ async fn generate(model: Arc<ServedModel>, st: &AppState, body: Body) -> Respons
 /// the model their `model` field names (or the only one served).
 async fn openai(st: Arc<AppState>, body: Body, chat: bool) -> Response {
     let start = Instant::now();
-    let permit: OwnedSemaphorePermit = match st.admit() {
-        Ok(p) => p,
+    let permit = match st.admit() {
+        Ok(p) => Arc::new(p),
         Err(e) => return e.into_response(),
     };
     let body = match read_body(body, st.opts.max_body_bytes, st.opts.body_timeout).await {
@@ -931,7 +946,7 @@ async fn openai_chat(State(st): State<Arc<AppState>>, body: Body) -> Response {
 async fn generate_body(
     model: Arc<ServedModel>,
     st: &AppState,
-    permit: OwnedSemaphorePermit,
+    permit: Arc<OwnedSemaphorePermit>,
     start: Instant,
     body: Bytes,
     answering: Answering,
@@ -951,7 +966,7 @@ async fn generate_body(
     };
     let (max_inputs, max_new) = (st.opts.max_inputs, st.opts.max_new_tokens);
     let shape = answering.shape.clone();
-    let read = blocking(move || {
+    let read = blocking(&permit, move || {
         let mut req = match shape {
             Shape::Native => read_request(&body, gen.kind, max_inputs, max_new)?,
             Shape::Completions | Shape::Chat => {
@@ -1041,7 +1056,7 @@ impl Drop for Waiting {
 fn stream_events(
     model: Arc<ServedModel>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<GenEvent>,
-    permit: OwnedSemaphorePermit,
+    permit: Arc<OwnedSemaphorePermit>,
     start: Instant,
     n: usize,
     answering: Answering,
@@ -1392,4 +1407,49 @@ pub fn response_logits(body: &[u8]) -> Result<Vec<Vec<f32>>> {
                 .collect()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_whose_client_left_keeps_its_place_until_its_blocking_work_ends() {
+        let pending = Arc::new(Semaphore::new(1));
+        let permit = Arc::new(pending.clone().try_acquire_owned().unwrap());
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        // The handler: its blocking work (reading a body) waits until released.
+        let handler = tokio::spawn(async move {
+            blocking(&permit, move || {
+                started_tx.send(()).ok();
+                held.recv().ok();
+                done_tx.send(()).ok();
+                Ok(())
+            })
+            .await
+        });
+        started.await.unwrap();
+        // The client goes away: its handler is dropped; the work still runs.
+        handler.abort();
+        assert!(handler.await.unwrap_err().is_cancelled());
+        assert_eq!(
+            pending.available_permits(),
+            0,
+            "the place was freed while the request's work still ran"
+        );
+        release.send(()).unwrap();
+        tokio::task::spawn_blocking(move || done.recv().unwrap())
+            .await
+            .unwrap();
+        // The work's closure (and its permit) is dropped just after it returns.
+        for _ in 0..200 {
+            if pending.available_permits() == 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("the place was not freed once the work ended");
+    }
 }
