@@ -42,6 +42,7 @@ fn export_both(
     fold: Option<FoldMode>,
     dtype: WeightDtype,
     attention: AttentionKind,
+    opset: i64,
     dir: &Path,
     name: &str,
 ) -> (PathBuf, PathBuf) {
@@ -52,6 +53,7 @@ fn export_both(
             fold,
             dtype,
             attention,
+            opset,
             lean,
             overwrite: true,
             ..Default::default()
@@ -136,8 +138,14 @@ fn tiny_lean_equals_full_every_method() {
     .enumerate()
     {
         let model = testing::tiny_classifier(method, pooling, 3, 11 + i as u64).unwrap();
-        for attention in [AttentionKind::MultiHead, AttentionKind::Packed] {
-            let name = format!("{method}-{fold:?}-{attention:?}");
+        // ONNX's `Attention` (the default opset), and below opset 23 `MultiHeadAttention` and
+        // the packed `com.microsoft:Attention`.
+        for (attention, opset) in [
+            (AttentionKind::MultiHead, adept_export::DEFAULT_OPSET),
+            (AttentionKind::MultiHead, 17),
+            (AttentionKind::Packed, 17),
+        ] {
+            let name = format!("{method}-{fold:?}-{attention:?}-opset{opset}");
             let (lean, full) = export_both(
                 &model,
                 &enc,
@@ -146,6 +154,7 @@ fn tiny_lean_equals_full_every_method() {
                 fold,
                 WeightDtype::F32,
                 attention,
+                opset,
                 tmp.path(),
                 &name,
             );
@@ -226,6 +235,7 @@ fn lean_one_layer_and_no_layers() {
                 None,
                 WeightDtype::F32,
                 AttentionKind::MultiHead,
+                adept_export::DEFAULT_OPSET,
                 tmp.path(),
                 &name,
             );
@@ -261,6 +271,7 @@ fn tiny_roberta_lean_equals_full() {
             fold,
             WeightDtype::F32,
             AttentionKind::MultiHead,
+            adept_export::DEFAULT_OPSET,
             tmp.path(),
             &name,
         );
@@ -299,6 +310,7 @@ fn minilm_lean_equals_full_on_sst2() {
             fold,
             WeightDtype::F32,
             AttentionKind::MultiHead,
+            adept_export::DEFAULT_OPSET,
             tmp.path(),
             &name,
         );
@@ -317,6 +329,7 @@ fn minilm_lean_equals_full_on_sst2() {
             fold,
             WeightDtype::Int8,
             AttentionKind::MultiHead,
+            adept_export::DEFAULT_OPSET,
             tmp.path(),
             "minilm-int8",
         );

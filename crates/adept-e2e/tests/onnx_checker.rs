@@ -84,46 +84,72 @@ fn every_variant_passes_the_checker_and_fuses() {
     let tok = write_tiny_tokenizer(tmp.path()).unwrap();
     let enc = testing::text_encoder(&tok, 16).unwrap();
     let info = testing::task_info("tiny", &["a", "b"], &["sentence1", "sentence2"]);
+    // Every method at the default opset (23: ONNX's own `Attention`), and two at opset 17
+    // (`com.microsoft:MultiHeadAttention`, and `com.microsoft:Attention` over the packed q/k/v
+    // weights where a layer's queries are all its rows) for runtimes before ONNX Runtime 1.23.
+    let d = adept_export::DEFAULT_OPSET;
     let cases = [
         (
             MethodKind::Adept,
             Some(FoldMode::Folded),
             Pooling::Mean,
             WeightDtype::F32,
+            d,
+        ),
+        (
+            MethodKind::Adept,
+            Some(FoldMode::Folded),
+            Pooling::Mean,
+            WeightDtype::F32,
+            17,
+        ),
+        (
+            MethodKind::HeadOnly,
+            None,
+            Pooling::Mean,
+            WeightDtype::F16,
+            17,
         ),
         (
             MethodKind::Adept,
             Some(FoldMode::Unfolded),
             Pooling::Mean,
             WeightDtype::F32,
+            d,
         ),
         (
             MethodKind::Adept,
             Some(FoldMode::Folded),
             Pooling::Cls,
             WeightDtype::F16,
+            d,
         ),
-        (MethodKind::Dept, None, Pooling::Mean, WeightDtype::F32),
-        (MethodKind::Pt, None, Pooling::Cls, WeightDtype::F32),
-        (MethodKind::HeadOnly, None, Pooling::Mean, WeightDtype::F16),
+        (MethodKind::Dept, None, Pooling::Mean, WeightDtype::F32, d),
+        (MethodKind::Pt, None, Pooling::Cls, WeightDtype::F32, d),
+        (
+            MethodKind::HeadOnly,
+            None,
+            Pooling::Mean,
+            WeightDtype::F16,
+            d,
+        ),
     ];
-    for (i, (method, fold, pooling, dtype)) in cases.into_iter().enumerate() {
+    for (i, (method, fold, pooling, dtype, opset)) in cases.into_iter().enumerate() {
         let model = tiny_classifier(method, pooling, 2, 11).unwrap();
-        let dir = common::export(
-            &model,
-            &enc,
-            &tok,
-            &info,
+        let dir = tmp.path().join(format!("b{i}"));
+        let opts = adept_export::ExportOptions {
             fold,
             dtype,
-            tmp.path(),
-            &format!("b{i}"),
-        );
+            opset,
+            overwrite: true,
+            ..Default::default()
+        };
+        adept_export::export_classifier(&model, &enc, &tok, &info, &opts, &dir).unwrap();
         let report = inspect(&dir.join("model.onnx"));
-        let name = format!("{method} {fold:?} {pooling:?} {dtype}");
+        let name = format!("{method} {fold:?} {pooling:?} {dtype} opset {opset}");
         eprintln!("{name}: written {}", report["ops"]);
         eprintln!("{name}: optimized (all) {}", report["optimized"]["all"]);
-        assert_eq!(report["opset_import"][""], 17);
+        assert_eq!(report["opset_import"][""], opset);
         assert_eq!(report["opset_import"]["com.microsoft"], 1);
         assert_eq!(
             report["inputs"],
@@ -137,22 +163,39 @@ fn every_variant_passes_the_checker_and_fuses() {
         let ops = &report["ops"];
         let opt = &report["optimized"]["all"];
         let layers = 2;
-        // Fused attention we emit ourselves (`Attention`, one product for q/k/v, where a layer's
-        // queries are all its rows: not beside a constant prompt, not in a last layer that
-        // keeps the input rows only); each residual connection is a `Sum` and a standard
-        // LayerNormalization (faster than SkipLayerNormalization's CPU kernel), plus the
-        // embeddings' LayerNorm:
+        let onnx_attention = opset >= adept_onnx::ONNX_ATTENTION_OPSET;
+        // Fused attention we emit ourselves: ONNX's own `Attention` from opset 23 on (three
+        // products before it); below, `MultiHeadAttention`, or `com.microsoft:Attention` (one
+        // product for q/k/v) where a layer's queries are all its rows: not beside a constant
+        // prompt, not in a last layer that keeps the input rows only. Each residual connection
+        // is a `Sum` and a standard LayerNormalization (faster than
+        // SkipLayerNormalization's CPU kernel), plus the embeddings' LayerNorm:
         let attention = |ops: &Value| {
-            count(ops, "com.microsoft:MultiHeadAttention") + count(ops, "com.microsoft:Attention")
+            count(ops, "com.microsoft:MultiHeadAttention")
+                + count(ops, "com.microsoft:Attention")
+                + count(ops, ":Attention")
         };
         assert_eq!(attention(ops), layers, "{name}");
+        assert_eq!(
+            count(ops, ":Attention"),
+            if onnx_attention { layers } else { 0 },
+            "{name}: ONNX Attention nodes"
+        );
         let prompt = !matches!(method, MethodKind::HeadOnly);
+        // One q/k/v product where there is no prompt (and so no lean first layer).
+        let packed_qkv = !prompt && !onnx_attention;
         assert_eq!(
             count(ops, "com.microsoft:Attention"),
-            if prompt { 0 } else { layers },
+            if packed_qkv { layers } else { 0 },
             "{name}: Attention nodes"
         );
-        assert_eq!(count(ops, ":Sum"), 2 * layers);
+        // (and from opset 23 on the query bias, a `Sum` before ONNX's `Attention`, which has
+        // no bias input)
+        assert_eq!(
+            count(ops, ":Sum"),
+            (if onnx_attention { 3 } else { 2 }) * layers,
+            "{name}: Sum"
+        );
         assert_eq!(count(ops, ":LayerNormalization"), 2 * layers + 1);
         // Fusions ONNX Runtime performs on our graph (CPU, ORT_ENABLE_ALL), and what it keeps:
         assert_eq!(attention(opt), layers, "{name}: attention");
@@ -174,7 +217,8 @@ fn every_variant_passes_the_checker_and_fuses() {
         );
         assert_eq!(
             count(opt, ":MatMul"),
-            (if prompt { 6 } else { 3 }) * layers + u64::from(fold == Some(FoldMode::Unfolded)) * 2,
+            (if packed_qkv { 3 } else { 6 }) * layers
+                + u64::from(fold == Some(FoldMode::Unfolded)) * 2,
             "{name}: MatMuls"
         );
         // f16 casts are folded at session creation.
@@ -183,7 +227,15 @@ fn every_variant_passes_the_checker_and_fuses() {
             "{name}: casts left {}",
             count(opt, ":Cast")
         );
-        let fused: &[&str] = if prompt {
+        let fused: &[&str] = if onnx_attention {
+            &[
+                ":Attention",
+                "com.microsoft:BiasGelu",
+                ":LayerNormalization",
+                ":MatMul",
+                ":Sum",
+            ]
+        } else if prompt {
             &[
                 "com.microsoft:MultiHeadAttention",
                 "com.microsoft:BiasGelu",
@@ -272,7 +324,7 @@ fn a_graph_without_token_types_passes_the_checker_and_fuses() {
             "{name}"
         );
         let opt = &report["optimized"]["all"];
-        assert_eq!(count(opt, "com.microsoft:MultiHeadAttention"), 2, "{name}");
+        assert_eq!(count(opt, ":Attention"), 2, "{name}");
         assert_eq!(count(opt, ":LayerNormalization"), 5, "{name}");
         assert_eq!(
             count(opt, "com.microsoft:SkipLayerNormalization"),
@@ -284,7 +336,7 @@ fn a_graph_without_token_types_passes_the_checker_and_fuses() {
             &report,
             &name,
             &[
-                "com.microsoft:MultiHeadAttention",
+                ":Attention",
                 "com.microsoft:BiasGelu",
                 ":LayerNormalization",
             ],
@@ -356,7 +408,7 @@ fn int8_bundles_pass_the_checker_and_fuse() {
             2 + 2 * u64::from(fold == Some(FoldMode::Unfolded)),
             "{name}: float products"
         );
-        assert_eq!(count(opt, "com.microsoft:MultiHeadAttention"), layers);
+        assert_eq!(count(opt, ":Attention"), layers);
         assert_eq!(count(opt, ":LayerNormalization"), 2 * layers + 1);
         assert_eq!(count(opt, "com.microsoft:SkipLayerNormalization"), 0);
         check_both_paths(
@@ -364,7 +416,7 @@ fn int8_bundles_pass_the_checker_and_fuse() {
             &name,
             &[
                 "com.microsoft:MatMulIntegerToFloat",
-                "com.microsoft:MultiHeadAttention",
+                ":Attention",
                 ":LayerNormalization",
             ],
         );
@@ -438,7 +490,12 @@ fn int8_bundles_pass_the_checker_and_fuse() {
         "{name}: MatMulIntegerToFloat"
     );
     assert_eq!(count(opt, ":MatMulInteger"), 0, "{name}");
-    assert_eq!(count(opt, "com.microsoft:Gelu"), layers, "{name}: Gelu");
+    // (ONNX Runtime writes ONNX's own `Gelu` at opset 20 and later)
+    assert_eq!(
+        count(opt, "com.microsoft:Gelu") + count(opt, ":Gelu"),
+        layers,
+        "{name}: Gelu"
+    );
     assert_eq!(count(opt, "com.microsoft:BiasGelu"), 0, "{name}: BiasGelu");
     assert_eq!(
         count(opt, ":MatMul") + count(opt, ":Gemm"),

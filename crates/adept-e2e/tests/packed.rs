@@ -11,8 +11,9 @@
 //! token rows alone (the padded graph's includes the padding rows), so the two are held to the
 //! same distance from f32, as lean.rs holds lean and full.
 //!
-//! * tiny random BERT (2 layers, token types), every method, lean and full, and the packed
-//!   attention layout (one `Attention` node over all rows: emitted padded);
+//! * tiny random BERT (2 layers, token types), every method, lean and full, ONNX's `Attention`
+//!   (the default opset 23) and `MultiHeadAttention` (opset 17), and the packed attention layout
+//!   (one `com.microsoft:Attention` node over all rows, opset 17: emitted padded);
 //! * one layer (emitted padded) and three;
 //! * the tiny RoBERTa fixture (no token types);
 //! * all-MiniLM-L6-v2 on 32 SST-2 dev sentences with a 60-row prompt, f32 and int8, when the
@@ -77,13 +78,19 @@ fn export_both(
     (packed, padded)
 }
 
-/// How many nodes of `op` the bundle's graph has, its `If`'s branches included.
+/// How many nodes of `op` the bundle's graph has, its `If`'s branches included (`op`: a type
+/// in any domain, or `domain:type`).
 fn count_ops(bundle: &Path, op: &str) -> usize {
     let bytes = std::fs::read(bundle.join("model.onnx")).unwrap();
     let graph = decode_model(&bytes).unwrap().graph.unwrap();
+    let (domain, op) = match op.split_once(':') {
+        Some((d, o)) => (Some(d), o),
+        None => (None, op),
+    };
     adept_onnx::all_nodes(&graph)
         .into_iter()
         .filter(|n| n.op_type.as_deref() == Some(op))
+        .filter(|n| domain.is_none_or(|d| n.domain.as_deref().unwrap_or("") == d))
         .count()
 }
 
@@ -184,17 +191,21 @@ fn tiny_packed_equals_padded_every_method() {
             let model = testing::tiny_classifier(method, pooling, 3, 11 + i as u64).unwrap();
             // tiny_config: 2 layers.
             let layers = 2;
-            for (lean, attention) in [
-                (true, AttentionKind::MultiHead),
-                (false, AttentionKind::MultiHead),
-                (true, AttentionKind::Packed),
+            let d = adept_export::DEFAULT_OPSET;
+            for (lean, attention, opset) in [
+                (true, AttentionKind::MultiHead, d),
+                (false, AttentionKind::MultiHead, d),
+                (true, AttentionKind::MultiHead, 17),
+                (true, AttentionKind::Packed, 17),
             ] {
-                let name =
-                    format!("{method}-{fold:?}-{pooling:?}-lean{lean}-{attention:?}-pairs{pairs}");
+                let name = format!(
+                    "{method}-{fold:?}-{pooling:?}-lean{lean}-{attention:?}-opset{opset}-pairs{pairs}"
+                );
                 let opts = ExportOptions {
                     fold,
                     lean,
                     attention,
+                    opset,
                     ..Default::default()
                 };
                 let (packed, padded) =
@@ -222,13 +233,15 @@ fn tiny_packed_dtypes_and_single_sentences() {
     let model = tiny_depth_classifier(3, 5, MethodKind::Adept, Pooling::Mean);
     let want = candle_logits(&model, &items, enc.pad_id);
     let keep_qkv = || Some(vec!["attention.self".to_string()]);
-    for (name, dtype, activations, keep_float, tol) in [
+    let d = adept_export::DEFAULT_OPSET;
+    for (name, dtype, activations, keep_float, tol, opset) in [
         (
             "f16",
             WeightDtype::F16,
             Int8Activations::PerRow,
             None,
             PACK_TOL,
+            d,
         ),
         (
             "int8-per-row",
@@ -236,15 +249,27 @@ fn tiny_packed_dtypes_and_single_sentences() {
             Int8Activations::PerRow,
             None,
             INT8_ROW_TOL,
+            d,
         ),
-        // q/k/v kept float in an int8 graph: three products and MultiHeadAttention on both
-        // paths (no `Attention` node), as the export's check of kept products sees them.
+        // Below opset 23 (`MultiHeadAttention`) int8's padded branch keeps the key mask.
+        (
+            "int8-per-row-opset17",
+            WeightDtype::Int8,
+            Int8Activations::PerRow,
+            None,
+            INT8_ROW_TOL,
+            17,
+        ),
+        // q/k/v kept float in an int8 graph: three products on both paths (no packed
+        // `com.microsoft:Attention` node at opset 17), as the export's check of kept products
+        // sees them.
         (
             "int8-per-row-qkv-float",
             WeightDtype::Int8,
             Int8Activations::PerRow,
             keep_qkv(),
             INT8_ROW_TOL,
+            17,
         ),
         (
             "int8-blocks",
@@ -252,6 +277,7 @@ fn tiny_packed_dtypes_and_single_sentences() {
             Int8Activations::Blocks(16),
             None,
             INT8_ROW_TOL,
+            d,
         ),
         (
             "int8-per-tensor",
@@ -259,6 +285,7 @@ fn tiny_packed_dtypes_and_single_sentences() {
             Int8Activations::PerTensor,
             None,
             f32::INFINITY,
+            d,
         ),
     ] {
         let opts = ExportOptions {
@@ -266,6 +293,7 @@ fn tiny_packed_dtypes_and_single_sentences() {
             dtype,
             int8_activations: activations,
             int8_keep_float: keep_float.unwrap_or_else(|| ExportOptions::default().int8_keep_float),
+            opset,
             ..Default::default()
         };
         let (packed, padded) = export_both(&model, &enc, &tok, &info, &opts, tmp.path(), name);
@@ -293,14 +321,15 @@ fn tiny_packed_dtypes_and_single_sentences() {
         // tensor too: the same rows set the scale).
         if dtype == WeightDtype::Int8 {
             assert_eq!(
-                count_ops(&packed, "Attention"),
+                count_ops(&packed, "com.microsoft:Attention"),
                 0,
                 "{name}: int8 keeps the products"
             );
         }
         let (packed, padded) = (open(&packed), open(&padded));
-        // Several sentences without padding (the packed export's padded branch; int8 keeps the
-        // mask there, so the same kernels as the padded graph): equal, per tensor too.
+        // Several sentences without padding (the packed export's padded branch: below opset 23
+        // int8 keeps the mask there, so the same kernels as the padded graph; ONNX's
+        // `Attention` gives the same bits without it): equal, per tensor too.
         let cut = unpadded(&items);
         let d = max_abs_diff(&ort_logits(&packed, &cut), &ort_logits(&padded, &cut));
         let bound = tol.min(INT8_ROW_TOL);

@@ -328,7 +328,8 @@ fn minilm_parity_on_sst2() {
     assert!(diff <= 1e-5, "folded vs unfolded {diff:e}");
 }
 
-/// `AttentionKind::Packed` (one `com.microsoft:Attention` with packed q/k/v) computes the same.
+/// `AttentionKind::Packed` (one `com.microsoft:Attention` with packed q/k/v; below opset 23,
+/// where an encoder's attention is not ONNX's own) computes the same.
 #[test]
 fn packed_attention_matches_candle() {
     let test = "packed_attention_matches_candle";
@@ -346,6 +347,7 @@ fn packed_attention_matches_candle() {
         let info = testing::task_info("tiny", &["a", "b"], &["sentence1", "sentence2"]);
         let opts = adept_export::ExportOptions {
             attention: adept_export::AttentionKind::Packed,
+            opset: 17,
             overwrite: true,
             ..Default::default()
         };
@@ -358,5 +360,22 @@ fn packed_attention_matches_candle() {
         eprintln!("{test} {method}: {diff:e}");
         assert!(diff <= F32_TOL, "{test} {method}: {diff:e}");
         assert_eq!(labels(&got), labels(&want));
+        // At the default opset the layout does not exist: a clear error, nothing written.
+        let at_default = adept_export::ExportOptions {
+            opset: adept_export::DEFAULT_OPSET,
+            ..opts
+        };
+        let refused = tmp.path().join(format!("packed-default-{method}"));
+        let err = adept_export::export_classifier(&model, &enc, &tok, &info, &at_default, &refused)
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("AttentionKind::MultiHead"),
+            "{err:#}"
+        );
+        assert!(
+            !refused.exists(),
+            "a refused export left {}",
+            refused.display()
+        );
     }
 }

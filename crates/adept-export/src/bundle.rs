@@ -78,7 +78,7 @@ impl Default for ExportOptions {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-            opset: 17,
+            opset: crate::DEFAULT_OPSET,
             attention: AttentionKind::default(),
             lean: true,
             pack_rows: true,

@@ -48,12 +48,13 @@ def all_graphs(graph):
 
 
 def weights_folded(model):
-    """Whether each Attention node's weight is an initializer of its graph or an outer one."""
+    """Whether each com.microsoft:Attention node's weight is an initializer of its graph or an
+    outer one (ONNX's own `Attention` takes projected q/k/v, no weight)."""
     def walk(graph, known):
         known = known | {t.name for t in graph.initializer}
         ok = True
         for n in graph.node:
-            if n.op_type == "Attention" and n.input[1] not in known:
+            if (n.domain, n.op_type) == ("com.microsoft", "Attention") and n.input[1] not in known:
                 ok = False
             for a in n.attribute:
                 if a.type == onnx.AttributeProto.GRAPH:
