@@ -19,7 +19,9 @@
 //! 0.176 (0.036), and 0.163 between a sentence alone and in a batch, in the padded graph; in the
 //! packed graph (the default since 2026-12-02; its per-tensor scales skip the padding rows) 97.82 %, 0.200
 //! (0.038), accuracy 78.78 against f32 78.21; in blocks of 32 99.77–99.89 %,
-//! 0.054 (0.0089). A 60-step run (logits under 0.8) agreed on 99.54 % in blocks on an Intel
+//! 0.054 (0.0089). With ONNX's `Attention` (opset 23, the default since 2026-12-03): per row
+//! 98.62 %, 0.175 (0.030); per tensor 97.82 %, 0.285 (0.036), 0.145 alone vs batched; blocks
+//! 99.77 %, 0.051 (0.0090). A 60-step run (logits under 0.8) agreed on 99.54 % in blocks on an Intel
 //! machine and on 98.97 % here: its margins were too small for the 99 % threshold. On a
 //! 150-step l = 60 adapter see the table at `adept_export::emit::int8_quantization`.
 //!
