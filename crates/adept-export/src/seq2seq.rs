@@ -246,7 +246,8 @@ pub struct Seq2SeqExportOptions {
     /// `None`: the method's default (ADePT folded, the rest none).
     pub fold: Option<FoldMode>,
     pub dtype: WeightDtype,
-    /// Default-domain opset (17 or later).
+    /// Default-domain opset (17 or later; [`crate::DEFAULT_OPSET`] unless set, as `adept
+    /// export`).
     pub opset: i64,
     pub overwrite: bool,
 }
@@ -256,7 +257,7 @@ impl Default for Seq2SeqExportOptions {
         Self {
             fold: None,
             dtype: WeightDtype::F32,
-            opset: 17,
+            opset: crate::DEFAULT_OPSET,
             overwrite: false,
         }
     }
