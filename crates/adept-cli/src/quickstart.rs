@@ -72,7 +72,7 @@ pub fn run(a: &QuickstartArgs) -> Result<()> {
         int8_blocks: None,
         int8_activations: None,
         int8_keep_float: None,
-        opset: 17,
+        opset: adept_export::DEFAULT_OPSET,
         no_lean: false,
         no_pack: false,
         overwrite: true,

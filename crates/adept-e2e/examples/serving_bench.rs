@@ -169,6 +169,8 @@ fn main() -> Result<()> {
         let dir = o.out.join(format!("{name}-packed"));
         let opts = adept_export::ExportOptions {
             attention: adept_export::AttentionKind::Packed,
+            // The packed `com.microsoft:Attention` layout exists below opset 23 only.
+            opset: 17,
             overwrite: true,
             ..Default::default()
         };

@@ -167,6 +167,45 @@ fn compare(
     );
 }
 
+/// The attention mask's values beyond 0/1: a position below 0 is padding and one above 1 a
+/// token, in the packed and the padded encoder alike and at both opsets (CLS pooling, so only
+/// the encoder reads the mask): the logits equal those of the 0/1 mask.
+#[test]
+fn mask_values_below_0_are_padding_and_above_1_tokens() {
+    let test = "mask_values_below_0_are_padding_and_above_1_tokens";
+    if !ort_available(test) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (tok, enc, info, _) = tiny_pair_sentences(tmp.path());
+    let items = encode_varied(&enc, TINY_SENTENCES, true);
+    assert_padded(&items);
+    let model = testing::tiny_classifier(MethodKind::Adept, Pooling::Cls, 3, 5).unwrap();
+    for opset in [adept_export::DEFAULT_OPSET, 17] {
+        let opts = ExportOptions {
+            fold: Some(FoldMode::Folded),
+            opset,
+            ..Default::default()
+        };
+        let name = format!("mask-values-opset{opset}");
+        let (packed, padded) = export_both(&model, &enc, &tok, &info, &opts, tmp.path(), &name);
+        for (form, path) in [("packed", &packed), ("padded", &padded)] {
+            let bundle = open(path);
+            let refs: Vec<&Encoded> = items.iter().collect();
+            let batch = adept_runtime::PaddedBatch::collate(&refs, enc.pad_id);
+            let want = bundle.run_batch(&batch).unwrap();
+            let mut odd = batch.clone();
+            for m in &mut odd.attention_mask {
+                *m = if *m == 0 { -1 } else { 2 };
+            }
+            let got = bundle.run_batch(&odd).unwrap();
+            let d = max_abs_diff(&got, &want);
+            eprintln!("{name} {form}: mask -1/2 vs 0/1: {d:e}");
+            assert!(d <= PACK_TOL, "{name} {form}: mask -1/2 vs 0/1: {d:e}");
+        }
+    }
+}
+
 #[test]
 fn tiny_packed_equals_padded_every_method() {
     let test = "tiny_packed_equals_padded_every_method";
@@ -260,11 +299,19 @@ fn tiny_packed_dtypes_and_single_sentences() {
             INT8_ROW_TOL,
             17,
         ),
-        // q/k/v kept float in an int8 graph: three products on both paths (no packed
-        // `com.microsoft:Attention` node at opset 17), as the export's check of kept products
-        // sees them.
+        // q/k/v kept float in an int8 graph: three products on both paths (and at opset 17 no
+        // packed `com.microsoft:Attention` node), as the export's check of kept products sees
+        // them.
         (
             "int8-per-row-qkv-float",
+            WeightDtype::Int8,
+            Int8Activations::PerRow,
+            keep_qkv(),
+            INT8_ROW_TOL,
+            d,
+        ),
+        (
+            "int8-per-row-qkv-float-opset17",
             WeightDtype::Int8,
             Int8Activations::PerRow,
             keep_qkv(),

@@ -108,14 +108,22 @@ pub struct Job {
     reply: oneshot::Sender<Reply>,
 }
 
-/// What the queue counts a job as: its inputs (texts, pairs or prompts).
+/// What the queue counts a job as: its inputs (texts, pairs or prompts), and whether anybody
+/// still waits for it.
 pub trait Queued: Send + 'static {
     fn inputs(&self) -> usize;
+    /// Its client went away (the handler, dropped, counted it as cancelled): not to be run.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 impl Queued for Job {
     fn inputs(&self) -> usize {
         self.items.len()
+    }
+    fn cancelled(&self) -> bool {
+        self.reply.is_closed()
     }
 }
 
@@ -162,9 +170,15 @@ impl<J: Queued> Queue<J> {
                     .name(format!("adept-serve-{model}-{i}"))
                     .spawn(move || {
                         let _alive = alive;
-                        while let Some(jobs) = next_round(&rx, &opts) {
+                        while let Some(mut jobs) = next_round(&rx, &opts) {
                             let total: usize = jobs.iter().map(Queued::inputs).sum();
                             stats.queued_inputs.fetch_sub(total, Ordering::AcqRel);
+                            // Requests whose clients left while queued are neither run nor
+                            // counted in the round.
+                            jobs.retain(|j| !j.cancelled());
+                            if jobs.is_empty() {
+                                continue;
+                            }
                             stats.rounds.fetch_add(1, Ordering::Relaxed);
                             stats
                                 .round_requests
@@ -274,13 +288,16 @@ impl<J> Drop for Queue<J> {
 }
 
 /// Takes the next round of jobs: blocks for the first, then adds queued ones until `max_batch`
-/// inputs or `max_wait` after the first. `None` when the queue is closed and empty.
+/// inputs or `max_wait` after the first. Cancelled jobs come along (their inputs leave the
+/// queue's count with the round) but do not count towards `max_batch`. `None` when the queue
+/// is closed and empty.
 fn next_round<J: Queued>(rx: &Mutex<Receiver<J>>, opts: &BatchOptions) -> Option<Vec<J>> {
     let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
     let first = rx.recv().ok()?;
     let now = Instant::now();
     let deadline = now.checked_add(opts.max_wait).unwrap_or(now);
-    let mut inputs = first.inputs();
+    let live = |j: &J| if j.cancelled() { 0 } else { j.inputs() };
+    let mut inputs = live(&first);
     let mut jobs = vec![first];
     while inputs < opts.max_batch {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -291,7 +308,7 @@ fn next_round<J: Queued>(rx: &Mutex<Receiver<J>>, opts: &BatchOptions) -> Option
         };
         match next {
             Some(job) => {
-                inputs += job.inputs();
+                inputs += live(&job);
                 jobs.push(job);
             }
             None => break,
@@ -526,19 +543,36 @@ mod tests {
         fake.release();
         answer(first).unwrap();
         assert_eq!(answer(stays).unwrap(), vec![vec![3.0, 1.0]]);
-        // The second round ran the one input still wanted, not six.
+        // The second round ran the one input still wanted, not six, and counts one request.
         assert_eq!(*fake.calls.lock().unwrap(), vec![1, 1]);
-        assert_eq!(stats.queued_inputs.load(Ordering::Relaxed), 0);
-        // A round whose every request left runs nothing.
+        let snap = stats.snapshot();
+        assert_eq!((snap.rounds, snap.requests_per_round), (2, 1.0));
+        assert_eq!(snap.queued_inputs, 0);
+        // A round whose every request left runs nothing and is not counted; and requests that
+        // left do not fill a round: with max_batch 2, two live requests queued behind two dead
+        // ones still run together.
         let fake = Fake::held();
-        let (b, _) = start(&fake, BatchOptions::default());
+        let opts = BatchOptions {
+            max_batch: 2,
+            ..Default::default()
+        };
+        let (b, stats) = start(&fake, opts);
         let first = b.submit(vec![item(1, 1)]).unwrap();
         fake.wait_until_entered();
         drop(b.submit(vec![item(2, 1)]).unwrap());
+        drop(b.submit(vec![item(3, 1)]).unwrap());
+        let live = [
+            b.submit(vec![item(4, 1)]).unwrap(),
+            b.submit(vec![item(5, 1)]).unwrap(),
+        ];
         fake.release();
         answer(first).unwrap();
+        for rx in live {
+            answer(rx).unwrap();
+        }
         b.shutdown();
-        assert_eq!(*fake.calls.lock().unwrap(), vec![1]);
+        assert_eq!(*fake.calls.lock().unwrap(), vec![1, 2]);
+        assert_eq!(stats.snapshot().rounds, 2);
     }
 
     #[test]

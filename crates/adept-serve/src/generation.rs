@@ -663,6 +663,9 @@ impl Queued for GenJob {
     fn inputs(&self) -> usize {
         self.rows.len() * self.params.num_beams.max(1)
     }
+    fn cancelled(&self) -> bool {
+        self.events.is_closed()
+    }
 }
 
 /// The queue of one generation model and its workers.

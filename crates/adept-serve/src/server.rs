@@ -1023,7 +1023,7 @@ async fn generate_body(
     }
 }
 
-/// Counts a generate request as cancelled when dropped before its answer came.
+/// Counts a request (predict or generate) as cancelled when dropped before its answer came.
 struct Waiting {
     stats: Arc<ModelStats>,
     answered: bool,

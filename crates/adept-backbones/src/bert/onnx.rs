@@ -547,7 +547,10 @@ fn attention_mask(g: &mut GraphBuilder, mask: &str) -> String {
     if !onnx_attention(g) {
         return mask_i32(g, mask);
     }
-    let keys = g.cast(mask, DataType::Bool);
+    // `mask > 0`, as the packed form reads it (a value below 0 is padding; a cast would
+    // take any non-zero value for a token).
+    let zero = g.scalar_i64(0);
+    let keys = g.op("Greater", &[mask, &zero], vec![]);
     let keys = g.unsqueeze(&keys, &[1, 2]); // [batch, 1, 1, L]
     let len = g.dim(mask, 1);
     let ones = g.const_i64(&[1, 1]);
