@@ -1338,32 +1338,24 @@ fn a_t5_bundle_generates_what_the_seq2seq_runtime_does() {
         ..Default::default()
     };
     let small_server = serve(&[("t5", &dir)], small);
-    let too_big = call(
-        &small_server,
-        "POST",
-        "/v1/generate",
-        Some(
-            json!({"inputs": &sources[..2], "parameters": {"max_new_tokens": 2, "num_beams": 3}})
-                .to_string()
-                .as_bytes(),
-        ),
-    );
+    let two_prompts = |beams: usize| {
+        let body = json!({"inputs": &sources[..2],
+            "parameters": {"max_new_tokens": 2, "num_beams": beams}});
+        call(
+            &small_server,
+            "POST",
+            "/v1/generate",
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    let too_big = two_prompts(3);
     assert_eq!(too_big.status, 413, "{}", too_big.json);
     let msg = error_message(&too_big);
     assert!(
         msg.contains("needs 6 places") && msg.contains("--max-queue"),
         "{msg}"
     );
-    let fits = call(
-        &small_server,
-        "POST",
-        "/v1/generate",
-        Some(
-            json!({"inputs": &sources[..2], "parameters": {"max_new_tokens": 2, "num_beams": 2}})
-                .to_string()
-                .as_bytes(),
-        ),
-    );
+    let fits = two_prompts(2);
     assert_eq!(fits.status, 200, "{}", fits.json);
     assert_eq!(
         small_server.state().snapshot()["t5"].rejected_invalid,
