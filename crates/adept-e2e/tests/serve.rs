@@ -489,6 +489,28 @@ fn gated(test: &str, opts: ServeOptions) -> Option<(tempfile::TempDir, Arc<Gate>
     Some((tmp, gate, start(vec![model], opts)))
 }
 
+/// [`gated`] with one predict request ("good") sent and held in the run: the server, its gate
+/// and the thread of that request.
+#[allow(clippy::type_complexity)]
+fn gated_with_one_held(
+    test: &str,
+    opts: ServeOptions,
+) -> Option<(
+    tempfile::TempDir,
+    Arc<Gate>,
+    Arc<Server>,
+    std::thread::JoinHandle<Reply>,
+)> {
+    let (tmp, gate, server) = gated(test, opts)?;
+    let server = Arc::new(server);
+    let first = {
+        let server = server.clone();
+        std::thread::spawn(move || predict(&server, "sst2", &singles(&["good"])))
+    };
+    gate.wait_entered(1);
+    Some((tmp, gate, server, first))
+}
+
 #[test]
 fn stopping_answers_the_request_in_flight_before_it_returns() {
     let test = "stopping_answers_the_request_in_flight_before_it_returns";
@@ -582,15 +604,9 @@ fn requests_beyond_max_pending_get_503_before_their_body_is_read() {
         max_pending: 1,
         ..Default::default()
     };
-    let Some((_tmp, gate, server)) = gated(test, opts) else {
+    let Some((_tmp, gate, server, first)) = gated_with_one_held(test, opts) else {
         return;
     };
-    let server = Arc::new(server);
-    let first = {
-        let server = server.clone();
-        std::thread::spawn(move || predict(&server, "sst2", &singles(&["good"])))
-    };
-    gate.wait_entered(1);
     let busy = predict(&server, "sst2", &singles(&["funny"]));
     assert_eq!(busy.status, 503, "{}", busy.json);
     assert_eq!(busy.retry_after.as_deref(), Some("1"));
@@ -614,15 +630,10 @@ fn requests_beyond_max_pending_get_503_before_their_body_is_read() {
 #[test]
 fn predict_requests_whose_clients_left_are_cancelled_not_run() {
     let test = "predict_requests_whose_clients_left_are_cancelled_not_run";
-    let Some((_tmp, gate, server)) = gated(test, ServeOptions::default()) else {
+    let Some((_tmp, gate, server, first)) = gated_with_one_held(test, ServeOptions::default())
+    else {
         return;
     };
-    let server = Arc::new(server);
-    let first = {
-        let server = server.clone();
-        std::thread::spawn(move || predict(&server, "sst2", &singles(&["good"])))
-    };
-    gate.wait_entered(1);
     let body = json!({"inputs": ["funny", "dull"]});
     let leaving: Vec<_> = (0..3)
         .map(|_| raw_post(&server, "/v1/models/sst2/predict", &body))
