@@ -819,13 +819,15 @@ async fn predict(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response
             ))
         }
     };
-    let body = match read_body(body, st.opts.max_body_bytes, st.opts.body_timeout).await {
+    let reading = read_body(body, st.opts.max_body_bytes, st.opts.body_timeout);
+    let body = match or_cancelled(&model.stats, reading).await {
         Ok(b) => b,
         Err(e) => return refused(e),
     };
     let max_inputs = st.opts.max_inputs;
     let b = bundle.clone();
-    let encoded = match blocking(&permit, move || encode(&b, &body, max_inputs)).await {
+    let encoding = blocking(&permit, move || encode(&b, &body, max_inputs));
+    let encoded = match or_cancelled(&model.stats, encoding).await {
         Ok(e) => e,
         Err(e) => return refused(e),
     };
@@ -892,7 +894,8 @@ async fn generate(model: Arc<ServedModel>, st: &AppState, body: Body) -> Respons
         Ok(p) => Arc::new(p),
         Err(e) => return refuse(&model, e),
     };
-    let body = match read_body(body, st.opts.max_body_bytes, st.opts.body_timeout).await {
+    let reading = read_body(body, st.opts.max_body_bytes, st.opts.body_timeout);
+    let body = match or_cancelled(&model.stats, reading).await {
         Ok(b) => b,
         Err(e) => return refuse(&model, e),
     };
@@ -966,7 +969,7 @@ async fn generate_body(
     };
     let (max_inputs, max_new) = (st.opts.max_inputs, st.opts.max_new_tokens);
     let shape = answering.shape.clone();
-    let read = blocking(&permit, move || {
+    let reading = blocking(&permit, move || {
         let mut req = match shape {
             Shape::Native => read_request(&body, gen.kind, max_inputs, max_new)?,
             Shape::Completions | Shape::Chat => {
@@ -975,9 +978,8 @@ async fn generate_body(
         };
         let rows = gen.encode(&mut req)?;
         Ok((req, rows))
-    })
-    .await;
-    let (req, rows) = match read {
+    });
+    let (req, rows) = match or_cancelled(&model.stats, reading).await {
         Ok(r) => r,
         Err(e) => return refused(e),
     };
@@ -1044,6 +1046,15 @@ impl Drop for Waiting {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Awaits `work` (reading or tokenizing a request's body) and counts the request as cancelled
+/// if the handler is dropped before it ends: its client went away.
+async fn or_cancelled<T>(stats: &Arc<ModelStats>, work: impl std::future::Future<Output = T>) -> T {
+    let mut waiting = Waiting::new(stats.clone());
+    let out = work.await;
+    waiting.answered = true;
+    out
 }
 
 /// The events of a streamed generation: `token` (`{"index", "text"}`) for each piece as it is
@@ -1451,5 +1462,27 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         panic!("the place was not freed once the work ended");
+    }
+
+    #[tokio::test]
+    async fn a_handler_dropped_while_reading_counts_its_request_as_cancelled() {
+        let stats = Arc::new(ModelStats::default());
+        // Finished: not cancelled.
+        assert_eq!(or_cancelled(&stats, async { 7 }).await, 7);
+        assert_eq!(stats.cancelled.load(Ordering::Relaxed), 0);
+        // Dropped while the body is still being read: cancelled, once.
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let s = stats.clone();
+        let handler = tokio::spawn(async move {
+            or_cancelled(&s, async move {
+                started_tx.send(()).ok();
+                std::future::pending::<()>().await
+            })
+            .await
+        });
+        started.await.unwrap();
+        handler.abort();
+        assert!(handler.await.unwrap_err().is_cancelled());
+        assert_eq!(stats.cancelled.load(Ordering::Relaxed), 1);
     }
 }
