@@ -1316,6 +1316,10 @@ impl GraphBuilder {
         };
         let tiny = self.scalar_f32(1e-12);
         let max = self.max(&max, &tiny);
+        let zero = self.constant(
+            TensorProto::from_raw("", DataType::Uint8, &[], vec![zero_point]),
+            format!("scalar_u8_{zero_point}"),
+        );
         if self.opset >= 21 {
             let inverse = self.scalar_f32(1.0 / levels);
             let step = self.mul(&max, &inverse);
@@ -1323,10 +1327,6 @@ impl GraphBuilder {
                 AttributeProto::int("axis", -1),
                 AttributeProto::int("block_size", width as i64),
             ];
-            let zero = self.constant(
-                TensorProto::from_raw("", DataType::Uint8, &[], vec![zero_point]),
-                format!("scalar_u8_{zero_point}"),
-            );
             let q = if zero_point == 0 {
                 // No zero point: uint8 with zero point 0.
                 self.op("QuantizeLinear", &[v, &step], block)
@@ -1344,10 +1344,6 @@ impl GraphBuilder {
         }
         let unit = self.div(v, &max);
         let step = self.scalar_f32(1.0 / levels);
-        let zero = self.constant(
-            TensorProto::from_raw("", DataType::Uint8, &[], vec![zero_point]),
-            format!("scalar_u8_{zero_point}"),
-        );
         let q = self.op("QuantizeLinear", &[&unit, &step, &zero], vec![]);
         QuantizedInput {
             q,

@@ -340,7 +340,7 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 fn run_round(runner: &dyn Runner, mut jobs: Vec<Job>, stats: &ModelStats) {
     // Requests whose clients went away while queued are not run (their handlers counted them
     // as cancelled when they were dropped).
-    jobs.retain(|j| !j.reply.is_closed());
+    jobs.retain(|j| !j.cancelled());
     if jobs.is_empty() {
         return;
     }

@@ -715,7 +715,7 @@ fn generate_round(runner: &mut dyn GenRunner, jobs: Vec<GenJob>, stats: &ModelSt
     let mut groups: Vec<Vec<GenJob>> = Vec::new();
     for job in jobs {
         // Its client went away while it was queued (the handler counted it).
-        if job.events.is_closed() {
+        if job.cancelled() {
             continue;
         }
         match groups.iter_mut().find(|g| g[0].params == job.params) {

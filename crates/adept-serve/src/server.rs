@@ -836,12 +836,9 @@ async fn predict(model: Arc<ServedModel>, st: &AppState, body: Body) -> Response
         Ok(rx) => rx,
         Err(e) => return refused(submit_refusal(e)),
     };
-    // Dropped with this future when the client goes away: counts the request as cancelled
-    // (and dropping `rx` tells the worker not to run it).
-    let mut waiting = Waiting::new(model.stats.clone());
-    let reply = rx.await;
-    waiting.answered = true;
-    let rows = match reply {
+    // A client that goes away drops this future: the request counts as cancelled, and
+    // dropping `rx` tells the worker not to run it.
+    let rows = match or_cancelled(&model.stats, rx).await {
         Ok(Ok(rows)) => rows,
         Ok(Err(why)) => {
             return refused(ApiError::new(
