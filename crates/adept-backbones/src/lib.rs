@@ -111,6 +111,8 @@ pub trait Encoder: Backbone + Send + Sync {
     fn max_sequence_len(&self) -> usize;
     /// Whether the model reads token type ids (BERT: yes; RoBERTa-style, one type: no).
     fn uses_token_types(&self) -> bool;
+    /// Number of transformer layers (`num_hidden_layers`).
+    fn num_layers(&self) -> usize;
     /// Last hidden states `[b, L - keep_from, d]` for `inputs_embeds [b, L, d]` (prompt
     /// included), `attention_mask [b, L]` (u32, 1 = attend) and `token_type_ids [b, L]` (u32;
     /// `None` = type 0). Only rows from `keep_from` on come out, and a family may skip work

@@ -495,6 +495,11 @@ pub struct BundleManifest {
     /// from the file when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub int8_keep_float: Vec<String>,
+    /// int8 bundles with per-tensor activations: the products whose input is quantized per row
+    /// instead (full names; `adept export --int8-per-row`); empty otherwise, and absent from the
+    /// file when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub int8_per_row: Vec<String>,
     /// int8 bundles: how the products' inputs are quantized at run time (absent from bundles
     /// written before it was recorded, which are per row or in blocks, and from non-int8 ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -598,6 +603,17 @@ impl BundleManifest {
             "int8_keep_float {:?} is set but dtype is {}: only int8 bundles keep products float",
             self.int8_keep_float,
             self.dtype
+        );
+        ensure!(
+            self.int8_per_row.is_empty()
+                || self.int8_activations == Some(Int8Activations::PerTensor),
+            "int8_per_row {:?} is set but the bundle is {}{}: only per-tensor int8 bundles \
+             quantize some products per row",
+            self.int8_per_row,
+            self.dtype,
+            self.int8_activations
+                .map(|a| format!(" with {a} activations"))
+                .unwrap_or_default()
         );
         if let Some(a) = self.int8_activations {
             ensure!(

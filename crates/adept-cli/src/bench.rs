@@ -369,12 +369,25 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
     )?;
     // And per tensor (`--int8-activations per-tensor`, every product int8, its default):
     // ONNX Runtime's fused DynamicQuantizeMatMul, the fastest; batch-mates share the scale.
+    // The early feed-forward products quantize per row (its default `--int8-per-row`).
     export_folded(
         FOLDED_INT8_TENSOR,
         adept_export::ExportOptions {
             dtype: int8,
             int8_activations: adept_bundle::Int8Activations::PerTensor,
             int8_keep_float: Vec::new(),
+            ..Default::default()
+        },
+    )?;
+    // The same with every product per tensor (`--int8-per-row none`): what the per-row
+    // products cost in speed and save in error.
+    export_folded(
+        FOLDED_INT8_ALL_TENSOR,
+        adept_export::ExportOptions {
+            dtype: int8,
+            int8_activations: adept_bundle::Int8Activations::PerTensor,
+            int8_keep_float: Vec::new(),
+            int8_per_row: Some(Vec::new()),
             ..Default::default()
         },
     )?;
@@ -562,6 +575,11 @@ pub fn serving(a: &BenchArgs) -> Result<()> {
         find(FOLDED_INT8_TENSOR),
         f,
     );
+    show(
+        "ADePT int8 per tensor / every product per tensor:",
+        find(FOLDED_INT8_TENSOR),
+        find(FOLDED_INT8_ALL_TENSOR),
+    );
     show("ADePT folded lean / full graph:", f, find(FOLDED_FULL));
     show(
         "ADePT folded packed / padded graph:",
@@ -683,8 +701,11 @@ const FOLDED_FULL: &str = "adept-folded-full";
 const FOLDED_PADDED: &str = "adept-folded-padded";
 /// The folded ADePT bundle with `--dtype int8 --int8-blocks 32`.
 const FOLDED_INT8_BLOCKS: &str = "adept-folded-int8-blocks32";
-/// The folded ADePT bundle with `--dtype int8 --int8-activations per-tensor`.
+/// The folded ADePT bundle with `--dtype int8 --int8-activations per-tensor` (the early
+/// feed-forward products per row, its default `--int8-per-row`).
 const FOLDED_INT8_TENSOR: &str = "adept-folded-int8-per-tensor";
+/// The same with `--int8-per-row none`: every product per tensor.
+const FOLDED_INT8_ALL_TENSOR: &str = "adept-folded-int8-all-per-tensor";
 const PY_TORCH_F32: &str = "python torch.onnx.export f32";
 const PY_TORCH_INT8: &str = "python torch.onnx.export int8";
 const PY_ADEPT_INT8: &str = "adept-folded + quantize_dynamic";

@@ -72,6 +72,7 @@ pub fn run(a: &QuickstartArgs) -> Result<()> {
         int8_blocks: None,
         int8_activations: None,
         int8_keep_float: None,
+        int8_per_row: None,
         opset: adept_export::DEFAULT_OPSET,
         no_lean: false,
         no_pack: false,

@@ -23,6 +23,7 @@ fn args(adapter: &Path, out: &Path) -> ExportArgs {
         int8_blocks: None,
         int8_activations: None,
         int8_keep_float: None,
+        int8_per_row: None,
         opset: 17,
         no_lean: false,
         no_pack: false,
@@ -292,6 +293,114 @@ fn int8_keep_float_names_products_and_refuses_names_that_match_none() {
         assert!(
             e.contains("matches no product") && e.contains("encoder.layer.1.intermediate.dense"),
             "{e}"
+        );
+        assert!(!tmp.path().join("bad").exists(), "{bad}: a bundle was left");
+    }
+}
+
+/// `int8_per_row` (per-tensor int8) picks products by whole dot-separated name parts, as
+/// `int8_keep_float` does: they are recorded in the model's metadata (`adept.int8_per_row`) and
+/// the manifest, quantize their input per row (`QuantizeLinear` of the row-scaled input) while
+/// the rest keep `DynamicQuantizeLinear`, and a name that matches no int8 product fails the
+/// export naming the products, leaving no bundle. The default for this two-layer model (every
+/// layer but the last two) is none.
+#[test]
+fn int8_per_row_names_products_and_refuses_names_that_match_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = write_tiny_tokenizer(tmp.path()).unwrap();
+    let enc = testing::text_encoder(&tok, 16).unwrap();
+    let info = testing::task_info("sst2", &["negative", "positive"], &["sentence"]);
+    let model = tiny_classifier(MethodKind::Adept, Pooling::Mean, 2, 5).unwrap();
+    let export = |per_row: Option<&[&str]>, name: &str| {
+        let opts = ExportOptions {
+            dtype: WeightDtype::Int8,
+            int8_activations: adept_bundle::Int8Activations::PerTensor,
+            int8_keep_float: Vec::new(),
+            int8_per_row: per_row.map(|p| p.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        export_classifier(&model, &enc, &tok, &info, &opts, &tmp.path().join(name))
+    };
+    let model_of = |name: &str| {
+        let bytes = std::fs::read(tmp.path().join(name).join("model.onnx")).unwrap();
+        adept_onnx::proto::decode_model(&bytes).unwrap()
+    };
+    let metadata = |name: &str| -> String {
+        model_of(name)
+            .metadata_props
+            .iter()
+            .find(|p| p.key.as_deref() == Some("adept.int8_per_row"))
+            .and_then(|p| p.value.clone())
+            .unwrap_or_default()
+    };
+    // Which quantizer each int8 product's input comes from, over every (sub)graph.
+    let quantizers = |name: &str| -> std::collections::BTreeSet<(String, String)> {
+        let m = model_of(name);
+        let mut nodes = Vec::new();
+        let mut stack = vec![m.graph.clone().unwrap()];
+        while let Some(g) = stack.pop() {
+            for n in &g.node {
+                for a in &n.attribute {
+                    stack.extend(a.g.clone().map(|g| *g));
+                }
+                nodes.push(n.clone());
+            }
+        }
+        let producer = |out: &str| {
+            nodes
+                .iter()
+                .find(|n| n.output.iter().any(|o| o == out))
+                .and_then(|n| n.op_type.clone())
+                .unwrap_or_default()
+        };
+        nodes
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some("MatMulInteger"))
+            .map(|n| {
+                let product = n.input[1].trim_end_matches(".weight_quantized").to_string();
+                (product, producer(&n.input[0]))
+            })
+            .collect()
+    };
+    // The default for two layers: every product per tensor, nothing recorded.
+    export(None, "default").unwrap();
+    assert_eq!(metadata("default"), "");
+    let text = std::fs::read_to_string(tmp.path().join("default").join("adept.json")).unwrap();
+    assert!(!text.contains("int8_per_row"), "{text}");
+    assert!(quantizers("default")
+        .iter()
+        .all(|(_, q)| q == "DynamicQuantizeLinear"));
+
+    export(
+        Some(&["layer.0.intermediate.dense", "layer.1.attention.self"]),
+        "mixed",
+    )
+    .unwrap();
+    let listed = metadata("mixed");
+    assert_eq!(
+        listed,
+        "encoder.layer.0.intermediate.dense,encoder.layer.1.attention.self.query,\
+         encoder.layer.1.attention.self.key,encoder.layer.1.attention.self.value",
+    );
+    let manifest = adept_bundle::BundleManifest::read(&tmp.path().join("mixed")).unwrap();
+    assert_eq!(manifest.int8_per_row.join(","), listed);
+    let q = quantizers("mixed");
+    assert!(q.len() >= 12, "{q:?}");
+    for (product, quantizer) in &q {
+        let row = listed.split(',').any(|p| p == product);
+        let want = if row {
+            "QuantizeLinear"
+        } else {
+            "DynamicQuantizeLinear"
+        };
+        assert_eq!(quantizer, want, "{product}");
+    }
+
+    for bad in ["layer.0.inter", "layer.7", "classifier"] {
+        let e = format!("{:#}", export(Some(&[bad]), "bad").unwrap_err());
+        assert!(
+            e.contains("--int8-per-row") && e.contains("matches no int8 product"),
+            "{bad}: {e}"
         );
         assert!(!tmp.path().join("bad").exists(), "{bad}: a bundle was left");
     }

@@ -23,6 +23,7 @@ fn initializers(model: &Classifier, fold: FoldMode) -> Vec<TensorProto> {
         dtype: WeightDtype::F32,
         int8_activations: Default::default(),
         int8_keep_float: Vec::new(),
+        int8_per_row: None,
         opset: 17,
         attention: Default::default(),
         lean: true,

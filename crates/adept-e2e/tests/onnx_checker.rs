@@ -433,6 +433,7 @@ fn int8_bundles_pass_the_checker_and_fuse() {
         dtype: WeightDtype::Int8,
         int8_activations: adept_bundle::Int8Activations::PerTensor,
         int8_keep_float: Vec::new(),
+        int8_per_row: Some(Vec::new()),
         overwrite: true,
         ..Default::default()
     };

@@ -56,6 +56,9 @@ pub struct ExportOptions {
     /// [`crate::emit::INT8_KEEP_FLOAT_DEFAULT`], as `adept export`; see
     /// `emit::int8_quantization`).
     pub int8_keep_float: Vec<String>,
+    /// int8 per tensor only: products whose weight name contains one of these quantize their
+    /// input per row instead; `None`: [`crate::emit::int8_per_row_default`] (as `adept export`).
+    pub int8_per_row: Option<Vec<String>>,
     pub opset: i64,
     /// How self-attention is emitted (both run the same kernels' math; see `AttentionKind`).
     pub attention: AttentionKind,
@@ -78,6 +81,7 @@ impl Default for ExportOptions {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            int8_per_row: None,
             opset: crate::DEFAULT_OPSET,
             attention: AttentionKind::default(),
             lean: true,
@@ -263,8 +267,9 @@ pub fn manifest_for(
         num_outputs: n,
         opset: opts.opset,
         dtype: opts.dtype,
-        // Filled in from what `model_bytes` kept float.
+        // Filled in from what `model_bytes` kept float or quantized per row.
         int8_keep_float: Vec::new(),
+        int8_per_row: Vec::new(),
         int8_activations: (opts.dtype == WeightDtype::Int8).then_some(opts.int8_activations),
         fold,
         method: model.adapter.method().to_string().parse()?,
@@ -277,15 +282,29 @@ pub fn manifest_for(
     })
 }
 
-/// The serialized ONNX model for `model`, the number of nodes, with int8 the products kept
-/// float besides the head (full names, as the model's metadata `adept.int8_keep_float` and the
-/// manifest record them), and whether the encoder was emitted packed ([`emit::is_packed`]).
+/// What [`model_bytes`] emitted.
+pub struct EmittedModel {
+    /// The serialized ONNX model.
+    pub bytes: Vec<u8>,
+    pub nodes: usize,
+    /// With int8: the products kept float beside the head (full names, as the model's metadata
+    /// `adept.int8_keep_float` and the manifest record them).
+    pub kept_float: Vec<String>,
+    /// With int8 per tensor: the products whose input is quantized per row (full names, as the
+    /// metadata `adept.int8_per_row` and the manifest record them).
+    pub per_row: Vec<String>,
+    /// Whether the encoder was emitted packed ([`emit::is_packed`]).
+    pub packed: bool,
+}
+
+/// The ONNX model for `model`: the graph, its metadata, and what int8 kept float or quantized
+/// per row.
 pub fn model_bytes(
     model: &Classifier,
     fold: FoldMode,
     opts: &ExportOptions,
     manifest: &BundleManifest,
-) -> Result<(Vec<u8>, usize, Vec<String>, bool)> {
+) -> Result<EmittedModel> {
     let mut builder = emit::classifier_graph(
         model,
         &GraphOptions {
@@ -293,6 +312,7 @@ pub fn model_bytes(
             dtype: opts.dtype,
             int8_activations: opts.int8_activations,
             int8_keep_float: opts.int8_keep_float.clone(),
+            int8_per_row: opts.int8_per_row.clone(),
             opset: opts.opset,
             attention: opts.attention,
             lean: opts.lean,
@@ -302,6 +322,7 @@ pub fn model_bytes(
     let nodes = builder.graph().all_nodes().len();
     let packed = crate::emit::is_packed(builder.graph());
     let kept = kept_float_products(builder.graph(), opts)?;
+    let per_row = per_row_products(builder.graph(), opts)?;
     let builder = builder
         .producer("adept", env!("CARGO_PKG_VERSION"))
         .metadata("adept.task", &manifest.task)
@@ -320,7 +341,60 @@ pub fn model_bytes(
     } else {
         builder.metadata("adept.int8_keep_float", &kept.join(","))
     };
-    Ok((builder.to_bytes()?, nodes, kept, packed))
+    let builder = if per_row.is_empty() {
+        builder
+    } else {
+        builder.metadata("adept.int8_per_row", &per_row.join(","))
+    };
+    Ok(EmittedModel {
+        bytes: builder.to_bytes()?,
+        nodes,
+        kept_float: kept,
+        per_row,
+        packed,
+    })
+}
+
+/// The int8 products of `graph` (full names): an int8 weight (`.weight_quantized`, blocks
+/// `.weight_q8`).
+fn quantized_products(graph: &adept_onnx::GraphBuilder) -> Vec<String> {
+    graph
+        .initializer_names()
+        .filter_map(|n| {
+            n.strip_suffix(".weight_quantized")
+                .or_else(|| n.strip_suffix(".weight_q8"))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// With int8 per tensor: the products quantized per row (`opts.int8_per_row`, or its default
+/// for the model); an error names a name the user gave that matches no int8 product, and what
+/// they are called.
+fn per_row_products(graph: &adept_onnx::GraphBuilder, opts: &ExportOptions) -> Result<Vec<String>> {
+    if opts.dtype != WeightDtype::Int8 || opts.int8_activations != Int8Activations::PerTensor {
+        return Ok(Vec::new());
+    }
+    let Some(q) = graph.matmul_quantization() else {
+        return Ok(Vec::new());
+    };
+    let quantized = quantized_products(graph);
+    let per_row: Vec<String> = quantized
+        .iter()
+        .filter(|p| q.row_scaled(p))
+        .cloned()
+        .collect();
+    for k in opts.int8_per_row.iter().flatten() {
+        ensure!(
+            per_row.iter().any(|p| adept_onnx::names_part(p, k)),
+            "--int8-per-row {k:?} matches no int8 product of this model: name them as the graph \
+             does, in whole dot-separated parts (e.g. layer.0.intermediate.dense, \
+             layer.3.attention.self, output.dense), and not one kept float; its int8 products \
+             are {}",
+            quantized.join(", ")
+        );
+    }
+    Ok(per_row)
 }
 
 /// With int8: the products `opts.int8_keep_float` kept float (recorded in the model's
@@ -332,14 +406,7 @@ fn kept_float_products(
     if opts.dtype != WeightDtype::Int8 || opts.int8_keep_float.is_empty() {
         return Ok(Vec::new());
     }
-    let names: Vec<&str> = graph.initializer_names().collect();
-    // Products: an int8 weight (`.weight_quantized`, blocks `.weight_q8`) or a float one kept.
-    let product = |n: &str| {
-        n.strip_suffix(".weight_quantized")
-            .or_else(|| n.strip_suffix(".weight_q8"))
-            .map(str::to_owned)
-    };
-    let quantized: Vec<String> = names.iter().filter_map(|n| product(n)).collect();
+    let quantized = quantized_products(graph);
     // Float products: a `.weight` a MatMul or Gemm reads (or a Concat, as the float
     // `Attention` node's q/k/v weight).
     let float_products: std::collections::BTreeSet<&str> = graph
@@ -419,8 +486,15 @@ pub fn export_classifier(
     let fold = resolve_fold(model, opts)?;
     let mut manifest = manifest_for(model, enc, info, fold, opts)?;
     let staging = Staging::beside(out_dir)?;
-    let (bytes, nodes, kept, packed) = model_bytes(model, fold, opts, &manifest)?;
-    manifest.int8_keep_float = kept;
+    let EmittedModel {
+        bytes,
+        nodes,
+        kept_float,
+        per_row,
+        packed,
+    } = model_bytes(model, fold, opts, &manifest)?;
+    manifest.int8_keep_float = kept_float;
+    manifest.int8_per_row = per_row;
     let model_path = staging.dir.join(MODEL_FILE);
     // Flushed to disk (`fsync`) before the folder is renamed into place: a crash must not leave
     // a complete-looking bundle with a truncated model.

@@ -59,6 +59,13 @@ pub struct ExportArgs {
     /// from (see the README's int8 section); per tensor and in blocks: none].
     #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
     pub int8_keep_float: Option<Vec<String>>,
+    /// With `--int8-activations per-tensor`: quantize the input of the products whose weight
+    /// name contains NAME per row instead (repeatable; `none`: every product per tensor)
+    /// [default: the feed-forward products of every layer but the last two, where most of the
+    /// per-tensor error comes from: the per-row error at the per-tensor speed (see the README's
+    /// int8 section)].
+    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
+    pub int8_per_row: Option<Vec<String>>,
     /// Default-domain ONNX opset (17 or later; from 23 on an encoder's attention is ONNX's own
     /// `Attention`, faster in ONNX Runtime ≥ 1.23 than the `com.microsoft` kernel it replaces;
     /// 17 for older runtimes).
@@ -124,9 +131,10 @@ fn refuse_int8_options(args: &ExportArgs, kind: &str) -> Result<()> {
     ensure!(
         args.int8_blocks.is_none()
             && args.int8_keep_float.is_none()
-            && args.int8_activations.is_none(),
-        "--int8-blocks, --int8-activations and --int8-keep-float apply to encoder classifier \
-         runs; {} is a {kind} run: drop them",
+            && args.int8_activations.is_none()
+            && args.int8_per_row.is_none(),
+        "--int8-blocks, --int8-activations, --int8-keep-float and --int8-per-row apply to \
+         encoder classifier runs; {} is a {kind} run: drop them",
         args.adapter.display()
     );
     Ok(())
@@ -170,6 +178,43 @@ pub fn int8_keep_float(args: &ExportArgs) -> Result<Vec<String>> {
         );
     }
     Ok(names.clone())
+}
+
+/// `--int8-per-row`, checked: only with `--dtype int8 --int8-activations per-tensor`, names not
+/// empty, `none` alone (→ `Some([])`); absent: `None`, the default for the model
+/// ([`crate::emit::int8_per_row_default`]).
+pub fn int8_per_row(args: &ExportArgs) -> Result<Option<Vec<String>>> {
+    let Some(names) = &args.int8_per_row else {
+        return Ok(None);
+    };
+    ensure!(
+        args.dtype == WeightDtype::Int8,
+        "--int8-per-row needs --dtype int8 --int8-activations per-tensor (the bundle is {})",
+        args.dtype
+    );
+    let activations = int8_activations(args)?;
+    ensure!(
+        activations == Int8Activations::PerTensor,
+        "--int8-per-row picks products to quantize per row in a per-tensor bundle; with \
+         --int8-activations {activations} it does nothing: add --int8-activations per-tensor or \
+         drop it"
+    );
+    if names.iter().any(|n| n == "none") {
+        ensure!(
+            names.len() == 1,
+            "--int8-per-row none quantizes every product per tensor: do not combine it with \
+             names ({names:?})"
+        );
+        return Ok(Some(Vec::new()));
+    }
+    for n in names {
+        ensure!(
+            !n.trim().is_empty(),
+            "--int8-per-row takes a weight name or part of one (e.g. layer.0.intermediate.dense), \
+             not an empty string"
+        );
+    }
+    Ok(Some(names.clone()))
 }
 
 /// `--int8-blocks`, checked: only with `--dtype int8`, a power of two of at least 16.
@@ -233,6 +278,7 @@ pub fn run_export(args: &ExportArgs) -> Result<ExportReport> {
         dtype: args.dtype,
         int8_activations: int8_activations(args)?,
         int8_keep_float: int8_keep_float(args)?,
+        int8_per_row: int8_per_row(args)?,
         opset: args.opset,
         overwrite: args.overwrite,
         lean: !args.no_lean,
@@ -361,11 +407,47 @@ mod tests {
             int8_blocks: blocks,
             int8_activations: None,
             int8_keep_float: None,
+            int8_per_row: None,
             opset: crate::DEFAULT_OPSET,
             no_lean: false,
             no_pack: false,
             overwrite: false,
         }
+    }
+
+    #[test]
+    fn int8_per_row_default_is_the_feed_forward_of_all_but_the_last_two_layers() {
+        let six = crate::emit::int8_per_row_default(6);
+        assert_eq!(six.len(), 8);
+        assert_eq!(six[0], "layer.0.intermediate.dense");
+        assert_eq!(six[1], "layer.0.output.dense");
+        assert_eq!(six[7], "layer.3.output.dense");
+        assert!(crate::emit::int8_per_row_default(2).is_empty());
+        assert!(crate::emit::int8_per_row_default(0).is_empty());
+    }
+
+    #[test]
+    fn int8_per_row_is_for_per_tensor_bundles_and_is_checked() {
+        let mut a = args(WeightDtype::Int8, None);
+        assert_eq!(int8_per_row(&a).unwrap(), None);
+        a.int8_per_row = Some(vec!["layer.0.intermediate.dense".into()]);
+        // Per row (the default form) every product is already per row.
+        let err = format!("{:#}", int8_per_row(&a).unwrap_err());
+        assert!(err.contains("--int8-activations per-tensor"), "{err}");
+        a.int8_activations = Some(Int8Activations::PerTensor);
+        assert_eq!(
+            int8_per_row(&a).unwrap(),
+            Some(vec!["layer.0.intermediate.dense".to_string()])
+        );
+        a.int8_per_row = Some(vec!["none".into()]);
+        assert_eq!(int8_per_row(&a).unwrap(), Some(Vec::new()));
+        a.int8_per_row = Some(vec!["none".into(), "x".into()]);
+        assert!(format!("{:#}", int8_per_row(&a).unwrap_err()).contains("do not combine"));
+        a.int8_per_row = Some(vec!["".into()]);
+        assert!(format!("{:#}", int8_per_row(&a).unwrap_err()).contains("not an empty string"));
+        let mut f = args(WeightDtype::F32, None);
+        f.int8_per_row = Some(vec!["x".into()]);
+        assert!(format!("{:#}", int8_per_row(&f).unwrap_err()).contains("needs --dtype int8"));
     }
 
     #[test]

@@ -391,6 +391,7 @@ pub fn export_causal_lm(
         opset: opts.opset,
         dtype: opts.dtype,
         int8_keep_float: Vec::new(),
+        int8_per_row: Vec::new(),
         int8_activations: None,
         fold,
         method: method.to_string().parse()?,

@@ -364,6 +364,7 @@ fn if_else_builds_two_branches_over_shared_weights() {
         min_features: 8,
         keep_float: vec!["kept".into()],
         activations: crate::ActivationQuantization::PerRow,
+        per_row: Vec::new(),
     }));
     let w: Vec<f32> = (0..64).map(|i| i as f32 / 64.0 - 0.5).collect();
     let outs = g

@@ -321,6 +321,7 @@ impl ServedModel {
                     "prompt_length": m.prompt_length,
                     "dtype": m.dtype,
                     "int8_keep_float": m.int8_keep_float,
+                    "int8_per_row": m.int8_per_row,
                     "int8_activations": m.int8_activations,
                     "fold": m.fold,
                     "device": bundle.device,

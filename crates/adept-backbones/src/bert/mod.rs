@@ -531,6 +531,9 @@ impl Encoder for BertEncoder {
     fn uses_token_types(&self) -> bool {
         self.config.type_vocab_size > 1
     }
+    fn num_layers(&self) -> usize {
+        self.config.num_hidden_layers
+    }
     fn forward_embeds_from(
         &self,
         inputs_embeds: &Tensor,

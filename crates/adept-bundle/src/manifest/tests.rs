@@ -23,6 +23,7 @@ fn sample(dir: &Path) -> BundleManifest {
         opset: 17,
         dtype: WeightDtype::F32,
         int8_keep_float: Vec::new(),
+        int8_per_row: Vec::new(),
         int8_activations: None,
         fold: FoldMode::Folded,
         method: Method::Adept,
@@ -110,6 +111,18 @@ fn corrupt_or_inconsistent_manifests_are_refused() {
         (
             "only int8 bundles quantize activations",
             Box::new(|m| m.int8_activations = Some(Int8Activations::PerTensor)),
+        ),
+        (
+            "only per-tensor int8 bundles quantize some products per row",
+            Box::new(|m| m.int8_per_row = vec!["encoder.layer.0.output.dense".into()]),
+        ),
+        (
+            "is set but the bundle is int8 with per-row activations",
+            Box::new(|m| {
+                m.dtype = WeightDtype::Int8;
+                m.int8_activations = Some(Int8Activations::PerRow);
+                m.int8_per_row = vec!["encoder.layer.0.output.dense".into()];
+            }),
         ),
     ];
     for (needle, break_it) in cases {

@@ -44,6 +44,7 @@ fn manifest(max_length: usize, over_length: &str, vocab_size: usize) -> BundleMa
         opset: 17,
         dtype: WeightDtype::F32,
         int8_keep_float: Vec::new(),
+        int8_per_row: Vec::new(),
         int8_activations: None,
         fold: FoldMode::None,
         method: Method::HeadOnly,

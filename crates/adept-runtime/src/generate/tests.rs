@@ -114,6 +114,7 @@ fn tiny_bundle(dir: &Path, edit: impl FnOnce(&mut DecoderSpec)) {
         opset: 17,
         dtype: WeightDtype::F32,
         int8_keep_float: Vec::new(),
+        int8_per_row: Vec::new(),
         int8_activations: None,
         fold: FoldMode::Folded,
         method: Method::Adept,
