@@ -1271,17 +1271,18 @@ impl GraphBuilder {
         })
     }
 
-    /// `x [..., in_features]` quantized to `uint8` at run time, as the configured
-    /// [`ActivationQuantization`] says; returns `q` of `x`'s shape, a scale and a zero point
-    /// with `x ≈ (q − zero_point) · scale / levels` (see [`QuantizedInput`]):
-    /// - [`PerRow`](ActivationQuantization::PerRow): `max [..., 1] = max(max_k |x[.., k]|,
-    ///   1e-12)` (`Abs`, `ReduceMax`, `Max`), then one step per row (see [`quantize_rows`](
-    ///   Self::quantize_rows)), zero point 128;
-    /// - [`PerTensor`](ActivationQuantization::PerTensor): `DynamicQuantizeLinear(x)` (scalar
-    ///   scale and zero point over the whole tensor, `levels` 1).
+    /// `x [..., in_features]` quantized to `uint8` at run time, per row or per tensor as
+    /// `per_row` says (the product's [`row_scaled`](Self::row_scaled)); returns `q` of `x`'s
+    /// shape, a scale and a zero point with `x ≈ (q − zero_point) · scale / levels` (see
+    /// [`QuantizedInput`]):
+    /// - per row: `max [..., 1] = max(max_k |x[.., k]|, 1e-12)` (`Abs`, `ReduceMax`, `Max`),
+    ///   then one step per row (see `quantize_rows`), zero point 128 (a value known to be
+    ///   bounded below: `x − floor` on 0..255, zero point 0);
+    /// - per tensor: `DynamicQuantizeLinear(x)` (scalar scale and zero point over the whole
+    ///   tensor, `levels` 1).
     ///
-    /// Done once per value: a second call with the same `x` returns the first call's outputs,
-    /// so a layer's query, key and value share one quantization.
+    /// Done once per value and form: a second call with the same `x` and `per_row` returns the
+    /// first call's outputs, so a layer's query, key and value share one quantization.
     ///
     /// `width`: `x`'s last dimension (`in_features` of the products that read it).
     pub fn dynamic_quantize(&mut self, x: &str, width: usize, per_row: bool) -> QuantizedInput {
