@@ -62,8 +62,8 @@ pub struct ExportArgs {
     /// With `--int8-activations per-tensor`: quantize the input of the products whose weight
     /// name contains NAME per row instead (repeatable; `none`: every product per tensor)
     /// [default: the feed-forward products of every layer but the last two, where most of the
-    /// per-tensor error comes from: the per-row error at the per-tensor speed (see the README's
-    /// int8 section)].
+    /// per-tensor error comes from: about the per-row error for 5-8 % of the per-tensor speed
+    /// (see the README's int8 section)].
     #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
     pub int8_per_row: Option<Vec<String>>,
     /// Default-domain ONNX opset (17 or later; from 23 on an encoder's attention is ONNX's own
