@@ -40,9 +40,10 @@ pub struct GraphBuilder {
     weight_dtype: DataType,
     /// Dynamic int8 quantization of [`linear`](GraphBuilder::linear)'s products, when set.
     quantization: Option<MatMulQuantization>,
-    /// The run-time quantization of each quantized float value ([`QuantizedInput`]), so
-    /// products reading the same value (a layer's query, key and value) quantize it once.
-    quantized_inputs: HashMap<String, QuantizedInput>,
+    /// The run-time quantization of each quantized float value and form (per row or not;
+    /// [`QuantizedInput`]), so products reading the same value the same way (a layer's query,
+    /// key and value) quantize it once.
+    quantized_inputs: HashMap<(String, bool), QuantizedInput>,
     /// Values known to be bounded below (GELU ≥ −0.17, ReLU ≥ 0): per row they are quantized
     /// as `x − floor` on the full unsigned range (see [`dynamic_quantize`](Self::dynamic_quantize)).
     lower_bounds: HashMap<String, f32>,
@@ -1286,7 +1287,7 @@ impl GraphBuilder {
     ///
     /// `width`: `x`'s last dimension (`in_features` of the products that read it).
     pub fn dynamic_quantize(&mut self, x: &str, width: usize, per_row: bool) -> QuantizedInput {
-        let key = format!("{x}|{}", if per_row { "row" } else { "tensor" });
+        let key = (x.to_owned(), per_row);
         if let Some(q) = self.quantized_inputs.get(&key) {
             return q.clone();
         }

@@ -200,8 +200,9 @@ pub fn int8_quantization(
 /// accuracy 77.06; 872 dev sentences, ONNX Runtime 1.31, 2 threads, an AVX2 CPU), by quantizing
 /// one product group per row at a time with the rest per tensor: layers 4–5 removed nothing of
 /// the mean |int8 − f32| logit error (0.0448 all per tensor; about half the logit-margin error
-/// the README reports), the feed-forward products of layers 0–3 the most (to 0.0406–0.042 each, with layer 3's attention projections). Per row
-/// where it matters and per tensor elsewhere:
+/// the README reports), the feed-forward products of layers 0–3 the most (to 0.0406–0.042
+/// each, with layer 3's attention projections). Per row where it matters and per tensor
+/// elsewhere:
 ///
 /// | per row on                         | agree b1 | agree b32 | mean err | sentences/s b1 |
 /// |------------------------------------|----------|-----------|----------|----------------|
