@@ -656,6 +656,36 @@ fn one_sided_bound(row: &[f64], wrow: &[f32], floor: f64) -> f64 {
         + 1e-4
 }
 
+/// Scales the weights of the odd inputs of a row-major `[out, d]` weight by 0.005, so that their
+/// int8 codes are at most ±1: a product with 8-bit weights then computes exact integers on
+/// every CPU, as the bounds assume. On x86 without VNNI ONNX Runtime's u8 × s8 kernel adds the
+/// products of adjacent inputs (2j, 2j + 1) in a saturating int16 (`vpmaddubsw`), which
+/// `255 · 127 + 255 · 127` overflows and `255 · 127 + 255` does not (see
+/// `adept_onnx::PER_ROW_WEIGHT_LEVELS`).
+fn damp_odd_inputs(w: &mut [f32], d: usize) {
+    w.iter_mut()
+        .enumerate()
+        .filter(|(i, _)| (i % d) % 2 == 1)
+        .for_each(|(_, v)| *v *= 0.005);
+}
+
+/// The largest |code| of the int8 initializer `name` of `model`: the weight levels it was
+/// quantized to (each channel's largest entry maps to ±levels).
+fn largest_code(model: &ModelBuilder, name: &str) -> i32 {
+    let proto = model.build().unwrap();
+    let graph = proto.graph.expect("a graph");
+    let t = graph
+        .initializer
+        .iter()
+        .find(|t| t.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no initializer {name}"));
+    let raw = t.raw_data.as_ref().expect("raw int8 data");
+    raw.iter()
+        .map(|&b| i32::from(b as i8).abs())
+        .max()
+        .unwrap_or(0)
+}
+
 /// Asserts `|got − want| ≤ bound` for `what`; returns the error as a fraction of the bound.
 fn within(what: impl std::fmt::Display, got: f64, want: f64, bound: f64) -> f64 {
     let err = (got - want).abs();
@@ -697,17 +727,9 @@ fn quantized_linear_case(activations: adept_onnx::ActivationQuantization, rows: 
     let bq = rng.vec(out, 0.1);
     let mut wk = rng.vec(out * d, 0.05);
     if !all_rows {
-        // 8-bit weights: on x86 without VNNI ONNX Runtime's kernel adds the products of
-        // adjacent inputs (2j, 2j + 1) in a saturating int16 (`vpmaddubsw`), which full-range
-        // weights can overflow (see `adept_onnx::PER_ROW_WEIGHT_LEVELS`): odd inputs get small
-        // weights, so no pair of int8 codes exceeds 128 in magnitude and the integers are exact
-        // on every CPU, as the bound assumes.
-        for w in [&mut wq, &mut wk] {
-            w.iter_mut()
-                .enumerate()
-                .filter(|(i, _)| (i % d) % 2 == 1)
-                .for_each(|(_, v)| *v *= 0.005);
-        }
+        // 8-bit weights (the per-row form's 7-bit ones cannot saturate).
+        damp_odd_inputs(&mut wq, d);
+        damp_odd_inputs(&mut wk, d);
     }
     let wh = rng.vec(n * out, 0.5);
     let bh = rng.vec(n, 0.1);
@@ -750,6 +772,13 @@ fn quantized_linear_case(activations: adept_onnx::ActivationQuantization, rows: 
     }
     assert_eq!(count(&nodes, "MatMulInteger"), 2);
     assert_eq!(count(&nodes, "MatMul"), 1, "the [80 → 2] head stays float");
+    // 7-bit weights in the per-row form only, 8-bit ones per tensor, the per-row products of
+    // the per-tensor form included.
+    let levels = if all_rows { 63 } else { 127 };
+    for name in ["query", "key"] {
+        let weight = format!("{name}.weight_quantized");
+        assert_eq!(largest_code(&model, &weight), levels, "{weight}");
+    }
 
     let inputs = json!({ "x": tensor_json("float32", &[batch, seq, d], &x) });
     let report = check_and_run(test, &model, inputs);
@@ -875,7 +904,8 @@ fn block_quantized_linear_stays_within_its_bound() {
 
 /// Per row, a GELU output (≥ −0.17) is quantized as `x − floor` on all 256 levels with the
 /// floor folded back into the bias: the product stays within the bound of that finer step
-/// (half the symmetric one), plus the weights' rounding times `|floor|`.
+/// (half the symmetric one), plus the weights' rounding times `|floor|`. Its weights have 7 bits,
+/// as every per-row product's (see `adept_onnx::PER_ROW_WEIGHT_LEVELS`).
 #[test]
 fn a_one_sided_input_is_quantized_shifted_and_stays_within_its_bound() {
     let test = "quantized_linear_one_sided";
@@ -897,6 +927,11 @@ fn a_one_sided_input_is_quantized_shifted_and_stays_within_its_bound() {
     g.output_as(&y, "y", DataType::Float, &dims(out)).unwrap();
     let inputs = json!({ "x": tensor_json("float32", &[rows, d], &pre) });
     let report = check_and_run(test, &model, inputs);
+    assert_eq!(
+        largest_code(&model, "output.weight_quantized"),
+        63,
+        "one-sided input in the per-row form: 7-bit weights"
+    );
     let (_, got) = output(&report, "y");
     let gelu = |v: f64| 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2));
     let x: Vec<f64> = pre.iter().map(|&v| gelu(f64::from(v))).collect();
@@ -965,6 +1000,16 @@ fn unbiased_products_with_bias_gelu_and_a_returned_correction_stay_within_their_
     }
     let inputs = json!({ "x": tensor_json("float32", &[rows, d], &x) });
     let report = check_and_run(test, &model, inputs);
+    assert_eq!(
+        largest_code(&model, "inter.weight_quantized"),
+        63,
+        "symmetric input in the per-row form: 7-bit weights"
+    );
+    assert_eq!(
+        largest_code(&model, "output.weight_quantized"),
+        63,
+        "one-sided input in the per-row form: 7-bit weights"
+    );
     let gelu = |v: f64| 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2));
     let xd: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
     let pre = ref_linear(&xd, &w1, &b1, d, hidden);
