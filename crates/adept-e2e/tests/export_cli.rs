@@ -301,8 +301,8 @@ fn int8_keep_float_names_products_and_refuses_names_that_match_none() {
 /// `int8_per_row` (per-tensor int8) picks products by whole dot-separated name parts, as
 /// `int8_keep_float` does: they are recorded in the model's metadata (`adept.int8_per_row`) and
 /// the manifest, quantize their input per row (`QuantizeLinear` of the row-scaled input) while
-/// the rest keep `DynamicQuantizeLinear`, and a name that matches no int8 product fails the
-/// export naming the products, leaving no bundle. The default for this two-layer model (every
+/// the rest keep `DynamicQuantizeLinear`, and a name that matches no int8 product (the int8
+/// vocabulary table is none) fails the export naming the products, leaving no bundle. The default for this two-layer model (every
 /// layer but the last two) is none.
 #[test]
 fn int8_per_row_names_products_and_refuses_names_that_match_none() {
@@ -396,10 +396,23 @@ fn int8_per_row_names_products_and_refuses_names_that_match_none() {
         assert_eq!(quantizer, want, "{product}");
     }
 
-    for bad in ["layer.0.inter", "layer.7", "classifier"] {
+    // The int8 vocabulary table is read by a gather, not a product: naming it (or its
+    // `adapter` prefix) is refused too, and the list of products leaves it out.
+    for bad in [
+        "layer.0.inter",
+        "layer.7",
+        "classifier",
+        "adapter",
+        "folded_word_embeddings",
+    ] {
         let e = format!("{:#}", export(Some(&[bad]), "bad").unwrap_err());
         assert!(
             e.contains("--int8-per-row") && e.contains("matches no int8 product"),
+            "{bad}: {e}"
+        );
+        assert!(
+            e.contains("encoder.layer.1.output.dense")
+                && !e.contains("adapter.folded_word_embeddings"),
             "{bad}: {e}"
         );
         assert!(!tmp.path().join("bad").exists(), "{bad}: a bundle was left");

@@ -356,10 +356,18 @@ pub fn model_bytes(
 }
 
 /// The int8 products of `graph` (full names): an int8 weight (`.weight_quantized`, blocks
-/// `.weight_q8`).
+/// `.weight_q8`) that a `MatMulInteger` or `MatMulNBits` reads, in any (sub)graph; not the
+/// int8 vocabulary table, which a gather reads under the same suffix.
 fn quantized_products(graph: &adept_onnx::GraphBuilder) -> Vec<String> {
+    let read_by_products: std::collections::BTreeSet<&str> = graph
+        .all_nodes()
+        .into_iter()
+        .filter(|n| matches!(n.op_type.as_deref(), Some("MatMulInteger" | "MatMulNBits")))
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
     graph
         .initializer_names()
+        .filter(|n| read_by_products.contains(n))
         .filter_map(|n| {
             n.strip_suffix(".weight_quantized")
                 .or_else(|| n.strip_suffix(".weight_q8"))
