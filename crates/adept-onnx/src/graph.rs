@@ -206,28 +206,55 @@ pub fn quantize_per_channel(weight: &[f32], dims: [usize; 2]) -> (Vec<i8>, Vec<f
     quantize_per_channel_to(weight, dims, 127)
 }
 
-/// Weight levels (each side of zero) of the products of the per-row form
-/// ([`ActivationQuantization::PerRow`]): 7 bits, `[-63, 63]`. On x86 CPUs without VNNI (AVX2,
-/// AVX-512F) ONNX Runtime's u8 × s8 kernels multiply with `vpmaddubsw`, which adds two adjacent
-/// `u8 · s8` products in a saturating int16, and `2 · 255 · 127` overflows it. A per-row input
-/// puts every row's largest value at the top of the uint8 range (255), so with full-range
-/// weights some sums clip; `2 · 255 · 63` cannot (ONNX Runtime's `reduce_range` remedy), so the
-/// per-row form computes the same integers on every CPU. Measured on an AVX2 CPU (MiniLM, the
-/// quickstart's l = 60 SST-2 adapter, 872 dev sentences): the mean |int8 − f32| logit-margin
-/// error fell from 0.047 to 0.039 with the coarser weights, accuracy 76.72 → 76.95 (f32 77.06).
-/// Kept at 7 bits for the one-sided inputs too (GELU outputs as `x − floor`, zero point 0, whose
-/// codes sit near 0 but for a row's largest few): 8 bits there, tried on the same CPU, clipped
-/// 0.007–0.03 % of the accumulators on plain MiniLM's GELU rows (against 0.2–1.4 % for the
-/// symmetric feed-forward input) and helped the quickstart adapter (margin error 0.039 → 0.038,
-/// labels equal to f32 98.97 → 99.31 %), but made the int8 CI test's adapter worse (mean logit
-/// error 0.027 → 0.034, labels 98.17 → 97.82 %): with a soft prompt's rows the clipping is not
-/// rare enough to rely on.
+/// Largest `|q[2j, o]| + |q[2j + 1, o]|` before rounding of the per-row form's weights (see
+/// [`quantize_per_channel_pairs`]): after rounding a pair sums to at most 128, and
+/// `255 · 128 = 32640` fits the int16 that `vpmaddubsw` adds a pair of `u8 · s8` products in.
+pub const PAIR_SUM_LEVELS: i8 = 127;
+
+/// Per-output-channel int8 quantization of a row-major `[out, in]` weight whose products can
+/// never overflow ONNX Runtime's u8 × s8 kernels on x86 CPUs without VNNI (AVX2, AVX-512F):
+/// `scale[o] = max_j (|w[o, 2j]| + |w[o, 2j + 1]|) / 127` ([`PAIR_SUM_LEVELS`]; an odd last
+/// input pairs with nothing; 1 for an all-zero row) and `q[i, o] = round(w[o, i] / scale[o])`,
+/// returned transposed `[in, out]` like [`quantize_per_channel`].
 ///
-/// The per-tensor form keeps 8 bits, its per-row products included
-/// ([`MatMulQuantization::per_row`]): there 7 bits raised that error from 0.052 to 0.064, the
-/// weights' rounding costing more than the rarer clipping (as ONNX Runtime's own
-/// `quantize_dynamic`, which keeps 8 bits by default).
-pub const PER_ROW_WEIGHT_LEVELS: i8 = 63;
+/// Those kernels multiply with `vpmaddubsw`, which adds the `u8 · s8` products of inputs 2j and
+/// 2j + 1 in a saturating int16: with full-range weights `2 · 255 · 127` overflows it, and a
+/// per-row input puts every row's largest value at 255 (0 or 255 around the zero point 128
+/// when symmetric), so some sums clip. Bounding each adjacent pair's sum instead of each
+/// weight (`255 · 128` fits) makes the integers exact on every CPU at a finer step than ONNX
+/// Runtime's `reduce_range` remedy (7 bits, `[-63, 63]`, this form's weights until
+/// 2026-12-04): a channel's largest weight rarely sits beside another large one, so on MiniLM
+/// the step is `max |w| / 91` per channel at the median (`/ 63` at the worst), against
+/// `max |w| / 63`. Measured on an AVX2 CPU (the quickstart's l = 60 SST-2 adapter, 872 dev
+/// sentences, mean |int8 − f32| logit-margin error): 0.039 → 0.034, labels equal to f32 98.97
+/// → 99.31 % (every product int8: 0.078 → 0.042); the int8 CI test's adapter: mean logit error
+/// 0.0271 → 0.0270, max 0.121 → 0.111, labels 98.17 → 98.28 % (every product int8: 0.038 →
+/// 0.028). Full-range 8-bit weights clipped there: 0.047 (the per-row form before 7 bits).
+///
+/// The per-tensor form keeps plain 8-bit weights ([`quantize_per_channel`]), its per-row
+/// products included ([`MatMulQuantization::per_row`]): a per-tensor input leaves most codes
+/// away from the ends, so clipping is rarer, and the pair bound measured mixed there (margin
+/// error 0.052 → 0.047 for the default mix, but labels equal to f32 99.08 → 98.62 %); 7 bits
+/// raised its error from 0.052 to 0.064.
+pub fn quantize_per_channel_pairs(weight: &[f32], [out, inp]: [usize; 2]) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(weight.len(), out * inp, "weight is not [{out}, {inp}]");
+    let mut scales = vec![1.0f32; out];
+    let mut q = vec![0i8; out * inp];
+    for o in 0..out {
+        let row = &weight[o * inp..(o + 1) * inp];
+        let pair_max = row
+            .chunks(2)
+            .map(|p| p.iter().map(|v| v.abs()).sum::<f32>())
+            .fold(0.0f32, f32::max);
+        if pair_max > 0.0 {
+            scales[o] = pair_max / f32::from(PAIR_SUM_LEVELS);
+        }
+        for (i, v) in row.iter().enumerate() {
+            q[i * out + o] = (v / scales[o]).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    (q, scales)
+}
 
 /// [`quantize_per_channel`] on `[-levels, levels]`: `scale[o] = max_i |w[o, i]| / levels`.
 pub fn quantize_per_channel_to(
@@ -1473,13 +1500,16 @@ impl GraphBuilder {
             .quantization
             .as_ref()
             .is_some_and(|q| q.activations == ActivationQuantization::PerRow);
-        let weight_levels = if per_row_form {
-            PER_ROW_WEIGHT_LEVELS
+        let (q, scales) = if per_row_form {
+            quantize_per_channel_pairs(weight, [out_features, in_features])
         } else {
-            127
+            quantize_per_channel(weight, [out_features, in_features])
         };
-        let (q, scales) =
-            quantize_per_channel_to(weight, [out_features, in_features], weight_levels);
+        let weight_range = if per_row_form {
+            "with |q[2j]| + |q[2j + 1]| <= 128"
+        } else {
+            "on [-127, 127]"
+        };
         let QuantizedInput {
             q: xq,
             scale: x_scale,
@@ -1506,7 +1536,7 @@ impl GraphBuilder {
                 &q,
                 format!(
                     "int8 transpose of the [{out_features}, {in_features}] parameter \
-                     {full}.weight, per output channel on [-{weight_levels}, {weight_levels}]: \
+                     {full}.weight, per output channel {weight_range}: \
                      weight ≈ weight_quantized · weight_scale · {levels} \
                      (the levels of the quantized input, folded in)"
                 ),

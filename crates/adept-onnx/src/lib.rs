@@ -98,10 +98,10 @@ pub mod proto;
 
 pub use graph::with_correction;
 pub use graph::{
-    names_part, quantize_blocks, quantize_per_channel, quantize_per_channel_to, quantize_per_row,
-    quantize_row_blocks, ActivationQuantization, EmbeddingQuantization, GraphBuilder,
-    MatMulQuantization, MultiHeadAttention, QuantizedInput, GELU_FLOOR, MIN_OPSET, MS_DOMAIN,
-    ONNX_ATTENTION_OPSET, PER_ROW_WEIGHT_LEVELS,
+    names_part, quantize_blocks, quantize_per_channel, quantize_per_channel_pairs,
+    quantize_per_channel_to, quantize_per_row, quantize_row_blocks, ActivationQuantization,
+    EmbeddingQuantization, GraphBuilder, MatMulQuantization, MultiHeadAttention, QuantizedInput,
+    GELU_FLOOR, MIN_OPSET, MS_DOMAIN, ONNX_ATTENTION_OPSET, PAIR_SUM_LEVELS,
 };
 pub use model::{ir_version_for_opset, write_atomic, ModelBuilder};
 pub use proto::{

@@ -634,14 +634,17 @@ fn rounding_bound(x: impl Iterator<Item = f64>, w: &[f32], s_x: f64, s_w: f64) -
 }
 
 /// The int8 step of a weight row (one output channel): `max |w| / 127`, or in the per-row form
-/// `max |w| / 63` ([`adept_onnx::PER_ROW_WEIGHT_LEVELS`]).
+/// the largest sum of an adjacent pair `max_j (|w[2j]| + |w[2j + 1]|) / 127`
+/// ([`adept_onnx::quantize_per_channel_pairs`]).
 fn channel_step(wrow: &[f32], per_row_form: bool) -> f64 {
-    let levels = if per_row_form {
-        f64::from(adept_onnx::PER_ROW_WEIGHT_LEVELS)
+    let range = if per_row_form {
+        wrow.chunks(2)
+            .map(|p| p.iter().map(|v| v.abs()).sum::<f32>())
+            .fold(0.0f32, f32::max)
     } else {
-        127.0
+        wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))
     };
-    f64::from(wrow.iter().fold(0.0f32, |m, v| m.max(v.abs()))) / levels
+    f64::from(range) / 127.0
 }
 
 /// The error bound of one output of a product whose input `row` is quantized one-sided, as
@@ -661,7 +664,7 @@ fn one_sided_bound(row: &[f64], wrow: &[f32], floor: f64) -> f64 {
 /// every CPU, as the bounds assume. On x86 without VNNI ONNX Runtime's u8 × s8 kernel adds the
 /// products of adjacent inputs (2j, 2j + 1) in a saturating int16 (`vpmaddubsw`), which
 /// `255 · 127 + 255 · 127` overflows and `255 · 127 + 255` does not (see
-/// `adept_onnx::PER_ROW_WEIGHT_LEVELS`).
+/// `adept_onnx::quantize_per_channel_pairs`).
 fn damp_odd_inputs(w: &mut [f32], d: usize) {
     w.iter_mut()
         .enumerate()
@@ -669,9 +672,8 @@ fn damp_odd_inputs(w: &mut [f32], d: usize) {
         .for_each(|(_, v)| *v *= 0.005);
 }
 
-/// The largest |code| of the int8 initializer `name` of `model`: the weight levels it was
-/// quantized to (each channel's largest entry maps to ±levels).
-fn largest_code(model: &ModelBuilder, name: &str) -> i32 {
+/// The int8 codes of the `[in, out]` initializer `name` of `model`.
+fn int8_codes(model: &ModelBuilder, name: &str) -> Vec<i8> {
     let proto = model.build().unwrap();
     let graph = proto.graph.expect("a graph");
     let t = graph
@@ -680,10 +682,38 @@ fn largest_code(model: &ModelBuilder, name: &str) -> i32 {
         .find(|t| t.name.as_deref() == Some(name))
         .unwrap_or_else(|| panic!("no initializer {name}"));
     let raw = t.raw_data.as_ref().expect("raw int8 data");
-    raw.iter()
-        .map(|&b| i32::from(b as i8).abs())
+    raw.iter().map(|&b| b as i8).collect()
+}
+
+/// The largest |code| of the int8 `[in, out]` weight `name` of `model` (each channel's largest
+/// entry maps to ±127 with plain per-channel scales), and the largest `|q[2j, o]| + |q[2j + 1,
+/// o]|` over its channels `o` and input pairs: at most 128 for a weight that cannot overflow
+/// `vpmaddubsw` (see `adept_onnx::quantize_per_channel_pairs`).
+fn largest_code_and_pair(model: &ModelBuilder, name: &str, out: usize) -> (i32, i32) {
+    let q = int8_codes(model, name);
+    let largest = q.iter().map(|&c| i32::from(c).abs()).max().unwrap_or(0);
+    let rows = q.len() / out;
+    let pair = (0..out)
+        .flat_map(|o| {
+            let q = &q;
+            (0..rows / 2).map(move |j| {
+                i32::from(q[2 * j * out + o]).abs() + i32::from(q[(2 * j + 1) * out + o]).abs()
+            })
+        })
         .max()
-        .unwrap_or(0)
+        .unwrap_or(0);
+    (largest, pair)
+}
+
+/// Asserts the per-row form's pair bound on the int8 weight `name` (`[in, out]`): every
+/// adjacent pair of inputs sums to at most 128 in each channel, and some pair reaches 127 or
+/// 128 (the scale is set by the largest pair).
+fn assert_pair_bounded(model: &ModelBuilder, name: &str, out: usize) {
+    let (_, pair) = largest_code_and_pair(model, name, out);
+    assert!(
+        (127..=128).contains(&pair),
+        "{name}: largest pair sum {pair}"
+    );
 }
 
 /// Asserts `|got − want| ≤ bound` for `what`; returns the error as a fraction of the bound.
@@ -727,7 +757,7 @@ fn quantized_linear_case(activations: adept_onnx::ActivationQuantization, rows: 
     let bq = rng.vec(out, 0.1);
     let mut wk = rng.vec(out * d, 0.05);
     if !all_rows {
-        // 8-bit weights (the per-row form's 7-bit ones cannot saturate).
+        // Plain 8-bit weights (the per-row form's pair-bounded ones cannot saturate).
         damp_odd_inputs(&mut wq, d);
         damp_odd_inputs(&mut wk, d);
     }
@@ -772,12 +802,19 @@ fn quantized_linear_case(activations: adept_onnx::ActivationQuantization, rows: 
     }
     assert_eq!(count(&nodes, "MatMulInteger"), 2);
     assert_eq!(count(&nodes, "MatMul"), 1, "the [80 → 2] head stays float");
-    // 7-bit weights in the per-row form only, 8-bit ones per tensor, the per-row products of
-    // the per-tensor form included.
-    let levels = if all_rows { 63 } else { 127 };
+    // Pair-bounded weights in the per-row form only, plain 8-bit ones per tensor, the per-row
+    // products of the per-tensor form included.
     for name in ["query", "key"] {
         let weight = format!("{name}.weight_quantized");
-        assert_eq!(largest_code(&model, &weight), levels, "{weight}");
+        if all_rows {
+            assert_pair_bounded(&model, &weight, out);
+        } else {
+            assert_eq!(
+                largest_code_and_pair(&model, &weight, out).0,
+                127,
+                "{weight}"
+            );
+        }
     }
 
     let inputs = json!({ "x": tensor_json("float32", &[batch, seq, d], &x) });
@@ -904,8 +941,8 @@ fn block_quantized_linear_stays_within_its_bound() {
 
 /// Per row, a GELU output (≥ −0.17) is quantized as `x − floor` on all 256 levels with the
 /// floor folded back into the bias: the product stays within the bound of that finer step
-/// (half the symmetric one), plus the weights' rounding times `|floor|`. Its weights have 7 bits,
-/// as every per-row product's (see `adept_onnx::PER_ROW_WEIGHT_LEVELS`).
+/// (half the symmetric one), plus the weights' rounding times `|floor|`. Its weights are
+/// pair-bounded, as every per-row product's (see `adept_onnx::quantize_per_channel_pairs`).
 #[test]
 fn a_one_sided_input_is_quantized_shifted_and_stays_within_its_bound() {
     let test = "quantized_linear_one_sided";
@@ -927,11 +964,7 @@ fn a_one_sided_input_is_quantized_shifted_and_stays_within_its_bound() {
     g.output_as(&y, "y", DataType::Float, &dims(out)).unwrap();
     let inputs = json!({ "x": tensor_json("float32", &[rows, d], &pre) });
     let report = check_and_run(test, &model, inputs);
-    assert_eq!(
-        largest_code(&model, "output.weight_quantized"),
-        63,
-        "one-sided input in the per-row form: 7-bit weights"
-    );
+    assert_pair_bounded(&model, "output.weight_quantized", out);
     let (_, got) = output(&report, "y");
     let gelu = |v: f64| 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2));
     let x: Vec<f64> = pre.iter().map(|&v| gelu(f64::from(v))).collect();
@@ -1000,16 +1033,8 @@ fn unbiased_products_with_bias_gelu_and_a_returned_correction_stay_within_their_
     }
     let inputs = json!({ "x": tensor_json("float32", &[rows, d], &x) });
     let report = check_and_run(test, &model, inputs);
-    assert_eq!(
-        largest_code(&model, "inter.weight_quantized"),
-        63,
-        "symmetric input in the per-row form: 7-bit weights"
-    );
-    assert_eq!(
-        largest_code(&model, "output.weight_quantized"),
-        63,
-        "one-sided input in the per-row form: 7-bit weights"
-    );
+    assert_pair_bounded(&model, "inter.weight_quantized", hidden);
+    assert_pair_bounded(&model, "output.weight_quantized", out);
     let gelu = |v: f64| 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2));
     let xd: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
     let pre = ref_linear(&xd, &w1, &b1, d, hidden);
@@ -1082,7 +1107,7 @@ fn per_channel_quantization_round_trips_within_half_a_step() {
         adept_onnx::quantize_per_channel(&w, [out, inp]),
         adept_onnx::quantize_per_channel_to(&w, [out, inp], 127)
     );
-    for levels in [127i8, adept_onnx::PER_ROW_WEIGHT_LEVELS] {
+    for levels in [127i8, 63] {
         let lv = f32::from(levels);
         let (q, scales) = adept_onnx::quantize_per_channel_to(&w, [out, inp], levels);
         assert_eq!(scales[1], 1.0, "a zero channel keeps scale 1");
@@ -1107,6 +1132,56 @@ fn per_channel_quantization_round_trips_within_half_a_step() {
             }
         }
     }
+}
+
+/// [`adept_onnx::quantize_per_channel_pairs`]: each channel's step is its largest adjacent pair
+/// sum / 127, every pair of codes sums to at most 128 (so `255 · (|q0| + |q1|)` fits an int16 on
+/// every CPU), the largest pair reaches 127 or 128, an odd last input stands alone, an all-zero
+/// channel keeps scale 1, and every entry comes back within half a step.
+#[test]
+fn pair_bounded_quantization_round_trips_and_keeps_pairs_in_range() {
+    let (out, inp) = (9usize, 15usize); // odd: the last input has no partner
+    let mut w = Lcg(7).vec(out * inp, 2.0);
+    w[inp..2 * inp].iter_mut().for_each(|v| *v = 0.0); // an all-zero channel
+                                                       // a channel whose largest weights sit side by side, and one whose largest is the lone last
+    w[2 * inp] = 3.0;
+    w[2 * inp + 1] = -3.0;
+    w[4 * inp - 1] = 9.0;
+    let (q, scales) = adept_onnx::quantize_per_channel_pairs(&w, [out, inp]);
+    assert_eq!(scales[1], 1.0, "a zero channel keeps scale 1");
+    let levels = f32::from(adept_onnx::PAIR_SUM_LEVELS);
+    for o in 0..out {
+        let row = &w[o * inp..(o + 1) * inp];
+        let pair_max = row
+            .chunks(2)
+            .map(|p| p.iter().map(|v| v.abs()).sum::<f32>())
+            .fold(0.0f32, f32::max);
+        let code = |i: usize| i32::from(q[i * out + o]).abs();
+        let pairs: Vec<i32> = (0..inp.div_ceil(2))
+            .map(|j| code(2 * j) + if 2 * j + 1 < inp { code(2 * j + 1) } else { 0 })
+            .collect();
+        if pair_max > 0.0 {
+            assert!((scales[o] - pair_max / levels).abs() <= 1e-6 * pair_max);
+            let top = pairs.iter().copied().max().unwrap();
+            assert!(
+                (127..=128).contains(&top),
+                "channel {o}: largest pair {top}"
+            );
+        }
+        assert!(pairs.iter().all(|&p| p <= 128), "channel {o}: {pairs:?}");
+        for (i, v) in row.iter().enumerate() {
+            let back = f32::from(q[i * out + o]) * scales[o];
+            assert!(
+                (back - v).abs() <= scales[o] / 2.0 + 1e-6,
+                "[{o}, {i}]: {v} -> {back}"
+            );
+        }
+    }
+    assert_eq!(
+        i32::from(q[(inp - 1) * out + 3]).abs(),
+        127,
+        "the lone last input sets its scale"
+    );
 }
 
 /// `embedding` under [`adept_onnx::EmbeddingQuantization`]: a 50-row table (rows of very
