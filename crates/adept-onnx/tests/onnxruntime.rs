@@ -1152,10 +1152,8 @@ fn pair_bounded_quantization_round_trips_and_keeps_pairs_in_range() {
     let levels = f32::from(adept_onnx::PAIR_SUM_LEVELS);
     for o in 0..out {
         let row = &w[o * inp..(o + 1) * inp];
-        let pair_max = row
-            .chunks(2)
-            .map(|p| p.iter().map(|v| v.abs()).sum::<f32>())
-            .fold(0.0f32, f32::max);
+        // The per-row form's step (channel_step) times the levels: the largest pair sum.
+        let pair_max = (channel_step(row, true) * 127.0) as f32;
         let code = |i: usize| i32::from(q[i * out + o]).abs();
         let pairs: Vec<i32> = (0..inp.div_ceil(2))
             .map(|j| code(2 * j) + if 2 * j + 1 < inp { code(2 * j + 1) } else { 0 })
