@@ -226,9 +226,9 @@ pub const PAIR_SUM_LEVELS: i8 = 127;
 /// 2026-12-04): a channel's largest weight rarely sits beside another large one, so on MiniLM
 /// the step is `max |w| / 91` per channel at the median (`/ 63` at the worst), against
 /// `max |w| / 63`. Measured on an AVX2 CPU (the quickstart's l = 60 SST-2 adapter, 872 dev
-/// sentences, mean |int8 − f32| logit-margin error): 0.039 → 0.034, labels equal to f32 98.97
+/// sentences, mean |int8 − f32| logit-margin error): 0.039 → 0.033, labels equal to f32 98.97
 /// → 99.31 % (every product int8: 0.078 → 0.042); the int8 CI test's adapter: mean logit error
-/// 0.0271 → 0.0270, max 0.121 → 0.111, labels 98.17 → 98.28 % (every product int8: 0.038 →
+/// 0.027 unchanged, max 0.121 → 0.100, labels 98.17 → 98.51 % (every product int8: 0.038 →
 /// 0.028). Full-range 8-bit weights clipped there: 0.047 (the per-row form before 7 bits).
 ///
 /// The per-tensor form keeps plain 8-bit weights ([`quantize_per_channel`]), its per-row
@@ -236,31 +236,33 @@ pub const PAIR_SUM_LEVELS: i8 = 127;
 /// away from the ends, so clipping is rarer, and the pair bound measured mixed there (margin
 /// error 0.052 → 0.047 for the default mix, but labels equal to f32 99.08 → 98.62 %); 7 bits
 /// raised its error from 0.052 to 0.064.
-pub fn quantize_per_channel_pairs(weight: &[f32], [out, inp]: [usize; 2]) -> (Vec<i8>, Vec<f32>) {
-    assert_eq!(weight.len(), out * inp, "weight is not [{out}, {inp}]");
-    let mut scales = vec![1.0f32; out];
-    let mut q = vec![0i8; out * inp];
-    for o in 0..out {
-        let row = &weight[o * inp..(o + 1) * inp];
-        let pair_max = row
-            .chunks(2)
+pub fn quantize_per_channel_pairs(weight: &[f32], dims: [usize; 2]) -> (Vec<i8>, Vec<f32>) {
+    quantize_channels(weight, dims, PAIR_SUM_LEVELS, |row| {
+        row.chunks(2)
             .map(|p| p.iter().map(|v| v.abs()).sum::<f32>())
-            .fold(0.0f32, f32::max);
-        if pair_max > 0.0 {
-            scales[o] = pair_max / f32::from(PAIR_SUM_LEVELS);
-        }
-        for (i, v) in row.iter().enumerate() {
-            q[i * out + o] = (v / scales[o]).round().clamp(-127.0, 127.0) as i8;
-        }
-    }
-    (q, scales)
+            .fold(0.0f32, f32::max)
+    })
 }
 
 /// [`quantize_per_channel`] on `[-levels, levels]`: `scale[o] = max_i |w[o, i]| / levels`.
 pub fn quantize_per_channel_to(
     weight: &[f32],
+    dims: [usize; 2],
+    levels: i8,
+) -> (Vec<i8>, Vec<f32>) {
+    quantize_channels(weight, dims, levels, |row| {
+        row.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+    })
+}
+
+/// Per-output-channel int8 codes of a row-major `[out, in]` weight, transposed `[in, out]`:
+/// `scale[o] = range(w[o, ..]) / levels` (1 where the range is 0) and `q[i, o] =
+/// round(w[o, i] / scale[o])` clamped to `[-levels, levels]`.
+fn quantize_channels(
+    weight: &[f32],
     [out, inp]: [usize; 2],
     levels: i8,
+    range: impl Fn(&[f32]) -> f32,
 ) -> (Vec<i8>, Vec<f32>) {
     assert_eq!(weight.len(), out * inp, "weight is not [{out}, {inp}]");
     let lv = f32::from(levels);
@@ -268,7 +270,7 @@ pub fn quantize_per_channel_to(
     let mut q = vec![0i8; out * inp];
     for o in 0..out {
         let row = &weight[o * inp..(o + 1) * inp];
-        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let max = range(row);
         if max > 0.0 {
             scales[o] = max / lv;
         }
@@ -1500,15 +1502,16 @@ impl GraphBuilder {
             .quantization
             .as_ref()
             .is_some_and(|q| q.activations == ActivationQuantization::PerRow);
-        let (q, scales) = if per_row_form {
-            quantize_per_channel_pairs(weight, [out_features, in_features])
+        let ((q, scales), weight_range) = if per_row_form {
+            (
+                quantize_per_channel_pairs(weight, [out_features, in_features]),
+                "with |q[2j]| + |q[2j + 1]| <= 128",
+            )
         } else {
-            quantize_per_channel(weight, [out_features, in_features])
-        };
-        let weight_range = if per_row_form {
-            "with |q[2j]| + |q[2j + 1]| <= 128"
-        } else {
-            "on [-127, 127]"
+            (
+                quantize_per_channel(weight, [out_features, in_features]),
+                "on [-127, 127]",
+            )
         };
         let QuantizedInput {
             q: xq,
