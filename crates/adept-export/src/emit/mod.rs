@@ -93,8 +93,9 @@ pub fn is_packed(g: &adept_onnx::GraphBuilder) -> bool {
 /// (`--int8-keep-float`): the first layer's feed-forward output product. On MiniLM (l = 60
 /// ADePT adapters, SST-2) keeping it float alone lowers the mean |int8 − f32| logit-margin error
 /// by 21–39 % (1000 training sentences; 22–31 % on dev), more than any other single product,
-/// for ~4 % of the int8 speed; see [`int8_quantization`]. Tuned to the default prompt length:
-/// on an l = 20 adapter it raised that error by 14 % (`--int8-keep-float none` there).
+/// for ~4 % of the int8 speed; see [`int8_quantization`]. With the pair-bounded weights
+/// ([`adept_onnx::quantize_per_channel_pairs`]) it gains less (−21 % on the quickstart adapter,
+/// −4 % on an l = 20 one, where with 7-bit weights it had raised the error by 14 %) for ~3 %.
 pub const INT8_KEEP_FLOAT_DEFAULT: &[&str] = &["layer.0.output.dense"];
 
 /// What `--dtype int8` quantizes: every encoder product (attention projections, feed-forward)
