@@ -35,15 +35,15 @@ pub struct ExportArgs {
     pub dtype: WeightDtype,
     /// With `--dtype int8`: quantize each product in blocks of N inputs
     /// (`com.microsoft:MatMulNBits`, 8 bits; a power of two ≥ 16, e.g. 128) instead of per
-    /// row: logits closer to f32, somewhat slower on CPU (see the README's int8 table).
+    /// row: logits closer to f32, somewhat slower on CPU (see docs/serving.md).
     #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
     pub int8_blocks: Option<usize>,
     /// With `--dtype int8`: how the products' inputs are quantized at run time. `per-row`
     /// (default): one scale per token, a sentence's logits independent of its batch-mates.
     /// `per-tensor`: one scale per input tensor (ONNX Runtime's fused `DynamicQuantizeMatMul`),
     /// the fastest (1.2-1.3x per row on CPU), but the sentences of a batch share the scale, so
-    /// their logits move a little with their batch-mates, and further from f32 (see the
-    /// README's int8 section).
+    /// their logits move a little with their batch-mates, and further from f32 (see
+    /// docs/serving.md).
     #[cfg_attr(
         feature = "cli",
         arg(
@@ -56,14 +56,14 @@ pub struct ExportArgs {
     /// With `--dtype int8`: keep the products whose weight name contains NAME in float
     /// (repeatable; `none` keeps none) [default per row: `layer.0.output.dense`, the first
     /// layer's feed-forward output, where a quarter to a third of MiniLM's int8 error comes
-    /// from (see the README's int8 section); per tensor and in blocks: none].
+    /// from (see docs/serving.md); per tensor and in blocks: none].
     #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
     pub int8_keep_float: Option<Vec<String>>,
     /// With `--int8-activations per-tensor`: quantize the input of the products whose weight
     /// name contains NAME per row instead (repeatable; `none`: every product per tensor)
     /// [default: the feed-forward products of every layer but the last two, where most of the
     /// per-tensor error comes from: about the per-row error for 5-8 % of the per-tensor speed
-    /// (see the README's int8 section)].
+    /// (see docs/serving.md)].
     #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
     pub int8_per_row: Option<Vec<String>>,
     /// Default-domain ONNX opset (17 or later; from 23 on an encoder's attention is ONNX's own

@@ -48,7 +48,7 @@ pub use cli::{run_export, ExportArgs};
 /// The default-domain ONNX opset of an export unless `--opset` says otherwise: 23, the first
 /// with ONNX's own `Attention`, which encoder graphs use in place of
 /// `com.microsoft:MultiHeadAttention` (the faster kernel in ONNX Runtime 1.31 on CPU: MiniLM
-/// int8 per row 1.09× at batch 1, f32 1.02×; see the README's serving section). 17 is the
+/// int8 per row 1.09× at batch 1, f32 1.02×; see docs/serving.md). 17 is the
 /// lowest accepted, for runtimes older than ONNX Runtime 1.23.
 pub const DEFAULT_OPSET: i64 = 23;
 pub use emit::{classifier_graph, AttentionKind, GraphOptions};

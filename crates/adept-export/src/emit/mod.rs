@@ -113,7 +113,7 @@ pub const INT8_KEEP_FLOAT_DEFAULT: &[&str] = &["layer.0.output.dense"];
 /// `DynamicQuantizeLinear` scale per batch moved them by up to 4e-2 logits on the adapter below,
 /// 0.16 on the int8 test's l = 20 run), which is the price of its speed: 1.2–1.3× the per-row
 /// bundle, and the only int8 form that is 1.2× ONNX Runtime's own `quantize_dynamic` on the
-/// `torch.onnx.export` graph (README, "Serving on CPU").
+/// `torch.onnx.export` graph (README, "Serving on CPU"; docs/serving.md).
 ///
 /// Measured on the 872 SST-2 dev sentences, a 150-step l = 60 ADePT adapter (f32 accuracy
 /// 76.15), batches of 32, ONNX Runtime 1.31 (agreement = int8 label = f32 label):
@@ -137,8 +137,8 @@ pub const INT8_KEEP_FLOAT_DEFAULT: &[&str] = &["layer.0.output.dense"];
 /// roundings local, so an outlier channel no longer coarsens its whole row or column: blocks of
 /// 32 reached 99.2–99.7 % on three adapters (this one; the int8 test's 60-step run, 99.54 % with
 /// the table in blocks too; a 150-step l = 20 run) where per row gave 98.4–98.7 %. They cost
-/// speed on CPU (ONNX Runtime's MatMulNBits kernel against MatMulIntegerToFloat; see the README's
-/// serving table). Per row halves the per-tensor logit error; symmetric, it left the one-sided
+/// speed on CPU (ONNX Runtime's MatMulNBits kernel against MatMulIntegerToFloat; see
+/// docs/serving.md). Per row halves the per-tensor logit error; symmetric, it left the one-sided
 /// GELU output 7 bits and lost 0.8 points, so a value the graph knows is bounded below (GELU ≥
 /// −0.17, ReLU ≥ 0, [`adept_onnx::GELU_FLOOR`]) is quantized as `x − floor` on all 256 levels
 /// with the floor folded into the bias.
@@ -201,7 +201,7 @@ pub fn int8_quantization(
 /// accuracy 77.06; 872 dev sentences, ONNX Runtime 1.31, 2 threads, an AVX2 CPU), by quantizing
 /// one product group per row at a time with the rest per tensor: layers 4–5 removed nothing of
 /// the mean |int8 − f32| logit error (0.0448 all per tensor; about half the logit-margin error
-/// the README reports), the feed-forward products of layers 0–3 the most (to 0.0406–0.042
+/// docs/serving.md reports), the feed-forward products of layers 0–3 the most (to 0.0406–0.042
 /// each, with layer 3's attention projections). Per row where it matters and per tensor
 /// elsewhere:
 ///
