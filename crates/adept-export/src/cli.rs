@@ -55,8 +55,8 @@ pub struct ExportArgs {
     pub int8_activations: Option<Int8Activations>,
     /// With `--dtype int8`: keep the products whose weight name contains NAME in float
     /// (repeatable; `none` keeps none) [default per row: `layer.0.output.dense`, the first
-    /// layer's feed-forward output, where a quarter to a third of MiniLM's int8 error comes
-    /// from (see docs/serving.md); per tensor and in blocks: none].
+    /// layer's feed-forward output, the largest single source of MiniLM's int8 error (a fifth
+    /// of it on an l = 60 adapter; see docs/serving.md); per tensor and in blocks: none].
     #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
     pub int8_keep_float: Option<Vec<String>>,
     /// With `--int8-activations per-tensor`: quantize the input of the products whose weight
