@@ -302,8 +302,8 @@ fn int8_keep_float_names_products_and_refuses_names_that_match_none() {
 /// `int8_keep_float` does: they are recorded in the model's metadata (`adept.int8_per_row`) and
 /// the manifest, quantize their input per row (`QuantizeLinear` of the row-scaled input) while
 /// the rest keep `DynamicQuantizeLinear`, and a name that matches no int8 product (the int8
-/// vocabulary table is none) fails the export naming the products, leaving no bundle. The default for this two-layer model (every
-/// layer but the last two) is none.
+/// vocabulary table is none) fails the export naming the products, leaving no bundle. The
+/// default for this two-layer model (every layer but the last two) is none.
 #[test]
 fn int8_per_row_names_products_and_refuses_names_that_match_none() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1142,8 +1142,9 @@ fn per_channel_quantization_round_trips_within_half_a_step() {
 fn pair_bounded_quantization_round_trips_and_keeps_pairs_in_range() {
     let (out, inp) = (9usize, 15usize); // odd: the last input has no partner
     let mut w = Lcg(7).vec(out * inp, 2.0);
-    w[inp..2 * inp].iter_mut().for_each(|v| *v = 0.0); // an all-zero channel
-                                                       // a channel whose largest weights sit side by side, and one whose largest is the lone last
+    // An all-zero channel, one whose largest weights sit side by side, and one whose largest
+    // is the lone last input.
+    w[inp..2 * inp].iter_mut().for_each(|v| *v = 0.0);
     w[2 * inp] = 3.0;
     w[2 * inp + 1] = -3.0;
     w[4 * inp - 1] = 9.0;

@@ -215,7 +215,8 @@ pub fn int8_quantization(
 /// | everything (`--int8-activations per-row`) | 98.97 | 98.97 | 0.0249 | 61             |
 ///
 /// (The per-row form with full-range 8-bit weights, before
-/// [`adept_onnx::quantize_per_channel_pairs`]; batch 32 in input order. `adept infer`'s length-sorted batches of 32 gave this default 99.20 %.)
+/// [`adept_onnx::quantize_per_channel_pairs`]; batch 32 in input order. `adept infer`'s
+/// length-sorted batches of 32 gave this default 99.20 %.)
 /// (agree = int8 label equals the f32 label, at batch 1 and 32; the f32 bundle ran 51–56
 /// sentences/s in the same runs.) The per-row products cost a few small ops each (the row
 /// maxima) and no longer take the fused `DynamicQuantizeMatMul`; the rest keep the per-tensor
